@@ -1,0 +1,74 @@
+// mirage-serverd: the headless server (HTTP, or stdio for the embedded default).
+#include <unistd.h>
+
+#include <iostream>
+
+#include "libmirage/proto/transport.hpp"
+#include "libmirage/server/service.hpp"
+#include "libmirage/tool/tool.hpp"
+
+using namespace mirage;
+
+namespace {
+
+struct Options {
+  std::string data;
+  std::string listen = "0.0.0.0:8000";
+  std::string tls_cert, tls_key;
+  bool stdio = false;
+};
+
+std::string data_dir(const Options& o) { return o.data.empty() ? proto::default_data_dir() : o.data; }
+
+int serve(const Options& o) {
+  if (o.stdio) {
+    server::Service service(data_dir(o), true);
+    return server::serve_stdio(service, 0, 1);
+  }
+  auto colon = o.listen.rfind(':');
+  if (colon == std::string::npos) throw Error(ErrorKind::usage, "--listen " + o.listen + ": expected HOST:PORT");
+  server::HttpOptions h;
+  h.host = o.listen.substr(0, colon);
+  try {
+    h.port = std::stoi(o.listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    throw Error(ErrorKind::usage, "--listen " + o.listen + ": bad port");
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) throw Error(ErrorKind::usage, "--tls-cert and --tls-key go together");
+  h.tls_cert = o.tls_cert;
+  h.tls_key = o.tls_key;
+  h.on_listen = [&](const std::string& where) {
+    std::cerr << "mirage-serverd: serving " << data_dir(o) << " on " << (h.tls_cert.empty() ? "http://" : "https://")
+              << where << "\n";
+  };
+  server::Service service(data_dir(o), false);
+  server::serve_http(service, h);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Mirage server: keeps every endpoint's CVD, serves HTTP or stdio", "mirage-serverd"};
+  app.set_version_flag("--version", MIRAGE_VERSION);
+  Options o;
+  tool::Common common;
+  app.add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME or /var/lib/mirage)");
+  app.add_option("--listen", o.listen, "HOST:PORT to serve HTTP on (default 0.0.0.0:8000)");
+  app.add_option("--tls-cert", o.tls_cert, "TLS certificate (PEM) for HTTPS");
+  app.add_option("--tls-key", o.tls_key, "TLS private key (PEM) for HTTPS");
+  app.add_flag("--stdio", o.stdio, "Serve one client on stdin/stdout (what local: runs)");
+  app.add_option("--output", common.output, "Output format: json or text")->check(CLI::IsMember({"json", "text"}));
+  auto* init = app.add_subcommand("init", "Create the data directory and print the admin token once");
+  init->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME or /var/lib/mirage)");
+  return tool::run(argc, argv, app, common,
+                   {{init,
+                     [&] {
+                       std::string token = server::init_data_dir(data_dir(o));
+                       tool::print(common, {{"admin_token", token}, {"data", data_dir(o)}}, [&](std::ostream& out) {
+                         out << "initialized " << data_dir(o) << "\nadmin token (shown once): " << token << "\n";
+                       });
+                       return 0;
+                     }},
+                    {nullptr, [&] { return serve(o); }}});
+}

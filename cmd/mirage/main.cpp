@@ -1,0 +1,93 @@
+// mirage: the dispatcher. `mirage TOOL ARGS` runs mirage-TOOL ARGS (git-style);
+// a few commands that are not tools of their own live here (check, policy).
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "libmirage/tool/tool.hpp"
+#include "libmirage/util/fd.hpp"
+
+using namespace mirage;
+using nlohmann::json;
+
+namespace {
+
+const char* const k_tools[] = {"serverd", "centralize", "capture", "assign", "restore", "migrate", "reflect"};
+
+/// Replaces this process with mirage-TOOL from beside this executable, else PATH.
+int exec_tool(const std::string& tool, int argc, char** argv) {
+  std::string name = "mirage-" + tool;
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::string path = name;
+  if (!ec && std::filesystem::exists(self.parent_path() / name)) path = (self.parent_path() / name).string();
+  std::vector<char*> args{name.data()};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  ::execvp(path.c_str(), args.data());
+  std::cerr << "mirage: '" << tool << "' is not a mirage command (no " << name << " found)\n";
+  return 2;
+}
+
+int check(const tool::Common& common, bool read_data) {
+  auto client = tool::connect(common);
+  json report = client.call("check", {{"read_data", read_data}});
+  tool::print(common, report, [&](std::ostream& out) {
+    out << "checked " << report["packs"] << " packs, " << report["chunks"] << " chunks, " << report["snapshots"]
+        << " snapshots, " << report["trees"] << " trees";
+    if (read_data) out << ", read " << tool::human_bytes(report["bytes_read"].get<uint64_t>());
+    out << "\n";
+    for (const auto& p : report["problems"])
+      out << "  " << p["what"].get<std::string>() << " " << p["name"].get<std::string>() << ": "
+          << p["message"].get<std::string>() << "\n";
+    out << (report["ok"].get<bool>() ? "no errors\n" : "ERRORS FOUND\n");
+  });
+  return report["ok"].get<bool>() ? 0 : 6;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1) {
+    std::string first = argv[1];
+    for (const char* t : k_tools)
+      if (first == t) return exec_tool(first, argc, argv);
+  }
+  CLI::App app{"Mirage: layered image management and endpoint protection.\n"
+               "Tools: centralize capture assign restore migrate reflect serverd\n"
+               "(mirage TOOL ... runs mirage-TOOL ...)",
+               "mirage"};
+  app.set_version_flag("--version", MIRAGE_VERSION);
+  tool::Common common;
+  tool::add_common(app, common);
+  app.fallthrough();
+  bool read_data = false;
+  std::string policy_name = "default", policy_file;
+  auto* check_cmd = app.add_subcommand("check", "Verify the catalog, packs and snapshots");
+  check_cmd->add_flag("--read-data", read_data, "Also read and verify every chunk");
+  auto* policy = app.add_subcommand("policy", "Show or set upload policies");
+  policy->require_subcommand(1);
+  auto* policy_show = policy->add_subcommand("show", "Print an upload policy");
+  policy_show->add_option("name", policy_name, "Policy name (default: default)");
+  auto* policy_set = policy->add_subcommand("set", "Set an upload policy from a JSON file");
+  policy_set->add_option("name", policy_name, "Policy name")->required();
+  policy_set->add_option("--file", policy_file, "JSON policy document (- for stdin)")->required();
+  return tool::run(argc, argv, app, common,
+                   {{check_cmd, [&] { return check(common, read_data); }},
+                    {policy_show,
+                     [&] {
+                       auto client = tool::connect(common);
+                       tool::print(common, client.call("policy.get", {{"name", policy_name}}), nullptr);
+                       return 0;
+                     }},
+                    {policy_set, [&] {
+                       std::string text = policy_file == "-" ? std::string(std::istreambuf_iterator<char>(std::cin), {})
+                                                             : util::read_file(policy_file);
+                       json doc = json::parse(text, nullptr, false);
+                       if (doc.is_discarded()) throw Error(ErrorKind::usage, "--file " + policy_file + ": not valid JSON");
+                       auto client = tool::connect(common);
+                       tool::print(common, client.call("policy.set", {{"name", policy_name}, {"policy", doc}}), nullptr);
+                       return 0;
+                     }}});
+}

@@ -1,0 +1,318 @@
+#include "libmirage/catalog/catalog.hpp"
+
+#include <filesystem>
+
+#include "libmirage/util/clock.hpp"
+#include "libmirage/util/error.hpp"
+
+namespace mirage::catalog {
+
+namespace {
+
+constexpr int k_schema_version = 1;
+
+constexpr const char* k_schema = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices(
+  id TEXT PRIMARY KEY, state TEXT NOT NULL, reference INTEGER NOT NULL DEFAULT 0,
+  hostname TEXT NOT NULL DEFAULT '', policy TEXT NOT NULL DEFAULT 'default',
+  inventory TEXT NOT NULL DEFAULT '{}', registered_at INTEGER NOT NULL, last_seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots(
+  id TEXT PRIMARY KEY, device TEXT NOT NULL REFERENCES devices(id), tree BLOB NOT NULL,
+  root BLOB NOT NULL, created_at INTEGER NOT NULL, stats TEXT NOT NULL DEFAULT '{}',
+  pinned INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS snapshots_by_device ON snapshots(device, created_at);
+CREATE TABLE IF NOT EXISTS volumes(id INTEGER PRIMARY KEY, path TEXT NOT NULL, read_only INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS packs(
+  id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES volumes(id),
+  size INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS chunks(
+  id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL, stored INTEGER NOT NULL,
+  raw INTEGER NOT NULL, codec INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens(
+  hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL,
+  revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS policies(name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events(
+  id INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL, device TEXT NOT NULL DEFAULT '',
+  detail TEXT NOT NULL DEFAULT '{}');
+)sql";
+
+Device device_from(util::Stmt& s) {
+  Device d;
+  d.id = s.text(0);
+  d.state = state_from_name(s.text(1));
+  d.reference = s.int64(2) != 0;
+  d.hostname = s.text(3);
+  d.policy = s.text(4);
+  d.inventory = nlohmann::json::parse(s.text(5), nullptr, false);
+  if (d.inventory.is_discarded()) d.inventory = nlohmann::json::object();
+  d.registered_at = s.int64(6);
+  d.last_seen = s.int64(7);
+  return d;
+}
+
+Snapshot snapshot_from(util::Stmt& s) {
+  Snapshot snap;
+  snap.id = s.text(0);
+  snap.device = s.text(1);
+  auto tree = s.blob(2);
+  if (tree.size() != 32) throw Error(ErrorKind::integrity, "catalog: snapshot " + snap.id + " has a malformed tree id");
+  snap.tree = Digest::from_span(tree);
+  snap.root = s.blob(3);
+  snap.created_at = s.int64(4);
+  snap.stats = nlohmann::json::parse(s.text(5), nullptr, false);
+  if (snap.stats.is_discarded()) snap.stats = nlohmann::json::object();
+  snap.pinned = s.int64(6) != 0;
+  return snap;
+}
+
+constexpr const char* k_device_cols = "id, state, reference, hostname, policy, inventory, registered_at, last_seen";
+constexpr const char* k_snapshot_cols = "id, device, tree, root, created_at, stats, pinned";
+
+std::string checked_path(const std::string& path, bool create) {
+  if (!create && !std::filesystem::exists(path))
+    throw Error(ErrorKind::not_found, "catalog " + path + ": not found (run 'mirage-serverd init')");
+  return path;
+}
+
+}  // namespace
+
+std::string_view state_name(DeviceState s) {
+  switch (s) {
+    case DeviceState::pending: return "pending";
+    case DeviceState::accepted: return "accepted";
+    case DeviceState::rejected: return "rejected";
+  }
+  return "pending";
+}
+
+DeviceState state_from_name(std::string_view name) {
+  if (name == "accepted") return DeviceState::accepted;
+  if (name == "rejected") return DeviceState::rejected;
+  return DeviceState::pending;
+}
+
+void to_json(nlohmann::json& j, const Device& d) {
+  j = {{"device_id", d.id},
+       {"state", state_name(d.state)},
+       {"reference", d.reference},
+       {"hostname", d.hostname},
+       {"policy", d.policy},
+       {"inventory", d.inventory},
+       {"registered_at", util::rfc3339(d.registered_at)},
+       {"last_seen", util::rfc3339(d.last_seen)}};
+}
+
+void to_json(nlohmann::json& j, const Snapshot& s) {
+  j = {{"snapshot_id", s.id},     {"device_id", s.device}, {"tree", s.tree.hex()},
+       {"time", util::rfc3339(s.created_at)}, {"time_ns", s.created_at}, {"stats", s.stats},
+       {"pinned", s.pinned}};
+}
+
+Catalog::Catalog(const std::string& path, bool create)
+    : m_db(checked_path(path, create)), m_find_chunk((m_db.exec(k_schema), m_db),
+                                                     "SELECT pack, offset, stored, raw, codec FROM chunks WHERE id = ?") {
+  util::Stmt get(m_db, "SELECT value FROM meta WHERE key = 'schema'");
+  if (get.step()) {
+    if (get.text(0) != std::to_string(k_schema_version))
+      throw Error(ErrorKind::precondition, "catalog " + path + ": schema version " + get.text(0) + " is not supported");
+  } else {
+    get.reset();
+    util::Stmt(m_db, "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)")
+        .bind(1, std::to_string(k_schema_version))
+        .run();
+  }
+}
+
+std::optional<Device> Catalog::device(const std::string& id) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_device_cols + " FROM devices WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return device_from(s);
+}
+
+std::vector<Device> Catalog::devices(std::optional<DeviceState> state) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_device_cols + " FROM devices" + (state ? " WHERE state = ?" : "") +
+                         " ORDER BY registered_at, id");
+  if (state) s.bind(1, std::string(state_name(*state)));
+  std::vector<Device> out;
+  while (s.step()) out.push_back(device_from(s));
+  return out;
+}
+
+void Catalog::add_device(const Device& d) {
+  util::Stmt(m_db, "INSERT INTO devices(id, state, reference, hostname, policy, inventory, registered_at, last_seen) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+      .bind(1, d.id)
+      .bind(2, std::string(state_name(d.state)))
+      .bind(3, int64_t(d.reference))
+      .bind(4, d.hostname)
+      .bind(5, d.policy)
+      .bind(6, d.inventory.dump())
+      .bind(7, d.registered_at)
+      .bind(8, d.last_seen)
+      .run();
+}
+
+void Catalog::set_device_state(const std::string& id, DeviceState state, bool reference) {
+  util::Stmt(m_db, "UPDATE devices SET state = ?, reference = ? WHERE id = ?")
+      .bind(1, std::string(state_name(state)))
+      .bind(2, int64_t(reference))
+      .bind(3, id)
+      .run();
+}
+
+void Catalog::touch_device(const std::string& id, const std::string& hostname, const nlohmann::json& inventory) {
+  util::Stmt(m_db, "UPDATE devices SET hostname = ?, inventory = ?, last_seen = ? WHERE id = ?")
+      .bind(1, hostname)
+      .bind(2, inventory.dump())
+      .bind(3, util::now_ns())
+      .bind(4, id)
+      .run();
+}
+
+void Catalog::add_snapshot(const Snapshot& s) {
+  util::Stmt(m_db, "INSERT INTO snapshots(id, device, tree, root, created_at, stats, pinned) VALUES (?, ?, ?, ?, ?, ?, ?)")
+      .bind(1, s.id)
+      .bind(2, s.device)
+      .bind_blob(3, s.tree.bytes)
+      .bind_blob(4, s.root)
+      .bind(5, s.created_at)
+      .bind(6, s.stats.dump())
+      .bind(7, int64_t(s.pinned))
+      .run();
+}
+
+std::vector<Snapshot> Catalog::snapshots(const std::string& device) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_snapshot_cols + " FROM snapshots WHERE device = ? ORDER BY created_at, id");
+  s.bind(1, device);
+  std::vector<Snapshot> out;
+  while (s.step()) out.push_back(snapshot_from(s));
+  return out;
+}
+
+std::vector<Snapshot> Catalog::all_snapshots() {
+  util::Stmt s(m_db, std::string("SELECT ") + k_snapshot_cols + " FROM snapshots ORDER BY created_at, id");
+  std::vector<Snapshot> out;
+  while (s.step()) out.push_back(snapshot_from(s));
+  return out;
+}
+
+std::vector<Volume> Catalog::volumes() {
+  util::Stmt s(m_db, "SELECT id, path, read_only FROM volumes ORDER BY id");
+  std::vector<Volume> out;
+  while (s.step()) out.push_back({s.int64(0), s.text(1), s.int64(2) != 0});
+  return out;
+}
+
+int64_t Catalog::add_volume(const std::string& path) {
+  util::Stmt(m_db, "INSERT INTO volumes(path) VALUES (?)").bind(1, path).run();
+  return m_db.last_insert_rowid();
+}
+
+int64_t Catalog::add_pack(const std::string& name, int64_t volume) {
+  util::Stmt(m_db, "INSERT INTO packs(name, volume) VALUES (?, ?)").bind(1, name).bind(2, volume).run();
+  return m_db.last_insert_rowid();
+}
+
+std::vector<Pack> Catalog::packs() {
+  util::Stmt s(m_db, "SELECT id, name, volume, size FROM packs ORDER BY id");
+  std::vector<Pack> out;
+  while (s.step()) out.push_back({s.int64(0), s.text(1), s.int64(2), static_cast<uint64_t>(s.int64(3))});
+  return out;
+}
+
+std::optional<Pack> Catalog::pack(int64_t id) {
+  util::Stmt s(m_db, "SELECT id, name, volume, size FROM packs WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return Pack{s.int64(0), s.text(1), s.int64(2), static_cast<uint64_t>(s.int64(3))};
+}
+
+std::optional<ChunkLocation> Catalog::find_chunk(const Digest& id) {
+  m_find_chunk.reset();
+  m_find_chunk.bind_blob(1, id.bytes);
+  if (!m_find_chunk.step()) {
+    m_find_chunk.reset();
+    return std::nullopt;
+  }
+  ChunkLocation loc{m_find_chunk.int64(0), static_cast<uint64_t>(m_find_chunk.int64(1)),
+                    static_cast<uint32_t>(m_find_chunk.int64(2)), static_cast<uint32_t>(m_find_chunk.int64(3)),
+                    static_cast<uint8_t>(m_find_chunk.int64(4))};
+  m_find_chunk.reset();
+  return loc;
+}
+
+void Catalog::add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size) {
+  util::Transaction tx(m_db);
+  util::Stmt ins(m_db, "INSERT OR IGNORE INTO chunks(id, pack, offset, stored, raw, codec) VALUES (?, ?, ?, ?, ?, ?)");
+  for (const auto& [id, loc] : chunks) {
+    ins.bind_blob(1, id.bytes)
+        .bind(2, loc.pack)
+        .bind(3, static_cast<int64_t>(loc.offset))
+        .bind(4, int64_t(loc.stored))
+        .bind(5, int64_t(loc.raw))
+        .bind(6, int64_t(loc.codec));
+    ins.run();
+  }
+  util::Stmt(m_db, "UPDATE packs SET size = ? WHERE id = ?").bind(1, static_cast<int64_t>(pack_size)).bind(2, pack).run();
+  tx.commit();
+}
+
+void Catalog::for_each_chunk(const std::function<void(const Digest&, const ChunkLocation&)>& fn) {
+  util::Stmt s(m_db, "SELECT id, pack, offset, stored, raw, codec FROM chunks ORDER BY pack, offset");
+  while (s.step()) {
+    auto id = s.blob(0);
+    if (id.size() != 32) throw Error(ErrorKind::integrity, "catalog: malformed chunk id in index");
+    fn(Digest::from_span(id), {s.int64(1), static_cast<uint64_t>(s.int64(2)), static_cast<uint32_t>(s.int64(3)),
+                               static_cast<uint32_t>(s.int64(4)), static_cast<uint8_t>(s.int64(5))});
+  }
+}
+
+uint64_t Catalog::chunk_count() {
+  util::Stmt s(m_db, "SELECT count(*) FROM chunks");
+  s.step();
+  return static_cast<uint64_t>(s.int64(0));
+}
+
+void Catalog::add_token(const std::string& hash, const std::string& name, const std::string& role) {
+  util::Stmt(m_db, "INSERT INTO tokens(hash, name, role, created_at) VALUES (?, ?, ?, ?)")
+      .bind(1, hash)
+      .bind(2, name)
+      .bind(3, role)
+      .bind(4, util::now_ns())
+      .run();
+}
+
+std::optional<std::string> Catalog::token_role(const std::string& hash) {
+  util::Stmt s(m_db, "SELECT role FROM tokens WHERE hash = ? AND revoked = 0");
+  s.bind(1, hash);
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
+std::optional<nlohmann::json> Catalog::policy(const std::string& name) {
+  util::Stmt s(m_db, "SELECT doc FROM policies WHERE name = ?");
+  s.bind(1, name);
+  if (!s.step()) return std::nullopt;
+  return nlohmann::json::parse(s.text(0));
+}
+
+void Catalog::set_policy(const std::string& name, const nlohmann::json& doc) {
+  util::Stmt(m_db, "INSERT INTO policies(name, doc) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET doc = excluded.doc")
+      .bind(1, name)
+      .bind(2, doc.dump())
+      .run();
+}
+
+void Catalog::add_event(const std::string& type, const std::string& device, const nlohmann::json& detail) {
+  util::Stmt(m_db, "INSERT INTO events(at, type, device, detail) VALUES (?, ?, ?, ?)")
+      .bind(1, util::now_ns())
+      .bind(2, type)
+      .bind(3, device)
+      .bind(4, detail.dump())
+      .run();
+}
+
+}  // namespace mirage::catalog

@@ -1,0 +1,114 @@
+#pragma once
+// The catalog: devices, snapshots, packs and the chunk index, tokens, policies, events.
+// SQLite in WAL mode; one Catalog per thread (connections are not shared).
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/util/digest.hpp"
+#include "libmirage/util/sqlite.hpp"
+
+namespace mirage::catalog {
+
+using util::Digest;
+
+enum class DeviceState { pending, accepted, rejected };
+std::string_view state_name(DeviceState s);
+DeviceState state_from_name(std::string_view name);
+
+struct Device {
+  std::string id;
+  DeviceState state = DeviceState::pending;
+  bool reference = false;
+  std::string hostname;
+  std::string policy = "default";
+  nlohmann::json inventory = nlohmann::json::object();
+  int64_t registered_at = 0;
+  int64_t last_seen = 0;
+};
+void to_json(nlohmann::json& j, const Device& d);
+
+struct Snapshot {
+  std::string id;
+  std::string device;
+  Digest tree;
+  std::vector<uint8_t> root;  ///< the encoded root directory entry (tree::encode_entry)
+  int64_t created_at = 0;
+  nlohmann::json stats = nlohmann::json::object();
+  bool pinned = false;
+};
+void to_json(nlohmann::json& j, const Snapshot& s);
+
+/// Where a chunk lives: the record at `offset` in pack `pack` (see store/pack.hpp).
+struct ChunkLocation {
+  int64_t pack = 0;
+  uint64_t offset = 0;
+  uint32_t stored = 0;
+  uint32_t raw = 0;
+  uint8_t codec = 0;
+};
+
+struct Pack {
+  int64_t id = 0;
+  std::string name;
+  int64_t volume = 0;
+  uint64_t size = 0;  ///< bytes covered by indexed records (the file may hold an unindexed tail)
+};
+
+struct Volume {
+  int64_t id = 0;
+  std::string path;
+  bool read_only = false;
+};
+
+class Catalog {
+ public:
+  /// Opens the catalog at `path`, creating the schema when `create` is set; throws
+  /// Error(not_found) when it is missing and `create` is not set.
+  Catalog(const std::string& path, bool create);
+
+  util::Db& db() { return m_db; }
+
+  std::optional<Device> device(const std::string& id);
+  std::vector<Device> devices(std::optional<DeviceState> state);
+  void add_device(const Device& d);
+  void set_device_state(const std::string& id, DeviceState state, bool reference);
+  void touch_device(const std::string& id, const std::string& hostname, const nlohmann::json& inventory);
+
+  void add_snapshot(const Snapshot& s);
+  /// Snapshots of a device, oldest first.
+  std::vector<Snapshot> snapshots(const std::string& device);
+  std::vector<Snapshot> all_snapshots();
+
+  std::vector<Volume> volumes();
+  int64_t add_volume(const std::string& path);
+  int64_t add_pack(const std::string& name, int64_t volume);
+  std::vector<Pack> packs();
+  std::optional<Pack> pack(int64_t id);
+
+  std::optional<ChunkLocation> find_chunk(const Digest& id);
+  /// Indexes chunks written to `pack` and records its new indexed size, in one transaction.
+  void add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size);
+  /// Calls fn(id, location) for every indexed chunk.
+  void for_each_chunk(const std::function<void(const Digest&, const ChunkLocation&)>& fn);
+  uint64_t chunk_count();
+
+  void add_token(const std::string& hash, const std::string& name, const std::string& role);
+  /// Role of a live token with this SHA-256 hash, or nullopt.
+  std::optional<std::string> token_role(const std::string& hash);
+
+  std::optional<nlohmann::json> policy(const std::string& name);
+  void set_policy(const std::string& name, const nlohmann::json& doc);
+
+  void add_event(const std::string& type, const std::string& device, const nlohmann::json& detail);
+
+ private:
+  util::Db m_db;
+  util::Stmt m_find_chunk;
+};
+
+}  // namespace mirage::catalog

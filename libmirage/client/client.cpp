@@ -1,0 +1,268 @@
+#include "libmirage/client/client.hpp"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+
+#include "libmirage/store/record.hpp"
+#include "libmirage/util/clock.hpp"
+#include "libmirage/util/error.hpp"
+#include "libmirage/util/fd.hpp"
+#include "libmirage/util/hex.hpp"
+#include "libmirage/util/log.hpp"
+
+namespace mirage::client {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using util::Digest;
+
+nlohmann::json Client::call(const std::string& method, nlohmann::json params) {
+  return call_binary(method, std::move(params), {}).result;
+}
+
+proto::Reply Client::call_binary(const std::string& method, nlohmann::json params, std::vector<uint8_t> binary) {
+  proto::Request req;
+  req.id = m_next_id++;
+  req.method = method;
+  req.params = std::move(params);
+  req.binary = std::move(binary);
+  proto::Reply reply = m_transport->call(req);
+  if (reply.error) throw *reply.error;
+  return reply;
+}
+
+namespace {
+
+std::string trim(std::string s) {
+  while (!s.empty() && isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  size_t i = 0;
+  while (i < s.size() && isspace(static_cast<unsigned char>(s[i]))) ++i;
+  return s.substr(i);
+}
+
+std::optional<std::string> read_trimmed(const fs::path& p) {
+  try {
+    std::string s = trim(util::read_file(p));
+    if (!s.empty()) return s;
+  } catch (const Error&) {
+  }
+  return std::nullopt;
+}
+
+bool is_real_root(const fs::path& root) {
+  std::error_code ec;
+  return fs::equivalent(root, "/", ec);
+}
+
+constexpr size_t k_ids_per_request = 16384;
+
+class ProtocolSink : public scan::ChunkSink {
+ public:
+  ProtocolSink(Client& client, std::string device) : m_client(client), m_device(std::move(device)) {}
+
+  std::vector<bool> missing(std::span<const Digest> ids) override {
+    std::vector<bool> out;
+    out.reserve(ids.size());
+    for (size_t at = 0; at < ids.size(); at += k_ids_per_request) {
+      auto part = ids.subspan(at, std::min(k_ids_per_request, ids.size() - at));
+      std::vector<uint8_t> bin(part.size() * 32);
+      for (size_t i = 0; i < part.size(); ++i) std::copy(part[i].bytes.begin(), part[i].bytes.end(), bin.begin() + i * 32);
+      auto reply = m_client.call_binary("chunks.missing", json::object(), std::move(bin));
+      if (reply.binary.size() != part.size()) throw Error(ErrorKind::failed, "chunks.missing: reply of the wrong size");
+      for (uint8_t b : reply.binary) out.push_back(b != 0);
+    }
+    return out;
+  }
+
+  void put(std::vector<uint8_t> records) override {
+    m_client.call_binary("chunks.put", {{"device_id", m_device}}, std::move(records));
+  }
+
+ private:
+  Client& m_client;
+  std::string m_device;
+};
+
+class ProtocolSource : public materialize::ObjectSource {
+ public:
+  explicit ProtocolSource(Client& client) : m_client(client) {}
+
+  tree::Tree tree(const Digest& id) override {
+    auto blob = records(std::span(&id, 1));
+    store::RecordReader reader(blob, "tree " + id.hex());
+    auto rec = reader.next();
+    if (!rec || rec->id != id) throw Error(ErrorKind::integrity, "tree " + id.hex() + ": server sent another object");
+    return tree::decode(store::open_record(*rec, "tree " + id.hex()), "tree " + id.hex());
+  }
+
+  std::vector<uint8_t> records(std::span<const Digest> ids) override {
+    std::vector<uint8_t> out;
+    for (size_t at = 0; at < ids.size(); at += k_ids_per_request) {
+      auto part = ids.subspan(at, std::min(k_ids_per_request, ids.size() - at));
+      std::vector<uint8_t> bin(part.size() * 32);
+      for (size_t i = 0; i < part.size(); ++i) std::copy(part[i].bytes.begin(), part[i].bytes.end(), bin.begin() + i * 32);
+      auto reply = m_client.call_binary("chunks.get", json::object(), std::move(bin));
+      if (out.empty())
+        out = std::move(reply.binary);
+      else
+        out.insert(out.end(), reply.binary.begin(), reply.binary.end());
+    }
+    return out;
+  }
+
+ private:
+  Client& m_client;
+};
+
+}  // namespace
+
+std::optional<std::string> detect_device_id(const fs::path& root) {
+  if (is_real_root(root)) {
+    if (auto uuid = read_trimmed("/sys/class/dmi/id/product_uuid")) {
+      std::string id = *uuid;
+      for (auto& c : id) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+      return id;
+    }
+  }
+  return read_trimmed(root / "etc/machine-id");
+}
+
+json inventory(const fs::path& root, std::string* hostname) {
+  json inv = json::object();
+  struct utsname u;
+  if (::uname(&u) == 0) inv["arch"] = u.machine;
+  std::string host;
+  if (auto h = read_trimmed(root / "etc/hostname")) host = *h;
+  if (host.empty() && is_real_root(root)) {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) == 0) host = buf;
+  }
+  if (hostname) *hostname = host;
+  std::ifstream os(root / "etc/os-release");
+  std::string line;
+  while (std::getline(os, line)) {
+    auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+    if (value.size() >= 2 && (value[0] == '"' || value[0] == '\'')) value = value.substr(1, value.size() - 2);
+    if (key == "ID") inv["os_id"] = value;
+    if (key == "VERSION_ID") inv["os_version"] = value;
+    if (key == "PRETTY_NAME") inv["os_name"] = value;
+  }
+  if (is_real_root(root)) {
+    for (const char* field : {"sys_vendor", "product_name", "product_version"})
+      if (auto v = read_trimmed(fs::path("/sys/class/dmi/id") / field)) inv[field] = *v;
+  }
+  return inv;
+}
+
+void to_json(json& j, const CentralizeResult& r) {
+  j = {{"device_id", r.device_id}, {"state", r.state}, {"seconds", r.seconds}};
+  if (!r.snapshot.is_null()) {
+    j["snapshot"] = r.snapshot;
+    j["stats"] = r.stats;
+  }
+}
+
+CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
+  auto start = std::chrono::steady_clock::now();
+  CentralizeResult result;
+  result.device_id = opts.device_id;
+  std::string hostname;
+  json inv = inventory(opts.root, &hostname);
+  json dev = client.call("device.register", {{"device_id", opts.device_id}, {"hostname", hostname}, {"inventory", inv}});
+  result.state = dev.value("state", "pending");
+  if (result.state == "rejected") throw Error(ErrorKind::permission, "device " + opts.device_id + ": rejected by an admin");
+  if (result.state != "accepted") return result;
+
+  auto policy = policy::UploadPolicy::from_json(client.call("policy.get", {{"device_id", opts.device_id}})["policy"]);
+  if (is_real_root(opts.root)) {
+    // Swap files in use are never uploaded.
+    std::ifstream swaps("/proc/swaps");
+    std::string line;
+    std::getline(swaps, line);
+    while (std::getline(swaps, line)) {
+      auto sp = line.find_first_of(" \t");
+      if (sp != std::string::npos && line.rfind("/dev/", 0) != 0) policy.add_unprotected(line.substr(0, sp));
+    }
+  }
+  fs::path cache_file = opts.state_dir / "files.cache";
+  bool damaged = false;
+  scan::FilesCache cache = scan::FilesCache::load(cache_file, &damaged);
+  if (damaged) util::warn("files cache " + cache_file.string() + " was damaged; reading every file");
+
+  ProtocolSink sink(client, opts.device_id);
+  for (int attempt = 0;; ++attempt) {
+    scan::ScanOptions so;
+    so.root = opts.root;
+    so.policy = policy;
+    so.cache = attempt == 0 ? &cache : nullptr;
+    so.compression_level = opts.compression_level;
+    so.threads = opts.threads;
+    so.progress = opts.progress;
+    scan::ScanResult scanned = scan::scan(so, sink);
+    json stats = scanned.stats;
+    stats.erase("warnings");
+    try {
+      result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
+                                                        {"tree", scanned.tree.hex()},
+                                                        {"root", util::to_hex(tree::encode_entry(scanned.root))},
+                                                        {"stats", stats}});
+    } catch (const Error& e) {
+      // The server lacks something the cache vouched for (e.g. removed by GC): rescan everything.
+      if (e.kind() == ErrorKind::precondition && attempt == 0 && std::string(e.what()).find("incomplete") != std::string::npos) {
+        util::warn(std::string(e.what()) + "; rescanning without the files cache");
+        continue;
+      }
+      throw;
+    }
+    result.stats = std::move(scanned.stats);
+    for (const auto& w : result.stats.warnings) util::warn(w);
+    try {
+      scanned.next_cache.save(cache_file);
+    } catch (const Error& e) {
+      util::warn(std::string("files cache not saved: ") + e.what());
+    }
+    break;
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+json resolve_snapshot(Client& client, const std::string& device, const std::string& spec) {
+  json list = client.call("snapshot.list", {{"device_id", device}})["snapshots"];
+  if (list.empty()) throw Error(ErrorKind::not_found, "device " + device + ": no snapshots");
+  if (spec.empty() || spec == "latest") return list.back();
+  std::vector<json> matches;
+  for (const auto& s : list)
+    if (s["snapshot_id"].get<std::string>().rfind(spec, 0) == 0) matches.push_back(s);
+  if (matches.size() == 1) return matches.front();
+  if (matches.size() > 1) throw Error(ErrorKind::usage, "snapshot prefix " + spec + " is ambiguous");
+  if (auto upper = util::parse_time_upper(spec)) {
+    json best;
+    for (const auto& s : list)
+      if (s["time_ns"].get<int64_t>() <= *upper) best = s;
+    if (best.is_null()) throw Error(ErrorKind::not_found, "device " + device + ": no snapshot at or before " + spec);
+    return best;
+  }
+  throw Error(ErrorKind::not_found, "device " + device + ": no snapshot " + spec + " (an id, 'latest' or a date)");
+}
+
+materialize::RestoreStats restore(Client& client, const json& snapshot, const std::vector<std::string>& paths,
+                                  const fs::path& to, std::function<void(uint64_t)> progress) {
+  auto root_raw = util::from_hex(snapshot.at("root").get<std::string>());
+  if (!root_raw) throw Error(ErrorKind::integrity, "snapshot root entry is not hex");
+  materialize::RestoreOptions ro;
+  ro.to = to;
+  ro.paths = paths;
+  ro.root = tree::decode_entry(std::span(reinterpret_cast<const uint8_t*>(root_raw->data()), root_raw->size()), "snapshot root");
+  ro.tree = ro.root.subtree;
+  ro.progress = std::move(progress);
+  ProtocolSource source(client);
+  return materialize::restore(ro, source);
+}
+
+}  // namespace mirage::client

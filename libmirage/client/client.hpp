@@ -1,0 +1,71 @@
+#pragma once
+// The endpoint and admin side of the protocol: typed calls over a transport, and the
+// two flows of the foundation, centralize (register, scan, upload, commit) and
+// restore (resolve a snapshot, materialize paths).
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/materialize/restorer.hpp"
+#include "libmirage/proto/transport.hpp"
+#include "libmirage/scan/scanner.hpp"
+
+namespace mirage::client {
+
+class Client {
+ public:
+  explicit Client(std::unique_ptr<proto::Transport> transport) : m_transport(std::move(transport)) {}
+  /// Calls `method`; throws the server's error (with its kind) on failure.
+  nlohmann::json call(const std::string& method, nlohmann::json params = nlohmann::json::object());
+  /// As call(), with a binary part each way.
+  proto::Reply call_binary(const std::string& method, nlohmann::json params, std::vector<uint8_t> binary);
+  proto::Transport& transport() { return *m_transport; }
+
+ private:
+  std::unique_ptr<proto::Transport> m_transport;
+  std::atomic<uint64_t> m_next_id{1};
+};
+
+/// DMI product UUID (only for the real root), else ROOT/etc/machine-id; nullopt if neither.
+std::optional<std::string> detect_device_id(const std::filesystem::path& root);
+/// Hostname, OS release, architecture and (for the real root) DMI fields.
+nlohmann::json inventory(const std::filesystem::path& root, std::string* hostname);
+
+struct CentralizeOptions {
+  std::filesystem::path root = "/";
+  std::string device_id;
+  std::filesystem::path state_dir;  ///< holds the files cache
+  int compression_level = 3;
+  unsigned threads = 2;
+  std::function<void(const scan::Progress&)> progress;
+};
+
+struct CentralizeResult {
+  std::string device_id;
+  std::string state;  ///< pending, accepted, rejected
+  nlohmann::json snapshot;  ///< the committed snapshot, when accepted
+  scan::ScanStats stats;
+  double seconds = 0;
+};
+void to_json(nlohmann::json& j, const CentralizeResult& r);
+
+/// Registers the device if new; when it is accepted, scans and commits a snapshot.
+/// A pending device gives state "pending" and no snapshot; a rejected one throws
+/// Error(permission).
+CentralizeResult centralize(Client& client, const CentralizeOptions& options);
+
+/// The snapshot `spec` names: "latest", an id or unique id prefix, or a date/time
+/// (the latest snapshot at or before it). Throws Error(not_found).
+nlohmann::json resolve_snapshot(Client& client, const std::string& device, const std::string& spec);
+
+/// Restores `paths` of a snapshot (as returned by resolve_snapshot) into `to`.
+materialize::RestoreStats restore(Client& client, const nlohmann::json& snapshot, const std::vector<std::string>& paths,
+                                  const std::filesystem::path& to, std::function<void(uint64_t)> progress);
+
+}  // namespace mirage::client

@@ -1,0 +1,324 @@
+#include "libmirage/materialize/restorer.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+#include "libmirage/store/record.hpp"
+#include "libmirage/util/error.hpp"
+#include "libmirage/util/fd.hpp"
+#include "libmirage/util/hex.hpp"
+#include "libmirage/util/xattr.hpp"
+
+namespace mirage::materialize {
+
+namespace {
+
+constexpr uint64_t k_flush_bytes = 32u << 20;
+constexpr size_t k_flush_jobs = 2048;
+constexpr size_t k_block = 4096;
+
+using DirFd = std::shared_ptr<util::Fd>;
+
+struct Job {
+  enum class Type { file, link, finish_dir } type;
+  DirFd dir;           // the parent (file, link) or the directory itself (finish_dir)
+  tree::Entry entry;
+  std::string path;    // for messages
+  DirFd head_dir;      // link: where the group's first member was written
+  std::string head_name;
+};
+
+timespec ts_of(int64_t ns) {
+  timespec t;
+  t.tv_sec = static_cast<time_t>(ns / 1000000000);
+  t.tv_nsec = static_cast<long>(ns % 1000000000);
+  if (t.tv_nsec < 0) {
+    t.tv_nsec += 1000000000;
+    t.tv_sec -= 1;
+  }
+  return t;
+}
+
+bool all_zero(std::span<const uint8_t> data) {
+  for (uint8_t b : data)
+    if (b) return false;
+  return true;
+}
+
+class Restorer {
+ public:
+  Restorer(const RestoreOptions& opts, ObjectSource& source) : m_opts(opts), m_source(source) {}
+
+  RestoreStats run() {
+    auto target = std::make_shared<util::Fd>(util::open_dir(m_opts.to.string()));
+    for (const auto& path : m_opts.paths) {
+      auto parts = tree::split_path(path);
+      if (parts.empty()) {
+        restore_dir_contents(target, m_opts.root, "/");
+        queue({Job::Type::finish_dir, target, m_opts.root, "/", nullptr, {}});
+        continue;
+      }
+      // Walk down the snapshot, creating the directories on the way in the target.
+      tree::Entry dir = m_opts.root;
+      DirFd parent = target;
+      std::string shown;
+      for (size_t i = 0; i < parts.size(); ++i) {
+        shown += "/" + parts[i];
+        if (dir.kind != tree::Kind::dir) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
+        tree::Tree t = m_source.tree(dir.subtree);
+        const tree::Entry* e = t.find(parts[i]);
+        if (!e) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
+        if (i + 1 == parts.size()) {
+          restore_entry(parent, *e, shown);
+        } else {
+          if (e->kind != tree::Kind::dir) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
+          parent = make_dir(parent, e->name, shown);
+          dir = *e;
+        }
+      }
+    }
+    flush();
+    return m_stats;
+  }
+
+ private:
+  void queue(Job job) {
+    if (job.type == Job::Type::file) m_pending_bytes += job.entry.size;
+    m_jobs.push_back(std::move(job));
+    if (m_pending_bytes >= k_flush_bytes || m_jobs.size() >= k_flush_jobs) flush();
+  }
+
+  /// Creates (or reuses) directory `name` in `parent`; never follows a symlink.
+  DirFd make_dir(const DirFd& parent, const std::string& name, const std::string& shown) {
+    if (::mkdirat(parent->get(), name.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("create directory " + shown);
+    return std::make_shared<util::Fd>(util::open_dir_at(parent->get(), name, m_opts.to.string() + shown));
+  }
+
+  void restore_entry(const DirFd& parent, const tree::Entry& e, const std::string& path) {
+    switch (e.kind) {
+      case tree::Kind::dir: {
+        DirFd fd = make_dir(parent, e.name, path);
+        m_stats.dirs++;
+        restore_dir_contents(fd, e, path);
+        queue({Job::Type::finish_dir, fd, e, path, nullptr, {}});
+        break;
+      }
+      case tree::Kind::file: {
+        if (!e.link_group.empty()) {
+          auto it = m_groups.find(e.link_group);
+          if (it != m_groups.end()) {
+            m_stats.hardlinks++;
+            queue({Job::Type::link, parent, e, path, it->second.first, it->second.second});
+            return;
+          }
+          m_groups.emplace(e.link_group, std::make_pair(parent, e.name));
+        }
+        m_stats.files++;
+        queue({Job::Type::file, parent, e, path, nullptr, {}});
+        break;
+      }
+      default:
+        if (!e.link_group.empty()) {
+          auto it = m_groups.find(e.link_group);
+          if (it != m_groups.end()) {
+            m_stats.hardlinks++;
+            queue({Job::Type::link, parent, e, path, it->second.first, it->second.second});
+            return;
+          }
+          m_groups.emplace(e.link_group, std::make_pair(parent, e.name));
+        }
+        make_special(parent->get(), e, path);
+    }
+  }
+
+  void restore_dir_contents(const DirFd& fd, const tree::Entry& dir, const std::string& path) {
+    tree::Tree t = m_source.tree(dir.subtree);
+    for (const auto& child : t.entries) restore_entry(fd, child, path == "/" ? "/" + child.name : path + "/" + child.name);
+  }
+
+  std::string temp_name() { return ".mirage-restore." + util::random_hex(8); }
+
+  /// Owner, mode, xattrs, times of an entry under a (temporary) name in dirfd.
+  void apply_meta(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path) {
+    bool is_link = e.kind == tree::Kind::symlink;
+    if (m_root && ::fchownat(dirfd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0)
+      throw_errno("chown " + path);
+    if (!is_link && ::fchmodat(dirfd, name.c_str(), e.mode, 0) != 0) throw_errno("chmod " + path);
+    set_xattrs(dirfd, name, e, path);
+    timespec times[2] = {ts_of(e.mtime_ns), ts_of(e.mtime_ns)};
+    if (::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("set times of " + path);
+  }
+
+  void set_xattrs(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path) {
+    for (const auto& x : e.xattrs) {
+      try {
+        util::set_xattr(dirfd, name, x.name, x.value, path);
+      } catch (const Error& err) {
+        if (m_root) throw;
+        m_stats.warnings.push_back(err.what());
+      }
+    }
+  }
+
+  void install(int dirfd, const std::string& tmp, const std::string& name, const std::string& path) {
+    if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) {
+      int err = errno;
+      ::unlinkat(dirfd, tmp.c_str(), 0);
+      errno = err;
+      throw_errno("put " + path + " in place");
+    }
+  }
+
+  void make_special(int dirfd, const tree::Entry& e, const std::string& path) {
+    std::string tmp = temp_name();
+    int rc = 0;
+    switch (e.kind) {
+      case tree::Kind::symlink: rc = ::symlinkat(e.target.c_str(), dirfd, tmp.c_str()); m_stats.symlinks++; break;
+      case tree::Kind::chardev: rc = ::mknodat(dirfd, tmp.c_str(), S_IFCHR | 0600, static_cast<dev_t>(e.rdev)); m_stats.others++; break;
+      case tree::Kind::blockdev: rc = ::mknodat(dirfd, tmp.c_str(), S_IFBLK | 0600, static_cast<dev_t>(e.rdev)); m_stats.others++; break;
+      case tree::Kind::fifo: rc = ::mknodat(dirfd, tmp.c_str(), S_IFIFO | 0600, 0); m_stats.others++; break;
+      case tree::Kind::socket: rc = ::mknodat(dirfd, tmp.c_str(), S_IFSOCK | 0600, 0); m_stats.others++; break;
+      default: throw Error(ErrorKind::failed, "restore " + path + ": unexpected kind");
+    }
+    if (rc != 0) throw_errno("create " + path);
+    try {
+      apply_meta(dirfd, tmp, e, path);
+    } catch (...) {
+      ::unlinkat(dirfd, tmp.c_str(), 0);
+      throw;
+    }
+    install(dirfd, tmp, e.name, path);
+  }
+
+  void flush() {
+    // Fetch every chunk the pending files need, in one request per ~32 MiB.
+    std::vector<Digest> ids;
+    for (const auto& job : m_jobs)
+      if (job.type == Job::Type::file)
+        for (const auto& c : job.entry.chunks) ids.push_back(c.id);
+    std::unordered_map<Digest, store::Record, util::DigestHash> records;
+    std::vector<uint8_t> blob;
+    if (!ids.empty()) {
+      blob = m_source.records(ids);
+      store::RecordReader reader(blob, "restore");
+      while (auto rec = reader.next()) records.emplace(rec->id, *rec);
+    }
+    std::vector<uint8_t> plain;
+    for (auto& job : m_jobs) {
+      switch (job.type) {
+        case Job::Type::file: write_file(job, records, plain); break;
+        case Job::Type::link: write_link(job); break;
+        case Job::Type::finish_dir: finish_dir(job); break;
+      }
+    }
+    m_jobs.clear();
+    m_pending_bytes = 0;
+  }
+
+  void write_file(const Job& job, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
+                  std::vector<uint8_t>& plain) {
+    int dirfd = job.dir->get();
+    std::string tmp = temp_name();
+    util::Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw_errno("create " + job.path);
+    try {
+      const auto& e = job.entry;
+      if (e.sparse && ::ftruncate(fd.get(), static_cast<off_t>(e.size)) != 0) throw_errno("truncate " + job.path);
+      uint64_t offset = 0;
+      for (const auto& c : e.chunks) {
+        auto it = records.find(c.id);
+        if (it == records.end())
+          throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " is missing from the store");
+        if (it->second.raw_size != c.size)
+          throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " has the wrong size");
+        plain.resize(c.size);
+        store::open_record_into(it->second, plain, "restore " + job.path);
+        if (e.sparse) {
+          // Zero blocks stay holes, as rsync -S makes them.
+          for (size_t pos = 0; pos < plain.size(); pos += k_block) {
+            size_t len = std::min(k_block, plain.size() - pos);
+            auto block = std::span<const uint8_t>(plain).subspan(pos, len);
+            if (!all_zero(block)) util::pwrite_all(fd.get(), block, offset + pos, job.path);
+          }
+        } else {
+          util::pwrite_all(fd.get(), plain, offset, job.path);
+        }
+        offset += c.size;
+        m_stats.bytes += c.size;
+      }
+      if (m_opts.progress) m_opts.progress(m_stats.bytes);
+      if (m_root && ::fchown(fd.get(), e.uid, e.gid) != 0) throw_errno("chown " + job.path);
+      if (::fchmod(fd.get(), e.mode) != 0) throw_errno("chmod " + job.path);
+      set_xattrs(dirfd, tmp, e, job.path);
+      timespec times[2] = {ts_of(e.mtime_ns), ts_of(e.mtime_ns)};
+      if (::futimens(fd.get(), times) != 0) throw_errno("set times of " + job.path);
+    } catch (...) {
+      ::unlinkat(dirfd, tmp.c_str(), 0);
+      throw;
+    }
+    install(dirfd, tmp, job.entry.name, job.path);
+  }
+
+  void write_link(const Job& job) {
+    int dirfd = job.dir->get();
+    std::string tmp = temp_name();
+    if (::linkat(job.head_dir->get(), job.head_name.c_str(), dirfd, tmp.c_str(), 0) != 0)
+      throw_errno("hardlink " + job.path);
+    install(dirfd, tmp, job.entry.name, job.path);
+  }
+
+  void finish_dir(const Job& job) {
+    int fd = job.dir->get();
+    const auto& e = job.entry;
+    if (m_root && ::fchown(fd, e.uid, e.gid) != 0) throw_errno("chown " + job.path);
+    if (::fchmod(fd, e.mode) != 0) throw_errno("chmod " + job.path);
+    for (const auto& x : e.xattrs) {
+      if (::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) != 0) {
+        if (m_root) throw_errno("set xattr " + x.name + " on " + job.path);
+        m_stats.warnings.push_back("set xattr " + x.name + " on " + job.path + ": " + std::strerror(errno));
+      }
+    }
+    timespec times[2] = {ts_of(e.mtime_ns), ts_of(e.mtime_ns)};
+    if (::futimens(fd, times) != 0) throw_errno("set times of " + job.path);
+  }
+
+  const RestoreOptions& m_opts;
+  ObjectSource& m_source;
+  RestoreStats m_stats;
+  std::vector<Job> m_jobs;
+  uint64_t m_pending_bytes = 0;
+  std::map<std::string, std::pair<DirFd, std::string>> m_groups;
+  bool m_root = ::geteuid() == 0;
+};
+
+}  // namespace
+
+void to_json(nlohmann::json& j, const RestoreStats& s) {
+  j = {{"files", s.files}, {"dirs", s.dirs}, {"symlinks", s.symlinks}, {"others", s.others},
+       {"hardlinks", s.hardlinks}, {"bytes", s.bytes}, {"warnings", s.warnings}};
+}
+
+RestoreStats restore(const RestoreOptions& options, ObjectSource& source) { return Restorer(options, source).run(); }
+
+std::optional<tree::Entry> lookup(ObjectSource& source, const tree::Entry& root, std::string_view path) {
+  tree::Entry cur = root;
+  for (const auto& part : tree::split_path(path)) {
+    if (cur.kind != tree::Kind::dir) return std::nullopt;
+    tree::Tree t = source.tree(cur.subtree);
+    const tree::Entry* e = t.find(part);
+    if (!e) return std::nullopt;
+    cur = *e;
+  }
+  return cur;
+}
+
+}  // namespace mirage::materialize

@@ -1,0 +1,64 @@
+#pragma once
+// Materializing snapshot entries onto disk, safely.
+//
+// Every path is created relative to an open directory fd: directories are opened with
+// O_NOFOLLOW (a symlink where a directory is expected is an error, never followed),
+// other entries are made under a temporary name and renamed over the final one (which
+// replaces a symlink rather than writing through it). Nothing is written outside the
+// target. Each chunk is verified against its id before it is written; a mismatch
+// throws Error(integrity) naming the file, and its temporary file is removed.
+//
+// Work runs in walk order as a list of jobs (write a file, make a link, finish a
+// directory's metadata), flushed in batches so chunk fetches are large and only the
+// directories with pending jobs hold an fd. Metadata order per entry: content, owner,
+// mode (after chown, which clears setuid), xattrs (capabilities after chown), times;
+// a directory's metadata is applied after its children.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/tree/tree.hpp"
+
+namespace mirage::materialize {
+
+using util::Digest;
+
+/// Where snapshot objects come from (the client implements it over the protocol).
+class ObjectSource {
+ public:
+  virtual ~ObjectSource() = default;
+  /// The decoded, verified tree object `id`.
+  virtual tree::Tree tree(const Digest& id) = 0;
+  /// Back-to-back records (store/record.hpp) of `ids`, in any order; unverified.
+  virtual std::vector<uint8_t> records(std::span<const Digest> ids) = 0;
+};
+
+struct RestoreStats {
+  uint64_t files = 0, dirs = 0, symlinks = 0, others = 0, hardlinks = 0;
+  uint64_t bytes = 0;
+  std::vector<std::string> warnings;
+};
+void to_json(nlohmann::json& j, const RestoreStats& s);
+
+struct RestoreOptions {
+  std::filesystem::path to;        ///< must exist and be a directory
+  std::vector<std::string> paths;  ///< snapshot paths; "/" is everything
+  Digest tree;                     ///< the snapshot's root tree
+  tree::Entry root;                ///< the snapshot's root directory entry
+  std::function<void(uint64_t bytes)> progress;
+};
+
+/// Restores each path to `to/<path>` (the whole snapshot into `to` for "/").
+/// Throws Error(not_found) for a path the snapshot lacks, Error(integrity) for corrupt
+/// data, Error(precondition) for a symlink where a directory is expected.
+RestoreStats restore(const RestoreOptions& options, ObjectSource& source);
+
+/// Looks up a snapshot path, reading only the trees on the way. nullopt when absent.
+std::optional<tree::Entry> lookup(ObjectSource& source, const tree::Entry& root, std::string_view path);
+
+}  // namespace mirage::materialize

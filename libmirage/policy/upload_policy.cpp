@@ -1,0 +1,113 @@
+#include "libmirage/policy/upload_policy.hpp"
+
+#include <fnmatch.h>
+
+#include "libmirage/util/error.hpp"
+
+namespace mirage::policy {
+
+namespace {
+
+bool glob(const std::string& pattern, const std::string& text) {
+  return fnmatch(pattern.c_str(), text.c_str(), FNM_PATHNAME | FNM_PERIOD) == 0;
+}
+
+std::string anchored(std::string_view rule) {
+  std::string r(rule);
+  if (r.empty() || r[0] != '/') r.insert(r.begin(), '/');
+  while (r.size() > 1 && r.back() == '/') r.pop_back();
+  return r;
+}
+
+std::vector<std::string> rules_from(const nlohmann::json& doc, const char* key) {
+  std::vector<std::string> out;
+  if (!doc.contains(key)) return out;
+  const auto& list = doc.at(key);
+  if (!list.is_array()) throw Error(ErrorKind::usage, std::string("upload policy: '") + key + "' must be an array");
+  for (const auto& item : list) {
+    if (!item.is_string() || item.get<std::string>().empty())
+      throw Error(ErrorKind::usage, std::string("upload policy: '") + key + "' holds a non-string or empty rule");
+    out.push_back(item.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace
+
+bool rule_matches(std::string_view rule, std::string_view path) {
+  std::string p(path);
+  if (rule.find('/') == std::string_view::npos) {
+    // A bare name: any component of the path.
+    std::string r(rule);
+    size_t pos = 1;
+    while (pos <= p.size()) {
+      size_t slash = p.find('/', pos);
+      if (slash == std::string::npos) slash = p.size();
+      if (slash > pos && glob(r, p.substr(pos, slash - pos))) return true;
+      pos = slash + 1;
+    }
+    return false;
+  }
+  std::string r = anchored(rule);
+  // The path itself or any ancestor directory.
+  for (size_t end = p.size();;) {
+    if (glob(r, p.substr(0, end))) return true;
+    size_t slash = p.rfind('/', end - 1);
+    if (slash == 0 || slash == std::string::npos) return false;
+    end = slash;
+  }
+}
+
+UploadPolicy UploadPolicy::defaults() {
+  UploadPolicy p;
+  p.m_unprotected = {"/proc", "/sys",  "/dev",      "/run",          "/tmp",     "/var/tmp",
+                     "/var/cache", "lost+found", "/swapfile", "/swap.img", "/var/swap", "/var/lib/mirage"};
+  p.m_user_area = {"/home", "/root", "/srv"};
+  return p;
+}
+
+UploadPolicy UploadPolicy::from_json(const nlohmann::json& doc) {
+  if (!doc.is_object()) throw Error(ErrorKind::usage, "upload policy: not a JSON object");
+  for (const auto& [key, value] : doc.items()) {
+    (void)value;
+    if (key != "version" && key != "unprotected" && key != "exceptions" && key != "user_area")
+      throw Error(ErrorKind::usage, "upload policy: unknown field '" + key + "'");
+  }
+  if (doc.contains("version") && doc.at("version") != 1)
+    throw Error(ErrorKind::usage, "upload policy: unsupported version " + doc.at("version").dump());
+  UploadPolicy p;
+  p.m_unprotected = rules_from(doc, "unprotected");
+  p.m_exceptions = rules_from(doc, "exceptions");
+  p.m_user_area = rules_from(doc, "user_area");
+  return p;
+}
+
+nlohmann::json UploadPolicy::to_json() const {
+  return {{"version", 1}, {"unprotected", m_unprotected}, {"exceptions", m_exceptions}, {"user_area", m_user_area}};
+}
+
+Decision UploadPolicy::classify(std::string_view path, bool inside_unprotected) const {
+  for (const auto& e : m_exceptions)
+    if (rule_matches(e, path)) return Decision::protect;
+  bool unprotected = inside_unprotected;
+  for (const auto& r : m_unprotected)
+    if (!unprotected && rule_matches(r, path)) unprotected = true;
+  if (!unprotected) return Decision::protect;
+  // Is some anchored exception below this path? Then descend to reach it.
+  std::string prefix(path);
+  prefix += '/';
+  for (const auto& e : m_exceptions) {
+    std::string a = anchored(e);
+    if (a.compare(0, prefix.size(), prefix) == 0) return Decision::exceptions;
+    if (e.find('/') == std::string::npos) return Decision::exceptions;
+  }
+  return Decision::skip;
+}
+
+bool UploadPolicy::in_user_area(std::string_view path) const {
+  for (const auto& r : m_user_area)
+    if (rule_matches(r, path)) return true;
+  return false;
+}
+
+}  // namespace mirage::policy

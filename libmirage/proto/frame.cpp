@@ -1,0 +1,177 @@
+#include "libmirage/proto/frame.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace mirage::proto {
+
+namespace {
+
+std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+Frame split(nlohmann::json header, std::vector<uint8_t> binary) {
+  Frame f;
+  f.header = std::move(header);
+  f.binary = std::move(binary);
+  return f;
+}
+
+uint64_t binary_length(const nlohmann::json& header) {
+  if (!header.is_object()) throw Error(ErrorKind::usage, "malformed frame: header is not a JSON object");
+  auto it = header.find("binary");
+  if (it == header.end()) return 0;
+  if (!it->is_number_unsigned()) throw Error(ErrorKind::usage, "malformed frame: 'binary' is not a byte count");
+  uint64_t n = it->get<uint64_t>();
+  if (n > k_max_binary) throw Error(ErrorKind::usage, "malformed frame: binary part of " + std::to_string(n) + " bytes is too large");
+  return n;
+}
+
+nlohmann::json parse_header(std::span<const uint8_t> line) {
+  auto j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
+  if (j.is_discarded()) throw Error(ErrorKind::usage, "malformed frame: header is not valid JSON");
+  return j;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_frame(const nlohmann::json& header, std::span<const uint8_t> binary) {
+  nlohmann::json h = header;
+  if (!binary.empty()) h["binary"] = binary.size();
+  std::string text = dump(h);
+  std::vector<uint8_t> out;
+  out.reserve(text.size() + 1 + binary.size());
+  out.insert(out.end(), text.begin(), text.end());
+  out.push_back('\n');
+  out.insert(out.end(), binary.begin(), binary.end());
+  return out;
+}
+
+std::vector<uint8_t> encode_request(const Request& r) {
+  return encode_frame({{"v", k_protocol_version}, {"id", r.id}, {"method", r.method}, {"params", r.params}}, r.binary);
+}
+
+std::vector<uint8_t> encode_reply(const Reply& r) {
+  nlohmann::json h = {{"id", r.id}};
+  if (r.error)
+    h["error"] = {{"code", kind_name(r.error->kind())}, {"message", r.error->what()}};
+  else
+    h["result"] = r.result;
+  return encode_frame(h, r.binary);
+}
+
+Frame decode_frame(std::span<const uint8_t> data) {
+  auto nl = std::find(data.begin(), data.end(), uint8_t('\n'));
+  if (nl == data.end()) throw Error(ErrorKind::usage, "malformed frame: no header line");
+  size_t hlen = static_cast<size_t>(nl - data.begin());
+  if (hlen > k_max_header) throw Error(ErrorKind::usage, "malformed frame: header too large");
+  auto header = parse_header(data.first(hlen));
+  uint64_t n = binary_length(header);
+  if (data.size() - hlen - 1 != n)
+    throw Error(ErrorKind::usage, "malformed frame: header announces " + std::to_string(n) + " binary bytes, body has " +
+                                      std::to_string(data.size() - hlen - 1));
+  return split(std::move(header), std::vector<uint8_t>(nl + 1, data.end()));
+}
+
+Request parse_request(Frame frame, nlohmann::json* id_out) {
+  const auto& h = frame.header;
+  if (h.contains("id")) *id_out = h["id"];
+  if (!h.contains("v") || !h["v"].is_number_integer())
+    throw Error(ErrorKind::usage, "request without a protocol version ('v'); this server speaks version " +
+                                      std::to_string(k_protocol_version));
+  if (h["v"].get<int64_t>() != k_protocol_version)
+    throw Error(ErrorKind::precondition, "protocol version " + h["v"].dump() + " is not supported; this server speaks " +
+                                             std::to_string(k_protocol_version) + " (upgrade the client or the server)");
+  if (!h.contains("method") || !h["method"].is_string()) throw Error(ErrorKind::usage, "request without a method");
+  Request r;
+  r.id = h.value("id", nlohmann::json(0));
+  r.method = h["method"].get<std::string>();
+  if (h.contains("params")) {
+    if (!h["params"].is_object()) throw Error(ErrorKind::usage, "request params must be a JSON object");
+    r.params = h["params"];
+  }
+  r.binary = std::move(frame.binary);
+  return r;
+}
+
+Reply parse_reply(Frame frame) {
+  Reply r;
+  const auto& h = frame.header;
+  r.id = h.value("id", nlohmann::json(0));
+  if (h.contains("error")) {
+    const auto& e = h["error"];
+    std::string code = e.is_object() ? e.value("code", "failed") : "failed";
+    std::string message = e.is_object() ? e.value("message", "server error") : "server error";
+    r.error = Error(kind_from_name(code), message);
+  } else if (h.contains("result")) {
+    r.result = h["result"];
+  } else {
+    throw Error(ErrorKind::failed, "malformed reply: neither result nor error");
+  }
+  r.binary = std::move(frame.binary);
+  return r;
+}
+
+bool FrameReader::fill() {
+  if (m_pos > 0 && m_pos == m_buf.size()) {
+    m_buf.clear();
+    m_pos = 0;
+  }
+  size_t at = m_buf.size();
+  m_buf.resize(at + (1 << 16));
+  for (;;) {
+    ssize_t n = ::read(m_fd, m_buf.data() + at, m_buf.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      m_buf.resize(at);
+      throw_errno(ErrorKind::unavailable, "read from peer");
+    }
+    m_buf.resize(at + static_cast<size_t>(n));
+    return n > 0;
+  }
+}
+
+std::optional<Frame> FrameReader::next() {
+  // Header line.
+  size_t scanned = m_pos;
+  size_t nl;
+  for (;;) {
+    auto it = std::find(m_buf.begin() + static_cast<ptrdiff_t>(scanned), m_buf.end(), uint8_t('\n'));
+    if (it != m_buf.end()) {
+      nl = static_cast<size_t>(it - m_buf.begin());
+      break;
+    }
+    scanned = m_buf.size();
+    if (scanned - m_pos > k_max_header) throw Error(ErrorKind::usage, "malformed frame: header too large");
+    if (!fill()) {
+      if (m_pos == m_buf.size()) return std::nullopt;
+      throw Error(ErrorKind::unavailable, "peer closed the stream mid-frame");
+    }
+  }
+  auto header = parse_header(std::span(m_buf).subspan(m_pos, nl - m_pos));
+  m_pos = nl + 1;
+  uint64_t n = binary_length(header);
+  std::vector<uint8_t> binary;
+  binary.reserve(static_cast<size_t>(n));
+  size_t take = std::min<size_t>(static_cast<size_t>(n), m_buf.size() - m_pos);
+  binary.insert(binary.end(), m_buf.begin() + static_cast<ptrdiff_t>(m_pos),
+                m_buf.begin() + static_cast<ptrdiff_t>(m_pos + take));
+  m_pos += take;
+  if (binary.size() < n) {
+    // Read the rest straight into the frame.
+    size_t have = binary.size();
+    binary.resize(static_cast<size_t>(n));
+    while (have < n) {
+      ssize_t r = ::read(m_fd, binary.data() + have, n - have);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw_errno(ErrorKind::unavailable, "read from peer");
+      if (r == 0) throw Error(ErrorKind::unavailable, "peer closed the stream mid-frame");
+      have += static_cast<size_t>(r);
+    }
+  }
+  return split(std::move(header), std::move(binary));
+}
+
+}  // namespace mirage::proto

@@ -1,0 +1,75 @@
+#pragma once
+// Wire format, the same on both transports.
+//
+// A frame is a JSON header on one line (no raw newline inside, at most 16 MiB),
+// terminated by '\n', followed by exactly `binary` raw bytes when the header has a
+// "binary": N field (N <= 1 GiB). Over stdio frames follow each other on the pipes;
+// over HTTP one frame is the body of a POST to /v1/rpc and one frame is the response.
+//
+// Request header:  {"v": 1, "id": <any>, "method": "chunks.put", "params": {...}, "binary": N}
+// Reply header:    {"id": <same>, "result": {...}, "binary": N}
+//             or   {"id": <same>, "error": {"code": "not_found", "message": "..."}}
+// Bulk data (chunk records, id lists, bitmaps) is always the binary part, never base64.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/util/error.hpp"
+
+namespace mirage::proto {
+
+constexpr int k_protocol_version = 1;
+constexpr size_t k_max_header = 16u << 20;
+constexpr uint64_t k_max_binary = 1ull << 30;
+
+struct Request {
+  nlohmann::json id = 0;
+  std::string method;
+  nlohmann::json params = nlohmann::json::object();
+  std::vector<uint8_t> binary;
+};
+
+struct Reply {
+  nlohmann::json id = 0;
+  nlohmann::json result = nlohmann::json::object();
+  std::optional<Error> error;
+  std::vector<uint8_t> binary;
+};
+
+std::vector<uint8_t> encode_frame(const nlohmann::json& header, std::span<const uint8_t> binary);
+std::vector<uint8_t> encode_request(const Request& request);
+std::vector<uint8_t> encode_reply(const Reply& reply);
+
+struct Frame {
+  nlohmann::json header;
+  std::vector<uint8_t> binary;
+};
+
+/// Splits a complete frame (an HTTP body); throws Error(usage) when malformed.
+Frame decode_frame(std::span<const uint8_t> data);
+/// Validates a request header (version, method, params); throws Error(usage) naming
+/// what is wrong, and keeps the id in `id_out` so the error reply can carry it.
+Request parse_request(Frame frame, nlohmann::json* id_out);
+/// Reads a reply; a reply carrying an error comes back with `error` set.
+Reply parse_reply(Frame frame);
+
+/// Reads frames from a stream (a pipe), buffered.
+class FrameReader {
+ public:
+  explicit FrameReader(int fd) : m_fd(fd) {}
+  /// The next frame, or nullopt at a clean end of stream; throws Error(usage) on a
+  /// malformed frame and Error(unavailable) on a stream cut mid-frame.
+  std::optional<Frame> next();
+
+ private:
+  bool fill();
+  int m_fd;
+  std::vector<uint8_t> m_buf;
+  size_t m_pos = 0;
+};
+
+}  // namespace mirage::proto

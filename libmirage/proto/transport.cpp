@@ -1,0 +1,202 @@
+#include "libmirage/proto/transport.hpp"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+
+#include "libmirage/util/fd.hpp"
+
+extern char** environ;
+
+namespace mirage::proto {
+
+namespace fs = std::filesystem;
+
+std::string default_data_dir() {
+  if (const char* home = std::getenv("MIRAGE_HOME"); home && *home) return home;
+  if (::geteuid() == 0) return "/var/lib/mirage";
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) return std::string(xdg) + "/mirage";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : ".") + "/.local/share/mirage";
+}
+
+std::string default_server() {
+  if (const char* s = std::getenv("MIRAGE_SERVER"); s && *s) return s;
+  return "local:" + default_data_dir();
+}
+
+namespace {
+
+std::string find_serverd(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("MIRAGE_SERVERD"); env && *env) return env;
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    fs::path beside = self.parent_path() / "mirage-serverd";
+    if (fs::exists(beside)) return beside.string();
+  }
+  return "mirage-serverd";  // found on PATH by posix_spawnp
+}
+
+class StdioTransport : public Transport {
+ public:
+  StdioTransport(const std::string& exe, const std::string& data) : m_data(data) {
+    int to_child[2], from_child[2];
+    if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0)
+      throw_errno(ErrorKind::unavailable, "create pipes");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, to_child[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, from_child[1], 1);
+    std::vector<std::string> args = {exe, "--stdio", "--data", data};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int rc = ::posix_spawnp(&m_pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(to_child[0]);
+    ::close(from_child[1]);
+    m_in = util::Fd(to_child[1]);
+    m_out = util::Fd(from_child[0]);
+    if (rc != 0) {
+      errno = rc;
+      throw_errno(ErrorKind::unavailable, "start " + exe);
+    }
+    m_reader = std::make_unique<FrameReader>(m_out.get());
+    ::signal(SIGPIPE, SIG_IGN);
+  }
+
+  ~StdioTransport() override {
+    m_in = util::Fd();  // EOF tells the server to finish
+    m_reader.reset();
+    m_out = util::Fd();
+    int status;
+    ::waitpid(m_pid, &status, 0);
+  }
+
+  Reply call(const Request& request) override {
+    std::lock_guard lock(m_mutex);
+    auto frame = encode_request(request);
+    try {
+      util::write_all(m_in.get(), frame, "request to mirage-serverd");
+    } catch (const Error& e) {
+      throw Error(ErrorKind::unavailable, std::string(e.what()) + " (local server for " + m_data + " exited)");
+    }
+    auto reply = m_reader->next();
+    if (!reply) throw Error(ErrorKind::unavailable, "local server for " + m_data + " exited without replying");
+    return parse_reply(std::move(*reply));
+  }
+
+  std::string describe() const override { return "local:" + m_data; }
+
+ private:
+  std::string m_data;
+  pid_t m_pid = -1;
+  util::Fd m_in, m_out;
+  std::unique_ptr<FrameReader> m_reader;
+  std::mutex m_mutex;
+};
+
+size_t collect(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  auto* out = static_cast<std::vector<uint8_t>*>(userdata);
+  out->insert(out->end(), ptr, ptr + size * nmemb);
+  return size * nmemb;
+}
+
+class HttpTransport : public Transport {
+ public:
+  HttpTransport(std::string url, std::string token, std::string ca_file)
+      : m_url(std::move(url)), m_token(std::move(token)), m_ca(std::move(ca_file)) {
+    static std::once_flag once;
+    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+    while (!m_url.empty() && m_url.back() == '/') m_url.pop_back();
+  }
+  ~HttpTransport() override {
+    for (auto* h : m_free) curl_easy_cleanup(h);
+  }
+
+  Reply call(const Request& request) override {
+    CURL* h = take();
+    auto body = encode_request(request);
+    std::vector<uint8_t> response;
+    curl_easy_reset(h);
+    std::string endpoint = m_url + "/v1/rpc";
+    curl_easy_setopt(h, CURLOPT_URL, endpoint.c_str());
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, reinterpret_cast<const char*>(body.data()));
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &response);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (!m_ca.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, m_ca.c_str());
+    curl_slist* headers = nullptr;
+    headers = curl_slist_append(headers, "Content-Type: application/x-mirage-frame");
+    std::string auth = "Authorization: Bearer " + m_token;
+    if (!m_token.empty()) headers = curl_slist_append(headers, auth.c_str());
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    CURLcode rc = curl_easy_perform(h);
+    curl_slist_free_all(headers);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    give(h);
+    if (rc != CURLE_OK) {
+      ErrorKind kind = (rc == CURLE_SSL_CACERT || rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR)
+                           ? ErrorKind::permission
+                           : ErrorKind::unavailable;
+      throw Error(kind, "server " + m_url + ": " + curl_easy_strerror(rc));
+    }
+    try {
+      return parse_reply(decode_frame(response));
+    } catch (const Error&) {
+      throw Error(ErrorKind::unavailable, "server " + m_url + ": HTTP " + std::to_string(status) + " without a valid reply");
+    }
+  }
+
+  std::string describe() const override { return m_url; }
+
+ private:
+  CURL* take() {
+    std::lock_guard lock(m_mutex);
+    if (!m_free.empty()) {
+      CURL* h = m_free.back();
+      m_free.pop_back();
+      return h;
+    }
+    CURL* h = curl_easy_init();
+    if (!h) throw Error(ErrorKind::failed, "curl: cannot create a handle");
+    return h;
+  }
+  void give(CURL* h) {
+    std::lock_guard lock(m_mutex);
+    m_free.push_back(h);
+  }
+
+  std::string m_url, m_token, m_ca;
+  std::mutex m_mutex;
+  std::vector<CURL*> m_free;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> connect(const ConnectOptions& options) {
+  const std::string& s = options.server;
+  if (s.rfind("local:", 0) == 0) {
+    std::string dir = s.substr(6);
+    if (dir.empty()) throw Error(ErrorKind::usage, "server " + s + ": local: needs a directory");
+    return std::make_unique<StdioTransport>(find_serverd(options.serverd_exe), fs::absolute(dir).string());
+  }
+  if (s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0)
+    return std::make_unique<HttpTransport>(s, options.token, options.ca_file);
+  throw Error(ErrorKind::usage, "server '" + s + "': expected local:DIR, http://HOST:PORT or https://HOST:PORT");
+}
+
+}  // namespace mirage::proto

@@ -1,0 +1,37 @@
+#pragma once
+// Transports carry request frames to a server and bring replies back.
+//   local:DIR          spawns `mirage-serverd --stdio --data DIR` (the embedded default)
+//   http(s)://H:P      POSTs frames to /v1/rpc with a bearer token (libcurl)
+#include <memory>
+#include <string>
+
+#include "libmirage/proto/frame.hpp"
+
+namespace mirage::proto {
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  /// Sends a request and waits for its reply. Thread-safe. A reply carrying an error
+  /// is returned, not thrown; transport failures throw Error(unavailable).
+  virtual Reply call(const Request& request) = 0;
+  /// A short description for messages ("local:/var/lib/mirage").
+  virtual std::string describe() const = 0;
+};
+
+struct ConnectOptions {
+  std::string server;       ///< "local:DIR" or "http(s)://host:port"
+  std::string token;        ///< bearer token for HTTP
+  std::string serverd_exe;  ///< path of mirage-serverd for local: (default: beside this executable, then PATH)
+  std::string ca_file;      ///< CA bundle for https (default: the system store)
+};
+
+std::unique_ptr<Transport> connect(const ConnectOptions& options);
+
+/// The default data directory: $MIRAGE_HOME, else /var/lib/mirage for root, else
+/// $XDG_DATA_HOME/mirage (~/.local/share/mirage).
+std::string default_data_dir();
+/// The default server: $MIRAGE_SERVER, else "local:" + default_data_dir().
+std::string default_server();
+
+}  // namespace mirage::proto

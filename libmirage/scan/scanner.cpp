@@ -1,0 +1,533 @@
+#include "libmirage/scan/scanner.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "libmirage/chunk/fastcdc.hpp"
+#include "libmirage/store/record.hpp"
+#include "libmirage/util/error.hpp"
+#include "libmirage/util/fd.hpp"
+#include "libmirage/util/xattr.hpp"
+
+namespace mirage::scan {
+
+namespace fs = std::filesystem;
+
+void to_json(nlohmann::json& j, const ScanStats& s) {
+  j = {{"files", s.files},           {"dirs", s.dirs},         {"symlinks", s.symlinks},
+       {"others", s.others},         {"hardlinks", s.hardlinks}, {"bytes", s.bytes},
+       {"files_read", s.files_read}, {"bytes_read", s.bytes_read}, {"chunks_new", s.chunks_new},
+       {"bytes_new", s.bytes_new},   {"bytes_sent", s.bytes_sent}, {"trees_new", s.trees_new},
+       {"skipped", s.skipped},       {"warnings", s.warnings}};
+}
+
+namespace {
+
+int64_t ns(const timespec& ts) { return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec; }
+
+constexpr size_t k_batch_bytes = 8u << 20;   // plaintext gathered before asking the server
+constexpr size_t k_read_size = 4u << 20;
+
+/// One directory of the walk; nodes are in pre-order, so children follow parents.
+struct DirNode {
+  std::string path;  // root-relative, "/" for the root
+  size_t parent = SIZE_MAX;
+  size_t parent_entry = 0;
+  std::vector<tree::Entry> entries;
+  std::vector<FileStamp> stamps;  // parallel to entries; meaningful for files
+};
+
+struct FileJob {
+  size_t node;
+  size_t entry;
+  std::string relpath;  // relative to the root fd, no leading slash
+  std::string path;     // root-relative with a leading slash (cache key, messages)
+  FileStamp stamp;
+};
+
+/// Opens a file below the root without following any symlink on the way.
+int open_beneath(int rootfd, const std::string& relpath) {
+  open_how how{};
+  how.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, rootfd, relpath.c_str(), &how, sizeof how));
+  if (fd < 0 && errno == ENOSYS) fd = ::openat(rootfd, relpath.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd >= 0) {
+    int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  }
+  return fd;
+}
+
+class Pipeline {
+ public:
+  Pipeline(const ScanOptions& opts, ChunkSink& sink, int rootfd, std::vector<DirNode>& nodes)
+      : m_opts(opts), m_sink(sink), m_rootfd(rootfd), m_nodes(nodes) {}
+
+  void start() {
+    unsigned n = std::max(1u, m_opts.threads);
+    for (unsigned i = 0; i < n; ++i) m_threads.emplace_back([this] { worker(); });
+  }
+
+  void submit(FileJob job) {
+    std::lock_guard lock(m_mutex);
+    m_bytes_to_read += job.stamp.size;
+    m_jobs.push_back(std::move(job));
+    m_cv.notify_one();
+  }
+
+  /// Waits for every job; rethrows the first worker error.
+  void finish(const std::function<void()>& tick) {
+    {
+      std::unique_lock lock(m_mutex);
+      m_closed = true;
+      m_cv.notify_all();
+    }
+    for (;;) {
+      {
+        std::unique_lock lock(m_mutex);
+        if (m_done_cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return m_active == 0 && m_jobs.empty(); }))
+          break;
+      }
+      if (tick) tick();
+    }
+    for (auto& t : m_threads) t.join();
+    m_threads.clear();
+    if (m_error) std::rethrow_exception(m_error);
+  }
+
+  ~Pipeline() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_closed = true;
+      m_jobs.clear();
+      m_cv.notify_all();
+    }
+    for (auto& t : m_threads) t.join();
+  }
+
+  /// Sends a batch of (id, plaintext) objects the server may lack (used for trees too).
+  void upload(std::vector<std::pair<Digest, std::vector<uint8_t>>>& batch, std::atomic<uint64_t>* counter) {
+    if (batch.empty()) return;
+    std::vector<Digest> ids;
+    ids.reserve(batch.size());
+    for (auto& [id, data] : batch) ids.push_back(id);
+    auto need = m_sink.missing(ids);
+    std::vector<uint8_t> records;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!need[i]) continue;
+      store::append_plain(records, batch[i].first, batch[i].second, m_opts.compression_level);
+      m_chunks_new++;
+      m_bytes_new += batch[i].second.size();
+      if (counter) (*counter)++;
+    }
+    if (!records.empty()) {
+      m_bytes_sent += records.size();
+      m_sink.put(std::move(records));
+    }
+    batch.clear();
+  }
+
+  /// True the first time this run sees `id` (so a chunk shared by two files is sent once).
+  bool first_sighting(const Digest& id) {
+    std::lock_guard lock(m_seen_mutex);
+    return m_seen.insert(id).second;
+  }
+
+  std::atomic<uint64_t> m_files_read{0}, m_bytes_read{0}, m_chunks_new{0}, m_bytes_new{0}, m_bytes_sent{0};
+  uint64_t m_bytes_to_read = 0;
+  std::mutex m_warn_mutex;
+  std::vector<std::string> m_warnings;
+  std::vector<std::string> m_uncacheable;  // paths that changed while read
+
+ private:
+  void worker() {
+    std::vector<std::pair<Digest, std::vector<uint8_t>>> batch;
+    size_t batch_bytes = 0;
+    std::vector<uint8_t> buf(k_read_size + chunk::Params{}.max_size);
+    chunk::Chunker chunker;
+    for (;;) {
+      FileJob job;
+      {
+        std::unique_lock lock(m_mutex);
+        m_cv.wait(lock, [&] { return m_closed || !m_jobs.empty(); });
+        if (m_jobs.empty()) {
+          // Closed: flush what this worker holds before leaving.
+          lock.unlock();
+          try {
+            upload(batch, nullptr);
+          } catch (...) {
+            record_error();
+          }
+          return;
+        }
+        job = std::move(m_jobs.front());
+        m_jobs.pop_front();
+        m_active++;
+      }
+      try {
+        if (!m_error) process(job, chunker, buf, batch, batch_bytes);
+      } catch (...) {
+        record_error();
+      }
+      {
+        std::lock_guard lock(m_mutex);
+        m_active--;
+        if (m_active == 0 && m_jobs.empty()) m_done_cv.notify_all();
+      }
+    }
+  }
+
+  void record_error() {
+    std::lock_guard lock(m_mutex);
+    if (!m_error) m_error = std::current_exception();
+    m_jobs.clear();
+    m_done_cv.notify_all();
+  }
+
+  void warn(std::string message) {
+    std::lock_guard lock(m_warn_mutex);
+    m_warnings.push_back(std::move(message));
+  }
+
+  void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf,
+               std::vector<std::pair<Digest, std::vector<uint8_t>>>& batch, size_t& batch_bytes) {
+    util::Fd fd(open_beneath(m_rootfd, job.relpath));
+    tree::Entry& entry = m_nodes[job.node].entries[job.entry];
+    if (!fd) {
+      warn("read " + job.path + ": " + std::strerror(errno) + " (left out)");
+      entry.name.clear();  // dropped when the tree is built
+      return;
+    }
+    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    std::vector<tree::ChunkRef> chunks;
+    uint64_t total = 0;
+    size_t have = 0;
+    bool eof = false;
+    const size_t max = chunker.params().max_size;
+    while (!eof || have > 0) {
+      while (!eof && have < max) {
+        size_t n = util::read_full(fd.get(), std::span(buf).subspan(have, k_read_size), job.path);
+        if (n < k_read_size) eof = true;
+        have += n;
+      }
+      size_t pos = 0;
+      while (have - pos >= max || (eof && pos < have)) {
+        size_t len = chunker.cut(std::span(buf).subspan(pos, have - pos));
+        std::span<const uint8_t> piece(buf.data() + pos, len);
+        Digest id = util::sha256(piece);
+        chunks.push_back({id, len});
+        if (first_sighting(id)) {
+          batch.emplace_back(id, std::vector<uint8_t>(piece.begin(), piece.end()));
+          batch_bytes += len;
+          if (batch_bytes >= k_batch_bytes) {
+            upload(batch, nullptr);
+            batch_bytes = 0;
+          }
+        }
+        pos += len;
+        total += len;
+      }
+      std::memmove(buf.data(), buf.data() + pos, have - pos);
+      have -= pos;
+    }
+    struct stat after;
+    if (::fstat(fd.get(), &after) == 0 &&
+        (static_cast<uint64_t>(after.st_size) != total || ns(after.st_mtim) != job.stamp.mtime_ns)) {
+      warn("read " + job.path + ": changed while it was read");
+      std::lock_guard lock(m_warn_mutex);
+      m_uncacheable.push_back(job.path);
+    }
+    entry.size = total;
+    entry.chunks = std::move(chunks);
+    m_files_read++;
+    m_bytes_read += total;
+  }
+
+  const ScanOptions& m_opts;
+  ChunkSink& m_sink;
+  int m_rootfd;
+  std::vector<DirNode>& m_nodes;
+  std::mutex m_mutex;
+  std::condition_variable m_cv, m_done_cv;
+  std::deque<FileJob> m_jobs;
+  bool m_closed = false;
+  int m_active = 0;
+  std::exception_ptr m_error;
+  std::vector<std::thread> m_threads;
+  std::mutex m_seen_mutex;
+  std::unordered_set<Digest, util::DigestHash> m_seen;
+};
+
+std::string child_path(const std::string& dir, const std::string& name) {
+  return dir == "/" ? "/" + name : dir + "/" + name;
+}
+
+}  // namespace
+
+tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st) {
+  tree::Entry e;
+  e.name = name;
+  e.mode = st.st_mode & 07777;
+  e.uid = st.st_uid;
+  e.gid = st.st_gid;
+  e.mtime_ns = ns(st.st_mtim);
+  switch (st.st_mode & S_IFMT) {
+    case S_IFREG:
+      e.kind = tree::Kind::file;
+      e.size = static_cast<uint64_t>(st.st_size);
+      e.sparse = st.st_size > 0 && static_cast<uint64_t>(st.st_blocks) * 512 < static_cast<uint64_t>(st.st_size);
+      break;
+    case S_IFDIR: e.kind = tree::Kind::dir; break;
+    case S_IFLNK: {
+      e.kind = tree::Kind::symlink;
+      std::string target(static_cast<size_t>(st.st_size > 0 ? st.st_size : 256) + 1, '\0');
+      for (;;) {
+        ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
+        if (n < 0) throw_errno("read symlink " + name);
+        if (static_cast<size_t>(n) < target.size()) {
+          target.resize(static_cast<size_t>(n));
+          break;
+        }
+        target.resize(target.size() * 2);
+      }
+      e.target = target;
+      break;
+    }
+    case S_IFCHR: e.kind = tree::Kind::chardev; e.rdev = st.st_rdev; break;
+    case S_IFBLK: e.kind = tree::Kind::blockdev; e.rdev = st.st_rdev; break;
+    case S_IFIFO: e.kind = tree::Kind::fifo; break;
+    case S_IFSOCK: e.kind = tree::Kind::socket; break;
+    default: throw Error(ErrorKind::failed, "unknown file type of " + name);
+  }
+  for (auto& [k, v] : util::list_xattrs(dirfd, name)) e.xattrs.push_back({std::move(k), std::move(v)});
+  return e;
+}
+
+ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
+  ScanResult result;
+  ScanStats& stats = result.stats;
+  util::Fd rootfd = util::open_dir(opts.root.string());
+  struct stat root_st;
+  if (::fstat(rootfd.get(), &root_st) != 0) throw_errno("stat " + opts.root.string());
+
+  std::vector<DirNode> nodes;
+  Pipeline pipeline(opts, sink, rootfd.get(), nodes);
+  nodes.reserve(1024);
+  nodes.push_back({"/", SIZE_MAX, 0, {}, {}});
+  struct Link {
+    size_t node, entry;
+    std::string path;
+  };
+  std::map<std::pair<dev_t, ino_t>, Link> link_heads;
+  std::vector<std::pair<Link, Link>> link_members;  // (member, head)
+  std::vector<FileJob> pending;
+
+  auto last_tick = std::chrono::steady_clock::now();
+  auto tick = [&](bool walking) {
+    if (!opts.progress) return;
+    auto now = std::chrono::steady_clock::now();
+    if (walking && now - last_tick < std::chrono::milliseconds(250)) return;
+    last_tick = now;
+    opts.progress({stats.files, pipeline.m_bytes_read.load(), pipeline.m_bytes_sent.load(), pipeline.m_bytes_to_read,
+                   walking});
+  };
+
+  // Pass 1: walk (pre-order), queue files that the cache does not vouch for.
+  struct Frame {
+    size_t node;
+    util::Fd fd;
+    bool unprotected;
+  };
+  std::vector<Frame> stack;
+  stack.push_back({0, util::Fd(::dup(rootfd.get())), false});
+  if (opts.threads) pipeline.start();
+  while (!stack.empty()) {
+    Frame frame = std::move(stack.back());
+    stack.pop_back();
+    const std::string dir_path = nodes[frame.node].path;
+    std::vector<std::string> names;
+    {
+      int dupfd = ::dup(frame.fd.get());
+      DIR* dir = dupfd >= 0 ? ::fdopendir(dupfd) : nullptr;
+      if (!dir) throw_errno("open directory " + dir_path);
+      ::rewinddir(dir);
+      errno = 0;
+      while (dirent* de = ::readdir(dir)) {
+        std::string n = de->d_name;
+        if (n != "." && n != "..") names.push_back(std::move(n));
+      }
+      int err = errno;
+      ::closedir(dir);
+      if (err) {
+        errno = err;
+        throw_errno("read directory " + dir_path);
+      }
+    }
+    std::sort(names.begin(), names.end());
+    std::vector<std::pair<size_t, std::string>> subdirs;  // (entry index, name)
+    for (auto& name : names) {
+      std::string path = child_path(dir_path, name);
+      auto decision = opts.policy.classify(path, frame.unprotected);
+      struct stat st;
+      if (::fstatat(frame.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) continue;  // vanished since readdir
+        throw_errno("stat " + path);
+      }
+      bool is_dir = S_ISDIR(st.st_mode);
+      if (decision == policy::Decision::skip || (decision == policy::Decision::exceptions && !is_dir)) {
+        stats.skipped++;
+        if (!is_dir) continue;  // an unprotected directory stays, empty
+      }
+      tree::Entry entry;
+      try {
+        entry = entry_from_stat(frame.fd.get(), name, st);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::not_found) throw;
+        continue;
+      }
+      auto& node_entries = nodes[frame.node].entries;
+      size_t idx = node_entries.size();
+      if (is_dir) {
+        stats.dirs++;
+        if (decision != policy::Decision::skip) subdirs.push_back({idx, name});
+      } else if (entry.kind == tree::Kind::symlink) {
+        stats.symlinks++;
+      } else if (entry.kind != tree::Kind::file) {
+        stats.others++;
+      }
+      if (!is_dir && st.st_nlink > 1) {
+        auto key = std::make_pair(st.st_dev, st.st_ino);
+        auto it = link_heads.find(key);
+        if (it == link_heads.end()) {
+          link_heads.emplace(key, Link{frame.node, idx, path});
+          entry.link_group = path;
+        } else {
+          entry.link_group = it->second.path;
+          link_members.push_back({Link{frame.node, idx, path}, it->second});
+          stats.hardlinks++;
+          if (entry.kind == tree::Kind::file) stats.files++;
+          nodes[frame.node].stamps.push_back(
+              {entry.size, entry.mtime_ns, ns(st.st_ctim), static_cast<uint64_t>(st.st_ino)});
+          node_entries.push_back(std::move(entry));
+          continue;
+        }
+      }
+      FileStamp stamp{entry.size, entry.mtime_ns, ns(st.st_ctim), static_cast<uint64_t>(st.st_ino)};
+      if (entry.kind == tree::Kind::file) {
+        stats.files++;
+        const std::vector<tree::ChunkRef>* cached = opts.cache ? opts.cache->lookup(path, stamp) : nullptr;
+        if (cached)
+          entry.chunks = *cached;
+        else if (entry.size > 0)
+          pending.push_back(FileJob{frame.node, idx, path.substr(1), path, stamp});
+      }
+      nodes[frame.node].stamps.push_back(stamp);
+      node_entries.push_back(std::move(entry));
+    }
+    // Files go to the workers once their entry has its final place in the vector.
+    for (auto& job : pending) pipeline.submit(std::move(job));
+    pending.clear();
+    // Push subdirectories in reverse so they are walked in name order.
+    for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) {
+      const auto& [idx, name] = *it;
+      std::string path = child_path(dir_path, name);
+      util::Fd fd;
+      try {
+        fd = util::open_dir_at(frame.fd.get(), name, path);
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::permission || e.kind() == ErrorKind::not_found) {
+          std::lock_guard lock(pipeline.m_warn_mutex);
+          pipeline.m_warnings.push_back(std::string(e.what()) + " (left empty)");
+          continue;
+        }
+        throw;
+      }
+      bool unprotected = opts.policy.classify(path, frame.unprotected) == policy::Decision::exceptions;
+      nodes.push_back({path, frame.node, idx, {}, {}});
+      stack.push_back({nodes.size() - 1, std::move(fd), unprotected || frame.unprotected});
+    }
+    tick(true);
+  }
+  if (!opts.threads) pipeline.start();
+  pipeline.finish([&] { tick(false); });
+
+  // Hardlink members share their head's content.
+  for (auto& [member, head] : link_members) {
+    auto& h = nodes[head.node].entries[head.entry];
+    auto& m = nodes[member.node].entries[member.entry];
+    if (h.kind == tree::Kind::file && !h.name.empty()) {
+      m.kind = h.kind;
+      m.size = h.size;
+      m.chunks = h.chunks;
+      m.sparse = h.sparse;
+    }
+  }
+
+  // Pass 2: trees bottom-up (reverse pre-order puts children before parents).
+  std::unordered_set<std::string> uncacheable(pipeline.m_uncacheable.begin(), pipeline.m_uncacheable.end());
+  std::vector<std::pair<Digest, std::vector<uint8_t>>> batch;
+  size_t batch_bytes = 0;
+  std::atomic<uint64_t> trees_new{0};
+  for (size_t i = nodes.size(); i-- > 0;) {
+    auto& node = nodes[i];
+    tree::Tree t;
+    for (size_t k = 0; k < node.entries.size(); ++k) {
+      auto& e = node.entries[k];
+      if (e.name.empty()) continue;  // left out (unreadable)
+      if (e.kind == tree::Kind::file) {
+        stats.bytes += e.size;
+        std::string path = child_path(node.path, e.name);
+        if (!uncacheable.count(path) && !e.chunks.empty()) result.next_cache.add(path, node.stamps[k], e.chunks);
+      }
+      t.entries.push_back(std::move(e));
+    }
+    auto encoded = tree::encode(std::move(t));
+    Digest id = util::sha256(encoded);
+    result.next_cache.add_tree(id);
+    if (!(opts.cache && opts.cache->has_tree(id)) && pipeline.first_sighting(id)) {
+      batch_bytes += encoded.size();
+      batch.emplace_back(id, std::move(encoded));
+      if (batch_bytes >= k_batch_bytes) {
+        pipeline.upload(batch, &trees_new);
+        batch_bytes = 0;
+      }
+    }
+    if (node.parent == SIZE_MAX) {
+      result.tree = id;
+    } else {
+      nodes[node.parent].entries[node.parent_entry].subtree = id;
+    }
+    node.entries = {};
+    node.stamps = {};
+  }
+  pipeline.upload(batch, &trees_new);
+
+  result.root = entry_from_stat(rootfd.get(), ".", root_st);
+  result.root.name.clear();
+  result.root.subtree = result.tree;
+  stats.files_read = pipeline.m_files_read;
+  stats.bytes_read = pipeline.m_bytes_read;
+  stats.chunks_new = pipeline.m_chunks_new;
+  stats.bytes_new = pipeline.m_bytes_new;
+  stats.bytes_sent = pipeline.m_bytes_sent;
+  stats.trees_new = trees_new;
+  stats.warnings = pipeline.m_warnings;
+  return result;
+}
+
+}  // namespace mirage::scan

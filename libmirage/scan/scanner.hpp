@@ -1,0 +1,88 @@
+#pragma once
+// Scanning an endpoint: walk a root, cut files into chunks, upload what the server
+// lacks, build one tree object per directory, return the snapshot's root.
+//
+// The walk is one thread (metadata only: openat/fstatat relative to directory fds,
+// never following a symlink); file contents go to worker threads, each reading,
+// chunking, hashing, asking the server which chunks it lacks (in batches) and
+// compressing and sending only those. Trees are built bottom-up once every file of
+// the walk is done. The endpoint holds no global index: only the ids of the last
+// committed snapshot, in the files cache.
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/scan/files_cache.hpp"
+#include "libmirage/tree/tree.hpp"
+
+namespace mirage::scan {
+
+using util::Digest;
+
+/// Where chunks go. Both calls may come from several threads at once.
+class ChunkSink {
+ public:
+  virtual ~ChunkSink() = default;
+  /// For each id, true when the server lacks it.
+  virtual std::vector<bool> missing(std::span<const Digest> ids) = 0;
+  /// Uploads back-to-back records (store/record.hpp).
+  virtual void put(std::vector<uint8_t> records) = 0;
+};
+
+struct ScanStats {
+  uint64_t files = 0, dirs = 0, symlinks = 0, others = 0, hardlinks = 0;
+  uint64_t bytes = 0;          ///< sum of file sizes in the snapshot
+  uint64_t files_read = 0;     ///< files whose content was read (not in the cache)
+  uint64_t bytes_read = 0;
+  uint64_t chunks_new = 0;     ///< chunks the server lacked
+  uint64_t bytes_new = 0;      ///< their plaintext size
+  uint64_t bytes_sent = 0;     ///< their stored (compressed) size
+  uint64_t trees_new = 0;
+  uint64_t skipped = 0;        ///< entries left out by the upload policy
+  std::vector<std::string> warnings;
+};
+void to_json(nlohmann::json& j, const ScanStats& s);
+
+struct Progress {
+  uint64_t files = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_to_read = 0;
+  bool walking = true;
+};
+
+struct ScanOptions {
+  std::filesystem::path root;
+  policy::UploadPolicy policy = policy::UploadPolicy::defaults();
+  const FilesCache* cache = nullptr;  ///< previous cache, may be null
+  int compression_level = 3;
+  unsigned threads = 2;
+  std::function<void(const Progress&)> progress;  ///< called about 4 times a second
+};
+
+struct ScanResult {
+  Digest tree;            ///< the root directory's tree object
+  tree::Entry root;       ///< the root directory's own metadata (name empty)
+  ScanStats stats;
+  FilesCache next_cache;  ///< to be saved once the server commits the snapshot
+};
+
+/// Scans options.root; throws Error naming the path on anything it cannot carry on
+/// past (unreadable files are warnings and are left out).
+ScanResult scan(const ScanOptions& options, ChunkSink& sink);
+
+/// Reads a directory's entry metadata (not contents): kind, mode, owner, times, rdev,
+/// symlink target, xattrs. `st` is its lstat.
+tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st);
+
+}  // namespace mirage::scan

@@ -1,0 +1,311 @@
+#include "libmirage/server/service.hpp"
+
+#include <unistd.h>
+
+#include <unordered_set>
+
+#include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/tree/tree.hpp"
+#include "libmirage/util/clock.hpp"
+#include "libmirage/util/hex.hpp"
+
+namespace mirage::server {
+
+using nlohmann::json;
+using util::Digest;
+
+namespace {
+
+/// Reads a required string parameter; Error(usage) naming it otherwise.
+std::string str_param(const json& params, const char* name) {
+  auto it = params.find(name);
+  if (it == params.end() || !it->is_string() || it->get<std::string>().empty())
+    throw Error(ErrorKind::usage, std::string("missing or empty string parameter '") + name + "'");
+  return it->get<std::string>();
+}
+
+bool bool_param(const json& params, const char* name) {
+  auto it = params.find(name);
+  if (it == params.end()) return false;
+  if (!it->is_boolean()) throw Error(ErrorKind::usage, std::string("parameter '") + name + "' must be true or false");
+  return it->get<bool>();
+}
+
+std::vector<Digest> ids_from_binary(const std::vector<uint8_t>& binary) {
+  if (binary.size() % 32) throw Error(ErrorKind::usage, "id list is not a multiple of 32 bytes");
+  std::vector<Digest> ids(binary.size() / 32);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = Digest::from_span(std::span(binary).subspan(i * 32, 32));
+  return ids;
+}
+
+void require_admin(const Caller& caller) {
+  if (caller.role != "admin") throw Error(ErrorKind::permission, "this method needs the admin role");
+}
+
+bool valid_device_id(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':')) return false;
+  return true;
+}
+
+}  // namespace
+
+Service::Service(std::filesystem::path data, bool create) : m_repo(std::move(data), create) { register_handlers(); }
+
+std::optional<std::string> Service::authenticate(const std::string& token) {
+  std::lock_guard lock(m_mutex);
+  return m_repo.catalog().token_role(util::sha256_hex(token));
+}
+
+catalog::Device Service::accepted_device(const std::string& id) {
+  auto d = m_repo.catalog().device(id);
+  if (!d) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
+  if (d->state == catalog::DeviceState::rejected) throw Error(ErrorKind::permission, "device " + id + ": rejected");
+  if (d->state == catalog::DeviceState::pending)
+    throw Error(ErrorKind::precondition, "device " + id + ": pending (an admin must accept it)");
+  return *d;
+}
+
+void Service::verify_closure(const Digest& tree_id, const std::optional<Digest>& previous, const std::string& device) {
+  // Walk the new snapshot, skipping subtrees equal to the previous snapshot's at the
+  // same path (already verified when that one was committed).
+  auto& cat = m_repo.catalog();
+  uint64_t missing = 0;
+  std::string first;
+  std::vector<std::tuple<Digest, std::optional<Digest>, std::string>> stack{{tree_id, previous, "/"}};
+  while (!stack.empty()) {
+    auto [id, old, path] = stack.back();
+    stack.pop_back();
+    if (old && *old == id) continue;
+    if (!cat.find_chunk(id)) {
+      missing++;
+      if (first.empty()) first = "tree of " + path;
+      continue;
+    }
+    tree::Tree t = tree::decode(m_repo.read_plain(id), "tree " + id.hex() + " (" + path + ")");
+    tree::Tree old_tree;
+    if (old && cat.find_chunk(*old)) old_tree = tree::decode(m_repo.read_plain(*old), "tree " + old->hex());
+    for (const auto& e : t.entries) {
+      std::string child = path == "/" ? "/" + e.name : path + "/" + e.name;
+      const tree::Entry* before = old_tree.find(e.name);
+      if (e.kind == tree::Kind::dir) {
+        std::optional<Digest> prev;
+        if (before && before->kind == tree::Kind::dir) prev = before->subtree;
+        stack.push_back({e.subtree, prev, child});
+        continue;
+      }
+      if (before && before->chunks == e.chunks) continue;
+      for (const auto& c : e.chunks) {
+        if (!cat.find_chunk(c.id)) {
+          missing++;
+          if (first.empty()) first = child;
+        }
+      }
+    }
+  }
+  if (missing)
+    throw Error(ErrorKind::precondition, "snapshot of device " + device + " is incomplete: " + std::to_string(missing) +
+                                             " objects missing (first: " + first + ")");
+}
+
+void Service::register_handlers() {
+  m_handlers["server.info"].fn = [this](proto::Request&, proto::Reply& reply, const Caller& caller) {
+    reply.result = {{"version", MIRAGE_VERSION}, {"protocol", proto::k_protocol_version},
+                    {"data", m_repo.path().string()}, {"role", caller.role}};
+  };
+
+  m_handlers["device.register"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    std::string id = str_param(req.params, "device_id");
+    if (!valid_device_id(id))
+      throw Error(ErrorKind::usage, "device id '" + id + "': use letters, digits and - _ . : (at most 128)");
+    std::string hostname = req.params.value("hostname", "");
+    json inventory = req.params.value("inventory", json::object());
+    auto& cat = m_repo.catalog();
+    auto d = cat.device(id);
+    if (!d) {
+      catalog::Device nd;
+      nd.id = id;
+      nd.hostname = hostname;
+      nd.inventory = inventory;
+      nd.registered_at = nd.last_seen = util::now_ns();
+      cat.add_device(nd);
+      cat.add_event("device.registered", id, {{"hostname", hostname}});
+      d = nd;
+    } else {
+      cat.touch_device(id, hostname, inventory);
+    }
+    json j = *d;
+    reply.result = j;
+  };
+
+  m_handlers["device.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    std::optional<catalog::DeviceState> state;
+    if (req.params.contains("state")) {
+      std::string s = str_param(req.params, "state");
+      if (s != "pending" && s != "accepted" && s != "rejected")
+        throw Error(ErrorKind::usage, "state '" + s + "': expected pending, accepted or rejected");
+      state = catalog::state_from_name(s);
+    }
+    reply.result = {{"devices", m_repo.catalog().devices(state)}};
+  };
+
+  auto set_state = [this](proto::Request& req, proto::Reply& reply, const Caller& caller, catalog::DeviceState state) {
+    require_admin(caller);
+    std::string id = str_param(req.params, "device_id");
+    auto& cat = m_repo.catalog();
+    auto d = cat.device(id);
+    if (!d) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
+    bool reference = state == catalog::DeviceState::accepted && bool_param(req.params, "reference");
+    cat.set_device_state(id, state, reference);
+    cat.add_event(std::string("device.") + std::string(catalog::state_name(state)), id,
+                  {{"by", caller.name}, {"reference", reference}});
+    json j = *cat.device(id);
+    reply.result = j;
+  };
+  m_handlers["device.accept"].fn = [set_state](proto::Request& req, proto::Reply& reply, const Caller& c) {
+    set_state(req, reply, c, catalog::DeviceState::accepted);
+  };
+  m_handlers["device.reject"].fn = [set_state](proto::Request& req, proto::Reply& reply, const Caller& c) {
+    set_state(req, reply, c, catalog::DeviceState::rejected);
+  };
+
+  m_handlers["policy.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    std::string name = req.params.value("name", "default");
+    if (req.params.contains("device_id")) name = accepted_device(str_param(req.params, "device_id")).policy;
+    auto doc = m_repo.catalog().policy(name);
+    if (!doc && name != "default") throw Error(ErrorKind::not_found, "policy " + name + ": not found");
+    reply.result = {{"name", name}, {"policy", doc ? *doc : policy::UploadPolicy::defaults().to_json()}};
+  };
+
+  m_handlers["policy.set"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    require_admin(caller);
+    std::string name = str_param(req.params, "name");
+    if (!req.params.contains("policy")) throw Error(ErrorKind::usage, "missing parameter 'policy'");
+    auto p = policy::UploadPolicy::from_json(req.params["policy"]);  // validates
+    m_repo.catalog().set_policy(name, p.to_json());
+    m_repo.catalog().add_event("policy.set", "", {{"name", name}, {"by", caller.name}});
+    reply.result = {{"name", name}, {"policy", p.to_json()}};
+  };
+
+  m_handlers["chunks.missing"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    auto ids = ids_from_binary(req.binary);
+    auto missing = m_repo.missing(ids);
+    reply.binary.resize(ids.size());
+    uint64_t n = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      reply.binary[i] = missing[i] ? 1 : 0;
+      n += missing[i];
+    }
+    reply.result = {{"count", ids.size()}, {"missing", n}};
+  };
+
+  m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
+                                std::string device = str_param(req.params, "device_id");
+                                {
+                                  std::lock_guard lock(m_mutex);
+                                  accepted_device(device);
+                                }
+                                // Decode and re-hash every chunk before the lock: a forged id is refused here.
+                                auto records = store::verify_upload(req.binary);
+                                std::lock_guard lock(m_mutex);
+                                auto stats = m_repo.put(records);
+                                reply.result = {{"chunks", stats.chunks},
+                                                {"new_chunks", stats.new_chunks},
+                                                {"stored_bytes", stats.stored_bytes},
+                                                {"raw_bytes", stats.raw_bytes}};
+                              },
+                              true};
+
+  m_handlers["chunks.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    auto ids = ids_from_binary(req.binary);
+    if (ids.size() > 65536) throw Error(ErrorKind::usage, "chunks.get: at most 65536 ids per request");
+    for (const auto& id : ids) {
+      m_repo.read_record(id, reply.binary);
+      if (reply.binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
+    }
+    reply.result = {{"count", ids.size()}};
+  };
+
+  m_handlers["snapshot.commit"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    std::string device = str_param(req.params, "device_id");
+    accepted_device(device);
+    Digest tree_id = Digest::parse(str_param(req.params, "tree"), "tree");
+    auto root_raw = util::from_hex(str_param(req.params, "root"));
+    if (!root_raw) throw Error(ErrorKind::usage, "parameter 'root' is not hex");
+    std::vector<uint8_t> root(root_raw->begin(), root_raw->end());
+    tree::Entry root_entry = tree::decode_entry(root, "root entry");
+    if (root_entry.kind != tree::Kind::dir || root_entry.subtree != tree_id)
+      throw Error(ErrorKind::usage, "root entry does not describe the snapshot's tree");
+    auto& cat = m_repo.catalog();
+    auto previous = cat.snapshots(device);
+    std::optional<Digest> prev;
+    if (!previous.empty()) prev = previous.back().tree;
+    verify_closure(tree_id, prev, device);
+    catalog::Snapshot snap;
+    snap.id = util::random_hex(8);
+    snap.device = device;
+    snap.tree = tree_id;
+    snap.root = root;
+    snap.created_at = util::now_ns();
+    if (!previous.empty() && snap.created_at <= previous.back().created_at) snap.created_at = previous.back().created_at + 1;
+    snap.stats = req.params.value("stats", json::object());
+    cat.add_snapshot(snap);
+    cat.add_event("snapshot.created", device, {{"snapshot_id", snap.id}, {"stats", snap.stats}});
+    json j = snap;
+    reply.result = j;
+  };
+
+  m_handlers["snapshot.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    std::string device = str_param(req.params, "device_id");
+    auto& cat = m_repo.catalog();
+    if (!cat.device(device)) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
+    json list = json::array();
+    for (const auto& s : cat.snapshots(device)) {
+      json j = s;
+      j["root"] = util::to_hex(s.root);
+      list.push_back(j);
+    }
+    reply.result = {{"device_id", device}, {"snapshots", list}};
+  };
+
+  m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    require_admin(caller);
+    json j = m_repo.check(bool_param(req.params, "read_data"), nullptr);
+    reply.result = j;
+  };
+}
+
+proto::Reply Service::handle(proto::Request request, const Caller& caller) {
+  proto::Reply reply;
+  reply.id = request.id;
+  try {
+    auto it = m_handlers.find(request.method);
+    if (it == m_handlers.end()) throw Error(ErrorKind::usage, "unknown method '" + request.method + "'");
+    if (it->second.self_locking) {
+      it->second.fn(request, reply, caller);
+    } else {
+      std::lock_guard lock(m_mutex);
+      it->second.fn(request, reply, caller);
+    }
+  } catch (const Error& e) {
+    reply = proto::Reply{request.id, json::object(), e, {}};
+  } catch (const std::exception& e) {
+    reply = proto::Reply{request.id, json::object(), Error(ErrorKind::failed, e.what()), {}};
+  }
+  return reply;
+}
+
+std::string init_data_dir(const std::filesystem::path& data) {
+  store::Repository repo(data, true);
+  util::Stmt count(repo.catalog().db(), "SELECT count(*) FROM tokens WHERE role = 'admin'");
+  count.step();
+  if (count.int64(0) > 0)
+    throw Error(ErrorKind::precondition, "data directory " + data.string() + " is already initialized");
+  std::string token = "mrg_" + util::random_hex(24);
+  repo.catalog().add_token(util::sha256_hex(token), "admin", "admin");
+  repo.catalog().add_event("server.init", "", json::object());
+  return token;
+}
+
+}  // namespace mirage::server

@@ -1,0 +1,76 @@
+#include "libmirage/store/record.hpp"
+
+#include <cstring>
+
+#include "libmirage/util/bytes.hpp"
+#include "libmirage/util/error.hpp"
+#include "libmirage/util/zstd.hpp"
+
+namespace mirage::store {
+
+void append_record(std::vector<uint8_t>& out, const Digest& id, Codec codec, uint32_t raw_size,
+                   std::span<const uint8_t> data) {
+  size_t at = out.size();
+  out.resize(at + k_record_header + data.size());
+  uint8_t* p = out.data() + at;
+  std::memcpy(p, id.bytes.data(), 32);
+  p[32] = static_cast<uint8_t>(codec);
+  uint32_t stored = static_cast<uint32_t>(data.size());
+  for (int i = 0; i < 4; ++i) {
+    p[33 + i] = static_cast<uint8_t>(raw_size >> (8 * i));
+    p[37 + i] = static_cast<uint8_t>(stored >> (8 * i));
+  }
+  if (!data.empty()) std::memcpy(p + k_record_header, data.data(), data.size());
+}
+
+void append_plain(std::vector<uint8_t>& out, const Digest& id, std::span<const uint8_t> plain, int level) {
+  auto packed = util::zstd_compress(plain, level);
+  if (packed.size() + plain.size() / 32 < plain.size())
+    append_record(out, id, Codec::zstd, static_cast<uint32_t>(plain.size()), packed);
+  else
+    append_record(out, id, Codec::raw, static_cast<uint32_t>(plain.size()), plain);
+}
+
+Record parse_record(std::span<const uint8_t> data, const std::string& what) {
+  util::ByteReader r(data, what);
+  Record rec;
+  rec.id = Digest::from_span(r.raw(32));
+  uint8_t codec = r.u8();
+  if (codec > 1) r.fail("unknown codec " + std::to_string(codec));
+  rec.codec = static_cast<Codec>(codec);
+  rec.raw_size = r.u32le();
+  uint32_t stored = r.u32le();
+  if (rec.raw_size > k_max_chunk) r.fail("chunk of " + std::to_string(rec.raw_size) + " bytes exceeds the limit");
+  if (rec.codec == Codec::raw && stored != rec.raw_size) r.fail("raw chunk with mismatched sizes");
+  rec.data = r.raw(stored);
+  return rec;
+}
+
+std::optional<Record> RecordReader::next() {
+  if (m_pos == m_data.size()) return std::nullopt;
+  Record rec = parse_record(m_data.subspan(m_pos), m_what + " (record at byte " + std::to_string(m_pos) + ")");
+  m_pos += k_record_header + rec.data.size();
+  return rec;
+}
+
+void open_record_into(const Record& record, std::span<uint8_t> out, const std::string& what) {
+  if (out.size() != record.raw_size) throw Error(ErrorKind::integrity, what + ": size mismatch");
+  try {
+    if (record.codec == Codec::zstd)
+      util::zstd_decompress(record.data, out);
+    else if (!out.empty())
+      std::memcpy(out.data(), record.data.data(), out.size());
+  } catch (const Error&) {
+    rethrow_with_context(what + ": chunk " + record.id.hex());
+  }
+  if (util::sha256(out) != record.id)
+    throw Error(ErrorKind::integrity, what + ": chunk " + record.id.hex() + " does not match its id (corrupt or forged)");
+}
+
+std::vector<uint8_t> open_record(const Record& record, const std::string& what) {
+  std::vector<uint8_t> out(record.raw_size);
+  open_record_into(record, out, what);
+  return out;
+}
+
+}  // namespace mirage::store

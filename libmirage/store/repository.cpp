@@ -1,0 +1,262 @@
+#include "libmirage/store/repository.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <set>
+#include <unordered_set>
+
+#include "libmirage/tree/tree.hpp"
+#include "libmirage/util/error.hpp"
+#include "libmirage/util/hex.hpp"
+
+namespace mirage::store {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+catalog::Catalog open_catalog(const fs::path& data, bool create) {
+  if (create) util::make_dirs(data);
+  bool fresh = !fs::exists(data / "catalog.db");
+  if (fresh && !create)
+    throw Error(ErrorKind::not_found, "data directory " + data.string() + ": no catalog (run 'mirage-serverd init')");
+  return catalog::Catalog((data / "catalog.db").string(), create);
+}
+
+}  // namespace
+
+void to_json(nlohmann::json& j, const CheckReport& r) {
+  j = {{"ok", r.problems.empty()}, {"packs", r.packs},   {"chunks", r.chunks},
+       {"snapshots", r.snapshots}, {"trees", r.trees},   {"bytes_read", r.bytes_read},
+       {"problems", nlohmann::json::array()}};
+  for (const auto& p : r.problems) j["problems"].push_back({{"what", p.what}, {"name", p.name}, {"message", p.message}});
+}
+
+std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
+  std::vector<VerifiedRecord> out;
+  RecordReader reader(blob, "upload");
+  std::vector<uint8_t> scratch;
+  while (auto rec = reader.next()) {
+    scratch.resize(rec->raw_size);
+    open_record_into(*rec, scratch, "upload");
+    VerifiedRecord v;
+    v.id = rec->id;
+    v.raw_size = rec->raw_size;
+    append_record(v.record, rec->id, rec->codec, rec->raw_size, rec->data);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Repository::Repository(fs::path data, bool create) : m_data(std::move(data)), m_catalog(open_catalog(m_data, create)) {
+  auto volumes = m_catalog.volumes();
+  if (volumes.empty()) {
+    fs::path vol = m_data / "volumes" / "0";
+    util::make_dirs(vol / "packs");
+    m_catalog.add_volume(vol.string());
+    volumes = m_catalog.volumes();
+  }
+  m_volume = volumes.front();
+}
+
+Repository::~Repository() = default;
+
+fs::path Repository::pack_path(const catalog::Pack& pack) {
+  std::string vol_path;
+  for (const auto& v : m_catalog.volumes())
+    if (v.id == pack.volume) vol_path = v.path;
+  if (vol_path.empty()) throw Error(ErrorKind::integrity, "pack " + pack.name + ": unknown volume " + std::to_string(pack.volume));
+  return fs::path(vol_path) / "packs" / pack.name.substr(0, 2) / (pack.name + ".pack");
+}
+
+void Repository::open_new_pack() {
+  std::string name = util::random_hex(16);
+  fs::path dir = fs::path(m_volume.path) / "packs" / name.substr(0, 2);
+  util::make_dirs(dir);
+  fs::path file = dir / (name + ".pack");
+  util::Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("create pack " + file.string());
+  util::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(k_pack_magic.data()), k_pack_magic.size()),
+                  file.string());
+  if (::fdatasync(fd.get()) != 0) throw_errno("fsync pack " + file.string());
+  util::fsync_dir(dir);
+  m_write_pack = m_catalog.add_pack(name, m_volume.id);
+  m_write_size = k_pack_magic.size();
+  m_write_fd = std::move(fd);
+}
+
+std::vector<bool> Repository::missing(std::span<const Digest> ids) {
+  std::vector<bool> out(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) out[i] = !m_catalog.find_chunk(ids[i]).has_value();
+  return out;
+}
+
+PutStats Repository::put(std::span<const VerifiedRecord> records) {
+  PutStats stats;
+  stats.chunks = records.size();
+  std::vector<uint8_t> buf;
+  std::vector<std::pair<Digest, catalog::ChunkLocation>> index;
+  std::unordered_set<Digest, util::DigestHash> seen;
+  size_t i = 0;
+  while (i < records.size()) {
+    if (!m_write_fd || m_write_size >= k_pack_target) open_new_pack();
+    buf.clear();
+    index.clear();
+    uint64_t offset = m_write_size;
+    for (; i < records.size() && offset + buf.size() < k_pack_target; ++i) {
+      const auto& r = records[i];
+      if (!seen.insert(r.id).second || m_catalog.find_chunk(r.id)) continue;
+      Record parsed = parse_record(r.record, "record");
+      index.push_back({r.id, {m_write_pack, offset + buf.size(), static_cast<uint32_t>(parsed.data.size()), r.raw_size,
+                              static_cast<uint8_t>(parsed.codec)}});
+      buf.insert(buf.end(), r.record.begin(), r.record.end());
+      stats.new_chunks++;
+      stats.raw_bytes += r.raw_size;
+    }
+    if (index.empty()) continue;
+    util::pwrite_all(m_write_fd.get(), buf, m_write_size, "pack");
+    if (::fdatasync(m_write_fd.get()) != 0) throw_errno("fsync pack");
+    m_write_size += buf.size();
+    stats.stored_bytes += buf.size();
+    m_catalog.add_chunks(index, m_write_pack, m_write_size);
+  }
+  return stats;
+}
+
+int Repository::pack_fd(int64_t pack_id) {
+  auto it = m_read_fds.find(pack_id);
+  if (it != m_read_fds.end()) return it->second.get();
+  auto pack = m_catalog.pack(pack_id);
+  if (!pack) throw Error(ErrorKind::integrity, "index names pack " + std::to_string(pack_id) + " which is not in the catalog");
+  fs::path file = pack_path(*pack);
+  util::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno(ErrorKind::integrity, "open pack " + pack->name);
+  if (m_read_fds.size() > 256) m_read_fds.clear();
+  return m_read_fds.emplace(pack_id, std::move(fd)).first->second.get();
+}
+
+void Repository::read_record(const Digest& id, std::vector<uint8_t>& out) {
+  auto loc = m_catalog.find_chunk(id);
+  if (!loc) throw Error(ErrorKind::not_found, "chunk " + id.hex() + ": not in the store");
+  int fd = pack_fd(loc->pack);
+  size_t at = out.size();
+  size_t len = k_record_header + loc->stored;
+  out.resize(at + len);
+  ssize_t n = ::pread(fd, out.data() + at, len, static_cast<off_t>(loc->offset));
+  auto pack_name = [&] {
+    auto p = m_catalog.pack(loc->pack);
+    return p ? p->name : std::to_string(loc->pack);
+  };
+  if (n != static_cast<ssize_t>(len)) {
+    out.resize(at);
+    throw Error(ErrorKind::integrity, "pack " + pack_name() + ": chunk " + id.hex() + " at offset " +
+                                          std::to_string(loc->offset) + " is truncated");
+  }
+  Record rec = parse_record(std::span(out).subspan(at), "pack " + pack_name());
+  if (rec.id != id || rec.raw_size != loc->raw || rec.data.size() != loc->stored ||
+      static_cast<uint8_t>(rec.codec) != loc->codec) {
+    out.resize(at);
+    throw Error(ErrorKind::integrity, "pack " + pack_name() + ": record at offset " + std::to_string(loc->offset) +
+                                          " does not match the index entry of chunk " + id.hex());
+  }
+}
+
+std::vector<uint8_t> Repository::read_plain(const Digest& id) {
+  std::vector<uint8_t> buf;
+  read_record(id, buf);
+  return open_record(parse_record(buf, "chunk"), "chunk " + id.hex());
+}
+
+CheckReport Repository::check(bool read_data, const std::function<void(uint64_t, uint64_t)>& progress) {
+  CheckReport report;
+  auto problem = [&](std::string what, std::string name, std::string message) {
+    report.problems.push_back({std::move(what), std::move(name), std::move(message)});
+  };
+  // 1. Packs: present, header intact, at least as long as the index says.
+  std::map<int64_t, catalog::Pack> packs;
+  std::set<int64_t> bad_packs;
+  for (const auto& pack : m_catalog.packs()) {
+    packs[pack.id] = pack;
+    report.packs++;
+    fs::path file = pack_path(pack);
+    struct stat st;
+    if (::stat(file.c_str(), &st) != 0) {
+      problem("pack", pack.name, "missing: " + file.string());
+      bad_packs.insert(pack.id);
+      continue;
+    }
+    if (static_cast<uint64_t>(st.st_size) < pack.size) {
+      problem("pack", pack.name,
+              "truncated: " + std::to_string(st.st_size) + " bytes, the index covers " + std::to_string(pack.size));
+    }
+    util::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    char magic[8] = {};
+    if (!fd || ::pread(fd.get(), magic, 8, 0) != 8 || std::string_view(magic, 8) != k_pack_magic) {
+      problem("pack", pack.name, "bad or unreadable header");
+      bad_packs.insert(pack.id);
+    }
+  }
+  // 2. Index entries: inside their pack; with read_data, decoded and re-hashed.
+  uint64_t total = m_catalog.chunk_count(), done = 0;
+  std::vector<uint8_t> buf;
+  m_catalog.for_each_chunk([&](const Digest& id, const catalog::ChunkLocation& loc) {
+    report.chunks++;
+    if (progress && (++done % 4096 == 0)) progress(done, total);
+    auto it = packs.find(loc.pack);
+    if (it == packs.end()) {
+      problem("chunk", id.hex(), "indexed in pack " + std::to_string(loc.pack) + " which does not exist");
+      return;
+    }
+    if (bad_packs.count(loc.pack)) {
+      problem("chunk", id.hex(), "in damaged pack " + it->second.name);
+      return;
+    }
+    if (!read_data) {
+      struct stat st;
+      if (::stat(pack_path(it->second).c_str(), &st) == 0 &&
+          loc.offset + k_record_header + loc.stored > static_cast<uint64_t>(st.st_size))
+        problem("chunk", id.hex(), "beyond the end of pack " + it->second.name + " (truncated)");
+      return;
+    }
+    try {
+      buf.clear();
+      read_record(id, buf);
+      report.bytes_read += buf.size();
+      open_record(parse_record(buf, "pack " + it->second.name), "pack " + it->second.name);
+    } catch (const Error& e) {
+      problem("chunk", id.hex(), e.what());
+    }
+  });
+  if (progress) progress(total, total);
+  // 3. Snapshots: every tree reachable and decodable, every referenced chunk indexed.
+  std::unordered_set<Digest, util::DigestHash> trees_seen;
+  for (const auto& snap : m_catalog.all_snapshots()) {
+    report.snapshots++;
+    std::vector<std::pair<Digest, std::string>> stack{{snap.tree, "/"}};
+    while (!stack.empty()) {
+      auto [tree_id, path] = stack.back();
+      stack.pop_back();
+      if (!trees_seen.insert(tree_id).second) continue;
+      report.trees++;
+      tree::Tree t;
+      try {
+        t = tree::decode(read_plain(tree_id), "tree " + tree_id.hex());
+      } catch (const Error& e) {
+        problem("snapshot", snap.id, "device " + snap.device + " path " + path + ": " + e.what());
+        continue;
+      }
+      for (const auto& e : t.entries) {
+        std::string child = path == "/" ? "/" + e.name : path + "/" + e.name;
+        if (e.kind == tree::Kind::dir) stack.push_back({e.subtree, child});
+        for (const auto& c : e.chunks)
+          if (!m_catalog.find_chunk(c.id))
+            problem("snapshot", snap.id, "device " + snap.device + " file " + child + ": chunk " + c.id.hex() + " is missing");
+      }
+    }
+  }
+  return report;
+}
+
+}  // namespace mirage::store

@@ -1,0 +1,110 @@
+#pragma once
+// A server's data directory: the catalog and its storage volumes of pack files.
+//
+// Layout:
+//   DATA/catalog.db                       SQLite catalog (WAL)
+//   DATA/volumes/0/packs/ab/ab12….pack    pack files, named by 128 random bits
+//
+// Pack file: the 8-byte magic "MPACK01\n", then records (store/record.hpp) back to
+// back. Packs are append-only while open and immutable once rotated (at ~32 MiB).
+// Records are appended and fdatasync'ed before the catalog indexes them, so a crash
+// leaves at worst an unindexed tail, which is ignored (packs.size marks the end of
+// the indexed part). Every process writes its own packs, so concurrent writers
+// never share a file.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/catalog/catalog.hpp"
+#include "libmirage/store/record.hpp"
+#include "libmirage/util/fd.hpp"
+
+namespace mirage::store {
+
+constexpr std::string_view k_pack_magic = "MPACK01\n";
+constexpr uint64_t k_pack_target = 32u << 20;
+
+/// A record that passed verification and owns its bytes.
+struct VerifiedRecord {
+  Digest id;
+  std::vector<uint8_t> record;  ///< header + data, as it goes into a pack
+  uint32_t raw_size = 0;
+};
+
+/// Parses and verifies a bulk upload (decoding every record and recomputing its id);
+/// throws Error(integrity) naming the first forged or malformed chunk. Thread-safe.
+std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob);
+
+struct PutStats {
+  uint64_t chunks = 0;        ///< records received
+  uint64_t new_chunks = 0;    ///< records not already stored
+  uint64_t stored_bytes = 0;  ///< bytes appended to packs
+  uint64_t raw_bytes = 0;     ///< plaintext bytes of the new chunks
+};
+
+struct CheckProblem {
+  std::string what;     ///< "pack", "chunk", "snapshot", "tree"
+  std::string name;     ///< the pack name, chunk id or snapshot id
+  std::string message;
+};
+
+struct CheckReport {
+  uint64_t packs = 0;
+  uint64_t chunks = 0;
+  uint64_t snapshots = 0;
+  uint64_t trees = 0;
+  uint64_t bytes_read = 0;
+  std::vector<CheckProblem> problems;
+};
+void to_json(nlohmann::json& j, const CheckReport& r);
+
+class Repository {
+ public:
+  /// Opens DATA; when `create` is set a missing one is made (catalog + volume 0).
+  /// Throws Error(not_found) when DATA holds no catalog and `create` is not set.
+  Repository(std::filesystem::path data, bool create);
+  ~Repository();
+
+  const std::filesystem::path& path() const { return m_data; }
+  catalog::Catalog& catalog() { return m_catalog; }
+
+  /// For each id, true when the store lacks it.
+  std::vector<bool> missing(std::span<const Digest> ids);
+  bool has(const Digest& id) { return m_catalog.find_chunk(id).has_value(); }
+  /// Appends verified records that are not stored yet, durably, and indexes them.
+  PutStats put(std::span<const VerifiedRecord> records);
+  /// Appends the stored record of `id` (header + data, as in the pack) to `out`;
+  /// throws Error(not_found) when absent, Error(integrity) when the pack is damaged.
+  void read_record(const Digest& id, std::vector<uint8_t>& out);
+  /// The verified plaintext of `id`.
+  std::vector<uint8_t> read_plain(const Digest& id);
+
+  /// Verifies packs, the index and every snapshot's references; with `read_data` also
+  /// decodes every chunk and recomputes its id. `progress(done, total)` is called now
+  /// and then.
+  CheckReport check(bool read_data, const std::function<void(uint64_t, uint64_t)>& progress);
+
+ private:
+  std::filesystem::path pack_path(const catalog::Pack& pack);
+  int pack_fd(int64_t pack_id);
+  void open_new_pack();
+
+  std::filesystem::path m_data;
+  catalog::Catalog m_catalog;
+  catalog::Volume m_volume;
+  // The pack this process appends to.
+  int64_t m_write_pack = 0;
+  uint64_t m_write_size = 0;
+  util::Fd m_write_fd;
+  std::map<int64_t, util::Fd> m_read_fds;
+};
+
+}  // namespace mirage::store

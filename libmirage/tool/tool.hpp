@@ -1,0 +1,63 @@
+#pragma once
+// Plumbing shared by every executable: common flags, --input expansion, the one catch
+// site that maps errors to exit codes, output rendering, progress on stderr.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "libmirage/client/client.hpp"
+
+namespace mirage::tool {
+
+struct Common {
+  std::string server;
+  std::string token;
+  std::string output;  ///< "json", "text" or empty (JSON unless stdout is a terminal)
+  std::string ca_file;
+  bool json() const;
+};
+
+/// Adds --server, --token, --output, --ca-file (and documents --input) to `app`.
+void add_common(CLI::App& app, Common& common);
+/// Connects to common.server (default: $MIRAGE_SERVER, else the embedded local store).
+client::Client connect(const Common& common);
+
+/// A subcommand and what it runs; the tool's main is a table of these.
+struct Command {
+  CLI::App* app;  ///< nullptr for the tool's default action (no subcommand)
+  std::function<int()> run;
+};
+
+/// Parses argv (after expanding --input FILE|- into flags), runs the chosen command,
+/// and maps every outcome to an exit code: help/version 0, parse errors 2, Error its
+/// kind, anything else 1. In JSON mode errors go to stderr as {"error":{...}}.
+int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<Command>& commands);
+
+/// Prints `doc` as one JSON document, or through `text` on a terminal.
+void print(const Common& common, const nlohmann::json& doc, const std::function<void(std::ostream&)>& text);
+
+/// Human-readable byte count ("1.5 GiB").
+std::string human_bytes(uint64_t bytes);
+
+/// A one-line progress display on stderr, shown only when stderr is a terminal.
+class Progress {
+ public:
+  Progress();
+  ~Progress();
+  void show(const std::string& line);
+
+ private:
+  bool m_enabled;
+  bool m_shown = false;
+};
+
+/// Expands --input into flags: each field of the JSON object becomes --field (with
+/// '_' as '-'); strings and numbers give a value, true a bare flag, arrays repeat.
+/// Throws Error(usage) on malformed JSON or a field that is not a scalar or array.
+std::vector<std::string> expand_input(const std::vector<std::string>& args);
+
+}  // namespace mirage::tool

@@ -1,0 +1,183 @@
+#include "libmirage/tree/tree.hpp"
+
+#include <algorithm>
+
+#include "libmirage/util/bytes.hpp"
+#include "libmirage/util/error.hpp"
+
+namespace mirage::tree {
+
+namespace {
+constexpr std::string_view k_magic = "MTR1";
+constexpr size_t k_max_name = 255;
+constexpr size_t k_max_target = 4095;
+constexpr size_t k_max_xattr_name = 255;
+constexpr size_t k_max_xattr_value = 65536;
+constexpr size_t k_max_group = 1 << 16;
+
+void encode_one(util::ByteWriter& w, const Entry& e) {
+  w.str(e.name);
+  w.u8(static_cast<uint8_t>(e.kind));
+  w.varint(e.mode);
+  w.varint(e.uid);
+  w.varint(e.gid);
+  w.svarint(e.mtime_ns);
+  w.varint(e.size);
+  w.varint(e.rdev);
+  w.str(e.target);
+  w.varint(e.xattrs.size());
+  for (const auto& x : e.xattrs) {
+    w.str(x.name);
+    w.str(x.value);
+  }
+  w.varint(e.chunks.size());
+  for (const auto& c : e.chunks) {
+    w.raw(c.id.bytes);
+    w.varint(c.size);
+  }
+  if (e.kind == Kind::dir) w.raw(e.subtree.bytes);
+  w.str(e.link_group);
+  w.u8(e.sparse ? 1 : 0);
+}
+
+Entry decode_one(util::ByteReader& r, bool allow_empty_name) {
+  Entry e;
+  e.name = r.str(k_max_name);
+  if (!(allow_empty_name && e.name.empty()) && !valid_name(e.name)) r.fail("unsafe or invalid entry name");
+  uint8_t kind = r.u8();
+  if (kind < 1 || kind > 7) r.fail("unknown entry kind " + std::to_string(kind));
+  e.kind = static_cast<Kind>(kind);
+  uint64_t mode = r.varint();
+  if (mode > 07777) r.fail("mode out of range");
+  e.mode = static_cast<uint32_t>(mode);
+  uint64_t uid = r.varint(), gid = r.varint();
+  if (uid > UINT32_MAX || gid > UINT32_MAX) r.fail("uid/gid out of range");
+  e.uid = static_cast<uint32_t>(uid);
+  e.gid = static_cast<uint32_t>(gid);
+  e.mtime_ns = r.svarint();
+  e.size = r.varint();
+  e.rdev = r.varint();
+  e.target = r.str(k_max_target);
+  if (e.target.find('\0') != std::string::npos) r.fail("NUL in symlink target");
+  if ((e.kind == Kind::symlink) != !e.target.empty()) r.fail("symlink target on the wrong kind");
+  uint64_t nx = r.varint();
+  if (nx > 4096) r.fail("too many xattrs");
+  for (uint64_t i = 0; i < nx; ++i) {
+    Xattr x;
+    x.name = r.str(k_max_xattr_name);
+    x.value = r.str(k_max_xattr_value);
+    if (x.name.empty() || x.name.find('\0') != std::string::npos) r.fail("invalid xattr name");
+    if (!e.xattrs.empty() && !(e.xattrs.back().name < x.name)) r.fail("xattrs not in canonical order");
+    e.xattrs.push_back(std::move(x));
+  }
+  uint64_t nchunks = r.varint();
+  if (nchunks && e.kind != Kind::file) r.fail("chunks on a non-file entry");
+  uint64_t total = 0;
+  for (uint64_t i = 0; i < nchunks; ++i) {
+    ChunkRef c;
+    c.id = Digest::from_span(r.raw(32));
+    c.size = r.varint();
+    if (c.size == 0) r.fail("empty chunk reference");
+    total += c.size;
+    e.chunks.push_back(c);
+  }
+  if (e.kind == Kind::file && total != e.size) r.fail("chunk sizes do not add up to the file size");
+  if (e.kind == Kind::dir) e.subtree = Digest::from_span(r.raw(32));
+  e.link_group = r.str(k_max_group);
+  uint8_t flags = r.u8();
+  if (flags > 1) r.fail("unknown flags");
+  e.sparse = flags & 1;
+  return e;
+}
+}  // namespace
+
+std::string_view kind_name(Kind kind) {
+  switch (kind) {
+    case Kind::file: return "file";
+    case Kind::dir: return "dir";
+    case Kind::symlink: return "symlink";
+    case Kind::chardev: return "char";
+    case Kind::blockdev: return "block";
+    case Kind::fifo: return "fifo";
+    case Kind::socket: return "socket";
+  }
+  return "unknown";
+}
+
+const Entry* Tree::find(std::string_view name) const {
+  auto it = std::lower_bound(entries.begin(), entries.end(), name,
+                             [](const Entry& e, std::string_view n) { return std::string_view(e.name) < n; });
+  return it != entries.end() && it->name == name ? &*it : nullptr;
+}
+
+bool valid_name(std::string_view name) {
+  return !name.empty() && name.size() <= k_max_name && name != "." && name != ".." &&
+         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+}
+
+std::vector<uint8_t> encode(Tree tree) {
+  std::sort(tree.entries.begin(), tree.entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+  util::ByteWriter w;
+  w.raw(k_magic);
+  w.varint(tree.entries.size());
+  for (size_t i = 0; i < tree.entries.size(); ++i) {
+    auto& e = tree.entries[i];
+    if (!valid_name(e.name)) throw Error(ErrorKind::usage, "tree entry: invalid name");
+    if (i && tree.entries[i - 1].name == e.name) throw Error(ErrorKind::usage, "tree entry: duplicate name " + e.name);
+    std::sort(e.xattrs.begin(), e.xattrs.end(), [](const Xattr& a, const Xattr& b) { return a.name < b.name; });
+    encode_one(w, e);
+  }
+  return w.take();
+}
+
+Tree decode(std::span<const uint8_t> data, const std::string& what) {
+  util::ByteReader r(data, what);
+  auto magic = r.raw(4);
+  if (std::string_view(reinterpret_cast<const char*>(magic.data()), 4) != k_magic) r.fail("not a tree object");
+  uint64_t count = r.varint();
+  if (count > data.size()) r.fail("entry count exceeds object size");
+  Tree tree;
+  tree.entries.reserve(static_cast<size_t>(count));
+  for (uint64_t i = 0; i < count; ++i) {
+    Entry e = decode_one(r, false);
+    if (!tree.entries.empty() && !(tree.entries.back().name < e.name)) r.fail("entries not in canonical order");
+    tree.entries.push_back(std::move(e));
+  }
+  if (!r.at_end()) r.fail("trailing bytes");
+  return tree;
+}
+
+std::vector<uint8_t> encode_entry(const Entry& entry) {
+  util::ByteWriter w;
+  Entry e = entry;
+  std::sort(e.xattrs.begin(), e.xattrs.end(), [](const Xattr& a, const Xattr& b) { return a.name < b.name; });
+  encode_one(w, e);
+  return w.take();
+}
+
+Entry decode_entry(std::span<const uint8_t> data, const std::string& what) {
+  util::ByteReader r(data, what);
+  Entry e = decode_one(r, true);
+  if (!r.at_end()) r.fail("trailing bytes");
+  return e;
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> parts;
+  if (path.find('\0') != std::string_view::npos) throw Error(ErrorKind::usage, "path contains NUL");
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string_view::npos) slash = path.size();
+    std::string_view part = path.substr(pos, slash - pos);
+    if (!part.empty() && part != ".") {
+      if (!valid_name(part))
+        throw Error(ErrorKind::usage, "path " + std::string(path) + ": invalid component '" + std::string(part) + "'");
+      parts.emplace_back(part);
+    }
+    pos = slash + 1;
+  }
+  return parts;
+}
+
+}  // namespace mirage::tree

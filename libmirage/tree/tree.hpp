@@ -1,0 +1,98 @@
+#pragma once
+// Tree objects: one per directory, canonical, stored as a chunk whose id is the
+// SHA-256 of its encoding. An unchanged subtree encodes to the same bytes and so costs
+// nothing; two snapshots diff by walking the subtrees whose ids differ.
+//
+// Encoding (all integers LEB128 varints unless noted; svarint is zigzag):
+//   "MTR1"                      4-byte magic
+//   count                       number of entries
+//   entry*                      strictly increasing by name (bytewise)
+// entry:
+//   name      str               1..255 bytes, no '/', no NUL, not "." or ".."
+//   kind      u8                1 file, 2 dir, 3 symlink, 4 char, 5 block, 6 fifo, 7 socket
+//   mode      varint            permission bits with setuid/setgid/sticky (<= 07777)
+//   uid, gid  varint
+//   mtime     svarint           ns since the epoch
+//   size      varint            file length (0 for others)
+//   rdev      varint            device number (char/block), else 0
+//   target    str               symlink target (<= 4095 bytes), else empty
+//   nxattr    varint, then (name str, value str)*, strictly increasing by name
+//   nchunks   varint, then (id 32 raw bytes, size varint)*; files only, sizes sum to size
+//   subtree   32 raw bytes      dirs only
+//   group     str               hardlinks: root-relative path of the group's first member
+//   flags     u8                bit 0: sparse (zero blocks are restored as holes)
+// A str is varint length + bytes. No trailing bytes.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "libmirage/util/digest.hpp"
+
+namespace mirage::tree {
+
+using util::Digest;
+
+enum class Kind : uint8_t { file = 1, dir = 2, symlink = 3, chardev = 4, blockdev = 5, fifo = 6, socket = 7 };
+
+std::string_view kind_name(Kind kind);
+
+struct ChunkRef {
+  Digest id;
+  uint64_t size = 0;
+  bool operator==(const ChunkRef&) const = default;
+};
+
+struct Xattr {
+  std::string name;
+  std::string value;
+  bool operator==(const Xattr&) const = default;
+};
+
+struct Entry {
+  std::string name;
+  Kind kind = Kind::file;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime_ns = 0;
+  uint64_t size = 0;
+  uint64_t rdev = 0;
+  std::string target;
+  std::vector<Xattr> xattrs;
+  std::vector<ChunkRef> chunks;
+  Digest subtree;
+  std::string link_group;
+  bool sparse = false;
+
+  bool operator==(const Entry&) const = default;
+};
+
+struct Tree {
+  std::vector<Entry> entries;
+  /// The entry named `name`, or nullptr (entries are sorted, so this is a binary search).
+  const Entry* find(std::string_view name) const;
+};
+
+/// Sorts entries and xattrs into canonical order and encodes. Throws Error(usage) on an
+/// invalid name or duplicate.
+std::vector<uint8_t> encode(Tree tree);
+/// Decodes and validates; throws Error(integrity) naming `what` on anything malformed,
+/// including unsafe names ("..", "/" inside, NUL) and non-canonical order.
+Tree decode(std::span<const uint8_t> data, const std::string& what);
+
+/// One entry alone (the snapshot's root directory), name may be empty.
+std::vector<uint8_t> encode_entry(const Entry& entry);
+Entry decode_entry(std::span<const uint8_t> data, const std::string& what);
+
+/// True for a name that may appear in a directory: 1..255 bytes, no '/', no NUL, not "." or "..".
+bool valid_name(std::string_view name);
+
+/// Splits an absolute or relative snapshot path into validated components; "/" and ""
+/// give none. Throws Error(usage) naming the path on "..", NUL, or an empty component
+/// other than doubled slashes.
+std::vector<std::string> split_path(std::string_view path);
+
+}  // namespace mirage::tree

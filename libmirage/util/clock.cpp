@@ -1,0 +1,50 @@
+#include "libmirage/util/clock.hpp"
+
+#include <ctime>
+#include <cstdio>
+
+namespace mirage::util {
+
+int64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+std::string rfc3339(int64_t ns) {
+  time_t secs = static_cast<time_t>(ns / 1000000000);
+  tm t;
+  gmtime_r(&secs, &t);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
+  return buf;
+}
+
+std::optional<int64_t> parse_time_upper(std::string_view text) {
+  std::string s(text);
+  tm t{};
+  int n = 0;
+  int64_t span = 0;
+  if (sscanf(s.c_str(), "%4d-%2d-%2d%n", &t.tm_year, &t.tm_mon, &t.tm_mday, &n) == 3 && size_t(n) == s.size()) {
+    span = 86400;
+  } else if (n = 0; sscanf(s.c_str(), "%4d-%2d-%2d%*1[T ]%2d:%2d:%2d%n", &t.tm_year, &t.tm_mon, &t.tm_mday,
+                            &t.tm_hour, &t.tm_min, &t.tm_sec, &n) == 6 &&
+                     (size_t(n) == s.size() || (size_t(n) + 1 == s.size() && s.back() == 'Z'))) {
+    span = 1;
+  } else if (n = 0; sscanf(s.c_str(), "%4d-%2d-%2d%*1[T ]%2d:%2d%n", &t.tm_year, &t.tm_mon, &t.tm_mday, &t.tm_hour,
+                            &t.tm_min, &n) == 5 &&
+                     (size_t(n) == s.size() || (size_t(n) + 1 == s.size() && s.back() == 'Z'))) {
+    span = 60;
+  } else {
+    return std::nullopt;
+  }
+  if (t.tm_mon < 1 || t.tm_mon > 12 || t.tm_mday < 1 || t.tm_mday > 31 || t.tm_hour > 23 || t.tm_min > 59 ||
+      t.tm_sec > 60)
+    return std::nullopt;
+  t.tm_year -= 1900;
+  t.tm_mon -= 1;
+  time_t secs = timegm(&t);
+  return (int64_t(secs) + span) * 1000000000 - 1;
+}
+
+}  // namespace mirage::util

@@ -1,0 +1,17 @@
+#pragma once
+// libmirage never prints: messages go to a sink the executable installs.
+#include <functional>
+#include <string_view>
+
+namespace mirage::util {
+
+enum class LogLevel { debug, info, warning, error };
+using LogSink = std::function<void(LogLevel, std::string_view)>;
+
+/// Installs the process-wide sink (nullptr drops messages). Not thread-safe to call
+/// while other threads log; set it once at start-up.
+void set_log_sink(LogSink sink);
+void log(LogLevel level, std::string_view message);
+inline void warn(std::string_view message) { log(LogLevel::warning, message); }
+
+}  // namespace mirage::util

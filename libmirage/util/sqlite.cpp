@@ -1,0 +1,109 @@
+#include "libmirage/util/sqlite.hpp"
+
+#include <sqlite3.h>
+
+#include "libmirage/util/error.hpp"
+
+namespace mirage::util {
+
+Db::Db(const std::string& path) : m_path(path) {
+  if (sqlite3_open_v2(path.c_str(), &m_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
+    std::string msg = m_db ? sqlite3_errmsg(m_db) : "out of memory";
+    sqlite3_close(m_db);
+    m_db = nullptr;
+    throw Error(ErrorKind::failed, "open catalog " + path + ": " + msg);
+  }
+  sqlite3_busy_timeout(m_db, 30000);
+  exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
+}
+
+Db::~Db() { sqlite3_close_v2(m_db); }
+
+void Db::fail(const std::string& context) const {
+  int code = sqlite3_errcode(m_db);
+  ErrorKind kind = ErrorKind::failed;
+  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) kind = ErrorKind::integrity;
+  if (code == SQLITE_FULL) kind = ErrorKind::failed;
+  throw Error(kind, "catalog " + m_path + ": " + context + ": " + sqlite3_errmsg(m_db));
+}
+
+void Db::exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(m_db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    throw Error(ErrorKind::failed, "catalog " + m_path + ": " + msg);
+  }
+}
+
+int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(m_db); }
+int Db::changes() const { return sqlite3_changes(m_db); }
+
+Stmt::Stmt(Db& db, const std::string& sql) : m_db(db) {
+  if (sqlite3_prepare_v2(db.handle(), sql.c_str(), -1, &m_stmt, nullptr) != SQLITE_OK) db.fail("prepare " + sql);
+}
+Stmt::~Stmt() { sqlite3_finalize(m_stmt); }
+
+Stmt& Stmt::bind(int i, int64_t v) {
+  if (sqlite3_bind_int64(m_stmt, i, v) != SQLITE_OK) m_db.fail("bind");
+  return *this;
+}
+Stmt& Stmt::bind(int i, const std::string& v) {
+  if (sqlite3_bind_text(m_stmt, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+    m_db.fail("bind");
+  return *this;
+}
+Stmt& Stmt::bind_blob(int i, std::span<const uint8_t> v) {
+  if (sqlite3_bind_blob(m_stmt, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+    m_db.fail("bind");
+  return *this;
+}
+Stmt& Stmt::bind_null(int i) {
+  if (sqlite3_bind_null(m_stmt, i) != SQLITE_OK) m_db.fail("bind");
+  return *this;
+}
+bool Stmt::step() {
+  int rc = sqlite3_step(m_stmt);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  std::string sql = sqlite3_sql(m_stmt);
+  sqlite3_reset(m_stmt);
+  m_db.fail("step " + sql);
+}
+void Stmt::reset() {
+  sqlite3_reset(m_stmt);
+  sqlite3_clear_bindings(m_stmt);
+}
+void Stmt::run() {
+  while (step()) {
+  }
+  reset();
+}
+int64_t Stmt::int64(int col) const { return sqlite3_column_int64(m_stmt, col); }
+std::string Stmt::text(int col) const {
+  auto p = sqlite3_column_text(m_stmt, col);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(m_stmt, col)))
+           : std::string();
+}
+std::vector<uint8_t> Stmt::blob(int col) const {
+  auto p = static_cast<const uint8_t*>(sqlite3_column_blob(m_stmt, col));
+  return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(m_stmt, col)) : std::vector<uint8_t>();
+}
+bool Stmt::is_null(int col) const { return sqlite3_column_type(m_stmt, col) == SQLITE_NULL; }
+
+Transaction::Transaction(Db& db) : m_db(db) { m_db.exec("BEGIN IMMEDIATE"); }
+Transaction::~Transaction() {
+  if (!m_done) {
+    try {
+      m_db.exec("ROLLBACK");
+    } catch (...) {
+    }
+  }
+}
+void Transaction::commit() {
+  m_db.exec("COMMIT");
+  m_done = true;
+}
+
+}  // namespace mirage::util

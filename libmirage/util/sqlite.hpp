@@ -1,0 +1,77 @@
+#pragma once
+// The one wrapper around SQLite: a connection, prepared statements, transactions.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace mirage::util {
+
+class Db;
+
+/// A prepared statement; bind parameters are 1-based. step() returns true while a row
+/// is available. reset() makes it reusable.
+class Stmt {
+ public:
+  Stmt(Db& db, const std::string& sql);
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  ~Stmt();
+
+  Stmt& bind(int i, int64_t v);
+  Stmt& bind(int i, const std::string& v);
+  Stmt& bind_blob(int i, std::span<const uint8_t> v);
+  Stmt& bind_null(int i);
+  bool step();
+  void reset();
+  /// Runs to completion (for statements without rows) and resets.
+  void run();
+
+  int64_t int64(int col) const;
+  std::string text(int col) const;
+  std::vector<uint8_t> blob(int col) const;
+  bool is_null(int col) const;
+
+ private:
+  Db& m_db;
+  sqlite3_stmt* m_stmt = nullptr;
+};
+
+class Db {
+ public:
+  /// Opens (creating) the database in WAL mode with a busy timeout.
+  explicit Db(const std::string& path);
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+  ~Db();
+
+  void exec(const std::string& sql);
+  int64_t last_insert_rowid() const;
+  int changes() const;
+  sqlite3* handle() { return m_db; }
+  [[noreturn]] void fail(const std::string& context) const;
+
+ private:
+  sqlite3* m_db = nullptr;
+  std::string m_path;
+};
+
+/// BEGIN IMMEDIATE on construction; commit() commits; the destructor rolls back.
+class Transaction {
+ public:
+  explicit Transaction(Db& db);
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction();
+  void commit();
+
+ private:
+  Db& m_db;
+  bool m_done = false;
+};
+
+}  // namespace mirage::util

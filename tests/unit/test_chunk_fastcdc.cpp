@@ -1,0 +1,108 @@
+#include <doctest/doctest.h>
+
+#include <random>
+#include <set>
+#include <vector>
+
+#include "libmirage/chunk/fastcdc.hpp"
+
+using namespace mirage::chunk;
+
+namespace {
+std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+std::vector<size_t> boundaries(const std::vector<uint8_t>& data, const Chunker& c) {
+  std::vector<size_t> out;
+  size_t pos = 0;
+  while (pos < data.size()) {
+    pos += c.cut(std::span(data).subspan(pos));
+    out.push_back(pos);
+  }
+  return out;
+}
+}  // namespace
+
+TEST_SUITE_BEGIN("chunk::Chunker");
+
+TEST_CASE("the rolled gear hash equals a fresh hash of the last 64 bytes at every offset") {
+  auto data = random_bytes(4096, 1);
+  uint64_t h = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    h = (h << 1) + gear(data[i]);
+    if (i >= 63) {
+      REQUIRE(h == window_hash(std::span(data).subspan(i - 63, 64)));
+      // Older bytes do not matter: a longer window gives the same value.
+      if (i >= 200) REQUIRE(h == window_hash(std::span(data).subspan(i - 200, 201)));
+    }
+  }
+}
+
+TEST_CASE("chunks respect min and max and cover the input exactly") {
+  Chunker c;
+  auto data = random_bytes(8 << 20, 2);
+  auto cuts = boundaries(data, c);
+  size_t prev = 0;
+  for (size_t i = 0; i < cuts.size(); ++i) {
+    size_t len = cuts[i] - prev;
+    CHECK(len <= c.params().max_size);
+    if (i + 1 < cuts.size()) CHECK(len >= c.params().min_size);
+    prev = cuts[i];
+  }
+  CHECK(cuts.back() == data.size());
+  double avg = double(data.size()) / double(cuts.size());
+  CHECK(avg > 40 * 1024);
+  CHECK(avg < 100 * 1024);
+}
+
+TEST_CASE("boundaries after an insert stay put") {
+  Chunker c;
+  auto data = random_bytes(4 << 20, 3);
+  auto before = boundaries(data, c);
+  SUBCASE("insert near the start") {
+    std::vector<uint8_t> edited = data;
+    edited.insert(edited.begin() + 1000, {1, 2, 3, 4, 5, 6, 7});
+    auto after = boundaries(edited, c);
+    std::set<size_t> shifted;
+    for (auto b : after) shifted.insert(b - 7);
+    size_t kept = 0;
+    for (auto b : before)
+      if (b > 300000 && shifted.count(b)) kept++;
+    size_t total = 0;
+    for (auto b : before)
+      if (b > 300000) total++;
+    CHECK(kept == total);
+  }
+  SUBCASE("prepend") {
+    std::vector<uint8_t> edited(data.size() + 100, 0xAB);
+    std::copy(data.begin(), data.end(), edited.begin() + 100);
+    auto after = boundaries(edited, c);
+    std::set<size_t> shifted;
+    for (auto b : after) shifted.insert(b - 100);
+    size_t kept = 0, total = 0;
+    for (auto b : before)
+      if (b > 300000) {
+        total++;
+        kept += shifted.count(b);
+      }
+    CHECK(kept == total);
+  }
+}
+
+TEST_CASE("short input is one chunk and empty input none") {
+  Chunker c;
+  std::vector<uint8_t> small(100, 7);
+  CHECK(c.cut(small) == 100);
+  CHECK(c.cut(std::span<const uint8_t>()) == 0);
+}
+
+TEST_CASE("rejects inconsistent parameters") {
+  CHECK_THROWS(Chunker(Params{16, 64, 256}));
+  CHECK_THROWS(Chunker(Params{16384, 60000, 262144}));
+}
+
+TEST_SUITE_END();

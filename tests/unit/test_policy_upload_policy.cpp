@@ -1,0 +1,53 @@
+#include <doctest/doctest.h>
+
+#include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/util/error.hpp"
+
+using namespace mirage;
+using namespace mirage::policy;
+
+TEST_SUITE_BEGIN("policy::UploadPolicy");
+
+TEST_CASE("anchored rules cover the path and everything below it") {
+  CHECK(rule_matches("/var/cache", "/var/cache"));
+  CHECK(rule_matches("/var/cache", "/var/cache/apt/x.deb"));
+  CHECK_FALSE(rule_matches("/var/cache", "/var/cachet"));
+  CHECK_FALSE(rule_matches("/var/cache", "/srv/var/cache"));
+  CHECK(rule_matches("/var/log/*.gz", "/var/log/syslog.1.gz"));
+  CHECK_FALSE(rule_matches("/var/log/*.gz", "/var/log/sub/syslog.1.gz"));
+}
+
+TEST_CASE("bare names match at any depth") {
+  CHECK(rule_matches("lost+found", "/lost+found"));
+  CHECK(rule_matches("lost+found", "/home/lost+found/x"));
+  CHECK(rule_matches("*.swp", "/home/u/.file.swp") == false);  // FNM_PERIOD: hidden needs an explicit dot
+  CHECK(rule_matches("*.swp", "/home/u/file.swp"));
+}
+
+TEST_CASE("defaults leave runtime areas out and keep the system") {
+  auto p = UploadPolicy::defaults();
+  for (auto path : {"/proc", "/sys/kernel", "/tmp/x", "/var/cache/apt", "/swapfile", "/mnt/lost+found"})
+    CHECK(p.classify(path, false) == Decision::skip);
+  for (auto path : {"/etc/passwd", "/usr/bin/ls", "/home/u/doc", "/var/lib/dpkg/status"})
+    CHECK(p.classify(path, false) == Decision::protect);
+  CHECK(p.in_user_area("/home/u/doc"));
+  CHECK_FALSE(p.in_user_area("/etc"));
+}
+
+TEST_CASE("exceptions win over rules and make the walk descend to them") {
+  auto p = UploadPolicy::from_json(
+      {{"version", 1}, {"unprotected", {"/var/cache"}}, {"exceptions", {"/var/cache/keep"}}, {"user_area", {"/home"}}});
+  CHECK(p.classify("/var/cache", false) == Decision::exceptions);
+  CHECK(p.classify("/var/cache/keep", true) == Decision::protect);
+  CHECK(p.classify("/var/cache/keep/a", true) == Decision::protect);
+  CHECK(p.classify("/var/cache/other", true) == Decision::skip);
+}
+
+TEST_CASE("malformed policies are refused with the field named") {
+  CHECK_THROWS_WITH_AS(UploadPolicy::from_json({{"unprotected", "/tmp"}}), doctest::Contains("unprotected"), Error);
+  CHECK_THROWS_WITH_AS(UploadPolicy::from_json({{"bogus", 1}}), doctest::Contains("bogus"), Error);
+  CHECK_THROWS_AS(UploadPolicy::from_json({{"unprotected", {1}}}), Error);
+  CHECK_THROWS_AS(UploadPolicy::from_json(nlohmann::json::array()), Error);
+}
+
+TEST_SUITE_END();

@@ -1,0 +1,75 @@
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include "libmirage/proto/frame.hpp"
+#include "libmirage/util/fd.hpp"
+
+using namespace mirage;
+using namespace mirage::proto;
+
+TEST_SUITE_BEGIN("proto::Frame");
+
+TEST_CASE("a request with a binary part round-trips through a pipe") {
+  Request r;
+  r.id = 7;
+  r.method = "chunks.put";
+  r.params = {{"device_id", "d1"}};
+  r.binary = {0, 1, 2, '\n', 255};
+  auto bytes = encode_request(r);
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  util::Fd rd(fds[0]), wr(fds[1]);
+  util::write_all(wr.get(), bytes, "pipe");
+  util::write_all(wr.get(), bytes, "pipe");
+  wr = util::Fd();
+  FrameReader reader(rd.get());
+  for (int i = 0; i < 2; ++i) {
+    auto f = reader.next();
+    REQUIRE(f);
+    nlohmann::json id;
+    auto back = parse_request(std::move(*f), &id);
+    CHECK(back.method == "chunks.put");
+    CHECK(back.binary == r.binary);
+    CHECK(back.params["device_id"] == "d1");
+  }
+  CHECK_FALSE(reader.next());
+}
+
+TEST_CASE("malformed frames are errors, not crashes") {
+  auto bad = [](std::string s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+  CHECK_THROWS_AS(decode_frame(bad("not json\n")), Error);
+  CHECK_THROWS_AS(decode_frame(bad("{\"v\":1}")), Error);
+  CHECK_THROWS_AS(decode_frame(bad("{\"binary\":5}\nabc")), Error);
+  CHECK_THROWS_AS(decode_frame(bad("{\"binary\":-1}\n")), Error);
+  CHECK_THROWS_AS(decode_frame(bad("[1,2]\n")), Error);
+  nlohmann::json id;
+  CHECK_THROWS_AS(parse_request(decode_frame(bad("{\"method\":\"x\"}\n")), &id), Error);
+  CHECK_THROWS_AS(parse_request(decode_frame(bad("{\"v\":1,\"method\":\"x\",\"params\":[]}\n")), &id), Error);
+  try {
+    parse_request(decode_frame(bad("{\"v\":99,\"id\":3,\"method\":\"x\"}\n")), &id);
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::precondition);
+    CHECK(std::string(e.what()).find("version") != std::string::npos);
+    CHECK(id == 3);
+  }
+}
+
+TEST_CASE("a stream cut mid-frame is reported as unavailable") {
+  std::string s = "{\"binary\":10}\nabc";
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  util::Fd rd(fds[0]), wr(fds[1]);
+  util::write_all(wr.get(), std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()), "pipe");
+  wr = util::Fd();
+  FrameReader reader(rd.get());
+  try {
+    reader.next();
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::unavailable);
+  }
+}
+
+TEST_SUITE_END();

@@ -1,0 +1,115 @@
+#include <doctest/doctest.h>
+
+#include "libmirage/tree/tree.hpp"
+#include "libmirage/util/bytes.hpp"
+#include "libmirage/util/error.hpp"
+
+using namespace mirage;
+using namespace mirage::tree;
+
+namespace {
+Entry file(std::string name, uint64_t size) {
+  Entry e;
+  e.name = std::move(name);
+  e.kind = Kind::file;
+  e.mode = 04755;
+  e.uid = 1000;
+  e.gid = 100;
+  e.mtime_ns = 1700000000123456789;
+  e.size = size;
+  if (size) e.chunks.push_back({util::sha256(std::string_view("x")), size});
+  e.xattrs = {{"user.b", "2"}, {"security.capability", std::string("\x01\x00\x00\x02", 4)}};
+  return e;
+}
+}  // namespace
+
+TEST_SUITE_BEGIN("tree::Tree");
+
+TEST_CASE("encode then decode gives the same tree, in canonical order") {
+  Tree t;
+  t.entries.push_back(file("zeta", 10));
+  Entry link;
+  link.name = "a link";
+  link.kind = Kind::symlink;
+  link.target = "../x/y";
+  link.mtime_ns = -5;
+  t.entries.push_back(link);
+  Entry dir;
+  dir.name = std::string("bad\xff\n", 5);
+  dir.kind = Kind::dir;
+  dir.subtree = util::sha256(std::string_view("sub"));
+  t.entries.push_back(dir);
+  Entry dev;
+  dev.name = "null";
+  dev.kind = Kind::chardev;
+  dev.rdev = 0x103;
+  t.entries.push_back(dev);
+  auto bytes = encode(t);
+  Tree back = decode(bytes, "test");
+  REQUIRE(back.entries.size() == 4);
+  CHECK(back.entries[0].name == "a link");
+  CHECK(back.entries[0].target == "../x/y");
+  CHECK(back.entries[0].mtime_ns == -5);
+  CHECK(back.entries[1].name == std::string("bad\xff\n", 5));
+  CHECK(back.entries[3].name == "zeta");
+  CHECK(back.entries[3].xattrs[0].name == "security.capability");
+  CHECK(back.find("null")->rdev == 0x103);
+  CHECK(back.find("nope") == nullptr);
+  // Canonical: the same content in another order encodes to the same bytes.
+  std::reverse(t.entries.begin(), t.entries.end());
+  CHECK(encode(t) == bytes);
+}
+
+TEST_CASE("a hand-crafted tree with an unsafe name is refused") {
+  for (std::string bad : std::vector<std::string>{"..", ".", "a/b", std::string("a\0b", 3), ""}) {
+    util::ByteWriter w;
+    w.raw(std::string_view("MTR1"));
+    w.varint(1);
+    w.str(bad);
+    w.u8(1);
+    for (int i = 0; i < 3; ++i) w.varint(0);
+    w.svarint(0);
+    w.varint(0);
+    w.varint(0);
+    w.str("");
+    w.varint(0);
+    w.varint(0);
+    w.str("");
+    w.u8(0);
+    CHECK_THROWS_AS(decode(w.data(), "crafted"), Error);
+    try {
+      decode(w.data(), "crafted");
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::integrity);
+    }
+  }
+}
+
+TEST_CASE("decode rejects truncation, trailing bytes, bad order and size mismatch") {
+  Tree t;
+  t.entries.push_back(file("a", 10));
+  t.entries.push_back(file("b", 0));
+  auto bytes = encode(t);
+  for (size_t n = 0; n < bytes.size(); ++n) CHECK_THROWS(decode(std::span(bytes).first(n), "t"));
+  auto longer = bytes;
+  longer.push_back(0);
+  CHECK_THROWS(decode(longer, "t"));
+  Tree wrong;
+  wrong.entries.push_back(file("a", 10));
+  wrong.entries[0].size = 11;
+  CHECK_THROWS(decode(encode(wrong), "t"));
+  Tree dup;
+  dup.entries = {file("a", 0), file("a", 0)};
+  CHECK_THROWS(encode(dup));
+}
+
+TEST_CASE("paths are split into validated components") {
+  CHECK(split_path("/") == std::vector<std::string>{});
+  CHECK(split_path("/etc//passwd") == std::vector<std::string>{"etc", "passwd"});
+  CHECK(split_path("etc/./x") == std::vector<std::string>{"etc", "x"});
+  CHECK_THROWS_AS(split_path("/etc/../root"), Error);
+  CHECK_THROWS_AS(split_path(".."), Error);
+  CHECK_THROWS_AS(split_path(std::string_view("/a\0b", 4)), Error);
+}
+
+TEST_SUITE_END();
