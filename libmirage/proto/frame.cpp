@@ -115,8 +115,8 @@ Reply parse_reply(Frame frame) {
 }
 
 bool FrameReader::fill() {
-  if (m_pos > 0 && m_pos == m_buf.size()) {
-    m_buf.clear();
+  if (m_pos > 0) {  // drop what was consumed; offsets are kept relative to m_pos
+    m_buf.erase(m_buf.begin(), m_buf.begin() + static_cast<ptrdiff_t>(m_pos));
     m_pos = 0;
   }
   size_t at = m_buf.size();
@@ -135,16 +135,16 @@ bool FrameReader::fill() {
 
 std::optional<Frame> FrameReader::next() {
   // Header line.
-  size_t scanned = m_pos;
+  size_t scanned = 0;  // bytes after m_pos already searched (fill() may move the buffer)
   size_t nl;
   for (;;) {
-    auto it = std::find(m_buf.begin() + static_cast<ptrdiff_t>(scanned), m_buf.end(), uint8_t('\n'));
+    auto it = std::find(m_buf.begin() + static_cast<ptrdiff_t>(m_pos + scanned), m_buf.end(), uint8_t('\n'));
     if (it != m_buf.end()) {
       nl = static_cast<size_t>(it - m_buf.begin());
       break;
     }
-    scanned = m_buf.size();
-    if (scanned - m_pos > k_max_header) throw Error(ErrorKind::usage, "malformed frame: header too large");
+    scanned = m_buf.size() - m_pos;
+    if (scanned > k_max_header) throw Error(ErrorKind::usage, "malformed frame: header too large");
     if (!fill()) {
       if (m_pos == m_buf.size()) return std::nullopt;
       throw Error(ErrorKind::unavailable, "peer closed the stream mid-frame");

@@ -1,0 +1,109 @@
+# Shared helpers for end-to-end tests: they run the real binaries on real trees.
+# Each test gets a fresh data directory; exit 77 means skipped.
+set -euo pipefail
+
+: "${MIRAGE_BIN:?MIRAGE_BIN must point at the build directory}"
+: "${MIRAGE_SOURCE:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+export PATH="$MIRAGE_BIN:$PATH"
+TEST_TMP=$(mktemp -d /tmp/mirage-e2e.XXXXXX)
+export MIRAGE_HOME="$TEST_TMP/home"
+unset MIRAGE_SERVER MIRAGE_TOKEN
+cleanup() { if [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TEST_TMP"; fi; }
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+skip() { echo "SKIP: $*" >&2; exit 77; }
+need_root() { [ "$(id -u)" = 0 ] || skip "needs root"; }
+need() { for t in "$@"; do command -v "$t" >/dev/null || skip "needs $t"; done; }
+
+# expect_exit CODE CMD...: runs CMD, fails unless it exits with CODE; its stdout is in $OUT, stderr in $ERR.
+expect_exit() {
+  local want=$1; shift
+  set +e
+  "$@" >"$TEST_TMP/out" 2>"$TEST_TMP/err"
+  local got=$?
+  set -e
+  OUT=$(cat "$TEST_TMP/out"); ERR=$(cat "$TEST_TMP/err")
+  [ "$got" = "$want" ] || fail "expected exit $want, got $got from: $*
+stdout: $OUT
+stderr: $ERR"
+}
+
+# expect_contains HAYSTACK NEEDLE
+expect_contains() { case "$1" in *"$2"*) ;; *) fail "expected '$2' in: $1" ;; esac; }
+
+# listing DIR: every entry's type, mode, owner, size, ns mtime, rdev, link target, content hash,
+# xattrs (incl. ACLs and capabilities), sparseness and hardlink group, from Python's os.lstat and
+# hashlib; independent of mirage's own code.
+listing() {
+  python3 "$MIRAGE_SOURCE/tests/e2e/listing.py" "$1"
+}
+
+# expect_same_tree A B: listings equal, and getfacl agrees too.
+expect_same_tree() {
+  listing "$1" >"$TEST_TMP/list.a"
+  listing "$2" >"$TEST_TMP/list.b"
+  if ! diff -u "$TEST_TMP/list.a" "$TEST_TMP/list.b" >"$TEST_TMP/list.diff"; then
+    head -40 "$TEST_TMP/list.diff" >&2
+    fail "trees differ: $1 $2"
+  fi
+  if command -v getfacl >/dev/null; then
+    (cd "$1" && getfacl -R -p -n . 2>/dev/null) >"$TEST_TMP/acl.a" || true
+    (cd "$2" && getfacl -R -p -n . 2>/dev/null) >"$TEST_TMP/acl.b" || true
+    diff -u "$TEST_TMP/acl.a" "$TEST_TMP/acl.b" >&2 || fail "ACLs differ: $1 $2"
+  fi
+}
+
+# centralize_accepted ROOT DEVICE: registers (pending, exit 5), accepts, uploads.
+centralize_accepted() {
+  expect_exit 5 mirage-centralize --root "$1" --device-id "$2" --output json
+  expect_contains "$OUT" '"state":"pending"'
+  mirage-centralize accept "$2" --output json >/dev/null
+  mirage-centralize --root "$1" --device-id "$2" --output json
+}
+
+# make_every_kind DIR: a tree holding every kind of entry rsync -aHAXS keeps.
+make_every_kind() {
+  local d=$1
+  mkdir -p "$d/dir/sub" "$d/empty dir" "$d/sticky"
+  printf 'hello\n' >"$d/dir/hello.txt"
+  : >"$d/empty"
+  head -c 3000000 /dev/urandom >"$d/dir/random.bin"
+  head -c 2000000 < <(yes 'compressible line of text') >"$d/dir/text.txt"
+  truncate -s 20M "$d/sparse"; printf 'middle' | dd of="$d/sparse" bs=1 seek=10485760 conv=notrunc status=none
+  ln -s hello.txt "$d/dir/rel-link"
+  ln -s /etc/passwd "$d/abs-link"
+  ln -s does/not/exist "$d/dangling"
+  ln "$d/dir/hello.txt" "$d/dir/sub/hard1"
+  ln "$d/dir/hello.txt" "$d/hard2"
+  mkfifo "$d/fifo"
+  python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$d/socket"
+  if [ "$(id -u)" = 0 ]; then
+    mknod "$d/chardev" c 1 3
+    mknod "$d/blockdev" b 7 200
+    chown 12345:23456 "$d/dir/hello.txt"
+    chown -h 4242:4343 "$d/dir/rel-link"
+  fi
+  printf 'x' >"$d/setuid"; chmod 4755 "$d/setuid"
+  printf 'x' >"$d/setgid"; chmod 2711 "$d/setgid"
+  chmod 1777 "$d/sticky"
+  chmod 2775 "$d/dir/sub"
+  printf 'space' >"$d/name with spaces"
+  printf 'newline' >"$d/$(printf 'new\nline')"
+  printf 'latin1' >"$d/$(printf 'caf\xe9')"
+  if command -v setfattr >/dev/null; then
+    setfattr -n user.comment -v "a comment" "$d/dir/text.txt"
+    setfattr -n user.bin -v 0x00ff10 "$d/empty"
+    setfattr -n trusted.secret -v value "$d/dir/random.bin" 2>/dev/null || true
+  fi
+  if command -v setcap >/dev/null && [ "$(id -u)" = 0 ]; then
+    printf 'cap' >"$d/capbin"; chmod 755 "$d/capbin"; setcap cap_net_raw+ep "$d/capbin"
+  fi
+  if command -v setfacl >/dev/null; then
+    setfacl -m u:1234:rwx,g:2345:r-x "$d/dir/hello.txt"
+    setfacl -d -m u:1234:rwx "$d/dir/sub"
+  fi
+  touch -h -d '2001-02-03 04:05:06.123456789' "$d/dir/rel-link"
+  touch -d '1999-12-31 23:59:59.987654321' "$d/dir/text.txt" "$d/empty dir"
+  touch -d '2020-01-01 00:00:00.000000001' "$d/dir"
+}
