@@ -20,7 +20,10 @@ int restore(const tool::Common& common, const Options& o) {
   if (o.device.empty()) throw Error(ErrorKind::usage, "--device is required");
   if (o.paths.empty()) throw Error(ErrorKind::usage, "--path is required (use --path / for everything)");
   if (o.to.empty()) throw Error(ErrorKind::usage, "--to is required");
-  std::filesystem::create_directories(o.to);
+  std::error_code ec;
+  std::filesystem::create_directories(o.to, ec);
+  if (!std::filesystem::is_directory(o.to))
+    throw Error(ErrorKind::usage, "--to " + o.to + ": not a directory" + (ec ? " (" + ec.message() + ")" : ""));
   auto client = tool::connect(common);
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
   tool::Progress bar;

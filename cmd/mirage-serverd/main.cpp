@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", o.tls_key, "TLS private key (PEM) for HTTPS");
   app.add_flag("--stdio", o.stdio, "Serve one client on stdin/stdout (what local: runs)");
   app.add_option("--output", common.output, "Output format: json or text")->check(CLI::IsMember({"json", "text"}));
+  app.fallthrough();
   auto* init = app.add_subcommand("init", "Create the data directory and print the admin token once");
   init->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME or /var/lib/mirage)");
   return tool::run(argc, argv, app, common,

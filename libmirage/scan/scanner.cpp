@@ -400,11 +400,14 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
         if (e.kind() != ErrorKind::not_found) throw;
         continue;
       }
-      auto& node_entries = nodes[frame.node].entries;
-      size_t idx = node_entries.size();
+      // nodes may grow below (an unprotected directory gets its node here), so index afresh.
+      size_t idx = nodes[frame.node].entries.size();
       if (is_dir) {
         stats.dirs++;
-        if (decision != policy::Decision::skip) subdirs.push_back({idx, name});
+        if (decision != policy::Decision::skip)
+          subdirs.push_back({idx, name});
+        else
+          nodes.push_back({path, frame.node, idx, {}, {}});  // kept as an empty directory
       } else if (entry.kind == tree::Kind::symlink) {
         stats.symlinks++;
       } else if (entry.kind != tree::Kind::file) {
@@ -423,7 +426,7 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
           if (entry.kind == tree::Kind::file) stats.files++;
           nodes[frame.node].stamps.push_back(
               {entry.size, entry.mtime_ns, ns(st.st_ctim), static_cast<uint64_t>(st.st_ino)});
-          node_entries.push_back(std::move(entry));
+          nodes[frame.node].entries.push_back(std::move(entry));
           continue;
         }
       }
@@ -437,7 +440,7 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
           pending.push_back(FileJob{frame.node, idx, path.substr(1), path, stamp});
       }
       nodes[frame.node].stamps.push_back(stamp);
-      node_entries.push_back(std::move(entry));
+      nodes[frame.node].entries.push_back(std::move(entry));
     }
     // Files go to the workers once their entry has its final place in the vector.
     for (auto& job : pending) pipeline.submit(std::move(job));

@@ -58,6 +58,7 @@ int http_status(const proto::Reply& reply) {
     case ErrorKind::not_found: return 404;
     case ErrorKind::precondition: return 409;
     case ErrorKind::unavailable: return 503;
+    case ErrorKind::integrity: return 422;
     default: return 500;
   }
 }

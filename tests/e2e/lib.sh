@@ -20,10 +20,10 @@ need() { for t in "$@"; do command -v "$t" >/dev/null || skip "needs $t"; done; 
 expect_exit() {
   local want=$1; shift
   set +e
-  "$@" >"$TEST_TMP/out" 2>"$TEST_TMP/err"
+  "$@" >"$TEST_TMP/.stdout" 2>"$TEST_TMP/.stderr"
   local got=$?
   set -e
-  OUT=$(cat "$TEST_TMP/out"); ERR=$(cat "$TEST_TMP/err")
+  OUT=$(cat "$TEST_TMP/.stdout"); ERR=$(cat "$TEST_TMP/.stderr")
   [ "$got" = "$want" ] || fail "expected exit $want, got $got from: $*
 stdout: $OUT
 stderr: $ERR"
@@ -36,21 +36,23 @@ expect_contains() { case "$1" in *"$2"*) ;; *) fail "expected '$2' in: $1" ;; es
 # xattrs (incl. ACLs and capabilities), sparseness and hardlink group, from Python's os.lstat and
 # hashlib; independent of mirage's own code.
 listing() {
-  python3 "$MIRAGE_SOURCE/tests/e2e/listing.py" "$1"
+  python3 "$MIRAGE_SOURCE/tests/e2e/listing.py" "$@"
 }
 
-# expect_same_tree A B: listings equal, and getfacl agrees too.
+# expect_same_tree A B [DIR...]: listings equal (leaving out the contents of each DIR),
+# and getfacl agrees too.
 expect_same_tree() {
-  listing "$1" >"$TEST_TMP/list.a"
-  listing "$2" >"$TEST_TMP/list.b"
+  local a=$1 b=$2; shift 2
+  listing "$a" "$@" >"$TEST_TMP/list.a"
+  listing "$b" "$@" >"$TEST_TMP/list.b"
   if ! diff -u "$TEST_TMP/list.a" "$TEST_TMP/list.b" >"$TEST_TMP/list.diff"; then
     head -40 "$TEST_TMP/list.diff" >&2
-    fail "trees differ: $1 $2"
+    fail "trees differ: $a $b"
   fi
-  if command -v getfacl >/dev/null; then
-    (cd "$1" && getfacl -R -p -n . 2>/dev/null) >"$TEST_TMP/acl.a" || true
-    (cd "$2" && getfacl -R -p -n . 2>/dev/null) >"$TEST_TMP/acl.b" || true
-    diff -u "$TEST_TMP/acl.a" "$TEST_TMP/acl.b" >&2 || fail "ACLs differ: $1 $2"
+  if command -v getfacl >/dev/null && [ $# -eq 0 ]; then
+    (cd "$a" && getfacl -R -p -n . 2>/dev/null) >"$TEST_TMP/acl.a" || true
+    (cd "$b" && getfacl -R -p -n . 2>/dev/null) >"$TEST_TMP/acl.b" || true
+    diff -u "$TEST_TMP/acl.a" "$TEST_TMP/acl.b" >&2 || fail "ACLs differ: $a $b"
   fi
 }
 
@@ -106,4 +108,28 @@ make_every_kind() {
   touch -h -d '2001-02-03 04:05:06.123456789' "$d/dir/rel-link"
   touch -d '1999-12-31 23:59:59.987654321' "$d/dir/text.txt" "$d/empty dir"
   touch -d '2020-01-01 00:00:00.000000001' "$d/dir"
+}
+
+# start_http_server DATA: inits DATA, serves it on a free loopback port; sets
+# SERVER_URL, ADMIN_TOKEN and SERVER_PID (stopped on exit).
+start_http_server() {
+  local data=$1
+  ADMIN_TOKEN=$(mirage-serverd init --data "$data" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')
+  local port
+  for _ in 1 2 3 4 5; do
+    port=$(( 20000 + RANDOM % 20000 ))
+    mirage-serverd --data "$data" --listen "127.0.0.1:$port" 2>"$TEST_TMP/server.log" &
+    SERVER_PID=$!
+    for _ in $(seq 1 50); do
+      grep -q serving "$TEST_TMP/server.log" 2>/dev/null && break
+      kill -0 $SERVER_PID 2>/dev/null || break
+      sleep 0.1
+    done
+    if grep -q serving "$TEST_TMP/server.log"; then
+      SERVER_URL="http://127.0.0.1:$port"
+      trap 'kill $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true; cleanup' EXIT
+      return 0
+    fi
+  done
+  fail "server did not start: $(cat "$TEST_TMP/server.log")"
 }

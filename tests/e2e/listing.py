@@ -10,8 +10,9 @@ import stat
 import sys
 
 
-def main(root):
+def main(root, skip_contents):
     rootb = os.fsencode(root)
+    skip = [os.fsencode(p.strip("/")) + b"/" for p in skip_contents]
     entries = []
     for dirpath, dirnames, filenames in os.walk(rootb, followlinks=False):
         for name in [b""] if dirpath == rootb else []:
@@ -22,6 +23,8 @@ def main(root):
     lines = []
     for full in sorted(entries):
         rel = os.path.relpath(full, rootb) if full != rootb else b"."
+        if any(rel.startswith(p) for p in skip):
+            continue
         st = os.lstat(full)
         kind = stat.S_IFMT(st.st_mode)
         content = "-"
@@ -53,4 +56,5 @@ def main(root):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    # listing.py ROOT [DIR...]: the contents of each DIR (root-relative) are left out.
+    main(sys.argv[1], sys.argv[2:])
