@@ -53,15 +53,15 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", MIRAGE_VERSION);
   Options o;
   tool::Common common;
-  app.add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME or /var/lib/mirage)");
+  app.add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME)");
   app.add_option("--listen", o.listen, "HOST:PORT to serve HTTP on (default 0.0.0.0:8000)");
   app.add_option("--tls-cert", o.tls_cert, "TLS certificate (PEM) for HTTPS");
   app.add_option("--tls-key", o.tls_key, "TLS private key (PEM) for HTTPS");
-  app.add_flag("--stdio", o.stdio, "Serve one client on stdin/stdout (what local: runs)");
+  app.add_flag("--stdio", o.stdio, "Serve one client on stdin/stdout");
   app.add_option("--output", common.output, "Output format: json or text")->check(CLI::IsMember({"json", "text"}));
   app.fallthrough();
-  auto* init = app.add_subcommand("init", "Create the data directory and print the admin token once");
-  init->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME or /var/lib/mirage)");
+  auto* init = app.add_subcommand("init", "Create the data directory, print the admin token");
+  init->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME)");
   return tool::run(argc, argv, app, common,
                    {{init,
                      [&] {

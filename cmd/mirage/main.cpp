@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
       if (first == t) return exec_tool(first, argc, argv);
   }
   CLI::App app{"Mirage: layered image management and endpoint protection.\n"
-               "Tools: centralize capture assign restore migrate reflect serverd\n"
+               "Tools: centralize restore serverd\n"
                "(mirage TOOL ... runs mirage-TOOL ...)",
                "mirage"};
   app.set_version_flag("--version", MIRAGE_VERSION);

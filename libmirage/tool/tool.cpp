@@ -24,7 +24,7 @@ void add_common(CLI::App& app, Common& common) {
   app.add_option("--token", common.token, "Access token for HTTP servers")->envname("MIRAGE_TOKEN");
   app.add_option("--output", common.output, "Output format: json or text")->check(CLI::IsMember({"json", "text"}));
   app.add_option("--ca-file", common.ca_file, "CA certificates to verify https servers");
-  app.add_option("--input", "Read flags from a JSON object (FILE or -)");
+  app.add_option("--input", "Read flags from a JSON object (FILE or -)")->type_name("FILE");
 }
 
 client::Client connect(const Common& common) {
