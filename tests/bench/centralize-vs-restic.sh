@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Benchmark (not a test; never fails on a number): mirage against restic 0.14
+# (--compression auto) on the same data in one run, on this machine.
+#   tests/bench/centralize-vs-restic.sh [BUILD_DIR]
+# Data: ~2 GB of real files (/usr/share, then /usr/lib subtrees) copied to $BENCH_DIR;
+# then 1% of files changed in place, 0.5% added, 0.5% deleted; then a sibling copy
+# plus 200 MB of new data as a second device. Prints a table with the ratios.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "${1:-$here/../../build}" && pwd)
+export PATH="$build:$PATH"
+command -v restic >/dev/null || { echo "restic is not installed (apt-get install restic)" >&2; exit 1; }
+budget=${BENCH_BYTES:-2000000000}
+B=${BENCH_DIR:-/var/tmp/mirage-bench}
+rm -rf "$B"; mkdir -p "$B"
+trap 'rm -rf "$B" /dev/shm/mirage-bench-*' EXIT
+data="$B/data"; mkdir -p "$data"
+export MIRAGE_HOME="$B/mirage" RESTIC_REPOSITORY="$B/restic" RESTIC_PASSWORD=bench
+export RESTIC_CACHE_DIR="$B/restic-cache"
+state="$B/endpoint-state"   # the endpoint's files cache, kept out of the measured store
+unset MIRAGE_SERVER
+
+# ---- data ----------------------------------------------------------------
+echo "preparing ~$((budget / 1000000)) MB of real files in $data" >&2
+# Whole files, /usr/share first then /usr/lib, until the budget is reached.
+(cd / && find usr/share usr/lib \( -type f -o -type l \) -printf '%s %p\n' 2>/dev/null |
+  awk -v budget="$budget" '{ total += $1; if (total > budget) exit; sub(/^[0-9]+ /, ""); print }' |
+  cpio -pdm --quiet "$data" 2>/dev/null) || true
+total=$(du -sb "$data" | cut -f1)
+nfiles=$(find "$data" -type f | wc -l)
+echo "data: $total bytes in $nfiles files" >&2
+sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+
+# run LABEL CMD...: wall seconds and peak RSS (KiB) of CMD into $SECS/$RSS.
+run() {
+  local label=$1; shift
+  /usr/bin/time -f '%e %M' -o "$B/time" "$@" >"$B/$label.out" 2>"$B/$label.err" || { cat "$B/$label.err" >&2; exit 1; }
+  read -r SECS RSS <"$B/time"
+}
+size() { du -sb "$1" | cut -f1; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+rows=()
+row() { rows+=("$(printf '%-34s %14s %14s %8s' "$1" "$2" "$3" "$4")"); }
+
+# ---- first backup ----------------------------------------------------------
+restic init >/dev/null
+run restic1 restic backup --compression auto "$data"; r_t1=$SECS; r_rss1=$RSS
+mirage-centralize --root "$data" --device-id bench --state "$state/bench" >/dev/null 2>&1 || true
+mirage-centralize accept bench >/dev/null
+run mirage1 mirage-centralize --root "$data" --device-id bench --state "$state/bench" --output json; m_t1=$SECS; m_rss1=$RSS
+r_tp=$(awk -v b="$total" -v t="$r_t1" 'BEGIN { printf "%.0f", b / 1e6 / t }')
+m_tp=$(awk -v b="$total" -v t="$m_t1" 'BEGIN { printf "%.0f", b / 1e6 / t }')
+row "first backup (MB/s)" "$r_tp" "$m_tp" "$(ratio "$m_tp" "$r_tp")"
+row "first backup peak RSS (MiB)" "$((r_rss1 / 1024))" "$((m_rss1 / 1024))" "$(ratio "$m_rss1" "$r_rss1")"
+row "repository size (MB)" "$(mb "$(size "$RESTIC_REPOSITORY")")" "$(mb "$(size "$MIRAGE_HOME")")" \
+  "$(ratio "$(size "$MIRAGE_HOME")" "$(size "$RESTIC_REPOSITORY")")"
+
+# ---- incremental: 1% changed in place, 0.5% added, 0.5% deleted -------------
+changed=$(python3 - "$data" <<'PY'
+import os, random, sys
+random.seed(42)
+root = sys.argv[1]
+files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+               if os.path.isfile(os.path.join(d, f)) and not os.path.islink(os.path.join(d, f)))
+random.shuffle(files)
+n = len(files)
+changed = 0
+for p in files[: n // 100]:                     # 1% changed in place
+    size = os.path.getsize(p)
+    with open(p, "r+b") as f:
+        at = random.randrange(0, max(1, size))
+        f.seek(at)
+        blob = os.urandom(min(4096, max(1, size - at)))
+        f.write(blob)
+        changed += len(blob)
+for i, p in enumerate(files[n // 100 : n // 100 + n // 200]):   # 0.5% added (copies of other files, new names)
+    q = p + ".added%d" % i
+    with open(p, "rb") as a, open(q, "wb") as b:
+        data = a.read()
+        b.write(data)
+        changed += len(data)
+for p in files[n // 100 + n // 200 : n // 100 + n // 100]:      # 0.5% deleted
+    os.unlink(p)
+print(changed)
+PY
+)
+r_before=$(size "$RESTIC_REPOSITORY"); m_before=$(size "$MIRAGE_HOME")
+run restic2 restic backup --compression auto "$data"; r_t2=$SECS
+run mirage2 mirage-centralize --root "$data" --device-id bench --state "$state/bench" --output json; m_t2=$SECS
+r_inc=$(( $(size "$RESTIC_REPOSITORY") - r_before )); m_inc=$(( $(size "$MIRAGE_HOME") - m_before ))
+row "incremental time (s)" "$r_t2" "$m_t2" "$(ratio "$m_t2" "$r_t2")"
+row "incremental stored (MB)" "$(mb $r_inc)" "$(mb $m_inc)" "$(ratio $m_inc $r_inc)"
+row "  changed bytes (MB)" "$(mb "$changed")" "$(mb "$changed")" "$(ratio $m_inc "$changed")"
+
+# ---- full restore to tmpfs ----------------------------------------------------
+sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+run restic3 restic restore latest --target /dev/shm/mirage-bench-restic; r_t3=$SECS
+rm -rf /dev/shm/mirage-bench-restic
+sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+run mirage3 mirage-restore --device bench --path / --to /dev/shm/mirage-bench-mirage; m_t3=$SECS
+diff -r --no-dereference -q "$data" /dev/shm/mirage-bench-mirage >/dev/null || echo "WARNING: mirage restore differs" >&2
+rm -rf /dev/shm/mirage-bench-mirage
+cur=$(size "$data")
+r_rt=$(awk -v b="$cur" -v t="$r_t3" 'BEGIN { printf "%.0f", b / 1e6 / t }')
+m_rt=$(awk -v b="$cur" -v t="$m_t3" 'BEGIN { printf "%.0f", b / 1e6 / t }')
+row "full restore to tmpfs (MB/s)" "$r_rt" "$m_rt" "$(ratio "$m_rt" "$r_rt")"
+
+# ---- single-file restore -------------------------------------------------------
+one=$(find "$data" -type f -size +100k | sort | sed -n 100p); rel=${one#"$data"}
+run restic4 restic restore latest --target /dev/shm/mirage-bench-r1 --include "$one"; r_t4=$SECS
+run mirage4 mirage-restore --device bench --path "$rel" --to /dev/shm/mirage-bench-m1; m_t4=$SECS
+cmp "$one" "/dev/shm/mirage-bench-m1$rel" || echo "WARNING: single file differs" >&2
+row "single-file restore (s)" "$r_t4" "$m_t4" "$(ratio "$m_t4" "$r_t4")"
+
+# ---- sibling device: a copy plus 200 MB of new data --------------------------------
+sib="$B/sibling"; cp -a "$data" "$sib"; mkdir -p "$sib/newdata"
+for i in $(seq 1 20); do head -c 10000000 /dev/urandom >"$sib/newdata/blob$i"; done
+r_before=$(size "$RESTIC_REPOSITORY"); m_before=$(size "$MIRAGE_HOME")
+run restic5 restic backup --compression auto "$sib"; r_t5=$SECS
+mirage-centralize --root "$sib" --device-id bench-sibling --state "$state/sibling" >/dev/null 2>&1 || true
+mirage-centralize accept bench-sibling >/dev/null
+run mirage5 mirage-centralize --root "$sib" --device-id bench-sibling --state "$state/sibling" --output json; m_t5=$SECS
+r_sib=$(( $(size "$RESTIC_REPOSITORY") - r_before )); m_sib=$(( $(size "$MIRAGE_HOME") - m_before ))
+row "sibling stored (MB, 200 unique)" "$(mb $r_sib)" "$(mb $m_sib)" "$(ratio $m_sib 200000000)"
+row "sibling time (s)" "$r_t5" "$m_t5" "$(ratio "$m_t5" "$r_t5")"
+
+printf '\n%-34s %14s %14s %8s\n' "measure ($(mb "$total") MB, $nfiles files)" "restic 0.14" "mirage" "ratio"
+printf '%s\n' "${rows[@]}"
+echo
+echo "ratio = mirage / restic, except 'changed bytes' and 'sibling stored' rows: mirage / changed (unique) bytes"
