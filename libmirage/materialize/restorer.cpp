@@ -8,8 +8,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <atomic>
+#include <future>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "libmirage/store/record.hpp"
@@ -59,6 +63,26 @@ class Restorer {
   Restorer(const RestoreOptions& opts, ObjectSource& source) : m_opts(opts), m_source(source) {}
 
   RestoreStats run() {
+    try {
+      walk();
+      flush();
+      wait_previous();
+    } catch (...) {
+      if (m_pending.valid()) m_pending.wait();
+      throw;
+    }
+    m_stats.bytes = m_bytes;
+    return m_stats;
+  }
+
+ private:
+  struct Batch {
+    std::vector<Job> jobs;
+    std::vector<uint8_t> blob;
+    std::unordered_map<Digest, store::Record, util::DigestHash> records;
+  };
+
+  void walk() {
     auto target = std::make_shared<util::Fd>(util::open_dir(m_opts.to.string()));
     for (const auto& path : m_opts.paths) {
       auto parts = tree::split_path(path);
@@ -86,11 +110,8 @@ class Restorer {
         }
       }
     }
-    flush();
-    return m_stats;
   }
 
- private:
   void queue(Job job) {
     if (job.type == Job::Type::file) m_pending_bytes += job.entry.size;
     m_jobs.push_back(std::move(job));
@@ -145,6 +166,11 @@ class Restorer {
     for (const auto& child : t.entries) restore_entry(fd, child, path == "/" ? "/" + child.name : path + "/" + child.name);
   }
 
+  void warn(std::string message) {
+    std::lock_guard lock(m_warn_mutex);
+    m_stats.warnings.push_back(std::move(message));
+  }
+
   std::string temp_name() { return ".mirage-restore." + util::random_hex(8); }
 
   /// Owner, mode, xattrs, times of an entry under a (temporary) name in dirfd.
@@ -164,7 +190,7 @@ class Restorer {
         util::set_xattr(dirfd, name, x.name, x.value, path);
       } catch (const Error& err) {
         if (m_root) throw;
-        m_stats.warnings.push_back(err.what());
+        warn(err.what());
       }
     }
   }
@@ -199,29 +225,60 @@ class Restorer {
     install(dirfd, tmp, e.name, path);
   }
 
+  /// Fetches the chunks of the queued jobs, then hands them to a writer task while the
+  /// walk goes on: fetching batch N+1 overlaps writing batch N.
   void flush() {
-    // Fetch every chunk the pending files need, in one request per ~32 MiB.
-    std::vector<Digest> ids;
-    for (const auto& job : m_jobs)
-      if (job.type == Job::Type::file)
-        for (const auto& c : job.entry.chunks) ids.push_back(c.id);
-    std::unordered_map<Digest, store::Record, util::DigestHash> records;
-    std::vector<uint8_t> blob;
-    if (!ids.empty()) {
-      blob = m_source.records(ids);
-      store::RecordReader reader(blob, "restore");
-      while (auto rec = reader.next()) records.emplace(rec->id, *rec);
-    }
-    std::vector<uint8_t> plain;
-    for (auto& job : m_jobs) {
-      switch (job.type) {
-        case Job::Type::file: write_file(job, records, plain); break;
-        case Job::Type::link: write_link(job); break;
-        case Job::Type::finish_dir: finish_dir(job); break;
-      }
-    }
+    auto batch = std::make_shared<Batch>();
+    batch->jobs = std::move(m_jobs);
     m_jobs.clear();
     m_pending_bytes = 0;
+    std::vector<Digest> ids;
+    for (const auto& job : batch->jobs)
+      if (job.type == Job::Type::file)
+        for (const auto& c : job.entry.chunks) ids.push_back(c.id);
+    if (!ids.empty()) {
+      batch->blob = m_source.records(ids);
+      store::RecordReader reader(batch->blob, "restore");
+      while (auto rec = reader.next()) batch->records.emplace(rec->id, *rec);
+    }
+    wait_previous();
+    if (m_opts.progress) m_opts.progress(m_bytes);
+    m_pending = std::async(std::launch::async, [this, batch] { execute(*batch); });
+  }
+
+  void wait_previous() {
+    if (m_pending.valid()) m_pending.get();  // rethrows the writer's error
+  }
+
+  /// Files on two threads (they are independent), then links and directory metadata
+  /// in walk order (they need the files before them).
+  void execute(Batch& batch) {
+    std::atomic<size_t> next{0};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto worker = [&] {
+      std::vector<uint8_t> plain;
+      for (;;) {
+        size_t i = next++;
+        if (i >= batch.jobs.size()) return;
+        if (batch.jobs[i].type != Job::Type::file) continue;
+        try {
+          write_file(batch.jobs[i], batch.records, plain);
+        } catch (...) {
+          std::lock_guard lock(error_mutex);
+          if (!error) error = std::current_exception();
+          next = batch.jobs.size();
+        }
+      }
+    };
+    std::thread helper(worker);
+    worker();
+    helper.join();
+    if (error) std::rethrow_exception(error);
+    for (auto& job : batch.jobs) {
+      if (job.type == Job::Type::link) write_link(job);
+      if (job.type == Job::Type::finish_dir) finish_dir(job);
+    }
   }
 
   void write_file(const Job& job, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
@@ -253,9 +310,8 @@ class Restorer {
           util::pwrite_all(fd.get(), plain, offset, job.path);
         }
         offset += c.size;
-        m_stats.bytes += c.size;
+        m_bytes += c.size;
       }
-      if (m_opts.progress) m_opts.progress(m_stats.bytes);
       if (m_root && ::fchown(fd.get(), e.uid, e.gid) != 0) throw_errno("chown " + job.path);
       if (::fchmod(fd.get(), e.mode) != 0) throw_errno("chmod " + job.path);
       set_xattrs(dirfd, tmp, e, job.path);
@@ -284,7 +340,7 @@ class Restorer {
     for (const auto& x : e.xattrs) {
       if (::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) != 0) {
         if (m_root) throw_errno("set xattr " + x.name + " on " + job.path);
-        m_stats.warnings.push_back("set xattr " + x.name + " on " + job.path + ": " + std::strerror(errno));
+        warn("set xattr " + x.name + " on " + job.path + ": " + std::strerror(errno));
       }
     }
     timespec times[2] = {ts_of(e.mtime_ns), ts_of(e.mtime_ns)};
@@ -298,6 +354,9 @@ class Restorer {
   uint64_t m_pending_bytes = 0;
   std::map<std::string, std::pair<DirFd, std::string>> m_groups;
   bool m_root = ::geteuid() == 0;
+  std::atomic<uint64_t> m_bytes{0};
+  std::mutex m_warn_mutex;
+  std::future<void> m_pending;  ///< the writer task of the previous batch
 };
 
 }  // namespace
