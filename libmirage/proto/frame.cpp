@@ -49,9 +49,17 @@ std::vector<uint8_t> encode_frame(const nlohmann::json& header, std::span<const 
   return out;
 }
 
-std::vector<uint8_t> encode_request(const Request& r) {
-  return encode_frame({{"v", k_protocol_version}, {"id", r.id}, {"method", r.method}, {"params", r.params}}, r.binary);
+namespace {
+nlohmann::json request_header(const Request& r) {
+  nlohmann::json h = {{"v", k_protocol_version}, {"id", r.id}, {"method", r.method}, {"params", r.params}};
+  if (!r.binary.empty()) h["binary"] = r.binary.size();
+  return h;
 }
+}  // namespace
+
+std::vector<uint8_t> encode_request(const Request& r) { return encode_frame(request_header(r), r.binary); }
+
+std::vector<uint8_t> encode_request_header(const Request& r) { return encode_frame(request_header(r), {}); }
 
 std::vector<uint8_t> encode_reply(const Reply& r) {
   nlohmann::json h = {{"id", r.id}};

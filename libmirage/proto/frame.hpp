@@ -42,6 +42,8 @@ struct Reply {
 
 std::vector<uint8_t> encode_frame(const nlohmann::json& header, std::span<const uint8_t> binary);
 std::vector<uint8_t> encode_request(const Request& request);
+/// The header line alone (with its '\n'); the binary part follows it unchanged.
+std::vector<uint8_t> encode_request_header(const Request& request);
 std::vector<uint8_t> encode_reply(const Reply& reply);
 
 struct Frame {

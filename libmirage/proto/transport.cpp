@@ -84,9 +84,10 @@ class StdioTransport : public Transport {
 
   Reply call(const Request& request) override {
     std::lock_guard lock(m_mutex);
-    auto frame = encode_request(request);
+    auto header = encode_request_header(request);
     try {
-      util::write_all(m_in.get(), frame, "request to mirage-serverd");
+      util::write_all(m_in.get(), header, "request to mirage-serverd");
+      util::write_all(m_in.get(), request.binary, "request to mirage-serverd");
     } catch (const Error& e) {
       throw Error(ErrorKind::unavailable, std::string(e.what()) + " (local server for " + m_data + " exited)");
     }

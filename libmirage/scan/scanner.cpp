@@ -39,8 +39,8 @@ namespace {
 
 int64_t ns(const timespec& ts) { return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec; }
 
-constexpr size_t k_batch_bytes = 8u << 20;   // plaintext gathered before asking the server
-constexpr size_t k_read_size = 4u << 20;
+constexpr size_t k_batch_bytes = 4u << 20;   // plaintext gathered before asking the server
+constexpr size_t k_read_size = 1u << 20;
 
 /// One directory of the walk; nodes are in pre-order, so children follow parents.
 struct DirNode {
