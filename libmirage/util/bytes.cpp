@@ -37,11 +37,17 @@ uint64_t ByteReader::u64le() {
   return v;
 }
 uint64_t ByteReader::varint() {
+  // Canonical LEB128 only: no redundant trailing zero groups and no bits past 64, so
+  // every value has exactly one encoding (tree ids depend on it).
   uint64_t v = 0;
   for (int shift = 0; shift < 64; shift += 7) {
     uint8_t b = u8();
+    if (shift == 63 && b > 1) fail("varint overflows 64 bits");
     v |= uint64_t(b & 0x7f) << shift;
-    if (!(b & 0x80)) return v;
+    if (!(b & 0x80)) {
+      if (b == 0 && shift > 0) fail("non-canonical varint");
+      return v;
+    }
   }
   fail("varint too long");
 }
