@@ -192,7 +192,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   fs::path cache_file = opts.state_dir / "files.cache";
   bool damaged = false;
   scan::FilesCache cache = scan::FilesCache::load(cache_file, &damaged);
-  if (damaged) util::warn("files cache " + cache_file.string() + " was damaged; reading every file");
+  if (damaged) util::warn("files cache " + cache_file.string() + " is damaged or from another version; reading every file");
 
   ProtocolSink sink(client, opts.device_id);
   for (int attempt = 0;; ++attempt) {

@@ -58,6 +58,14 @@ bool rule_matches(std::string_view rule, std::string_view path) {
   }
 }
 
+bool rule_matches_here(std::string_view rule, std::string_view path) {
+  if (rule.find('/') == std::string_view::npos) {
+    size_t slash = path.rfind('/');
+    return glob(std::string(rule), std::string(path.substr(slash == std::string_view::npos ? 0 : slash + 1)));
+  }
+  return glob(anchored(rule), std::string(path));
+}
+
 UploadPolicy UploadPolicy::defaults() {
   UploadPolicy p;
   p.m_unprotected = {"/proc", "/sys",  "/dev",      "/run",          "/tmp",     "/var/tmp",
@@ -86,12 +94,13 @@ nlohmann::json UploadPolicy::to_json() const {
   return {{"version", 1}, {"unprotected", m_unprotected}, {"exceptions", m_exceptions}, {"user_area", m_user_area}};
 }
 
-Decision UploadPolicy::classify(std::string_view path, bool inside_unprotected) const {
+Decision UploadPolicy::classify(std::string_view path, bool inside_unprotected, Ancestors ancestors) const {
   for (const auto& e : m_exceptions)
     if (rule_matches(e, path)) return Decision::protect;
   bool unprotected = inside_unprotected;
+  const auto matches = ancestors == Ancestors::checked ? rule_matches_here : rule_matches;
   for (const auto& r : m_unprotected)
-    if (!unprotected && rule_matches(r, path)) unprotected = true;
+    if (!unprotected && matches(r, path)) unprotected = true;
   if (!unprotected) return Decision::protect;
   // Is some anchored exception below this path? Then descend to reach it.
   std::string prefix(path);

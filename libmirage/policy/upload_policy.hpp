@@ -23,6 +23,10 @@ enum class Decision {
   exceptions,   ///< an unprotected directory with exceptions below: descend, keep only those
 };
 
+/// Whether the directories above a path were classified already (a walk does that,
+/// top down): then unprotected rules are matched against the path itself only.
+enum class Ancestors { unchecked, checked };
+
 class UploadPolicy {
  public:
   /// The documented default: /proc /sys /dev /run /tmp /var/tmp /var/cache lost+found
@@ -34,7 +38,7 @@ class UploadPolicy {
 
   /// Classifies a root-relative absolute path ("/var/cache/apt"). `inside_unprotected`
   /// is true below a directory classified `exceptions`.
-  Decision classify(std::string_view path, bool inside_unprotected) const;
+  Decision classify(std::string_view path, bool inside_unprotected, Ancestors ancestors = Ancestors::unchecked) const;
   /// True when `path` is in the user area.
   bool in_user_area(std::string_view path) const;
   /// Adds an anchored unprotected rule (e.g. a swap file found in /proc/swaps).
@@ -48,5 +52,7 @@ class UploadPolicy {
 
 /// True when `rule` matches `path` itself or a directory above it (see the rule syntax).
 bool rule_matches(std::string_view rule, std::string_view path);
+/// True when `rule` matches `path` itself (not an ancestor).
+bool rule_matches_here(std::string_view rule, std::string_view path);
 
 }  // namespace mirage::policy

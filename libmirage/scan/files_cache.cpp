@@ -1,5 +1,7 @@
 #include "libmirage/scan/files_cache.hpp"
 
+#include <algorithm>
+
 #include "libmirage/util/bytes.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/fd.hpp"
@@ -17,26 +19,33 @@ FilesCache FilesCache::load(const std::filesystem::path& file, bool* damaged) {
   }
   try {
     auto bytes = std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size());
-    if (bytes.size() < 12 || data.compare(0, 4, "MFC1") != 0) throw Error(ErrorKind::integrity, "bad header");
+    if (bytes.size() < 12 || data.compare(0, 4, "MFC2") != 0) throw Error(ErrorKind::integrity, "bad header");
     util::ByteReader tail(bytes.subspan(bytes.size() - 8), "files cache");
     if (tail.u64le() != util::xxh3(bytes.first(bytes.size() - 8))) throw Error(ErrorKind::integrity, "bad checksum");
     util::ByteReader r(bytes.subspan(4, bytes.size() - 12), "files cache");
-    uint64_t count = r.varint();
-    for (uint64_t i = 0; i < count; ++i) {
-      std::string path = r.str(1 << 16);
-      Item item;
-      item.stamp.size = r.varint();
-      item.stamp.mtime_ns = r.svarint();
-      item.stamp.ctime_ns = r.svarint();
-      item.stamp.inode = r.varint();
-      uint64_t n = r.varint();
-      for (uint64_t c = 0; c < n; ++c) {
-        tree::ChunkRef ref;
-        ref.id = util::Digest::from_span(r.raw(32));
-        ref.size = r.varint();
-        item.chunks.push_back(ref);
+    uint64_t ndirs = r.varint();
+    if (ndirs > bytes.size()) throw Error(ErrorKind::integrity, "count exceeds size");
+    cache.m_dirs.reserve(static_cast<size_t>(ndirs));
+    for (uint64_t d = 0; d < ndirs; ++d) {
+      std::string dir = r.str(1 << 16);
+      uint64_t nfiles = r.varint();
+      if (nfiles > bytes.size()) throw Error(ErrorKind::integrity, "count exceeds size");
+      std::vector<CachedFile> files(static_cast<size_t>(nfiles));
+      for (auto& f : files) {
+        f.name = r.str(255);
+        f.stamp.size = r.varint();
+        f.stamp.mtime_ns = r.svarint();
+        f.stamp.ctime_ns = r.svarint();
+        f.stamp.inode = r.varint();
+        uint64_t n = r.varint();
+        if (n > bytes.size()) throw Error(ErrorKind::integrity, "count exceeds size");
+        f.chunks.resize(static_cast<size_t>(n));
+        for (auto& c : f.chunks) {
+          c.id = util::Digest::from_span(r.raw(32));
+          c.size = r.varint();
+        }
       }
-      cache.m_files.emplace(std::move(path), std::move(item));
+      cache.m_dirs.emplace(std::move(dir), std::move(files));
     }
     uint64_t ntrees = r.varint();
     for (uint64_t i = 0; i < ntrees; ++i) cache.m_trees.insert(util::Digest::from_span(r.raw(32)));
@@ -50,18 +59,22 @@ FilesCache FilesCache::load(const std::filesystem::path& file, bool* damaged) {
 
 void FilesCache::save(const std::filesystem::path& file) const {
   util::ByteWriter w;
-  w.raw(std::string_view("MFC1"));
-  w.varint(m_files.size());
-  for (const auto& [path, item] : m_files) {
-    w.str(path);
-    w.varint(item.stamp.size);
-    w.svarint(item.stamp.mtime_ns);
-    w.svarint(item.stamp.ctime_ns);
-    w.varint(item.stamp.inode);
-    w.varint(item.chunks.size());
-    for (const auto& c : item.chunks) {
-      w.raw(c.id.bytes);
-      w.varint(c.size);
+  w.raw(std::string_view("MFC2"));
+  w.varint(m_dirs.size());
+  for (const auto& [dir, files] : m_dirs) {
+    w.str(dir);
+    w.varint(files.size());
+    for (const auto& f : files) {
+      w.str(f.name);
+      w.varint(f.stamp.size);
+      w.svarint(f.stamp.mtime_ns);
+      w.svarint(f.stamp.ctime_ns);
+      w.varint(f.stamp.inode);
+      w.varint(f.chunks.size());
+      for (const auto& c : f.chunks) {
+        w.raw(c.id.bytes);
+        w.varint(c.size);
+      }
     }
   }
   w.varint(m_trees.size());
@@ -73,14 +86,22 @@ void FilesCache::save(const std::filesystem::path& file) const {
   out.commit();
 }
 
-const std::vector<tree::ChunkRef>* FilesCache::lookup(const std::string& path, const FileStamp& stamp) const {
-  auto it = m_files.find(path);
-  if (it == m_files.end() || !(it->second.stamp == stamp)) return nullptr;
-  return &it->second.chunks;
+const std::vector<CachedFile>* FilesCache::directory(const std::string& dir_path) const {
+  auto it = m_dirs.find(dir_path);
+  return it == m_dirs.end() ? nullptr : &it->second;
 }
 
-void FilesCache::add(const std::string& path, const FileStamp& stamp, std::vector<tree::ChunkRef> chunks) {
-  m_files[path] = Item{stamp, std::move(chunks)};
+const std::vector<tree::ChunkRef>* FilesCache::lookup(const std::vector<CachedFile>* files, const std::string& name,
+                                                      const FileStamp& stamp) {
+  if (!files) return nullptr;
+  auto it = std::lower_bound(files->begin(), files->end(), name,
+                             [](const CachedFile& f, const std::string& n) { return f.name < n; });
+  if (it == files->end() || it->name != name || !(it->stamp == stamp)) return nullptr;
+  return &it->chunks;
+}
+
+void FilesCache::add_directory(const std::string& dir_path, std::vector<CachedFile> files) {
+  if (!files.empty()) m_dirs[dir_path] = std::move(files);
 }
 
 }  // namespace mirage::scan

@@ -4,10 +4,14 @@
 // tree ids of the last committed snapshot. It is written only after the server has
 // committed a snapshot, so every chunk and tree it names is known to be stored.
 //
+// Entries are grouped by directory (one hash lookup per directory during a walk, then
+// a binary search among its files, which are sorted by name).
+//
 // File format:
-//   "MFC1"
-//   count varint, then per file: path str, size varint, mtime svarint, ctime svarint,
-//     inode varint, nchunks varint, (id 32 bytes, size varint)*
+//   "MFC2"
+//   ndirs varint, then per directory: path str, nfiles varint, then per file (sorted
+//     by name): name str, size varint, mtime svarint, ctime svarint, inode varint,
+//     nchunks varint, (id 32 bytes, size varint)*
 //   ntrees varint, then tree ids (32 bytes each)
 //   xxh3-64 of all the above, u64 le
 // A damaged or foreign file is ignored (the next scan reads everything).
@@ -31,6 +35,12 @@ struct FileStamp {
   bool operator==(const FileStamp&) const = default;
 };
 
+struct CachedFile {
+  std::string name;
+  FileStamp stamp;
+  std::vector<tree::ChunkRef> chunks;
+};
+
 class FilesCache {
  public:
   /// Loads the cache; a missing or damaged file gives an empty cache (and `damaged`).
@@ -38,19 +48,19 @@ class FilesCache {
   /// Writes durably (temp file, fsync, rename).
   void save(const std::filesystem::path& file) const;
 
-  /// The chunks of `path` when its stamp is unchanged.
-  const std::vector<tree::ChunkRef>* lookup(const std::string& path, const FileStamp& stamp) const;
-  void add(const std::string& path, const FileStamp& stamp, std::vector<tree::ChunkRef> chunks);
+  /// The cached files of a directory ("/usr/bin"), sorted by name; nullptr when none.
+  const std::vector<CachedFile>* directory(const std::string& dir_path) const;
+  /// The chunks of `name` in `files` (from directory()) when its stamp is unchanged.
+  static const std::vector<tree::ChunkRef>* lookup(const std::vector<CachedFile>* files, const std::string& name,
+                                                   const FileStamp& stamp);
+  /// Records a directory's files; `files` must be sorted by name.
+  void add_directory(const std::string& dir_path, std::vector<CachedFile> files);
   void add_tree(const util::Digest& id) { m_trees.insert(id); }
   bool has_tree(const util::Digest& id) const { return m_trees.count(id) != 0; }
-  size_t size() const { return m_files.size(); }
+  size_t directories() const { return m_dirs.size(); }
 
  private:
-  struct Item {
-    FileStamp stamp;
-    std::vector<tree::ChunkRef> chunks;
-  };
-  std::unordered_map<std::string, Item> m_files;
+  std::unordered_map<std::string, std::vector<CachedFile>> m_dirs;
   std::unordered_set<util::Digest, util::DigestHash> m_trees;
 };
 

@@ -279,7 +279,7 @@ std::string child_path(const std::string& dir, const std::string& name) {
 
 }  // namespace
 
-tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st) {
+tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st, bool in_cwd) {
   tree::Entry e;
   e.name = name;
   e.mode = st.st_mode & 07777;
@@ -314,7 +314,8 @@ tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct sta
     case S_IFSOCK: e.kind = tree::Kind::socket; break;
     default: throw Error(ErrorKind::failed, "unknown file type of " + name);
   }
-  for (auto& [k, v] : util::list_xattrs(dirfd, name)) e.xattrs.push_back({std::move(k), std::move(v)});
+  auto xattrs = in_cwd ? util::list_xattrs_at_path(name, name) : util::list_xattrs(dirfd, name);
+  for (auto& [k, v] : xattrs) e.xattrs.push_back({std::move(k), std::move(v)});
   return e;
 }
 
@@ -355,11 +356,13 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
   };
   std::vector<Frame> stack;
   stack.push_back({0, util::Fd(::dup(rootfd.get())), false});
+  util::ScopedChdir cwd;  // the walk lists xattrs by bare name in the directory it is in
   if (opts.threads) pipeline.start();
   while (!stack.empty()) {
     Frame frame = std::move(stack.back());
     stack.pop_back();
     const std::string dir_path = nodes[frame.node].path;
+    cwd.enter(frame.fd.get());
     std::vector<std::string> names;
     {
       int dupfd = ::dup(frame.fd.get());
@@ -379,10 +382,11 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       }
     }
     std::sort(names.begin(), names.end());
+    const std::vector<CachedFile>* cached_dir = opts.cache ? opts.cache->directory(dir_path) : nullptr;
     std::vector<std::pair<size_t, std::string>> subdirs;  // (entry index, name)
     for (auto& name : names) {
       std::string path = child_path(dir_path, name);
-      auto decision = opts.policy.classify(path, frame.unprotected);
+      auto decision = opts.policy.classify(path, frame.unprotected, policy::Ancestors::checked);
       struct stat st;
       if (::fstatat(frame.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) continue;  // vanished since readdir
@@ -395,7 +399,7 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       }
       tree::Entry entry;
       try {
-        entry = entry_from_stat(frame.fd.get(), name, st);
+        entry = entry_from_stat(frame.fd.get(), name, st, true);
       } catch (const Error& e) {
         if (e.kind() != ErrorKind::not_found) throw;
         continue;
@@ -433,7 +437,7 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       FileStamp stamp{entry.size, entry.mtime_ns, ns(st.st_ctim), static_cast<uint64_t>(st.st_ino)};
       if (entry.kind == tree::Kind::file) {
         stats.files++;
-        const std::vector<tree::ChunkRef>* cached = opts.cache ? opts.cache->lookup(path, stamp) : nullptr;
+        const std::vector<tree::ChunkRef>* cached = FilesCache::lookup(cached_dir, name, stamp);
         if (cached)
           entry.chunks = *cached;
         else if (entry.size > 0)
@@ -460,7 +464,8 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
         }
         throw;
       }
-      bool unprotected = opts.policy.classify(path, frame.unprotected) == policy::Decision::exceptions;
+      bool unprotected =
+          opts.policy.classify(path, frame.unprotected, policy::Ancestors::checked) == policy::Decision::exceptions;
       nodes.push_back({path, frame.node, idx, {}, {}});
       stack.push_back({nodes.size() - 1, std::move(fd), unprotected || frame.unprotected});
     }
@@ -489,16 +494,18 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
   for (size_t i = nodes.size(); i-- > 0;) {
     auto& node = nodes[i];
     tree::Tree t;
+    std::vector<CachedFile> cached_files;  // entries are in name order, so this is too
     for (size_t k = 0; k < node.entries.size(); ++k) {
       auto& e = node.entries[k];
       if (e.name.empty()) continue;  // left out (unreadable)
       if (e.kind == tree::Kind::file) {
         stats.bytes += e.size;
-        std::string path = child_path(node.path, e.name);
-        if (!uncacheable.count(path) && !e.chunks.empty()) result.next_cache.add(path, node.stamps[k], e.chunks);
+        if (!e.chunks.empty() && (uncacheable.empty() || !uncacheable.count(child_path(node.path, e.name))))
+          cached_files.push_back({e.name, node.stamps[k], e.chunks});
       }
       t.entries.push_back(std::move(e));
     }
+    result.next_cache.add_directory(node.path, std::move(cached_files));
     auto encoded = tree::encode(std::move(t));
     Digest id = util::sha256(encoded);
     result.next_cache.add_tree(id);

@@ -81,8 +81,9 @@ struct ScanResult {
 /// past (unreadable files are warnings and are left out).
 ScanResult scan(const ScanOptions& options, ChunkSink& sink);
 
-/// Reads a directory's entry metadata (not contents): kind, mode, owner, times, rdev,
-/// symlink target, xattrs. `st` is its lstat.
-tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st);
+/// Reads an entry's metadata (not contents): kind, mode, owner, times, rdev, symlink
+/// target, xattrs. `st` is its lstat. With `in_cwd`, dirfd is also the working
+/// directory and xattrs are listed by the bare name (much cheaper than through /proc).
+tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st, bool in_cwd = false);
 
 }  // namespace mirage::scan

@@ -1,6 +1,8 @@
 #include "libmirage/util/xattr.hpp"
 
+#include <fcntl.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,8 +16,26 @@ std::string fd_path(int dirfd, const std::string& name) {
 }
 
 std::vector<std::pair<std::string, std::string>> list_xattrs(int dirfd, const std::string& name) {
+  return list_xattrs_at_path(fd_path(dirfd, name), name);
+}
+
+ScopedChdir::ScopedChdir() : m_saved(::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+  if (m_saved < 0) throw_errno("open the working directory");
+}
+
+ScopedChdir::~ScopedChdir() {
+  if (::fchdir(m_saved) != 0) {
+    // Nothing sensible is left to do in a destructor; the fd is still closed.
+  }
+  ::close(m_saved);
+}
+
+void ScopedChdir::enter(int dirfd) {
+  if (::fchdir(dirfd) != 0) throw_errno("enter directory");
+}
+
+std::vector<std::pair<std::string, std::string>> list_xattrs_at_path(const std::string& path, const std::string& name) {
   std::vector<std::pair<std::string, std::string>> out;
-  std::string path = fd_path(dirfd, name);
   std::string names;
   for (;;) {
     ssize_t n = ::llistxattr(path.c_str(), nullptr, 0);

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <map>
+
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/util/error.hpp"
 
@@ -48,6 +50,29 @@ TEST_CASE("malformed policies are refused with the field named") {
   CHECK_THROWS_WITH_AS(UploadPolicy::from_json({{"bogus", 1}}), doctest::Contains("bogus"), Error);
   CHECK_THROWS_AS(UploadPolicy::from_json({{"unprotected", {1}}}), Error);
   CHECK_THROWS_AS(UploadPolicy::from_json(nlohmann::json::array()), Error);
+}
+
+TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("policy::UploadPolicy walk");
+
+TEST_CASE("a top-down walk classifies every path as a whole-path check does") {
+  auto p = UploadPolicy::from_json({{"unprotected", {"/var/cache", "*.tmp", "/srv/*/scratch"}},
+                                    {"exceptions", {"/var/cache/keep"}}});
+  // Walk order: each path's parent was classified first; a skipped directory is not entered.
+  std::vector<std::string> paths = {"/var", "/var/cache", "/var/cache/keep", "/var/cache/keep/x",
+                                    "/srv", "/srv/a", "/srv/a/scratch", "/home", "/home/u.tmp", "/home/u"};
+  std::map<std::string, bool> inside;  // path -> its children are inside an unprotected dir
+  for (const auto& path : paths) {
+    std::string parent = path.substr(0, path.rfind('/'));
+    bool in = inside.count(parent) ? inside[parent] : false;
+    auto walked = p.classify(path, in, Ancestors::checked);
+    auto whole = p.classify(path, in);
+    CHECK_MESSAGE(walked == whole, path);
+    inside[path] = in || walked == Decision::exceptions;
+  }
+  CHECK(p.classify("/srv/a/scratch", false, Ancestors::checked) == Decision::skip);
+  CHECK(p.classify("/var/cache/keep/x", true, Ancestors::checked) == Decision::protect);
 }
 
 TEST_SUITE_END();
