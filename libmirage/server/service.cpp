@@ -190,6 +190,7 @@ void Service::register_handlers() {
 
   m_handlers["chunks.missing"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = ids_from_binary(req.binary);
+    util::Transaction reads(m_repo.catalog().db(), util::Transaction::Mode::deferred);
     auto missing = m_repo.missing(ids);
     reply.binary.resize(ids.size());
     uint64_t n = 0;
@@ -220,6 +221,7 @@ void Service::register_handlers() {
   m_handlers["chunks.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = ids_from_binary(req.binary);
     if (ids.size() > 65536) throw Error(ErrorKind::usage, "chunks.get: at most 65536 ids per request");
+    util::Transaction reads(m_repo.catalog().db(), util::Transaction::Mode::deferred);
     for (const auto& id : ids) {
       m_repo.read_record(id, reply.binary);
       if (reply.binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
@@ -238,6 +240,7 @@ void Service::register_handlers() {
     if (root_entry.kind != tree::Kind::dir || root_entry.subtree != tree_id)
       throw Error(ErrorKind::usage, "root entry does not describe the snapshot's tree");
     auto& cat = m_repo.catalog();
+    util::Transaction tx(cat.db());  // verification and insert see one state
     auto previous = cat.snapshots(device);
     std::optional<Digest> prev;
     if (!previous.empty()) prev = previous.back().tree;
@@ -252,6 +255,7 @@ void Service::register_handlers() {
     snap.stats = req.params.value("stats", json::object());
     cat.add_snapshot(snap);
     cat.add_event("snapshot.created", device, {{"snapshot_id", snap.id}, {"stats", snap.stats}});
+    tx.commit();
     json j = snap;
     reply.result = j;
   };

@@ -10,6 +10,7 @@
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/hex.hpp"
+#include "libmirage/util/sqlite.hpp"
 
 namespace mirage::store {
 
@@ -105,6 +106,7 @@ PutStats Repository::put(std::span<const VerifiedRecord> records) {
     buf.clear();
     index.clear();
     uint64_t offset = m_write_size;
+    util::Transaction lookups(m_catalog.db(), util::Transaction::Mode::deferred);
     for (; i < records.size() && offset + buf.size() < k_pack_target; ++i) {
       const auto& r = records[i];
       if (!seen.insert(r.id).second || m_catalog.find_chunk(r.id)) continue;
@@ -115,6 +117,7 @@ PutStats Repository::put(std::span<const VerifiedRecord> records) {
       stats.new_chunks++;
       stats.raw_bytes += r.raw_size;
     }
+    lookups.commit();
     if (index.empty()) continue;
     util::pwrite_all(m_write_fd.get(), buf, m_write_size, "pack");
     if (::fdatasync(m_write_fd.get()) != 0) throw_errno("fsync pack");
@@ -231,6 +234,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
   });
   if (progress) progress(total, total);
   // 3. Snapshots: every tree reachable and decodable, every referenced chunk indexed.
+  util::Transaction reads(m_catalog.db(), util::Transaction::Mode::deferred);
   std::unordered_set<Digest, util::DigestHash> trees_seen;
   for (const auto& snap : m_catalog.all_snapshots()) {
     report.snapshots++;

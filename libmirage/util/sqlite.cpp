@@ -92,7 +92,9 @@ std::vector<uint8_t> Stmt::blob(int col) const {
 }
 bool Stmt::is_null(int col) const { return sqlite3_column_type(m_stmt, col) == SQLITE_NULL; }
 
-Transaction::Transaction(Db& db) : m_db(db) { m_db.exec("BEGIN IMMEDIATE"); }
+Transaction::Transaction(Db& db, Mode mode) : m_db(db) {
+  m_db.exec(mode == Mode::immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
+}
 Transaction::~Transaction() {
   if (!m_done) {
     try {

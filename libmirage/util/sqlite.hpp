@@ -60,10 +60,13 @@ class Db {
   std::string m_path;
 };
 
-/// BEGIN IMMEDIATE on construction; commit() commits; the destructor rolls back.
+/// BEGIN IMMEDIATE (a write transaction) or BEGIN DEFERRED (for a batch of reads: one
+/// lock instead of one per statement) on construction; commit() commits; the
+/// destructor rolls back.
 class Transaction {
  public:
-  explicit Transaction(Db& db);
+  enum class Mode { immediate, deferred };
+  explicit Transaction(Db& db, Mode mode = Mode::immediate);
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
   ~Transaction();
