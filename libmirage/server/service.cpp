@@ -221,11 +221,8 @@ void Service::register_handlers() {
   m_handlers["chunks.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = ids_from_binary(req.binary);
     if (ids.size() > 65536) throw Error(ErrorKind::usage, "chunks.get: at most 65536 ids per request");
-    util::Transaction reads(m_repo.catalog().db(), util::Transaction::Mode::deferred);
-    for (const auto& id : ids) {
-      m_repo.read_record(id, reply.binary);
-      if (reply.binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
-    }
+    m_repo.read_records(ids, reply.binary);
+    if (reply.binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
     reply.result = {{"count", ids.size()}};
   };
 

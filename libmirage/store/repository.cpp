@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <set>
+#include <tuple>
 #include <unordered_set>
 
 #include "libmirage/tree/tree.hpp"
@@ -163,6 +165,26 @@ void Repository::read_record(const Digest& id, std::vector<uint8_t>& out) {
     out.resize(at);
     throw Error(ErrorKind::integrity, "pack " + pack_name() + ": record at offset " + std::to_string(loc->offset) +
                                           " does not match the index entry of chunk " + id.hex());
+  }
+}
+
+void Repository::read_records(std::span<const Digest> ids, std::vector<uint8_t>& out) {
+  std::vector<std::pair<catalog::ChunkLocation, Digest>> wanted;
+  wanted.reserve(ids.size());
+  {
+    util::Transaction reads(m_catalog.db(), util::Transaction::Mode::deferred);
+    for (const auto& id : ids) {
+      auto loc = m_catalog.find_chunk(id);
+      if (!loc) throw Error(ErrorKind::not_found, "chunk " + id.hex() + ": not in the store");
+      wanted.push_back({*loc, id});
+    }
+  }
+  std::sort(wanted.begin(), wanted.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.first.pack, a.first.offset) < std::tie(b.first.pack, b.first.offset);
+  });
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    if (i && wanted[i].second == wanted[i - 1].second) continue;
+    read_record(wanted[i].second, out);
   }
 }
 

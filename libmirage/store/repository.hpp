@@ -84,6 +84,9 @@ class Repository {
   /// Appends the stored record of `id` (header + data, as in the pack) to `out`;
   /// throws Error(not_found) when absent, Error(integrity) when the pack is damaged.
   void read_record(const Digest& id, std::vector<uint8_t>& out);
+  /// Appends the stored records of `ids` to `out` in pack and offset order (sequential
+  /// reads; records name themselves, so callers take them in any order), each once.
+  void read_records(std::span<const Digest> ids, std::vector<uint8_t>& out);
   /// The verified plaintext of `id`.
   std::vector<uint8_t> read_plain(const Digest& id);
 
