@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
   auto* accept = app.add_subcommand("accept", "Accept a pending device");
   accept->add_option("device", o.device, "Device id")->required();
   accept->add_flag("--reference", o.reference, "Make it a reference device");
+  accept->add_option("--policy", o.policy, "Upload policy to give it (default: default)");
   auto* reject = app.add_subcommand("reject", "Reject a device; it can no longer upload");
   reject->add_option("device", o.device, "Device id")->required();
 
@@ -103,7 +104,9 @@ int main(int argc, char** argv) {
   };
   auto set_state = [&](const char* method) {
     auto client = tool::connect(common);
-    json d = client.call(method, {{"device_id", o.device}, {"reference", o.reference}});
+    json params = {{"device_id", o.device}, {"reference", o.reference}};
+    if (!o.policy.empty()) params["policy"] = o.policy;
+    json d = client.call(method, params);
     tool::print(common, d, [&](std::ostream& out) {
       out << "device " << o.device << " is " << d["state"].get<std::string>()
           << (d["reference"].get<bool>() ? " (reference)" : "") << "\n";

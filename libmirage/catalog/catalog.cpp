@@ -163,6 +163,10 @@ void Catalog::set_device_state(const std::string& id, DeviceState state, bool re
       .run();
 }
 
+void Catalog::set_device_policy(const std::string& id, const std::string& policy) {
+  util::Stmt(m_db, "UPDATE devices SET policy = ? WHERE id = ?").bind(1, policy).bind(2, id).run();
+}
+
 void Catalog::touch_device(const std::string& id, const std::string& hostname, const nlohmann::json& inventory) {
   util::Stmt(m_db, "UPDATE devices SET hostname = ?, inventory = ?, last_seen = ? WHERE id = ?")
       .bind(1, hostname)

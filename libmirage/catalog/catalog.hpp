@@ -77,6 +77,7 @@ class Catalog {
   std::vector<Device> devices(std::optional<DeviceState> state);
   void add_device(const Device& d);
   void set_device_state(const std::string& id, DeviceState state, bool reference);
+  void set_device_policy(const std::string& id, const std::string& policy);
   void touch_device(const std::string& id, const std::string& hostname, const nlohmann::json& inventory);
 
   void add_snapshot(const Snapshot& s);

@@ -157,6 +157,11 @@ void Service::register_handlers() {
     auto d = cat.device(id);
     if (!d) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
     bool reference = state == catalog::DeviceState::accepted && bool_param(req.params, "reference");
+    if (req.params.contains("policy")) {
+      std::string policy = str_param(req.params, "policy");
+      if (policy != "default" && !cat.policy(policy)) throw Error(ErrorKind::not_found, "policy " + policy + ": not found");
+      cat.set_device_policy(id, policy);
+    }
     cat.set_device_state(id, state, reference);
     cat.add_event(std::string("device.") + std::string(catalog::state_name(state)), id,
                   {{"by", caller.name}, {"reference", reference}});
