@@ -133,32 +133,26 @@ class Restorer {
         queue({Job::Type::finish_dir, fd, e, path, nullptr, {}});
         break;
       }
-      case tree::Kind::file: {
-        if (!e.link_group.empty()) {
-          auto it = m_groups.find(e.link_group);
-          if (it != m_groups.end()) {
-            m_stats.hardlinks++;
-            queue({Job::Type::link, parent, e, path, it->second.first, it->second.second});
-            return;
-          }
-          m_groups.emplace(e.link_group, std::make_pair(parent, e.name));
-        }
+      case tree::Kind::file:
+        if (link_to_group(parent, e, path)) return;
         m_stats.files++;
         queue({Job::Type::file, parent, e, path, nullptr, {}});
         break;
-      }
       default:
-        if (!e.link_group.empty()) {
-          auto it = m_groups.find(e.link_group);
-          if (it != m_groups.end()) {
-            m_stats.hardlinks++;
-            queue({Job::Type::link, parent, e, path, it->second.first, it->second.second});
-            return;
-          }
-          m_groups.emplace(e.link_group, std::make_pair(parent, e.name));
-        }
+        if (link_to_group(parent, e, path)) return;
         make_special(parent->get(), e, path);
     }
+  }
+
+  /// For a hardlink group member after the first restored one: queues the link and
+  /// returns true. The first member becomes the group's head (and returns false).
+  bool link_to_group(const DirFd& parent, const tree::Entry& e, const std::string& path) {
+    if (e.link_group.empty()) return false;
+    auto [it, first] = m_groups.emplace(e.link_group, std::make_pair(parent, e.name));
+    if (first) return false;
+    m_stats.hardlinks++;
+    queue({Job::Type::link, parent, e, path, it->second.first, it->second.second});
+    return true;
   }
 
   void restore_dir_contents(const DirFd& fd, const tree::Entry& dir, const std::string& path) {

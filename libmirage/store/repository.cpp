@@ -182,6 +182,18 @@ void Repository::read_records(std::span<const Digest> ids, std::vector<uint8_t>&
   std::sort(wanted.begin(), wanted.end(), [](const auto& a, const auto& b) {
     return std::tie(a.first.pack, a.first.offset) < std::tie(b.first.pack, b.first.offset);
   });
+  // Announce the whole batch first, range by merged range, so the kernel queues the
+  // reads ahead of us (a cold restore is bound by the disk, which wants a deep queue).
+  for (size_t i = 0; i < wanted.size();) {
+    const auto& start = wanted[i].first;
+    uint64_t end = start.offset + k_record_header + start.stored;
+    size_t j = i + 1;
+    for (; j < wanted.size() && wanted[j].first.pack == start.pack && wanted[j].first.offset <= end + (1u << 20); ++j)
+      end = std::max<uint64_t>(end, wanted[j].first.offset + k_record_header + wanted[j].first.stored);
+    ::posix_fadvise(pack_fd(start.pack), static_cast<off_t>(start.offset), static_cast<off_t>(end - start.offset),
+                    POSIX_FADV_WILLNEED);
+    i = j;
+  }
   for (size_t i = 0; i < wanted.size(); ++i) {
     if (i && wanted[i].second == wanted[i - 1].second) continue;
     read_record(wanted[i].second, out);
