@@ -41,6 +41,7 @@ int sync(const tool::Common& common, const Options& o) {
              tool::human_bytes(p.bytes_read) + " of " + tool::human_bytes(p.bytes_to_read) + ", sent " +
              tool::human_bytes(p.bytes_sent));
   };
+  co.more_connections = tool::connection_factory(common);
   auto client = tool::connect(common);
   auto result = client::centralize(client, co);
   json doc = result;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <mutex>
 
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/clock.hpp"
@@ -61,29 +62,72 @@ constexpr size_t k_ids_per_request = 16384;
 
 class ProtocolSink : public scan::ChunkSink {
  public:
-  ProtocolSink(Client& client, std::string device) : m_client(client), m_device(std::move(device)) {}
+  ProtocolSink(Client& client, std::string device, ConnectionFactory more, size_t max_connections)
+      : m_main(client), m_device(std::move(device)), m_more(std::move(more)), m_max(max_connections) {}
 
   std::vector<bool> missing(std::span<const Digest> ids) override {
+    Lease lease(*this);
+    return missing_on(lease.client(), ids);
+  }
+
+  void put(std::vector<uint8_t> records) override {
+    Lease lease(*this);
+    lease.client().call_binary("chunks.put", {{"device_id", m_device}}, std::move(records));
+  }
+
+ private:
+  /// A connection for the duration of one call: an idle extra one, a new one while
+  /// fewer than the maximum exist, else the main one (whose transport serializes).
+  class Lease {
+   public:
+    explicit Lease(ProtocolSink& sink) : m_sink(sink) {
+      std::lock_guard lock(sink.m_mutex);
+      if (!sink.m_idle.empty()) {
+        m_extra = sink.m_idle.back();
+        sink.m_idle.pop_back();
+      } else if (sink.m_more && sink.m_pool.size() < sink.m_max) {
+        try {
+          sink.m_pool.push_back(sink.m_more());
+          m_extra = sink.m_pool.back().get();
+        } catch (const Error& e) {
+          util::warn(std::string("extra connection failed, sharing one: ") + e.what());
+          sink.m_more = nullptr;
+        }
+      }
+    }
+    ~Lease() {
+      if (!m_extra) return;
+      std::lock_guard lock(m_sink.m_mutex);
+      m_sink.m_idle.push_back(m_extra);
+    }
+    Client& client() { return m_extra ? *m_extra : m_sink.m_main; }
+
+   private:
+    ProtocolSink& m_sink;
+    Client* m_extra = nullptr;
+  };
+
+  std::vector<bool> missing_on(Client& client, std::span<const Digest> ids) {
     std::vector<bool> out;
     out.reserve(ids.size());
     for (size_t at = 0; at < ids.size(); at += k_ids_per_request) {
       auto part = ids.subspan(at, std::min(k_ids_per_request, ids.size() - at));
       std::vector<uint8_t> bin(part.size() * 32);
       for (size_t i = 0; i < part.size(); ++i) std::copy(part[i].bytes.begin(), part[i].bytes.end(), bin.begin() + i * 32);
-      auto reply = m_client.call_binary("chunks.missing", json::object(), std::move(bin));
+      auto reply = client.call_binary("chunks.missing", json::object(), std::move(bin));
       if (reply.binary.size() != part.size()) throw Error(ErrorKind::failed, "chunks.missing: reply of the wrong size");
       for (uint8_t b : reply.binary) out.push_back(b != 0);
     }
     return out;
   }
 
-  void put(std::vector<uint8_t> records) override {
-    m_client.call_binary("chunks.put", {{"device_id", m_device}}, std::move(records));
-  }
-
- private:
-  Client& m_client;
+  Client& m_main;
   std::string m_device;
+  ConnectionFactory m_more;
+  size_t m_max;
+  std::mutex m_mutex;
+  std::vector<std::unique_ptr<Client>> m_pool;
+  std::vector<Client*> m_idle;
 };
 
 class ProtocolSource : public materialize::ObjectSource {
@@ -194,7 +238,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   scan::FilesCache cache = scan::FilesCache::load(cache_file, &damaged);
   if (damaged) util::warn("files cache " + cache_file.string() + " is damaged or from another version; reading every file");
 
-  ProtocolSink sink(client, opts.device_id);
+  ProtocolSink sink(client, opts.device_id, opts.more_connections, opts.threads);
   for (int attempt = 0;; ++attempt) {
     scan::ScanOptions so;
     so.root = opts.root;

@@ -37,6 +37,10 @@ std::optional<std::string> detect_device_id(const std::filesystem::path& root);
 /// Hostname, OS release, architecture and (for the real root) DMI fields.
 nlohmann::json inventory(const std::filesystem::path& root, std::string* hostname);
 
+/// Opens another connection to the same server (upload workers each get their own, so
+/// one worker's upload does not wait behind another's on a single pipe).
+using ConnectionFactory = std::function<std::unique_ptr<Client>()>;
+
 struct CentralizeOptions {
   std::filesystem::path root = "/";
   std::string device_id;
@@ -44,6 +48,7 @@ struct CentralizeOptions {
   int compression_level = 3;
   unsigned threads = 2;
   std::function<void(const scan::Progress&)> progress;
+  ConnectionFactory more_connections;  ///< may be empty: then everything uses one connection
 };
 
 struct CentralizeResult {

@@ -27,12 +27,20 @@ void add_common(CLI::App& app, Common& common) {
   app.add_option("--input", "Read flags from a JSON object (FILE or -)")->type_name("FILE");
 }
 
-client::Client connect(const Common& common) {
+namespace {
+proto::ConnectOptions connect_options(const Common& common) {
   proto::ConnectOptions o;
   o.server = common.server.empty() ? proto::default_server() : common.server;
   o.token = common.token;
   o.ca_file = common.ca_file;
-  return client::Client(proto::connect(o));
+  return o;
+}
+}  // namespace
+
+client::Client connect(const Common& common) { return client::Client(proto::connect(connect_options(common))); }
+
+client::ConnectionFactory connection_factory(const Common& common) {
+  return [o = connect_options(common)] { return std::make_unique<client::Client>(proto::connect(o)); };
 }
 
 std::vector<std::string> expand_input(const std::vector<std::string>& args) {

@@ -25,6 +25,8 @@ struct Common {
 void add_common(CLI::App& app, Common& common);
 /// Connects to common.server (default: $MIRAGE_SERVER, else the embedded local store).
 client::Client connect(const Common& common);
+/// A factory of further connections to the same server.
+client::ConnectionFactory connection_factory(const Common& common);
 
 /// A subcommand and what it runs; the tool's main is a table of these.
 struct Command {
