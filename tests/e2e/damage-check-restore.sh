@@ -7,7 +7,7 @@ head -c 500000 /dev/urandom >"$src/docs/big.bin"
 echo small >"$src/docs/small.txt"
 centralize_accepted "$src" dev-damage >/dev/null
 expect_exit 0 mirage check --read-data --output json
-pack=$(find "$MIRAGE_HOME/volumes" -name '*.pack' | head -1)
+pack=$(find "$MIRAGE_HOME/volumes" -name '*.pack' -printf '%s %p\n' | sort -rn | head -1 | cut -d' ' -f2)  # the big file's
 packname=$(basename "$pack" .pack)
 cp "$pack" "$TEST_TMP/pack.orig"
 
