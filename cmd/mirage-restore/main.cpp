@@ -28,7 +28,8 @@ int restore(const tool::Common& common, const Options& o) {
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
   tool::Progress bar;
   auto stats = client::restore(client, snap, o.paths, o.to,
-                               [&](uint64_t bytes) { bar.show("restored " + tool::human_bytes(bytes)); });
+                               [&](uint64_t bytes) { bar.show("restored " + tool::human_bytes(bytes)); },
+                               tool::connection_factory(common));
   json doc = {{"device_id", o.device}, {"snapshot_id", snap["snapshot_id"]}, {"to", o.to}, {"paths", o.paths},
               {"stats", stats}};
   tool::print(common, doc, [&](std::ostream& out) {

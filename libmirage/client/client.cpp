@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <mutex>
 
 #include "libmirage/store/record.hpp"
@@ -132,7 +133,7 @@ class ProtocolSink : public scan::ChunkSink {
 
 class ProtocolSource : public materialize::ObjectSource {
  public:
-  explicit ProtocolSource(Client& client) : m_client(client) {}
+  ProtocolSource(Client& client, ConnectionFactory more) : m_client(client), m_more(std::move(more)) {}
 
   tree::Tree tree(const Digest& id) override {
     auto blob = records(std::span(&id, 1));
@@ -142,13 +143,40 @@ class ProtocolSource : public materialize::ObjectSource {
     return tree::decode(store::open_record(*rec, "tree " + id.hex()), "tree " + id.hex());
   }
 
+  /// Large batches are split over two extra connections (two server processes reading
+  /// packs at once, while tree lookups keep the main one); small ones use the main one.
   std::vector<uint8_t> records(std::span<const Digest> ids) override {
+    if (ids.size() < 256 || !extra_connections()) return fetch(m_client, ids);
+    size_t half = ids.size() / 2;
+    auto first = std::async(std::launch::async, [&] { return fetch(*m_extra[0], ids.first(half)); });
+    auto out = fetch(*m_extra[1], ids.subspan(half));
+    auto front = first.get();
+    front.insert(front.end(), out.begin(), out.end());
+    return front;
+  }
+
+ private:
+  bool extra_connections() {
+    if (m_extra.empty() && m_more) {
+      try {
+        m_extra.push_back(m_more());
+        m_extra.push_back(m_more());
+      } catch (const Error& e) {
+        util::warn(std::string("extra connection failed, using one: ") + e.what());
+        m_extra.clear();
+        m_more = nullptr;
+      }
+    }
+    return m_extra.size() == 2;
+  }
+
+  static std::vector<uint8_t> fetch(Client& client, std::span<const Digest> ids) {
     std::vector<uint8_t> out;
     for (size_t at = 0; at < ids.size(); at += k_ids_per_request) {
       auto part = ids.subspan(at, std::min(k_ids_per_request, ids.size() - at));
       std::vector<uint8_t> bin(part.size() * 32);
       for (size_t i = 0; i < part.size(); ++i) std::copy(part[i].bytes.begin(), part[i].bytes.end(), bin.begin() + i * 32);
-      auto reply = m_client.call_binary("chunks.get", json::object(), std::move(bin));
+      auto reply = client.call_binary("chunks.get", json::object(), std::move(bin));
       if (out.empty())
         out = std::move(reply.binary);
       else
@@ -157,8 +185,9 @@ class ProtocolSource : public materialize::ObjectSource {
     return out;
   }
 
- private:
   Client& m_client;
+  ConnectionFactory m_more;
+  std::vector<std::unique_ptr<Client>> m_extra;
 };
 
 }  // namespace
@@ -296,7 +325,8 @@ json resolve_snapshot(Client& client, const std::string& device, const std::stri
 }
 
 materialize::RestoreStats restore(Client& client, const json& snapshot, const std::vector<std::string>& paths,
-                                  const fs::path& to, std::function<void(uint64_t)> progress) {
+                                  const fs::path& to, std::function<void(uint64_t)> progress,
+                                  ConnectionFactory more_connections) {
   auto root_raw = util::from_hex(snapshot.at("root").get<std::string>());
   if (!root_raw) throw Error(ErrorKind::integrity, "snapshot root entry is not hex");
   materialize::RestoreOptions ro;
@@ -305,7 +335,7 @@ materialize::RestoreStats restore(Client& client, const json& snapshot, const st
   ro.root = tree::decode_entry(std::span(reinterpret_cast<const uint8_t*>(root_raw->data()), root_raw->size()), "snapshot root");
   ro.tree = ro.root.subtree;
   ro.progress = std::move(progress);
-  ProtocolSource source(client);
+  ProtocolSource source(client, std::move(more_connections));
   return materialize::restore(ro, source);
 }
 

@@ -69,8 +69,10 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& options);
 /// (the latest snapshot at or before it). Throws Error(not_found).
 nlohmann::json resolve_snapshot(Client& client, const std::string& device, const std::string& spec);
 
-/// Restores `paths` of a snapshot (as returned by resolve_snapshot) into `to`.
+/// Restores `paths` of a snapshot (as returned by resolve_snapshot) into `to`; large
+/// chunk fetches use two further connections from `more_connections` when given.
 materialize::RestoreStats restore(Client& client, const nlohmann::json& snapshot, const std::vector<std::string>& paths,
-                                  const std::filesystem::path& to, std::function<void(uint64_t)> progress);
+                                  const std::filesystem::path& to, std::function<void(uint64_t)> progress,
+                                  ConnectionFactory more_connections = nullptr);
 
 }  // namespace mirage::client
