@@ -56,9 +56,15 @@ std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
 Repository::Repository(fs::path data, bool create) : m_data(std::move(data)), m_catalog(open_catalog(m_data, create)) {
   auto volumes = m_catalog.volumes();
   if (volumes.empty()) {
-    fs::path vol = m_data / "volumes" / "0";
-    util::make_dirs(vol / "packs");
-    m_catalog.add_volume(vol.string());
+    // Several server processes may open a new data directory at once: check and add
+    // under one write lock so there is exactly one volume 0.
+    util::Transaction tx(m_catalog.db());
+    if (m_catalog.volumes().empty()) {
+      fs::path vol = m_data / "volumes" / "0";
+      util::make_dirs(vol / "packs");
+      m_catalog.add_volume(vol.string());
+    }
+    tx.commit();
     volumes = m_catalog.volumes();
   }
   m_volume = volumes.front();
