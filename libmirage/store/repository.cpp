@@ -219,6 +219,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
   };
   // 1. Packs: present, header intact, at least as long as the index says.
   std::map<int64_t, catalog::Pack> packs;
+  std::map<int64_t, uint64_t> file_sizes;
   std::set<int64_t> bad_packs;
   for (const auto& pack : m_catalog.packs()) {
     packs[pack.id] = pack;
@@ -230,6 +231,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
       bad_packs.insert(pack.id);
       continue;
     }
+    file_sizes[pack.id] = static_cast<uint64_t>(st.st_size);
     if (static_cast<uint64_t>(st.st_size) < pack.size) {
       problem("pack", pack.name,
               "truncated: " + std::to_string(st.st_size) + " bytes, the index covers " + std::to_string(pack.size));
@@ -257,9 +259,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
       return;
     }
     if (!read_data) {
-      struct stat st;
-      if (::stat(pack_path(it->second).c_str(), &st) == 0 &&
-          loc.offset + k_record_header + loc.stored > static_cast<uint64_t>(st.st_size))
+      if (loc.offset + k_record_header + loc.stored > file_sizes[loc.pack])
         problem("chunk", id.hex(), "beyond the end of pack " + it->second.name + " (truncated)");
       return;
     }
