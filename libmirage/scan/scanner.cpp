@@ -180,7 +180,7 @@ class Pipeline {
         m_active++;
       }
       try {
-        if (!m_error) process(job, chunker, buf, batch, batch_bytes);
+        if (!m_failed) process(job, chunker, buf, batch, batch_bytes);
       } catch (...) {
         record_error();
       }
@@ -195,6 +195,7 @@ class Pipeline {
   void record_error() {
     std::lock_guard lock(m_mutex);
     if (!m_error) m_error = std::current_exception();
+    m_failed = true;
     m_jobs.clear();
     m_done_cv.notify_all();
   }
@@ -267,7 +268,8 @@ class Pipeline {
   std::deque<FileJob> m_jobs;
   bool m_closed = false;
   int m_active = 0;
-  std::exception_ptr m_error;
+  std::exception_ptr m_error;  ///< guarded by m_mutex; read after the workers are joined
+  std::atomic<bool> m_failed{false};
   std::vector<std::thread> m_threads;
   std::mutex m_seen_mutex;
   std::unordered_set<Digest, util::DigestHash> m_seen;
