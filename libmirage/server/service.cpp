@@ -8,6 +8,7 @@
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/hex.hpp"
+#include "libmirage/util/log.hpp"
 
 namespace mirage::server {
 
@@ -277,7 +278,11 @@ void Service::register_handlers() {
 
   m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     require_admin(caller);
-    json j = m_repo.check(bool_param(req.params, "read_data"), nullptr);
+    // Progress goes to the log sink: over stdio that is the user's terminal.
+    json j = m_repo.check(bool_param(req.params, "read_data"), [](uint64_t done, uint64_t total) {
+      util::log(util::LogLevel::progress, "checking: " + std::to_string(done) + " of " + std::to_string(total) + " chunks");
+    });
+    util::log(util::LogLevel::progress, "");
     reply.result = j;
   };
 }

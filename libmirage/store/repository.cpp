@@ -248,7 +248,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
   std::vector<uint8_t> buf;
   m_catalog.for_each_chunk([&](const Digest& id, const catalog::ChunkLocation& loc) {
     report.chunks++;
-    if (progress && (++done % 4096 == 0)) progress(done, total);
+    if (progress && (++done % 1024 == 0)) progress(done, total);
     auto it = packs.find(loc.pack);
     if (it == packs.end()) {
       problem("chunk", id.hex(), "indexed in pack " + std::to_string(loc.pack) + " which does not exist");

@@ -5,7 +5,8 @@
 
 namespace mirage::util {
 
-enum class LogLevel { debug, info, warning, error };
+/// progress: a transient status line ("" clears it); sinks show it only on a terminal.
+enum class LogLevel { debug, info, warning, error, progress };
 using LogSink = std::function<void(LogLevel, std::string_view)>;
 
 /// Installs the process-wide sink (nullptr drops messages). Not thread-safe to call
