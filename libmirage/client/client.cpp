@@ -113,9 +113,7 @@ class ProtocolSink : public scan::ChunkSink {
     out.reserve(ids.size());
     for (size_t at = 0; at < ids.size(); at += k_ids_per_request) {
       auto part = ids.subspan(at, std::min(k_ids_per_request, ids.size() - at));
-      std::vector<uint8_t> bin(part.size() * 32);
-      for (size_t i = 0; i < part.size(); ++i) std::copy(part[i].bytes.begin(), part[i].bytes.end(), bin.begin() + i * 32);
-      auto reply = client.call_binary("chunks.missing", json::object(), std::move(bin));
+      auto reply = client.call_binary("chunks.missing", json::object(), proto::encode_ids(part));
       if (reply.binary.size() != part.size()) throw Error(ErrorKind::failed, "chunks.missing: reply of the wrong size");
       for (uint8_t b : reply.binary) out.push_back(b != 0);
     }
@@ -174,9 +172,7 @@ class ProtocolSource : public materialize::ObjectSource {
     std::vector<uint8_t> out;
     for (size_t at = 0; at < ids.size(); at += k_ids_per_request) {
       auto part = ids.subspan(at, std::min(k_ids_per_request, ids.size() - at));
-      std::vector<uint8_t> bin(part.size() * 32);
-      for (size_t i = 0; i < part.size(); ++i) std::copy(part[i].bytes.begin(), part[i].bytes.end(), bin.begin() + i * 32);
-      auto reply = client.call_binary("chunks.get", json::object(), std::move(bin));
+      auto reply = client.call_binary("chunks.get", json::object(), proto::encode_ids(part));
       if (out.empty())
         out = std::move(reply.binary);
       else

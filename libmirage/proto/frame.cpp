@@ -122,6 +122,19 @@ Reply parse_reply(Frame frame) {
   return r;
 }
 
+std::vector<uint8_t> encode_ids(std::span<const util::Digest> ids) {
+  std::vector<uint8_t> out(ids.size() * 32);
+  for (size_t i = 0; i < ids.size(); ++i) std::copy(ids[i].bytes.begin(), ids[i].bytes.end(), out.begin() + i * 32);
+  return out;
+}
+
+std::vector<util::Digest> decode_ids(std::span<const uint8_t> binary) {
+  if (binary.size() % 32) throw Error(ErrorKind::usage, "id list is not a multiple of 32 bytes");
+  std::vector<util::Digest> ids(binary.size() / 32);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = util::Digest::from_span(binary.subspan(i * 32, 32));
+  return ids;
+}
+
 bool FrameReader::fill() {
   if (m_pos > 0) {  // drop what was consumed; offsets are kept relative to m_pos
     m_buf.erase(m_buf.begin(), m_buf.begin() + static_cast<ptrdiff_t>(m_pos));

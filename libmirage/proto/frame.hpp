@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "libmirage/util/digest.hpp"
 #include "libmirage/util/error.hpp"
 
 namespace mirage::proto {
@@ -58,6 +59,11 @@ Frame decode_frame(std::span<const uint8_t> data);
 Request parse_request(Frame frame, nlohmann::json* id_out);
 /// Reads a reply; a reply carrying an error comes back with `error` set.
 Reply parse_reply(Frame frame);
+
+/// An id list as a binary part: 32 raw bytes per id.
+std::vector<uint8_t> encode_ids(std::span<const util::Digest> ids);
+/// The inverse; throws Error(usage) when the size is not a multiple of 32.
+std::vector<util::Digest> decode_ids(std::span<const uint8_t> binary);
 
 /// Reads frames from a stream (a pipe), buffered.
 class FrameReader {

@@ -32,13 +32,6 @@ bool bool_param(const json& params, const char* name) {
   return it->get<bool>();
 }
 
-std::vector<Digest> ids_from_binary(const std::vector<uint8_t>& binary) {
-  if (binary.size() % 32) throw Error(ErrorKind::usage, "id list is not a multiple of 32 bytes");
-  std::vector<Digest> ids(binary.size() / 32);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = Digest::from_span(std::span(binary).subspan(i * 32, 32));
-  return ids;
-}
-
 void require_admin(const Caller& caller) {
   if (caller.role != "admin") throw Error(ErrorKind::permission, "this method needs the admin role");
 }
@@ -195,7 +188,7 @@ void Service::register_handlers() {
   };
 
   m_handlers["chunks.missing"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
-    auto ids = ids_from_binary(req.binary);
+    auto ids = proto::decode_ids(req.binary);
     util::Transaction reads(m_repo.catalog().db(), util::Transaction::Mode::deferred);
     auto missing = m_repo.missing(ids);
     reply.binary.resize(ids.size());
@@ -225,7 +218,7 @@ void Service::register_handlers() {
                               true};
 
   m_handlers["chunks.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
-    auto ids = ids_from_binary(req.binary);
+    auto ids = proto::decode_ids(req.binary);
     if (ids.size() > 65536) throw Error(ErrorKind::usage, "chunks.get: at most 65536 ids per request");
     m_repo.read_records(ids, reply.binary);
     if (reply.binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");

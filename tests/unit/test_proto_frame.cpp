@@ -72,4 +72,14 @@ TEST_CASE("a stream cut mid-frame is reported as unavailable") {
   }
 }
 
+TEST_CASE("id lists round-trip and a ragged list is refused") {
+  std::vector<util::Digest> ids = {util::sha256(std::string_view("a")), util::sha256(std::string_view("b"))};
+  auto bin = encode_ids(ids);
+  CHECK(bin.size() == 64);
+  CHECK(decode_ids(bin) == ids);
+  bin.pop_back();
+  CHECK_THROWS_AS(decode_ids(bin), Error);
+  CHECK(decode_ids(std::span<const uint8_t>()).empty());
+}
+
 TEST_SUITE_END();
