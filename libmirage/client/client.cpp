@@ -61,53 +61,75 @@ bool is_real_root(const fs::path& root) {
 
 constexpr size_t k_ids_per_request = 16384;
 
+/// Extra connections to the same server, lent out one call at a time: an idle one, a
+/// new one while fewer than `max` exist, else the main one (whose transport
+/// serializes calls). A connection that cannot be opened turns the pool off.
+class ConnectionPool {
+ public:
+  ConnectionPool(Client& main, ConnectionFactory more, size_t max)
+      : m_main(main), m_more(std::move(more)), m_max(max) {}
+
+  class Lease {
+   public:
+    explicit Lease(ConnectionPool& pool) : m_pool(pool), m_extra(pool.take()) {}
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease() { m_pool.give(m_extra); }
+    Client& client() { return m_extra ? *m_extra : m_pool.m_main; }
+
+   private:
+    ConnectionPool& m_pool;
+    Client* m_extra;
+  };
+
+ private:
+  Client* take() {
+    std::lock_guard lock(m_mutex);
+    if (!m_idle.empty()) {
+      Client* c = m_idle.back();
+      m_idle.pop_back();
+      return c;
+    }
+    if (!m_more || m_all.size() >= m_max) return nullptr;
+    try {
+      m_all.push_back(m_more());
+      return m_all.back().get();
+    } catch (const Error& e) {
+      util::warn(std::string("extra connection failed, sharing one: ") + e.what());
+      m_more = nullptr;
+      return nullptr;
+    }
+  }
+  void give(Client* c) {
+    if (!c) return;
+    std::lock_guard lock(m_mutex);
+    m_idle.push_back(c);
+  }
+
+  Client& m_main;
+  ConnectionFactory m_more;
+  size_t m_max;
+  std::mutex m_mutex;
+  std::vector<std::unique_ptr<Client>> m_all;
+  std::vector<Client*> m_idle;
+};
+
 class ProtocolSink : public scan::ChunkSink {
  public:
   ProtocolSink(Client& client, std::string device, ConnectionFactory more, size_t max_connections)
-      : m_main(client), m_device(std::move(device)), m_more(std::move(more)), m_max(max_connections) {}
+      : m_device(std::move(device)), m_pool(client, std::move(more), max_connections) {}
 
   std::vector<bool> missing(std::span<const Digest> ids) override {
-    Lease lease(*this);
+    ConnectionPool::Lease lease(m_pool);
     return missing_on(lease.client(), ids);
   }
 
   void put(std::vector<uint8_t> records) override {
-    Lease lease(*this);
+    ConnectionPool::Lease lease(m_pool);
     lease.client().call_binary("chunks.put", {{"device_id", m_device}}, std::move(records));
   }
 
  private:
-  /// A connection for the duration of one call: an idle extra one, a new one while
-  /// fewer than the maximum exist, else the main one (whose transport serializes).
-  class Lease {
-   public:
-    explicit Lease(ProtocolSink& sink) : m_sink(sink) {
-      std::lock_guard lock(sink.m_mutex);
-      if (!sink.m_idle.empty()) {
-        m_extra = sink.m_idle.back();
-        sink.m_idle.pop_back();
-      } else if (sink.m_more && sink.m_pool.size() < sink.m_max) {
-        try {
-          sink.m_pool.push_back(sink.m_more());
-          m_extra = sink.m_pool.back().get();
-        } catch (const Error& e) {
-          util::warn(std::string("extra connection failed, sharing one: ") + e.what());
-          sink.m_more = nullptr;
-        }
-      }
-    }
-    ~Lease() {
-      if (!m_extra) return;
-      std::lock_guard lock(m_sink.m_mutex);
-      m_sink.m_idle.push_back(m_extra);
-    }
-    Client& client() { return m_extra ? *m_extra : m_sink.m_main; }
-
-   private:
-    ProtocolSink& m_sink;
-    Client* m_extra = nullptr;
-  };
-
   std::vector<bool> missing_on(Client& client, std::span<const Digest> ids) {
     std::vector<bool> out;
     out.reserve(ids.size());
@@ -120,18 +142,13 @@ class ProtocolSink : public scan::ChunkSink {
     return out;
   }
 
-  Client& m_main;
   std::string m_device;
-  ConnectionFactory m_more;
-  size_t m_max;
-  std::mutex m_mutex;
-  std::vector<std::unique_ptr<Client>> m_pool;
-  std::vector<Client*> m_idle;
+  ConnectionPool m_pool;
 };
 
 class ProtocolSource : public materialize::ObjectSource {
  public:
-  ProtocolSource(Client& client, ConnectionFactory more) : m_client(client), m_more(std::move(more)) {}
+  ProtocolSource(Client& client, ConnectionFactory more) : m_client(client), m_pool(client, std::move(more), 2) {}
 
   tree::Tree tree(const Digest& id) override {
     auto blob = records(std::span(&id, 1));
@@ -144,30 +161,17 @@ class ProtocolSource : public materialize::ObjectSource {
   /// Large batches are split over two extra connections (two server processes reading
   /// packs at once, while tree lookups keep the main one); small ones use the main one.
   std::vector<uint8_t> records(std::span<const Digest> ids) override {
-    if (ids.size() < 256 || !extra_connections()) return fetch(m_client, ids);
+    if (ids.size() < 256) return fetch(m_client, ids);
+    ConnectionPool::Lease a(m_pool), b(m_pool);
     size_t half = ids.size() / 2;
-    auto first = std::async(std::launch::async, [&] { return fetch(*m_extra[0], ids.first(half)); });
-    auto out = fetch(*m_extra[1], ids.subspan(half));
+    auto first = std::async(std::launch::async, [&] { return fetch(a.client(), ids.first(half)); });
+    auto out = fetch(b.client(), ids.subspan(half));
     auto front = first.get();
     front.insert(front.end(), out.begin(), out.end());
     return front;
   }
 
  private:
-  bool extra_connections() {
-    if (m_extra.empty() && m_more) {
-      try {
-        m_extra.push_back(m_more());
-        m_extra.push_back(m_more());
-      } catch (const Error& e) {
-        util::warn(std::string("extra connection failed, using one: ") + e.what());
-        m_extra.clear();
-        m_more = nullptr;
-      }
-    }
-    return m_extra.size() == 2;
-  }
-
   static std::vector<uint8_t> fetch(Client& client, std::span<const Digest> ids) {
     std::vector<uint8_t> out;
     for (size_t at = 0; at < ids.size(); at += k_ids_per_request) {
@@ -182,8 +186,7 @@ class ProtocolSource : public materialize::ObjectSource {
   }
 
   Client& m_client;
-  ConnectionFactory m_more;
-  std::vector<std::unique_ptr<Client>> m_extra;
+  ConnectionPool m_pool;
 };
 
 }  // namespace
