@@ -151,27 +151,32 @@ int Repository::pack_fd(int64_t pack_id) {
 void Repository::read_record(const Digest& id, std::vector<uint8_t>& out) {
   auto loc = m_catalog.find_chunk(id);
   if (!loc) throw Error(ErrorKind::not_found, "chunk " + id.hex() + ": not in the store");
-  int fd = pack_fd(loc->pack);
+  read_record_at(id, *loc, out);
+}
+
+void Repository::read_record_at(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out) {
+  int fd = pack_fd(loc.pack);
   size_t at = out.size();
-  size_t len = k_record_header + loc->stored;
+  size_t len = k_record_header + loc.stored;
   out.resize(at + len);
-  ssize_t n = ::pread(fd, out.data() + at, len, static_cast<off_t>(loc->offset));
-  auto pack_name = [&] {
-    auto p = m_catalog.pack(loc->pack);
-    return p ? p->name : std::to_string(loc->pack);
+  ssize_t n = ::pread(fd, out.data() + at, len, static_cast<off_t>(loc.offset));
+  // The pack's name costs a catalog query: only a failure looks it up.
+  auto fail = [&](const std::string& why) {
+    out.resize(at);
+    auto p = m_catalog.pack(loc.pack);
+    throw Error(ErrorKind::integrity, "pack " + (p ? p->name : std::to_string(loc.pack)) + ": " + why);
   };
-  if (n != static_cast<ssize_t>(len)) {
-    out.resize(at);
-    throw Error(ErrorKind::integrity, "pack " + pack_name() + ": chunk " + id.hex() + " at offset " +
-                                          std::to_string(loc->offset) + " is truncated");
+  if (n != static_cast<ssize_t>(len))
+    fail("chunk " + id.hex() + " at offset " + std::to_string(loc.offset) + " is truncated");
+  Record rec;
+  try {
+    rec = parse_record(std::span(out).subspan(at), "record");
+  } catch (const Error& e) {
+    fail(e.what());
   }
-  Record rec = parse_record(std::span(out).subspan(at), "pack " + pack_name());
-  if (rec.id != id || rec.raw_size != loc->raw || rec.data.size() != loc->stored ||
-      static_cast<uint8_t>(rec.codec) != loc->codec) {
-    out.resize(at);
-    throw Error(ErrorKind::integrity, "pack " + pack_name() + ": record at offset " + std::to_string(loc->offset) +
-                                          " does not match the index entry of chunk " + id.hex());
-  }
+  if (rec.id != id || rec.raw_size != loc.raw || rec.data.size() != loc.stored ||
+      static_cast<uint8_t>(rec.codec) != loc.codec)
+    fail("record at offset " + std::to_string(loc.offset) + " does not match the index entry of chunk " + id.hex());
 }
 
 void Repository::read_records(std::span<const Digest> ids, std::vector<uint8_t>& out) {
@@ -202,7 +207,7 @@ void Repository::read_records(std::span<const Digest> ids, std::vector<uint8_t>&
   }
   for (size_t i = 0; i < wanted.size(); ++i) {
     if (i && wanted[i].second == wanted[i - 1].second) continue;
-    read_record(wanted[i].second, out);
+    read_record_at(wanted[i].second, wanted[i].first, out);
   }
 }
 
@@ -265,7 +270,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
     }
     try {
       buf.clear();
-      read_record(id, buf);
+      read_record_at(id, loc, buf);
       report.bytes_read += buf.size();
       open_record(parse_record(buf, "pack " + it->second.name), "pack " + it->second.name);
     } catch (const Error& e) {

@@ -96,6 +96,8 @@ class Repository {
   CheckReport check(bool read_data, const std::function<void(uint64_t, uint64_t)>& progress);
 
  private:
+  /// read_record with the location already looked up.
+  void read_record_at(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out);
   std::filesystem::path pack_path(const catalog::Pack& pack);
   int pack_fd(int64_t pack_id);
   void open_new_pack();
