@@ -38,7 +38,9 @@ std::optional<std::string> detect_device_id(const std::filesystem::path& root);
 nlohmann::json inventory(const std::filesystem::path& root, std::string* hostname);
 
 /// Opens another connection to the same server (upload workers each get their own, so
-/// one worker's upload does not wait behind another's on a single pipe).
+/// one worker's upload does not wait behind another's on a single pipe). It may be
+/// called while the scanner's walk has changed the working directory, so it must not
+/// depend on it (give it absolute paths).
 using ConnectionFactory = std::function<std::unique_ptr<Client>()>;
 
 struct CentralizeOptions {

@@ -78,7 +78,9 @@ struct ScanResult {
 };
 
 /// Scans options.root; throws Error naming the path on anything it cannot carry on
-/// past (unreadable files are warnings and are left out).
+/// past (unreadable files are warnings and are left out). The walk changes the
+/// process's working directory until it returns (xattrs are listed by bare name, the
+/// cheapest lookup): a ChunkSink must not resolve relative paths meanwhile.
 ScanResult scan(const ScanOptions& options, ChunkSink& sink);
 
 /// Reads an entry's metadata (not contents): kind, mode, owner, times, rdev, symlink

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -28,11 +29,15 @@ void add_common(CLI::App& app, Common& common) {
 }
 
 namespace {
+/// Paths are made absolute here, once: connections opened later (by upload workers
+/// while the scanner's walk has changed the working directory) must not depend on it.
 proto::ConnectOptions connect_options(const Common& common) {
   proto::ConnectOptions o;
   o.server = common.server.empty() ? proto::default_server() : common.server;
+  if (o.server.rfind("local:", 0) == 0 && o.server.size() > 6)
+    o.server = "local:" + std::filesystem::absolute(o.server.substr(6)).string();
   o.token = common.token;
-  o.ca_file = common.ca_file;
+  if (!common.ca_file.empty()) o.ca_file = std::filesystem::absolute(common.ca_file).string();
   return o;
 }
 }  // namespace
