@@ -189,7 +189,6 @@ void Service::register_handlers() {
 
   m_handlers["chunks.missing"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = proto::decode_ids(req.binary);
-    util::Transaction reads(m_repo.catalog().db(), util::Transaction::Mode::deferred);
     auto missing = m_repo.missing(ids);
     reply.binary.resize(ids.size());
     uint64_t n = 0;

@@ -97,6 +97,7 @@ void Repository::open_new_pack() {
 }
 
 std::vector<bool> Repository::missing(std::span<const Digest> ids) {
+  util::Transaction reads(m_catalog.db(), util::Transaction::Mode::deferred);  // one lock, not one per id
   std::vector<bool> out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) out[i] = !m_catalog.find_chunk(ids[i]).has_value();
   return out;
