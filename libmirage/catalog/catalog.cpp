@@ -110,19 +110,23 @@ void to_json(nlohmann::json& j, const Snapshot& s) {
        {"pinned", s.pinned}};
 }
 
-Catalog::Catalog(const std::string& path, bool create)
-    : m_db(checked_path(path, create)), m_find_chunk((m_db.exec(k_schema), m_db),
-                                                     "SELECT pack, offset, stored, raw, codec FROM chunks WHERE id = ?") {
+Catalog::Catalog(const std::string& path, bool create) : m_db(checked_path(path, create)) {
+  // Several server processes may open a new catalog at once. Each autocommit CREATE
+  // would start as a reader and upgrade, which WAL refuses at once (SQLITE_BUSY, no busy
+  // wait) when another process wrote meanwhile; one IMMEDIATE transaction takes the
+  // write lock up front and waits for it.
+  util::Transaction tx(m_db);
+  m_db.exec(k_schema);
   util::Stmt get(m_db, "SELECT value FROM meta WHERE key = 'schema'");
   if (get.step()) {
     if (get.text(0) != std::to_string(k_schema_version))
       throw Error(ErrorKind::precondition, "catalog " + path + ": schema version " + get.text(0) + " is not supported");
   } else {
     get.reset();
-    util::Stmt(m_db, "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)")
-        .bind(1, std::to_string(k_schema_version))
-        .run();
+    util::Stmt(m_db, "INSERT INTO meta(key, value) VALUES ('schema', ?)").bind(1, std::to_string(k_schema_version)).run();
   }
+  tx.commit();
+  m_find_chunk = std::make_unique<util::Stmt>(m_db, "SELECT pack, offset, stored, raw, codec FROM chunks WHERE id = ?");
 }
 
 std::optional<Device> Catalog::device(const std::string& id) {
@@ -235,16 +239,16 @@ std::optional<Pack> Catalog::pack(int64_t id) {
 }
 
 std::optional<ChunkLocation> Catalog::find_chunk(const Digest& id) {
-  m_find_chunk.reset();
-  m_find_chunk.bind_blob(1, id.bytes);
-  if (!m_find_chunk.step()) {
-    m_find_chunk.reset();
+  auto& q = *m_find_chunk;
+  q.reset();
+  q.bind_blob(1, id.bytes);
+  if (!q.step()) {
+    q.reset();
     return std::nullopt;
   }
-  ChunkLocation loc{m_find_chunk.int64(0), static_cast<uint64_t>(m_find_chunk.int64(1)),
-                    static_cast<uint32_t>(m_find_chunk.int64(2)), static_cast<uint32_t>(m_find_chunk.int64(3)),
-                    static_cast<uint8_t>(m_find_chunk.int64(4))};
-  m_find_chunk.reset();
+  ChunkLocation loc{q.int64(0), static_cast<uint64_t>(q.int64(1)), static_cast<uint32_t>(q.int64(2)),
+                    static_cast<uint32_t>(q.int64(3)), static_cast<uint8_t>(q.int64(4))};
+  q.reset();
   return loc;
 }
 

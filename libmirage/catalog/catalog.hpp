@@ -2,6 +2,8 @@
 // The catalog: devices, snapshots, packs and the chunk index, tokens, policies, events.
 // SQLite in WAL mode; one Catalog per thread (connections are not shared).
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -109,7 +111,7 @@ class Catalog {
 
  private:
   util::Db m_db;
-  util::Stmt m_find_chunk;
+  std::unique_ptr<util::Stmt> m_find_chunk;  ///< prepared once the schema exists
 };
 
 }  // namespace mirage::catalog

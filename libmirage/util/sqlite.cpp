@@ -15,7 +15,25 @@ Db::Db(const std::string& path) : m_path(path) {
     throw Error(ErrorKind::failed, "open catalog " + path + ": " + msg);
   }
   sqlite3_busy_timeout(m_db, 30000);
-  exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
+  try {
+    configure();
+  } catch (...) {
+    sqlite3_close(m_db);  // the destructor does not run for a half-built Db
+    throw;
+  }
+}
+
+void Db::configure() {
+  // Switching a new database to WAL needs it to itself and can fail at once (without
+  // the busy wait) while another process is creating it: retry, bounded (~10 s).
+  for (int attempt = 0;; ++attempt) {
+    int rc = sqlite3_exec(m_db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) break;
+    if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) fail("enable WAL");
+    if (attempt >= 1000) fail("enable WAL");
+    sqlite3_sleep(10);
+  }
+  exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
 }
 
 Db::~Db() { sqlite3_close_v2(m_db); }

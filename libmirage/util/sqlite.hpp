@@ -56,6 +56,8 @@ class Db {
   [[noreturn]] void fail(const std::string& context) const;
 
  private:
+  void configure();
+
   sqlite3* m_db = nullptr;
   std::string m_path;
 };

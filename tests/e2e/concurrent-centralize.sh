@@ -8,8 +8,9 @@ for i in 1 2 3 4; do
   head -c 300000 /dev/urandom >"$TEST_TMP/src$i/own/data"
   seq 1 50000 >"$TEST_TMP/src$i/shared/numbers"   # the same content on every endpoint
 done
-for i in 1 2 3 4; do mirage-centralize --root "$TEST_TMP/src$i" --device-id "dev$i" --output json >/dev/null 2>&1 & done
+for i in 1 2 3 4; do mirage-centralize --root "$TEST_TMP/src$i" --device-id "dev$i" --output json >"$TEST_TMP/reg$i" 2>&1 & done
 wait || true
+for i in 1 2 3 4; do grep -q pending "$TEST_TMP/reg$i" || fail "dev$i did not register: $(cat "$TEST_TMP/reg$i")"; done
 [ "$(sqlite3 "$MIRAGE_HOME/catalog.db" 'SELECT count(*) FROM volumes')" = 1 ] || fail "more than one volume 0"
 for i in 1 2 3 4; do mirage-centralize accept "dev$i" >/dev/null; done
 pids=()
