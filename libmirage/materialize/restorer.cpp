@@ -1,5 +1,7 @@
 #include "libmirage/materialize/restorer.hpp"
 
+#include "libmirage/materialize/metadata.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -40,17 +42,6 @@ struct Job {
   DirFd head_dir;      // link: where the group's first member was written
   std::string head_name;
 };
-
-timespec ts_of(int64_t ns) {
-  timespec t;
-  t.tv_sec = static_cast<time_t>(ns / 1000000000);
-  t.tv_nsec = static_cast<long>(ns % 1000000000);
-  if (t.tv_nsec < 0) {
-    t.tv_nsec += 1000000000;
-    t.tv_sec -= 1;
-  }
-  return t;
-}
 
 bool all_zero(std::span<const uint8_t> data) {
   for (uint8_t b : data)
@@ -167,26 +158,8 @@ class Restorer {
 
   std::string temp_name() { return ".mirage-restore." + util::random_hex(8); }
 
-  /// Owner, mode, xattrs, times of an entry under a (temporary) name in dirfd.
   void apply_meta(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path) {
-    bool is_link = e.kind == tree::Kind::symlink;
-    if (m_root && ::fchownat(dirfd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0)
-      throw_errno("chown " + path);
-    if (!is_link && ::fchmodat(dirfd, name.c_str(), e.mode, 0) != 0) throw_errno("chmod " + path);
-    set_xattrs(dirfd, name, e, path);
-    timespec times[2] = {ts_of(e.mtime_ns), ts_of(e.mtime_ns)};
-    if (::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("set times of " + path);
-  }
-
-  void set_xattrs(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path) {
-    for (const auto& x : e.xattrs) {
-      try {
-        util::set_xattr(dirfd, name, x.name, x.value, path);
-      } catch (const Error& err) {
-        if (m_root) throw;
-        warn(err.what());
-      }
-    }
+    set_metadata(dirfd, name, e, path, [this](std::string m) { warn(std::move(m)); });
   }
 
   void install(int dirfd, const std::string& tmp, const std::string& name, const std::string& path) {
@@ -200,16 +173,11 @@ class Restorer {
 
   void make_special(int dirfd, const tree::Entry& e, const std::string& path) {
     std::string tmp = temp_name();
-    int rc = 0;
-    switch (e.kind) {
-      case tree::Kind::symlink: rc = ::symlinkat(e.target.c_str(), dirfd, tmp.c_str()); m_stats.symlinks++; break;
-      case tree::Kind::chardev: rc = ::mknodat(dirfd, tmp.c_str(), S_IFCHR | 0600, static_cast<dev_t>(e.rdev)); m_stats.others++; break;
-      case tree::Kind::blockdev: rc = ::mknodat(dirfd, tmp.c_str(), S_IFBLK | 0600, static_cast<dev_t>(e.rdev)); m_stats.others++; break;
-      case tree::Kind::fifo: rc = ::mknodat(dirfd, tmp.c_str(), S_IFIFO | 0600, 0); m_stats.others++; break;
-      case tree::Kind::socket: rc = ::mknodat(dirfd, tmp.c_str(), S_IFSOCK | 0600, 0); m_stats.others++; break;
-      default: throw Error(ErrorKind::failed, "restore " + path + ": unexpected kind");
-    }
-    if (rc != 0) throw_errno("create " + path);
+    make_node(dirfd, tmp, e, path);
+    if (e.kind == tree::Kind::symlink)
+      m_stats.symlinks++;
+    else
+      m_stats.others++;
     try {
       apply_meta(dirfd, tmp, e, path);
     } catch (...) {
@@ -306,11 +274,7 @@ class Restorer {
         offset += c.size;
         m_bytes += c.size;
       }
-      if (m_root && ::fchown(fd.get(), e.uid, e.gid) != 0) throw_errno("chown " + job.path);
-      if (::fchmod(fd.get(), e.mode) != 0) throw_errno("chmod " + job.path);
-      set_xattrs(dirfd, tmp, e, job.path);
-      timespec times[2] = {ts_of(e.mtime_ns), ts_of(e.mtime_ns)};
-      if (::futimens(fd.get(), times) != 0) throw_errno("set times of " + job.path);
+      set_metadata_fd(fd.get(), dirfd, tmp, e, job.path, [this](std::string m) { warn(std::move(m)); });
     } catch (...) {
       ::unlinkat(dirfd, tmp.c_str(), 0);
       throw;
@@ -327,18 +291,7 @@ class Restorer {
   }
 
   void finish_dir(const Job& job) {
-    int fd = job.dir->get();
-    const auto& e = job.entry;
-    if (m_root && ::fchown(fd, e.uid, e.gid) != 0) throw_errno("chown " + job.path);
-    if (::fchmod(fd, e.mode) != 0) throw_errno("chmod " + job.path);
-    for (const auto& x : e.xattrs) {
-      if (::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) != 0) {
-        if (m_root) throw_errno("set xattr " + x.name + " on " + job.path);
-        warn("set xattr " + x.name + " on " + job.path + ": " + std::strerror(errno));
-      }
-    }
-    timespec times[2] = {ts_of(e.mtime_ns), ts_of(e.mtime_ns)};
-    if (::futimens(fd, times) != 0) throw_errno("set times of " + job.path);
+    set_metadata_fd(job.dir->get(), job.dir->get(), ".", job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
   }
 
   const RestoreOptions& m_opts;
@@ -347,7 +300,6 @@ class Restorer {
   std::vector<Job> m_jobs;
   uint64_t m_pending_bytes = 0;
   std::map<std::string, std::pair<DirFd, std::string>> m_groups;
-  bool m_root = ::geteuid() == 0;
   std::atomic<uint64_t> m_bytes{0};
   std::mutex m_warn_mutex;
   std::future<void> m_pending;  ///< the writer task of the previous batch

@@ -1,0 +1,31 @@
+#pragma once
+// Setting an entry's metadata and making non-file entries, relative to a directory fd
+// and never through a symlink. Shared by restores and layer applies.
+//
+// Order per entry: owner (only as root), mode (after chown, which clears setuid),
+// xattrs (capabilities after chown), times. Without root, an xattr that cannot be set
+// is a warning rather than an error.
+#include <ctime>
+#include <functional>
+#include <string>
+
+#include "libmirage/tree/tree.hpp"
+
+namespace mirage::materialize {
+
+using Warn = std::function<void(std::string)>;
+
+timespec timespec_of(int64_t ns);
+/// True when this process may chown (and so must set every xattr).
+bool running_as_root();
+
+/// Owner, mode, xattrs and times of `e` on `name` in `dirfd` (not followed if a symlink).
+void set_metadata(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path, const Warn& warn);
+/// The same for an open file or directory.
+void set_metadata_fd(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
+                     const Warn& warn);
+/// Creates a symlink, device node, fifo or socket `name` in `dirfd` (mode 0600 until
+/// set_metadata). Throws naming `path`.
+void make_node(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path);
+
+}  // namespace mirage::materialize
