@@ -1,0 +1,489 @@
+#include "libmirage/layer/apply.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+#include "libmirage/materialize/metadata.hpp"
+#include "libmirage/store/record.hpp"
+#include "libmirage/util/clock.hpp"
+#include "libmirage/util/error.hpp"
+#include "libmirage/util/fd.hpp"
+#include "libmirage/util/hex.hpp"
+#include "libmirage/util/log.hpp"
+
+namespace mirage::layer {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr uint64_t k_fetch_batch = 32u << 20;
+
+std::string parent_of(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+std::string base_of(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+std::string entry_hex(const tree::Entry& e) { return util::to_hex(tree::encode_entry(e)); }
+tree::Entry entry_from_hex(const std::string& hex, const std::string& what) {
+  auto raw = util::from_hex(hex);
+  if (!raw) throw Error(ErrorKind::integrity, what + ": entry is not hex");
+  return tree::decode_entry(std::span(reinterpret_cast<const uint8_t*>(raw->data()), raw->size()), what);
+}
+
+/// Directory fds below a root, opened component by component without following symlinks.
+class Dirs {
+ public:
+  explicit Dirs(const fs::path& root) : m_root(root) {
+    m_fds["/"] = std::make_shared<util::Fd>(util::open_dir(root.string()));
+  }
+  int get(const std::string& dir) {
+    auto it = m_fds.find(dir);
+    if (it != m_fds.end()) return it->second->get();
+    if (m_fds.size() > 1024) {
+      auto root = m_fds["/"];
+      m_fds.clear();
+      m_fds["/"] = root;
+    }
+    int parent = get(parent_of(dir));
+    auto fd = std::make_shared<util::Fd>(util::open_dir_at(parent, base_of(dir), (m_root / dir.substr(1)).string()));
+    m_fds[dir] = fd;
+    return fd->get();
+  }
+  void forget(const std::string& dir) {
+    std::string prefix = dir + "/";
+    for (auto it = m_fds.begin(); it != m_fds.end();) {
+      if (it->first == dir || it->first.rfind(prefix, 0) == 0)
+        it = m_fds.erase(it);
+      else
+        ++it;
+    }
+  }
+
+ private:
+  fs::path m_root;
+  std::map<std::string, std::shared_ptr<util::Fd>> m_fds;
+};
+
+bool exists_at(int dirfd, const std::string& name, struct stat* st = nullptr) {
+  struct stat s;
+  if (::fstatat(dirfd, name.c_str(), st ? st : &s, AT_SYMLINK_NOFOLLOW) == 0) return true;
+  if (errno == ENOENT) return false;
+  throw_errno("stat " + name);
+}
+
+/// Renames `name` in dirfd to name.mirage-local (replacing an older one).
+void set_aside(int dirfd, const std::string& name, const std::string& path) {
+  std::string local = name + ".mirage-local";
+  if (local.size() > 255) local = name.substr(0, 240) + ".mirage-local";
+  struct stat st;
+  if (exists_at(dirfd, local, &st) && S_ISDIR(st.st_mode)) local += "." + util::random_hex(4);
+  if (::renameat(dirfd, name.c_str(), dirfd, local.c_str()) != 0) throw_errno("set " + path + " aside");
+}
+
+void write_journal(const fs::path& file, const json& j) {
+  util::AtomicFile f(file, 0600);
+  f.write(j.dump());
+  f.commit();
+}
+
+/// Carries out the steps of a journal in "commit" state; each step is idempotent.
+void finish_commit(const fs::path& root, const json& journal, ApplyResult* result,
+                   const std::function<void(size_t)>& before_step) {
+  Dirs dirs(root);
+  auto warn = [&](std::string m) {
+    if (result) result->warnings.push_back(m);
+  };
+  const auto& steps = journal.at("steps");
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (before_step) before_step(i);
+    const auto& s = steps[i];
+    std::string op = s.at("op"), path = s.at("path");
+    int dirfd = dirs.get(parent_of(path));
+    std::string name = base_of(path);
+    if (op == "install") {
+      std::string tmp = s.at("tmp");
+      if (!exists_at(dirfd, tmp)) continue;  // done before the crash
+      if (s.value("save_local", false) && exists_at(dirfd, name)) {
+        set_aside(dirfd, name, path);
+        if (result) result->saved_local++;
+      } else {
+        struct stat st;
+        if (exists_at(dirfd, name, &st) && S_ISDIR(st.st_mode)) {
+          set_aside(dirfd, name, path);  // a directory where the layer has a file
+          dirs.forget(path);
+          if (result) result->saved_local++;
+        }
+      }
+      if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) throw_errno("put " + path + " in place");
+    } else if (op == "link") {
+      std::string tmp = s.at("tmp");
+      if (!exists_at(dirfd, tmp)) continue;
+      if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) throw_errno("put " + path + " in place");
+    } else if (op == "meta") {
+      tree::Entry e = entry_from_hex(s.at("entry"), path);
+      if (!exists_at(dirfd, name)) continue;
+      if (e.kind == tree::Kind::dir) {
+        int fd = dirs.get(path);
+        materialize::set_metadata_fd(fd, fd, ".", e, path, warn);
+      } else {
+        materialize::set_metadata(dirfd, name, e, path, warn);
+      }
+    } else if (op == "remove") {
+      struct stat st;
+      if (!exists_at(dirfd, name, &st)) continue;
+      if (s.value("save_local", false)) {
+        set_aside(dirfd, name, path);
+        if (result) result->saved_local++;
+        continue;
+      }
+      if (S_ISDIR(st.st_mode)) {
+        dirs.forget(path);
+        if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0) {
+          if (errno != ENOTEMPTY && errno != EEXIST) throw_errno("remove " + path);
+          if (result) result->kept_not_empty++;
+          warn(path + ": kept (a directory the layers dropped, still holding files they do not own)");
+          continue;
+        }
+      } else if (::unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT) {
+        throw_errno("remove " + path);
+      }
+      if (result) result->removed++;
+    } else {
+      throw Error(ErrorKind::integrity, "apply journal: unknown step '" + op + "'");
+    }
+  }
+}
+
+class Applier {
+ public:
+  Applier(const Plan& plan, const Flat& e, materialize::ObjectSource& source, const ApplyOptions& opts)
+      : m_plan(plan), m_source(source), m_opts(opts), m_dirs(opts.root), m_token(util::random_hex(4)) {
+    for (const auto& [path, entry] : e) {
+      if (entry.kind != tree::Kind::file) continue;
+      uint64_t off = 0;
+      for (const auto& c : entry.chunks) {
+        m_local.emplace(c.id, std::make_pair(&path, off));
+        off += c.size;
+      }
+    }
+    for (const auto& [path, entry] : e) m_e.emplace(path, &entry);
+  }
+
+  ApplyResult run() {
+    // Name every temporary and new directory before making any, so a crash can be undone.
+    json temps = json::array(), made = json::array();
+    for (size_t i = 0; i < m_plan.ops.size(); ++i) {
+      const Op& op = m_plan.ops[i];
+      bool write = op.action == Action::create || op.action == Action::replace || op.action == Action::merge;
+      if (!write) continue;
+      if (op.entry.kind == tree::Kind::dir) {
+        made.push_back(op.path);
+      } else {
+        m_tmp[i] = ".mirage-new-" + m_token + "-" + std::to_string(i);
+        temps.push_back(parent_of(op.path) == "/" ? "/" + m_tmp[i] : parent_of(op.path) + "/" + m_tmp[i]);
+      }
+    }
+    write_journal(m_opts.journal, {{"state", "staging"}, {"temps", temps}, {"dirs", made}});
+    uint64_t total = m_plan.fetch_bytes + m_plan.local_bytes, done = 0;
+    // Directories first (in path order, parents before children), then contents in batches.
+    std::vector<size_t> files, links;
+    for (size_t i = 0; i < m_plan.ops.size(); ++i) {
+      const Op& op = m_plan.ops[i];
+      if (!m_tmp.count(i) && !(op.entry.kind == tree::Kind::dir && (op.action == Action::create || op.action == Action::replace)))
+        continue;
+      if (op.entry.kind == tree::Kind::dir) {
+        make_dir(op);
+      } else if (op.entry.kind == tree::Kind::file && op.action != Action::merge && is_follower(op)) {
+        links.push_back(i);
+      } else {
+        files.push_back(i);
+      }
+    }
+    size_t at = 0;
+    while (at < files.size()) {
+      std::vector<Digest> need;
+      uint64_t bytes = 0;
+      size_t end = at;
+      for (; end < files.size() && (bytes < k_fetch_batch || end == at); ++end) {
+        const Op& op = m_plan.ops[files[end]];
+        if (op.entry.kind != tree::Kind::file || op.action == Action::merge) continue;
+        for (const auto& c : op.entry.chunks)
+          if (!m_local.count(c.id)) {
+            need.push_back(c.id);
+            bytes += c.size;
+          }
+      }
+      std::vector<uint8_t> blob;
+      std::unordered_map<Digest, store::Record, util::DigestHash> records;
+      if (!need.empty()) {
+        std::sort(need.begin(), need.end());
+        need.erase(std::unique(need.begin(), need.end()), need.end());
+        blob = m_source.records(need);
+        store::RecordReader reader(blob, "layer content");
+        while (auto rec = reader.next()) records.emplace(rec->id, *rec);
+      }
+      for (size_t k = at; k < end; ++k) {
+        stage(files[k], records);
+        done += m_plan.ops[files[k]].entry.size;
+        if (m_opts.progress) m_opts.progress(done, total);
+      }
+      at = end;
+    }
+    for (size_t i : links) stage_link(i);
+    ::syncfs(m_dirs.get("/"));
+
+    // Commit.
+    json steps = json::array();
+    for (size_t i = 0; i < m_plan.ops.size(); ++i) {
+      const Op& op = m_plan.ops[i];
+      auto t = m_tmp.find(i);
+      if (t != m_tmp.end())
+        steps.push_back({{"op", m_linked.count(i) ? "link" : "install"}, {"path", op.path}, {"tmp", t->second},
+                         {"save_local", op.save_local}});
+      else if (op.action == Action::metadata && op.entry.kind != tree::Kind::dir)
+        steps.push_back({{"op", "meta"}, {"path", op.path}, {"entry", entry_hex(op.entry)}});
+      else if (op.action == Action::remove)
+        steps.push_back({{"op", "remove"}, {"path", op.path}, {"save_local", op.save_local}});
+    }
+    // Directory metadata last, deepest first, so writing inside does not change it after.
+    std::vector<const Op*> dir_ops;
+    for (const auto& op : m_plan.ops)
+      if (op.entry.kind == tree::Kind::dir &&
+          (op.action == Action::create || op.action == Action::replace || op.action == Action::metadata))
+        dir_ops.push_back(&op);
+    std::sort(dir_ops.begin(), dir_ops.end(), [](const Op* a, const Op* b) { return a->path > b->path; });
+    for (const Op* op : dir_ops) steps.push_back({{"op", "meta"}, {"path", op->path}, {"entry", entry_hex(op->entry)}});
+    json journal = {{"state", "commit"}, {"steps", steps}};
+    write_journal(m_opts.journal, journal);
+    finish_commit(m_opts.root, journal, &m_result, m_opts.before_step);
+    for (const auto& op : m_plan.ops) {
+      if (op.action == Action::metadata) m_result.metadata++;
+      if (op.action == Action::merge) m_result.merged++;
+    }
+    ::syncfs(m_dirs.get("/"));
+    fs::remove(m_opts.journal);
+    return m_result;
+  }
+
+ private:
+  bool is_follower(const Op& op) {
+    if (op.entry.link_group.empty() || op.entry.link_group == op.path) return false;
+    // Linked to the group's first member when that one is written now or is already right.
+    for (size_t i = 0; i < m_plan.ops.size(); ++i)
+      if (m_plan.ops[i].path == op.entry.link_group) return m_tmp.count(i) > 0;
+    return false;
+  }
+
+  void make_dir(const Op& op) {
+    int parent = m_dirs.get(parent_of(op.path));
+    std::string name = base_of(op.path);
+    struct stat st;
+    if (exists_at(parent, name, &st)) {
+      if (S_ISDIR(st.st_mode)) return;
+      set_aside(parent, name, op.path);  // a file where the layer has a directory
+      m_result.saved_local++;
+    }
+    if (::mkdirat(parent, name.c_str(), 0700) != 0) throw_errno("create directory " + op.path);
+  }
+
+  void stage(size_t i, const std::unordered_map<Digest, store::Record, util::DigestHash>& records) {
+    const Op& op = m_plan.ops[i];
+    int dirfd = m_dirs.get(parent_of(op.path));
+    const std::string& tmp = m_tmp.at(i);
+    auto warn = [this](std::string m) { m_result.warnings.push_back(std::move(m)); };
+    if (op.entry.kind != tree::Kind::file) {
+      ::unlinkat(dirfd, tmp.c_str(), 0);
+      materialize::make_node(dirfd, tmp, op.entry, op.path);
+      materialize::set_metadata(dirfd, tmp, op.entry, op.path, warn);
+      m_result.written++;
+      return;
+    }
+    util::Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw_errno("create " + op.path);
+    tree::Entry entry = op.entry;
+    if (op.action == Action::merge) {
+      util::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(op.content.data()), op.content.size()), op.path);
+      entry.mtime_ns = util::now_ns();
+    } else {
+      uint64_t offset = 0;
+      for (const auto& c : entry.chunks) {
+        read_chunk(c, records, op.path);
+        util::pwrite_all(fd.get(), m_buf, offset, op.path);
+        offset += c.size;
+      }
+      if (::ftruncate(fd.get(), static_cast<off_t>(entry.size)) != 0) throw_errno("truncate " + op.path);
+    }
+    materialize::set_metadata_fd(fd.get(), dirfd, tmp, entry, op.path, warn);
+    m_result.written++;
+  }
+
+  void stage_link(size_t i) {
+    const Op& op = m_plan.ops[i];
+    size_t head = 0;
+    for (size_t k = 0; k < m_plan.ops.size(); ++k)
+      if (m_plan.ops[k].path == op.entry.link_group) head = k;
+    int from = m_dirs.get(parent_of(op.entry.link_group));
+    int dirfd = m_dirs.get(parent_of(op.path));
+    const std::string& tmp = m_tmp.at(i);
+    ::unlinkat(dirfd, tmp.c_str(), 0);
+    if (::linkat(from, m_tmp.at(head).c_str(), dirfd, tmp.c_str(), 0) != 0) throw_errno("hardlink " + op.path);
+    m_linked.insert(i);
+    m_result.linked++;
+  }
+
+  /// Fills m_buf with chunk `c`: from the endpoint's own files when it has it, else the store.
+  void read_chunk(const tree::ChunkRef& c, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
+                  const std::string& path) {
+    m_buf.resize(c.size);
+    auto range = m_local.equal_range(c.id);
+    for (auto it = range.first; it != range.second; ++it) {
+      const std::string& src = *it->second.first;
+      if (src != m_open_path) {
+        m_open = util::Fd(::open((m_opts.root / src.substr(1)).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        m_open_path = src;
+      }
+      if (!m_open) continue;
+      ssize_t n = ::pread(m_open.get(), m_buf.data(), c.size, static_cast<off_t>(it->second.second));
+      if (n == static_cast<ssize_t>(c.size) && util::sha256(m_buf) == c.id) {
+        m_result.bytes_local += c.size;
+        return;
+      }
+    }
+    auto rec = records.find(c.id);
+    if (rec == records.end()) {
+      // Expected locally but changed since the scan: fetch it alone.
+      auto blob = m_source.records(std::span(&c.id, 1));
+      store::RecordReader reader(blob, path);
+      auto r = reader.next();
+      if (!r || r->id != c.id) throw Error(ErrorKind::integrity, path + ": chunk " + c.id.hex() + " is missing from the store");
+      store::open_record_into(*r, m_buf, path);
+    } else {
+      if (rec->second.raw_size != c.size) throw Error(ErrorKind::integrity, path + ": chunk " + c.id.hex() + " has the wrong size");
+      store::open_record_into(rec->second, m_buf, path);
+    }
+    m_result.bytes_fetched += c.size;
+  }
+
+  const Plan& m_plan;
+  materialize::ObjectSource& m_source;
+  const ApplyOptions& m_opts;
+  Dirs m_dirs;
+  std::string m_token;
+  std::unordered_multimap<Digest, std::pair<const std::string*, uint64_t>, util::DigestHash> m_local;
+  std::map<std::string, const tree::Entry*> m_e;
+  std::map<size_t, std::string> m_tmp;
+  std::set<size_t> m_linked;
+  std::vector<uint8_t> m_buf;
+  util::Fd m_open;
+  std::string m_open_path;
+  ApplyResult m_result;
+};
+
+}  // namespace
+
+void to_json(json& j, const ApplyResult& r) {
+  j = {{"written", r.written},         {"metadata", r.metadata},       {"removed", r.removed},
+       {"merged", r.merged},           {"saved_local", r.saved_local}, {"kept_not_empty", r.kept_not_empty},
+       {"linked", r.linked},           {"bytes_local", r.bytes_local}, {"bytes_fetched", r.bytes_fetched},
+       {"warnings", r.warnings}};
+}
+
+ApplyResult apply(const Plan& plan, const Flat& e, materialize::ObjectSource& source, const ApplyOptions& options) {
+  if (fs::exists(options.journal))
+    throw Error(ErrorKind::precondition, "an interrupted apply must be recovered first (" + options.journal.string() + ")");
+  return Applier(plan, e, source, options).run();
+}
+
+std::string recover(const fs::path& root, const fs::path& journal_file) {
+  if (!fs::exists(journal_file)) return "none";
+  json journal;
+  try {
+    journal = json::parse(util::read_file(journal_file));
+  } catch (const json::exception& e) {
+    throw Error(ErrorKind::integrity, "apply journal " + journal_file.string() + ": " + e.what());
+  }
+  std::string state = journal.value("state", "");
+  if (state == "staging") {
+    Dirs dirs(root);
+    for (const auto& t : journal.at("temps")) {
+      std::string p = t.get<std::string>();
+      try {
+        ::unlinkat(dirs.get(parent_of(p)), base_of(p).c_str(), 0);
+      } catch (const Error&) {
+        // Its directory was never made.
+      }
+    }
+    auto made = journal.at("dirs").get<std::vector<std::string>>();
+    std::sort(made.rbegin(), made.rend());
+    for (const auto& d : made) {
+      try {
+        ::unlinkat(dirs.get(parent_of(d)), base_of(d).c_str(), AT_REMOVEDIR);  // only when empty
+      } catch (const Error&) {
+      }
+      dirs.forget(d);
+    }
+    fs::remove(journal_file);
+    return "rolled_back";
+  }
+  if (state == "commit") {
+    finish_commit(root, journal, nullptr, nullptr);
+    fs::remove(journal_file);
+    return "resumed";
+  }
+  throw Error(ErrorKind::integrity, "apply journal " + journal_file.string() + ": unknown state '" + state + "'");
+}
+
+std::vector<HookResult> run_hooks(const fs::path& root) {
+  std::vector<HookResult> out;
+  fs::path dir = root / "etc/mirage/post-layer.d";
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(dir, ec))) return out;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    auto st = entry.symlink_status();
+    if (!fs::is_regular_file(st)) continue;
+    if ((st.permissions() & fs::perms::owner_exec) == fs::perms::none) continue;
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  bool real_root = fs::equivalent(root, "/", ec);
+  for (const auto& name : names) {
+    std::string inside = "/etc/mirage/post-layer.d/" + name;
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      out.push_back({name, -1});
+      continue;
+    }
+    if (pid == 0) {
+      ::dup2(2, 1);
+      ::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+      ::setenv("MIRAGE_ROOT", root.c_str(), 1);
+      if (real_root) {
+        ::execl(inside.c_str(), inside.c_str(), static_cast<char*>(nullptr));
+      } else {
+        if (::chroot(root.c_str()) == 0 && ::chdir("/") == 0) ::execl(inside.c_str(), inside.c_str(), static_cast<char*>(nullptr));
+      }
+      ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    out.push_back({name, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)});
+  }
+  return out;
+}
+
+}  // namespace mirage::layer

@@ -1,0 +1,58 @@
+#pragma once
+// Carrying out a plan on an endpoint's root, crash-safely.
+//
+// Staging: every new file, symlink, node and merged file is written under a temporary
+// name beside its target (".mirage-new-TOKEN-N"), with its metadata; new directories
+// are made in place. Content comes first from the endpoint's own files (a chunk found
+// in E at a known offset, verified by its SHA-256), then from the store.
+// Commit: once everything is staged (and synced), the journal switches to "commit"
+// and lists every step: renames into place (E's version first set aside as
+// PATH.mirage-local where the plan says), metadata changes, removals, directory
+// metadata. Each step is idempotent.
+// Recovery: a journal in "staging" is rolled back (temporaries removed, directories
+// made by the apply removed when empty); one in "commit" is carried to its end.
+// Every path is opened relative to directory fds with O_NOFOLLOW.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/layer/plan.hpp"
+#include "libmirage/materialize/restorer.hpp"
+
+namespace mirage::layer {
+
+struct ApplyOptions {
+  std::filesystem::path root;
+  std::filesystem::path journal;  ///< the journal file (in the endpoint's state directory)
+  std::function<void(uint64_t done, uint64_t total)> progress;
+  /// Test hook: called before each committed step with its index (a crash test kills here).
+  std::function<void(size_t)> before_step;
+};
+
+struct ApplyResult {
+  uint64_t written = 0, metadata = 0, removed = 0, merged = 0, saved_local = 0, kept_not_empty = 0, linked = 0;
+  uint64_t bytes_local = 0, bytes_fetched = 0;
+  std::vector<std::string> warnings;
+};
+void to_json(nlohmann::json& j, const ApplyResult& r);
+
+/// Stages and commits `plan`. `e` is the endpoint as scanned (for reusing its chunks).
+ApplyResult apply(const Plan& plan, const Flat& e, materialize::ObjectSource& source, const ApplyOptions& options);
+
+/// Finishes ("resumed") or rolls back ("rolled_back") an interrupted apply; "none"
+/// when there is no journal.
+std::string recover(const std::filesystem::path& root, const std::filesystem::path& journal);
+
+struct HookResult {
+  std::string hook;
+  int status = 0;  ///< exit status; -1 when it could not be started
+};
+/// Runs the executables in ROOT/etc/mirage/post-layer.d in name order (in a chroot
+/// when ROOT is not "/"), their output on stderr.
+std::vector<HookResult> run_hooks(const std::filesystem::path& root);
+
+}  // namespace mirage::layer
