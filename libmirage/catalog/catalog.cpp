@@ -36,6 +36,15 @@ CREATE TABLE IF NOT EXISTS policies(name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events(
   id INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL, device TEXT NOT NULL DEFAULT '',
   detail TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS layers(
+  name TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL, tree BLOB NOT NULL,
+  manifest TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY(name, version));
+CREATE TABLE IF NOT EXISTS orders(
+  id TEXT PRIMARY KEY, device TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL,
+  created_at INTEGER NOT NULL, finished_at INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX IF NOT EXISTS orders_by_device ON orders(device, created_at);
+CREATE TABLE IF NOT EXISTS assignments(device TEXT PRIMARY KEY, given TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS captures(device TEXT PRIMARY KEY, snapshot TEXT NOT NULL, started_at INTEGER NOT NULL);
 )sql";
 
 Device device_from(util::Stmt& s) {
@@ -321,6 +330,172 @@ void Catalog::add_event(const std::string& type, const std::string& device, cons
       .bind(3, device)
       .bind(4, detail.dump())
       .run();
+}
+
+
+namespace {
+
+nlohmann::json parse_json_col(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  return j.is_discarded() ? nlohmann::json::object() : j;
+}
+
+LayerRow layer_from(util::Stmt& s) {
+  LayerRow l;
+  l.name = s.text(0);
+  l.version = static_cast<uint32_t>(s.int64(1));
+  l.kind = s.text(2);
+  auto tree = s.blob(3);
+  if (tree.size() != 32) throw Error(ErrorKind::integrity, "catalog: layer " + l.name + " has a malformed tree id");
+  l.tree = Digest::from_span(tree);
+  l.manifest = parse_json_col(s.text(4));
+  l.created_at = s.int64(5);
+  return l;
+}
+
+Order order_from(util::Stmt& s) {
+  Order o;
+  o.id = s.text(0);
+  o.device = s.text(1);
+  o.spec = parse_json_col(s.text(2));
+  o.state = s.text(3);
+  o.created_at = s.int64(4);
+  o.finished_at = s.int64(5);
+  o.result = parse_json_col(s.text(6));
+  return o;
+}
+
+constexpr const char* k_layer_cols = "name, version, kind, tree, manifest, created_at";
+constexpr const char* k_order_cols = "id, device, spec, state, created_at, finished_at, result";
+
+}  // namespace
+
+void to_json(nlohmann::json& j, const LayerRow& l) {
+  j = {{"name", l.name}, {"version", l.version}, {"ref", l.name + "@" + std::to_string(l.version)}, {"kind", l.kind},
+       {"tree", l.tree.hex()}, {"created", util::rfc3339(l.created_at)}};
+}
+
+void to_json(nlohmann::json& j, const Order& o) {
+  j = {{"order_id", o.id}, {"device_id", o.device}, {"spec", o.spec}, {"state", o.state},
+       {"created", util::rfc3339(o.created_at)}};
+  if (o.finished_at) j["finished"] = util::rfc3339(o.finished_at);
+  if (!o.result.empty()) j["result"] = o.result;
+}
+
+uint32_t Catalog::add_layer(const std::string& name, const std::string& kind, const Digest& tree,
+                            const nlohmann::json& manifest) {
+  util::Stmt max(m_db, "SELECT coalesce(max(version), 0) FROM layers WHERE name = ?");
+  max.bind(1, name);
+  max.step();
+  auto version = static_cast<uint32_t>(max.int64(0) + 1);
+  max.reset();
+  util::Stmt(m_db, "INSERT INTO layers(name, version, kind, tree, manifest, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+      .bind(1, name)
+      .bind(2, int64_t(version))
+      .bind(3, kind)
+      .bind_blob(4, tree.bytes)
+      .bind(5, manifest.dump())
+      .bind(6, util::now_ns())
+      .run();
+  return version;
+}
+
+std::vector<LayerRow> Catalog::layers(const std::string& name) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_layer_cols + " FROM layers" + (name.empty() ? "" : " WHERE name = ?") +
+                         " ORDER BY name, version");
+  if (!name.empty()) s.bind(1, name);
+  std::vector<LayerRow> out;
+  while (s.step()) out.push_back(layer_from(s));
+  return out;
+}
+
+std::optional<LayerRow> Catalog::layer(const std::string& name, uint32_t version) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_layer_cols + " FROM layers WHERE name = ?" +
+                         (version ? " AND version = ?" : " ORDER BY version DESC LIMIT 1"));
+  s.bind(1, name);
+  if (version) s.bind(2, int64_t(version));
+  if (!s.step()) return std::nullopt;
+  return layer_from(s);
+}
+
+void Catalog::add_order(const Order& o) {
+  util::Stmt(m_db, "INSERT INTO orders(id, device, spec, state, created_at) VALUES (?, ?, ?, ?, ?)")
+      .bind(1, o.id)
+      .bind(2, o.device)
+      .bind(3, o.spec.dump())
+      .bind(4, o.state)
+      .bind(5, o.created_at)
+      .run();
+}
+
+std::vector<Order> Catalog::orders(const std::string& device, const std::string& state) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_order_cols + " FROM orders WHERE device = ?" +
+                         (state.empty() ? "" : " AND state = ?") + " ORDER BY created_at, rowid");
+  s.bind(1, device);
+  if (!state.empty()) s.bind(2, state);
+  std::vector<Order> out;
+  while (s.step()) out.push_back(order_from(s));
+  return out;
+}
+
+std::optional<Order> Catalog::order(const std::string& id) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_order_cols + " FROM orders WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return order_from(s);
+}
+
+void Catalog::finish_order(const std::string& id, const std::string& state, const nlohmann::json& result) {
+  util::Stmt(m_db, "UPDATE orders SET state = ?, finished_at = ?, result = ? WHERE id = ?")
+      .bind(1, state)
+      .bind(2, util::now_ns())
+      .bind(3, result.dump())
+      .bind(4, id)
+      .run();
+}
+
+nlohmann::json Catalog::given(const std::string& device) {
+  util::Stmt s(m_db, "SELECT given FROM assignments WHERE device = ?");
+  s.bind(1, device);
+  if (!s.step()) return nlohmann::json::object();
+  return parse_json_col(s.text(0));
+}
+
+void Catalog::set_given(const std::string& device, const nlohmann::json& given) {
+  util::Stmt(m_db, "INSERT INTO assignments(device, given, updated_at) VALUES (?, ?, ?) "
+                   "ON CONFLICT(device) DO UPDATE SET given = excluded.given, updated_at = excluded.updated_at")
+      .bind(1, device)
+      .bind(2, given.dump())
+      .bind(3, util::now_ns())
+      .run();
+}
+
+void Catalog::set_capture(const std::string& device, const std::string& snapshot) {
+  util::Stmt(m_db, "INSERT OR REPLACE INTO captures(device, snapshot, started_at) VALUES (?, ?, ?)")
+      .bind(1, device)
+      .bind(2, snapshot)
+      .bind(3, util::now_ns())
+      .run();
+}
+
+std::optional<std::string> Catalog::capture(const std::string& device) {
+  util::Stmt s(m_db, "SELECT snapshot FROM captures WHERE device = ?");
+  s.bind(1, device);
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
+std::vector<nlohmann::json> Catalog::events(const std::string& device, int64_t since, int64_t after_id) {
+  util::Stmt s(m_db, std::string("SELECT id, at, type, device, detail FROM events WHERE at >= ? AND id > ?") +
+                         (device.empty() ? "" : " AND device = ?") + " ORDER BY id LIMIT 10000");
+  s.bind(1, since);
+  s.bind(2, after_id);
+  if (!device.empty()) s.bind(3, device);
+  std::vector<nlohmann::json> out;
+  while (s.step())
+    out.push_back({{"event_id", s.int64(0)}, {"time", util::rfc3339(s.int64(1))}, {"type", s.text(2)},
+                   {"device_id", s.text(3)}, {"detail", parse_json_col(s.text(4))}});
+  return out;
 }
 
 }  // namespace mirage::catalog

@@ -67,6 +67,30 @@ struct Volume {
   bool read_only = false;
 };
 
+/// A stored layer version; the manifest is layer/image.hpp's.
+struct LayerRow {
+  std::string name;
+  uint32_t version = 0;
+  std::string kind;
+  Digest tree;
+  nlohmann::json manifest;
+  int64_t created_at = 0;
+};
+void to_json(nlohmann::json& j, const LayerRow& l);
+
+/// An order on a device's queue: pending until the endpoint reports (done, failed),
+/// or superseded by a newer one.
+struct Order {
+  std::string id;
+  std::string device;
+  nlohmann::json spec;
+  std::string state = "pending";
+  int64_t created_at = 0;
+  int64_t finished_at = 0;
+  nlohmann::json result = nlohmann::json::object();
+};
+void to_json(nlohmann::json& j, const Order& o);
+
 class Catalog {
  public:
   /// Opens the catalog at `path`, creating the schema when `create` is set; throws
@@ -108,6 +132,29 @@ class Catalog {
   void set_policy(const std::string& name, const nlohmann::json& doc);
 
   void add_event(const std::string& type, const std::string& device, const nlohmann::json& detail);
+  /// Events in id order (at most 10000): at or after `since` (ns), after `after_id`, of one device when given.
+  std::vector<nlohmann::json> events(const std::string& device, int64_t since, int64_t after_id);
+
+  /// Stores the next version of layer `name` and returns its number (call in a transaction).
+  uint32_t add_layer(const std::string& name, const std::string& kind, const Digest& tree, const nlohmann::json& manifest);
+  /// Every version of `name` (of every layer when empty), by name then version.
+  std::vector<LayerRow> layers(const std::string& name);
+  /// Version `version` of `name`, or its latest when 0.
+  std::optional<LayerRow> layer(const std::string& name, uint32_t version);
+
+  void add_order(const Order& o);
+  /// A device's orders, oldest first, in one state when given.
+  std::vector<Order> orders(const std::string& device, const std::string& state);
+  std::optional<Order> order(const std::string& id);
+  void finish_order(const std::string& id, const std::string& state, const nlohmann::json& result);
+
+  /// What a device was last given ({"layers": [...], "id_map": {...}}), {} before any.
+  nlohmann::json given(const std::string& device);
+  void set_given(const std::string& device, const nlohmann::json& given);
+
+  /// An app capture in progress on a reference device: the snapshot before the install.
+  void set_capture(const std::string& device, const std::string& snapshot);
+  std::optional<std::string> capture(const std::string& device);
 
  private:
   util::Db m_db;

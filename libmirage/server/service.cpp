@@ -199,11 +199,14 @@ void Service::register_handlers() {
     reply.result = {{"count", ids.size()}, {"missing", n}};
   };
 
-  m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
-                                std::string device = str_param(req.params, "device_id");
+  m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
                                 {
+                                  // Endpoints upload to their own CVD; admins upload layer captures.
                                   std::lock_guard lock(m_mutex);
-                                  accepted_device(device);
+                                  if (req.params.contains("device_id"))
+                                    accepted_device(str_param(req.params, "device_id"));
+                                  else
+                                    require_admin(caller);
                                 }
                                 // Decode and re-hash every chunk before the lock: a forged id is refused here.
                                 auto records = store::verify_upload(req.binary);
@@ -248,6 +251,7 @@ void Service::register_handlers() {
     snap.created_at = util::now_ns();
     if (!previous.empty() && snap.created_at <= previous.back().created_at) snap.created_at = previous.back().created_at + 1;
     snap.stats = req.params.value("stats", json::object());
+    snap.pinned = bool_param(req.params, "pinned");
     cat.add_snapshot(snap);
     cat.add_event("snapshot.created", device, {{"snapshot_id", snap.id}, {"stats", snap.stats}});
     tx.commit();
@@ -266,6 +270,20 @@ void Service::register_handlers() {
       list.push_back(j);
     }
     reply.result = {{"device_id", device}, {"snapshots", list}};
+  };
+
+  register_layer_handlers();
+
+  m_handlers["events.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    std::string device = req.params.value("device_id", "");
+    int64_t since = 0;
+    if (req.params.contains("since")) {
+      auto t = util::parse_time_lower(str_param(req.params, "since"));
+      if (!t) throw Error(ErrorKind::usage, "since: expected a date such as 2026-11-25 or 2026-11-25T10:00:00Z");
+      since = *t;
+    }
+    int64_t after = req.params.value("after_id", int64_t{0});
+    reply.result = {{"events", m_repo.catalog().events(device, since, after)}};
   };
 
   m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {

@@ -34,6 +34,7 @@ class Service {
  private:
   using Handler = std::function<void(proto::Request&, proto::Reply&, const Caller&)>;
   void register_handlers();
+  void register_layer_handlers();  ///< layers.cpp: captures, layers, orders, status
   catalog::Device accepted_device(const std::string& id);
   void verify_closure(const util::Digest& tree, const std::optional<util::Digest>& previous, const std::string& device);
 

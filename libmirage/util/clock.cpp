@@ -2,6 +2,7 @@
 
 #include <ctime>
 #include <cstdio>
+#include <utility>
 
 namespace mirage::util {
 
@@ -20,7 +21,10 @@ std::string rfc3339(int64_t ns) {
   return buf;
 }
 
-std::optional<int64_t> parse_time_upper(std::string_view text) {
+namespace {
+
+/// The first ns of the period `text` names, and the period's length in seconds.
+std::optional<std::pair<int64_t, int64_t>> parse_period(std::string_view text) {
   std::string s(text);
   tm t{};
   int n = 0;
@@ -44,7 +48,21 @@ std::optional<int64_t> parse_time_upper(std::string_view text) {
   t.tm_year -= 1900;
   t.tm_mon -= 1;
   time_t secs = timegm(&t);
-  return (int64_t(secs) + span) * 1000000000 - 1;
+  return std::make_pair(int64_t(secs) * 1000000000, span);
+}
+
+}  // namespace
+
+std::optional<int64_t> parse_time_upper(std::string_view text) {
+  auto p = parse_period(text);
+  if (!p) return std::nullopt;
+  return p->first + p->second * 1000000000 - 1;
+}
+
+std::optional<int64_t> parse_time_lower(std::string_view text) {
+  auto p = parse_period(text);
+  if (!p) return std::nullopt;
+  return p->first;
 }
 
 }  // namespace mirage::util

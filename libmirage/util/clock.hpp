@@ -14,5 +14,7 @@ std::string rfc3339(int64_t ns);
 /// returns ns since the epoch of the end of that moment's precision (a date means the
 /// whole day, so "latest snapshot at or before" includes that day). nullopt if malformed.
 std::optional<int64_t> parse_time_upper(std::string_view text);
+/// The first nanosecond of the same period (for "since").
+std::optional<int64_t> parse_time_lower(std::string_view text);
 
 }  // namespace mirage::util
