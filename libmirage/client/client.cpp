@@ -1,5 +1,7 @@
 #include "libmirage/client/client.hpp"
 
+#include "libmirage/client/layers.hpp"
+
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -126,7 +128,9 @@ class ProtocolSink : public scan::ChunkSink {
 
   void put(std::vector<uint8_t> records) override {
     ConnectionPool::Lease lease(m_pool);
-    lease.client().call_binary("chunks.put", {{"device_id", m_device}}, std::move(records));
+    json params = json::object();
+    if (!m_device.empty()) params["device_id"] = m_device;  // else an admin uploading a capture
+    lease.client().call_binary("chunks.put", params, std::move(records));
   }
 
  private:
@@ -191,6 +195,15 @@ class ProtocolSource : public materialize::ObjectSource {
 
 }  // namespace
 
+std::unique_ptr<scan::ChunkSink> chunk_sink(Client& client, const std::string& device, ConnectionFactory more,
+                                            size_t max_connections) {
+  return std::make_unique<ProtocolSink>(client, device, std::move(more), max_connections);
+}
+
+std::unique_ptr<materialize::ObjectSource> object_source(Client& client, ConnectionFactory more) {
+  return std::make_unique<ProtocolSource>(client, std::move(more));
+}
+
 std::optional<std::string> detect_device_id(const fs::path& root) {
   if (is_real_root(root)) {
     if (auto uuid = read_trimmed("/sys/class/dmi/id/product_uuid")) {
@@ -227,6 +240,14 @@ json inventory(const fs::path& root, std::string* hostname) {
   if (is_real_root(root)) {
     for (const char* field : {"sys_vendor", "product_name", "product_version"})
       if (auto v = read_trimmed(fs::path("/sys/class/dmi/id") / field)) inv[field] = *v;
+    // PCI ids as "vendor:device" (hex, without 0x), for driver profiles.
+    json pci = json::array();
+    std::error_code ec;
+    for (const auto& dev : fs::directory_iterator("/sys/bus/pci/devices", ec)) {
+      auto v = read_trimmed(dev.path() / "vendor"), d = read_trimmed(dev.path() / "device");
+      if (v && d && v->size() > 2 && d->size() > 2) pci.push_back(v->substr(2) + ":" + d->substr(2));
+    }
+    if (!pci.empty()) inv["pci"] = pci;
   }
   return inv;
 }
@@ -237,6 +258,8 @@ void to_json(json& j, const CentralizeResult& r) {
     j["snapshot"] = r.snapshot;
     j["stats"] = r.stats;
   }
+  if (!r.order.is_null()) j["order"] = r.order;
+  if (!r.protected_by.is_null()) j["protected_by"] = r.protected_by;
 }
 
 CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
@@ -261,44 +284,69 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
       if (sp != std::string::npos && line.rfind("/dev/", 0) != 0) policy.add_unprotected(line.substr(0, sp));
     }
   }
-  fs::path cache_file = opts.state_dir / "files.cache";
-  bool damaged = false;
-  scan::FilesCache cache = scan::FilesCache::load(cache_file, &damaged);
-  if (damaged) util::warn("files cache " + cache_file.string() + " is damaged or from another version; reading every file");
+  // An apply a crash interrupted is finished or rolled back before anything else.
+  std::string recovered = layer::recover(opts.root, opts.state_dir / "apply.journal");
+  if (recovered != "none") util::warn("an interrupted layer apply was " + std::string(recovered == "resumed" ? "finished" : "rolled back"));
+  json next = client.call("order.next", {{"device_id", opts.device_id}});
+  bool has_order = next.contains("order");
 
-  ProtocolSink sink(client, opts.device_id, opts.more_connections, opts.threads);
-  for (int attempt = 0;; ++attempt) {
-    scan::ScanOptions so;
-    so.root = opts.root;
-    so.policy = policy;
-    so.cache = attempt == 0 ? &cache : nullptr;
-    so.compression_level = opts.compression_level;
-    so.threads = opts.threads;
-    so.progress = opts.progress;
-    scan::ScanResult scanned = scan::scan(so, sink);
-    json stats = scanned.stats;
-    stats.erase("warnings");
-    try {
-      result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
-                                                        {"tree", scanned.tree.hex()},
-                                                        {"root", util::to_hex(tree::encode_entry(scanned.root))},
-                                                        {"stats", stats}});
-    } catch (const Error& e) {
-      // The server lacks something the cache vouched for (e.g. removed by GC): rescan everything.
-      if (e.kind() == ErrorKind::precondition && attempt == 0 && std::string(e.what()).find("incomplete") != std::string::npos) {
-        util::warn(std::string(e.what()) + "; rescanning without the files cache");
-        continue;
+  fs::path cache_file = opts.state_dir / "files.cache";
+  auto snapshot = [&](bool pinned) {
+    bool damaged = false;
+    scan::FilesCache cache = scan::FilesCache::load(cache_file, &damaged);
+    if (damaged) util::warn("files cache " + cache_file.string() + " is damaged or from another version; reading every file");
+    ProtocolSink sink(client, opts.device_id, opts.more_connections, opts.threads);
+    for (int attempt = 0;; ++attempt) {
+      scan::ScanOptions so;
+      so.root = opts.root;
+      so.policy = policy;
+      so.cache = attempt == 0 ? &cache : nullptr;
+      so.compression_level = opts.compression_level;
+      so.threads = opts.threads;
+      so.progress = opts.progress;
+      scan::ScanResult scanned = scan::scan(so, sink);
+      json stats = scanned.stats;
+      stats.erase("warnings");
+      try {
+        result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
+                                                          {"tree", scanned.tree.hex()},
+                                                          {"root", util::to_hex(tree::encode_entry(scanned.root))},
+                                                          {"stats", stats},
+                                                          {"pinned", pinned}});
+      } catch (const Error& e) {
+        // The server lacks something the cache vouched for (e.g. removed by GC): rescan everything.
+        if (e.kind() == ErrorKind::precondition && attempt == 0 && std::string(e.what()).find("incomplete") != std::string::npos) {
+          util::warn(std::string(e.what()) + "; rescanning without the files cache");
+          continue;
+        }
+        throw;
       }
-      throw;
+      result.stats = std::move(scanned.stats);
+      for (const auto& w : result.stats.warnings) util::warn(w);
+      try {
+        scanned.next_cache.save(cache_file);
+      } catch (const Error& e) {
+        util::warn(std::string("files cache not saved: ") + e.what());
+      }
+      break;
     }
-    result.stats = std::move(scanned.stats);
-    for (const auto& w : result.stats.warnings) util::warn(w);
-    try {
-      scanned.next_cache.save(cache_file);
-    } catch (const Error& e) {
-      util::warn(std::string("files cache not saved: ") + e.what());
-    }
-    break;
+  };
+  // With an order queued, this snapshot protects the state before it and is pinned.
+  snapshot(has_order);
+  if (has_order) {
+    ApplyOrderOptions ao;
+    ao.root = opts.root;
+    ao.device_id = opts.device_id;
+    ao.state_dir = opts.state_dir;
+    ao.snapshot = result.snapshot;
+    ao.more_connections = opts.more_connections;
+    ao.progress = opts.apply_progress;
+    result.order = apply_order(client, next, ao);
+    result.protected_by = result.snapshot;
+    snapshot(false);  // the state after the apply
+  } else {
+    json hooks;
+    if (!run_pending_hooks(opts.root, opts.state_dir, &hooks)) result.order = {{"hooks", hooks}};
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

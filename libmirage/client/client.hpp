@@ -43,6 +43,12 @@ nlohmann::json inventory(const std::filesystem::path& root, std::string* hostnam
 /// depend on it (give it absolute paths).
 using ConnectionFactory = std::function<std::unique_ptr<Client>()>;
 
+/// The protocol behind the scanner's and the restorer's interfaces. An empty `device`
+/// uploads as an admin (layer captures).
+std::unique_ptr<scan::ChunkSink> chunk_sink(Client& client, const std::string& device, ConnectionFactory more,
+                                            size_t max_connections);
+std::unique_ptr<materialize::ObjectSource> object_source(Client& client, ConnectionFactory more);
+
 struct CentralizeOptions {
   std::filesystem::path root = "/";
   std::string device_id;
@@ -50,13 +56,16 @@ struct CentralizeOptions {
   int compression_level = 3;
   unsigned threads = 2;
   std::function<void(const scan::Progress&)> progress;
+  std::function<void(uint64_t, uint64_t)> apply_progress;
   ConnectionFactory more_connections;  ///< may be empty: then everything uses one connection
 };
 
 struct CentralizeResult {
   std::string device_id;
   std::string state;  ///< pending, accepted, rejected
-  nlohmann::json snapshot;  ///< the committed snapshot, when accepted
+  nlohmann::json snapshot;  ///< the committed snapshot, when accepted (after an apply: the one after it)
+  nlohmann::json order;         ///< the order carried out (its report), or pending hooks
+  nlohmann::json protected_by;  ///< the pinned snapshot taken before the order
   scan::ScanStats stats;
   double seconds = 0;
 };

@@ -258,10 +258,12 @@ std::pair<std::string, uint32_t> parse_ref(const std::string& ref) {
 
 void to_json(json& j, const Conflict& c) { j = {{"path", c.path}, {"layers", {c.first, c.second}}, {"wins", c.second}}; }
 
-Image compose(const std::vector<std::pair<Layer, Flat>>& layers) {
+Image compose(const std::vector<std::pair<const Layer*, const Flat*>>& layers) {
   Image img;
   std::map<std::string, LayerKind> owner_kind;
-  for (const auto& [layer, flat] : layers) {
+  for (const auto& [layer_ptr, flat_ptr] : layers) {
+    const Layer& layer = *layer_ptr;
+    const Flat& flat = *flat_ptr;
     std::string ref = layer.ref();
     img.layers.push_back(ref);
     for (const auto& w : layer.whiteouts) erase_tree(img.entries, &img.owner, w);

@@ -82,7 +82,7 @@ struct Image {
 void to_json(nlohmann::json& j, const Conflict& c);
 
 /// Composes layers (already in order) with their flattened trees.
-Image compose(const std::vector<std::pair<Layer, Flat>>& layers);
+Image compose(const std::vector<std::pair<const Layer*, const Flat*>>& layers);
 /// Rewrites owners of entries and account records through the endpoint's id map.
 void translate(Image& image, const IdMap& map);
 

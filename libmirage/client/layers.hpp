@@ -1,0 +1,82 @@
+#pragma once
+// The layer flows: capturing base, app and driver layers; planning and carrying out
+// an order on an endpoint (called by centralize); rendering an image into a directory.
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/client/client.hpp"
+#include "libmirage/layer/apply.hpp"
+#include "libmirage/layer/rules.hpp"
+
+namespace mirage::client {
+
+struct CaptureOptions {
+  layer::LayerKind kind = layer::LayerKind::base;
+  std::string name;
+  std::filesystem::path root;                       ///< base/driver from a directory
+  std::string from_device;                          ///< base/app from a reference device's snapshots
+  std::filesystem::path before_root, after_root;    ///< app, CI form
+  std::string on_base;                              ///< app: the base it was captured on
+  std::map<std::string, std::string> match;         ///< driver: inventory key → glob
+  layer::LayerRules rules = layer::LayerRules::defaults();
+  unsigned threads = 2;
+  std::function<void(const scan::Progress&)> progress;
+  ConnectionFactory more_connections;
+};
+
+/// Captures and stores the next version of a layer; returns it as layer.list shows it,
+/// plus "stats" (paths, bytes, whiteouts, record changes).
+nlohmann::json capture(Client& client, const CaptureOptions& options);
+/// Records a reference device's latest snapshot as the "before" of an app capture.
+nlohmann::json capture_begin(Client& client, const std::string& device);
+
+/// A layer version with its tree read into a flat map (cached per client run).
+struct LoadedLayer {
+  layer::Layer layer;
+  layer::Flat flat;
+};
+class LayerCache {
+ public:
+  LayerCache(Client& client, materialize::ObjectSource& source) : m_client(client), m_source(source) {}
+  const LoadedLayer& get(const std::string& ref);
+  /// Composes refs in order, translating owners through `ids`.
+  layer::Image compose(const std::vector<std::string>& refs, const layer::IdMap& ids);
+
+ private:
+  Client& m_client;
+  materialize::ObjectSource& m_source;
+  std::map<std::string, LoadedLayer> m_layers;
+};
+
+/// Plan options for an order ({"type": assign|enforce|provision, "remove_user_apps"}).
+layer::PlanOptions plan_options(const nlohmann::json& spec);
+
+/// The plan for an order's spec on a device, against its latest snapshot (a dry run:
+/// nothing changes). Returns plan_json with the paths.
+nlohmann::json dry_run(Client& client, const std::string& device, const nlohmann::json& spec, const nlohmann::json& given);
+
+struct ApplyOrderOptions {
+  std::filesystem::path root;
+  std::string device_id;
+  std::filesystem::path state_dir;
+  nlohmann::json snapshot;  ///< the protecting snapshot just taken (its root is E)
+  std::function<void(uint64_t, uint64_t)> progress;
+  ConnectionFactory more_connections;
+};
+/// Carries out `next` (order.next's reply: order, given) and reports the outcome to
+/// the server. Returns the report. A failure is reported and rethrown.
+nlohmann::json apply_order(Client& client, const nlohmann::json& next, const ApplyOrderOptions& options);
+
+/// Runs post-layer hooks when an earlier run left them pending; true when none are left.
+bool run_pending_hooks(const std::filesystem::path& root, const std::filesystem::path& state_dir, nlohmann::json* report);
+
+/// Composes `refs` into `to` (an empty or missing directory) with full metadata.
+nlohmann::json render(Client& client, const std::vector<std::string>& refs, const std::filesystem::path& to,
+                      std::function<void(uint64_t, uint64_t)> progress, ConnectionFactory more_connections);
+
+}  // namespace mirage::client
