@@ -191,7 +191,7 @@ void Service::register_layer_handlers() {
       cat.add_event("order.created", device, {{"order_id", o.id}, {"spec", o.spec}, {"by", caller.name}});
       orders.push_back(o);
     }
-    tx.commit();
+    if (!req.params.value("dry_run", false)) tx.commit();  // a dry run rolls back
     reply.result = {{"orders", orders}, {"warnings", warnings}};
   };
 
