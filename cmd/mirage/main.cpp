@@ -46,6 +46,26 @@ int check(const tool::Common& common, bool read_data) {
   return report["ok"].get<bool>() ? 0 : 6;
 }
 
+/// Events as JSON lines (one object per line, whatever --output says: they stream).
+int events(const tool::Common& common, const std::string& device, const std::string& since, bool follow, double poll) {
+  auto client = tool::connect(common);
+  json params = json::object();
+  if (!device.empty()) params["device_id"] = device;
+  if (!since.empty()) params["since"] = since;
+  int64_t last = 0;
+  for (;;) {
+    params["after_id"] = last;
+    json r = client.call("events.list", params);
+    for (const auto& e : r["events"]) {
+      std::cout << e.dump() << "\n";
+      last = e["event_id"].get<int64_t>();
+    }
+    std::cout.flush();
+    if (!follow) return 0;
+    if (r["events"].empty()) ::usleep(static_cast<useconds_t>(poll * 1e6));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,7 +75,7 @@ int main(int argc, char** argv) {
       if (first == t) return exec_tool(first, argc, argv);
   }
   CLI::App app{"Mirage: layered image management and endpoint protection.\n"
-               "Tools: centralize restore serverd\n"
+               "Tools: centralize capture assign restore serverd\n"
                "(mirage TOOL ... runs mirage-TOOL ...)",
                "mirage"};
   app.set_version_flag("--version", MIRAGE_VERSION);
@@ -73,8 +93,17 @@ int main(int argc, char** argv) {
   auto* policy_set = policy->add_subcommand("set", "Set an upload policy from a JSON file");
   policy_set->add_option("name", policy_name, "Policy name")->required();
   policy_set->add_option("--file", policy_file, "JSON policy document (- for stdin)")->required();
+  std::string ev_device, ev_since;
+  bool ev_follow = false;
+  double ev_poll = 1.0;
+  auto* events_cmd = app.add_subcommand("events", "Print events as JSON lines (orders, captures, snapshots...)");
+  events_cmd->add_option("--device", ev_device, "Only this device's events");
+  events_cmd->add_option("--since", ev_since, "From this date or time on (2026-11-25, 2026-11-25T10:00Z)");
+  events_cmd->add_flag("--follow", ev_follow, "Keep printing new events as they come");
+  events_cmd->add_option("--poll", ev_poll, "Seconds between polls with --follow (default 1)")->check(CLI::PositiveNumber);
   return tool::run(argc, argv, app, common,
                    {{check_cmd, [&] { return check(common, read_data); }},
+                    {events_cmd, [&] { return events(common, ev_device, ev_since, ev_follow, ev_poll); }},
                     {policy_show,
                      [&] {
                        auto client = tool::connect(common);

@@ -284,9 +284,6 @@ Image compose(const std::vector<std::pair<const Layer*, const Flat*>>& layers) {
           if (!(a == b)) img.conflicts.push_back({path, ow->second, ref});
         }
       }
-      if (it != img.entries.end() && e.kind == tree::Kind::dir && layer.kind != LayerKind::base &&
-          it->second.kind == tree::Kind::dir)
-        continue;  // an app's directory is a container: the base's metadata stands
       img.entries[path] = e;
       if (path != "/") img.owner[path] = ref;
     }

@@ -201,7 +201,9 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
         op.action = Action::create;
       } else if (same(*ee, *ne)) {
         continue;
-      } else if (under_etc(p) && oe && options.keep_local_changes && same(*oe, *ne)) {
+      } else if (under_etc(p) && options.keep_local_changes && (!oe || same(*oe, *ne))) {
+        // Changed here and not by the layers; with no O (first assignment) a config the
+        // endpoint already has is taken as its own.
         op.action = Action::keep_local;
         count(op.action);
         if (options.report_kept) plan.ops.push_back(std::move(op));

@@ -264,7 +264,7 @@ MergeResult merge3(const RecordSet& o, const RecordSet& n, const RecordSet& e, b
     const Record& nr = *ni->second;
     if (nr.text == rec.text) {
       res.merged.push_back(rec);
-    } else if (keep_local && oi != om.end() && oi->second->text == nr.text) {
+    } else if (keep_local && (oi == om.end() || oi->second->text == nr.text)) {
       res.kept_local.push_back(rec.key);  // changed here, not by the layer
       res.merged.push_back(rec);
     } else {

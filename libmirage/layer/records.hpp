@@ -57,7 +57,8 @@ void apply_delta(RecordSet& set, const RecordDelta& delta);
 
 /// The 3-way merge of one file, record by record (DESIGN.md §5): o the records last
 /// given, n the new image's, e the endpoint's. A record in n replaces e's unless
-/// `keep_local` and e changed it while n did not (o == n); in o but not n is removed;
+/// `keep_local` and e changed it while n did not (o == n, or o lacks it: a first
+/// assignment takes what the endpoint has as its own); in o but not n is removed;
 /// in neither is the endpoint's own and kept. New records are appended in n's order.
 struct MergeResult {
   RecordSet merged;

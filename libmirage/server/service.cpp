@@ -256,6 +256,7 @@ void Service::register_handlers() {
     cat.add_event("snapshot.created", device, {{"snapshot_id", snap.id}, {"stats", snap.stats}});
     tx.commit();
     json j = snap;
+    j["root"] = util::to_hex(snap.root);
     reply.result = j;
   };
 
