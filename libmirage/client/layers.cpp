@@ -266,12 +266,17 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     ao.root = opts.root;
     ao.journal = opts.state_dir / "apply.journal";
     ao.progress = opts.progress;
-    if (const char* at = getenv("MIRAGE_TEST_CRASH_AT_STEP")) {
-      size_t step = std::strtoul(at, nullptr, 10);
-      ao.before_step = [step](size_t i) {
-        if (i == step) ::_exit(99);
+    // Crash tests: die like kill -9 before staging entry N or before commit step N.
+    auto crash_at = [](const char* var) -> std::function<void(size_t)> {
+      const char* at = getenv(var);
+      if (!at) return nullptr;
+      size_t target = std::strtoul(at, nullptr, 10);
+      return [target](size_t i) {
+        if (i == target) ::_exit(99);
       };
-    }
+    };
+    ao.before_step = crash_at("MIRAGE_TEST_CRASH_AT_STEP");
+    ao.before_stage = crash_at("MIRAGE_TEST_CRASH_AT_STAGE");
     auto result = layer::apply(plan, e, *source, ao);
     for (const auto& w : result.warnings) util::warn(w);
     for (const auto& [from, to] : plan.new_ids.uid) ids.uid[from] = to;

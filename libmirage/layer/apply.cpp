@@ -236,6 +236,7 @@ class Applier {
         while (auto rec = reader.next()) records.emplace(rec->id, *rec);
       }
       for (size_t k = at; k < end; ++k) {
+        if (m_opts.before_stage) m_opts.before_stage(k);
         stage(files[k], records);
         done += m_plan.ops[files[k]].entry.size;
         if (m_opts.progress) m_opts.progress(done, total);

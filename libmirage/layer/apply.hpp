@@ -31,6 +31,8 @@ struct ApplyOptions {
   std::function<void(uint64_t done, uint64_t total)> progress;
   /// Test hook: called before each committed step with its index (a crash test kills here).
   std::function<void(size_t)> before_step;
+  /// Test hook: called before each entry is staged, with its index.
+  std::function<void(size_t)> before_stage;
 };
 
 struct ApplyResult {

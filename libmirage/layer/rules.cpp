@@ -59,7 +59,8 @@ LayerRules LayerRules::from_json(const nlohmann::json& doc) {
                     "/var/lib/dpkg/triggers/Unincorp", "/etc/ld.so.cache", "/etc/*-", "/var/lib/ucf/cache",
                     "/var/lib/ucf/hashfile.*", "/var/lib/ucf/registry.*", "*.dpkg-old", "*.dpkg-new", "*.dpkg-dist",
                     "*.ucf-old", "*.ucf-dist", "*.pyc", "__pycache__"});
-  r.m_do_not_override = list(doc, "do_not_override", {});
+  // Regenerated on the endpoint (by ldconfig in a post-layer hook): written only where missing.
+  r.m_do_not_override = list(doc, "do_not_override", {"/etc/ld.so.cache"});
   r.m_user_area = list(doc, "user_area", {"/home", "/root", "/srv"});
   return r;
 }

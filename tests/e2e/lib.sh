@@ -133,3 +133,42 @@ start_http_server() {
   done
   fail "server did not start: $(cat "$TEST_TMP/server.log")"
 }
+
+# A bookworm minbase root in $1, made by debootstrap once and then unpacked from a
+# cached tarball (MIRAGE_TEST_CACHE, default /var/cache/mirage-tests). Skips (77) when
+# the mirror cannot be reached.
+make_bookworm() {
+  local dest=$1 cache=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}
+  local tarball="$cache/bookworm-minbase.tar"
+  if [ ! -s "$tarball" ]; then
+    local mirror=${MIRAGE_DEBIAN_MIRROR:-$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)}
+    mirror=${mirror:-http://deb.debian.org/debian}
+    mkdir -p "$cache"
+    if ! debootstrap --variant=minbase bookworm "$TEST_TMP/.bootstrap" "$mirror" >"$TEST_TMP/debootstrap.log" 2>&1; then
+      tail -5 "$TEST_TMP/debootstrap.log" >&2
+      skip "debootstrap could not reach $mirror"
+    fi
+    tar --xattrs --acls --numeric-owner -C "$TEST_TMP/.bootstrap" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$TEST_TMP/.bootstrap"
+  fi
+  mkdir -p "$dest"
+  tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$dest" -xpf "$tarball"
+}
+
+# Runs apt-get install in a chroot with services kept from starting; the helper files
+# are removed again so they do not show up in a capture.
+chroot_install() {
+  local r=$1; shift
+  printf '#!/bin/sh\nexit 101\n' >"$r/usr/sbin/policy-rc.d"; chmod 755 "$r/usr/sbin/policy-rc.d"
+  cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive chroot "$r" apt-get -o Acquire::Retries=3 install -y --no-install-recommends "$@" \
+    >"$TEST_TMP/apt.log" 2>&1 || rc=$?
+  rm -f "$r/usr/sbin/policy-rc.d"
+  if [ $rc != 0 ]; then
+    if grep -q "Could not resolve\|Failed to fetch\|Unable to connect\|Temporary failure" "$TEST_TMP/apt.log"; then
+      tail -5 "$TEST_TMP/apt.log" >&2; skip "apt-get could not reach the mirror"
+    fi
+    tail -20 "$TEST_TMP/apt.log" >&2; fail "apt-get install $* failed in $r"
+  fi
+}
