@@ -100,28 +100,28 @@ int assign(const tool::Common& common, const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Assign layers to devices; enforce, provision, render, status", "mirage-assign"};
+  CLI::App app{"Assign layers to devices; enforce, provision, render", "mirage-assign"};
   app.set_version_flag("--version", MIRAGE_VERSION);
   Options o;
   tool::Common common;
   tool::add_common(app, common);
   app.add_option("--device", o.devices, "Device id (repeat for several)");
   app.add_option("--base", o.base, "Base layer NAME[@VER]");
-  app.add_option("--app", o.apps, "App layer NAME[@VER] (repeat; later ones win conflicts)");
+  app.add_option("--app", o.apps, "App layer NAME[@VER] (repeat; later wins)");
   app.add_option("--remove-app", o.remove_apps, "Drop an app layer from the devices (NAME)");
   app.add_flag("--enforce", o.enforce, "Put every layer-owned path back");
-  app.add_flag("--remove-user-apps", o.remove_user_apps, "With --enforce: also remove software no layer owns");
-  app.add_flag("--provision", o.provision, "Clean the machine area and apply --base and --app");
-  app.add_flag("--dry-run", o.dry_run, "Print the plan against the latest snapshot; change nothing");
+  app.add_flag("--remove-user-apps", o.remove_user_apps, "With --enforce: remove what no layer owns");
+  app.add_flag("--provision", o.provision, "Clean the machine area, apply the layers");
+  app.add_flag("--dry-run", o.dry_run, "Print the plan; change nothing");
   app.add_flag("--wait", o.wait, "Wait until the devices report");
   app.add_option("--timeout", o.timeout, "Seconds --wait waits (default 3600)")->check(CLI::PositiveNumber);
   app.fallthrough();
 
-  auto* render = app.add_subcommand("render", "Compose layers into a directory (CI image builds)");
+  auto* render = app.add_subcommand("render", "Compose layers into a directory (CI images)");
   render->add_option("--base", o.base, "Base layer NAME[@VER]")->required();
   render->add_option("--app", o.apps, "App layer NAME[@VER] (repeat)");
   render->add_option("--to", o.to, "Target directory (missing or empty)")->required();
-  auto* status = app.add_subcommand("status", "Assigned layers, pending orders and the last result");
+  auto* status = app.add_subcommand("status", "Layers, pending orders, last result");
   status->add_option("--device", o.device, "Device id")->required();
 
   return tool::run(argc, argv, app, common,

@@ -93,27 +93,27 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
 
-  auto* base = app.add_subcommand("base", "Capture a base layer from a directory or a reference device");
+  auto* base = app.add_subcommand("base", "Capture a base layer from a tree or a device");
   base->add_option("--root", o.root, "The reference tree");
   base->add_option("--from", o.from, "A reference device (its latest snapshot)");
   base->add_option("--name", o.name, "Layer name (versions count up)")->required();
   base->add_option("--rules", o.rules_file, "Layer rules JSON (FILE or -)");
 
-  auto* appl = app.add_subcommand("app", "Capture an app layer: the difference an install made");
+  auto* appl = app.add_subcommand("app", "Capture an app layer (what an install changed)");
   appl->add_option("--before-root", o.before_root, "The tree before the install");
   appl->add_option("--after-root", o.after_root, "The tree after the install");
   appl->add_option("--name", o.name, "Layer name (versions count up)");
   appl->add_option("--on-base", o.on_base, "The base layer it was captured on (NAME@VER)");
   appl->add_option("--rules", o.rules_file, "Layer rules JSON (FILE or -)");
-  auto* begin = appl->add_subcommand("begin", "Record a reference device's state before an install");
+  auto* begin = appl->add_subcommand("begin", "Record a device's state before an install");
   begin->add_option("--from", o.from, "The reference device")->required();
-  auto* finish = appl->add_subcommand("finish", "Capture what changed on the device since 'begin'");
+  auto* finish = appl->add_subcommand("finish", "Capture what changed since 'begin'");
   finish->add_option("--from", o.from, "The reference device")->required();
   finish->add_option("--name", o.name, "Layer name")->required();
-  finish->add_option("--on-base", o.on_base, "The base layer it was captured on (default: the device's)");
+  finish->add_option("--on-base", o.on_base, "Base it was captured on (default: the device's)");
   finish->add_option("--rules", o.rules_file, "Layer rules JSON (FILE or -)");
 
-  auto* driver = app.add_subcommand("driver", "Capture a driver profile applied on matching hardware");
+  auto* driver = app.add_subcommand("driver", "Capture a driver profile for matching hardware");
   driver->add_option("--root", o.root, "A tree of the profile's files (lib/firmware/...)")->required();
   driver->add_option("--name", o.name, "Profile name")->required();
   driver->add_option("--match", o.match, "KEY=GLOB[,KEY=GLOB...] on the inventory")->required();

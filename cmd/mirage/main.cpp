@@ -96,9 +96,9 @@ int main(int argc, char** argv) {
   std::string ev_device, ev_since;
   bool ev_follow = false;
   double ev_poll = 1.0;
-  auto* events_cmd = app.add_subcommand("events", "Print events as JSON lines (orders, captures, snapshots...)");
+  auto* events_cmd = app.add_subcommand("events", "Print events as JSON lines");
   events_cmd->add_option("--device", ev_device, "Only this device's events");
-  events_cmd->add_option("--since", ev_since, "From this date or time on (2026-11-25, 2026-11-25T10:00Z)");
+  events_cmd->add_option("--since", ev_since, "From this UTC date or time on (2026-11-25T10:00)");
   events_cmd->add_flag("--follow", ev_follow, "Keep printing new events as they come");
   events_cmd->add_option("--poll", ev_poll, "Seconds between polls with --follow (default 1)")->check(CLI::PositiveNumber);
   return tool::run(argc, argv, app, common,

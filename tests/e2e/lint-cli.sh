@@ -4,8 +4,9 @@
 # bash, zsh and fish completions.
 source "$(dirname "$0")/lib.sh"
 cd "$MIRAGE_SOURCE"
-declare -A subs=([mirage]="check policy" [mirage-serverd]="init" [mirage-centralize]="pending devices accept reject" [mirage-restore]="snapshots")
-for tool in mirage mirage-serverd mirage-centralize mirage-restore; do
+declare -A subs=([mirage]="check policy events" [mirage-serverd]="init" [mirage-centralize]="pending devices accept reject"
+  [mirage-restore]="snapshots" [mirage-capture]="base app driver list" [mirage-assign]="render status")
+for tool in mirage mirage-serverd mirage-centralize mirage-restore mirage-capture mirage-assign; do
   expect_exit 0 "$tool" --help
   [ -n "$OUT" ] || fail "$tool --help printed nothing on stdout"
   helps="$OUT"
@@ -13,6 +14,9 @@ for tool in mirage mirage-serverd mirage-centralize mirage-restore; do
     expect_exit 0 "$tool" $sub --help
     helps+=$'\n'"$OUT"
   done
+  if [ "$tool" = mirage-capture ]; then
+    for sub in begin finish; do expect_exit 0 "$tool" app $sub --help; helps+=$'\n'"$OUT"; done
+  fi
   long=$(awk 'length($0) > 80' <<<"$helps")
   [ -z "$long" ] || fail "$tool --help has lines over 80 columns: $long"
   expect_exit 0 "$tool" --version
