@@ -175,12 +175,15 @@ class ProtocolSource : public materialize::ObjectSource {
     return front;
   }
 
+  uint64_t bytes_received() const override { return m_received; }
+
  private:
-  static std::vector<uint8_t> fetch(Client& client, std::span<const Digest> ids) {
+  std::vector<uint8_t> fetch(Client& client, std::span<const Digest> ids) {
     std::vector<uint8_t> out;
     for (size_t at = 0; at < ids.size(); at += k_ids_per_request) {
       auto part = ids.subspan(at, std::min(k_ids_per_request, ids.size() - at));
       auto reply = client.call_binary("chunks.get", json::object(), proto::encode_ids(part));
+      m_received += reply.binary.size() + part.size() * 32;  // ids out, records back
       if (out.empty())
         out = std::move(reply.binary);
       else
@@ -191,6 +194,7 @@ class ProtocolSource : public materialize::ObjectSource {
 
   Client& m_client;
   ConnectionPool m_pool;
+  std::atomic<uint64_t> m_received{0};
 };
 
 }  // namespace
@@ -304,6 +308,8 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
       so.compression_level = opts.compression_level;
       so.threads = opts.threads;
       so.progress = opts.progress;
+      std::vector<std::pair<Digest, std::vector<uint8_t>>> trees;
+      so.on_tree = [&](const Digest& id, std::span<const uint8_t> data) { trees.emplace_back(id, std::vector<uint8_t>(data.begin(), data.end())); };
       scan::ScanResult scanned = scan::scan(so, sink);
       json stats = scanned.stats;
       stats.erase("warnings");
@@ -323,6 +329,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
       }
       result.stats = std::move(scanned.stats);
       for (const auto& w : result.stats.warnings) util::warn(w);
+      TreeCache(opts.state_dir / "trees.db").put(trees);  // an apply reads this snapshot's trees here
       try {
         scanned.next_cache.save(cache_file);
       } catch (const Error& e) {

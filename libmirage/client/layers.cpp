@@ -5,6 +5,8 @@
 
 #include "libmirage/materialize/metadata.hpp"
 #include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/store/record.hpp"
+#include "libmirage/util/sqlite.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
@@ -14,6 +16,7 @@ namespace mirage::client {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using util::Digest;
 
 namespace {
 
@@ -72,6 +75,79 @@ std::vector<std::string> refs_of(const json& j) {
 }
 
 }  // namespace
+
+struct TreeCache::Impl {
+  util::Db db;
+  explicit Impl(const std::string& path) : db(path) {
+    db.exec("CREATE TABLE IF NOT EXISTS trees(id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID");
+  }
+};
+
+TreeCache::TreeCache(const fs::path& file) {
+  try {
+    std::error_code ec;
+    if (fs::file_size(file, ec) > (512u << 20) && !ec) fs::remove(file);
+    util::make_dirs(file.parent_path());
+    m_impl = std::make_unique<Impl>(file.string());
+  } catch (const Error& e) {
+    util::warn("tree cache " + file.string() + " not used: " + e.what());
+  }
+}
+
+TreeCache::~TreeCache() = default;
+
+std::optional<std::vector<uint8_t>> TreeCache::get(const Digest& id) {
+  if (!m_impl) return std::nullopt;
+  util::Stmt s(m_impl->db, "SELECT data FROM trees WHERE id = ?");
+  s.bind_blob(1, id.bytes);
+  if (!s.step()) return std::nullopt;
+  return s.blob(0);
+}
+
+void TreeCache::put(const std::vector<std::pair<Digest, std::vector<uint8_t>>>& trees) {
+  if (!m_impl || trees.empty()) return;
+  try {
+    util::Transaction tx(m_impl->db);
+    util::Stmt s(m_impl->db, "INSERT OR IGNORE INTO trees(id, data) VALUES (?, ?)");
+    for (const auto& [id, data] : trees) {
+      s.bind_blob(1, id.bytes).bind_blob(2, data);
+      s.run();
+      s.reset();
+    }
+    tx.commit();
+  } catch (const Error& e) {
+    util::warn(std::string("tree cache not updated: ") + e.what());
+  }
+}
+
+tree::Tree CachingSource::tree(const Digest& id) {
+  auto blob = records(std::span(&id, 1));
+  store::RecordReader reader(blob, "tree " + id.hex());
+  auto rec = reader.next();
+  if (!rec || rec->id != id) throw Error(ErrorKind::integrity, "tree " + id.hex() + ": not found");
+  return tree::decode(store::open_record(*rec, "tree " + id.hex()), "tree " + id.hex());
+}
+
+std::vector<uint8_t> CachingSource::records(std::span<const Digest> ids) {
+  std::vector<uint8_t> out;
+  std::vector<Digest> missing;
+  for (const auto& id : ids) {
+    auto hit = m_cache.get(id);
+    // A damaged cache entry is fetched again rather than trusted.
+    if (hit && hit->size() <= store::k_max_chunk && util::sha256(*hit) == id)
+      store::append_record(out, id, store::Codec::raw, static_cast<uint32_t>(hit->size()), *hit);
+    else
+      missing.push_back(id);
+  }
+  if (missing.empty()) return out;
+  auto fetched = m_inner.records(missing);
+  std::vector<std::pair<Digest, std::vector<uint8_t>>> keep;
+  store::RecordReader reader(fetched, "trees");
+  while (auto rec = reader.next()) keep.emplace_back(rec->id, store::open_record(*rec, "tree " + rec->id.hex()));
+  m_cache.put(keep);
+  out.insert(out.end(), fetched.begin(), fetched.end());
+  return out;
+}
 
 json capture_begin(Client& client, const std::string& device) { return client.call("capture.begin", {{"device_id", device}}); }
 
@@ -186,6 +262,7 @@ const LoadedLayer& LayerCache::get(const std::string& ref) {
   auto it = m_layers.find(ref);
   if (it != m_layers.end()) return it->second;
   json row = m_client.call("layer.get", {{"ref", ref}});
+  m_manifest_bytes += row.dump().size();
   LoadedLayer loaded;
   layer::parse_manifest(row.at("manifest"), loaded.layer, "layer " + ref);
   loaded.layer.name = row.at("name").get<std::string>();
@@ -256,11 +333,13 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     json spec = order.at("spec");
     json given = next.value("given", json::object());
     auto source = object_source(client, opts.more_connections);
-    LayerCache cache(client, *source);
+    TreeCache trees(opts.state_dir / "trees.db");
+    CachingSource cached(*source, trees);
+    LayerCache cache(client, cached);
     auto ids = id_map_of(given);
     auto o = cache.compose(refs_of(given), ids);
     auto n = cache.compose(refs_of(spec), ids);
-    auto e = layer::flatten(*source, snapshot_root(opts.snapshot));
+    auto e = layer::flatten(cached, snapshot_root(opts.snapshot));
     auto plan = layer::make_plan(o, n, e, records_from_disk(opts.root), layer::LayerRules::defaults(), plan_options(spec));
     layer::ApplyOptions ao;
     ao.root = opts.root;
@@ -285,6 +364,7 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     json hooks;
     run_pending_hooks(opts.root, opts.state_dir, &hooks);
     json report = {{"plan", layer::plan_json(plan, false)}, {"apply", result}, {"id_map", ids}, {"hooks", hooks},
+                   {"wire_bytes", source->bytes_received() + cache.manifest_bytes()},
                    {"protected_by", opts.snapshot["snapshot_id"]}};
     client.call("order.report", {{"order_id", order_id}, {"device_id", opts.device_id}, {"state", "done"}, {"result", report}});
     report["order_id"] = order_id;

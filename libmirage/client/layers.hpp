@@ -35,6 +35,37 @@ nlohmann::json capture(Client& client, const CaptureOptions& options);
 /// Records a reference device's latest snapshot as the "before" of an app capture.
 nlohmann::json capture_begin(Client& client, const std::string& device);
 
+/// The endpoint's local copy of tree objects (its own snapshots' and the layers' it was
+/// given), so an apply fetches only the trees that changed. SQLite in the state
+/// directory; trees are immutable and named by their SHA-256, and every read is verified.
+/// A cache that cannot be opened is left out (with a warning); one grown past 512 MiB is
+/// started afresh.
+class TreeCache {
+ public:
+  explicit TreeCache(const std::filesystem::path& file);
+  ~TreeCache();
+  std::optional<std::vector<uint8_t>> get(const util::Digest& id);
+  void put(const std::vector<std::pair<util::Digest, std::vector<uint8_t>>>& trees);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+};
+
+/// An object source that answers from a TreeCache first and keeps what it fetches
+/// (use it for trees only).
+class CachingSource : public materialize::ObjectSource {
+ public:
+  CachingSource(materialize::ObjectSource& inner, TreeCache& cache) : m_inner(inner), m_cache(cache) {}
+  tree::Tree tree(const util::Digest& id) override;
+  std::vector<uint8_t> records(std::span<const util::Digest> ids) override;
+  uint64_t bytes_received() const override { return m_inner.bytes_received(); }
+
+ private:
+  materialize::ObjectSource& m_inner;
+  TreeCache& m_cache;
+};
+
 /// A layer version with its tree read into a flat map (cached per client run).
 struct LoadedLayer {
   layer::Layer layer;
@@ -46,11 +77,14 @@ class LayerCache {
   const LoadedLayer& get(const std::string& ref);
   /// Composes refs in order, translating owners through `ids`.
   layer::Image compose(const std::vector<std::string>& refs, const layer::IdMap& ids);
+  /// JSON bytes of the layer manifests fetched.
+  uint64_t manifest_bytes() const { return m_manifest_bytes; }
 
  private:
   Client& m_client;
   materialize::ObjectSource& m_source;
   std::map<std::string, LoadedLayer> m_layers;
+  uint64_t m_manifest_bytes = 0;
 };
 
 /// Plan options for an order ({"type": assign|enforce|provision, "remove_user_apps"}).

@@ -36,6 +36,8 @@ class ObjectSource {
   virtual tree::Tree tree(const Digest& id) = 0;
   /// Back-to-back records (store/record.hpp) of `ids`, in any order; unverified.
   virtual std::vector<uint8_t> records(std::span<const Digest> ids) = 0;
+  /// Bytes received over the wire so far (0 when not counted).
+  virtual uint64_t bytes_received() const { return 0; }
 };
 
 struct RestoreStats {

@@ -510,6 +510,7 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
     result.next_cache.add_directory(node.path, std::move(cached_files));
     auto encoded = tree::encode(std::move(t));
     Digest id = util::sha256(encoded);
+    if (opts.on_tree) opts.on_tree(id, encoded);
     result.next_cache.add_tree(id);
     if (!(opts.cache && opts.cache->has_tree(id)) && pipeline.first_sighting(id)) {
       batch_bytes += encoded.size();

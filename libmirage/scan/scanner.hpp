@@ -68,6 +68,9 @@ struct ScanOptions {
   int compression_level = 3;
   unsigned threads = 2;
   std::function<void(const Progress&)> progress;  ///< called about 4 times a second
+  /// Called with every tree object built (from the scanning thread), e.g. to keep a
+  /// local copy for later layer applies.
+  std::function<void(const Digest&, std::span<const uint8_t>)> on_tree;
 };
 
 struct ScanResult {
