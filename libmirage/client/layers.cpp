@@ -1,6 +1,7 @@
 #include "libmirage/client/layers.hpp"
 
 #include <fcntl.h>
+#include <chrono>
 #include <unistd.h>
 
 #include "libmirage/materialize/metadata.hpp"
@@ -330,6 +331,7 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
   const json& order = next.at("order");
   std::string order_id = order.at("order_id");
   try {
+    auto start = std::chrono::steady_clock::now();
     json spec = order.at("spec");
     json given = next.value("given", json::object());
     auto source = object_source(client, opts.more_connections);
@@ -365,6 +367,7 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     run_pending_hooks(opts.root, opts.state_dir, &hooks);
     json report = {{"plan", layer::plan_json(plan, false)}, {"apply", result}, {"id_map", ids}, {"hooks", hooks},
                    {"wire_bytes", source->bytes_received() + cache.manifest_bytes()},
+                   {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()},
                    {"protected_by", opts.snapshot["snapshot_id"]}};
     client.call("order.report", {{"order_id", order_id}, {"device_id", opts.device_id}, {"state", "done"}, {"result", report}});
     report["order_id"] = order_id;
