@@ -54,6 +54,11 @@ struct DirNode {
 struct FileJob {
   size_t node;
   size_t entry;
+  // The entry itself. The walk keeps appending directory nodes while workers run, so a
+  // worker must never index the node vector; an entries vector is complete before its
+  // jobs are submitted, and moving a node (when the node vector grows) keeps its
+  // entries' addresses.
+  tree::Entry* target = nullptr;
   std::string relpath;  // relative to the root fd, no leading slash
   std::string path;     // root-relative with a leading slash (cache key, messages)
   FileStamp stamp;
@@ -75,8 +80,7 @@ int open_beneath(int rootfd, const std::string& relpath) {
 
 class Pipeline {
  public:
-  Pipeline(const ScanOptions& opts, ChunkSink& sink, int rootfd, std::vector<DirNode>& nodes)
-      : m_opts(opts), m_sink(sink), m_rootfd(rootfd), m_nodes(nodes) {}
+  Pipeline(const ScanOptions& opts, ChunkSink& sink, int rootfd) : m_opts(opts), m_sink(sink), m_rootfd(rootfd) {}
 
   void start() {
     unsigned n = std::max(1u, m_opts.threads);
@@ -208,7 +212,7 @@ class Pipeline {
   void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf,
                std::vector<std::pair<Digest, std::vector<uint8_t>>>& batch, size_t& batch_bytes) {
     util::Fd fd(open_beneath(m_rootfd, job.relpath));
-    tree::Entry& entry = m_nodes[job.node].entries[job.entry];
+    tree::Entry& entry = *job.target;
     if (!fd) {
       warn("read " + job.path + ": " + std::strerror(errno) + " (left out)");
       entry.name.clear();  // dropped when the tree is built
@@ -262,7 +266,6 @@ class Pipeline {
   const ScanOptions& m_opts;
   ChunkSink& m_sink;
   int m_rootfd;
-  std::vector<DirNode>& m_nodes;
   std::mutex m_mutex;
   std::condition_variable m_cv, m_done_cv;
   std::deque<FileJob> m_jobs;
@@ -329,7 +332,7 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
   if (::fstat(rootfd.get(), &root_st) != 0) throw_errno("stat " + opts.root.string());
 
   std::vector<DirNode> nodes;
-  Pipeline pipeline(opts, sink, rootfd.get(), nodes);
+  Pipeline pipeline(opts, sink, rootfd.get());
   nodes.reserve(1024);
   nodes.push_back({"/", SIZE_MAX, 0, {}, {}});
   struct Link {
@@ -443,13 +446,16 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
         if (cached)
           entry.chunks = *cached;
         else if (entry.size > 0)
-          pending.push_back(FileJob{frame.node, idx, path.substr(1), path, stamp});
+          pending.push_back(FileJob{frame.node, idx, nullptr, path.substr(1), path, stamp});
       }
       nodes[frame.node].stamps.push_back(stamp);
       nodes[frame.node].entries.push_back(std::move(entry));
     }
     // Files go to the workers once their entry has its final place in the vector.
-    for (auto& job : pending) pipeline.submit(std::move(job));
+    for (auto& job : pending) {
+      job.target = &nodes[job.node].entries[job.entry];
+      pipeline.submit(std::move(job));
+    }
     pending.clear();
     // Push subdirectories in reverse so they are walked in name order.
     for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) {
