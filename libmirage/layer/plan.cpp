@@ -63,8 +63,7 @@ bool same_content(const tree::Entry& a, const tree::Entry& b) {
 bool same_metadata(const tree::Entry& a, const tree::Entry& b) {
   if (a.uid != b.uid || a.gid != b.gid || a.xattrs != b.xattrs) return false;
   if (a.kind != tree::Kind::symlink && a.mode != b.mode) return false;
-  if (a.kind != tree::Kind::dir && a.mtime_ns != b.mtime_ns) return false;
-  return true;
+  return a.mtime_ns == b.mtime_ns;
 }
 
 json plan_json(const Plan& p, bool with_paths) {
@@ -249,6 +248,22 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
       else
         plan.ops.push_back(std::move(op));
     }
+  }
+  // A directory whose contents change gets its times back afterwards (as N has them).
+  std::set<std::string> touched;
+  for (const auto* list : {&plan.ops, &removes})
+    for (const auto& op : *list)
+      if (op.action != Action::keep_local && op.action != Action::keep_user && op.action != Action::metadata)
+        touched.insert(op.path == "/" ? "/" : op.path.substr(0, std::max<size_t>(1, op.path.rfind('/'))));
+  std::set<std::string> has_op;
+  for (const auto& op : plan.ops) has_op.insert(op.path);
+  for (const auto& dir : touched) {
+    auto ni = n.entries.find(dir);
+    if (dir == "/" || has_op.count(dir) || ni == n.entries.end() || ni->second.kind != tree::Kind::dir) continue;
+    if (is_identity(dir) || rules.in_user_area(dir) || rules.is_user_area_root(dir)) continue;
+    auto ei = e.find(dir);
+    if (ei == e.end() || ei->second.kind != tree::Kind::dir) continue;
+    plan.ops.push_back({Action::metadata, dir, ni->second, false, "", 0, 0});
   }
   std::stable_sort(plan.ops.begin(), plan.ops.end(), [](const Op& a, const Op& b) { return a.path < b.path; });
   std::sort(removes.begin(), removes.end(), [](const Op& a, const Op& b) { return a.path > b.path; });

@@ -16,7 +16,7 @@ command -v rsync >/dev/null || { echo "rsync is not installed (apt-get install r
 budget=${BENCH_BYTES:-2000000000}
 B=${BENCH_DIR:-/var/tmp/mirage-bench-layers}
 rm -rf "$B"; mkdir -p "$B"
-trap 'kill "${rsync_pid:-}" 2>/dev/null || true; rm -rf "$B"' EXIT
+trap 'kill "${rsync_pid:-}" 2>/dev/null || true; [ -n "${BENCH_KEEP:-}" ] || rm -rf "$B"' EXIT
 export MIRAGE_HOME="$B/mirage"
 unset MIRAGE_SERVER
 v1="$B/v1"; v2="$B/v2"; mkdir -p "$v1"
@@ -112,7 +112,11 @@ import json, sys
 o = json.load(open(sys.argv[1]))["order"]
 print(o["wire_bytes"], "%.2f" % o["seconds"], o["apply"]["bytes_local"], o["apply"]["bytes_fetched"])' "$B/apply2.json")"
 # The endpoint now equals v2 (less nothing: the bench tree has no identity or user area).
-if ! diff -r -q "$v2" "$B/ep" >"$B/diff.out" 2>&1; then head "$B/diff.out" >&2; echo "MISMATCH: endpoint differs from v2" >&2; fi
+python3 "$here/../e2e/listing.py" "$v2" >"$B/list.v2"
+python3 "$here/../e2e/listing.py" "$B/ep" >"$B/list.ep"
+python3 "$here/../e2e/listing.py" "$B/ep-rsync" >"$B/list.rsync"
+if ! diff -q "$B/list.v2" "$B/list.ep" >/dev/null; then diff "$B/list.v2" "$B/list.ep" | head >&2; echo "MISMATCH: mirage's endpoint differs from v2" >&2; fi
+if ! diff -q "$B/list.v2" "$B/list.rsync" >/dev/null; then echo "note: rsync's endpoint differs from v2 (it does not keep hardlinks or xattrs without -HAX)" >&2; fi
 
 row "changed bytes (MB)" "$(mb "$changed")" "$(mb "$changed")" ""
 row "bytes on the wire (MB)" "$(mb "$r_wire")" "$(mb "$m_wire")" "$(ratio "$m_wire" "$r_wire")"
