@@ -177,6 +177,18 @@ class ProtocolSource : public materialize::ObjectSource {
 
   uint64_t bytes_received() const override { return m_received; }
 
+  std::vector<uint8_t> deltas(std::span<const Digest> pairs) override {
+    std::vector<uint8_t> out;
+    constexpr size_t k_pairs = 4096;
+    for (size_t at = 0; at < pairs.size(); at += 2 * k_pairs) {
+      auto part = pairs.subspan(at, std::min(2 * k_pairs, pairs.size() - at));
+      auto reply = m_client.call_binary("chunks.delta", json::object(), proto::encode_ids(part));
+      m_received += reply.binary.size() + part.size() * 32;
+      out.insert(out.end(), reply.binary.begin(), reply.binary.end());
+    }
+    return out;
+  }
+
  private:
   std::vector<uint8_t> fetch(Client& client, std::span<const Digest> ids) {
     std::vector<uint8_t> out;

@@ -15,11 +15,13 @@
 
 #include "libmirage/materialize/metadata.hpp"
 #include "libmirage/store/record.hpp"
+#include "libmirage/util/bytes.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
 #include "libmirage/util/log.hpp"
+#include "libmirage/util/zstd.hpp"
 
 namespace mirage::layer {
 
@@ -217,15 +219,32 @@ class Applier {
       std::vector<Digest> need;
       uint64_t bytes = 0;
       size_t end = at;
+      std::vector<Digest> pairs;  // (wanted, base): chunks to fetch as deltas against E's
+      std::set<Digest> paired;
       for (; end < files.size() && (bytes < k_fetch_batch || end == at); ++end) {
         const Op& op = m_plan.ops[files[end]];
         if (op.entry.kind != tree::Kind::file || op.action == Action::merge) continue;
-        for (const auto& c : op.entry.chunks)
+        auto old = m_e.find(op.path);
+        const tree::Entry* before = old != m_e.end() && old->second->kind == tree::Kind::file ? old->second : nullptr;
+        uint64_t offset = 0;
+        for (const auto& c : op.entry.chunks) {
           if (!m_local.count(c.id)) {
-            need.push_back(c.id);
+            auto base = before ? base_at(*before, offset) : std::nullopt;
+            if (base && m_local.count(*base)) {
+              if (paired.insert(c.id).second) {
+                pairs.push_back(c.id);
+                pairs.push_back(*base);
+              }
+            } else {
+              need.push_back(c.id);
+            }
             bytes += c.size;
           }
+          offset += c.size;
+        }
       }
+      m_plain.clear();
+      if (!pairs.empty()) fetch_deltas(pairs, need);
       std::vector<uint8_t> blob;
       std::unordered_map<Digest, store::Record, util::DigestHash> records;
       if (!need.empty()) {
@@ -345,11 +364,22 @@ class Applier {
     m_result.linked++;
   }
 
-  /// Fills m_buf with chunk `c`: from the endpoint's own files when it has it, else the store.
-  void read_chunk(const tree::ChunkRef& c, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
-                  const std::string& path) {
-    m_buf.resize(c.size);
-    auto range = m_local.equal_range(c.id);
+  /// The chunk of E's version of a file that covers `offset` (the one a changed chunk
+  /// most likely differs from a little), if it is worth a delta.
+  static std::optional<Digest> base_at(const tree::Entry& before, uint64_t offset) {
+    uint64_t at = 0;
+    for (const auto& c : before.chunks) {
+      if (offset < at + c.size) return c.size >= 1024 ? std::optional<Digest>(c.id) : std::nullopt;
+      at += c.size;
+    }
+    return std::nullopt;
+  }
+
+  /// Reads chunk `id` of `size` bytes from the endpoint's own files into `out`,
+  /// verified; false when no copy there matches any more.
+  bool read_local(const Digest& id, uint64_t size, std::vector<uint8_t>& out) {
+    out.resize(size);
+    auto range = m_local.equal_range(id);
     for (auto it = range.first; it != range.second; ++it) {
       const std::string& src = *it->second.first;
       if (src != m_open_path) {
@@ -357,11 +387,61 @@ class Applier {
         m_open_path = src;
       }
       if (!m_open) continue;
-      ssize_t n = ::pread(m_open.get(), m_buf.data(), c.size, static_cast<off_t>(it->second.second));
-      if (n == static_cast<ssize_t>(c.size) && util::sha256(m_buf) == c.id) {
-        m_result.bytes_local += c.size;
-        return;
+      ssize_t n = ::pread(m_open.get(), out.data(), size, static_cast<off_t>(it->second.second));
+      if (n == static_cast<ssize_t>(size) && util::sha256(out) == id) return true;
+    }
+    return false;
+  }
+
+  /// Fetches `pairs` as deltas against the endpoint's own chunks into m_plain; what
+  /// cannot be had that way goes to `need` (fetched whole).
+  void fetch_deltas(const std::vector<Digest>& pairs, std::vector<Digest>& need) {
+    auto blob = m_source.deltas(pairs);
+    if (blob.empty()) {
+      for (size_t i = 0; i < pairs.size(); i += 2) need.push_back(pairs[i]);
+      return;
+    }
+    util::ByteReader r(blob, "chunk deltas");
+    std::unordered_map<Digest, uint64_t, util::DigestHash> base_size;
+    for (const auto& [path, e] : m_e)
+      if (e->kind == tree::Kind::file)
+        for (const auto& c : e->chunks) base_size.emplace(c.id, c.size);
+    std::vector<uint8_t> base;
+    for (size_t i = 0; i < pairs.size(); i += 2) {
+      auto id_bytes = r.raw(32);
+      if (Digest::from_span(id_bytes) != pairs[i]) r.fail("deltas out of order");
+      uint32_t raw = r.u32le(), len = r.u32le();
+      if (len == 0xffffffffu || raw > store::k_max_chunk) {
+        need.push_back(pairs[i]);
+        continue;
       }
+      auto frame = r.raw(len);
+      if (!read_local(pairs[i + 1], base_size[pairs[i + 1]], base)) {
+        need.push_back(pairs[i]);
+        continue;
+      }
+      std::vector<uint8_t> plain(raw);
+      util::zstd_decompress_delta(frame, base, plain);
+      if (util::sha256(plain) != pairs[i])
+        throw Error(ErrorKind::integrity, "chunk " + pairs[i].hex() + ": its delta does not rebuild it");
+      m_result.bytes_delta += len;
+      m_plain.emplace(pairs[i], std::move(plain));
+    }
+  }
+
+  /// Fills m_buf with chunk `c`: from the endpoint's own files when it has it, else
+  /// rebuilt from a delta, else the store.
+  void read_chunk(const tree::ChunkRef& c, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
+                  const std::string& path) {
+    if (m_local.count(c.id) && read_local(c.id, c.size, m_buf)) {
+      m_result.bytes_local += c.size;
+      return;
+    }
+    m_buf.resize(c.size);
+    if (auto p = m_plain.find(c.id); p != m_plain.end() && p->second.size() == c.size) {
+      std::copy(p->second.begin(), p->second.end(), m_buf.begin());
+      m_result.bytes_fetched += c.size;
+      return;
     }
     auto rec = records.find(c.id);
     if (rec == records.end()) {
@@ -388,6 +468,7 @@ class Applier {
   std::map<size_t, std::string> m_tmp;
   std::set<size_t> m_linked;
   std::vector<uint8_t> m_buf;
+  std::unordered_map<Digest, std::vector<uint8_t>, util::DigestHash> m_plain;  ///< rebuilt from deltas
   util::Fd m_open;
   std::string m_open_path;
   ApplyResult m_result;
@@ -399,6 +480,7 @@ void to_json(json& j, const ApplyResult& r) {
   j = {{"written", r.written},         {"metadata", r.metadata},       {"removed", r.removed},
        {"merged", r.merged},           {"saved_local", r.saved_local}, {"kept_not_empty", r.kept_not_empty},
        {"linked", r.linked},           {"bytes_local", r.bytes_local}, {"bytes_fetched", r.bytes_fetched},
+       {"bytes_delta", r.bytes_delta},
        {"warnings", r.warnings}};
 }
 

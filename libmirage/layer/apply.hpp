@@ -4,7 +4,8 @@
 // Staging: every new file, symlink, node and merged file is written under a temporary
 // name beside its target (".mirage-new-TOKEN-N"), with its metadata; new directories
 // are made in place. Content comes first from the endpoint's own files (a chunk found
-// in E at a known offset, verified by its SHA-256), then from the store.
+// in E at a known offset, verified by its SHA-256), then as a zstd delta against the
+// chunk E's version of the same file has at that offset, then whole from the store.
 // Commit: once everything is staged (and synced), the journal switches to "commit"
 // and lists every step: renames into place (E's version first set aside as
 // PATH.mirage-local where the plan says), metadata changes, removals, directory
@@ -38,6 +39,7 @@ struct ApplyOptions {
 struct ApplyResult {
   uint64_t written = 0, metadata = 0, removed = 0, merged = 0, saved_local = 0, kept_not_empty = 0, linked = 0;
   uint64_t bytes_local = 0, bytes_fetched = 0;
+  uint64_t bytes_delta = 0;  ///< wire bytes of chunks rebuilt from deltas against the endpoint's own
   std::vector<std::string> warnings;
 };
 void to_json(nlohmann::json& j, const ApplyResult& r);

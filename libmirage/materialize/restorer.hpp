@@ -36,6 +36,14 @@ class ObjectSource {
   virtual tree::Tree tree(const Digest& id) = 0;
   /// Back-to-back records (store/record.hpp) of `ids`, in any order; unverified.
   virtual std::vector<uint8_t> records(std::span<const Digest> ids) = 0;
+  /// Deltas: `pairs` holds (wanted id, base id) back to back; the reply has, per pair,
+  /// the wanted id (32 bytes), its size (u32 le), the frame length (u32 le, 0xffffffff
+  /// when no delta could be made) and a zstd frame made with the base as prefix
+  /// (util::zstd_compress_delta). Empty when the source cannot make deltas.
+  virtual std::vector<uint8_t> deltas(std::span<const Digest> pairs) {
+    (void)pairs;
+    return {};
+  }
   /// Bytes received over the wire so far (0 when not counted).
   virtual uint64_t bytes_received() const { return 0; }
 };

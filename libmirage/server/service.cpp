@@ -9,6 +9,8 @@
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/hex.hpp"
 #include "libmirage/util/log.hpp"
+#include "libmirage/util/bytes.hpp"
+#include "libmirage/util/zstd.hpp"
 
 namespace mirage::server {
 
@@ -225,6 +227,29 @@ void Service::register_handlers() {
     m_repo.read_records(ids, reply.binary);
     if (reply.binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
     reply.result = {{"count", ids.size()}};
+  };
+
+  m_handlers["chunks.delta"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    auto ids = proto::decode_ids(req.binary);
+    if (ids.size() % 2) throw Error(ErrorKind::usage, "chunks.delta: expected (wanted, base) id pairs");
+    if (ids.size() > 2 * 4096) throw Error(ErrorKind::usage, "chunks.delta: at most 4096 pairs per request");
+    util::ByteWriter out;
+    for (size_t i = 0; i < ids.size(); i += 2) {
+      out.raw(ids[i].bytes);
+      if (!m_repo.has(ids[i])) throw Error(ErrorKind::not_found, "chunk " + ids[i].hex() + ": not in the store");
+      auto wanted = m_repo.read_plain(ids[i]);
+      out.u32le(static_cast<uint32_t>(wanted.size()));
+      if (!m_repo.has(ids[i + 1])) {
+        out.u32le(0xffffffffu);
+        continue;
+      }
+      auto frame = util::zstd_compress_delta(wanted, m_repo.read_plain(ids[i + 1]), 3);
+      out.u32le(static_cast<uint32_t>(frame.size()));
+      out.raw(frame);
+      if (out.data().size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.delta: reply too large");
+    }
+    reply.binary = out.take();
+    reply.result = {{"count", ids.size() / 2}};
   };
 
   m_handlers["snapshot.commit"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {

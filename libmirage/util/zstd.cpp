@@ -36,4 +36,34 @@ void zstd_decompress(std::span<const uint8_t> frame, std::span<uint8_t> out) {
                                           std::to_string(n));
 }
 
+std::vector<uint8_t> zstd_compress_delta(std::span<const uint8_t> data, std::span<const uint8_t> base, int level) {
+  thread_local std::unique_ptr<ZSTD_CCtx, CctxDeleter> cctx(ZSTD_createCCtx());
+  ZSTD_CCtx_reset(cctx.get(), ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  // The window must reach back over the whole base.
+  int log = 10;
+  while ((size_t{1} << log) < base.size() + data.size() && log < 27) ++log;
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_windowLog, log);
+  size_t rc = ZSTD_CCtx_refPrefix(cctx.get(), base.data(), base.size());
+  if (ZSTD_isError(rc)) throw Error(ErrorKind::failed, std::string("zstd prefix: ") + ZSTD_getErrorName(rc));
+  std::vector<uint8_t> out(ZSTD_compressBound(data.size()));
+  size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(), data.data(), data.size());
+  if (ZSTD_isError(n)) throw Error(ErrorKind::failed, std::string("zstd compress: ") + ZSTD_getErrorName(n));
+  out.resize(n);
+  return out;
+}
+
+void zstd_decompress_delta(std::span<const uint8_t> frame, std::span<const uint8_t> base, std::span<uint8_t> out) {
+  thread_local std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
+  ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_and_parameters);
+  ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, 27);
+  size_t rc = ZSTD_DCtx_refPrefix(dctx.get(), base.data(), base.size());
+  if (ZSTD_isError(rc)) throw Error(ErrorKind::integrity, std::string("zstd prefix: ") + ZSTD_getErrorName(rc));
+  size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(), frame.data(), frame.size());
+  if (ZSTD_isError(n)) throw Error(ErrorKind::integrity, std::string("zstd delta: ") + ZSTD_getErrorName(n));
+  if (n != out.size())
+    throw Error(ErrorKind::integrity, "zstd delta: expected " + std::to_string(out.size()) + " bytes, got " +
+                                          std::to_string(n));
+}
+
 }  // namespace mirage::util

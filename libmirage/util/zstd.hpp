@@ -12,4 +12,11 @@ std::vector<uint8_t> zstd_compress(std::span<const uint8_t> data, int level);
 /// throws Error(integrity) otherwise.
 void zstd_decompress(std::span<const uint8_t> frame, std::span<uint8_t> out);
 
+/// zstd's "patch from" mode: compresses `data` referring to `base` (which the receiver
+/// has), so a chunk that differs a little from one the receiver holds costs about the
+/// size of the difference.
+std::vector<uint8_t> zstd_compress_delta(std::span<const uint8_t> data, std::span<const uint8_t> base, int level);
+/// Decompresses a frame made by zstd_compress_delta with the same `base`.
+void zstd_decompress_delta(std::span<const uint8_t> frame, std::span<const uint8_t> base, std::span<uint8_t> out);
+
 }  // namespace mirage::util
