@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   auto* render = app.add_subcommand("render", "Compose layers into a directory (CI images)");
   render->add_option("--base", o.base, "Base layer NAME[@VER]")->required();
   render->add_option("--app", o.apps, "App layer NAME[@VER] (repeat)");
-  render->add_option("--to", o.to, "Target directory (missing or empty)")->required();
+  render->add_option("--to", o.to, "Target directory (missing or empty), - for tar")->required();
   auto* status = app.add_subcommand("status", "Layers, pending orders, last result");
   status->add_option("--device", o.device, "Device id")->required();
 
@@ -131,12 +131,15 @@ int main(int argc, char** argv) {
                        std::vector<std::string> refs{o.base};
                        refs.insert(refs.end(), o.apps.begin(), o.apps.end());
                        tool::Progress bar;
-                       json r = client::render(
-                           client, refs, std::filesystem::absolute(o.to),
-                           [&](uint64_t done, uint64_t total) {
-                             bar.show("rendering: " + tool::human_bytes(done) + " of " + tool::human_bytes(total));
-                           },
-                           tool::connection_factory(common));
+                       auto progress = [&](uint64_t done, uint64_t total) {
+                         bar.show("rendering: " + tool::human_bytes(done) + " of " + tool::human_bytes(total));
+                       };
+                       if (o.to == "-") {  // a tar stream on stdout: nothing else goes there
+                         client::render_tar(client, refs, progress, tool::connection_factory(common));
+                         return 0;
+                       }
+                       json r = client::render(client, refs, std::filesystem::absolute(o.to), progress,
+                                               tool::connection_factory(common));
                        tool::print(common, r, [&](std::ostream& out) {
                          out << "rendered " << r["layers"].size() << " layers into " << r["to"].get<std::string>() << ": "
                              << r["written"] << " entries, " << tool::human_bytes(r["bytes_fetched"].get<uint64_t>())

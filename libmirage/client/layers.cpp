@@ -1,6 +1,7 @@
 #include "libmirage/client/layers.hpp"
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <chrono>
 #include <unistd.h>
 
@@ -416,6 +417,35 @@ json render(Client& client, const std::vector<std::string>& refs, const fs::path
   j["to"] = to.string();
   j["conflicts"] = n.conflicts;
   return j;
+}
+
+json render_tar(Client& client, const std::vector<std::string>& refs, std::function<void(uint64_t, uint64_t)> progress,
+                ConnectionFactory more_connections) {
+  const char* tmpdir = getenv("TMPDIR");
+  std::string pattern = std::string(tmpdir && *tmpdir ? tmpdir : "/var/tmp") + "/mirage-render.XXXXXX";
+  if (!::mkdtemp(pattern.data())) throw_errno("create a temporary directory in " + pattern);
+  fs::path dir = pattern;
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+  json result = render(client, refs, dir, std::move(progress), std::move(more_connections));
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork tar");
+  if (pid == 0) {
+    ::execlp("tar", "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-C", dir.c_str(), "-cf", "-",
+             ".", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw Error(ErrorKind::failed, "tar exited with status " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  return result;
 }
 
 }  // namespace mirage::client

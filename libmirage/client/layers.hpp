@@ -113,4 +113,9 @@ bool run_pending_hooks(const std::filesystem::path& root, const std::filesystem:
 nlohmann::json render(Client& client, const std::vector<std::string>& refs, const std::filesystem::path& to,
                       std::function<void(uint64_t, uint64_t)> progress, ConnectionFactory more_connections);
 
+/// Renders into a temporary directory and writes it to stdout as a tar stream (GNU tar
+/// with numeric owners, xattrs and ACLs), then removes the directory.
+nlohmann::json render_tar(Client& client, const std::vector<std::string>& refs,
+                          std::function<void(uint64_t, uint64_t)> progress, ConnectionFactory more_connections);
+
 }  // namespace mirage::client

@@ -39,16 +39,16 @@ for d, _, names in os.walk(root):
 files.sort()
 random.shuffle(files)
 changed = 0
-# Rewrite up to 4 KiB inside 0.5% of the files (those of 16 KiB or more).
-for p in [f for f in files if os.path.getsize(f) >= 16384][: len(files) // 200]:
+# Rewrite up to 8 KiB inside 0.67% of the files (those of 32 KiB or more).
+for p in [f for f in files if os.path.getsize(f) >= 32768][: len(files) // 150]:
     size = os.path.getsize(p)
-    n = min(4096, size // 4)
+    n = min(8192, size // 4)
     with open(p, "r+b") as f:
         f.seek(random.randrange(0, size - n))
         f.write(os.urandom(n))
     changed += n
-# New files: 2.5 MB in 50 files; delete 0.2% of the files.
-for i in range(50):
+# New files: 4 MB in 80 files; delete 0.2% of the files.
+for i in range(80):
     data = os.urandom(50000)
     with open(os.path.join(root, "usr/share", f"new-file-{i}.bin"), "wb") as f:
         f.write(data)

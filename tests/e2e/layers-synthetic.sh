@@ -161,6 +161,54 @@ expect_same_tree "$after/usr" "$T/render/usr"
 expect_exit 5 mirage-assign render --base deb@2 --to "$T/render"
 expect_contains "$ERR" "not empty"
 
+# Downgrades show in a dry run, compared the way dpkg does.
+expect_exit 0 mirage-assign --device ep1 --base deb@1 --dry-run --output json
+expect_contains "$OUT" '"change":"downgrade","from":"9.1-2","package":"coreutils:amd64","to":"9.1-1"'
+
+# --wait blocks until the endpoint has carried the order out.
+mirage-assign --device ep1 --base deb@2 --app app --wait --timeout 60 --output json >"$T/wait.json" &
+waiter=$!
+sleep 0.5
+mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null
+wait "$waiter" || fail "--wait did not succeed"
+expect_contains "$(cat "$T/wait.json")" '"state":"done"'
+
+# A reference device: base --from it, and an app layer by begin / install / sync / finish.
+refdev=$T/refdev; cp -a "$ref2" "$refdev"
+expect_exit 5 mirage-centralize --root "$refdev" --device-id refdev --output json
+mirage-centralize accept refdev --reference --output json >/dev/null
+mirage-centralize --root "$refdev" --device-id refdev --output json >/dev/null
+expect_exit 0 mirage-capture base --from refdev --name fromdev --output json
+expect_contains "$OUT" '"ref":"fromdev@1"'
+expect_exit 5 mirage-capture app begin --from ep1
+expect_contains "$ERR" "not a reference device"
+mirage-capture app begin --from refdev --output json >/dev/null
+printf '#!/bin/sh\necho tool\n' >"$refdev/usr/bin/tool2"; chmod 755 "$refdev/usr/bin/tool2"
+rm "$refdev/usr/bin/ls"
+expect_exit 5 mirage-capture app finish --from refdev --name tool2
+expect_contains "$ERR" "no snapshot since"
+mirage-centralize --root "$refdev" --device-id refdev --output json >/dev/null
+expect_exit 0 mirage-capture app finish --from refdev --name tool2 --on-base deb@2 --output json
+expect_contains "$OUT" '"ref":"tool2@1"'
+expect_contains "$OUT" '"whiteouts":1'
+
+# A driver profile matching this machine's architecture joins the base.
+drv=$T/drv; mkdir -p "$drv/lib/firmware/acme"; printf 'fw' >"$drv/lib/firmware/acme/fw.bin"
+expect_exit 2 mirage-capture driver --root "$drv" --name acme --match 'novalue'
+mirage-capture driver --root "$drv" --name acme --match "arch=$(uname -m)" --output json >/dev/null
+mirage-capture driver --root "$drv" --name other --match "sys_vendor=NoSuchVendor*" --output json >/dev/null
+rm -rf "$drv/lib/firmware/acme"; mkdir -p "$drv/lib/firmware/other"
+expect_exit 0 mirage-assign --device ep1 --base deb@2 --output json
+expect_contains "$OUT" '"acme@1"'
+case "$OUT" in *'"other@1"'*) fail "a driver profile for other hardware was assigned" ;; esac
+mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null
+[ "$(cat "$ep/lib/firmware/acme/fw.bin")" = fw ] || fail "driver profile files not applied"
+
+# Render as a tar stream.
+mirage-assign render --base deb@2 --app app --to - >"$T/image.tar"
+tar -tf "$T/image.tar" >"$T/image.list"
+grep -qx './usr/bin/app' "$T/image.list" || fail "render to stdout: no usr/bin/app in the tar"
+
 # Errors.
 expect_exit 3 mirage-assign --device ep1 --base nosuch
 expect_exit 2 mirage-assign --device ep1 --base 'bad/name'
