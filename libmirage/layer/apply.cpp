@@ -51,18 +51,21 @@ class Dirs {
   explicit Dirs(const fs::path& root) : m_root(root) {
     m_fds["/"] = std::make_shared<util::Fd>(util::open_dir(root.string()));
   }
+  /// The fd of `dir`; valid until the next trim().
   int get(const std::string& dir) {
     auto it = m_fds.find(dir);
     if (it != m_fds.end()) return it->second->get();
-    if (m_fds.size() > 1024) {
-      auto root = m_fds["/"];
-      m_fds.clear();
-      m_fds["/"] = root;
-    }
     int parent = get(parent_of(dir));
     auto fd = std::make_shared<util::Fd>(util::open_dir_at(parent, base_of(dir), (m_root / dir.substr(1)).string()));
     m_fds[dir] = fd;
     return fd->get();
+  }
+  /// Closes cached fds when there are many; call between steps, never while holding one.
+  void trim() {
+    if (m_fds.size() <= 256) return;  // well below the usual soft limit of 1024 fds
+    auto root = m_fds["/"];
+    m_fds.clear();
+    m_fds["/"] = root;
   }
   void forget(const std::string& dir) {
     std::string prefix = dir + "/";
@@ -111,6 +114,7 @@ void finish_commit(const fs::path& root, const json& journal, ApplyResult* resul
   const auto& steps = journal.at("steps");
   for (size_t i = 0; i < steps.size(); ++i) {
     if (before_step) before_step(i);
+    dirs.trim();
     const auto& s = steps[i];
     std::string op = s.at("op"), path = s.at("path");
     int dirfd = dirs.get(parent_of(path));
@@ -206,6 +210,7 @@ class Applier {
       const Op& op = m_plan.ops[i];
       if (!m_tmp.count(i) && !(op.entry.kind == tree::Kind::dir && (op.action == Action::create || op.action == Action::replace)))
         continue;
+      m_dirs.trim();
       if (op.entry.kind == tree::Kind::dir) {
         make_dir(op);
       } else if (op.entry.kind == tree::Kind::file && op.action != Action::merge && is_follower(op)) {
@@ -256,13 +261,17 @@ class Applier {
       }
       for (size_t k = at; k < end; ++k) {
         if (m_opts.before_stage) m_opts.before_stage(k);
+        m_dirs.trim();
         stage(files[k], records);
         done += m_plan.ops[files[k]].entry.size;
         if (m_opts.progress) m_opts.progress(done, total);
       }
       at = end;
     }
-    for (size_t i : links) stage_link(i);
+    for (size_t i : links) {
+      m_dirs.trim();
+      stage_link(i);
+    }
     ::syncfs(m_dirs.get("/"));
 
     // Commit.
@@ -503,6 +512,7 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
     Dirs dirs(root);
     for (const auto& t : journal.at("temps")) {
       std::string p = t.get<std::string>();
+      dirs.trim();
       try {
         ::unlinkat(dirs.get(parent_of(p)), base_of(p).c_str(), 0);
       } catch (const Error&) {
@@ -512,6 +522,7 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
     auto made = journal.at("dirs").get<std::vector<std::string>>();
     std::sort(made.rbegin(), made.rend());
     for (const auto& d : made) {
+      dirs.trim();
       try {
         ::unlinkat(dirs.get(parent_of(d)), base_of(d).c_str(), AT_REMOVEDIR);  // only when empty
       } catch (const Error&) {

@@ -155,7 +155,10 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
     else if (ne != n.entries.end())
       op.entry = ne->second;
     else
-      op.entry = tree::Entry{p.substr(p.rfind('/') + 1), tree::Kind::file, 0644, 0, 0, 0, 0, 0, "", {}, {}, {}, "", false};
+      // Neither the endpoint nor a layer has the file itself: root's, private for secrets.
+      op.entry = tree::Entry{p.substr(p.rfind('/') + 1), tree::Kind::file,
+                             p.find("shadow") != std::string::npos ? 0640u : 0644u, 0, 0, 0, 0, 0, "", {}, {}, {}, "",
+                             false};
     if (!changed && ee != e.end()) continue;
     op.content = std::move(content);
     op.entry.size = op.content.size();
