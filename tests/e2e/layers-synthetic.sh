@@ -204,6 +204,22 @@ case "$OUT" in *'"other@1"'*) fail "a driver profile for other hardware was assi
 mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null
 [ "$(cat "$ep/lib/firmware/acme/fw.bin")" = fw ] || fail "driver profile files not applied"
 
+# An app layer goes over another base than it was captured on: a warning.
+expect_exit 0 mirage-assign --device ep1 --base fromdev --app app --dry-run --output json
+expect_contains "$OUT" 'was captured on deb@2, not on fromdev@1'
+
+# Provision: the machine area is cleaned (the user's program goes), exactly the given
+# layers are applied (the earlier app layer is not kept), the user area stays.
+printf 'mine\n' >"$ep/usr/bin/userprog2"
+mirage-assign --device ep1 --provision --base deb@2 --output json >/dev/null
+mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null
+[ ! -e "$ep/usr/bin/userprog2" ] || fail "provision kept a user-installed file"
+[ ! -e "$ep/usr/bin/app" ] || fail "provision kept an app layer it was not given"
+! grep -q '^Package: app' "$ep/var/lib/dpkg/status" || fail "provision kept the app's package record"
+cmp "$ep/usr/bin/big" "$ref2/usr/bin/big" || fail "provision: base file differs"
+expect_same_tree "$T/alice-before" "$ep/home/alice"
+[ "$(cat "$ep/etc/hostname")" = ep-host ] || fail "provision overwrote the hostname"
+
 # Render as a tar stream.
 mirage-assign render --base deb@2 --app app --to - >"$T/image.tar"
 tar -tf "$T/image.tar" >"$T/image.list"
