@@ -14,16 +14,7 @@ bool any_matches(const std::vector<std::string>& rules, std::string_view path) {
 }
 
 std::vector<std::string> list(const nlohmann::json& doc, const char* key, const std::vector<std::string>& fallback) {
-  if (!doc.contains(key)) return fallback;
-  const auto& l = doc.at(key);
-  if (!l.is_array()) throw Error(ErrorKind::usage, std::string("layer rules: '") + key + "' must be an array");
-  std::vector<std::string> out;
-  for (const auto& item : l) {
-    if (!item.is_string() || item.get<std::string>().empty())
-      throw Error(ErrorKind::usage, std::string("layer rules: '") + key + "' holds a non-string or empty rule");
-    out.push_back(item.get<std::string>());
-  }
-  return out;
+  return policy::string_list(doc, key, "layer rules").value_or(fallback);
 }
 
 }  // namespace

@@ -19,20 +19,20 @@ std::string anchored(std::string_view rule) {
   return r;
 }
 
-std::vector<std::string> rules_from(const nlohmann::json& doc, const char* key) {
-  std::vector<std::string> out;
-  if (!doc.contains(key)) return out;
+}  // namespace
+
+std::optional<std::vector<std::string>> string_list(const nlohmann::json& doc, const char* key, const std::string& what) {
+  if (!doc.contains(key)) return std::nullopt;
   const auto& list = doc.at(key);
-  if (!list.is_array()) throw Error(ErrorKind::usage, std::string("upload policy: '") + key + "' must be an array");
+  if (!list.is_array()) throw Error(ErrorKind::usage, what + ": '" + key + "' must be an array");
+  std::vector<std::string> out;
   for (const auto& item : list) {
     if (!item.is_string() || item.get<std::string>().empty())
-      throw Error(ErrorKind::usage, std::string("upload policy: '") + key + "' holds a non-string or empty rule");
+      throw Error(ErrorKind::usage, what + ": '" + key + "' holds a non-string or empty item");
     out.push_back(item.get<std::string>());
   }
   return out;
 }
-
-}  // namespace
 
 bool rule_matches(std::string_view rule, std::string_view path) {
   std::string p(path);
@@ -84,9 +84,9 @@ UploadPolicy UploadPolicy::from_json(const nlohmann::json& doc) {
   if (doc.contains("version") && doc.at("version") != 1)
     throw Error(ErrorKind::usage, "upload policy: unsupported version " + doc.at("version").dump());
   UploadPolicy p;
-  p.m_unprotected = rules_from(doc, "unprotected");
-  p.m_exceptions = rules_from(doc, "exceptions");
-  p.m_user_area = rules_from(doc, "user_area");
+  p.m_unprotected = string_list(doc, "unprotected", "upload policy").value_or(std::vector<std::string>{});
+  p.m_exceptions = string_list(doc, "exceptions", "upload policy").value_or(std::vector<std::string>{});
+  p.m_user_area = string_list(doc, "user_area", "upload policy").value_or(std::vector<std::string>{});
   return p;
 }
 

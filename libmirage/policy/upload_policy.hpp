@@ -9,6 +9,7 @@
 // name at any depth ("lost+found", "*.swp"). Globs are fnmatch(3) with FNM_PATHNAME.
 // An unprotected directory is kept as an empty directory with its metadata (a mount
 // point such as /proc restores as itself), its contents are not uploaded.
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +50,10 @@ class UploadPolicy {
   std::vector<std::string> m_exceptions;
   std::vector<std::string> m_user_area;
 };
+
+/// The array of non-empty strings at doc[key], nullopt when absent; throws Error(usage)
+/// naming `what` and the key otherwise. (Rule lists, device lists, ...)
+std::optional<std::vector<std::string>> string_list(const nlohmann::json& doc, const char* key, const std::string& what);
 
 /// True when `rule` matches `path` itself or a directory above it (see the rule syntax).
 bool rule_matches(std::string_view rule, std::string_view path);

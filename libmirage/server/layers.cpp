@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "libmirage/layer/image.hpp"
+#include "libmirage/server/params.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/hex.hpp"
@@ -11,30 +12,6 @@ namespace mirage::server {
 using nlohmann::json;
 
 namespace {
-
-std::string str_param(const json& params, const char* name) {
-  auto it = params.find(name);
-  if (it == params.end() || !it->is_string() || it->get<std::string>().empty())
-    throw Error(ErrorKind::usage, std::string("missing or empty string parameter '") + name + "'");
-  return it->get<std::string>();
-}
-
-std::vector<std::string> str_list(const json& params, const char* name) {
-  std::vector<std::string> out;
-  if (!params.contains(name)) return out;
-  const auto& l = params[name];
-  if (!l.is_array()) throw Error(ErrorKind::usage, std::string("parameter '") + name + "' must be an array of strings");
-  for (const auto& s : l) {
-    if (!s.is_string() || s.get<std::string>().empty())
-      throw Error(ErrorKind::usage, std::string("parameter '") + name + "' must be an array of strings");
-    out.push_back(s.get<std::string>());
-  }
-  return out;
-}
-
-void require_admin(const Caller& caller) {
-  if (caller.role != "admin") throw Error(ErrorKind::permission, "this method needs the admin role");
-}
 
 json layer_json(const catalog::LayerRow& row, bool with_manifest) {
   json j = row;

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/server/params.hpp"
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/hex.hpp"
@@ -18,25 +19,6 @@ using nlohmann::json;
 using util::Digest;
 
 namespace {
-
-/// Reads a required string parameter; Error(usage) naming it otherwise.
-std::string str_param(const json& params, const char* name) {
-  auto it = params.find(name);
-  if (it == params.end() || !it->is_string() || it->get<std::string>().empty())
-    throw Error(ErrorKind::usage, std::string("missing or empty string parameter '") + name + "'");
-  return it->get<std::string>();
-}
-
-bool bool_param(const json& params, const char* name) {
-  auto it = params.find(name);
-  if (it == params.end()) return false;
-  if (!it->is_boolean()) throw Error(ErrorKind::usage, std::string("parameter '") + name + "' must be true or false");
-  return it->get<bool>();
-}
-
-void require_admin(const Caller& caller) {
-  if (caller.role != "admin") throw Error(ErrorKind::permission, "this method needs the admin role");
-}
 
 bool valid_device_id(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;
