@@ -167,15 +167,29 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
     count(Action::merge);
   }
 
-  std::set<std::string> chunks_here;
+  std::unordered_set<Digest, util::DigestHash> chunks_here, counted;
   for (const auto& [p, entry] : e)
     if (entry.kind == tree::Kind::file)
-      for (const auto& c : entry.chunks) chunks_here.insert(c.id.hex());
-  std::set<std::string> counted;
+      for (const auto& c : entry.chunks) chunks_here.insert(c.id);
 
-  std::set<std::string> paths;
-  for (const auto& [p, x] : n.entries) paths.insert(p);
-  for (const auto& [p, x] : o.entries) paths.insert(p);
+  // O ∪ N in path order, without copying the paths.
+  std::vector<const std::string*> paths;
+  paths.reserve(n.entries.size() + o.entries.size());
+  {
+    auto ni = n.entries.cbegin();
+    auto oi = o.entries.cbegin();
+    while (ni != n.entries.cend() || oi != o.entries.cend()) {
+      if (oi == o.entries.cend() || (ni != n.entries.cend() && ni->first < oi->first)) {
+        paths.push_back(&(ni++)->first);
+      } else if (ni == n.entries.cend() || oi->first < ni->first) {
+        paths.push_back(&(oi++)->first);
+      } else {
+        paths.push_back(&ni->first);
+        ++ni;
+        ++oi;
+      }
+    }
+  }
   std::vector<Op> removes;
   auto dno = [&](const std::string& p) {
     if (rules.do_not_override(p) || rules.is_user_area_root(p)) return true;
@@ -183,7 +197,8 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
       if (policy::rule_matches(r, p)) return true;
     return false;
   };
-  for (const auto& p : paths) {
+  for (const std::string* path_ptr : paths) {
+    const std::string& p = *path_ptr;
     if (p == "/" || merge_format(p) || is_identity(p) || rules.in_user_area(p)) continue;
     auto ni = n.entries.find(p);
     auto oi = o.entries.find(p);
@@ -219,10 +234,9 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
       }
       if (ne->kind == tree::Kind::file && (op.action == Action::create || op.action == Action::replace)) {
         for (const auto& c : ne->chunks) {
-          std::string id = c.id.hex();
-          if (chunks_here.count(id)) {
+          if (chunks_here.count(c.id)) {
             op.local_bytes += c.size;
-          } else if (counted.insert(id).second) {
+          } else if (counted.insert(c.id).second) {
             op.fetch_bytes += c.size;
           }
         }

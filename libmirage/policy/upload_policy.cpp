@@ -49,6 +49,10 @@ bool rule_matches(std::string_view rule, std::string_view path) {
     return false;
   }
   std::string r = anchored(rule);
+  // What matches (the path or an ancestor, so a prefix of the path) starts with the
+  // rule's literal part: a path that does not cannot match. (Most paths, cheaply.)
+  size_t literal = r.find_first_of("*?[\\");
+  if (p.compare(0, std::min(literal, r.size()), r, 0, std::min(literal, r.size())) != 0) return false;
   // The path itself or any ancestor directory.
   for (size_t end = p.size();;) {
     if (glob(r, p.substr(0, end))) return true;
