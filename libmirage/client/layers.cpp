@@ -361,6 +361,17 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     ao.before_stage = crash_at("MIRAGE_TEST_CRASH_AT_STAGE");
     auto result = layer::apply(plan, e, *source, ao);
     for (const auto& w : result.warnings) util::warn(w);
+    if (!result.installed.empty()) {
+      // What the apply wrote has known chunks: the snapshot after it need not read it.
+      fs::path cache_file = opts.state_dir / "files.cache";
+      auto files = scan::FilesCache::load(cache_file);
+      for (auto& [dir, file] : result.installed) files.set_file(dir, std::move(file));
+      try {
+        files.save(cache_file);
+      } catch (const Error& err) {
+        util::warn(std::string("files cache not updated: ") + err.what());
+      }
+    }
     for (const auto& [from, to] : plan.new_ids.uid) ids.uid[from] = to;
     for (const auto& [from, to] : plan.new_ids.gid) ids.gid[from] = to;
     util::AtomicFile(opts.state_dir / "hooks.pending").commit();

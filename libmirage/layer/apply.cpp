@@ -304,10 +304,31 @@ class Applier {
     }
     ::syncfs(m_dirs.get("/"));
     fs::remove(m_opts.journal);
+    record_installed();
     return m_result;
   }
 
  private:
+  void record_installed() {
+    for (const auto& [i, tmp] : m_tmp) {
+      const Op& op = m_plan.ops[i];
+      if (op.entry.kind != tree::Kind::file || op.action == Action::merge) continue;
+      m_dirs.trim();
+      struct stat st;
+      try {
+        if (::fstatat(m_dirs.get(parent_of(op.path)), base_of(op.path).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      } catch (const Error&) {
+        continue;
+      }
+      if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != op.entry.size) continue;
+      scan::FileStamp stamp{static_cast<uint64_t>(st.st_size),
+                            int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                            int64_t(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec,
+                            static_cast<uint64_t>(st.st_ino)};
+      m_result.installed.emplace_back(parent_of(op.path), scan::CachedFile{base_of(op.path), stamp, op.entry.chunks});
+    }
+  }
+
   bool is_follower(const Op& op) {
     if (op.entry.link_group.empty() || op.entry.link_group == op.path) return false;
     // Linked to the group's first member when that one is written now or is already right.

@@ -23,6 +23,7 @@
 
 #include "libmirage/layer/plan.hpp"
 #include "libmirage/materialize/restorer.hpp"
+#include "libmirage/scan/files_cache.hpp"
 
 namespace mirage::layer {
 
@@ -41,6 +42,9 @@ struct ApplyResult {
   uint64_t bytes_local = 0, bytes_fetched = 0;
   uint64_t bytes_delta = 0;  ///< wire bytes of chunks rebuilt from deltas against the endpoint's own
   std::vector<std::string> warnings;
+  /// Regular files put in place with their known chunks and stamps after the commit
+  /// (dir path, file), so the next scan need not read them again.
+  std::vector<std::pair<std::string, scan::CachedFile>> installed;
 };
 void to_json(nlohmann::json& j, const ApplyResult& r);
 

@@ -104,4 +104,14 @@ void FilesCache::add_directory(const std::string& dir_path, std::vector<CachedFi
   if (!files.empty()) m_dirs[dir_path] = std::move(files);
 }
 
+void FilesCache::set_file(const std::string& dir_path, CachedFile file) {
+  auto& files = m_dirs[dir_path];
+  auto it = std::lower_bound(files.begin(), files.end(), file.name,
+                             [](const CachedFile& f, const std::string& name) { return f.name < name; });
+  if (it != files.end() && it->name == file.name)
+    *it = std::move(file);
+  else
+    files.insert(it, std::move(file));
+}
+
 }  // namespace mirage::scan

@@ -55,6 +55,8 @@ class FilesCache {
                                                    const FileStamp& stamp);
   /// Records a directory's files; `files` must be sorted by name.
   void add_directory(const std::string& dir_path, std::vector<CachedFile> files);
+  /// Records one file (e.g. one a layer apply just wrote with known chunks).
+  void set_file(const std::string& dir_path, CachedFile file);
   void add_tree(const util::Digest& id) { m_trees.insert(id); }
   bool has_tree(const util::Digest& id) const { return m_trees.count(id) != 0; }
   size_t directories() const { return m_dirs.size(); }

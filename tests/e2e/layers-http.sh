@@ -29,4 +29,7 @@ o = json.load(open(sys.argv[1]))["order"]
 print(o["apply"]["bytes_delta"], o["wire_bytes"])' "$TEST_TMP/apply.json")"
 [ "$delta" -gt 0 ] && [ "$delta" -lt 20000 ] || fail "the patched chunk did not come as a small delta ($delta bytes)"
 [ "$wire" -lt 150000 ] || fail "update moved $wire bytes for ~50 KB of change"
+# The snapshot after the apply knows the written files' chunks: it reads none of them.
+read_after=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["files_read"])' "$TEST_TMP/apply.json")
+[ "$read_after" = 0 ] || fail "the snapshot after the apply read $read_after files again"
 echo ok
