@@ -58,6 +58,18 @@ int sync(const tool::Common& common, const Options& o) {
         << "  read " << s.files_read << " files (" << tool::human_bytes(s.bytes_read) << "), new "
         << tool::human_bytes(s.bytes_new) << ", sent " << tool::human_bytes(s.bytes_sent) << " in " << result.seconds
         << " s\n";
+    if (doc.contains("order") && doc["order"].contains("apply")) {
+      const auto& ord = doc["order"];
+      const auto& a = ord["apply"];
+      std::string layers;
+      for (const auto& l : ord["layers"]) layers += (layers.empty() ? "" : ", ") + l.get<std::string>();
+      out << "order " << ord["order_id"].get<std::string>() << " carried out: " << layers << "\n"
+          << "  written " << a["written"] << ", metadata " << a["metadata"] << ", removed " << a["removed"]
+          << ", merged " << a["merged"] << ", set aside " << a["saved_local"] << "; "
+          << tool::human_bytes(a["bytes_local"].get<uint64_t>()) << " from this device, "
+          << tool::human_bytes(ord["wire_bytes"].get<uint64_t>()) << " over the wire\n"
+          << "  protected by snapshot " << doc["protected_by"]["snapshot_id"].get<std::string>() << "\n";
+    }
   });
   return result.state == "accepted" ? 0 : 5;
 }
