@@ -49,7 +49,8 @@ int snapshots(const tool::Common& common, const Options& o) {
     for (const auto& s : list["snapshots"]) {
       const auto& st = s["stats"];
       out << s["snapshot_id"].get<std::string>() << "  " << s["time"].get<std::string>() << "  "
-          << st.value("files", 0) << " files  " << tool::human_bytes(st.value("bytes", uint64_t(0))) << "\n";
+          << st.value("files", 0) << " files  " << tool::human_bytes(st.value("bytes", uint64_t(0))) << "  cvd "
+          << s.value("cvd", 1) << (s.value("pinned", false) ? "  pinned" : "") << "\n";
     }
   });
   return 0;

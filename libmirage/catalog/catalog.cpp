@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS orders(
 CREATE INDEX IF NOT EXISTS orders_by_device ON orders(device, created_at);
 CREATE TABLE IF NOT EXISTS assignments(device TEXT PRIMARY KEY, given TEXT NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS captures(device TEXT PRIMARY KEY, snapshot TEXT NOT NULL, started_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cvds(
+  device TEXT NOT NULL, number INTEGER NOT NULL, started_at INTEGER NOT NULL, reason TEXT NOT NULL,
+  PRIMARY KEY(device, number));
 )sql";
 
 Device device_from(util::Stmt& s) {
@@ -483,6 +486,26 @@ std::optional<std::string> Catalog::capture(const std::string& device) {
   s.bind(1, device);
   if (!s.step()) return std::nullopt;
   return s.text(0);
+}
+
+int64_t Catalog::start_cvd(const std::string& device, const std::string& reason) {
+  auto list = cvds(device);
+  int64_t number = list.empty() ? 2 : list.back().first + 1;
+  util::Stmt(m_db, "INSERT INTO cvds(device, number, started_at, reason) VALUES (?, ?, ?, ?)")
+      .bind(1, device)
+      .bind(2, number)
+      .bind(3, util::now_ns())
+      .bind(4, reason)
+      .run();
+  return number;
+}
+
+std::vector<std::pair<int64_t, int64_t>> Catalog::cvds(const std::string& device) {
+  util::Stmt s(m_db, "SELECT number, started_at FROM cvds WHERE device = ? ORDER BY number");
+  s.bind(1, device);
+  std::vector<std::pair<int64_t, int64_t>> out;
+  while (s.step()) out.emplace_back(s.int64(0), s.int64(1));
+  return out;
 }
 
 std::vector<nlohmann::json> Catalog::events(const std::string& device, int64_t since, int64_t after_id) {

@@ -152,6 +152,12 @@ class Catalog {
   nlohmann::json given(const std::string& device);
   void set_given(const std::string& device, const nlohmann::json& given);
 
+  /// Starts a new CVD for a device (after a provision): its snapshots from now on count
+  /// as CVD number N (the first CVD, from registration, is 1). Returns N.
+  int64_t start_cvd(const std::string& device, const std::string& reason);
+  /// The CVDs started after the first: (number, started_at ns), in order.
+  std::vector<std::pair<int64_t, int64_t>> cvds(const std::string& device);
+
   /// An app capture in progress on a reference device: the snapshot before the install.
   void set_capture(const std::string& device, const std::string& snapshot);
   std::optional<std::string> capture(const std::string& device);

@@ -205,6 +205,10 @@ void Service::register_layer_handlers() {
       cat.set_given(o->device, {{"layers", o->spec["layers"]}, {"id_map", result.value("id_map", json::object())},
                                 {"order_id", id}});
     cat.add_event("order." + state, o->device, {{"order_id", id}, {"spec", o->spec}, {"result", result}});
+    if (state == "done" && o->spec.value("type", "") == "provision") {
+      int64_t cvd = cat.start_cvd(o->device, "provision order " + id);
+      cat.add_event("cvd.started", o->device, {{"cvd", cvd}, {"order_id", id}});
+    }
     tx.commit();
     reply.result = *cat.order(id);
   };
@@ -220,7 +224,9 @@ void Service::register_layer_handlers() {
       if (o.state == "pending") pending.push_back(o);
       if (o.state == "done" || o.state == "failed") last = o;
     }
-    reply.result = {{"device", *d}, {"given", cat.given(device)}, {"pending", pending}, {"last", last}};
+    auto cvds = cat.cvds(device);
+    reply.result = {{"device", *d},   {"given", cat.given(device)}, {"pending", pending},
+                    {"last", last},   {"cvd", cvds.empty() ? 1 : cvds.back().first}};
   };
 }
 

@@ -272,9 +272,14 @@ void Service::register_handlers() {
     auto& cat = m_repo.catalog();
     if (!cat.device(device)) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
     json list = json::array();
+    auto cvds = cat.cvds(device);
     for (const auto& s : cat.snapshots(device)) {
       json j = s;
       j["root"] = util::to_hex(s.root);
+      int64_t cvd = 1;  // a provision starts a new CVD; its snapshots count from then on
+      for (const auto& [number, started] : cvds)
+        if (s.created_at >= started) cvd = number;
+      j["cvd"] = cvd;
       list.push_back(j);
     }
     reply.result = {{"device_id", device}, {"snapshots", list}};

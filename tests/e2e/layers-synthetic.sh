@@ -219,6 +219,16 @@ mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null
 cmp "$ep/usr/bin/big" "$ref2/usr/bin/big" || fail "provision: base file differs"
 expect_same_tree "$T/alice-before" "$ep/home/alice"
 [ "$(cat "$ep/etc/hostname")" = ep-host ] || fail "provision overwrote the hostname"
+# It starts a new CVD: the snapshot after it is the first of CVD 2, the one before is pinned.
+mirage-restore snapshots --device ep1 --output json >"$T/snaps.json"
+python3 - "$T/snaps.json" <<'PY' || fail "provision did not start a new CVD"
+import json, sys
+s = json.load(open(sys.argv[1]))["snapshots"]
+assert s[-1]["cvd"] == 2 and s[-2]["cvd"] == 1 and s[-2]["pinned"], [(x["cvd"], x["pinned"]) for x in s[-3:]]
+assert all(x["cvd"] == 1 for x in s[:-1])
+PY
+expect_exit 0 mirage-assign status --device ep1 --output json
+expect_contains "$OUT" '"cvd":2'
 
 # Render as a tar stream.
 mirage-assign render --base deb@2 --app app --to - >"$T/image.tar"
