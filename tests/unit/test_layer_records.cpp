@@ -106,4 +106,20 @@ TEST_CASE("a layer account whose id is taken here gets a free one, and its group
   CHECK(remap_clashes(pw2, gr2, {"svc"}, {}).empty());
 }
 
+TEST_CASE("statoverride merges by path: the layer's overrides apply, the endpoint's own stay") {
+  auto parse = [](const char* t) { return parse_records(RecordFormat::statoverride, t, "statoverride"); };
+  auto o = parse("root crontab 2755 /usr/bin/crontab\n");
+  auto n = parse("root crontab 2755 /usr/bin/crontab\nroot messagebus 4754 /usr/lib/dbus-1.0/dbus-daemon-launch-helper\n");
+  auto e = parse("root crontab 2755 /usr/bin/crontab\nroot staff 0750 /usr/local/bin/mine\n");
+  auto m = merge3(o, n, e, false);
+  CHECK(keys(m.merged) == std::vector<std::string>{"/usr/bin/crontab", "/usr/local/bin/mine",
+                                                   "/usr/lib/dbus-1.0/dbus-daemon-launch-helper"});
+  CHECK(format_records(RecordFormat::statoverride, m.merged) ==
+        "root crontab 2755 /usr/bin/crontab\nroot staff 0750 /usr/local/bin/mine\n"
+        "root messagebus 4754 /usr/lib/dbus-1.0/dbus-daemon-launch-helper\n");
+  // The layer dropping an override removes it.
+  auto dropped = merge3(n, o, m.merged, false);
+  CHECK(dropped.removed == std::vector<std::string>{"/usr/lib/dbus-1.0/dbus-daemon-launch-helper"});
+}
+
 TEST_SUITE_END();
