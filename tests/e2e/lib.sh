@@ -110,15 +110,18 @@ make_every_kind() {
   touch -d '2020-01-01 00:00:00.000000001' "$d/dir"
 }
 
-# start_http_server DATA: inits DATA, serves it on a free loopback port; sets
-# SERVER_URL, ADMIN_TOKEN and SERVER_PID (stopped on exit).
+# start_http_server DATA [SERVERD ARGS...]: inits DATA, serves it on a free loopback
+# port (https when the args hold --tls-cert); sets SERVER_URL, ADMIN_TOKEN and
+# SERVER_PID (stopped on exit).
 start_http_server() {
-  local data=$1
+  local data=$1; shift
+  local scheme=http
+  case " $* " in *" --tls-cert "*) scheme=https ;; esac
   ADMIN_TOKEN=$(mirage-serverd init --data "$data" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')
   local port
   for _ in 1 2 3 4 5; do
     port=$(( 20000 + RANDOM % 20000 ))
-    mirage-serverd --data "$data" --listen "127.0.0.1:$port" 2>"$TEST_TMP/server.log" &
+    mirage-serverd --data "$data" --listen "127.0.0.1:$port" "$@" 2>"$TEST_TMP/server.log" &
     SERVER_PID=$!
     for _ in $(seq 1 50); do
       grep -q serving "$TEST_TMP/server.log" 2>/dev/null && break
@@ -126,7 +129,7 @@ start_http_server() {
       sleep 0.1
     done
     if grep -q serving "$TEST_TMP/server.log"; then
-      SERVER_URL="http://127.0.0.1:$port"
+      SERVER_URL="$scheme://127.0.0.1:$port"
       trap 'kill $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true; cleanup' EXIT
       return 0
     fi

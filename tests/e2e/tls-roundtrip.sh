@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# HTTPS: the server serves with --tls-cert/--tls-key (OpenSSL); a client that trusts the
+# CA (--ca-file) syncs and restores; one that does not, or trusts another CA, is refused
+# with a clear certificate error (exit 4); a bad certificate file stops the server with
+# a usage error.
+source "$(dirname "$0")/lib.sh"
+need openssl python3
+pki=$TEST_TMP/pki; mkdir -p "$pki"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Mirage Test CA" \
+  -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$pki/ext"
+openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
+  -extfile "$pki/ext" -out "$pki/server.pem" 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Other CA" \
+  -keyout "$pki/other.key" -out "$pki/other.pem" 2>/dev/null
+
+mirage-serverd init --data "$TEST_TMP/bad" >/dev/null
+expect_exit 2 mirage-serverd --data "$TEST_TMP/bad" --listen 127.0.0.1:1 --tls-cert "$pki/ca.key" --tls-key "$pki/ca.key"
+expect_contains "$ERR" "certificate"
+
+start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
+expect_contains "$SERVER_URL" "https://"
+export MIRAGE_SERVER="$SERVER_URL" MIRAGE_TOKEN="$ADMIN_TOKEN"
+src=$TEST_TMP/src; make_every_kind "$src"
+
+expect_exit 4 mirage-centralize --root "$src" --device-id dev-tls --output json
+expect_contains "$ERR" "certificate"
+expect_exit 4 mirage-centralize --ca-file "$pki/other.pem" --root "$src" --device-id dev-tls --output json
+expect_contains "$ERR" "certificate"
+
+expect_exit 5 mirage-centralize --ca-file "$pki/ca.pem" --root "$src" --device-id dev-tls --output json
+mirage-centralize --ca-file "$pki/ca.pem" accept dev-tls >/dev/null
+expect_exit 0 mirage-centralize --ca-file "$pki/ca.pem" --root "$src" --device-id dev-tls --output json
+mirage-restore --ca-file "$pki/ca.pem" --device dev-tls --path / --to "$TEST_TMP/back" >/dev/null
+expect_same_tree "$src" "$TEST_TMP/back"
+echo ok
