@@ -101,8 +101,44 @@ int main(int argc, char** argv) {
   events_cmd->add_option("--since", ev_since, "From this UTC date or time on (2026-11-25T10:00)");
   events_cmd->add_flag("--follow", ev_follow, "Keep printing new events as they come");
   events_cmd->add_option("--poll", ev_poll, "Seconds between polls with --follow (default 1)")->check(CLI::PositiveNumber);
+  std::string tok_name, tok_role;
+  auto* token = app.add_subcommand("token", "Create, list or revoke access tokens");
+  token->require_subcommand(1);
+  auto* token_create = token->add_subcommand("create", "Create a token; it is printed once");
+  token_create->add_option("--name", tok_name, "Token name (who or what uses it)")->required();
+  token_create->add_option("--role", tok_role, "admin, image-manager, protection-manager, helpdesk")->required();
+  auto* token_list = token->add_subcommand("list", "List tokens (never their secrets)");
+  auto* token_revoke = token->add_subcommand("revoke", "Revoke the live token with this name");
+  token_revoke->add_option("name", tok_name, "Token name")->required();
+  auto call_print = [&](const char* method, json params, const std::function<void(std::ostream&, const json&)>& text) {
+    auto client = tool::connect(common);
+    json r = client.call(method, std::move(params));
+    tool::print(common, r, [&](std::ostream& out) { text(out, r); });
+    return 0;
+  };
   return tool::run(argc, argv, app, common,
                    {{check_cmd, [&] { return check(common, read_data); }},
+                    {token_create,
+                     [&] {
+                       return call_print("token.create", {{"name", tok_name}, {"role", tok_role}},
+                                         [](std::ostream& out, const json& r) {
+                                           out << r["token"].get<std::string>() << "\n";
+                                         });
+                     }},
+                    {token_list,
+                     [&] {
+                       return call_print("token.list", json::object(), [](std::ostream& out, const json& r) {
+                         for (const auto& t : r["tokens"])
+                           out << t["name"].get<std::string>() << "  " << t["role"].get<std::string>() << "  "
+                               << t["created"].get<std::string>() << (t["revoked"].get<bool>() ? "  revoked" : "") << "\n";
+                       });
+                     }},
+                    {token_revoke,
+                     [&] {
+                       return call_print("token.revoke", {{"name", tok_name}}, [](std::ostream& out, const json& r) {
+                         out << "token " << r["name"].get<std::string>() << " revoked\n";
+                       });
+                     }},
                     {events_cmd, [&] { return events(common, ev_device, ev_since, ev_follow, ev_poll); }},
                     {policy_show,
                      [&] {

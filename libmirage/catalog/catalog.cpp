@@ -305,11 +305,31 @@ void Catalog::add_token(const std::string& hash, const std::string& name, const 
       .run();
 }
 
-std::optional<std::string> Catalog::token_role(const std::string& hash) {
-  util::Stmt s(m_db, "SELECT role FROM tokens WHERE hash = ? AND revoked = 0");
+std::optional<std::pair<std::string, std::string>> Catalog::token_role(const std::string& hash) {
+  util::Stmt s(m_db, "SELECT role, name FROM tokens WHERE hash = ? AND revoked = 0");
   s.bind(1, hash);
   if (!s.step()) return std::nullopt;
-  return s.text(0);
+  return std::make_pair(s.text(0), s.text(1));
+}
+
+std::vector<nlohmann::json> Catalog::tokens() {
+  util::Stmt s(m_db, "SELECT name, role, created_at, revoked FROM tokens ORDER BY created_at, name");
+  std::vector<nlohmann::json> out;
+  while (s.step())
+    out.push_back({{"name", s.text(0)}, {"role", s.text(1)}, {"created", util::rfc3339(s.int64(2))},
+                   {"revoked", s.int64(3) != 0}});
+  return out;
+}
+
+bool Catalog::token_name_taken(const std::string& name) {
+  util::Stmt s(m_db, "SELECT 1 FROM tokens WHERE name = ? AND revoked = 0");
+  s.bind(1, name);
+  return s.step();
+}
+
+int Catalog::revoke_token(const std::string& name) {
+  util::Stmt(m_db, "UPDATE tokens SET revoked = 1 WHERE name = ? AND revoked = 0").bind(1, name).run();
+  return m_db.changes();
 }
 
 std::optional<nlohmann::json> Catalog::policy(const std::string& name) {

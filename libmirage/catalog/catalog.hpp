@@ -125,8 +125,13 @@ class Catalog {
   uint64_t chunk_count();
 
   void add_token(const std::string& hash, const std::string& name, const std::string& role);
-  /// Role of a live token with this SHA-256 hash, or nullopt.
-  std::optional<std::string> token_role(const std::string& hash);
+  /// (role, name) of a live token with this SHA-256 hash, or nullopt.
+  std::optional<std::pair<std::string, std::string>> token_role(const std::string& hash);
+  /// Every token (never its secret): name, role, created, revoked.
+  std::vector<nlohmann::json> tokens();
+  bool token_name_taken(const std::string& name);
+  /// Revokes the live tokens named `name`; returns how many.
+  int revoke_token(const std::string& name);
 
   std::optional<nlohmann::json> policy(const std::string& name);
   void set_policy(const std::string& name, const nlohmann::json& doc);

@@ -32,8 +32,4 @@ inline std::vector<std::string> str_list(const nlohmann::json& params, const cha
   return policy::string_list(params, name, "request").value_or(std::vector<std::string>{});
 }
 
-inline void require_admin(const Caller& caller) {
-  if (caller.role != "admin") throw Error(ErrorKind::permission, "this method needs the admin role");
-}
-
 }  // namespace mirage::server

@@ -6,6 +6,7 @@
 
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/server/params.hpp"
+#include "libmirage/server/roles.hpp"
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/hex.hpp"
@@ -31,9 +32,11 @@ bool valid_device_id(const std::string& id) {
 
 Service::Service(std::filesystem::path data, bool create) : m_repo(std::move(data), create) { register_handlers(); }
 
-std::optional<std::string> Service::authenticate(const std::string& token) {
+std::optional<Caller> Service::authenticate(const std::string& token) {
   std::lock_guard lock(m_mutex);
-  return m_repo.catalog().token_role(util::sha256_hex(token));
+  auto t = m_repo.catalog().token_role(util::sha256_hex(token));
+  if (!t) return std::nullopt;
+  return Caller{t->first, t->second};
 }
 
 catalog::Device Service::accepted_device(const std::string& id) {
@@ -129,7 +132,6 @@ void Service::register_handlers() {
   };
 
   auto set_state = [this](proto::Request& req, proto::Reply& reply, const Caller& caller, catalog::DeviceState state) {
-    require_admin(caller);
     std::string id = str_param(req.params, "device_id");
     auto& cat = m_repo.catalog();
     auto d = cat.device(id);
@@ -162,7 +164,6 @@ void Service::register_handlers() {
   };
 
   m_handlers["policy.set"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    require_admin(caller);
     std::string name = str_param(req.params, "name");
     if (!req.params.contains("policy")) throw Error(ErrorKind::usage, "missing parameter 'policy'");
     auto p = policy::UploadPolicy::from_json(req.params["policy"]);  // validates
@@ -183,14 +184,11 @@ void Service::register_handlers() {
     reply.result = {{"count", ids.size()}, {"missing", n}};
   };
 
-  m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-                                {
-                                  // Endpoints upload to their own CVD; admins upload layer captures.
+  m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
+                                if (req.params.contains("device_id")) {
+                                  // Endpoints upload to their own CVD; image managers upload captures.
                                   std::lock_guard lock(m_mutex);
-                                  if (req.params.contains("device_id"))
-                                    accepted_device(str_param(req.params, "device_id"));
-                                  else
-                                    require_admin(caller);
+                                  accepted_device(str_param(req.params, "device_id"));
                                 }
                                 // Decode and re-hash every chunk before the lock: a forged id is refused here.
                                 auto records = store::verify_upload(req.binary);
@@ -287,6 +285,30 @@ void Service::register_handlers() {
 
   register_layer_handlers();
 
+  m_handlers["token.create"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    std::string name = str_param(req.params, "name");
+    std::string role = str_param(req.params, "role");
+    if (!valid_role(role))
+      throw Error(ErrorKind::usage, "role '" + role + "': expected admin, image-manager, protection-manager or helpdesk");
+    if (name.size() > 100) throw Error(ErrorKind::usage, "token name: at most 100 characters");
+    auto& cat = m_repo.catalog();
+    if (cat.token_name_taken(name)) throw Error(ErrorKind::precondition, "a live token is already named " + name);
+    std::string token = "mrg_" + util::random_hex(24);
+    cat.add_token(util::sha256_hex(token), name, role);
+    cat.add_event("token.created", "", {{"name", name}, {"role", role}, {"by", caller.name}});
+    reply.result = {{"name", name}, {"role", role}, {"token", token}};
+  };
+  m_handlers["token.list"].fn = [this](proto::Request&, proto::Reply& reply, const Caller&) {
+    reply.result = {{"tokens", m_repo.catalog().tokens()}};
+  };
+  m_handlers["token.revoke"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    std::string name = str_param(req.params, "name");
+    auto& cat = m_repo.catalog();
+    if (cat.revoke_token(name) == 0) throw Error(ErrorKind::not_found, "no live token named " + name);
+    cat.add_event("token.revoked", "", {{"name", name}, {"by", caller.name}});
+    reply.result = {{"name", name}, {"revoked", true}};
+  };
+
   m_handlers["events.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = req.params.value("device_id", "");
     int64_t since = 0;
@@ -299,8 +321,7 @@ void Service::register_handlers() {
     reply.result = {{"events", m_repo.catalog().events(device, since, after)}};
   };
 
-  m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    require_admin(caller);
+  m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     // Progress goes to the log sink: over stdio that is the user's terminal.
     json j = m_repo.check(bool_param(req.params, "read_data"), [](uint64_t done, uint64_t total) {
       util::log(util::LogLevel::progress, "checking: " + std::to_string(done) + " of " + std::to_string(total) + " chunks");
@@ -316,6 +337,7 @@ proto::Reply Service::handle(proto::Request request, const Caller& caller) {
   try {
     auto it = m_handlers.find(request.method);
     if (it == m_handlers.end()) throw Error(ErrorKind::usage, "unknown method '" + request.method + "'");
+    check_role(request.method, request.params, caller);
     if (it->second.self_locking) {
       it->second.fn(request, reply, caller);
     } else {

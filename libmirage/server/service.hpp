@@ -26,8 +26,8 @@ class Service {
 
   /// Runs one request; errors come back in the reply, never as exceptions.
   proto::Reply handle(proto::Request request, const Caller& caller);
-  /// The role of a bearer token, or nullopt when it is unknown or revoked.
-  std::optional<std::string> authenticate(const std::string& token);
+  /// The caller a bearer token stands for, or nullopt when it is unknown or revoked.
+  std::optional<Caller> authenticate(const std::string& token);
 
   store::Repository& repository() { return m_repo; }
 

@@ -82,13 +82,12 @@ void serve_http(Service& service, const HttpOptions& options) {
       send_reply(res, {id, {}, Error(ErrorKind::permission, "missing bearer token (--token or MIRAGE_TOKEN)"), {}}, 401);
       return;
     }
-    auto role = service.authenticate(auth.substr(7));
-    if (!role) {
+    auto who = service.authenticate(auth.substr(7));
+    if (!who) {
       send_reply(res, {id, {}, Error(ErrorKind::permission, "unknown or revoked token"), {}}, 401);
       return;
     }
-    caller.role = *role;
-    caller.name = "token";
+    caller = *who;
     proto::Reply reply;
     try {
       auto body = std::span(reinterpret_cast<const uint8_t*>(req.body.data()), req.body.size());

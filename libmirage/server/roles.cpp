@@ -1,0 +1,57 @@
+#include "libmirage/server/roles.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include "libmirage/util/error.hpp"
+
+namespace mirage::server {
+
+namespace {
+
+const std::vector<std::string> k_all = {"admin", "image-manager", "protection-manager", "helpdesk"};
+const std::vector<std::string> k_admin = {"admin"};
+const std::vector<std::string> k_images = {"admin", "image-manager"};
+const std::vector<std::string> k_protection = {"admin", "protection-manager"};
+
+const std::map<std::string, const std::vector<std::string>*>& table() {
+  static const std::map<std::string, const std::vector<std::string>*> t = {
+      {"server.info", &k_all},       {"device.list", &k_all},      {"device.status", &k_all},
+      {"snapshot.list", &k_all},     {"layer.list", &k_all},       {"layer.get", &k_all},
+      {"events.list", &k_all},       {"order.get", &k_all},        {"policy.get", &k_all},
+      {"chunks.get", &k_all},        {"chunks.missing", &k_all},   {"chunks.delta", &k_all},
+      {"device.register", &k_admin}, {"snapshot.commit", &k_admin}, {"order.next", &k_admin},
+      {"order.report", &k_admin},    {"check", &k_admin},          {"token.create", &k_admin},
+      {"token.list", &k_admin},      {"token.revoke", &k_admin},   {"device.reject", &k_protection},
+      {"policy.set", &k_protection}, {"layer.commit", &k_images},  {"capture.begin", &k_images},
+      {"capture.get", &k_images}};
+  return t;
+}
+
+}  // namespace
+
+bool valid_role(const std::string& role) { return std::find(k_all.begin(), k_all.end(), role) != k_all.end(); }
+
+std::vector<std::string> allowed_roles(const std::string& method, const nlohmann::json& params) {
+  if (method == "chunks.put") return params.contains("device_id") ? k_admin : k_images;  // uploads / captures
+  if (method == "device.accept") {
+    if (params.value("reference", false)) return {"admin", "image-manager", "protection-manager"};
+    return k_protection;
+  }
+  if (method == "order.create") {
+    if (params.value("type", "assign") == "enforce") return {"admin", "image-manager", "helpdesk"};
+    return k_images;
+  }
+  auto it = table().find(method);
+  return it == table().end() ? k_admin : *it->second;
+}
+
+void check_role(const std::string& method, const nlohmann::json& params, const Caller& caller) {
+  auto roles = allowed_roles(method, params);
+  if (std::find(roles.begin(), roles.end(), caller.role) != roles.end()) return;
+  std::string list;
+  for (const auto& r : roles) list += (list.empty() ? "" : ", ") + r;
+  throw Error(ErrorKind::permission, method + " needs one of the roles " + list + " (this token is " + caller.role + ")");
+}
+
+}  // namespace mirage::server
