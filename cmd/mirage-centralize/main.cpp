@@ -21,7 +21,7 @@ struct Options {
   std::string state_filter;
 };
 
-int sync(const tool::Common& common, const Options& o) {
+int sync(const tool::Common& common_in, const Options& o) {
   client::CentralizeOptions co;
   co.root = o.root;
   if (o.device_id.empty()) {
@@ -33,6 +33,12 @@ int sync(const tool::Common& common, const Options& o) {
   }
   co.state_dir = o.state_dir.empty() ? std::filesystem::path(proto::default_data_dir()) / "endpoint" / co.device_id
                                      : std::filesystem::path(o.state_dir);
+  // Over HTTP without a token, the device speaks for itself with its credential.
+  tool::Common common = common_in;
+  std::string server = common.server.empty() ? (getenv("MIRAGE_SERVER") ? getenv("MIRAGE_SERVER") : "") : common.server;
+  if (common.token.empty() && !getenv("MIRAGE_TOKEN") && server.rfind("http", 0) == 0 &&
+      std::filesystem::exists(co.state_dir / "credential"))
+    common.token = "mdc_" + co.device_id + "." + client::device_secret(co.state_dir);
   co.compression_level = o.compression;
   co.threads = o.threads;
   tool::Progress bar;

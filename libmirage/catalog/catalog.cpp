@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS orders(
 CREATE INDEX IF NOT EXISTS orders_by_device ON orders(device, created_at);
 CREATE TABLE IF NOT EXISTS assignments(device TEXT PRIMARY KEY, given TEXT NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS captures(device TEXT PRIMARY KEY, snapshot TEXT NOT NULL, started_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS device_credentials(device TEXT PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cvds(
   device TEXT NOT NULL, number INTEGER NOT NULL, started_at INTEGER NOT NULL, reason TEXT NOT NULL,
   PRIMARY KEY(device, number));
@@ -506,6 +507,17 @@ std::optional<std::string> Catalog::capture(const std::string& device) {
   s.bind(1, device);
   if (!s.step()) return std::nullopt;
   return s.text(0);
+}
+
+std::optional<std::string> Catalog::device_credential(const std::string& device) {
+  util::Stmt s(m_db, "SELECT hash FROM device_credentials WHERE device = ?");
+  s.bind(1, device);
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
+void Catalog::set_device_credential(const std::string& device, const std::string& hash) {
+  util::Stmt(m_db, "INSERT OR REPLACE INTO device_credentials(device, hash) VALUES (?, ?)").bind(1, device).bind(2, hash).run();
 }
 
 int64_t Catalog::start_cvd(const std::string& device, const std::string& reason) {

@@ -157,6 +157,10 @@ class Catalog {
   nlohmann::json given(const std::string& device);
   void set_given(const std::string& device, const nlohmann::json& given);
 
+  /// SHA-256 (hex) of the device's credential secret, set when it first registered.
+  std::optional<std::string> device_credential(const std::string& device);
+  void set_device_credential(const std::string& device, const std::string& hash);
+
   /// Starts a new CVD for a device (after a provision): its snapshots from now on count
   /// as CVD number N (the first CVD, from registration, is 1). Returns N.
   int64_t start_cvd(const std::string& device, const std::string& reason);

@@ -278,13 +278,32 @@ void to_json(json& j, const CentralizeResult& r) {
   if (!r.protected_by.is_null()) j["protected_by"] = r.protected_by;
 }
 
+std::string device_secret(const fs::path& state_dir) {
+  fs::path file = state_dir / "credential";
+  std::error_code ec;
+  if (fs::exists(file, ec)) {
+    std::string s = trim(util::read_file(file));
+    if (s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos) return s;
+    throw Error(ErrorKind::integrity, "device credential " + file.string() + " is damaged");
+  }
+  util::make_dirs(state_dir);
+  std::string secret = util::random_hex(32);
+  util::AtomicFile f(file, 0600);
+  f.write(secret + "\n");
+  f.commit();
+  return secret;
+}
+
 CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   auto start = std::chrono::steady_clock::now();
   CentralizeResult result;
   result.device_id = opts.device_id;
   std::string hostname;
   json inv = inventory(opts.root, &hostname);
-  json dev = client.call("device.register", {{"device_id", opts.device_id}, {"hostname", hostname}, {"inventory", inv}});
+  json dev = client.call("device.register", {{"device_id", opts.device_id},
+                                             {"hostname", hostname},
+                                             {"inventory", inv},
+                                             {"credential_hash", util::sha256_hex(device_secret(opts.state_dir))}});
   result.state = dev.value("state", "pending");
   if (result.state == "rejected") throw Error(ErrorKind::permission, "device " + opts.device_id + ": rejected by an admin");
   if (result.state != "accepted") return result;

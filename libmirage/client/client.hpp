@@ -71,6 +71,11 @@ struct CentralizeResult {
 };
 void to_json(nlohmann::json& j, const CentralizeResult& r);
 
+/// The device's credential secret (64 hex digits) in STATE/credential, made on first use
+/// (mode 0600). The server keeps its SHA-256; once the device is accepted, the bearer
+/// token mdc_DEVICE.SECRET lets it sync its own CVD and nothing else.
+std::string device_secret(const std::filesystem::path& state_dir);
+
 /// Registers the device if new; when it is accepted, scans and commits a snapshot.
 /// A pending device gives state "pending" and no snapshot; a rejected one throws
 /// Error(permission).

@@ -46,7 +46,29 @@ std::vector<std::string> allowed_roles(const std::string& method, const nlohmann
   return it == table().end() ? k_admin : *it->second;
 }
 
+namespace {
+
+// What an accepted device may do with its credential: sync its own CVD and carry out its orders.
+const std::vector<std::string> k_device_methods = {
+    "server.info",   "device.register", "policy.get",      "chunks.missing", "chunks.put", "chunks.get",
+    "chunks.delta",  "snapshot.commit", "snapshot.list",   "order.next",     "order.report", "layer.get"};
+
+}  // namespace
+
 void check_role(const std::string& method, const nlohmann::json& params, const Caller& caller) {
+  if (caller.role == "anonymous") {
+    if (method == "device.register" || method == "server.info") return;
+    throw Error(ErrorKind::permission, method + " needs a token (--token or MIRAGE_TOKEN) or an accepted device's credential");
+  }
+  if (caller.role == "device") {
+    if (std::find(k_device_methods.begin(), k_device_methods.end(), method) == k_device_methods.end())
+      throw Error(ErrorKind::permission, method + " is not for device credentials");
+    if (method == "chunks.put" && !params.contains("device_id"))
+      throw Error(ErrorKind::permission, "a device uploads to its own CVD only");
+    if (params.contains("device_id") && params["device_id"] != caller.name)
+      throw Error(ErrorKind::permission, "device " + caller.name + " may act on its own CVD only");
+    return;
+  }
   auto roles = allowed_roles(method, params);
   if (std::find(roles.begin(), roles.end(), caller.role) != roles.end()) return;
   std::string list;

@@ -34,6 +34,17 @@ Service::Service(std::filesystem::path data, bool create) : m_repo(std::move(dat
 
 std::optional<Caller> Service::authenticate(const std::string& token) {
   std::lock_guard lock(m_mutex);
+  if (token.rfind("mdc_", 0) == 0) {
+    // A device credential: mdc_DEVICE.SECRET, valid once the device is accepted.
+    auto dot = token.rfind('.');
+    if (dot == std::string::npos || dot < 5) return std::nullopt;
+    std::string device = token.substr(4, dot - 4);
+    auto hash = m_repo.catalog().device_credential(device);
+    auto d = m_repo.catalog().device(device);
+    if (!hash || !d || d->state != catalog::DeviceState::accepted || *hash != util::sha256_hex(token.substr(dot + 1)))
+      return std::nullopt;
+    return Caller{"device", device};
+  }
   auto t = m_repo.catalog().token_role(util::sha256_hex(token));
   if (!t) return std::nullopt;
   return Caller{t->first, t->second};
@@ -96,7 +107,7 @@ void Service::register_handlers() {
                     {"data", m_repo.path().string()}, {"role", caller.role}};
   };
 
-  m_handlers["device.register"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["device.register"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string id = str_param(req.params, "device_id");
     if (!valid_device_id(id))
       throw Error(ErrorKind::usage, "device id '" + id + "': use letters, digits and - _ . : (at most 128)");
@@ -104,6 +115,15 @@ void Service::register_handlers() {
     json inventory = req.params.value("inventory", json::object());
     auto& cat = m_repo.catalog();
     auto d = cat.device(id);
+    std::string credential = req.params.value("credential_hash", "");
+    if (!credential.empty() && (credential.size() != 64 || !util::from_hex(credential)))
+      throw Error(ErrorKind::usage, "credential_hash: expected 64 hex digits");
+    auto enrolled = cat.device_credential(id);
+    // Anyone may register a new device (it waits, pending, for an admin); an enrolled
+    // one is re-registered only by itself (its credential) or an admin.
+    if (d && enrolled && caller.role != "admin" && !(caller.role == "device" && caller.name == id))
+      throw Error(ErrorKind::permission, "device " + id + " is already enrolled; it must use its credential");
+    if (!credential.empty() && !enrolled) cat.set_device_credential(id, credential);
     if (!d) {
       catalog::Device nd;
       nd.id = id;

@@ -79,15 +79,15 @@ void serve_http(Service& service, const HttpOptions& options) {
     std::string auth = req.get_header_value("Authorization");
     Caller caller;
     if (auth.rfind("Bearer ", 0) != 0) {
-      send_reply(res, {id, {}, Error(ErrorKind::permission, "missing bearer token (--token or MIRAGE_TOKEN)"), {}}, 401);
-      return;
+      caller = Caller{"anonymous", ""};  // may only register (roles.cpp)
+    } else {
+      auto who = service.authenticate(auth.substr(7));
+      if (!who) {
+        send_reply(res, {id, {}, Error(ErrorKind::permission, "unknown or revoked token (or a device not accepted)"), {}}, 401);
+        return;
+      }
+      caller = *who;
     }
-    auto who = service.authenticate(auth.substr(7));
-    if (!who) {
-      send_reply(res, {id, {}, Error(ErrorKind::permission, "unknown or revoked token"), {}}, 401);
-      return;
-    }
-    caller = *who;
     proto::Reply reply;
     try {
       auto body = std::span(reinterpret_cast<const uint8_t*>(req.body.data()), req.body.size());

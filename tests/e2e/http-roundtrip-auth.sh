@@ -6,7 +6,7 @@ need python3 curl
 start_http_server "$TEST_TMP/server"
 src="$TEST_TMP/src"; make_every_kind "$src"
 
-expect_exit 4 mirage-centralize --server "$SERVER_URL" --root "$src" --device-id dev-http --output json
+expect_exit 4 mirage-restore --server "$SERVER_URL" snapshots --device dev-http --output json
 expect_contains "$ERR" "token"
 expect_exit 4 mirage-centralize --server "$SERVER_URL" --token wrong --root "$src" --device-id dev-http --output json
 expect_contains "$ERR" '"code":"permission"'
