@@ -176,16 +176,16 @@ void finish_commit(const fs::path& root, const json& journal, ApplyResult* resul
 class Applier {
  public:
   Applier(const Plan& plan, const Flat& e, materialize::ObjectSource& source, const ApplyOptions& opts)
-      : m_plan(plan), m_source(source), m_opts(opts), m_dirs(opts.root), m_token(util::random_hex(4)) {
+      : m_plan(plan), m_e(e), m_source(source), m_opts(opts), m_dirs(opts.root), m_token(util::random_hex(4)) {
     for (const auto& [path, entry] : e) {
       if (entry.kind != tree::Kind::file) continue;
       uint64_t off = 0;
       for (const auto& c : entry.chunks) {
-        m_local.emplace(c.id, std::make_pair(&path, off));
+        m_local.emplace(c.id, LocalChunk{&path, off, c.size});
         off += c.size;
       }
     }
-    for (const auto& [path, entry] : e) m_e.emplace(path, &entry);
+    for (size_t i = 0; i < plan.ops.size(); ++i) m_op_index.emplace(plan.ops[i].path, i);
   }
 
   ApplyResult run() {
@@ -230,7 +230,7 @@ class Applier {
         const Op& op = m_plan.ops[files[end]];
         if (op.entry.kind != tree::Kind::file || op.action == Action::merge) continue;
         auto old = m_e.find(op.path);
-        const tree::Entry* before = old != m_e.end() && old->second->kind == tree::Kind::file ? old->second : nullptr;
+        const tree::Entry* before = old != m_e.end() && old->second.kind == tree::Kind::file ? &old->second : nullptr;
         uint64_t offset = 0;
         for (const auto& c : op.entry.chunks) {
           if (!m_local.count(c.id)) {
@@ -331,10 +331,9 @@ class Applier {
 
   bool is_follower(const Op& op) {
     if (op.entry.link_group.empty() || op.entry.link_group == op.path) return false;
-    // Linked to the group's first member when that one is written now or is already right.
-    for (size_t i = 0; i < m_plan.ops.size(); ++i)
-      if (m_plan.ops[i].path == op.entry.link_group) return m_tmp.count(i) > 0;
-    return false;
+    // Linked to the group's first member when that one is written now.
+    auto head = m_op_index.find(op.entry.link_group);
+    return head != m_op_index.end() && m_tmp.count(head->second) > 0;
   }
 
   void make_dir(const Op& op) {
@@ -382,9 +381,7 @@ class Applier {
 
   void stage_link(size_t i) {
     const Op& op = m_plan.ops[i];
-    size_t head = 0;
-    for (size_t k = 0; k < m_plan.ops.size(); ++k)
-      if (m_plan.ops[k].path == op.entry.link_group) head = k;
+    size_t head = m_op_index.at(op.entry.link_group);  // is_follower() found it
     int from = m_dirs.get(parent_of(op.entry.link_group));
     int dirfd = m_dirs.get(parent_of(op.path));
     const std::string& tmp = m_tmp.at(i);
@@ -405,20 +402,21 @@ class Applier {
     return std::nullopt;
   }
 
-  /// Reads chunk `id` of `size` bytes from the endpoint's own files into `out`,
-  /// verified; false when no copy there matches any more.
-  bool read_local(const Digest& id, uint64_t size, std::vector<uint8_t>& out) {
-    out.resize(size);
+  /// Reads chunk `id` from the endpoint's own files into `out`, verified; false when
+  /// the endpoint had no such chunk or no copy matches any more.
+  bool read_local(const Digest& id, std::vector<uint8_t>& out) {
     auto range = m_local.equal_range(id);
     for (auto it = range.first; it != range.second; ++it) {
-      const std::string& src = *it->second.first;
+      const LocalChunk& at = it->second;
+      const std::string& src = *at.path;
+      out.resize(at.size);
       if (src != m_open_path) {
         m_open = util::Fd(::open((m_opts.root / src.substr(1)).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
         m_open_path = src;
       }
       if (!m_open) continue;
-      ssize_t n = ::pread(m_open.get(), out.data(), size, static_cast<off_t>(it->second.second));
-      if (n == static_cast<ssize_t>(size) && util::sha256(out) == id) return true;
+      ssize_t n = ::pread(m_open.get(), out.data(), at.size, static_cast<off_t>(at.offset));
+      if (n == static_cast<ssize_t>(at.size) && util::sha256(out) == id) return true;
     }
     return false;
   }
@@ -432,10 +430,6 @@ class Applier {
       return;
     }
     util::ByteReader r(blob, "chunk deltas");
-    std::unordered_map<Digest, uint64_t, util::DigestHash> base_size;
-    for (const auto& [path, e] : m_e)
-      if (e->kind == tree::Kind::file)
-        for (const auto& c : e->chunks) base_size.emplace(c.id, c.size);
     std::vector<uint8_t> base;
     for (size_t i = 0; i < pairs.size(); i += 2) {
       auto id_bytes = r.raw(32);
@@ -446,7 +440,7 @@ class Applier {
         continue;
       }
       auto frame = r.raw(len);
-      if (!read_local(pairs[i + 1], base_size[pairs[i + 1]], base)) {
+      if (!read_local(pairs[i + 1], base)) {
         need.push_back(pairs[i]);
         continue;
       }
@@ -463,7 +457,7 @@ class Applier {
   /// rebuilt from a delta, else the store.
   void read_chunk(const tree::ChunkRef& c, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
                   const std::string& path) {
-    if (m_local.count(c.id) && read_local(c.id, c.size, m_buf)) {
+    if (read_local(c.id, m_buf)) {
       m_result.bytes_local += c.size;
       return;
     }
@@ -489,12 +483,18 @@ class Applier {
   }
 
   const Plan& m_plan;
+  const Flat& m_e;  ///< the endpoint as scanned
   materialize::ObjectSource& m_source;
   const ApplyOptions& m_opts;
   Dirs m_dirs;
   std::string m_token;
-  std::unordered_multimap<Digest, std::pair<const std::string*, uint64_t>, util::DigestHash> m_local;
-  std::map<std::string, const tree::Entry*> m_e;
+  /// Where E holds each chunk: its file (a key of m_e), offset and size.
+  struct LocalChunk {
+    const std::string* path;
+    uint64_t offset, size;
+  };
+  std::unordered_multimap<Digest, LocalChunk, util::DigestHash> m_local;
+  std::unordered_map<std::string, size_t> m_op_index;  ///< plan op by path
   std::map<size_t, std::string> m_tmp;
   std::set<size_t> m_linked;
   std::vector<uint8_t> m_buf;
