@@ -412,12 +412,10 @@ json resolve_snapshot(Client& client, const std::string& device, const std::stri
 materialize::RestoreStats restore(Client& client, const json& snapshot, const std::vector<std::string>& paths,
                                   const fs::path& to, std::function<void(uint64_t)> progress,
                                   ConnectionFactory more_connections) {
-  auto root_raw = util::from_hex(snapshot.at("root").get<std::string>());
-  if (!root_raw) throw Error(ErrorKind::integrity, "snapshot root entry is not hex");
   materialize::RestoreOptions ro;
   ro.to = to;
   ro.paths = paths;
-  ro.root = tree::decode_entry(std::span(reinterpret_cast<const uint8_t*>(root_raw->data()), root_raw->size()), "snapshot root");
+  ro.root = tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root");
   ro.tree = ro.root.subtree;
   ro.progress = std::move(progress);
   ProtocolSource source(client, std::move(more_connections));

@@ -23,13 +23,7 @@ using util::Digest;
 namespace {
 
 tree::Entry snapshot_root(const json& snapshot) {
-  auto raw = util::from_hex(snapshot.at("root").get<std::string>());
-  if (!raw) throw Error(ErrorKind::integrity, "snapshot root entry is not hex");
-  return tree::decode_entry(std::span(reinterpret_cast<const uint8_t*>(raw->data()), raw->size()), "snapshot root");
-}
-
-json snapshot_by_id(Client& client, const std::string& device, const std::string& id) {
-  return resolve_snapshot(client, device, id);
+  return tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root");
 }
 
 std::string parent_of(const std::string& path) {
@@ -192,12 +186,11 @@ json capture(Client& client, const CaptureOptions& o) {
     } else {
       for (const auto& p : layer::merge_paths()) flat.erase(p);  // drivers bring files, not accounts
     }
-    if (!o.from_device.empty() && o.kind == layer::LayerKind::base) l.captured_on = "";
   } else {
     tree::Entry before, after;
     if (!o.from_device.empty()) {
       json cap = client.call("capture.get", {{"device_id", o.from_device}});
-      before = snapshot_root(snapshot_by_id(client, o.from_device, cap["before"].get<std::string>()));
+      before = snapshot_root(resolve_snapshot(client, o.from_device, cap["before"].get<std::string>()));
       json latest = resolve_snapshot(client, o.from_device, "latest");
       if (latest["snapshot_id"] == cap["before"])
         throw Error(ErrorKind::precondition, "device " + o.from_device +

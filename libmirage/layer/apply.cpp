@@ -39,11 +39,6 @@ std::string parent_of(const std::string& path) {
 std::string base_of(const std::string& path) { return path.substr(path.rfind('/') + 1); }
 
 std::string entry_hex(const tree::Entry& e) { return util::to_hex(tree::encode_entry(e)); }
-tree::Entry entry_from_hex(const std::string& hex, const std::string& what) {
-  auto raw = util::from_hex(hex);
-  if (!raw) throw Error(ErrorKind::integrity, what + ": entry is not hex");
-  return tree::decode_entry(std::span(reinterpret_cast<const uint8_t*>(raw->data()), raw->size()), what);
-}
 
 /// Directory fds below a root, opened component by component without following symlinks.
 class Dirs {
@@ -139,7 +134,7 @@ void finish_commit(const fs::path& root, const json& journal, ApplyResult* resul
       if (!exists_at(dirfd, tmp)) continue;
       if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) throw_errno("put " + path + " in place");
     } else if (op == "meta") {
-      tree::Entry e = entry_from_hex(s.at("entry"), path);
+      tree::Entry e = tree::decode_entry_hex(s.at("entry").get<std::string>(), path);
       if (!exists_at(dirfd, name)) continue;
       if (e.kind == tree::Kind::dir) {
         int fd = dirs.get(path);

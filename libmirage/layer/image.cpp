@@ -185,9 +185,7 @@ void parse_manifest(const json& j, Layer& l, const std::string& what) {
   else
     throw Error(ErrorKind::integrity, what + ": kind '" + kind + "' (expected base, app or driver)");
   if (!j.contains("root") || !j["root"].is_string()) throw Error(ErrorKind::integrity, what + ": no root entry");
-  auto raw = util::from_hex(j["root"].get<std::string>());
-  if (!raw) throw Error(ErrorKind::integrity, what + ": root entry is not hex");
-  l.root = tree::decode_entry(std::span(reinterpret_cast<const uint8_t*>(raw->data()), raw->size()), what + " root");
+  l.root = tree::decode_entry_hex(j["root"].get<std::string>(), what + " root");
   if (l.root.kind != tree::Kind::dir) throw Error(ErrorKind::integrity, what + ": root entry is not a directory");
   l.whiteouts = path_list(j, "whiteouts", what);
   l.opaque = path_list(j, "opaque", what);

@@ -17,7 +17,6 @@ bool under_etc(const std::string& p) { return p.rfind("/etc/", 0) == 0; }
 
 bool same(const tree::Entry& a, const tree::Entry& b) { return same_content(a, b) && same_metadata(a, b); }
 
-std::string package_name(const std::string& key) { return key; }
 
 void package_changes(const RecordSet& e, const MergeResult& m, std::vector<PackageChange>& out) {
   std::map<std::string, const Record*> before;
@@ -27,11 +26,11 @@ void package_changes(const RecordSet& e, const MergeResult& m, std::vector<Packa
   for (const auto& key : m.replaced) {
     std::string from = stanza_field(before[key]->text, "Version"), to = stanza_field(after[key]->text, "Version");
     if (from == to) continue;
-    out.push_back({package_name(key), from, to, compare_versions(to, from) < 0 ? "downgrade" : "upgrade"});
+    out.push_back({key, from, to, compare_versions(to, from) < 0 ? "downgrade" : "upgrade"});
   }
-  for (const auto& key : m.added) out.push_back({package_name(key), "", stanza_field(after[key]->text, "Version"), "install"});
+  for (const auto& key : m.added) out.push_back({key, "", stanza_field(after[key]->text, "Version"), "install"});
   for (const auto& key : m.removed)
-    out.push_back({package_name(key), stanza_field(before[key]->text, "Version"), "", "remove"});
+    out.push_back({key, stanza_field(before[key]->text, "Version"), "", "remove"});
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "libmirage/util/bytes.hpp"
 #include "libmirage/util/error.hpp"
+#include "libmirage/util/hex.hpp"
 
 namespace mirage::tree {
 
@@ -160,6 +161,12 @@ Entry decode_entry(std::span<const uint8_t> data, const std::string& what) {
   Entry e = decode_one(r, true);
   if (!r.at_end()) r.fail("trailing bytes");
   return e;
+}
+
+Entry decode_entry_hex(std::string_view hex, const std::string& what) {
+  auto raw = util::from_hex(hex);
+  if (!raw) throw Error(ErrorKind::integrity, what + ": entry is not hex");
+  return decode_entry(std::span(reinterpret_cast<const uint8_t*>(raw->data()), raw->size()), what);
 }
 
 std::vector<std::string> split_path(std::string_view path) {

@@ -86,6 +86,9 @@ Tree decode(std::span<const uint8_t> data, const std::string& what);
 /// One entry alone (the snapshot's root directory), name may be empty.
 std::vector<uint8_t> encode_entry(const Entry& entry);
 Entry decode_entry(std::span<const uint8_t> data, const std::string& what);
+/// The same from hex (how JSON carries a snapshot's or a layer's root entry); bad hex is
+/// Error(integrity) naming `what`.
+Entry decode_entry_hex(std::string_view hex, const std::string& what);
 
 /// True for a name that may appear in a directory: 1..255 bytes, no '/', no NUL, not "." or "..".
 bool valid_name(std::string_view name);
