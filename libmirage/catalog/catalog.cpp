@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS cvds(
   PRIMARY KEY(device, number));
 )sql";
 
+/// A JSON column; {} when it does not parse (a damaged row is shown empty, not fatal).
+nlohmann::json parse_json_col(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  return j.is_discarded() ? nlohmann::json::object() : j;
+}
+
 Device device_from(util::Stmt& s) {
   Device d;
   d.id = s.text(0);
@@ -58,8 +64,7 @@ Device device_from(util::Stmt& s) {
   d.reference = s.int64(2) != 0;
   d.hostname = s.text(3);
   d.policy = s.text(4);
-  d.inventory = nlohmann::json::parse(s.text(5), nullptr, false);
-  if (d.inventory.is_discarded()) d.inventory = nlohmann::json::object();
+  d.inventory = parse_json_col(s.text(5));
   d.registered_at = s.int64(6);
   d.last_seen = s.int64(7);
   return d;
@@ -74,8 +79,7 @@ Snapshot snapshot_from(util::Stmt& s) {
   snap.tree = Digest::from_span(tree);
   snap.root = s.blob(3);
   snap.created_at = s.int64(4);
-  snap.stats = nlohmann::json::parse(s.text(5), nullptr, false);
-  if (snap.stats.is_discarded()) snap.stats = nlohmann::json::object();
+  snap.stats = parse_json_col(s.text(5));
   snap.pinned = s.int64(6) != 0;
   return snap;
 }
@@ -358,11 +362,6 @@ void Catalog::add_event(const std::string& type, const std::string& device, cons
 
 
 namespace {
-
-nlohmann::json parse_json_col(const std::string& text) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  return j.is_discarded() ? nlohmann::json::object() : j;
-}
 
 LayerRow layer_from(util::Stmt& s) {
   LayerRow l;
