@@ -26,10 +26,6 @@ tree::Entry snapshot_root(const json& snapshot) {
   return tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root");
 }
 
-std::string parent_of(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
 
 bool same(const tree::Entry& a, const tree::Entry& b) { return layer::same_content(a, b) && layer::same_metadata(a, b); }
 
@@ -220,11 +216,11 @@ json capture(Client& client, const CaptureOptions& o) {
         continue;
       }
       if (b != fb.end() && same(b->second, a)) continue;
-      for (std::string q = p; q != "/" && !flat.count(q); q = parent_of(q)) flat[q] = fa.at(q);
+      for (std::string q = p; q != "/" && !flat.count(q); q = tree::parent_path(q)) flat[q] = fa.at(q);
     }
     for (const auto& [p, b] : fb) {
       if (p == "/" || fa.count(p) || o.rules.noise(p) || layer::merge_format(p)) continue;
-      if (fa.count(parent_of(p))) l.whiteouts.push_back(p);
+      if (fa.count(tree::parent_path(p))) l.whiteouts.push_back(p);
     }
     stats["records_changed"] = records_changed;
     l.captured_on = o.on_base;

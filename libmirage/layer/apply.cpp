@@ -32,11 +32,8 @@ namespace {
 
 constexpr uint64_t k_fetch_batch = 32u << 20;
 
-std::string parent_of(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-std::string base_of(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+using tree::base_name;
+using tree::parent_path;
 
 std::string entry_hex(const tree::Entry& e) { return util::to_hex(tree::encode_entry(e)); }
 
@@ -50,8 +47,8 @@ class Dirs {
   int get(const std::string& dir) {
     auto it = m_fds.find(dir);
     if (it != m_fds.end()) return it->second->get();
-    int parent = get(parent_of(dir));
-    auto fd = std::make_shared<util::Fd>(util::open_dir_at(parent, base_of(dir), (m_root / dir.substr(1)).string()));
+    int parent = get(parent_path(dir));
+    auto fd = std::make_shared<util::Fd>(util::open_dir_at(parent, base_name(dir), (m_root / dir.substr(1)).string()));
     m_fds[dir] = fd;
     return fd->get();
   }
@@ -112,8 +109,8 @@ void finish_commit(const fs::path& root, const json& journal, ApplyResult* resul
     dirs.trim();
     const auto& s = steps[i];
     std::string op = s.at("op"), path = s.at("path");
-    int dirfd = dirs.get(parent_of(path));
-    std::string name = base_of(path);
+    int dirfd = dirs.get(parent_path(path));
+    std::string name = base_name(path);
     if (op == "install") {
       std::string tmp = s.at("tmp");
       if (!exists_at(dirfd, tmp)) continue;  // done before the crash
@@ -194,7 +191,7 @@ class Applier {
         made.push_back(op.path);
       } else {
         m_tmp[i] = ".mirage-new-" + m_token + "-" + std::to_string(i);
-        temps.push_back(parent_of(op.path) == "/" ? "/" + m_tmp[i] : parent_of(op.path) + "/" + m_tmp[i]);
+        temps.push_back(parent_path(op.path) == "/" ? "/" + m_tmp[i] : parent_path(op.path) + "/" + m_tmp[i]);
       }
     }
     write_journal(m_opts.journal, {{"state", "staging"}, {"temps", temps}, {"dirs", made}});
@@ -311,7 +308,7 @@ class Applier {
       m_dirs.trim();
       struct stat st;
       try {
-        if (::fstatat(m_dirs.get(parent_of(op.path)), base_of(op.path).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (::fstatat(m_dirs.get(parent_path(op.path)), base_name(op.path).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
       } catch (const Error&) {
         continue;
       }
@@ -320,7 +317,7 @@ class Applier {
                             int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
                             int64_t(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec,
                             static_cast<uint64_t>(st.st_ino)};
-      m_result.installed.emplace_back(parent_of(op.path), scan::CachedFile{base_of(op.path), stamp, op.entry.chunks});
+      m_result.installed.emplace_back(parent_path(op.path), scan::CachedFile{base_name(op.path), stamp, op.entry.chunks});
     }
   }
 
@@ -332,8 +329,8 @@ class Applier {
   }
 
   void make_dir(const Op& op) {
-    int parent = m_dirs.get(parent_of(op.path));
-    std::string name = base_of(op.path);
+    int parent = m_dirs.get(parent_path(op.path));
+    std::string name = base_name(op.path);
     struct stat st;
     if (exists_at(parent, name, &st)) {
       if (S_ISDIR(st.st_mode)) return;
@@ -345,7 +342,7 @@ class Applier {
 
   void stage(size_t i, const std::unordered_map<Digest, store::Record, util::DigestHash>& records) {
     const Op& op = m_plan.ops[i];
-    int dirfd = m_dirs.get(parent_of(op.path));
+    int dirfd = m_dirs.get(parent_path(op.path));
     const std::string& tmp = m_tmp.at(i);
     auto warn = [this](std::string m) { m_result.warnings.push_back(std::move(m)); };
     if (op.entry.kind != tree::Kind::file) {
@@ -377,8 +374,8 @@ class Applier {
   void stage_link(size_t i) {
     const Op& op = m_plan.ops[i];
     size_t head = m_op_index.at(op.entry.link_group);  // is_follower() found it
-    int from = m_dirs.get(parent_of(op.entry.link_group));
-    int dirfd = m_dirs.get(parent_of(op.path));
+    int from = m_dirs.get(parent_path(op.entry.link_group));
+    int dirfd = m_dirs.get(parent_path(op.path));
     const std::string& tmp = m_tmp.at(i);
     ::unlinkat(dirfd, tmp.c_str(), 0);
     if (::linkat(from, m_tmp.at(head).c_str(), dirfd, tmp.c_str(), 0) != 0) throw_errno("hardlink " + op.path);
@@ -530,7 +527,7 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
       std::string p = t.get<std::string>();
       dirs.trim();
       try {
-        ::unlinkat(dirs.get(parent_of(p)), base_of(p).c_str(), 0);
+        ::unlinkat(dirs.get(parent_path(p)), base_name(p).c_str(), 0);
       } catch (const Error&) {
         // Its directory was never made.
       }
@@ -540,7 +537,7 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
     for (const auto& d : made) {
       dirs.trim();
       try {
-        ::unlinkat(dirs.get(parent_of(d)), base_of(d).c_str(), AT_REMOVEDIR);  // only when empty
+        ::unlinkat(dirs.get(parent_path(d)), base_name(d).c_str(), AT_REMOVEDIR);  // only when empty
       } catch (const Error&) {
       }
       dirs.forget(d);

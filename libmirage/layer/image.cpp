@@ -16,12 +16,8 @@ using nlohmann::json;
 
 namespace {
 
-std::string child_path(const std::string& dir, const std::string& name) { return dir == "/" ? "/" + name : dir + "/" + name; }
-
-std::string parent_of(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
+using tree::child_path;
+using tree::parent_path;
 
 /// Removes `path` and everything below it.
 void erase_tree(Flat& flat, std::map<std::string, std::string>* owner, const std::string& path) {
@@ -115,7 +111,7 @@ tree::Entry store_flat(Flat flat, scan::ChunkSink& sink) {
   std::map<std::string, std::vector<std::string>> children;
   for (const auto& [path, e] : flat) {
     if (path == "/") continue;
-    std::string parent = parent_of(path);
+    std::string parent = parent_path(path);
     auto it = flat.find(parent);
     if (it == flat.end() || it->second.kind != tree::Kind::dir)
       throw Error(ErrorKind::failed, "store_flat: " + path + " has no parent directory");

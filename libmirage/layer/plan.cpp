@@ -270,7 +270,7 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
   for (const auto* list : {&plan.ops, &removes})
     for (const auto& op : *list)
       if (op.action != Action::keep_local && op.action != Action::keep_user && op.action != Action::metadata)
-        touched.insert(op.path == "/" ? "/" : op.path.substr(0, std::max<size_t>(1, op.path.rfind('/'))));
+        touched.insert(tree::parent_path(op.path));
   std::set<std::string> has_op;
   for (const auto& op : plan.ops) has_op.insert(op.path);
   for (const auto& dir : touched) {

@@ -148,7 +148,7 @@ class Restorer {
 
   void restore_dir_contents(const DirFd& fd, const tree::Entry& dir, const std::string& path) {
     tree::Tree t = m_source.tree(dir.subtree);
-    for (const auto& child : t.entries) restore_entry(fd, child, path == "/" ? "/" + child.name : path + "/" + child.name);
+    for (const auto& child : t.entries) restore_entry(fd, child, tree::child_path(path, child.name));
   }
 
   void warn(std::string message) {

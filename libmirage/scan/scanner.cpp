@@ -278,9 +278,7 @@ class Pipeline {
   std::unordered_set<Digest, util::DigestHash> m_seen;
 };
 
-std::string child_path(const std::string& dir, const std::string& name) {
-  return dir == "/" ? "/" + name : dir + "/" + name;
-}
+using tree::child_path;
 
 }  // namespace
 

@@ -79,7 +79,7 @@ void Service::verify_closure(const Digest& tree_id, const std::optional<Digest>&
     tree::Tree old_tree;
     if (old && cat.find_chunk(*old)) old_tree = tree::decode(m_repo.read_plain(*old), "tree " + old->hex());
     for (const auto& e : t.entries) {
-      std::string child = path == "/" ? "/" + e.name : path + "/" + e.name;
+      std::string child = tree::child_path(path, e.name);
       const tree::Entry* before = old_tree.find(e.name);
       if (e.kind == tree::Kind::dir) {
         std::optional<Digest> prev;

@@ -298,7 +298,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
         continue;
       }
       for (const auto& e : t.entries) {
-        std::string child = path == "/" ? "/" + e.name : path + "/" + e.name;
+        std::string child = tree::child_path(path, e.name);
         if (e.kind == tree::Kind::dir) stack.push_back({e.subtree, child});
         for (const auto& c : e.chunks)
           if (!m_catalog.find_chunk(c.id))

@@ -163,6 +163,17 @@ Entry decode_entry(std::span<const uint8_t> data, const std::string& what) {
   return e;
 }
 
+std::string child_path(const std::string& dir, const std::string& name) {
+  return dir == "/" ? "/" + name : dir + "/" + name;
+}
+
+std::string parent_path(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+}
+
+std::string base_name(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
 Entry decode_entry_hex(std::string_view hex, const std::string& what) {
   auto raw = util::from_hex(hex);
   if (!raw) throw Error(ErrorKind::integrity, what + ": entry is not hex");

@@ -90,6 +90,12 @@ Entry decode_entry(std::span<const uint8_t> data, const std::string& what);
 /// Error(integrity) naming `what`.
 Entry decode_entry_hex(std::string_view hex, const std::string& what);
 
+/// Root-relative absolute paths as snapshots, layers and plans key them ("/" is the root):
+/// the path of `name` inside `dir`, the directory holding `path`, and its last component.
+std::string child_path(const std::string& dir, const std::string& name);
+std::string parent_path(const std::string& path);
+std::string base_name(const std::string& path);
+
 /// True for a name that may appear in a directory: 1..255 bytes, no '/', no NUL, not "." or "..".
 bool valid_name(std::string_view name);
 
