@@ -9,14 +9,15 @@ namespace mirage::catalog {
 
 namespace {
 
-constexpr int k_schema_version = 1;
+constexpr int k_schema_version = 2;
 
 constexpr const char* k_schema = R"sql(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices(
   id TEXT PRIMARY KEY, state TEXT NOT NULL, reference INTEGER NOT NULL DEFAULT 0,
   hostname TEXT NOT NULL DEFAULT '', policy TEXT NOT NULL DEFAULT 'default',
-  inventory TEXT NOT NULL DEFAULT '{}', registered_at INTEGER NOT NULL, last_seen INTEGER NOT NULL);
+  inventory TEXT NOT NULL DEFAULT '{}', registered_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+  volume INTEGER NOT NULL DEFAULT 0, tags TEXT NOT NULL DEFAULT '[]');
 CREATE TABLE IF NOT EXISTS snapshots(
   id TEXT PRIMARY KEY, device TEXT NOT NULL REFERENCES devices(id), tree BLOB NOT NULL,
   root BLOB NOT NULL, created_at INTEGER NOT NULL, stats TEXT NOT NULL DEFAULT '{}',
@@ -25,10 +26,14 @@ CREATE INDEX IF NOT EXISTS snapshots_by_device ON snapshots(device, created_at);
 CREATE TABLE IF NOT EXISTS volumes(id INTEGER PRIMARY KEY, path TEXT NOT NULL, read_only INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS packs(
   id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES volumes(id),
-  size INTEGER NOT NULL DEFAULT 0);
+  size INTEGER NOT NULL DEFAULT 0, sealed INTEGER NOT NULL DEFAULT 0, written_at INTEGER NOT NULL DEFAULT 0,
+  retired_at INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS chunks(
   id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL, stored INTEGER NOT NULL,
-  raw INTEGER NOT NULL, codec INTEGER NOT NULL) WITHOUT ROWID;
+  raw INTEGER NOT NULL, codec INTEGER NOT NULL, added_at INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack, offset);
+CREATE TABLE IF NOT EXISTS collections(
+  name TEXT PRIMARY KEY, kind TEXT NOT NULL, spec TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens(
   hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL,
   revoked INTEGER NOT NULL DEFAULT 0);
@@ -224,6 +229,10 @@ std::vector<Snapshot> Catalog::all_snapshots() {
   return out;
 }
 
+void Catalog::delete_snapshot(const std::string& id) {
+  util::Stmt(m_db, "DELETE FROM snapshots WHERE id = ?").bind(1, id).run();
+}
+
 std::vector<Volume> Catalog::volumes() {
   util::Stmt s(m_db, "SELECT id, path, read_only FROM volumes ORDER BY id");
   std::vector<Volume> out;
@@ -237,7 +246,11 @@ int64_t Catalog::add_volume(const std::string& path) {
 }
 
 int64_t Catalog::add_pack(const std::string& name, int64_t volume) {
-  util::Stmt(m_db, "INSERT INTO packs(name, volume) VALUES (?, ?)").bind(1, name).bind(2, volume).run();
+  util::Stmt(m_db, "INSERT INTO packs(name, volume, written_at) VALUES (?, ?, ?)")
+      .bind(1, name)
+      .bind(2, volume)
+      .bind(3, util::now_ns())
+      .run();
   return m_db.last_insert_rowid();
 }
 
@@ -255,6 +268,10 @@ std::optional<Pack> Catalog::pack(int64_t id) {
   return Pack{s.int64(0), s.text(1), s.int64(2), static_cast<uint64_t>(s.int64(3))};
 }
 
+void Catalog::seal_pack(int64_t id) {
+  util::Stmt(m_db, "UPDATE packs SET sealed = 1 WHERE id = ?").bind(1, id).run();
+}
+
 std::optional<ChunkLocation> Catalog::find_chunk(const Digest& id) {
   auto& q = *m_find_chunk;
   q.reset();
@@ -269,20 +286,28 @@ std::optional<ChunkLocation> Catalog::find_chunk(const Digest& id) {
   return loc;
 }
 
-void Catalog::add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size) {
+bool Catalog::add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size) {
   util::Transaction tx(m_db);
-  util::Stmt ins(m_db, "INSERT OR IGNORE INTO chunks(id, pack, offset, stored, raw, codec) VALUES (?, ?, ?, ?, ?, ?)");
+  util::Stmt ins(m_db,
+                 "INSERT OR IGNORE INTO chunks(id, pack, offset, stored, raw, codec, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  int64_t now = util::now_ns();
   for (const auto& [id, loc] : chunks) {
     ins.bind_blob(1, id.bytes)
         .bind(2, loc.pack)
         .bind(3, static_cast<int64_t>(loc.offset))
         .bind(4, int64_t(loc.stored))
         .bind(5, int64_t(loc.raw))
-        .bind(6, int64_t(loc.codec));
+        .bind(6, int64_t(loc.codec))
+        .bind(7, now);
     ins.run();
   }
-  util::Stmt(m_db, "UPDATE packs SET size = ? WHERE id = ?").bind(1, static_cast<int64_t>(pack_size)).bind(2, pack).run();
+  // A pack that GC retired meanwhile (it took this writer for gone) must not gain
+  // records: the caller writes them again into a new pack.
+  util::Stmt upd(m_db, "UPDATE packs SET size = ?, written_at = ? WHERE id = ? AND retired_at = 0");
+  upd.bind(1, static_cast<int64_t>(pack_size)).bind(2, now).bind(3, pack).run();
+  if (m_db.changes() == 0) return false;  // rolls back
   tx.commit();
+  return true;
 }
 
 void Catalog::for_each_chunk(const std::function<void(const Digest&, const ChunkLocation&)>& fn) {

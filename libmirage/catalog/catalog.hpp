@@ -110,16 +110,20 @@ class Catalog {
   /// Snapshots of a device, oldest first.
   std::vector<Snapshot> snapshots(const std::string& device);
   std::vector<Snapshot> all_snapshots();
+  void delete_snapshot(const std::string& id);
 
   std::vector<Volume> volumes();
   int64_t add_volume(const std::string& path);
   int64_t add_pack(const std::string& name, int64_t volume);
   std::vector<Pack> packs();
   std::optional<Pack> pack(int64_t id);
+  /// Marks a pack as complete: no writer appends to it again (GC may repack it).
+  void seal_pack(int64_t id);
 
   std::optional<ChunkLocation> find_chunk(const Digest& id);
-  /// Indexes chunks written to `pack` and records its new indexed size, in one transaction.
-  void add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size);
+  /// Indexes chunks written to `pack` and records its new indexed size, in one
+  /// transaction. False (and nothing indexed) when GC retired the pack meanwhile.
+  bool add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size);
   /// Calls fn(id, location) for every indexed chunk.
   void for_each_chunk(const std::function<void(const Digest&, const ChunkLocation&)>& fn);
   uint64_t chunk_count();

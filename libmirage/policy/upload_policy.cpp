@@ -2,6 +2,7 @@
 
 #include <fnmatch.h>
 
+#include "libmirage/policy/retention.hpp"
 #include "libmirage/util/error.hpp"
 
 namespace mirage::policy {
@@ -82,7 +83,7 @@ UploadPolicy UploadPolicy::from_json(const nlohmann::json& doc) {
   if (!doc.is_object()) throw Error(ErrorKind::usage, "upload policy: not a JSON object");
   for (const auto& [key, value] : doc.items()) {
     (void)value;
-    if (key != "version" && key != "unprotected" && key != "exceptions" && key != "user_area")
+    if (key != "version" && key != "unprotected" && key != "exceptions" && key != "user_area" && key != "retention")
       throw Error(ErrorKind::usage, "upload policy: unknown field '" + key + "'");
   }
   if (doc.contains("version") && doc.at("version") != 1)
@@ -92,6 +93,18 @@ UploadPolicy UploadPolicy::from_json(const nlohmann::json& doc) {
   p.m_exceptions = string_list(doc, "exceptions", "upload policy").value_or(std::vector<std::string>{});
   p.m_user_area = string_list(doc, "user_area", "upload policy").value_or(std::vector<std::string>{});
   return p;
+}
+
+nlohmann::json policy_document(const nlohmann::json& doc) {
+  nlohmann::json out = UploadPolicy::from_json(doc).to_json();
+  out["retention"] = Retention::from_json(doc.value("retention", nlohmann::json())).to_json();
+  return out;
+}
+
+nlohmann::json default_policy_document() {
+  nlohmann::json out = UploadPolicy::defaults().to_json();
+  out["retention"] = Retention{}.to_json();
+  return out;
 }
 
 nlohmann::json UploadPolicy::to_json() const {

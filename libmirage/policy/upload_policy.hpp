@@ -3,7 +3,8 @@
 //   {"version": 1,
 //    "unprotected": ["/proc", "/tmp", "lost+found", ...],   // rules
 //    "exceptions":  ["/var/cache/keep-me"],                  // protected despite a rule
-//    "user_area":   ["/home", "/root", "/srv"]}               // never touched by layers
+//    "user_area":   ["/home", "/root", "/srv"],               // never touched by layers
+//    "retention":   {"hourly": 24, ...}}                      // which snapshots to keep (retention.hpp)
 // A rule that contains a '/' is anchored at the root ("/var/cache", "/var/log/*.gz") and
 // also covers everything below a matching directory; a rule without one matches a
 // name at any depth ("lost+found", "*.swp"). Globs are fnmatch(3) with FNM_PATHNAME.
@@ -50,6 +51,12 @@ class UploadPolicy {
   std::vector<std::string> m_exceptions;
   std::vector<std::string> m_user_area;
 };
+
+/// A whole policy document (upload rules and "retention", see retention.hpp), validated
+/// and with every default filled in; throws Error(usage) naming the bad field.
+nlohmann::json policy_document(const nlohmann::json& doc);
+/// The built-in "default" policy as a document.
+nlohmann::json default_policy_document();
 
 /// The array of non-empty strings at doc[key], nullopt when absent; throws Error(usage)
 /// naming `what` and the key otherwise. (Rule lists, device lists, ...)

@@ -27,6 +27,16 @@ inline bool bool_param(const nlohmann::json& params, const char* name) {
   return it->get<bool>();
 }
 
+/// An optional number parameter in [lo, hi] (`fallback` when absent).
+inline double num_param(const nlohmann::json& params, const char* name, double fallback, double lo, double hi) {
+  auto it = params.find(name);
+  if (it == params.end()) return fallback;
+  if (!it->is_number() || it->get<double>() < lo || it->get<double>() > hi)
+    throw Error(ErrorKind::usage, std::string("parameter '") + name + "' must be a number from " + std::to_string(lo) +
+                                      " to " + std::to_string(hi));
+  return it->get<double>();
+}
+
 /// An optional array of non-empty strings (empty when absent).
 inline std::vector<std::string> str_list(const nlohmann::json& params, const char* name) {
   return policy::string_list(params, name, "request").value_or(std::vector<std::string>{});

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/server/housekeeping.hpp"
 #include "libmirage/server/params.hpp"
 #include "libmirage/server/roles.hpp"
 #include "libmirage/tree/tree.hpp"
@@ -180,16 +181,17 @@ void Service::register_handlers() {
     if (req.params.contains("device_id")) name = accepted_device(str_param(req.params, "device_id")).policy;
     auto doc = m_repo.catalog().policy(name);
     if (!doc && name != "default") throw Error(ErrorKind::not_found, "policy " + name + ": not found");
-    reply.result = {{"name", name}, {"policy", doc ? *doc : policy::UploadPolicy::defaults().to_json()}};
+    reply.result = {{"name", name}, {"policy", doc ? policy::policy_document(*doc) : policy::default_policy_document()}};
   };
 
   m_handlers["policy.set"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
     if (!req.params.contains("policy")) throw Error(ErrorKind::usage, "missing parameter 'policy'");
-    auto p = policy::UploadPolicy::from_json(req.params["policy"]);  // validates
-    m_repo.catalog().set_policy(name, p.to_json());
+    if (!valid_device_id(name)) throw Error(ErrorKind::usage, "policy name '" + name + "': use letters, digits and - _ . :");
+    json doc = policy::policy_document(req.params["policy"]);  // validates, fills defaults
+    m_repo.catalog().set_policy(name, doc);
     m_repo.catalog().add_event("policy.set", "", {{"name", name}, {"by", caller.name}});
-    reply.result = {{"name", name}, {"policy", p.to_json()}};
+    reply.result = {{"name", name}, {"policy", doc}};
   };
 
   m_handlers["chunks.missing"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
@@ -279,8 +281,10 @@ void Service::register_handlers() {
     snap.pinned = bool_param(req.params, "pinned");
     cat.add_snapshot(snap);
     cat.add_event("snapshot.created", device, {{"snapshot_id", snap.id}, {"stats", snap.stats}});
+    auto expired = expire_snapshots(cat, device);
     tx.commit();
     json j = snap;
+    j["expired"] = expired;
     j["root"] = util::to_hex(snap.root);
     reply.result = j;
   };
@@ -288,11 +292,16 @@ void Service::register_handlers() {
   m_handlers["snapshot.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = str_param(req.params, "device_id");
     auto& cat = m_repo.catalog();
-    if (!cat.device(device)) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
+    auto d = cat.device(device);
+    if (!d) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
     json list = json::array();
     auto cvds = cat.cvds(device);
-    for (const auto& s : cat.snapshots(device)) {
+    auto snapshots = cat.snapshots(device);
+    auto tiers = snapshot_tiers(cat, *d, snapshots);
+    for (size_t i = 0; i < snapshots.size(); ++i) {
+      const auto& s = snapshots[i];
       json j = s;
+      j["kept_by"] = tiers[i];
       j["root"] = util::to_hex(s.root);
       int64_t cvd = 1;  // a provision starts a new CVD; its snapshots count from then on
       for (const auto& [number, started] : cvds)
@@ -340,6 +349,12 @@ void Service::register_handlers() {
     int64_t after = req.params.value("after_id", int64_t{0});
     reply.result = {{"events", m_repo.catalog().events(device, since, after)}};
   };
+
+  m_handlers["gc.run"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
+                            // Its own connection and no service lock: syncs go on meanwhile.
+                            reply.result = run_gc(m_repo.path(), gc_options(req.params));
+                          },
+                          true};
 
   m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     // Progress goes to the log sink: over stdio that is the user's terminal.

@@ -70,7 +70,13 @@ Repository::Repository(fs::path data, bool create) : m_data(std::move(data)), m_
   m_volume = volumes.front();
 }
 
-Repository::~Repository() = default;
+Repository::~Repository() {
+  if (!m_write_fd) return;
+  try {
+    m_catalog.seal_pack(m_write_pack);
+  } catch (const std::exception&) {  // a destructor must not throw; GC copes with unsealed packs
+  }
+}
 
 fs::path Repository::pack_path(const catalog::Pack& pack) {
   std::string vol_path;
@@ -81,6 +87,13 @@ fs::path Repository::pack_path(const catalog::Pack& pack) {
 }
 
 void Repository::open_new_pack() {
+  if (m_write_fd) {
+    try {
+      m_catalog.seal_pack(m_write_pack);
+    } catch (const Error&) {  // GC treats a pack idle past its grace as sealed anyway
+    }
+    m_write_fd = util::Fd();
+  }
   std::string name = util::random_hex(16);
   fs::path dir = fs::path(m_volume.path) / "packs" / name.substr(0, 2);
   util::make_dirs(dir);
@@ -130,9 +143,21 @@ PutStats Repository::put(std::span<const VerifiedRecord> records) {
     if (index.empty()) continue;
     util::pwrite_all(m_write_fd.get(), buf, m_write_size, "pack");
     if (::fdatasync(m_write_fd.get()) != 0) throw_errno("fsync pack");
+    if (!m_catalog.add_chunks(index, m_write_pack, m_write_size + buf.size())) {
+      // GC retired this pack while we were idle: write the batch again into a new one.
+      m_write_fd = util::Fd();  // retired: not ours to seal
+      open_new_pack();
+      for (auto& [id, loc] : index) {
+        loc.pack = m_write_pack;
+        loc.offset = loc.offset - offset + m_write_size;
+      }
+      util::pwrite_all(m_write_fd.get(), buf, m_write_size, "pack");
+      if (::fdatasync(m_write_fd.get()) != 0) throw_errno("fsync pack");
+      if (!m_catalog.add_chunks(index, m_write_pack, m_write_size + buf.size()))
+        throw Error(ErrorKind::failed, "pack " + std::to_string(m_write_pack) + " was retired as soon as it was made");
+    }
     m_write_size += buf.size();
     stats.stored_bytes += buf.size();
-    m_catalog.add_chunks(index, m_write_pack, m_write_size);
   }
   return stats;
 }
@@ -152,7 +177,19 @@ int Repository::pack_fd(int64_t pack_id) {
 void Repository::read_record(const Digest& id, std::vector<uint8_t>& out) {
   auto loc = m_catalog.find_chunk(id);
   if (!loc) throw Error(ErrorKind::not_found, "chunk " + id.hex() + ": not in the store");
-  read_record_at(id, *loc, out);
+  read_moving(id, *loc, out);
+}
+
+void Repository::read_moving(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out) {
+  try {
+    read_record_at(id, loc, out);
+  } catch (const Error&) {
+    // GC may have moved the chunk to another pack (and deleted this one) since we
+    // looked it up: look again, and fail only if it has not moved.
+    auto again = m_catalog.find_chunk(id);
+    if (!again || (again->pack == loc.pack && again->offset == loc.offset)) throw;
+    read_record_at(id, *again, out);
+  }
 }
 
 void Repository::read_record_at(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out) {
@@ -202,13 +239,19 @@ void Repository::read_records(std::span<const Digest> ids, std::vector<uint8_t>&
     size_t j = i + 1;
     for (; j < wanted.size() && wanted[j].first.pack == start.pack && wanted[j].first.offset <= end + (1u << 20); ++j)
       end = std::max<uint64_t>(end, wanted[j].first.offset + k_record_header + wanted[j].first.stored);
-    ::posix_fadvise(pack_fd(start.pack), static_cast<off_t>(start.offset), static_cast<off_t>(end - start.offset),
+    int fd = -1;
+    try {
+      fd = pack_fd(start.pack);
+    } catch (const Error&) {  // moved by GC: read_moving finds it
+    }
+    if (fd >= 0)
+      ::posix_fadvise(fd, static_cast<off_t>(start.offset), static_cast<off_t>(end - start.offset),
                     POSIX_FADV_WILLNEED);
     i = j;
   }
   for (size_t i = 0; i < wanted.size(); ++i) {
     if (i && wanted[i].second == wanted[i - 1].second) continue;
-    read_record_at(wanted[i].second, wanted[i].first, out);
+    read_moving(wanted[i].second, wanted[i].first, out);
   }
 }
 

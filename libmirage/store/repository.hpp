@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "libmirage/catalog/catalog.hpp"
+#include "libmirage/store/gc.hpp"
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/fd.hpp"
 
@@ -96,8 +97,11 @@ class Repository {
   CheckReport check(bool read_data, const std::function<void(uint64_t, uint64_t)>& progress);
 
  private:
+  friend nlohmann::json collect_garbage(Repository& repo, const GcOptions& options);
   /// read_record with the location already looked up.
   void read_record_at(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out);
+  /// read_record_at, looking the chunk up again if GC moved it meanwhile.
+  void read_moving(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out);
   std::filesystem::path pack_path(const catalog::Pack& pack);
   int pack_fd(int64_t pack_id);
   void open_new_pack();

@@ -2,11 +2,18 @@
 
 #include <ctime>
 #include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 namespace mirage::util {
 
 int64_t now_ns() {
+  // Tests of time-based rules (retention, GC grace) run on a fake clock.
+  static const std::optional<int64_t> fake = [] {
+    const char* v = std::getenv("MIRAGE_TEST_NOW");
+    return v && *v ? parse_time_lower(v) : std::nullopt;
+  }();
+  if (fake) return *fake;
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;

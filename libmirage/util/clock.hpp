@@ -6,7 +6,8 @@
 
 namespace mirage::util {
 
-/// Nanoseconds since the Unix epoch, from the real-time clock.
+/// Nanoseconds since the Unix epoch, from the real-time clock (or, for tests, the fixed
+/// moment $MIRAGE_TEST_NOW names, e.g. 2026-01-05T10:00:00Z).
 int64_t now_ns();
 /// RFC 3339 in UTC with second precision: 2026-11-25T10:00:00Z.
 std::string rfc3339(int64_t ns);

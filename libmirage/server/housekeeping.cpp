@@ -1,0 +1,71 @@
+#include "libmirage/server/housekeeping.hpp"
+
+#include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/server/params.hpp"
+#include "libmirage/store/repository.hpp"
+#include "libmirage/util/sqlite.hpp"
+
+namespace mirage::server {
+
+using nlohmann::json;
+
+policy::Retention device_retention(catalog::Catalog& cat, const catalog::Device& device) {
+  auto doc = cat.policy(device.policy);
+  if (!doc) return policy::Retention{};
+  return policy::Retention::from_json(doc->value("retention", json()));
+}
+
+std::vector<std::vector<std::string>> snapshot_tiers(catalog::Catalog& cat, const catalog::Device& device,
+                                                     const std::vector<catalog::Snapshot>& snapshots) {
+  std::vector<policy::SnapshotTime> times;
+  times.reserve(snapshots.size());
+  for (const auto& s : snapshots) times.push_back({s.created_at, s.pinned});
+  auto tiers = policy::retention_tiers(times, device_retention(cat, device));
+  auto capture = cat.capture(device.id);
+  for (size_t i = 0; i < snapshots.size(); ++i)
+    if (capture && snapshots[i].id == *capture) tiers[i].push_back("capture");
+  return tiers;
+}
+
+std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::string& device) {
+  auto d = cat.device(device);
+  if (!d) return {};
+  auto snapshots = cat.snapshots(device);
+  auto tiers = snapshot_tiers(cat, *d, snapshots);
+  std::vector<std::string> expired;
+  for (size_t i = 0; i < snapshots.size(); ++i) {
+    if (!tiers[i].empty()) continue;
+    cat.delete_snapshot(snapshots[i].id);
+    expired.push_back(snapshots[i].id);
+  }
+  if (!expired.empty()) cat.add_event("snapshot.expired", device, {{"snapshots", expired}});
+  return expired;
+}
+
+store::GcOptions gc_options(const json& params) {
+  store::GcOptions o;
+  o.dry_run = bool_param(params, "dry_run");
+  o.grace_ns = static_cast<int64_t>(num_param(params, "grace_seconds", 3600, 0, 365.0 * 86400) * 1e9);
+  o.repack_below = num_param(params, "repack_below", o.repack_below, 0, 1);
+  o.max_repack_bytes = static_cast<uint64_t>(num_param(params, "max_repack_bytes", double(o.max_repack_bytes), 0, 1e15));
+  return o;
+}
+
+json run_gc(const std::filesystem::path& data, const store::GcOptions& options) {
+  store::Repository repo(data, false);
+  auto& cat = repo.catalog();
+  uint64_t expired = 0;
+  if (!options.dry_run) {
+    for (const auto& d : cat.devices(std::nullopt)) {
+      util::Transaction tx(cat.db());
+      expired += expire_snapshots(cat, d.id).size();
+      tx.commit();
+    }
+  }
+  json report = store::collect_garbage(repo, options);
+  report["snapshots_expired"] = expired;
+  if (!options.dry_run) cat.add_event("gc", "", report);
+  return report;
+}
+
+}  // namespace mirage::server

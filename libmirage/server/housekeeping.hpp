@@ -1,0 +1,38 @@
+#pragma once
+// The server's housekeeping: snapshot retention (per device, by its policy) and
+// garbage collection runs, on request and on a schedule.
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/catalog/catalog.hpp"
+#include "libmirage/policy/retention.hpp"
+#include "libmirage/store/gc.hpp"
+
+namespace mirage::server {
+
+/// The retention rule of the device's policy (the defaults for "default").
+policy::Retention device_retention(catalog::Catalog& cat, const catalog::Device& device);
+
+/// For each of `snapshots` (a device's, as Catalog::snapshots gives them), the tiers
+/// that keep it; "capture" marks the snapshot an app capture in progress started from.
+std::vector<std::vector<std::string>> snapshot_tiers(catalog::Catalog& cat, const catalog::Device& device,
+                                                     const std::vector<catalog::Snapshot>& snapshots);
+
+/// Deletes the device's snapshots that no tier keeps, with an event; returns their ids.
+/// Call inside a write transaction.
+std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::string& device);
+
+/// GC options from request parameters: dry_run, grace_seconds (default 3600),
+/// repack_below (0..1, default 0.5), max_repack_bytes (default 1 GiB).
+store::GcOptions gc_options(const nlohmann::json& params);
+
+/// Applies retention to every device, then collects garbage in the data directory
+/// (its own connection: centralization goes on meanwhile). Records a "gc" event.
+nlohmann::json run_gc(const std::filesystem::path& data, const store::GcOptions& options);
+
+}  // namespace mirage::server

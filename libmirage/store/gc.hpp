@@ -1,0 +1,43 @@
+#pragma once
+// Garbage collection of a data directory, safe while endpoints keep uploading:
+//
+// 1. Mark: every tree and chunk reachable from a snapshot or a layer goes into a
+//    temporary table (on disk: memory stays bounded however large the store).
+// 2. Sweep, in batches, each one write transaction: first mark the roots committed
+//    since step 1 (a commit checks its chunks exist inside its own transaction, so a
+//    commit either lands before a batch and is marked, or after and finds what the
+//    batch deleted missing, and the client uploads it again); then drop from the index
+//    the chunks nothing reaches that were added before the grace period. Chunks
+//    uploaded within it are pinned: they belong to uploads in flight whose snapshot is
+//    not committed yet.
+// 3. Repack: sealed (or long idle) packs whose live share is below a threshold are
+//    rewritten, their live records copied to a new pack and the index moved in one
+//    transaction, up to a byte cap per run; a pack with nothing live is retired
+//    outright. Retired pack files are deleted once the grace period has passed since
+//    (readers that raced a move look the chunk up again).
+// Nothing takes an exclusive lock on the store; one GC runs at a time (DATA/gc.lock).
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mirage::store {
+
+class Repository;
+
+struct GcOptions {
+  bool dry_run = false;
+  int64_t grace_ns = 3600LL * 1000000000;   ///< uploads younger than this are kept
+  double repack_below = 0.5;                ///< rewrite packs whose live share is below this
+  uint64_t max_repack_bytes = 1ULL << 30;   ///< live bytes copied per run at most
+  std::function<void(const std::string&)> progress;
+};
+
+/// Runs one collection; returns a report (JSON: chunks and bytes found live, unreferenced,
+/// deleted, pinned; packs repacked, retired, deleted; bytes freed). Throws
+/// Error(precondition) when another GC holds the lock, Error(integrity) when a tree
+/// cannot be read (then nothing is deleted).
+nlohmann::json collect_garbage(Repository& repo, const GcOptions& options);
+
+}  // namespace mirage::store
