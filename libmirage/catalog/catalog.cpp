@@ -72,6 +72,11 @@ Device device_from(util::Stmt& s) {
   d.inventory = parse_json_col(s.text(5));
   d.registered_at = s.int64(6);
   d.last_seen = s.int64(7);
+  auto tags = parse_json_col(s.text(8));
+  if (tags.is_array())
+    for (const auto& t : tags)
+      if (t.is_string()) d.tags.push_back(t.get<std::string>());
+  d.volume = s.int64(9);
   return d;
 }
 
@@ -89,7 +94,8 @@ Snapshot snapshot_from(util::Stmt& s) {
   return snap;
 }
 
-constexpr const char* k_device_cols = "id, state, reference, hostname, policy, inventory, registered_at, last_seen";
+constexpr const char* k_device_cols =
+    "id, state, reference, hostname, policy, inventory, registered_at, last_seen, tags, volume";
 constexpr const char* k_snapshot_cols = "id, device, tree, root, created_at, stats, pinned";
 
 std::string checked_path(const std::string& path, bool create) {
@@ -123,7 +129,9 @@ void to_json(nlohmann::json& j, const Device& d) {
        {"policy", d.policy},
        {"inventory", d.inventory},
        {"registered_at", util::rfc3339(d.registered_at)},
-       {"last_seen", util::rfc3339(d.last_seen)}};
+       {"last_seen", util::rfc3339(d.last_seen)},
+       {"tags", d.tags},
+       {"volume", d.volume}};
 }
 
 void to_json(nlohmann::json& j, const Snapshot& s) {
@@ -243,6 +251,10 @@ std::vector<Volume> Catalog::volumes() {
 int64_t Catalog::add_volume(const std::string& path) {
   util::Stmt(m_db, "INSERT INTO volumes(path) VALUES (?)").bind(1, path).run();
   return m_db.last_insert_rowid();
+}
+
+void Catalog::set_volume_read_only(int64_t id, bool read_only) {
+  util::Stmt(m_db, "UPDATE volumes SET read_only = ? WHERE id = ?").bind(1, int64_t(read_only)).bind(2, id).run();
 }
 
 int64_t Catalog::add_pack(const std::string& name, int64_t volume) {
@@ -374,6 +386,51 @@ void Catalog::set_policy(const std::string& name, const nlohmann::json& doc) {
       .bind(1, name)
       .bind(2, doc.dump())
       .run();
+}
+
+std::vector<std::string> Catalog::policies() {
+  util::Stmt s(m_db, "SELECT name FROM policies ORDER BY name");
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
+void Catalog::set_device_tags(const std::string& id, const std::vector<std::string>& tags) {
+  util::Stmt(m_db, "UPDATE devices SET tags = ? WHERE id = ?").bind(1, nlohmann::json(tags).dump()).bind(2, id).run();
+}
+
+void Catalog::set_device_volume(const std::string& id, int64_t volume) {
+  util::Stmt(m_db, "UPDATE devices SET volume = ? WHERE id = ?").bind(1, volume).bind(2, id).run();
+}
+
+void Catalog::set_collection(const std::string& name, const std::string& kind, const nlohmann::json& spec) {
+  util::Stmt(m_db,
+             "INSERT INTO collections(name, kind, spec, created_at) VALUES (?, ?, ?, ?) "
+             "ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, spec = excluded.spec")
+      .bind(1, name)
+      .bind(2, kind)
+      .bind(3, spec.dump())
+      .bind(4, util::now_ns())
+      .run();
+}
+
+std::optional<std::pair<std::string, nlohmann::json>> Catalog::collection(const std::string& name) {
+  util::Stmt s(m_db, "SELECT kind, spec FROM collections WHERE name = ?");
+  s.bind(1, name);
+  if (!s.step()) return std::nullopt;
+  return std::make_pair(s.text(0), parse_json_col(s.text(1)));
+}
+
+std::vector<std::string> Catalog::collections() {
+  util::Stmt s(m_db, "SELECT name FROM collections ORDER BY name");
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
+bool Catalog::delete_collection(const std::string& name) {
+  util::Stmt(m_db, "DELETE FROM collections WHERE name = ?").bind(1, name).run();
+  return m_db.changes() > 0;
 }
 
 void Catalog::add_event(const std::string& type, const std::string& device, const nlohmann::json& detail) {

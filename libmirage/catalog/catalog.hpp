@@ -31,6 +31,8 @@ struct Device {
   nlohmann::json inventory = nlohmann::json::object();
   int64_t registered_at = 0;
   int64_t last_seen = 0;
+  std::vector<std::string> tags;  ///< set by admins, for dynamic collections
+  int64_t volume = 0;             ///< where the CVD's new data goes (0: not placed yet)
 };
 void to_json(nlohmann::json& j, const Device& d);
 
@@ -114,6 +116,7 @@ class Catalog {
 
   std::vector<Volume> volumes();
   int64_t add_volume(const std::string& path);
+  void set_volume_read_only(int64_t id, bool read_only);
   int64_t add_pack(const std::string& name, int64_t volume);
   std::vector<Pack> packs();
   std::optional<Pack> pack(int64_t id);
@@ -139,6 +142,18 @@ class Catalog {
 
   std::optional<nlohmann::json> policy(const std::string& name);
   void set_policy(const std::string& name, const nlohmann::json& doc);
+  /// Names of the stored policies (the built-in "default" only if stored).
+  std::vector<std::string> policies();
+  void set_device_tags(const std::string& id, const std::vector<std::string>& tags);
+  void set_device_volume(const std::string& id, int64_t volume);
+
+  /// A named set of devices: kind "static" (spec {"devices": [...]}) or "dynamic"
+  /// (spec {"match": {...}}, see server/collections.hpp).
+  void set_collection(const std::string& name, const std::string& kind, const nlohmann::json& spec);
+  /// (kind, spec) of a collection.
+  std::optional<std::pair<std::string, nlohmann::json>> collection(const std::string& name);
+  std::vector<std::string> collections();
+  bool delete_collection(const std::string& name);
 
   void add_event(const std::string& type, const std::string& device, const nlohmann::json& detail);
   /// Events in id order (at most 10000): at or after `since` (ns), after `after_id`, of one device when given.

@@ -88,8 +88,7 @@ void Service::register_layer_handlers() {
   };
 
   m_handlers["order.create"].fn = [this, resolve](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    auto devices = str_list(req.params, "device_ids");
-    if (devices.empty()) throw Error(ErrorKind::usage, "give at least one device");
+    auto devices = target_devices(req.params);
     std::string type = req.params.value("type", "assign");
     if (type != "assign" && type != "enforce" && type != "provision")
       throw Error(ErrorKind::usage, "order type '" + type + "': expected assign, enforce or provision");
@@ -108,6 +107,7 @@ void Service::register_layer_handlers() {
       std::vector<std::string> current = given.value("layers", std::vector<std::string>{});
       // The newest pending order is what the device will have: later orders build on it.
       auto pending = cat.orders(device, "pending");
+      std::erase_if(pending, [](const catalog::Order& p) { return p.spec.value("type", "") == "snapshot"; });
       if (!pending.empty()) current = pending.back().spec.value("layers", std::vector<std::string>{});
       std::vector<catalog::LayerRow> chosen;
       if (type == "enforce") {

@@ -164,6 +164,8 @@ void Service::register_handlers() {
       cat.set_device_policy(id, policy);
     }
     cat.set_device_state(id, state, reference);
+    // A new CVD goes to the writable volume with the most free space.
+    if (state == catalog::DeviceState::accepted && d->volume == 0) cat.set_device_volume(id, m_repo.choose_volume());
     cat.add_event(std::string("device.") + std::string(catalog::state_name(state)), id,
                   {{"by", caller.name}, {"reference", reference}});
     json j = *cat.device(id);
@@ -207,15 +209,16 @@ void Service::register_handlers() {
   };
 
   m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
+                                int64_t volume = 0;  // captures: the volume with the most free space
                                 if (req.params.contains("device_id")) {
-                                  // Endpoints upload to their own CVD; image managers upload captures.
+                                  // Endpoints upload to their own CVD (on its volume); image managers upload captures.
                                   std::lock_guard lock(m_mutex);
-                                  accepted_device(str_param(req.params, "device_id"));
+                                  volume = accepted_device(str_param(req.params, "device_id")).volume;
                                 }
                                 // Decode and re-hash every chunk before the lock: a forged id is refused here.
                                 auto records = store::verify_upload(req.binary);
                                 std::lock_guard lock(m_mutex);
-                                auto stats = m_repo.put(records);
+                                auto stats = m_repo.put(records, volume);
                                 reply.result = {{"chunks", stats.chunks},
                                                 {"new_chunks", stats.new_chunks},
                                                 {"stored_bytes", stats.stored_bytes},
@@ -313,6 +316,7 @@ void Service::register_handlers() {
   };
 
   register_layer_handlers();
+  register_fleet_handlers();
 
   m_handlers["token.create"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
@@ -349,12 +353,6 @@ void Service::register_handlers() {
     int64_t after = req.params.value("after_id", int64_t{0});
     reply.result = {{"events", m_repo.catalog().events(device, since, after)}};
   };
-
-  m_handlers["gc.run"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
-                            // Its own connection and no service lock: syncs go on meanwhile.
-                            reply.result = run_gc(m_repo.path(), gc_options(req.params));
-                          },
-                          true};
 
   m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     // Progress goes to the log sink: over stdio that is the user's terminal.

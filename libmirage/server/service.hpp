@@ -35,6 +35,11 @@ class Service {
   using Handler = std::function<void(proto::Request&, proto::Reply&, const Caller&)>;
   void register_handlers();
   void register_layer_handlers();  ///< layers.cpp: captures, layers, orders, status
+  void register_fleet_handlers();  ///< fleet.cpp: policies, collections, tags, volumes, GC, snapshot requests
+  /// The devices a request names: "device_ids" and the members of "collections",
+  /// each once, in order; Error(usage) when there are none, Error(not_found) for an
+  /// unknown collection.
+  std::vector<std::string> target_devices(const nlohmann::json& params);
   catalog::Device accepted_device(const std::string& id);
   void verify_closure(const util::Digest& tree, const std::optional<util::Digest>& previous, const std::string& device);
 

@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "libmirage/store/repository.hpp"
@@ -200,7 +201,8 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
   uint64_t budget = o.max_repack_bytes;
   std::vector<uint8_t> buf;
   for (const auto& p : packs) {
-    if (p.retired_at || p.read_only || !p.idle || p.id == repo.m_write_pack) continue;
+    bool ours = std::any_of(repo.m_writers.begin(), repo.m_writers.end(), [&](const auto& w) { return w.second.pack == p.id; });
+    if (p.retired_at || p.read_only || !p.idle || ours) continue;
     uint64_t payload = p.size > k_pack_magic.size() ? p.size - k_pack_magic.size() : 0;
     bool empty = p.live_chunks == 0;
     if (!empty && (payload == 0 || double(p.live_bytes) >= o.repack_below * double(payload))) continue;
@@ -235,26 +237,27 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
       }
     }
     if (damaged) continue;
+    Repository::Writer* w = nullptr;
+    uint64_t base = 0;
     if (!live.empty()) {
-      if (!repo.m_write_fd || repo.m_write_size + buf.size() > k_pack_target) repo.open_new_pack();
-      util::pwrite_all(repo.m_write_fd.get(), buf, repo.m_write_size, "pack");
-      if (::fdatasync(repo.m_write_fd.get()) != 0) throw_errno("fsync pack");
+      w = &repo.writer(0, buf.size());
+      base = repo.append(*w, buf);
     }
     util::Transaction tx(db);
     util::Stmt move(db, "UPDATE chunks SET pack = ?, offset = ? WHERE id = ? AND pack = ? AND offset = ?");
     for (size_t i = 0; i < live.size(); ++i) {
-      move.bind(1, repo.m_write_pack)
-          .bind(2, static_cast<int64_t>(repo.m_write_size + at[i]))
+      move.bind(1, w->pack)
+          .bind(2, static_cast<int64_t>(base + at[i]))
           .bind_blob(3, live[i].first.bytes)
           .bind(4, p.id)
           .bind(5, static_cast<int64_t>(live[i].second.offset))
           .run();
     }
-    if (!live.empty()) {
+    if (w) {
       util::Stmt(db, "UPDATE packs SET size = ?, written_at = ? WHERE id = ?")
-          .bind(1, static_cast<int64_t>(repo.m_write_size + buf.size()))
+          .bind(1, static_cast<int64_t>(w->size))
           .bind(2, now)
-          .bind(3, repo.m_write_pack)
+          .bind(3, w->pack)
           .run();
     }
     // Retire only if no writer added records meanwhile (its size would differ).
@@ -265,7 +268,6 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
         .run();
     bool took = db.changes() == 1;
     tx.commit();
-    if (!live.empty()) repo.m_write_size += buf.size();
     if (!took) continue;
     (empty ? retired : repacked)++;
     moved_bytes += buf.size();

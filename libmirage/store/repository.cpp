@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,8 +55,7 @@ std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
 }
 
 Repository::Repository(fs::path data, bool create) : m_data(std::move(data)), m_catalog(open_catalog(m_data, create)) {
-  auto volumes = m_catalog.volumes();
-  if (volumes.empty()) {
+  if (m_catalog.volumes().empty()) {
     // Several server processes may open a new data directory at once: check and add
     // under one write lock so there is exactly one volume 0.
     util::Transaction tx(m_catalog.db());
@@ -65,16 +65,16 @@ Repository::Repository(fs::path data, bool create) : m_data(std::move(data)), m_
       m_catalog.add_volume(vol.string());
     }
     tx.commit();
-    volumes = m_catalog.volumes();
   }
-  m_volume = volumes.front();
 }
 
 Repository::~Repository() {
-  if (!m_write_fd) return;
-  try {
-    m_catalog.seal_pack(m_write_pack);
-  } catch (const std::exception&) {  // a destructor must not throw; GC copes with unsealed packs
+  for (auto& [volume, w] : m_writers) {
+    if (!w.fd) continue;
+    try {
+      m_catalog.seal_pack(w.pack);
+    } catch (const std::exception&) {  // a destructor must not throw; GC copes with unsealed packs
+    }
   }
 }
 
@@ -86,16 +86,46 @@ fs::path Repository::pack_path(const catalog::Pack& pack) {
   return fs::path(vol_path) / "packs" / pack.name.substr(0, 2) / (pack.name + ".pack");
 }
 
-void Repository::open_new_pack() {
-  if (m_write_fd) {
+int64_t Repository::choose_volume() {
+  int64_t best = 0;
+  uint64_t best_free = 0;
+  for (const auto& v : m_catalog.volumes()) {
+    if (v.read_only) continue;
+    struct statvfs st;
+    uint64_t free = ::statvfs(v.path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.f_bavail) * st.f_frsize : 0;
+    if (!best || free > best_free) {
+      best = v.id;
+      best_free = free;
+    }
+  }
+  if (!best) throw Error(ErrorKind::precondition, "no writable storage volume (see mirage volume list)");
+  return best;
+}
+
+Repository::Writer& Repository::writer(int64_t volume, uint64_t bytes) {
+  bool usable = false;
+  for (const auto& v : m_catalog.volumes())
+    if (v.id == volume && !v.read_only) usable = true;
+  if (!usable) volume = choose_volume();
+  Writer& w = m_writers[volume];
+  w.volume = volume;
+  if (!w.fd || (w.size > k_pack_magic.size() && w.size + bytes > k_pack_target)) open_new_pack(w);
+  return w;
+}
+
+void Repository::open_new_pack(Writer& w) {
+  if (w.fd) {
     try {
-      m_catalog.seal_pack(m_write_pack);
+      m_catalog.seal_pack(w.pack);
     } catch (const Error&) {  // GC treats a pack idle past its grace as sealed anyway
     }
-    m_write_fd = util::Fd();
+    w.fd = util::Fd();
   }
+  std::string vol_path;
+  for (const auto& v : m_catalog.volumes())
+    if (v.id == w.volume) vol_path = v.path;
   std::string name = util::random_hex(16);
-  fs::path dir = fs::path(m_volume.path) / "packs" / name.substr(0, 2);
+  fs::path dir = fs::path(vol_path) / "packs" / name.substr(0, 2);
   util::make_dirs(dir);
   fs::path file = dir / (name + ".pack");
   util::Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -104,9 +134,17 @@ void Repository::open_new_pack() {
                   file.string());
   if (::fdatasync(fd.get()) != 0) throw_errno("fsync pack " + file.string());
   util::fsync_dir(dir);
-  m_write_pack = m_catalog.add_pack(name, m_volume.id);
-  m_write_size = k_pack_magic.size();
-  m_write_fd = std::move(fd);
+  w.pack = m_catalog.add_pack(name, w.volume);
+  w.size = k_pack_magic.size();
+  w.fd = std::move(fd);
+}
+
+uint64_t Repository::append(Writer& w, std::span<const uint8_t> bytes) {
+  uint64_t at = w.size;
+  util::pwrite_all(w.fd.get(), bytes, at, "pack");
+  if (::fdatasync(w.fd.get()) != 0) throw_errno("fsync pack");
+  w.size += bytes.size();
+  return at;
 }
 
 std::vector<bool> Repository::missing(std::span<const Digest> ids) {
@@ -116,7 +154,7 @@ std::vector<bool> Repository::missing(std::span<const Digest> ids) {
   return out;
 }
 
-PutStats Repository::put(std::span<const VerifiedRecord> records) {
+PutStats Repository::put(std::span<const VerifiedRecord> records, int64_t volume) {
   PutStats stats;
   stats.chunks = records.size();
   std::vector<uint8_t> buf;
@@ -124,39 +162,38 @@ PutStats Repository::put(std::span<const VerifiedRecord> records) {
   std::unordered_set<Digest, util::DigestHash> seen;
   size_t i = 0;
   while (i < records.size()) {
-    if (!m_write_fd || m_write_size >= k_pack_target) open_new_pack();
+    // One batch: the new records that fit in what is left of a pack.
     buf.clear();
     index.clear();
-    uint64_t offset = m_write_size;
-    util::Transaction lookups(m_catalog.db(), util::Transaction::Mode::deferred);
-    for (; i < records.size() && offset + buf.size() < k_pack_target; ++i) {
-      const auto& r = records[i];
-      if (!seen.insert(r.id).second || m_catalog.find_chunk(r.id)) continue;
-      Record parsed = parse_record(r.record, "record");
-      index.push_back({r.id, {m_write_pack, offset + buf.size(), static_cast<uint32_t>(parsed.data.size()), r.raw_size,
-                              static_cast<uint8_t>(parsed.codec)}});
-      buf.insert(buf.end(), r.record.begin(), r.record.end());
-      stats.new_chunks++;
-      stats.raw_bytes += r.raw_size;
-    }
-    lookups.commit();
-    if (index.empty()) continue;
-    util::pwrite_all(m_write_fd.get(), buf, m_write_size, "pack");
-    if (::fdatasync(m_write_fd.get()) != 0) throw_errno("fsync pack");
-    if (!m_catalog.add_chunks(index, m_write_pack, m_write_size + buf.size())) {
-      // GC retired this pack while we were idle: write the batch again into a new one.
-      m_write_fd = util::Fd();  // retired: not ours to seal
-      open_new_pack();
-      for (auto& [id, loc] : index) {
-        loc.pack = m_write_pack;
-        loc.offset = loc.offset - offset + m_write_size;
+    {
+      util::Transaction lookups(m_catalog.db(), util::Transaction::Mode::deferred);
+      for (; i < records.size() && buf.size() < k_pack_target / 2; ++i) {
+        const auto& r = records[i];
+        if (!seen.insert(r.id).second || m_catalog.find_chunk(r.id)) continue;
+        Record parsed = parse_record(r.record, "record");
+        index.push_back({r.id, {0, buf.size(), static_cast<uint32_t>(parsed.data.size()), r.raw_size,
+                                static_cast<uint8_t>(parsed.codec)}});
+        buf.insert(buf.end(), r.record.begin(), r.record.end());
+        stats.new_chunks++;
+        stats.raw_bytes += r.raw_size;
       }
-      util::pwrite_all(m_write_fd.get(), buf, m_write_size, "pack");
-      if (::fdatasync(m_write_fd.get()) != 0) throw_errno("fsync pack");
-      if (!m_catalog.add_chunks(index, m_write_pack, m_write_size + buf.size()))
-        throw Error(ErrorKind::failed, "pack " + std::to_string(m_write_pack) + " was retired as soon as it was made");
+      lookups.commit();
     }
-    m_write_size += buf.size();
+    if (index.empty()) continue;
+    for (int attempt = 0;; ++attempt) {
+      Writer& w = writer(volume, buf.size());
+      uint64_t at = append(w, buf);
+      for (auto& [id, loc] : index) {
+        loc.pack = w.pack;
+        loc.offset += at;
+      }
+      if (m_catalog.add_chunks(index, w.pack, w.size)) break;
+      // GC retired this pack while we were idle (it took us for gone): write the
+      // batch again into a new one.
+      for (auto& [id, loc] : index) loc.offset -= at;
+      w.fd = util::Fd();  // retired: not ours to seal
+      if (attempt == 2) throw Error(ErrorKind::failed, "pack " + std::to_string(w.pack) + " retired while being written");
+    }
     stats.stored_bytes += buf.size();
   }
   return stats;

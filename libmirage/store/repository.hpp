@@ -80,8 +80,11 @@ class Repository {
   /// For each id, true when the store lacks it.
   std::vector<bool> missing(std::span<const Digest> ids);
   bool has(const Digest& id) { return m_catalog.find_chunk(id).has_value(); }
-  /// Appends verified records that are not stored yet, durably, and indexes them.
-  PutStats put(std::span<const VerifiedRecord> records);
+  /// Appends verified records that are not stored yet, durably, and indexes them, on
+  /// `volume` (0, or a read-only one: the writable volume with the most free space).
+  PutStats put(std::span<const VerifiedRecord> records, int64_t volume = 0);
+  /// The writable volume with the most free space; Error(precondition) if none is.
+  int64_t choose_volume();
   /// Appends the stored record of `id` (header + data, as in the pack) to `out`;
   /// throws Error(not_found) when absent, Error(integrity) when the pack is damaged.
   void read_record(const Digest& id, std::vector<uint8_t>& out);
@@ -104,15 +107,24 @@ class Repository {
   void read_moving(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out);
   std::filesystem::path pack_path(const catalog::Pack& pack);
   int pack_fd(int64_t pack_id);
-  void open_new_pack();
+
+  /// The pack this process appends to on one volume.
+  struct Writer {
+    int64_t volume = 0;
+    int64_t pack = 0;
+    uint64_t size = 0;
+    util::Fd fd;
+  };
+  /// The writer for `volume` (resolved as put() does), with room for `bytes` more.
+  Writer& writer(int64_t volume, uint64_t bytes);
+  void open_new_pack(Writer& w);
+  /// Writes `bytes` at the writer's end and makes them durable; returns their offset.
+  /// The catalog learns the new size from the caller, in the transaction that indexes.
+  uint64_t append(Writer& w, std::span<const uint8_t> bytes);
 
   std::filesystem::path m_data;
   catalog::Catalog m_catalog;
-  catalog::Volume m_volume;
-  // The pack this process appends to.
-  int64_t m_write_pack = 0;
-  uint64_t m_write_size = 0;
-  util::Fd m_write_fd;
+  std::map<int64_t, Writer> m_writers;  ///< by volume id
   std::map<int64_t, util::Fd> m_read_fds;
 };
 
