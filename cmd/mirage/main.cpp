@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 #include <iostream>
 
 #include "libmirage/tool/tool.hpp"
@@ -47,11 +48,13 @@ int check(const tool::Common& common, bool read_data) {
 }
 
 /// Events as JSON lines (one object per line, whatever --output says: they stream).
-int events(const tool::Common& common, const std::string& device, const std::string& since, bool follow, double poll) {
+int events(const tool::Common& common, const std::string& device, const std::string& since, const std::string& type,
+           bool follow, double poll) {
   auto client = tool::connect(common);
   json params = json::object();
   if (!device.empty()) params["device_id"] = device;
   if (!since.empty()) params["since"] = since;
+  if (!type.empty()) params["type"] = type;
   int64_t last = 0;
   for (;;) {
     params["after_id"] = last;
@@ -64,6 +67,25 @@ int events(const tool::Common& common, const std::string& device, const std::str
     if (!follow) return 0;
     if (r["events"].empty()) ::usleep(static_cast<useconds_t>(poll * 1e6));
   }
+}
+
+/// Reads a JSON document from FILE or - (stdin); Error(usage) naming it when malformed.
+json read_json(const std::string& file) {
+  std::string text = file == "-" ? std::string(std::istreambuf_iterator<char>(std::cin), {}) : util::read_file(file);
+  json doc = json::parse(text, nullptr, false);
+  if (doc.is_discarded()) throw Error(ErrorKind::usage, "--file " + file + ": not valid JSON");
+  return doc;
+}
+
+/// KEY=GLOB pairs into an object; Error(usage) naming a malformed one.
+json key_globs(const std::vector<std::string>& pairs) {
+  json out = json::object();
+  for (const auto& p : pairs) {
+    auto eq = p.find('=');
+    if (eq == std::string::npos || eq == 0) throw Error(ErrorKind::usage, "--field '" + p + "': expected KEY=GLOB");
+    out[p.substr(0, eq)] = p.substr(eq + 1);
+  }
+  return out;
 }
 
 }  // namespace
@@ -83,22 +105,90 @@ int main(int argc, char** argv) {
   tool::add_common(app, common);
   app.fallthrough();
   bool read_data = false;
-  std::string policy_name = "default", policy_file;
   auto* check_cmd = app.add_subcommand("check", "Verify the catalog, packs and snapshots");
   check_cmd->add_flag("--read-data", read_data, "Also read and verify every chunk");
-  auto* policy = app.add_subcommand("policy", "Show or set upload policies");
+
+  // Policies.
+  std::string policy_name = "default", policy_file;
+  std::vector<std::string> devices, collections;
+  auto* policy = app.add_subcommand("policy", "Policies: upload rules and snapshot retention");
   policy->require_subcommand(1);
-  auto* policy_show = policy->add_subcommand("show", "Print an upload policy");
+  auto* policy_list = policy->add_subcommand("list", "List policies and how many devices use each");
+  auto* policy_show = policy->add_subcommand("show", "Print a policy document");
   policy_show->add_option("name", policy_name, "Policy name (default: default)");
-  auto* policy_set = policy->add_subcommand("set", "Set an upload policy from a JSON file");
+  auto* policy_set = policy->add_subcommand("set", "Create or replace a policy from a JSON file");
   policy_set->add_option("name", policy_name, "Policy name")->required();
   policy_set->add_option("--file", policy_file, "JSON policy document (- for stdin)")->required();
-  std::string ev_device, ev_since;
+  auto* policy_assign = policy->add_subcommand("assign", "Give devices a policy");
+  policy_assign->add_option("name", policy_name, "Policy name")->required();
+  policy_assign->add_option("--device", devices, "Device id (repeatable)");
+  policy_assign->add_option("--collection", collections, "Every device of a collection (repeatable)");
+
+  // Collections and device tags.
+  std::string coll_name, match_hostname, match_os, match_os_version, match_tag;
+  std::vector<std::string> match_fields;
+  auto* coll = app.add_subcommand("collection", "Static and dynamic sets of devices");
+  coll->require_subcommand(1);
+  auto* coll_create = coll->add_subcommand("create", "Create a static (--device) or dynamic collection");
+  coll_create->add_option("name", coll_name, "Collection name")->required();
+  coll_create->add_option("--device", devices, "A member device (repeatable): a static collection");
+  coll_create->add_option("--hostname", match_hostname, "Dynamic: hostname glob");
+  coll_create->add_option("--os", match_os, "Dynamic: OS id glob (debian, ubuntu, ...)");
+  coll_create->add_option("--os-version", match_os_version, "Dynamic: OS version glob");
+  coll_create->add_option("--tag", match_tag, "Dynamic: devices with this tag");
+  coll_create->add_option("--field", match_fields, "Dynamic: inventory KEY=GLOB (repeatable)");
+  auto* coll_list = coll->add_subcommand("list", "List collections");
+  auto* coll_show = coll->add_subcommand("show", "Show a collection and its members now");
+  coll_show->add_option("name", coll_name, "Collection name")->required();
+  auto* coll_delete = coll->add_subcommand("delete", "Delete a collection");
+  coll_delete->add_option("name", coll_name, "Collection name")->required();
+  std::string device_id, device_state;
+  std::vector<std::string> tags_add, tags_remove;
+  auto* device = app.add_subcommand("device", "List devices, tag them");
+  device->require_subcommand(1);
+  auto* device_list = device->add_subcommand("list", "List devices");
+  device_list->add_option("--state", device_state, "pending, accepted or rejected")
+      ->check(CLI::IsMember({"pending", "accepted", "rejected"}));
+  device_list->add_option("--collection", collections, "Only members of this collection");
+  auto* device_tag = device->add_subcommand("tag", "Add or remove a device's tags");
+  device_tag->add_option("device", device_id, "Device id")->required();
+  device_tag->add_option("--add", tags_add, "Tag to add (repeatable)");
+  device_tag->add_option("--remove", tags_remove, "Tag to remove (repeatable)");
+
+  // Storage volumes and GC.
+  std::string vol_path;
+  int64_t vol_id = 0;
+  bool vol_ro = false, vol_rw = false;
+  auto* volume = app.add_subcommand("volume", "Storage volumes of the server");
+  volume->require_subcommand(1);
+  auto* volume_list = volume->add_subcommand("list", "List volumes with free space and use");
+  auto* volume_add = volume->add_subcommand("add", "Add a storage volume (a directory, absolute path)");
+  volume_add->add_option("path", vol_path, "Directory")->required();
+  auto* volume_set = volume->add_subcommand("set", "Set a volume read-only or writable");
+  volume_set->add_option("id", vol_id, "Volume id")->required();
+  auto* ro_flag = volume_set->add_flag("--read-only", vol_ro, "No new data goes there");
+  volume_set->add_flag("--writable", vol_rw, "New data may go there again")->excludes(ro_flag);
+  bool gc_dry = false;
+  double gc_grace = 3600, gc_repack_below = 0.5;
+  uint64_t gc_max_repack = 1ULL << 30;
+  auto* gc = app.add_subcommand("gc", "Expire snapshots, delete unreferenced data, repack");
+  gc->add_flag("--dry-run", gc_dry, "Report what would go; change nothing");
+  gc->add_option("--grace", gc_grace, "Keep uploads younger than this (default 1h)")
+      ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
+                                        CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"));
+  gc->add_option("--repack-below", gc_repack_below, "Rewrite packs less live than this (0.5)")
+      ->check(CLI::Range(0.0, 1.0));
+  gc->add_option("--max-repack", gc_max_repack, "Bytes copied per run at most (1G)")
+      ->transform(CLI::AsSizeValue(false));
+
+  // Events and tokens.
+  std::string ev_device, ev_since, ev_type;
   bool ev_follow = false;
   double ev_poll = 1.0;
   auto* events_cmd = app.add_subcommand("events", "Print events as JSON lines");
   events_cmd->add_option("--device", ev_device, "Only this device's events");
   events_cmd->add_option("--since", ev_since, "From this UTC date or time on (2026-11-25T10:00)");
+  events_cmd->add_option("--type", ev_type, "Only this type or family (audit, order, snapshot)");
   events_cmd->add_flag("--follow", ev_follow, "Keep printing new events as they come");
   events_cmd->add_option("--poll", ev_poll, "Seconds between polls with --follow (default 1)")->check(CLI::PositiveNumber);
   std::string tok_name, tok_role;
@@ -110,49 +200,171 @@ int main(int argc, char** argv) {
   auto* token_list = token->add_subcommand("list", "List tokens (never their secrets)");
   auto* token_revoke = token->add_subcommand("revoke", "Revoke the live token with this name");
   token_revoke->add_option("name", tok_name, "Token name")->required();
+
   auto call_print = [&](const char* method, json params, const std::function<void(std::ostream&, const json&)>& text) {
     auto client = tool::connect(common);
     json r = client.call(method, std::move(params));
-    tool::print(common, r, [&](std::ostream& out) { text(out, r); });
+    tool::print(common, r, text ? std::function<void(std::ostream&)>([&](std::ostream& out) { text(out, r); }) : nullptr);
     return 0;
   };
-  return tool::run(argc, argv, app, common,
-                   {{check_cmd, [&] { return check(common, read_data); }},
-                    {token_create,
-                     [&] {
-                       return call_print("token.create", {{"name", tok_name}, {"role", tok_role}},
-                                         [](std::ostream& out, const json& r) {
-                                           out << r["token"].get<std::string>() << "\n";
-                                         });
-                     }},
-                    {token_list,
-                     [&] {
-                       return call_print("token.list", json::object(), [](std::ostream& out, const json& r) {
-                         for (const auto& t : r["tokens"])
-                           out << t["name"].get<std::string>() << "  " << t["role"].get<std::string>() << "  "
-                               << t["created"].get<std::string>() << (t["revoked"].get<bool>() ? "  revoked" : "") << "\n";
-                       });
-                     }},
-                    {token_revoke,
-                     [&] {
-                       return call_print("token.revoke", {{"name", tok_name}}, [](std::ostream& out, const json& r) {
-                         out << "token " << r["name"].get<std::string>() << " revoked\n";
-                       });
-                     }},
-                    {events_cmd, [&] { return events(common, ev_device, ev_since, ev_follow, ev_poll); }},
-                    {policy_show,
-                     [&] {
-                       auto client = tool::connect(common);
-                       tool::print(common, client.call("policy.get", {{"name", policy_name}}), nullptr);
-                       return 0;
-                     }},
-                    {policy_set, [&] {
-                       std::string text = policy_file == "-" ? std::string(std::istreambuf_iterator<char>(std::cin), {})
-                                                             : util::read_file(policy_file);
-                       json doc = json::parse(text, nullptr, false);
-                       if (doc.is_discarded()) throw Error(ErrorKind::usage, "--file " + policy_file + ": not valid JSON");
-                       auto client = tool::connect(common);
-                       tool::print(common, client.call("policy.set", {{"name", policy_name}, {"policy", doc}}), nullptr);
-                       return 0;
-                     }}});
+  auto targets = [&] {
+    json p = json::object();
+    if (!devices.empty()) p["device_ids"] = devices;
+    if (!collections.empty()) p["collections"] = collections;
+    return p;
+  };
+  auto print_devices = [](std::ostream& out, const json& r) {
+    for (const auto& d : r["devices"])
+      out << d["device_id"].get<std::string>() << "  " << d["state"].get<std::string>() << "  "
+          << d["hostname"].get<std::string>() << "  policy " << d["policy"].get<std::string>() << "\n";
+  };
+  return tool::run(
+      argc, argv, app, common,
+      {{check_cmd, [&] { return check(common, read_data); }},
+       {token_create,
+        [&] {
+          return call_print("token.create", {{"name", tok_name}, {"role", tok_role}},
+                            [](std::ostream& out, const json& r) { out << r["token"].get<std::string>() << "\n"; });
+        }},
+       {token_list,
+        [&] {
+          return call_print("token.list", json::object(), [](std::ostream& out, const json& r) {
+            for (const auto& t : r["tokens"])
+              out << t["name"].get<std::string>() << "  " << t["role"].get<std::string>() << "  "
+                  << t["created"].get<std::string>() << (t["revoked"].get<bool>() ? "  revoked" : "") << "\n";
+          });
+        }},
+       {token_revoke,
+        [&] {
+          return call_print("token.revoke", {{"name", tok_name}}, [](std::ostream& out, const json& r) {
+            out << "token " << r["name"].get<std::string>() << " revoked\n";
+          });
+        }},
+       {events_cmd, [&] { return events(common, ev_device, ev_since, ev_type, ev_follow, ev_poll); }},
+       {policy_list,
+        [&] {
+          return call_print("policy.list", json::object(), [](std::ostream& out, const json& r) {
+            for (const auto& p : r["policies"])
+              out << p["name"].get<std::string>() << "  " << p["devices"] << " devices\n";
+          });
+        }},
+       {policy_show, [&] { return call_print("policy.get", {{"name", policy_name}}, nullptr); }},
+       {policy_set,
+        [&] { return call_print("policy.set", {{"name", policy_name}, {"policy", read_json(policy_file)}}, nullptr); }},
+       {policy_assign,
+        [&] {
+          json p = targets();
+          p["name"] = policy_name;
+          return call_print("policy.assign", p, [](std::ostream& out, const json& r) {
+            out << "policy " << r["name"].get<std::string>() << " given to " << r["devices"].size() << " devices\n";
+          });
+        }},
+       {coll_create,
+        [&] {
+          json match = json::object();
+          if (!match_hostname.empty()) match["hostname"] = match_hostname;
+          if (!match_os.empty()) match["os"] = match_os;
+          if (!match_os_version.empty()) match["os_version"] = match_os_version;
+          if (!match_tag.empty()) match["tag"] = match_tag;
+          if (!match_fields.empty()) match["inventory"] = key_globs(match_fields);
+          json p = {{"name", coll_name}};
+          if (!devices.empty()) p["device_ids"] = devices;
+          if (!match.empty()) p["match"] = match;
+          return call_print("collection.set", p, [](std::ostream& out, const json& r) {
+            out << r["kind"].get<std::string>() << " collection " << r["name"].get<std::string>() << ": "
+                << r["members"].size() << " devices now\n";
+          });
+        }},
+       {coll_list,
+        [&] {
+          return call_print("collection.list", json::object(), [](std::ostream& out, const json& r) {
+            for (const auto& c : r["collections"])
+              out << c["name"].get<std::string>() << "  " << c["kind"].get<std::string>() << "  " << c["members"]
+                  << " devices\n";
+          });
+        }},
+       {coll_show,
+        [&] {
+          return call_print("collection.get", {{"name", coll_name}}, [](std::ostream& out, const json& r) {
+            out << r["kind"].get<std::string>() << " " << r["spec"].dump() << "\n";
+            for (const auto& m : r["members"]) out << "  " << m.get<std::string>() << "\n";
+          });
+        }},
+       {coll_delete,
+        [&] {
+          return call_print("collection.delete", {{"name", coll_name}}, [](std::ostream& out, const json& r) {
+            out << "collection " << r["name"].get<std::string>() << " deleted\n";
+          });
+        }},
+       {device_list,
+        [&] {
+          auto client = tool::connect(common);
+          json params = json::object();
+          if (!device_state.empty()) params["state"] = device_state;
+          json r = client.call("device.list", params);
+          if (!collections.empty()) {
+            std::set<std::string> keep;
+            for (const auto& c : collections)
+              for (const auto& m : client.call("collection.get", {{"name", c}})["members"]) keep.insert(m.get<std::string>());
+            json filtered = json::array();
+            for (const auto& d : r["devices"])
+              if (keep.count(d["device_id"].get<std::string>())) filtered.push_back(d);
+            r["devices"] = filtered;
+          }
+          tool::print(common, r, [&](std::ostream& out) { print_devices(out, r); });
+          return 0;
+        }},
+       {device_tag,
+        [&] {
+          return call_print("device.tag", {{"device_id", device_id}, {"add", tags_add}, {"remove", tags_remove}},
+                            [](std::ostream& out, const json& r) {
+                              out << r["device_id"].get<std::string>() << " tags:";
+                              for (const auto& t : r["tags"]) out << " " << t.get<std::string>();
+                              out << "\n";
+                            });
+        }},
+       {volume_list,
+        [&] {
+          return call_print("volume.list", json::object(), [](std::ostream& out, const json& r) {
+            for (const auto& v : r["volumes"])
+              out << v["volume_id"] << "  " << v["path"].get<std::string>() << "  "
+                  << tool::human_bytes(v["free_bytes"].get<uint64_t>()) << " free  " << v["packs"] << " packs  "
+                  << tool::human_bytes(v["pack_bytes"].get<uint64_t>()) << "  " << v["devices"] << " devices"
+                  << (v["read_only"].get<bool>() ? "  read-only" : "") << "\n";
+          });
+        }},
+       {volume_add,
+        [&] {
+          std::string abs = std::filesystem::absolute(vol_path).lexically_normal().string();
+          return call_print("volume.add", {{"path", abs}}, [](std::ostream& out, const json& r) {
+            out << "volume " << r["volume_id"] << " at " << r["path"].get<std::string>() << "\n";
+          });
+        }},
+       {volume_set,
+        [&] {
+          if (!vol_ro && !vol_rw) throw Error(ErrorKind::usage, "give --read-only or --writable");
+          return call_print("volume.set", {{"volume_id", vol_id}, {"read_only", vol_ro}},
+                            [](std::ostream& out, const json& r) {
+                              out << "volume " << r["volume_id"] << (r["read_only"].get<bool>() ? " is read-only\n" : " is writable\n");
+                            });
+        }},
+       {gc,
+        [&] {
+          return call_print("gc.run",
+                            {{"dry_run", gc_dry},
+                             {"grace_seconds", gc_grace},
+                             {"repack_below", gc_repack_below},
+                             {"max_repack_bytes", gc_max_repack}},
+                            [&](std::ostream& out, const json& r) {
+                              const char* del = gc_dry ? "would_delete" : "deleted";
+                              out << (gc_dry ? "would delete " : "deleted ") << r[del] << " of " << r["chunks"]
+                                  << " chunks (" << tool::human_bytes(r[std::string(del) + "_bytes"].get<uint64_t>())
+                                  << "), " << r["pinned"] << " pinned by uploads in flight; "
+                                  << r[gc_dry ? "would_repack" : "repacked"] << " packs rewritten, "
+                                  << r[gc_dry ? "would_retire" : "retired"] << " retired, "
+                                  << tool::human_bytes(r[gc_dry ? "would_free_bytes" : "freed_bytes"].get<uint64_t>())
+                                  << (gc_dry ? " would be freed" : " freed") << "; " << r["snapshots_expired"]
+                                  << " snapshots expired\n";
+                            });
+        }}});
 }

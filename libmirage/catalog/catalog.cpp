@@ -621,12 +621,17 @@ std::vector<std::pair<int64_t, int64_t>> Catalog::cvds(const std::string& device
   return out;
 }
 
-std::vector<nlohmann::json> Catalog::events(const std::string& device, int64_t since, int64_t after_id) {
+std::vector<nlohmann::json> Catalog::events(const std::string& device, int64_t since, int64_t after_id,
+                                            const std::string& type) {
+  // A type ending in '.' (or "audit") is a prefix: "order." is every order event.
   util::Stmt s(m_db, std::string("SELECT id, at, type, device, detail FROM events WHERE at >= ? AND id > ?") +
-                         (device.empty() ? "" : " AND device = ?") + " ORDER BY id LIMIT 10000");
+                         (device.empty() ? "" : " AND device = ?3") +
+                         (type.empty() ? "" : " AND (type = ?4 OR substr(type, 1, length(?4) + 1) = ?4 || '.')") +
+                         " ORDER BY id LIMIT 10000");
   s.bind(1, since);
   s.bind(2, after_id);
   if (!device.empty()) s.bind(3, device);
+  if (!type.empty()) s.bind(4, type.back() == '.' ? type.substr(0, type.size() - 1) : type);
   std::vector<nlohmann::json> out;
   while (s.step())
     out.push_back({{"event_id", s.int64(0)}, {"time", util::rfc3339(s.int64(1))}, {"type", s.text(2)},

@@ -156,8 +156,10 @@ class Catalog {
   bool delete_collection(const std::string& name);
 
   void add_event(const std::string& type, const std::string& device, const nlohmann::json& detail);
-  /// Events in id order (at most 10000): at or after `since` (ns), after `after_id`, of one device when given.
-  std::vector<nlohmann::json> events(const std::string& device, int64_t since, int64_t after_id);
+  /// Events in id order (at most 10000): at or after `since` (ns), after `after_id`, of one
+  /// device when given, of one type (or its family: "order" is order.created, order.done...).
+  std::vector<nlohmann::json> events(const std::string& device, int64_t since, int64_t after_id,
+                                     const std::string& type = "");
 
   /// Stores the next version of layer `name` and returns its number (call in a transaction).
   uint32_t add_layer(const std::string& name, const std::string& kind, const Digest& tree, const nlohmann::json& manifest);

@@ -370,8 +370,15 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     }
   };
   // With an order queued, this snapshot protects the state before it and is pinned.
+  // An order for a snapshot (on request) is carried out by that snapshot itself.
   snapshot(has_order);
-  if (has_order) {
+  if (has_order && next["order"]["spec"].value("type", "") == "snapshot") {
+    std::string order_id = next["order"]["order_id"];
+    json report = {{"snapshot_id", result.snapshot["snapshot_id"]}, {"wire_bytes", result.stats.bytes_sent}};
+    client.call("order.report", {{"order_id", order_id}, {"device_id", opts.device_id}, {"state", "done"}, {"result", report}});
+    report["order_id"] = order_id;
+    result.order = report;
+  } else if (has_order) {
     ApplyOrderOptions ao;
     ao.root = opts.root;
     ao.device_id = opts.device_id;

@@ -198,10 +198,17 @@ void Service::register_layer_handlers() {
     if (o->state != "pending") throw Error(ErrorKind::precondition, "order " + id + " is " + o->state + ", not pending");
     json result = req.params.value("result", json::object());
     cat.finish_order(id, state, result);
-    if (state == "done")
+    std::string type = o->spec.value("type", "assign");
+    if (state == "done" && type != "snapshot")
       cat.set_given(o->device, {{"layers", o->spec["layers"]}, {"id_map", result.value("id_map", json::object())},
                                 {"order_id", id}});
-    cat.add_event("order." + state, o->device, {{"order_id", id}, {"spec", o->spec}, {"result", result}});
+    cat.add_event("order." + state, o->device,
+                  {{"order_id", id},
+                   {"transaction", type == "assign" ? "layer_update" : type},
+                   {"bytes_moved", result.value("wire_bytes", uint64_t(0))},
+                   {"unique_bytes", result.value("apply", json::object()).value("bytes_fetched", uint64_t(0))},
+                   {"spec", o->spec},
+                   {"result", result}});
     if (state == "done" && o->spec.value("type", "") == "provision") {
       int64_t cvd = cat.start_cvd(o->device, "provision order " + id);
       cat.add_event("cvd.started", o->device, {{"cvd", cvd}, {"order_id", id}});

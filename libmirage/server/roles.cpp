@@ -13,6 +13,7 @@ const std::vector<std::string> k_all = {"admin", "image-manager", "protection-ma
 const std::vector<std::string> k_admin = {"admin"};
 const std::vector<std::string> k_images = {"admin", "image-manager"};
 const std::vector<std::string> k_protection = {"admin", "protection-manager"};
+const std::vector<std::string> k_managers = {"admin", "image-manager", "protection-manager"};
 
 const std::map<std::string, const std::vector<std::string>*>& table() {
   static const std::map<std::string, const std::vector<std::string>*> t = {
@@ -24,7 +25,11 @@ const std::map<std::string, const std::vector<std::string>*>& table() {
       {"order.report", &k_admin},    {"check", &k_admin},          {"token.create", &k_admin},
       {"token.list", &k_admin},      {"token.revoke", &k_admin},   {"device.reject", &k_protection},
       {"policy.set", &k_protection}, {"layer.commit", &k_images},  {"capture.begin", &k_images},
-      {"capture.get", &k_images}};
+      {"capture.get", &k_images},    {"policy.list", &k_all},      {"policy.assign", &k_protection},
+      {"collection.list", &k_all},   {"collection.get", &k_all},   {"collection.set", &k_managers},
+      {"collection.delete", &k_managers}, {"device.tag", &k_managers}, {"volume.list", &k_all},
+      {"volume.add", &k_admin},      {"volume.set", &k_admin},     {"gc.run", &k_admin},
+      {"snapshot.request", &k_protection}, {"order.pending", &k_admin}, {"events.report", &k_all}};
   return t;
 }
 
@@ -51,9 +56,22 @@ namespace {
 // What an accepted device may do with its credential: sync its own CVD and carry out its orders.
 const std::vector<std::string> k_device_methods = {
     "server.info",   "device.register", "policy.get",      "chunks.missing", "chunks.put", "chunks.get",
-    "chunks.delta",  "snapshot.commit", "snapshot.list",   "order.next",     "order.report", "layer.get"};
+    "chunks.delta",  "snapshot.commit", "snapshot.list",   "order.next",     "order.report", "layer.get",
+    "order.pending"};
+
+// Methods that change nothing, and the endpoint's own sync: not in the audit journal.
+const std::vector<std::string> k_not_audited = {
+    "server.info",    "device.list",    "device.status", "snapshot.list", "layer.list",     "layer.get",
+    "events.list",    "order.get",      "order.next",    "order.pending", "policy.get",     "policy.list",
+    "chunks.get",     "chunks.missing", "chunks.delta",  "collection.get", "collection.list", "volume.list",
+    "capture.get",    "check",          "token.list",    "chunks.put",    "snapshot.commit", "device.register",
+    "order.report",   "events.report"};
 
 }  // namespace
+
+bool audited(const std::string& method) {
+  return std::find(k_not_audited.begin(), k_not_audited.end(), method) == k_not_audited.end();
+}
 
 void check_role(const std::string& method, const nlohmann::json& params, const Caller& caller) {
   if (caller.role == "anonymous") {

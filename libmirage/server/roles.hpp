@@ -19,6 +19,9 @@ namespace mirage::server {
 bool valid_role(const std::string& role);
 /// Throws Error(permission) naming the method and the roles that may call it.
 void check_role(const std::string& method, const nlohmann::json& params, const Caller& caller);
+/// True for the methods that change what admins manage (the audit journal records
+/// each call: who, with which role, the method and its parameters).
+bool audited(const std::string& method);
 /// The roles allowed a method with these params (for the message and the docs).
 std::vector<std::string> allowed_roles(const std::string& method, const nlohmann::json& params);
 

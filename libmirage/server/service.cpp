@@ -283,7 +283,12 @@ void Service::register_handlers() {
     snap.stats = req.params.value("stats", json::object());
     snap.pinned = bool_param(req.params, "pinned");
     cat.add_snapshot(snap);
-    cat.add_event("snapshot.created", device, {{"snapshot_id", snap.id}, {"stats", snap.stats}});
+    // The transaction log: the first upload of a CVD is its centralization.
+    cat.add_event("snapshot.created", device,
+                  {{"snapshot_id", snap.id}, {"transaction", previous.empty() ? "centralize" : "upload"},
+                   {"bytes_moved", snap.stats.value("bytes_sent", uint64_t(0))},
+                   {"unique_bytes", snap.stats.value("bytes_new", uint64_t(0))}, {"pinned", snap.pinned},
+                   {"stats", snap.stats}});
     auto expired = expire_snapshots(cat, device);
     tx.commit();
     json j = snap;
@@ -351,7 +356,7 @@ void Service::register_handlers() {
       since = *t;
     }
     int64_t after = req.params.value("after_id", int64_t{0});
-    reply.result = {{"events", m_repo.catalog().events(device, since, after)}};
+    reply.result = {{"events", m_repo.catalog().events(device, since, after, req.params.value("type", ""))}};
   };
 
   m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
@@ -376,6 +381,13 @@ proto::Reply Service::handle(proto::Request request, const Caller& caller) {
     } else {
       std::lock_guard lock(m_mutex);
       it->second.fn(request, reply, caller);
+    }
+    if (audited(request.method) && !(request.method == "order.create" && bool_param(request.params, "dry_run"))) {
+      json params = request.params;
+      if (std::string text = params.dump(); text.size() > 4000) params = text.substr(0, 4000) + "...";
+      std::lock_guard lock(m_mutex);
+      m_repo.catalog().add_event("audit", "", {{"method", request.method}, {"by", caller.name.empty() ? "local" : caller.name},
+                                               {"role", caller.role}, {"params", params}});
     }
   } catch (const Error& e) {
     reply = proto::Reply{request.id, json::object(), e, {}};

@@ -4,7 +4,7 @@
 # bash, zsh and fish completions.
 source "$(dirname "$0")/lib.sh"
 cd "$MIRAGE_SOURCE"
-declare -A subs=([mirage]="check policy events token" [mirage-serverd]="init" [mirage-centralize]="pending devices accept reject"
+declare -A subs=([mirage]="check policy events token gc collection device volume" [mirage-serverd]="init" [mirage-centralize]="pending devices accept reject"
   [mirage-restore]="snapshots" [mirage-capture]="base app driver list" [mirage-assign]="render status")
 for tool in mirage mirage-serverd mirage-centralize mirage-restore mirage-capture mirage-assign; do
   expect_exit 0 "$tool" --help
@@ -15,7 +15,12 @@ for tool in mirage mirage-serverd mirage-centralize mirage-restore mirage-captur
     helps+=$'\n'"$OUT"
   done
   if [ "$tool" = mirage ]; then
-    for sub in create list revoke; do expect_exit 0 "$tool" token $sub --help; helps+=$'\n'"$OUT"; done
+    for pair in token:create token:list token:revoke policy:list policy:show policy:set policy:assign \
+      collection:create collection:list collection:show collection:delete device:list device:tag \
+      volume:list volume:add volume:set; do
+      expect_exit 0 "$tool" ${pair%%:*} ${pair#*:} --help
+      helps+=$'\n'"$OUT"
+    done
   fi
   if [ "$tool" = mirage-capture ]; then
     for sub in begin finish; do expect_exit 0 "$tool" app $sub --help; helps+=$'\n'"$OUT"; done
