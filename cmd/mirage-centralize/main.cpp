@@ -1,8 +1,13 @@
 // mirage-centralize: register this endpoint and upload a snapshot of it; accept or
 // reject pending devices.
+#include <csignal>
 #include <iostream>
+#include <random>
+#include <thread>
 
 #include "libmirage/tool/tool.hpp"
+#include "libmirage/util/clock.hpp"
+#include "libmirage/util/log.hpp"
 
 using namespace mirage;
 using nlohmann::json;
@@ -19,9 +24,20 @@ struct Options {
   bool reference = false;
   std::string policy;
   std::string state_filter;
+  bool watch = false;
+  double interval = 3600;  // seconds between syncs with --watch
+  double poll = 30;        // seconds between checks for orders with --watch
+  double jitter = 0.1;     // +- share of the interval
+  std::vector<std::string> devices, collections;  // request
+  std::string reason = "requested";
+  bool wait = false;
+  double timeout = 3600;
 };
 
-int sync(const tool::Common& common_in, const Options& o) {
+volatile std::sig_atomic_t g_stop = 0;
+
+/// One sync: its result, printed (in --watch as one JSON line per sync). Returns the exit status.
+int sync_once(const tool::Common& common_in, const Options& o) {
   client::CentralizeOptions co;
   co.root = o.root;
   if (o.device_id.empty()) {
@@ -51,6 +67,15 @@ int sync(const tool::Common& common_in, const Options& o) {
   auto client = tool::connect(common);
   auto result = client::centralize(client, co);
   json doc = result;
+  if (o.watch) {
+    json line = {{"time", util::rfc3339(util::now_ns())}, {"device_id", result.device_id}, {"state", result.state}};
+    if (!doc["snapshot"].is_null()) line["snapshot_id"] = doc["snapshot"]["snapshot_id"];
+    if (!doc["order"].is_null()) line["order"] = doc["order"].value("order_id", "");
+    line["bytes_sent"] = result.stats.bytes_sent;
+    line["seconds"] = result.seconds;
+    std::cout << line.dump() << std::endl;
+    return result.state == "accepted" ? 0 : 5;
+  }
   tool::print(common, doc, [&](std::ostream& out) {
     if (result.state != "accepted") {
       out << "device " << result.device_id << " is " << result.state
@@ -80,6 +105,94 @@ int sync(const tool::Common& common_in, const Options& o) {
   return result.state == "accepted" ? 0 : 5;
 }
 
+/// The device id a sync would use (for --watch's order checks).
+std::string device_id_of(const Options& o) {
+  if (!o.device_id.empty()) return o.device_id;
+  auto id = client::detect_device_id(o.root);
+  if (!id) throw Error(ErrorKind::usage, "cannot tell this device's id (no DMI UUID or etc/machine-id); pass --device-id");
+  return *id;
+}
+
+/// Sleeps up to `seconds`, waking early on a signal; false when stopped.
+bool nap(double seconds) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!g_stop && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::min(std::chrono::duration<double>(0.2),
+                                         std::chrono::duration<double>(until - std::chrono::steady_clock::now())));
+  return !g_stop;
+}
+
+/// --watch: a sync now, then one every interval (with jitter, so a fleet does not come
+/// in step), and one at once whenever an order is queued for this device. Failures
+/// are logged and retried with backoff; SIGINT/SIGTERM stop between syncs.
+int watch(const tool::Common& common, const Options& o) {
+  std::signal(SIGTERM, [](int) { g_stop = 1; });
+  std::signal(SIGINT, [](int) { g_stop = 1; });
+  std::mt19937_64 rng(std::random_device{}());
+  std::uniform_real_distribution<double> spread(-o.jitter, o.jitter);
+  std::string device = device_id_of(o);
+  double backoff = 0;
+  while (!g_stop) {
+    bool ok = false;
+    try {
+      int rc = sync_once(common, o);
+      ok = rc == 0;
+      backoff = 0;
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::permission || e.kind() == ErrorKind::usage) throw;  // rejected, bad flags: stop
+      util::warn(std::string("sync failed: ") + e.what() + " (retrying)");
+      backoff = std::min(std::max(backoff * 2, 5.0), o.interval);
+    }
+    double wait = backoff > 0 ? backoff : o.interval * (1 + spread(rng));
+    auto next = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait);
+    // Until the next sync, look for orders now and then (a pending device waits for acceptance).
+    while (!g_stop && std::chrono::steady_clock::now() < next) {
+      double left = std::chrono::duration<double>(next - std::chrono::steady_clock::now()).count();
+      if (!nap(std::min(left, o.poll * (1 + spread(rng))))) break;
+      if (!ok) continue;
+      try {
+        tool::Common c = common;
+        auto client = tool::connect(c);
+        if (client.call("order.pending", {{"device_id", device}})["pending"].get<uint64_t>() > 0) break;
+      } catch (const Error&) {  // the server is away: the next sync says so
+      }
+    }
+  }
+  return 0;
+}
+
+/// `request`: queue a snapshot order per device; with --wait, until each is done.
+int request_snapshots(const tool::Common& common, const Options& o) {
+  auto client = tool::connect(common);
+  json params = {{"reason", o.reason}};
+  if (!o.devices.empty()) params["device_ids"] = o.devices;
+  if (!o.collections.empty()) params["collections"] = o.collections;
+  json r = client.call("snapshot.request", params);
+  if (o.wait) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout);
+    for (auto& order : r["orders"]) {
+      for (;;) {
+        order = client.call("order.get", {{"order_id", order["order_id"]}});
+        if (order["state"] != "pending") break;
+        if (std::chrono::steady_clock::now() > deadline)
+          throw Error(ErrorKind::precondition, "timed out waiting for device " + order["device_id"].get<std::string>());
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      }
+    }
+  }
+  tool::print(common, r, [&](std::ostream& out) {
+    for (const auto& order : r["orders"]) {
+      out << "device " << order["device_id"].get<std::string>() << ": snapshot order " << order["order_id"].get<std::string>()
+          << " " << order["state"].get<std::string>();
+      if (order["result"].contains("snapshot_id")) out << " (snapshot " << order["result"]["snapshot_id"].get<std::string>() << ")";
+      out << "\n";
+    }
+  });
+  return 0;
+}
+
+int sync(const tool::Common& common, const Options& o) { return o.watch ? watch(common, o) : sync_once(common, o); }
+
 void print_devices(const tool::Common& common, const json& devices) {
   tool::print(common, {{"devices", devices}}, [&](std::ostream& out) {
     if (devices.empty()) out << "no devices\n";
@@ -102,7 +215,26 @@ int main(int argc, char** argv) {
   app.add_option("--state", o.state_dir, "Endpoint state directory (files cache)");
   app.add_option("--compression", o.compression, "zstd level for new chunks (default 3)")->check(CLI::Range(-7, 19));
   app.add_option("--threads", o.threads, "Worker threads (default 2)")->check(CLI::Range(1, 64));
+  auto* watch_flag = app.add_flag("--watch", o.watch, "Keep syncing (every --interval, at once on orders)");
+  app.add_option("--interval", o.interval, "With --watch: time between syncs (default 60m)")
+      ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}},
+                                        CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
+      ->check(CLI::Range(1.0, 1e7))
+      ->needs(watch_flag);
+  app.add_option("--poll", o.poll, "With --watch: time between checks for orders (30s)")
+      ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}},
+                                        CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
+      ->check(CLI::Range(0.05, 1e6))
+      ->needs(watch_flag);
+  app.add_option("--jitter", o.jitter, "With --watch: +- share of the interval (0.1)")->check(CLI::Range(0.0, 0.9))->needs(watch_flag);
   app.fallthrough();
+
+  auto* request = app.add_subcommand("request", "Ask devices for a snapshot now (pinned)");
+  request->add_option("--device", o.devices, "Device id (repeatable)");
+  request->add_option("--collection", o.collections, "Every device of a collection (repeatable)");
+  request->add_option("--reason", o.reason, "Why (kept with the order)");
+  request->add_flag("--wait", o.wait, "Wait until every device has taken it");
+  request->add_option("--timeout", o.timeout, "With --wait: seconds to wait at most (3600)")->check(CLI::PositiveNumber);
 
   auto* pending = app.add_subcommand("pending", "List devices waiting to be accepted");
   auto* devices = app.add_subcommand("devices", "List devices");
@@ -133,7 +265,8 @@ int main(int argc, char** argv) {
     return 0;
   };
   return tool::run(argc, argv, app, common,
-                   {{pending, [&] { return list("pending"); }},
+                   {{request, [&] { return request_snapshots(common, o); }},
+                    {pending, [&] { return list("pending"); }},
                     {devices, [&] { return list(o.state_filter); }},
                     {accept, [&] { return set_state("device.accept"); }},
                     {reject, [&] { return set_state("device.reject"); }},

@@ -50,7 +50,9 @@ int snapshots(const tool::Common& common, const Options& o) {
       const auto& st = s["stats"];
       out << s["snapshot_id"].get<std::string>() << "  " << s["time"].get<std::string>() << "  "
           << st.value("files", 0) << " files  " << tool::human_bytes(st.value("bytes", uint64_t(0))) << "  cvd "
-          << s.value("cvd", 1) << (s.value("pinned", false) ? "  pinned" : "") << "\n";
+          << s.value("cvd", 1) << "  kept by";
+      for (const auto& t : s.value("kept_by", json::array())) out << " " << t.get<std::string>();
+      out << "\n";
     }
   });
   return 0;

@@ -42,7 +42,7 @@ Retention Retention::from_json(const nlohmann::json& doc) {
     for (const auto& t : k_tiers)
       if (key == t.name) tier = &t;
     if (!tier) throw Error(ErrorKind::usage, "retention: unknown field '" + key + "' (last, hourly, daily, weekly, monthly)");
-    if (!value.is_number_unsigned() || value.get<uint64_t>() > 100000)
+    if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() > 100000)
       throw Error(ErrorKind::usage, "retention: '" + key + "' must be a count from 0 to 100000");
     r.*(tier->count) = value.get<uint32_t>();
   }
