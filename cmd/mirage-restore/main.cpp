@@ -3,6 +3,7 @@
 
 #include "libmirage/tool/tool.hpp"
 #include "libmirage/util/error.hpp"
+#include "libmirage/util/log.hpp"
 
 using namespace mirage;
 using nlohmann::json;
@@ -32,6 +33,16 @@ int restore(const tool::Common& common, const Options& o) {
                                tool::connection_factory(common));
   json doc = {{"device_id", o.device}, {"snapshot_id", snap["snapshot_id"]}, {"to", o.to}, {"paths", o.paths},
               {"stats", stats}};
+  try {  // the transaction log; a restore that worked is not failed for it
+    client.call("events.report", {{"type", "restore"},
+                                  {"device_id", o.device},
+                                  {"snapshot_id", snap["snapshot_id"]},
+                                  {"bytes_moved", stats.wire_bytes},
+                                  {"unique_bytes", stats.bytes},
+                                  {"files", stats.files}});
+  } catch (const Error& e) {
+    util::warn(std::string("restore not logged: ") + e.what());
+  }
   tool::print(common, doc, [&](std::ostream& out) {
     out << "restored " << stats.files << " files, " << stats.dirs << " dirs (" << tool::human_bytes(stats.bytes)
         << ") from snapshot " << snap["snapshot_id"].get<std::string>() << " into " << o.to << "\n";

@@ -426,7 +426,9 @@ materialize::RestoreStats restore(Client& client, const json& snapshot, const st
   ro.tree = ro.root.subtree;
   ro.progress = std::move(progress);
   ProtocolSource source(client, std::move(more_connections));
-  return materialize::restore(ro, source);
+  auto stats = materialize::restore(ro, source);
+  stats.wire_bytes = source.bytes_received();
+  return stats;
 }
 
 }  // namespace mirage::client

@@ -309,7 +309,7 @@ class Restorer {
 
 void to_json(nlohmann::json& j, const RestoreStats& s) {
   j = {{"files", s.files}, {"dirs", s.dirs}, {"symlinks", s.symlinks}, {"others", s.others},
-       {"hardlinks", s.hardlinks}, {"bytes", s.bytes}, {"warnings", s.warnings}};
+       {"hardlinks", s.hardlinks}, {"bytes", s.bytes}, {"wire_bytes", s.wire_bytes}, {"warnings", s.warnings}};
 }
 
 RestoreStats restore(const RestoreOptions& options, ObjectSource& source) { return Restorer(options, source).run(); }

@@ -51,6 +51,7 @@ class ObjectSource {
 struct RestoreStats {
   uint64_t files = 0, dirs = 0, symlinks = 0, others = 0, hardlinks = 0;
   uint64_t bytes = 0;
+  uint64_t wire_bytes = 0;  ///< received from the server (set by the protocol client)
   std::vector<std::string> warnings;
 };
 void to_json(nlohmann::json& j, const RestoreStats& s);

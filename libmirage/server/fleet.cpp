@@ -266,6 +266,23 @@ void Service::register_fleet_handlers() {
     reply.result = {{"orders", orders}};
   };
 
+  // Clients report what they did without the server seeing it whole (a restore reads
+  // chunks; only the client knows it restored a snapshot): one transaction log entry.
+  m_handlers["events.report"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    std::string type = str_param(req.params, "type");
+    if (type != "restore") throw Error(ErrorKind::usage, "event type '" + type + "': only restore is reported by clients");
+    std::string device = str_param(req.params, "device_id");
+    if (!m_repo.catalog().device(device)) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
+    json detail = {{"transaction", "restore"},
+                   {"snapshot_id", req.params.value("snapshot_id", "")},
+                   {"bytes_moved", static_cast<uint64_t>(num_param(req.params, "bytes_moved", 0, 0, 1e18))},
+                   {"unique_bytes", static_cast<uint64_t>(num_param(req.params, "unique_bytes", 0, 0, 1e18))},
+                   {"files", static_cast<uint64_t>(num_param(req.params, "files", 0, 0, 1e18))},
+                   {"by", caller.name.empty() ? "local" : caller.name}};
+    m_repo.catalog().add_event("restore.done", device, detail);
+    reply.result = detail;
+  };
+
   m_handlers["order.pending"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = str_param(req.params, "device_id");
     reply.result = {{"device_id", device}, {"pending", m_repo.catalog().orders(device, "pending").size()}};
