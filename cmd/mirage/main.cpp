@@ -169,11 +169,11 @@ int main(int argc, char** argv) {
   auto* ro_flag = volume_set->add_flag("--read-only", vol_ro, "No new data goes there");
   volume_set->add_flag("--writable", vol_rw, "New data may go there again")->excludes(ro_flag);
   bool gc_dry = false;
-  double gc_grace = 3600, gc_repack_below = 0.5;
+  double gc_grace = 600, gc_repack_below = 0.5;
   uint64_t gc_max_repack = 1ULL << 30;
   auto* gc = app.add_subcommand("gc", "Expire snapshots, delete unreferenced data, repack");
   gc->add_flag("--dry-run", gc_dry, "Report what would go; change nothing");
-  gc->add_option("--grace", gc_grace, "Keep uploads younger than this (default 1h)")
+  gc->add_option("--grace", gc_grace, "Keep chunks younger than this (default 10m)")
       ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
                                         CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"));
   gc->add_option("--repack-below", gc_repack_below, "Rewrite packs less live than this (0.5)")

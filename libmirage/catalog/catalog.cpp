@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS chunks(
   id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL, stored INTEGER NOT NULL,
   raw INTEGER NOT NULL, codec INTEGER NOT NULL, added_at INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack, offset);
+CREATE TABLE IF NOT EXISTS uploads(
+  source TEXT PRIMARY KEY, started_at INTEGER NOT NULL, touched_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS collections(
   name TEXT PRIMARY KEY, kind TEXT NOT NULL, spec TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens(
@@ -401,6 +403,21 @@ void Catalog::set_device_tags(const std::string& id, const std::vector<std::stri
 
 void Catalog::set_device_volume(const std::string& id, int64_t volume) {
   util::Stmt(m_db, "UPDATE devices SET volume = ? WHERE id = ?").bind(1, volume).bind(2, id).run();
+}
+
+void Catalog::touch_upload(const std::string& source) {
+  int64_t now = util::now_ns();
+  util::Stmt(m_db,
+             "INSERT INTO uploads(source, started_at, touched_at) VALUES (?, ?, ?) "
+             "ON CONFLICT(source) DO UPDATE SET touched_at = excluded.touched_at")
+      .bind(1, source)
+      .bind(2, now)
+      .bind(3, now)
+      .run();
+}
+
+void Catalog::end_upload(const std::string& source) {
+  util::Stmt(m_db, "DELETE FROM uploads WHERE source = ?").bind(1, source).run();
 }
 
 void Catalog::set_collection(const std::string& name, const std::string& kind, const nlohmann::json& spec) {

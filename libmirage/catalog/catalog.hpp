@@ -147,6 +147,12 @@ class Catalog {
   void set_device_tags(const std::string& id, const std::vector<std::string>& tags);
   void set_device_volume(const std::string& id, int64_t volume);
 
+  /// An upload in flight from `source` (a device, or "capture:" and a token name): it
+  /// started with its first chunks and ends with its commit. GC keeps every chunk added
+  /// since the oldest upload still active started.
+  void touch_upload(const std::string& source);
+  void end_upload(const std::string& source);
+
   /// A named set of devices: kind "static" (spec {"devices": [...]}) or "dynamic"
   /// (spec {"match": {...}}, see server/collections.hpp).
   void set_collection(const std::string& name, const std::string& kind, const nlohmann::json& spec);

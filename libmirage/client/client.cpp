@@ -344,6 +344,8 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
       scan::ScanResult scanned = scan::scan(so, sink);
       json stats = scanned.stats;
       stats.erase("warnings");
+      // Tests stop here to leave an upload in flight (chunks sent, no snapshot committed).
+      if (const char* stop = getenv("MIRAGE_TEST_CRASH_BEFORE_COMMIT"); stop && *stop) ::_exit(99);
       try {
         result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
                                                           {"tree", scanned.tree.hex()},

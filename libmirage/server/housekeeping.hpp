@@ -27,7 +27,8 @@ std::vector<std::vector<std::string>> snapshot_tiers(catalog::Catalog& cat, cons
 /// Call inside a write transaction.
 std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::string& device);
 
-/// GC options from request parameters: dry_run, grace_seconds (default 3600),
+/// GC options from request parameters: dry_run, grace_seconds (default 600),
+/// session_timeout_seconds (default 3600),
 /// repack_below (0..1, default 0.5), max_repack_bytes (default 1 GiB).
 store::GcOptions gc_options(const nlohmann::json& params);
 

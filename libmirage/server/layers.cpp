@@ -50,6 +50,7 @@ void Service::register_layer_handlers() {
                                         std::string(layer::kind_name(l.kind)));
     verify_closure(l.root.subtree, std::nullopt, "layer " + name);
     uint32_t version = cat.add_layer(name, std::string(layer::kind_name(l.kind)), l.root.subtree, req.params["manifest"]);
+    cat.end_upload("capture:" + caller.name);
     auto row = *cat.layer(name, version);
     cat.add_event("layer.captured", req.params.value("device_id", ""),
                   {{"layer", row.name + "@" + std::to_string(version)}, {"kind", row.kind}, {"by", caller.name},

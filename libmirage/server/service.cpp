@@ -208,7 +208,7 @@ void Service::register_handlers() {
     reply.result = {{"count", ids.size()}, {"missing", n}};
   };
 
-  m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
                                 int64_t volume = 0;  // captures: the volume with the most free space
                                 if (req.params.contains("device_id")) {
                                   // Endpoints upload to their own CVD (on its volume); image managers upload captures.
@@ -218,6 +218,11 @@ void Service::register_handlers() {
                                 // Decode and re-hash every chunk before the lock: a forged id is refused here.
                                 auto records = store::verify_upload(req.binary);
                                 std::lock_guard lock(m_mutex);
+                                // Pinned for GC until this device's (or capture's) commit.
+                                std::string source = req.params.contains("device_id")
+                                                         ? str_param(req.params, "device_id")
+                                                         : "capture:" + caller.name;
+                                m_repo.catalog().touch_upload(source);
                                 auto stats = m_repo.put(records, volume);
                                 reply.result = {{"chunks", stats.chunks},
                                                 {"new_chunks", stats.new_chunks},
@@ -290,6 +295,7 @@ void Service::register_handlers() {
                    {"unique_bytes", snap.stats.value("bytes_new", uint64_t(0))}, {"pinned", snap.pinned},
                    {"stats", snap.stats}});
     auto expired = expire_snapshots(cat, device);
+    cat.end_upload(device);
     tx.commit();
     json j = snap;
     j["expired"] = expired;

@@ -138,11 +138,21 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
 
   // 2. Sweep in batches, each marking roots committed meanwhile first.
   say("gc: sweeping the index");
+  uint64_t in_flight = 0;
+  auto pin_in_flight = [&] {
+    // Uploads in flight pin what was added since the oldest of them began.
+    util::Stmt s(db, "SELECT count(*), min(started_at) FROM uploads WHERE touched_at >= ?");
+    s.bind(1, now - o.session_timeout_ns);
+    s.step();
+    in_flight = static_cast<uint64_t>(s.int64(0));
+    if (in_flight) cutoff = std::min(cutoff, s.int64(1));
+  };
   uint64_t scanned = 0, unreferenced = 0, pinned = 0, deleted = 0, deleted_bytes = 0;
   std::vector<uint8_t> last;
   for (bool more = true; more;) {
     util::Transaction tx(db, o.dry_run ? util::Transaction::Mode::deferred : util::Transaction::Mode::immediate);
     roots += marker.mark_new_roots();
+    pin_in_flight();
     util::Stmt page(db, std::string("SELECT c.id, c.added_at, c.stored, l.id IS NOT NULL FROM chunks c "
                                     "LEFT JOIN temp.gc_live l ON l.id = c.id ") +
                             (last.empty() ? "" : "WHERE c.id > ? ") + "ORDER BY c.id LIMIT " +
@@ -172,6 +182,7 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
   report["chunks"] = scanned;
   report["unreferenced"] = unreferenced;
   report["pinned"] = pinned;
+  report["uploads_in_flight"] = in_flight;
   report[o.dry_run ? "would_delete" : "deleted"] = deleted;
   report[o.dry_run ? "would_delete_bytes" : "deleted_bytes"] = deleted_bytes;
 

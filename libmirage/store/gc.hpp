@@ -7,9 +7,10 @@
 //    since step 1 (a commit checks its chunks exist inside its own transaction, so a
 //    commit either lands before a batch and is marked, or after and finds what the
 //    batch deleted missing, and the client uploads it again); then drop from the index
-//    the chunks nothing reaches that were added before the grace period. Chunks
-//    uploaded within it are pinned: they belong to uploads in flight whose snapshot is
-//    not committed yet.
+//    the chunks nothing reaches, except those pinned: chunks added since the oldest
+//    upload still in flight began (an upload starts with its first chunks and ends with
+//    its commit; one silent for `session_timeout` counts as abandoned), and chunks
+//    younger than the grace period.
 // 3. Repack: sealed (or long idle) packs whose live share is below a threshold are
 //    rewritten, their live records copied to a new pack and the index moved in one
 //    transaction, up to a byte cap per run; a pack with nothing live is retired
@@ -28,7 +29,8 @@ class Repository;
 
 struct GcOptions {
   bool dry_run = false;
-  int64_t grace_ns = 3600LL * 1000000000;   ///< uploads younger than this are kept
+  int64_t grace_ns = 600LL * 1000000000;    ///< chunks younger than this are kept
+  int64_t session_timeout_ns = 3600LL * 1000000000;  ///< an upload silent this long is abandoned
   double repack_below = 0.5;                ///< rewrite packs whose live share is below this
   uint64_t max_repack_bytes = 1ULL << 30;   ///< live bytes copied per run at most
   std::function<void(const std::string&)> progress;
