@@ -1,6 +1,7 @@
 // mirage-serverd: the headless server (HTTP, or stdio for the embedded default).
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "libmirage/proto/transport.hpp"
@@ -16,13 +17,21 @@ struct Options {
   std::string listen = "0.0.0.0:8000";
   std::string tls_cert, tls_key;
   bool stdio = false;
+  std::vector<std::string> volumes;
+  double gc_interval = 86400;
 };
+
+/// Adds the --volume directories the catalog does not have yet.
+void add_volumes(server::Service& service, const Options& o) {
+  for (const auto& v : o.volumes) service.ensure_volume(std::filesystem::absolute(v).lexically_normal().string());
+}
 
 std::string data_dir(const Options& o) { return o.data.empty() ? proto::default_data_dir() : o.data; }
 
 int serve(const Options& o) {
   if (o.stdio) {
     server::Service service(data_dir(o), true);
+    add_volumes(service, o);
     return server::serve_stdio(service, 0, 1);
   }
   auto colon = o.listen.rfind(':');
@@ -41,7 +50,9 @@ int serve(const Options& o) {
     std::cerr << "mirage-serverd: serving " << data_dir(o) << " on " << (h.tls_cert.empty() ? "http://" : "https://")
               << where << "\n";
   };
+  h.gc_interval = o.gc_interval;
   server::Service service(data_dir(o), false);
+  add_volumes(service, o);
   server::serve_http(service, h);
   return 0;
 }
@@ -58,6 +69,11 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", o.tls_cert, "TLS certificate (PEM) for HTTPS");
   app.add_option("--tls-key", o.tls_key, "TLS private key (PEM) for HTTPS");
   app.add_flag("--stdio", o.stdio, "Serve one client on stdin/stdout");
+  app.add_option("--volume", o.volumes, "Add a storage volume directory (repeatable)");
+  app.add_option("--gc-interval", o.gc_interval, "Time between automatic GC runs (24h; 0: off)")
+      ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
+                                        CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
+      ->check(CLI::Range(0.0, 1e9));
   app.add_option("--output", common.output, "Output format: json or text")->check(CLI::IsMember({"json", "text"}));
   app.fallthrough();
   auto* init = app.add_subcommand("init", "Create the data directory, print the admin token");

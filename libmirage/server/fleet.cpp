@@ -243,7 +243,7 @@ void Service::register_fleet_handlers() {
 
   m_handlers["gc.run"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
                             // Its own connection and no service lock: syncs go on meanwhile.
-                            reply.result = run_gc(m_repo.path(), gc_options(req.params));
+                            reply.result = run_gc(gc_options(req.params));
                           },
                           true};
 

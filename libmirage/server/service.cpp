@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <unordered_set>
 
 #include "libmirage/policy/upload_policy.hpp"
@@ -224,6 +225,7 @@ void Service::register_handlers() {
                                                          : "capture:" + caller.name;
                                 m_repo.catalog().touch_upload(source);
                                 auto stats = m_repo.put(records, volume);
+                                m_metrics.uploaded(stats.chunks, stats.new_chunks, stats.stored_bytes);
                                 reply.result = {{"chunks", stats.chunks},
                                                 {"new_chunks", stats.new_chunks},
                                                 {"stored_bytes", stats.stored_bytes},
@@ -375,9 +377,43 @@ void Service::register_handlers() {
   };
 }
 
+std::string Service::metrics_text() {
+  std::lock_guard lock(m_mutex);
+  return m_metrics.render(m_repo.catalog());
+}
+
+json Service::run_gc(const store::GcOptions& options) {
+  json report = server::run_gc(m_repo.path(), options);
+  if (!options.dry_run) m_metrics.gc_run(report.value("deleted_bytes", uint64_t(0)), report.value("freed_bytes", uint64_t(0)));
+  return report;
+}
+
+void Service::ensure_volume(const std::string& path) {
+  std::lock_guard lock(m_mutex);
+  auto& cat = m_repo.catalog();
+  util::Transaction tx(cat.db());
+  for (const auto& v : cat.volumes())
+    if (v.path == path) return;
+  util::make_dirs(std::filesystem::path(path) / "packs");
+  int64_t id = cat.add_volume(path);
+  cat.add_event("volume.added", "", {{"volume_id", id}, {"path", path}, {"by", "mirage-serverd --volume"}});
+  tx.commit();
+}
+
 proto::Reply Service::handle(proto::Request request, const Caller& caller) {
   proto::Reply reply;
   reply.id = request.id;
+  auto started = std::chrono::steady_clock::now();
+  struct Record {  // counts the request however it ends
+    Metrics& metrics;
+    const std::string& method;
+    const proto::Reply& reply;
+    std::chrono::steady_clock::time_point started;
+    ~Record() {
+      metrics.request(method, reply.error ? std::string(kind_name(reply.error->kind())) : "ok",
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    }
+  } record{m_metrics, request.method, reply, started};
   try {
     auto it = m_handlers.find(request.method);
     if (it == m_handlers.end()) throw Error(ErrorKind::usage, "unknown method '" + request.method + "'");

@@ -9,6 +9,8 @@
 #include <string>
 
 #include "libmirage/proto/frame.hpp"
+#include "libmirage/server/metrics.hpp"
+#include "libmirage/store/gc.hpp"
 #include "libmirage/store/repository.hpp"
 
 namespace mirage::server {
@@ -30,6 +32,12 @@ class Service {
   std::optional<Caller> authenticate(const std::string& token);
 
   store::Repository& repository() { return m_repo; }
+  /// The Prometheus exposition of this process (GET /metrics).
+  std::string metrics_text();
+  /// One GC run (retention first) on its own connection; counted in the metrics.
+  nlohmann::json run_gc(const store::GcOptions& options);
+  /// Adds a storage volume at `path` unless the catalog has it already.
+  void ensure_volume(const std::string& path);
 
  private:
   using Handler = std::function<void(proto::Request&, proto::Reply&, const Caller&)>;
@@ -50,6 +58,7 @@ class Service {
     bool self_locking = false;  ///< takes m_mutex itself (for work that can run in parallel)
   };
   std::map<std::string, Method> m_handlers;
+  Metrics m_metrics;
 };
 
 /// Creates a data directory with its admin token; returns the token (shown once).
@@ -64,6 +73,7 @@ struct HttpOptions {
   std::string host = "0.0.0.0";
   int port = 8000;
   std::string tls_cert, tls_key;
+  double gc_interval = 86400;  ///< seconds between automatic GC runs; 0: none
   std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound
 };
 /// Serves HTTP until SIGINT/SIGTERM; throws Error(unavailable) when it cannot bind.

@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/fd.hpp"
@@ -98,6 +101,10 @@ void serve_http(Service& service, const HttpOptions& options) {
     send_reply(res, reply, http_status(reply));
   });
   server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+  // Counts and timings only (no names, no secrets): open like /healthz, for Prometheus.
+  server->Get("/metrics", [&service](const httplib::Request&, httplib::Response& res) {
+    res.set_content(service.metrics_text(), "text/plain; version=0.0.4");
+  });
   if (!server->bind_to_port(options.host.c_str(), options.port))
     throw Error(ErrorKind::unavailable, "listen on " + options.host + ":" + std::to_string(options.port) + ": cannot bind");
   g_server = server.get();
@@ -106,8 +113,38 @@ void serve_http(Service& service, const HttpOptions& options) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   if (options.on_listen) options.on_listen(options.host + ":" + std::to_string(options.port));
+  // GC on a schedule, in its own thread and connection: requests go on meanwhile.
+  std::mutex gc_mutex;
+  std::condition_variable gc_wake;
+  bool stopping = false;
+  std::thread gc_thread;
+  if (options.gc_interval > 0) {
+    gc_thread = std::thread([&] {
+      std::unique_lock lock(gc_mutex);
+      auto interval = std::chrono::duration<double>(options.gc_interval);
+      while (!gc_wake.wait_for(lock, interval, [&] { return stopping; })) {
+        lock.unlock();
+        try {
+          auto r = service.run_gc(store::GcOptions{});
+          util::log(util::LogLevel::info, "scheduled gc: deleted " + std::to_string(r.value("deleted", 0)) + " chunks, freed " +
+                                              std::to_string(r.value("freed_bytes", uint64_t(0))) + " bytes");
+        } catch (const std::exception& e) {
+          util::warn(std::string("scheduled gc failed: ") + e.what());
+        }
+        lock.lock();
+      }
+    });
+  }
   server->listen_after_bind();
   g_server = nullptr;
+  if (gc_thread.joinable()) {
+    {
+      std::lock_guard lock(gc_mutex);
+      stopping = true;
+    }
+    gc_wake.notify_all();
+    gc_thread.join();
+  }
 }
 
 }  // namespace mirage::server

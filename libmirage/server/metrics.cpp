@@ -1,0 +1,109 @@
+#include "libmirage/server/metrics.hpp"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "libmirage/util/clock.hpp"
+#include "libmirage/util/sqlite.hpp"
+
+namespace mirage::server {
+
+void Metrics::request(const std::string& method, const std::string& outcome, double seconds) {
+  std::lock_guard lock(m_mutex);
+  m_requests[{method, outcome}]++;
+  auto& l = m_latency[method];
+  for (size_t i = 0; i < k_buckets.size(); ++i)
+    if (seconds <= k_buckets[i]) l.buckets[i]++;
+  l.count++;
+  l.sum += seconds;
+}
+
+void Metrics::uploaded(uint64_t chunks, uint64_t new_chunks, uint64_t stored_bytes) {
+  std::lock_guard lock(m_mutex);
+  m_chunks += chunks;
+  m_new_chunks += new_chunks;
+  m_stored_bytes += stored_bytes;
+}
+
+void Metrics::gc_run(uint64_t deleted_bytes, uint64_t freed_bytes) {
+  std::lock_guard lock(m_mutex);
+  m_gc_runs++;
+  m_gc_deleted += deleted_bytes;
+  m_gc_freed += freed_bytes;
+}
+
+namespace {
+
+int64_t scalar(catalog::Catalog& cat, const char* sql) {
+  util::Stmt s(cat.db(), sql);
+  return s.step() ? s.int64(0) : 0;
+}
+
+void header(std::ostream& out, const char* name, const char* type, const char* help) {
+  out << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+}
+
+}  // namespace
+
+std::string Metrics::render(catalog::Catalog& cat) {
+  std::ostringstream out;
+  {
+    std::lock_guard lock(m_mutex);
+    header(out, "mirage_requests_total", "counter", "Requests handled, by method and outcome.");
+    for (const auto& [key, n] : m_requests)
+      out << "mirage_requests_total{method=\"" << key.first << "\",outcome=\"" << key.second << "\"} " << n << "\n";
+    header(out, "mirage_request_duration_seconds", "histogram", "Time to handle a request, by method.");
+    for (const auto& [method, l] : m_latency) {
+      for (size_t i = 0; i < k_buckets.size(); ++i)
+        out << "mirage_request_duration_seconds_bucket{method=\"" << method << "\",le=\"" << k_buckets[i] << "\"} "
+            << l.buckets[i] << "\n";
+      out << "mirage_request_duration_seconds_bucket{method=\"" << method << "\",le=\"+Inf\"} " << l.count << "\n"
+          << "mirage_request_duration_seconds_sum{method=\"" << method << "\"} " << l.sum << "\n"
+          << "mirage_request_duration_seconds_count{method=\"" << method << "\"} " << l.count << "\n";
+    }
+    header(out, "mirage_upload_chunks_total", "counter", "Chunks received in uploads.");
+    out << "mirage_upload_chunks_total " << m_chunks << "\n";
+    header(out, "mirage_upload_new_chunks_total", "counter", "Chunks received that were not stored yet.");
+    out << "mirage_upload_new_chunks_total " << m_new_chunks << "\n";
+    header(out, "mirage_upload_stored_bytes_total", "counter", "Bytes appended to packs by uploads.");
+    out << "mirage_upload_stored_bytes_total " << m_stored_bytes << "\n";
+    header(out, "mirage_gc_runs_total", "counter", "GC runs by this process.");
+    out << "mirage_gc_runs_total " << m_gc_runs << "\n";
+    header(out, "mirage_gc_deleted_bytes_total", "counter", "Bytes of unreferenced chunks dropped by GC.");
+    out << "mirage_gc_deleted_bytes_total " << m_gc_deleted << "\n";
+    header(out, "mirage_gc_freed_bytes_total", "counter", "Pack bytes freed by GC repacks.");
+    out << "mirage_gc_freed_bytes_total " << m_gc_freed << "\n";
+  }
+  util::Transaction reads(cat.db(), util::Transaction::Mode::deferred);
+  header(out, "mirage_devices", "gauge", "Devices by state.");
+  for (const char* state : {"pending", "accepted", "rejected"}) {
+    util::Stmt s(cat.db(), "SELECT count(*) FROM devices WHERE state = ?");
+    s.bind(1, std::string(state));
+    s.step();
+    out << "mirage_devices{state=\"" << state << "\"} " << s.int64(0) << "\n";
+  }
+  header(out, "mirage_snapshots", "gauge", "Snapshots in the catalog.");
+  out << "mirage_snapshots " << scalar(cat, "SELECT count(*) FROM snapshots") << "\n";
+  header(out, "mirage_chunks", "gauge", "Chunks in the index.");
+  out << "mirage_chunks " << scalar(cat, "SELECT count(*) FROM chunks") << "\n";
+  header(out, "mirage_pack_bytes", "gauge", "Bytes of pack files the index covers.");
+  out << "mirage_pack_bytes " << scalar(cat, "SELECT coalesce(sum(size), 0) FROM packs") << "\n";
+  header(out, "mirage_uploads_in_flight", "gauge", "Uploads begun and not committed (the last hour).");
+  {
+    util::Stmt s(cat.db(), "SELECT count(*) FROM uploads WHERE touched_at >= ?");
+    s.bind(1, util::now_ns() - 3600LL * 1000000000);
+    s.step();
+    out << "mirage_uploads_in_flight " << s.int64(0) << "\n";
+  }
+  header(out, "mirage_orders_pending", "gauge", "Orders waiting for their device.");
+  out << "mirage_orders_pending " << scalar(cat, "SELECT count(*) FROM orders WHERE state = 'pending'") << "\n";
+  long pages = 0, resident = 0;
+  std::ifstream("/proc/self/statm") >> pages >> resident;
+  header(out, "process_resident_memory_bytes", "gauge", "Resident memory of this server process.");
+  out << "process_resident_memory_bytes " << resident * ::sysconf(_SC_PAGESIZE) << "\n";
+  return out.str();
+}
+
+}  // namespace mirage::server

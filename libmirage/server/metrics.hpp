@@ -1,0 +1,41 @@
+#pragma once
+// Prometheus metrics of a server process (text exposition format 0.0.4 at /metrics):
+// requests by method and outcome, their latency as histograms, bytes uploaded, GC runs,
+// and gauges read from the catalog when scraped (devices by state, snapshots, chunks,
+// pack bytes, uploads in flight) plus the process's resident memory.
+#include <array>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "libmirage/catalog/catalog.hpp"
+
+namespace mirage::server {
+
+class Metrics {
+ public:
+  /// One request: its method, its outcome ("ok" or the error kind) and how long it took.
+  void request(const std::string& method, const std::string& outcome, double seconds);
+  void uploaded(uint64_t chunks, uint64_t new_chunks, uint64_t stored_bytes);
+  void gc_run(uint64_t deleted_bytes, uint64_t freed_bytes);
+  /// The exposition text; catalog gauges are queried now.
+  std::string render(catalog::Catalog& cat);
+
+  static constexpr std::array<double, 12> k_buckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                       0.1,   0.25,   0.5,   1,    2.5,   10};
+
+ private:
+  struct Latency {
+    std::array<uint64_t, k_buckets.size()> buckets{};
+    uint64_t count = 0;
+    double sum = 0;
+  };
+  std::mutex m_mutex;
+  std::map<std::pair<std::string, std::string>, uint64_t> m_requests;
+  std::map<std::string, Latency> m_latency;
+  uint64_t m_chunks = 0, m_new_chunks = 0, m_stored_bytes = 0;
+  uint64_t m_gc_runs = 0, m_gc_deleted = 0, m_gc_freed = 0;
+};
+
+}  // namespace mirage::server
