@@ -14,7 +14,7 @@ using nlohmann::json;
 namespace {
 
 struct Options {
-  std::vector<std::string> devices, apps, remove_apps;
+  std::vector<std::string> devices, collections, apps, remove_apps;
   std::string base, to, device;
   bool enforce = false, remove_user_apps = false, provision = false, dry_run = false, wait = false;
   double timeout = 3600;
@@ -32,12 +32,14 @@ json wait_for(client::Client& client, const std::string& order_id, double timeou
 }
 
 int assign(const tool::Common& common, const Options& o) {
-  if (o.devices.empty()) throw Error(ErrorKind::usage, "give --device ID (one or more)");
+  if (o.devices.empty() && o.collections.empty())
+    throw Error(ErrorKind::usage, "give --device ID or --collection NAME (one or more)");
   if (int(o.enforce) + int(o.provision) > 1) throw Error(ErrorKind::usage, "--enforce and --provision exclude each other");
   if (o.enforce && (!o.base.empty() || !o.apps.empty())) throw Error(ErrorKind::usage, "--enforce takes no --base or --app");
   if (o.remove_user_apps && !o.enforce && !o.provision)
     throw Error(ErrorKind::usage, "--remove-user-apps goes with --enforce (--provision implies it)");
   json params = {{"device_ids", o.devices},
+                 {"collections", o.collections},
                  {"type", o.enforce ? "enforce" : o.provision ? "provision" : "assign"},
                  {"apps", o.apps},
                  {"remove_user_apps", o.remove_user_apps},
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
   tool::Common common;
   tool::add_common(app, common);
   app.add_option("--device", o.devices, "Device id (repeat for several)");
+  app.add_option("--collection", o.collections, "Every device of a collection (repeatable)");
   app.add_option("--base", o.base, "Base layer NAME[@VER]");
   app.add_option("--app", o.apps, "App layer NAME[@VER] (repeat; later wins)");
   app.add_option("--remove-app", o.remove_apps, "Drop an app layer from the devices (NAME)");
