@@ -304,8 +304,10 @@ int main(int argc, char** argv) {
           json r = client.call("device.list", params);
           if (!collections.empty()) {
             std::set<std::string> keep;
-            for (const auto& c : collections)
-              for (const auto& m : client.call("collection.get", {{"name", c}})["members"]) keep.insert(m.get<std::string>());
+            for (const auto& c : collections) {
+              json members = client.call("collection.get", {{"name", c}})["members"];
+              for (const auto& m : members) keep.insert(m.get<std::string>());
+            }
             json filtered = json::array();
             for (const auto& d : r["devices"])
               if (keep.count(d["device_id"].get<std::string>())) filtered.push_back(d);
