@@ -75,6 +75,7 @@ void serve_http(Service& service, const HttpOptions& options) {
     server = std::make_unique<httplib::Server>();
   if (!server->is_valid()) throw Error(ErrorKind::usage, "TLS certificate or key could not be loaded");
   server->set_payload_max_length(proto::k_max_binary + proto::k_max_header);
+  server->new_task_queue = [n = options.threads] { return new httplib::ThreadPool(n); };
   server->set_read_timeout(300, 0);
   server->set_write_timeout(300, 0);
   server->Post("/v1/rpc", [&service](const httplib::Request& req, httplib::Response& res) {
