@@ -97,6 +97,7 @@ mirage-restore --device dev1 --snapshot "$pinned" --path / --to "$TEST_TMP/back-
 expect_same_tree "$TEST_TMP/pinned-state" "$TEST_TMP/back-pinned"
 expect_exit 0 mirage events --type gc
 expect_contains "$OUT" '"deleted"'
+expect_contains "$OUT" '"transaction":"gc"'
 expect_exit 0 mirage events --type restore
 expect_contains "$OUT" '"transaction":"restore"'
 
