@@ -150,9 +150,10 @@ class HttpTransport : public Transport {
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     give(h);
     if (rc != CURLE_OK) {
-      ErrorKind kind = (rc == CURLE_SSL_CACERT || rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR)
-                           ? ErrorKind::permission
-                           : ErrorKind::unavailable;
+      // Only a certificate that fails verification is a refusal; a handshake cut short (a
+      // server restarting, a connection reset) is transient, and --watch retries it.
+      ErrorKind kind = (rc == CURLE_SSL_CACERT || rc == CURLE_PEER_FAILED_VERIFICATION) ? ErrorKind::permission
+                                                                                      : ErrorKind::unavailable;
       throw Error(kind, "server " + m_url + ": " + curl_easy_strerror(rc));
     }
     try {

@@ -2,7 +2,8 @@
 # HTTPS: the server serves with --tls-cert/--tls-key (OpenSSL); a client that trusts the
 # CA (--ca-file) syncs and restores; one that does not, or trusts another CA, is refused
 # with a clear certificate error (exit 4); a bad certificate file stops the server with
-# a usage error.
+# a usage error. A server that drops the connection in the middle of the handshake (as
+# one killed or restarting does) is unreachable (exit 75, retried), not a refusal.
 source "$(dirname "$0")/lib.sh"
 need openssl python3
 pki=$TEST_TMP/pki; mkdir -p "$pki"
@@ -34,4 +35,17 @@ mirage-centralize --ca-file "$pki/ca.pem" accept dev-tls >/dev/null
 expect_exit 0 mirage-centralize --ca-file "$pki/ca.pem" --root "$src" --device-id dev-tls --output json
 mirage-restore --ca-file "$pki/ca.pem" --device dev-tls --path / --to "$TEST_TMP/back" >/dev/null
 expect_same_tree "$src" "$TEST_TMP/back"
+
+python3 - "$TEST_TMP/drop-port" <<'PY' &
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+s.settimeout(30)
+c, _ = s.accept(); c.recv(16); c.close()   # reads the start of the ClientHello, then hangs up
+PY
+dropper=$!
+for _ in $(seq 1 50); do [ -s "$TEST_TMP/drop-port" ] && break; sleep 0.1; done
+expect_exit 75 mirage-centralize --server "https://127.0.0.1:$(cat "$TEST_TMP/drop-port")" --ca-file "$pki/ca.pem" \
+  --root "$src" --device-id dev-tls --output json
+wait "$dropper"
 echo ok
