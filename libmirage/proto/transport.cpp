@@ -136,7 +136,9 @@ class HttpTransport : public Transport {
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &response);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    // The TLS handshake counts: a busy server takes a queued connection's handshake only
+    // when one of its threads frees, so allow a burst of a fleet some time.
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 60L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     if (!m_ca.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, m_ca.c_str());
     curl_slist* headers = nullptr;

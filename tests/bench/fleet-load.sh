@@ -80,6 +80,7 @@ sync_one() {
       echo "$i $attempt $(echo "$end - $start" | bc)" >>"$B/log/$label.times"
       return 0
     fi
+    echo "ep$i attempt $attempt exit $rc: $(tail -1 "$B/log/$label-$i.err")" >>"$B/log/$label.retries"
     sleep 1
   done
   echo "ep$i: $label failed 30 times: $(tail -2 "$B/log/$label-$i.err")" >>"$B/log/failures"
