@@ -74,7 +74,7 @@ struct HttpOptions {
   int port = 8000;
   std::string tls_cert, tls_key;
   double gc_interval = 86400;  ///< seconds between automatic GC runs; 0: none
-  size_t threads = 64;         ///< connections served at once (a keep-alive connection holds one)
+  size_t threads = 32;         ///< connections served at once (a keep-alive connection holds one)
   std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound
 };
 /// Serves HTTP until SIGINT/SIGTERM; throws Error(unavailable) when it cannot bind.

@@ -1,6 +1,3 @@
-// cpp-httplib listens with a backlog of 5: a fleet connecting at once overflows it and its
-// clients sit out SYN retransmits. The kernel caps this at net.core.somaxconn.
-#define CPPHTTPLIB_LISTEN_BACKLOG 1024
 #include <httplib.h>
 #include <signal.h>
 #include <unistd.h>
