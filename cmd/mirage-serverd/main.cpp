@@ -19,7 +19,7 @@ struct Options {
   bool stdio = false;
   std::vector<std::string> volumes;
   double gc_interval = 86400;
-  size_t threads = 32;
+  size_t threads = server::HttpOptions{}.threads;
 };
 
 /// Adds the --volume directories the catalog does not have yet.
@@ -72,7 +72,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", o.tls_key, "TLS private key (PEM) for HTTPS");
   app.add_flag("--stdio", o.stdio, "Serve one client on stdin/stdout");
   app.add_option("--volume", o.volumes, "Add a storage volume directory (repeatable)");
-  app.add_option("--http-threads", o.threads, "Connections served at once (default 32)")->check(CLI::Range(1, 1024));
+  app.add_option("--http-threads", o.threads, "Connections served at once")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   app.add_option("--gc-interval", o.gc_interval, "Time between automatic GC runs (24h; 0: off)")
       ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
                                         CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
