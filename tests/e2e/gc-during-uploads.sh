@@ -65,7 +65,7 @@ restore_pid=$!
 for p in "${pids[@]}"; do wait "$p"; done
 touch "$TEST_TMP/syncs-done"
 wait "$gc_pid" "$restore_pid"
-[ ! -e "$TEST_TMP/failures" ] || fail "$(cat "$TEST_TMP/failures"; tail -5 "$TEST_TMP"/*.log)"
+[ ! -e "$TEST_TMP/failures" ] || fail "$(cat "$TEST_TMP/failures"; tail -n 5 "$TEST_TMP"/*.log)"
 runs=$(cat "$TEST_TMP/gc-runs")
 [ "$runs" -ge 2 ] || fail "GC ran only $runs times beside the syncs"
 python3 - "$TEST_TMP/gc.log" <<'PY'
