@@ -9,7 +9,15 @@ namespace mirage::catalog {
 
 namespace {
 
-constexpr int k_schema_version = 2;
+// 3: pack ids are never given twice (AUTOINCREMENT). A writer holds its pack's id
+// while GC may retire and delete that pack; a reused id would let it index records
+// under another process's pack.
+constexpr int k_schema_version = 3;
+
+#define MIRAGE_PACKS_COLUMNS                                                                              \
+  "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES " \
+  "volumes(id), size INTEGER NOT NULL DEFAULT 0, sealed INTEGER NOT NULL DEFAULT 0, "                    \
+  "written_at INTEGER NOT NULL DEFAULT 0, retired_at INTEGER NOT NULL DEFAULT 0)"
 
 constexpr const char* k_schema = R"sql(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -24,10 +32,7 @@ CREATE TABLE IF NOT EXISTS snapshots(
   pinned INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS snapshots_by_device ON snapshots(device, created_at);
 CREATE TABLE IF NOT EXISTS volumes(id INTEGER PRIMARY KEY, path TEXT NOT NULL, read_only INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS packs(
-  id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES volumes(id),
-  size INTEGER NOT NULL DEFAULT 0, sealed INTEGER NOT NULL DEFAULT 0, written_at INTEGER NOT NULL DEFAULT 0,
-  retired_at INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS packs)sql" MIRAGE_PACKS_COLUMNS R"sql(;
 CREATE TABLE IF NOT EXISTS chunks(
   id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL, stored INTEGER NOT NULL,
   raw INTEGER NOT NULL, codec INTEGER NOT NULL, added_at INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
@@ -150,6 +155,17 @@ Catalog::Catalog(const std::string& path, bool create) : m_db(checked_path(path,
   util::Transaction tx(m_db);
   m_db.exec(k_schema);
   util::Stmt get(m_db, "SELECT value FROM meta WHERE key = 'schema'");
+  if (get.step() && get.text(0) == "2") {
+    // 2 -> 3: the packs table again with AUTOINCREMENT (its ids carry over; the
+    // sequence starts above the highest).
+    get.reset();
+    m_db.exec("CREATE TABLE packs_v3" MIRAGE_PACKS_COLUMNS
+              "; INSERT INTO packs_v3(id, name, volume, size, sealed, written_at, retired_at) "
+              "SELECT id, name, volume, size, sealed, written_at, retired_at FROM packs; "
+              "DROP TABLE packs; ALTER TABLE packs_v3 RENAME TO packs; "
+              "UPDATE meta SET value = '3' WHERE key = 'schema';");
+  }
+  get.reset();
   if (get.step()) {
     if (get.text(0) != std::to_string(k_schema_version))
       throw Error(ErrorKind::precondition, "catalog " + path + ": schema version " + get.text(0) + " is not supported");

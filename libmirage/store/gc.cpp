@@ -299,13 +299,19 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
       }
     }
     for (const auto& p : gone) {
+      // One write transaction from the check to the delete: an autocommit DELETE
+      // beside the open count would upgrade a stale read, which WAL refuses at once.
+      util::Transaction tx(db);
       util::Stmt refs(db, "SELECT count(*) FROM chunks WHERE pack = ?");
       refs.bind(1, p.id);
       refs.step();
-      if (refs.int64(0) != 0) continue;  // never: a retired pack gains no records
+      bool referenced = refs.int64(0) != 0;  // never: a retired pack gains no records
+      refs.reset();
+      if (referenced) continue;
       fs::path file = repo.pack_path(p);
       if (::unlink(file.c_str()) != 0 && errno != ENOENT) throw_errno("delete pack " + file.string());
       util::Stmt(db, "DELETE FROM packs WHERE id = ?").bind(1, p.id).run();
+      tx.commit();
       files_deleted++;
     }
   }

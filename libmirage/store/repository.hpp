@@ -99,6 +99,10 @@ class Repository {
   /// and then.
   CheckReport check(bool read_data, const std::function<void(uint64_t, uint64_t)>& progress);
 
+  /// Closes the pack files kept open for reading (they are opened again as needed),
+  /// so that packs another process's GC deleted give their space back.
+  void close_read_fds() { m_read_fds.clear(); }
+
  private:
   friend nlohmann::json collect_garbage(Repository& repo, const GcOptions& options);
   /// read_record with the location already looked up.

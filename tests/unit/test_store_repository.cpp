@@ -8,6 +8,7 @@
 #include "libmirage/store/repository.hpp"
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/error.hpp"
+#include "libmirage/util/sqlite.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
@@ -235,6 +236,59 @@ TEST_CASE("a writer whose pack gc retired writes its records again elsewhere") {
   CHECK(stats.new_chunks == 1);
   CHECK(writer.read_plain(util::sha256(b)) == std::vector<uint8_t>(b.begin(), b.end()));
   CHECK(writer.check(true, nullptr).problems.empty());
+}
+
+TEST_CASE("a pack id is never given twice: a writer whose pack gc deleted cannot write into another's") {
+  TempDir dir;
+  store::Repository writer(dir.path, true);
+  std::string a = blob('a', 30000), b = blob('b', 30000), c = blob('c', 30000);
+  writer.put(store::verify_upload(upload_of({a})));
+  int64_t first = writer.catalog().packs().back().id;
+  {
+    // Another process's GC retires the idle pack with nothing live and, past a zero
+    // grace, deletes it at once; a third process then opens a pack of its own.
+    store::Repository gc(dir.path, false);
+    store::GcOptions o;
+    o.grace_ns = 0;
+    auto r = store::collect_garbage(gc, o);
+    CHECK(r["pack_files_deleted"] == 1);
+    store::Repository other(dir.path, false);
+    other.put(store::verify_upload(upload_of({c})));
+    CHECK(other.catalog().packs().back().id > first);
+  }
+  // The first writer appends to its (deleted) pack file: its records must not be
+  // indexed under the third process's pack.
+  auto stats = writer.put(store::verify_upload(upload_of({b})));
+  CHECK(stats.new_chunks == 1);
+  CHECK(writer.read_plain(util::sha256(b)) == std::vector<uint8_t>(b.begin(), b.end()));
+  CHECK(writer.read_plain(util::sha256(c)) == std::vector<uint8_t>(c.begin(), c.end()));
+  CHECK(writer.check(true, nullptr).problems.empty());
+}
+
+TEST_CASE("a schema 2 catalog is upgraded: its packs keep their ids and new ones are never reused") {
+  TempDir dir;
+  std::string a = blob('a', 30000);
+  {
+    store::Repository repo(dir.path, true);
+    repo.put(store::verify_upload(upload_of({a})));
+  }
+  std::string db_path = (dir.path / "catalog.db").string();
+  {
+    // What schema 2 had: a packs table without AUTOINCREMENT.
+    util::Db db(db_path);
+    db.exec("CREATE TABLE packs_v2(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL, "
+            "size INTEGER NOT NULL DEFAULT 0, sealed INTEGER NOT NULL DEFAULT 0, written_at INTEGER NOT NULL DEFAULT 0, "
+            "retired_at INTEGER NOT NULL DEFAULT 0); INSERT INTO packs_v2 SELECT * FROM packs; DROP TABLE packs; "
+            "ALTER TABLE packs_v2 RENAME TO packs; UPDATE meta SET value = '2' WHERE key = 'schema';");
+  }
+  store::Repository repo(dir.path, false);
+  CHECK(repo.read_plain(util::sha256(a)) == std::vector<uint8_t>(a.begin(), a.end()));
+  int64_t old_id = repo.catalog().packs().back().id;
+  util::Stmt(repo.catalog().db(), "DELETE FROM packs WHERE id = ?").bind(1, old_id).run();
+  CHECK(repo.catalog().add_pack("0123456789abcdef", 1) > old_id);
+  util::Stmt version(repo.catalog().db(), "SELECT value FROM meta WHERE key = 'schema'");
+  REQUIRE(version.step());
+  CHECK(version.text(0) == "3");
 }
 
 TEST_SUITE_END();
