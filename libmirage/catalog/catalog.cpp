@@ -154,25 +154,25 @@ Catalog::Catalog(const std::string& path, bool create) : m_db(checked_path(path,
   // write lock up front and waits for it.
   util::Transaction tx(m_db);
   m_db.exec(k_schema);
-  util::Stmt get(m_db, "SELECT value FROM meta WHERE key = 'schema'");
-  if (get.step() && get.text(0) == "2") {
+  std::optional<std::string> version;
+  {
+    util::Stmt get(m_db, "SELECT value FROM meta WHERE key = 'schema'");
+    if (get.step()) version = get.text(0);
+  }
+  if (version == "2") {
     // 2 -> 3: the packs table again with AUTOINCREMENT (its ids carry over; the
     // sequence starts above the highest).
-    get.reset();
     m_db.exec("CREATE TABLE packs_v3" MIRAGE_PACKS_COLUMNS
               "; INSERT INTO packs_v3(id, name, volume, size, sealed, written_at, retired_at) "
               "SELECT id, name, volume, size, sealed, written_at, retired_at FROM packs; "
               "DROP TABLE packs; ALTER TABLE packs_v3 RENAME TO packs; "
               "UPDATE meta SET value = '3' WHERE key = 'schema';");
+    version = "3";
   }
-  get.reset();
-  if (get.step()) {
-    if (get.text(0) != std::to_string(k_schema_version))
-      throw Error(ErrorKind::precondition, "catalog " + path + ": schema version " + get.text(0) + " is not supported");
-  } else {
-    get.reset();
+  if (!version)
     util::Stmt(m_db, "INSERT INTO meta(key, value) VALUES ('schema', ?)").bind(1, std::to_string(k_schema_version)).run();
-  }
+  else if (*version != std::to_string(k_schema_version))
+    throw Error(ErrorKind::precondition, "catalog " + path + ": schema version " + *version + " is not supported");
   tx.commit();
   m_find_chunk = std::make_unique<util::Stmt>(m_db, "SELECT pack, offset, stored, raw, codec FROM chunks WHERE id = ?");
 }
