@@ -351,9 +351,7 @@ void Catalog::for_each_chunk(const std::function<void(const Digest&, const Chunk
 }
 
 uint64_t Catalog::chunk_count() {
-  util::Stmt s(m_db, "SELECT count(*) FROM chunks");
-  s.step();
-  return static_cast<uint64_t>(s.int64(0));
+  return static_cast<uint64_t>(util::Stmt(m_db, "SELECT count(*) FROM chunks").scalar());
 }
 
 void Catalog::add_token(const std::string& hash, const std::string& name, const std::string& role) {
@@ -523,10 +521,7 @@ void to_json(nlohmann::json& j, const Order& o) {
 uint32_t Catalog::add_layer(const std::string& name, const std::string& kind, const Digest& tree,
                             const nlohmann::json& manifest) {
   util::Stmt max(m_db, "SELECT coalesce(max(version), 0) FROM layers WHERE name = ?");
-  max.bind(1, name);
-  max.step();
-  auto version = static_cast<uint32_t>(max.int64(0) + 1);
-  max.reset();
+  auto version = static_cast<uint32_t>(max.bind(1, name).scalar() + 1);
   util::Stmt(m_db, "INSERT INTO layers(name, version, kind, tree, manifest, created_at) VALUES (?, ?, ?, ?, ?, ?)")
       .bind(1, name)
       .bind(2, int64_t(version))

@@ -36,11 +36,6 @@ void Metrics::gc_run(uint64_t deleted_bytes, uint64_t freed_bytes) {
 
 namespace {
 
-int64_t scalar(catalog::Catalog& cat, const char* sql) {
-  util::Stmt s(cat.db(), sql);
-  return s.step() ? s.int64(0) : 0;
-}
-
 void header(std::ostream& out, const char* name, const char* type, const char* help) {
   out << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
 }
@@ -79,26 +74,23 @@ std::string Metrics::render(catalog::Catalog& cat) {
   util::Transaction reads(cat.db(), util::Transaction::Mode::deferred);
   header(out, "mirage_devices", "gauge", "Devices by state.");
   for (const char* state : {"pending", "accepted", "rejected"}) {
-    util::Stmt s(cat.db(), "SELECT count(*) FROM devices WHERE state = ?");
-    s.bind(1, std::string(state));
-    s.step();
-    out << "mirage_devices{state=\"" << state << "\"} " << s.int64(0) << "\n";
+    out << "mirage_devices{state=\"" << state << "\"} "
+        << util::Stmt(cat.db(), "SELECT count(*) FROM devices WHERE state = ?").bind(1, std::string(state)).scalar() << "\n";
   }
   header(out, "mirage_snapshots", "gauge", "Snapshots in the catalog.");
-  out << "mirage_snapshots " << scalar(cat, "SELECT count(*) FROM snapshots") << "\n";
+  out << "mirage_snapshots " << util::Stmt(cat.db(), "SELECT count(*) FROM snapshots").scalar() << "\n";
   header(out, "mirage_chunks", "gauge", "Chunks in the index.");
-  out << "mirage_chunks " << scalar(cat, "SELECT count(*) FROM chunks") << "\n";
+  out << "mirage_chunks " << util::Stmt(cat.db(), "SELECT count(*) FROM chunks").scalar() << "\n";
   header(out, "mirage_pack_bytes", "gauge", "Bytes of pack files the index covers.");
-  out << "mirage_pack_bytes " << scalar(cat, "SELECT coalesce(sum(size), 0) FROM packs") << "\n";
+  out << "mirage_pack_bytes " << util::Stmt(cat.db(), "SELECT coalesce(sum(size), 0) FROM packs").scalar() << "\n";
   header(out, "mirage_uploads_in_flight", "gauge", "Uploads begun and not committed (the last hour).");
-  {
-    util::Stmt s(cat.db(), "SELECT count(*) FROM uploads WHERE touched_at >= ?");
-    s.bind(1, util::now_ns() - 3600LL * 1000000000);
-    s.step();
-    out << "mirage_uploads_in_flight " << s.int64(0) << "\n";
-  }
+  out << "mirage_uploads_in_flight "
+      << util::Stmt(cat.db(), "SELECT count(*) FROM uploads WHERE touched_at >= ?")
+             .bind(1, util::now_ns() - 3600LL * 1000000000)
+             .scalar()
+      << "\n";
   header(out, "mirage_orders_pending", "gauge", "Orders waiting for their device.");
-  out << "mirage_orders_pending " << scalar(cat, "SELECT count(*) FROM orders WHERE state = 'pending'") << "\n";
+  out << "mirage_orders_pending " << util::Stmt(cat.db(), "SELECT count(*) FROM orders WHERE state = 'pending'").scalar() << "\n";
   long pages = 0, resident = 0;
   std::ifstream("/proc/self/statm") >> pages >> resident;
   header(out, "process_resident_memory_bytes", "gauge", "Resident memory of this server process.");

@@ -446,11 +446,7 @@ proto::Reply Service::handle(proto::Request request, const Caller& caller) {
 
 std::string init_data_dir(const std::filesystem::path& data) {
   store::Repository repo(data, true);
-  util::Stmt count(repo.catalog().db(), "SELECT count(*) FROM tokens WHERE role = 'admin'");
-  count.step();
-  bool initialized = count.int64(0) > 0;
-  count.reset();  // no read left open under the writes below
-  if (initialized)
+  if (util::Stmt(repo.catalog().db(), "SELECT count(*) FROM tokens WHERE role = 'admin'").scalar() > 0)
     throw Error(ErrorKind::precondition, "data directory " + data.string() + " is already initialized");
   std::string token = "mrg_" + util::random_hex(24);
   repo.catalog().add_token(util::sha256_hex(token), "admin", "admin");

@@ -299,15 +299,10 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
       }
     }
     for (const auto& p : gone) {
-      // One write transaction from the check to the delete: an autocommit DELETE
-      // beside the open count would upgrade a stale read, which WAL refuses at once.
+      // The check (never true: a retired pack gains no records) and the delete in one
+      // write transaction.
       util::Transaction tx(db);
-      util::Stmt refs(db, "SELECT count(*) FROM chunks WHERE pack = ?");
-      refs.bind(1, p.id);
-      refs.step();
-      bool referenced = refs.int64(0) != 0;  // never: a retired pack gains no records
-      refs.reset();
-      if (referenced) continue;
+      if (util::Stmt(db, "SELECT count(*) FROM chunks WHERE pack = ?").bind(1, p.id).scalar() != 0) continue;
       fs::path file = repo.pack_path(p);
       if (::unlink(file.c_str()) != 0 && errno != ENOENT) throw_errno("delete pack " + file.string());
       util::Stmt(db, "DELETE FROM packs WHERE id = ?").bind(1, p.id).run();

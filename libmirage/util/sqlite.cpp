@@ -98,6 +98,11 @@ void Stmt::run() {
   }
   reset();
 }
+int64_t Stmt::scalar() {
+  int64_t v = step() ? int64(0) : 0;
+  reset();
+  return v;
+}
 int64_t Stmt::int64(int col) const { return sqlite3_column_int64(m_stmt, col); }
 std::string Stmt::text(int col) const {
   auto p = sqlite3_column_text(m_stmt, col);

@@ -30,6 +30,10 @@ class Stmt {
   void reset();
   /// Runs to completion (for statements without rows) and resets.
   void run();
+  /// Column 0 of the first row (0 when there is none), then resets: no read is left
+  /// open on the connection for a later write to upgrade (WAL refuses that at once
+  /// when another connection wrote meanwhile).
+  int64_t scalar();
 
   int64_t int64(int col) const;
   std::string text(int col) const;
