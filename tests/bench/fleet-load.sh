@@ -31,11 +31,8 @@ export MIRAGE_HOME="$B/client-home"
 
 # ---- TLS and the server ---------------------------------------------------
 pki=$B/pki
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Mirage Bench CA" -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' >"$pki/ext"
-openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
-  -extfile "$pki/ext" -out "$pki/server.pem" 2>/dev/null
+source "$here/../pki.sh"
+make_pki "$pki"
 token=$(mirage-serverd init --data "$B/server" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')
 port=$(( 20000 + RANDOM % 20000 ))
 start_server() {

@@ -10,6 +10,7 @@ export MIRAGE_HOME="$TEST_TMP/home"
 unset MIRAGE_SERVER MIRAGE_TOKEN
 cleanup() { if [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TEST_TMP"; fi; }
 trap cleanup EXIT
+source "$MIRAGE_SOURCE/tests/pki.sh"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
