@@ -384,12 +384,13 @@ std::string Service::metrics_text() {
 
 json Service::run_gc(const store::GcOptions& options) {
   json report = server::run_gc(m_repo.path(), options);
+  if (options.dry_run) return report;
   {
     // The packs GC deleted keep their disk space while this process holds them open.
     std::lock_guard lock(m_mutex);
     m_repo.close_read_fds();
   }
-  if (!options.dry_run) m_metrics.gc_run(report.value("deleted_bytes", uint64_t(0)), report.value("freed_bytes", uint64_t(0)));
+  m_metrics.gc_run(report.value("deleted_bytes", uint64_t(0)), report.value("freed_bytes", uint64_t(0)));
   return report;
 }
 
