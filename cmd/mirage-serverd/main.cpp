@@ -1,8 +1,10 @@
 // mirage-serverd: the headless server (HTTP, or stdio for the embedded default).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "libmirage/proto/transport.hpp"
 #include "libmirage/server/service.hpp"
@@ -20,6 +22,9 @@ struct Options {
   std::vector<std::string> volumes;
   double gc_interval = 86400;
   size_t threads = server::HttpOptions{}.threads;
+  int read_timeout = server::HttpOptions{}.read_timeout;
+  size_t max_connections = server::HttpOptions{}.max_connections;
+  uint64_t max_body_memory = server::HttpOptions{}.max_body_memory;
 };
 
 /// Adds the --volume directories the catalog does not have yet.
@@ -31,19 +36,26 @@ std::string data_dir(const Options& o) { return o.data.empty() ? proto::default_
 
 int serve(const Options& o) {
   if (o.stdio) {
-    server::Service service(data_dir(o), true);
-    add_volumes(service, o);
-    return server::serve_stdio(service, 0, 1);
+    std::optional<server::Service> service;
+    try {
+      service.emplace(data_dir(o), true);
+      add_volumes(*service, o);
+    } catch (const Error& e) {
+      // The client waits for a reply: it gets this error, with its kind, as the reply
+      // to each request (so a damaged store is 6 there, not "server unreachable").
+      return server::refuse_stdio(e, 0, 1);
+    }
+    return server::serve_stdio(*service, 0, 1);
   }
   auto colon = o.listen.rfind(':');
-  if (colon == std::string::npos) throw Error(ErrorKind::usage, "--listen " + o.listen + ": expected HOST:PORT");
+  if (colon == std::string::npos || colon == 0) throw Error(ErrorKind::usage, "--listen " + o.listen + ": expected HOST:PORT");
   server::HttpOptions h;
   h.host = o.listen.substr(0, colon);
-  try {
-    h.port = std::stoi(o.listen.substr(colon + 1));
-  } catch (const std::exception&) {
-    throw Error(ErrorKind::usage, "--listen " + o.listen + ": bad port");
-  }
+  std::string port = o.listen.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port) < 1 || std::stoi(port) > 65535)
+    throw Error(ErrorKind::usage, "--listen " + o.listen + ": the port must be a number from 1 to 65535");
+  h.port = std::stoi(port);
   if (o.tls_cert.empty() != o.tls_key.empty()) throw Error(ErrorKind::usage, "--tls-cert and --tls-key go together");
   h.tls_cert = o.tls_cert;
   h.tls_key = o.tls_key;
@@ -53,6 +65,9 @@ int serve(const Options& o) {
   };
   h.gc_interval = o.gc_interval;
   h.threads = o.threads;
+  h.read_timeout = o.read_timeout;
+  h.max_connections = o.max_connections;
+  h.max_body_memory = o.max_body_memory;
   server::Service service(data_dir(o), false);
   add_volumes(service, o);
   server::serve_http(service, h);
@@ -62,6 +77,7 @@ int serve(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ::umask(077);  // the catalog, packs and logs are this user's alone (0600, directories 0700)
   CLI::App app{"Mirage server: keeps every endpoint's CVD, serves HTTP or stdio", "mirage-serverd"};
   app.set_version_flag("--version", MIRAGE_VERSION);
   Options o;
@@ -72,9 +88,18 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", o.tls_key, "TLS private key (PEM) for HTTPS");
   app.add_flag("--stdio", o.stdio, "Serve one client on stdin/stdout");
   app.add_option("--volume", o.volumes, "Add a storage volume directory (repeatable)");
-  app.add_option("--http-threads", o.threads, "Connections served at once")
+  app.add_option("--http-threads", o.threads, "Threads started up front")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
+  app.add_option("--max-connections", o.max_connections, "Connections served at once at most")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--read-timeout", o.read_timeout, "Seconds a connection may be silent")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--max-body-memory", o.max_body_memory, "Request bytes in memory at once (256M)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(uint64_t(1) << 20, uint64_t(1) << 40));
   app.add_option("--gc-interval", o.gc_interval, "Time between automatic GC runs (24h; 0: off)")
       ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
                                         CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))

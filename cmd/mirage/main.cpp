@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
   coll_delete->add_option("name", coll_name, "Collection name")->required();
   std::string device_id, device_state;
   std::vector<std::string> tags_add, tags_remove;
-  auto* device = app.add_subcommand("device", "List devices, tag them");
+  auto* device = app.add_subcommand("device", "List, tag or delete devices");
   device->require_subcommand(1);
   auto* device_list = device->add_subcommand("list", "List devices");
   device_list->add_option("--state", device_state, "pending, accepted or rejected")
@@ -154,6 +154,10 @@ int main(int argc, char** argv) {
   device_tag->add_option("device", device_id, "Device id")->required();
   device_tag->add_option("--add", tags_add, "Tag to add (repeatable)");
   device_tag->add_option("--remove", tags_remove, "Tag to remove (repeatable)");
+  bool device_force = false;
+  auto* device_delete = device->add_subcommand("delete", "Forget a device (to re-enroll it, or for good)");
+  device_delete->add_option("device", device_id, "Device id")->required();
+  device_delete->add_flag("--force", device_force, "Also when it has snapshots (they go with it)");
 
   // Storage volumes and GC.
   std::string vol_path;
@@ -168,14 +172,14 @@ int main(int argc, char** argv) {
   volume_set->add_option("id", vol_id, "Volume id")->required();
   auto* ro_flag = volume_set->add_flag("--read-only", vol_ro, "No new data goes there");
   volume_set->add_flag("--writable", vol_rw, "New data may go there again")->excludes(ro_flag);
+  auto duration = CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
+                                        CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION");
   bool gc_dry = false;
   double gc_grace = 600, gc_repack_below = 0.5;
   uint64_t gc_max_repack = 1ULL << 30;
   auto* gc = app.add_subcommand("gc", "Expire snapshots, delete unreferenced data, repack");
   gc->add_flag("--dry-run", gc_dry, "Report what would go; change nothing");
-  gc->add_option("--grace", gc_grace, "Keep chunks younger than this (default 10m)")
-      ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
-                                        CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"));
+  gc->add_option("--grace", gc_grace, "Keep chunks younger than this (default 10m)")->transform(duration);
   gc->add_option("--repack-below", gc_repack_below, "Rewrite packs less live than this (0.5)")
       ->check(CLI::Range(0.0, 1.0));
   gc->add_option("--max-repack", gc_max_repack, "Bytes copied per run at most (1G)")
@@ -192,14 +196,23 @@ int main(int argc, char** argv) {
   events_cmd->add_flag("--follow", ev_follow, "Keep printing new events as they come");
   events_cmd->add_option("--poll", ev_poll, "Seconds between polls with --follow (default 1)")->check(CLI::PositiveNumber);
   std::string tok_name, tok_role;
-  auto* token = app.add_subcommand("token", "Create, list or revoke access tokens");
+  auto* token = app.add_subcommand("token", "Create, list, rotate or revoke access tokens");
   token->require_subcommand(1);
   auto* token_create = token->add_subcommand("create", "Create a token; it is printed once");
   token_create->add_option("--name", tok_name, "Token name (who or what uses it)")->required();
   token_create->add_option("--role", tok_role, "admin, image-manager, protection-manager, helpdesk")->required();
+  double tok_expires = 0;
+  token_create->add_option("--expires", tok_expires, "Valid for this long (90d; default: until revoked)")
+      ->transform(duration)
+      ->check(CLI::PositiveNumber);
   auto* token_list = token->add_subcommand("list", "List tokens (never their secrets)");
   auto* token_revoke = token->add_subcommand("revoke", "Revoke the live token with this name");
   token_revoke->add_option("name", tok_name, "Token name")->required();
+  auto* token_rotate = token->add_subcommand("rotate", "Give a token a new secret (the old one stops)");
+  token_rotate->add_option("name", tok_name, "Token name")->required();
+  token_rotate->add_option("--expires", tok_expires, "The new secret is valid this long (90d)")
+      ->transform(duration)
+      ->check(CLI::PositiveNumber);
 
   auto call_print = [&](const char* method, json params, const std::function<void(std::ostream&, const json&)>& text) {
     auto client = tool::connect(common);
@@ -223,7 +236,12 @@ int main(int argc, char** argv) {
       {{check_cmd, [&] { return check(common, read_data); }},
        {token_create,
         [&] {
-          return call_print("token.create", {{"name", tok_name}, {"role", tok_role}},
+          return call_print("token.create", {{"name", tok_name}, {"role", tok_role}, {"expires_seconds", tok_expires}},
+                            [](std::ostream& out, const json& r) { out << r["token"].get<std::string>() << "\n"; });
+        }},
+       {token_rotate,
+        [&] {
+          return call_print("token.rotate", {{"name", tok_name}, {"expires_seconds", tok_expires}},
                             [](std::ostream& out, const json& r) { out << r["token"].get<std::string>() << "\n"; });
         }},
        {token_list,
@@ -231,7 +249,11 @@ int main(int argc, char** argv) {
           return call_print("token.list", json::object(), [](std::ostream& out, const json& r) {
             for (const auto& t : r["tokens"])
               out << t["name"].get<std::string>() << "  " << t["role"].get<std::string>() << "  "
-                  << t["created"].get<std::string>() << (t["revoked"].get<bool>() ? "  revoked" : "") << "\n";
+                  << t["created"].get<std::string>() << (t["revoked"].get<bool>() ? "  revoked" : "")
+                  << (t["expires"].is_string() ? (t["expired"].get<bool>() ? "  expired " : "  expires ") +
+                                                     t["expires"].get<std::string>()
+                                               : "")
+                  << "\n";
           });
         }},
        {token_revoke,
@@ -323,6 +345,14 @@ int main(int argc, char** argv) {
                               out << r["device_id"].get<std::string>() << " tags:";
                               for (const auto& t : r["tags"]) out << " " << t.get<std::string>();
                               out << "\n";
+                            });
+        }},
+       {device_delete,
+        [&] {
+          return call_print("device.delete", {{"device_id", device_id}, {"force", device_force}},
+                            [](std::ostream& out, const json& r) {
+                              out << "device " << r["device_id"].get<std::string>() << " deleted with " << r["snapshots"]
+                                  << " snapshots\n";
                             });
         }},
        {volume_list,

@@ -12,7 +12,7 @@ namespace {
 // 3: pack ids are never given twice (AUTOINCREMENT). A writer holds its pack's id
 // while GC may retire and delete that pack; a reused id would let it index records
 // under another process's pack.
-constexpr int k_schema_version = 3;
+constexpr int k_schema_version = 4;
 
 #define MIRAGE_PACKS_COLUMNS                                                                              \
   "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES " \
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS collections(
   name TEXT PRIMARY KEY, kind TEXT NOT NULL, spec TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens(
   hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL,
-  revoked INTEGER NOT NULL DEFAULT 0);
+  revoked INTEGER NOT NULL DEFAULT 0, expires_at INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS policies(name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events(
   id INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL, device TEXT NOT NULL DEFAULT '',
@@ -168,6 +168,13 @@ Catalog::Catalog(const std::string& path, bool create) : m_db(checked_path(path,
               "DROP TABLE packs; ALTER TABLE packs_v3 RENAME TO packs; "
               "UPDATE meta SET value = '3' WHERE key = 'schema';");
     version = "3";
+  }
+  if (version == "3") {
+    // 3 -> 4: tokens may expire (0: never).
+    if (util::Stmt(m_db, "SELECT count(*) FROM pragma_table_info('tokens') WHERE name = 'expires_at'").scalar() == 0)
+      m_db.exec("ALTER TABLE tokens ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0");
+    m_db.exec("UPDATE meta SET value = '4' WHERE key = 'schema'");
+    version = "4";
   }
   if (!version)
     util::Stmt(m_db, "INSERT INTO meta(key, value) VALUES ('schema', ?)").bind(1, std::to_string(k_schema_version)).run();
@@ -354,29 +361,48 @@ uint64_t Catalog::chunk_count() {
   return static_cast<uint64_t>(util::Stmt(m_db, "SELECT count(*) FROM chunks").scalar());
 }
 
-void Catalog::add_token(const std::string& hash, const std::string& name, const std::string& role) {
-  util::Stmt(m_db, "INSERT INTO tokens(hash, name, role, created_at) VALUES (?, ?, ?, ?)")
+void Catalog::add_token(const std::string& hash, const std::string& name, const std::string& role, int64_t expires_at) {
+  util::Stmt(m_db, "INSERT INTO tokens(hash, name, role, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
       .bind(1, hash)
       .bind(2, name)
       .bind(3, role)
       .bind(4, util::now_ns())
+      .bind(5, expires_at)
       .run();
 }
 
+namespace {
+constexpr const char* k_live_token = "revoked = 0 AND (expires_at = 0 OR expires_at > ?)";
+}  // namespace
+
 std::optional<std::pair<std::string, std::string>> Catalog::token_role(const std::string& hash) {
-  util::Stmt s(m_db, "SELECT role, name FROM tokens WHERE hash = ? AND revoked = 0");
-  s.bind(1, hash);
+  util::Stmt s(m_db, std::string("SELECT role, name FROM tokens WHERE hash = ? AND ") + k_live_token);
+  s.bind(1, hash).bind(2, util::now_ns());
   if (!s.step()) return std::nullopt;
   return std::make_pair(s.text(0), s.text(1));
 }
 
 std::vector<nlohmann::json> Catalog::tokens() {
-  util::Stmt s(m_db, "SELECT name, role, created_at, revoked FROM tokens ORDER BY created_at, name");
+  util::Stmt s(m_db, "SELECT name, role, created_at, revoked, expires_at FROM tokens ORDER BY created_at, name");
   std::vector<nlohmann::json> out;
-  while (s.step())
-    out.push_back({{"name", s.text(0)}, {"role", s.text(1)}, {"created", util::rfc3339(s.int64(2))},
-                   {"revoked", s.int64(3) != 0}});
+  int64_t now = util::now_ns();
+  while (s.step()) {
+    nlohmann::json t = {{"name", s.text(0)}, {"role", s.text(1)}, {"created", util::rfc3339(s.int64(2))},
+                        {"revoked", s.int64(3) != 0}, {"expires", nullptr}, {"expired", false}};
+    if (s.int64(4) != 0) {
+      t["expires"] = util::rfc3339(s.int64(4));
+      t["expired"] = s.int64(4) <= now;
+    }
+    out.push_back(t);
+  }
   return out;
+}
+
+std::optional<std::string> Catalog::live_token_role(const std::string& name) {
+  util::Stmt s(m_db, std::string("SELECT role FROM tokens WHERE name = ? AND ") + k_live_token);
+  s.bind(1, name).bind(2, util::now_ns());
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
 }
 
 bool Catalog::token_name_taken(const std::string& name) {
@@ -385,9 +411,26 @@ bool Catalog::token_name_taken(const std::string& name) {
   return s.step();
 }
 
+int64_t Catalog::live_admin_tokens() {
+  return util::Stmt(m_db, std::string("SELECT count(*) FROM tokens WHERE role = 'admin' AND ") + k_live_token)
+      .bind(1, util::now_ns())
+      .scalar();
+}
+
 int Catalog::revoke_token(const std::string& name) {
   util::Stmt(m_db, "UPDATE tokens SET revoked = 1 WHERE name = ? AND revoked = 0").bind(1, name).run();
   return m_db.changes();
+}
+
+int64_t Catalog::device_count(DeviceState state) {
+  return util::Stmt(m_db, "SELECT count(*) FROM devices WHERE state = ?").bind(1, std::string(state_name(state))).scalar();
+}
+
+void Catalog::delete_device(const std::string& id) {
+  for (const char* table : {"snapshots", "orders", "assignments", "captures", "device_credentials", "cvds"})
+    util::Stmt(m_db, std::string("DELETE FROM ") + table + " WHERE device = ?").bind(1, id).run();
+  util::Stmt(m_db, "DELETE FROM uploads WHERE source = ?").bind(1, id).run();
+  util::Stmt(m_db, "DELETE FROM devices WHERE id = ?").bind(1, id).run();
 }
 
 std::optional<nlohmann::json> Catalog::policy(const std::string& name) {

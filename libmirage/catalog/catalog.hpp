@@ -131,12 +131,21 @@ class Catalog {
   void for_each_chunk(const std::function<void(const Digest&, const ChunkLocation&)>& fn);
   uint64_t chunk_count();
 
-  void add_token(const std::string& hash, const std::string& name, const std::string& role);
-  /// (role, name) of a live token with this SHA-256 hash, or nullopt.
+  /// `expires_at` in ns since the epoch; 0: never.
+  void add_token(const std::string& hash, const std::string& name, const std::string& role, int64_t expires_at = 0);
+  /// (role, name) of a live token (not revoked, not expired) with this SHA-256 hash, or nullopt.
   std::optional<std::pair<std::string, std::string>> token_role(const std::string& hash);
-  /// Every token (never its secret): name, role, created, revoked.
+  /// Every token (never its secret): name, role, created, revoked, expires, expired.
   std::vector<nlohmann::json> tokens();
+  /// The role of the live token named `name`, or nullopt.
+  std::optional<std::string> live_token_role(const std::string& name);
   bool token_name_taken(const std::string& name);
+  /// Admin tokens neither revoked nor expired.
+  int64_t live_admin_tokens();
+  int64_t device_count(DeviceState state);
+  /// Forgets a device: its row, snapshots, orders, assignment, capture, credential and
+  /// CVD history (GC then reclaims the data only it referenced). Call in a transaction.
+  void delete_device(const std::string& id);
   /// Revokes the live tokens named `name`; returns how many.
   int revoke_token(const std::string& name);
 

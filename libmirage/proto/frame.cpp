@@ -29,7 +29,31 @@ uint64_t binary_length(const nlohmann::json& header) {
   return n;
 }
 
+// Copying, dumping and comparing JSON recurse once per level, so a header nested
+// 60,000 levels deep would overflow the stack in any of them: refuse it before parsing.
+// Brackets inside strings do not count; the parser rejects what is not JSON anyway.
+void check_depth(std::span<const uint8_t> line) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (uint8_t c : line) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '{' || c == '[') {
+      if (++depth > k_max_depth)
+        throw Error(ErrorKind::usage, "malformed frame: header nested deeper than " + std::to_string(k_max_depth) + " levels");
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+}
+
 nlohmann::json parse_header(std::span<const uint8_t> line) {
+  check_depth(line);
   auto j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
   if (j.is_discarded()) throw Error(ErrorKind::usage, "malformed frame: header is not valid JSON");
   return j;

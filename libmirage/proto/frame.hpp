@@ -1,7 +1,8 @@
 #pragma once
 // Wire format, the same on both transports.
 //
-// A frame is a JSON header on one line (no raw newline inside, at most 16 MiB),
+// A frame is a JSON header on one line (no raw newline inside, at most 16 MiB, nested
+// at most 64 levels),
 // terminated by '\n', followed by exactly `binary` raw bytes when the header has a
 // "binary": N field (N <= 1 GiB). Over stdio frames follow each other on the pipes;
 // over HTTP one frame is the body of a POST to /v1/rpc and one frame is the response.
@@ -26,6 +27,8 @@ namespace mirage::proto {
 constexpr int k_protocol_version = 1;
 constexpr size_t k_max_header = 16u << 20;
 constexpr uint64_t k_max_binary = 1ull << 30;
+/// Headers nested deeper than this are refused unparsed (JSON is copied recursively).
+constexpr size_t k_max_depth = 64;
 
 struct Request {
   nlohmann::json id = 0;

@@ -143,6 +143,9 @@ class HttpTransport : public Transport {
     if (!m_ca.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, m_ca.c_str());
     curl_slist* headers = nullptr;
     headers = curl_slist_append(headers, "Content-Type: application/x-mirage-frame");
+    // The server sets the body limit by method before it reads the body.
+    std::string method = "X-Mirage-Method: " + request.method;
+    headers = curl_slist_append(headers, method.c_str());
     std::string auth = "Authorization: Bearer " + m_token;
     if (!m_token.empty()) headers = curl_slist_append(headers, auth.c_str());
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);

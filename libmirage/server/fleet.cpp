@@ -94,7 +94,7 @@ std::vector<std::string> Service::target_devices(const json& params) {
   for (const auto& d : str_list(params, "device_ids"))
     if (seen.insert(d).second) out.push_back(d);
   for (const auto& c : str_list(params, "collections"))
-    for (const auto& d : members(m_repo.catalog(), c))
+    for (const auto& d : members(repo().catalog(), c))
       if (seen.insert(d).second) out.push_back(d);
   if (out.empty()) {
     if (params.contains("collections")) throw Error(ErrorKind::precondition, "the collections given have no members");
@@ -104,8 +104,8 @@ std::vector<std::string> Service::target_devices(const json& params) {
 }
 
 void Service::register_fleet_handlers() {
-  m_handlers["policy.list"].fn = [this](proto::Request&, proto::Reply& reply, const Caller&) {
-    auto& cat = m_repo.catalog();
+  m_handlers["policy.list"] = [this](proto::Request&, proto::Reply& reply, const Caller&) {
+    auto& cat = repo().catalog();
     std::map<std::string, uint64_t> users;
     for (const auto& d : cat.devices(std::nullopt)) users[d.policy]++;
     json list = json::array();
@@ -115,9 +115,9 @@ void Service::register_fleet_handlers() {
     reply.result = {{"policies", list}};
   };
 
-  m_handlers["policy.assign"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["policy.assign"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     if (name != "default" && !cat.policy(name)) throw Error(ErrorKind::not_found, "policy " + name + ": not found");
     util::Transaction tx(cat.db());
     auto devices = target_devices(req.params);
@@ -130,7 +130,7 @@ void Service::register_fleet_handlers() {
     reply.result = {{"name", name}, {"devices", devices}};
   };
 
-  m_handlers["collection.set"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["collection.set"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
     if (!valid_name(name)) throw Error(ErrorKind::usage, "collection name '" + name + "': use letters, digits and - _ .");
     json spec;
@@ -144,40 +144,40 @@ void Service::register_fleet_handlers() {
       auto devices = str_list(req.params, "device_ids");
       if (devices.empty()) throw Error(ErrorKind::usage, "give devices (static) or match conditions (dynamic)");
       for (const auto& d : devices)
-        if (!m_repo.catalog().device(d)) throw Error(ErrorKind::not_found, "device " + d + ": not registered");
+        if (!repo().catalog().device(d)) throw Error(ErrorKind::not_found, "device " + d + ": not registered");
       spec = {{"devices", devices}};
     }
-    m_repo.catalog().set_collection(name, kind, spec);
-    m_repo.catalog().add_event("collection.set", "", {{"name", name}, {"kind", kind}, {"spec", spec}, {"by", caller.name}});
-    reply.result = {{"name", name}, {"kind", kind}, {"spec", spec}, {"members", members(m_repo.catalog(), name)}};
+    repo().catalog().set_collection(name, kind, spec);
+    repo().catalog().add_event("collection.set", "", {{"name", name}, {"kind", kind}, {"spec", spec}, {"by", caller.name}});
+    reply.result = {{"name", name}, {"kind", kind}, {"spec", spec}, {"members", members(repo().catalog(), name)}};
   };
 
-  m_handlers["collection.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["collection.get"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string name = str_param(req.params, "name");
-    auto members_now = members(m_repo.catalog(), name);
-    auto c = *m_repo.catalog().collection(name);
+    auto members_now = members(repo().catalog(), name);
+    auto c = *repo().catalog().collection(name);
     reply.result = {{"name", name}, {"kind", c.first}, {"spec", c.second}, {"members", members_now}};
   };
 
-  m_handlers["collection.list"].fn = [this](proto::Request&, proto::Reply& reply, const Caller&) {
+  m_handlers["collection.list"] = [this](proto::Request&, proto::Reply& reply, const Caller&) {
     json list = json::array();
-    for (const auto& n : m_repo.catalog().collections()) {
-      auto c = *m_repo.catalog().collection(n);
-      list.push_back({{"name", n}, {"kind", c.first}, {"members", members(m_repo.catalog(), n).size()}});
+    for (const auto& n : repo().catalog().collections()) {
+      auto c = *repo().catalog().collection(n);
+      list.push_back({{"name", n}, {"kind", c.first}, {"members", members(repo().catalog(), n).size()}});
     }
     reply.result = {{"collections", list}};
   };
 
-  m_handlers["collection.delete"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["collection.delete"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
-    if (!m_repo.catalog().delete_collection(name)) throw Error(ErrorKind::not_found, "collection " + name + ": not found");
-    m_repo.catalog().add_event("collection.deleted", "", {{"name", name}, {"by", caller.name}});
+    if (!repo().catalog().delete_collection(name)) throw Error(ErrorKind::not_found, "collection " + name + ": not found");
+    repo().catalog().add_event("collection.deleted", "", {{"name", name}, {"by", caller.name}});
     reply.result = {{"name", name}, {"deleted", true}};
   };
 
-  m_handlers["device.tag"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["device.tag"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string id = str_param(req.params, "device_id");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     auto d = cat.device(id);
     if (!d) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
     auto tags = d->tags;
@@ -191,8 +191,8 @@ void Service::register_fleet_handlers() {
     reply.result = *cat.device(id);
   };
 
-  m_handlers["volume.list"].fn = [this](proto::Request&, proto::Reply& reply, const Caller&) {
-    auto& cat = m_repo.catalog();
+  m_handlers["volume.list"] = [this](proto::Request&, proto::Reply& reply, const Caller&) {
+    auto& cat = repo().catalog();
     std::map<int64_t, std::pair<uint64_t, uint64_t>> use;  // volume -> (packs, bytes)
     for (const auto& p : cat.packs()) {
       use[p.volume].first++;
@@ -212,10 +212,10 @@ void Service::register_fleet_handlers() {
     reply.result = {{"volumes", list}};
   };
 
-  m_handlers["volume.add"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["volume.add"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string path = str_param(req.params, "path");
     if (path[0] != '/') throw Error(ErrorKind::usage, "volume path '" + path + "': give an absolute path");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     for (const auto& v : cat.volumes())
       if (v.path == path) throw Error(ErrorKind::precondition, "volume " + path + " is already volume " + std::to_string(v.id));
     util::make_dirs(std::filesystem::path(path) / "packs");
@@ -224,11 +224,11 @@ void Service::register_fleet_handlers() {
     reply.result = {{"volume_id", id}, {"path", path}, {"read_only", false}, {"free_bytes", free_bytes(path)}};
   };
 
-  m_handlers["volume.set"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["volume.set"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     int64_t id = static_cast<int64_t>(num_param(req.params, "volume_id", -1, 0, 1e12));
     if (!req.params.contains("read_only")) throw Error(ErrorKind::usage, "give read_only");
     bool ro = bool_param(req.params, "read_only");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     util::Transaction tx(cat.db());
     auto vols = cat.volumes();
     auto it = std::find_if(vols.begin(), vols.end(), [&](const catalog::Volume& v) { return v.id == id; });
@@ -241,14 +241,13 @@ void Service::register_fleet_handlers() {
     reply.result = {{"volume_id", id}, {"path", it->path}, {"read_only", ro}};
   };
 
-  m_handlers["gc.run"] = {[this](proto::Request& req, proto::Reply& reply, const Caller&) {
-                            // Its own connection and no service lock: syncs go on meanwhile.
-                            reply.result = run_gc(gc_options(req.params));
-                          },
-                          true};
+  m_handlers["gc.run"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+    // Its own connection and no lock: syncs go on meanwhile.
+    reply.result = run_gc(gc_options(req.params));
+  };
 
-  m_handlers["snapshot.request"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    auto& cat = m_repo.catalog();
+  m_handlers["snapshot.request"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    auto& cat = repo().catalog();
     util::Transaction tx(cat.db());
     json orders = json::array();
     for (const auto& device : target_devices(req.params)) {
@@ -268,24 +267,24 @@ void Service::register_fleet_handlers() {
 
   // Clients report what they did without the server seeing it whole (a restore reads
   // chunks; only the client knows it restored a snapshot): one transaction log entry.
-  m_handlers["events.report"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["events.report"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string type = str_param(req.params, "type");
     if (type != "restore") throw Error(ErrorKind::usage, "event type '" + type + "': only restore is reported by clients");
     std::string device = str_param(req.params, "device_id");
-    if (!m_repo.catalog().device(device)) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
+    if (!repo().catalog().device(device)) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
     json detail = {{"transaction", "restore"},
                    {"snapshot_id", req.params.value("snapshot_id", "")},
                    {"bytes_moved", static_cast<uint64_t>(num_param(req.params, "bytes_moved", 0, 0, 1e18))},
                    {"unique_bytes", static_cast<uint64_t>(num_param(req.params, "unique_bytes", 0, 0, 1e18))},
                    {"files", static_cast<uint64_t>(num_param(req.params, "files", 0, 0, 1e18))},
                    {"by", caller.name.empty() ? "local" : caller.name}};
-    m_repo.catalog().add_event("restore.done", device, detail);
+    repo().catalog().add_event("restore.done", device, detail);
     reply.result = detail;
   };
 
-  m_handlers["order.pending"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["order.pending"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = str_param(req.params, "device_id");
-    reply.result = {{"device_id", device}, {"pending", m_repo.catalog().orders(device, "pending").size()}};
+    reply.result = {{"device_id", device}, {"pending", repo().catalog().orders(device, "pending").size()}};
   };
 }
 

@@ -24,15 +24,28 @@ json layer_json(const catalog::LayerRow& row, bool with_manifest) {
 
 }  // namespace
 
+bool Service::names_layer(const std::string& device, const std::string& ref) {
+  auto& cat = repo().catalog();
+  auto in = [&](const json& spec) {
+    for (const auto& r : spec.value("layers", json::array()))
+      if (r == ref) return true;
+    return false;
+  };
+  if (in(cat.given(device))) return true;
+  for (const auto& o : cat.orders(device, ""))
+    if (in(o.spec)) return true;
+  return false;
+}
+
 void Service::register_layer_handlers() {
   auto resolve = [this](const std::string& ref) {
     auto [name, version] = layer::parse_ref(ref);
-    auto row = m_repo.catalog().layer(name, version);
+    auto row = repo().catalog().layer(name, version);
     if (!row) throw Error(ErrorKind::not_found, "layer " + ref + ": not found (see mirage-capture list)");
     return *row;
   };
 
-  m_handlers["layer.commit"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["layer.commit"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
     layer::parse_ref(name);  // validates the name
     if (name.find('@') != std::string::npos) throw Error(ErrorKind::usage, "layer name '" + name + "': no @VERSION here");
@@ -43,7 +56,7 @@ void Service::register_layer_handlers() {
     } catch (const Error& e) {
       throw Error(ErrorKind::usage, e.what());
     }
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     util::Transaction tx(cat.db());
     if (auto prev = cat.layer(name, 0); prev && prev->kind != layer::kind_name(l.kind))
       throw Error(ErrorKind::usage, "layer " + name + " is a " + prev->kind + " layer, not " +
@@ -59,36 +72,39 @@ void Service::register_layer_handlers() {
     reply.result = layer_json(row, false);
   };
 
-  m_handlers["layer.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["layer.list"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     json list = json::array();
-    for (const auto& row : m_repo.catalog().layers(req.params.value("name", ""))) list.push_back(layer_json(row, false));
+    for (const auto& row : repo().catalog().layers(req.params.value("name", ""))) list.push_back(layer_json(row, false));
     reply.result = {{"layers", list}};
   };
 
-  m_handlers["layer.get"].fn = [resolve](proto::Request& req, proto::Reply& reply, const Caller&) {
-    reply.result = layer_json(resolve(str_param(req.params, "ref")), true);
+  m_handlers["layer.get"] = [this, resolve](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    auto row = resolve(str_param(req.params, "ref"));
+    if (caller.role == "device" && !names_layer(caller.name, row.name + "@" + std::to_string(row.version)))
+      throw Error(ErrorKind::permission, "device " + caller.name + " may read only the layers its orders name");
+    reply.result = layer_json(row, true);
   };
 
-  m_handlers["capture.begin"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["capture.begin"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string device = str_param(req.params, "device_id");
     auto d = accepted_device(device);
     if (!d.reference)
       throw Error(ErrorKind::precondition, "device " + device + " is not a reference device (accept it with --reference)");
-    auto snaps = m_repo.catalog().snapshots(device);
+    auto snaps = repo().catalog().snapshots(device);
     if (snaps.empty()) throw Error(ErrorKind::precondition, "device " + device + " has no snapshot yet (run mirage-centralize on it)");
-    m_repo.catalog().set_capture(device, snaps.back().id);
-    m_repo.catalog().add_event("capture.begin", device, {{"snapshot_id", snaps.back().id}, {"by", caller.name}});
+    repo().catalog().set_capture(device, snaps.back().id);
+    repo().catalog().add_event("capture.begin", device, {{"snapshot_id", snaps.back().id}, {"by", caller.name}});
     reply.result = {{"device_id", device}, {"before", snaps.back().id}};
   };
 
-  m_handlers["capture.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["capture.get"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = str_param(req.params, "device_id");
-    auto snap = m_repo.catalog().capture(device);
+    auto snap = repo().catalog().capture(device);
     if (!snap) throw Error(ErrorKind::precondition, "device " + device + ": no capture begun (run mirage-capture app begin)");
     reply.result = {{"device_id", device}, {"before", *snap}};
   };
 
-  m_handlers["order.create"].fn = [this, resolve](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["order.create"] = [this, resolve](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     auto devices = target_devices(req.params);
     std::string type = req.params.value("type", "assign");
     if (type != "assign" && type != "enforce" && type != "provision")
@@ -99,7 +115,7 @@ void Service::register_layer_handlers() {
       throw Error(ErrorKind::usage, "give --base, --app or --remove-app");
     if (type == "provision" && base.empty()) throw Error(ErrorKind::usage, "--provision needs --base");
     bool remove_user_apps = req.params.value("remove_user_apps", false) || type == "provision";
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     util::Transaction tx(cat.db());
     json orders = json::array(), warnings = json::array();
     for (const auto& device : devices) {
@@ -170,27 +186,27 @@ void Service::register_layer_handlers() {
     reply.result = {{"orders", orders}, {"warnings", warnings}};
   };
 
-  m_handlers["order.next"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["order.next"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = str_param(req.params, "device_id");
     auto d = accepted_device(device);
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     auto pending = cat.orders(device, "pending");
     reply.result = {{"device_id", device}, {"given", cat.given(device)}, {"inventory", d.inventory}};
     if (!pending.empty()) reply.result["order"] = pending.front();
   };
 
-  m_handlers["order.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["order.get"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string id = str_param(req.params, "order_id");
-    auto o = m_repo.catalog().order(id);
+    auto o = repo().catalog().order(id);
     if (!o) throw Error(ErrorKind::not_found, "order " + id + ": not found");
     reply.result = *o;
   };
 
-  m_handlers["order.report"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["order.report"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string id = str_param(req.params, "order_id");
     std::string state = str_param(req.params, "state");
     if (state != "done" && state != "failed") throw Error(ErrorKind::usage, "state '" + state + "': expected done or failed");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     util::Transaction tx(cat.db());
     auto o = cat.order(id);
     if (!o) throw Error(ErrorKind::not_found, "order " + id + ": not found");
@@ -218,9 +234,9 @@ void Service::register_layer_handlers() {
     reply.result = *cat.order(id);
   };
 
-  m_handlers["device.status"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["device.status"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = str_param(req.params, "device_id");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     auto d = cat.device(device);
     if (!d) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
     auto orders = cat.orders(device, "");

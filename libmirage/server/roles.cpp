@@ -67,7 +67,36 @@ const std::vector<std::string> k_not_audited = {
     "capture.get",    "check",          "token.list",    "chunks.put",    "snapshot.commit", "device.register",
     "order.report",   "events.report"};
 
+// Requests that take no lock (see Concurrency) and those that act on one device.
+const std::vector<std::string> k_parallel = {
+    "server.info",  "device.list",   "device.status", "snapshot.list",   "layer.list",      "layer.get",
+    "events.list",  "order.get",     "order.next",    "order.pending",   "policy.get",      "policy.list",
+    "collection.list", "collection.get", "volume.list", "token.list",    "chunks.get",      "chunks.missing",
+    "chunks.delta", "chunks.put",    "check",         "capture.get",     "gc.run"};
+const std::vector<std::string> k_device_class = {"device.register", "snapshot.commit", "order.report",
+                                                 "capture.begin",   "events.report",   "device.delete"};
+
+bool contains(const std::vector<std::string>& list, const std::string& s) {
+  return std::find(list.begin(), list.end(), s) != list.end();
+}
+
 }  // namespace
+
+Concurrency concurrency(const std::string& method) {
+  if (contains(k_parallel, method)) return Concurrency::parallel;
+  if (contains(k_device_class, method)) return Concurrency::device;
+  return Concurrency::fleet;
+}
+
+uint64_t body_limit(const std::string& method) {
+  // An upload carries up to 4 MiB of chunks, or one tree object (at most 64 MiB);
+  // id lists are at most 65,536 ids; a layer's manifest (whiteouts, record deltas)
+  // rides in the header, which the frame format holds to 16 MiB.
+  if (method == "chunks.put") return 80u << 20;
+  if (method == "chunks.get" || method == "chunks.missing" || method == "chunks.delta") return 4u << 20;
+  if (method == "layer.commit") return 17u << 20;
+  return 1u << 20;
+}
 
 bool audited(const std::string& method) {
   return std::find(k_not_audited.begin(), k_not_audited.end(), method) == k_not_audited.end();

@@ -25,4 +25,16 @@ bool audited(const std::string& method);
 /// The roles allowed a method with these params (for the message and the docs).
 std::vector<std::string> allowed_roles(const std::string& method, const nlohmann::json& params);
 
+/// What a method must not run beside: `parallel` methods read, or write only what
+/// is theirs (an upload's own pack), and take no lock; `device` methods change one
+/// device's CVD and are serialized with that device's other `device` requests;
+/// `fleet` methods change fleet-wide state and are serialized with each other.
+enum class Concurrency { parallel, device, fleet };
+Concurrency concurrency(const std::string& method);
+
+/// The largest request body (frame) accepted for `method` from an authenticated
+/// caller; requests without a token are held to k_anonymous_body.
+uint64_t body_limit(const std::string& method);
+constexpr uint64_t k_anonymous_body = 64u << 10;
+
 }  // namespace mirage::server

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cassert>
 #include <chrono>
 #include <unordered_set>
 
@@ -23,6 +24,28 @@ using util::Digest;
 
 namespace {
 
+const std::string k_unknown_method = "unknown";
+
+/// `text` cut to `max` bytes with anything but printable ASCII as '?', for messages
+/// that quote what a client sent.
+std::string printable(const std::string& text, size_t max) {
+  std::string out = text.substr(0, max);
+  for (char& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return text.size() > max ? out + "..." : out;
+}
+
+constexpr size_t k_max_hostname = 253;       // a DNS name
+constexpr size_t k_max_inventory = 16u << 10;  // DMI and OS fields
+constexpr size_t k_max_stats = 64u << 10;
+constexpr int64_t k_max_pending = 10000;       // devices registered and not yet accepted or rejected
+
+/// When a token made now expires (ns since the epoch) from "expires_seconds"; 0: never.
+int64_t expiry(const json& params) {
+  double seconds = num_param(params, "expires_seconds", 0, 0, 100.0 * 365 * 86400);
+  return seconds > 0 ? util::now_ns() + static_cast<int64_t>(seconds * 1e9) : 0;
+}
+
 bool valid_device_id(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id)
@@ -32,28 +55,68 @@ bool valid_device_id(const std::string& id) {
 
 }  // namespace
 
-Service::Service(std::filesystem::path data, bool create) : m_repo(std::move(data), create) { register_handlers(); }
+namespace {
+thread_local store::Repository* t_repo = nullptr;  // the lease of the request this thread serves
+}  // namespace
+
+Service::Service(std::filesystem::path data, bool create) : m_data(std::move(data)) {
+  // The first connection creates a missing data directory (or refuses one that is not).
+  m_pool.push_back(std::make_unique<store::Repository>(m_data, create));
+  register_handlers();
+}
+
+Service::Lease::Lease(Service& service) : m_service(service), m_outer(t_repo) {
+  if (m_outer) return;  // nested: the thread keeps the repository it has
+  {
+    std::lock_guard lock(service.m_pool_mutex);
+    if (!service.m_pool.empty()) {
+      m_repo = std::move(service.m_pool.back());
+      service.m_pool.pop_back();
+    }
+  }
+  if (!m_repo) m_repo = std::make_unique<store::Repository>(service.m_data, false);
+  m_generation = service.m_generation;
+  t_repo = m_repo.get();
+}
+
+Service::Lease::~Lease() {
+  if (m_outer) return;
+  t_repo = nullptr;
+  std::lock_guard lock(m_service.m_pool_mutex);
+  // A GC ran meanwhile: let the packs it deleted go (the idle ones were closed then).
+  if (m_generation != m_service.m_generation) m_repo->close_read_fds();
+  if (m_service.m_pool.size() < 64) m_service.m_pool.push_back(std::move(m_repo));
+}
+
+store::Repository& Service::repo() {
+  assert(t_repo && "repo() outside a Lease");
+  return *t_repo;
+}
 
 std::optional<Caller> Service::authenticate(const std::string& token) {
-  std::lock_guard lock(m_mutex);
+  Lease lease(*this);
   if (token.rfind("mdc_", 0) == 0) {
     // A device credential: mdc_DEVICE.SECRET, valid once the device is accepted.
     auto dot = token.rfind('.');
     if (dot == std::string::npos || dot < 5) return std::nullopt;
     std::string device = token.substr(4, dot - 4);
-    auto hash = m_repo.catalog().device_credential(device);
-    auto d = m_repo.catalog().device(device);
-    if (!hash || !d || d->state != catalog::DeviceState::accepted || *hash != util::sha256_hex(token.substr(dot + 1)))
-      return std::nullopt;
+    auto hash = repo().catalog().device_credential(device);
+    auto d = repo().catalog().device(device);
+    if (!hash || !d || *hash != util::sha256_hex(token.substr(dot + 1))) return std::nullopt;
+    // The right secret of a device not (or no longer) accepted: say which, so that a
+    // pending endpoint waits (exit 5) instead of taking its credential for revoked.
+    if (d->state == catalog::DeviceState::pending)
+      throw Error(ErrorKind::precondition, "device " + device + ": pending (an admin must accept it)");
+    if (d->state == catalog::DeviceState::rejected) throw Error(ErrorKind::permission, "device " + device + ": rejected");
     return Caller{"device", device};
   }
-  auto t = m_repo.catalog().token_role(util::sha256_hex(token));
+  auto t = repo().catalog().token_role(util::sha256_hex(token));
   if (!t) return std::nullopt;
   return Caller{t->first, t->second};
 }
 
 catalog::Device Service::accepted_device(const std::string& id) {
-  auto d = m_repo.catalog().device(id);
+  auto d = repo().catalog().device(id);
   if (!d) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
   if (d->state == catalog::DeviceState::rejected) throw Error(ErrorKind::permission, "device " + id + ": rejected");
   if (d->state == catalog::DeviceState::pending)
@@ -63,37 +126,40 @@ catalog::Device Service::accepted_device(const std::string& id) {
 
 void Service::verify_closure(const Digest& tree_id, const std::optional<Digest>& previous, const std::string& device) {
   // Walk the new snapshot, skipping subtrees equal to the previous snapshot's at the
-  // same path (already verified when that one was committed).
-  auto& cat = m_repo.catalog();
+  // same path (already verified when that one was committed), and every tree already
+  // walked: a tree shared by many paths is read once, so the work is bounded by the
+  // distinct trees the snapshot has, not by the paths they make.
+  auto& cat = repo().catalog();
   uint64_t missing = 0;
   std::string first;
+  std::unordered_set<Digest, util::DigestHash> walked;
   std::vector<std::tuple<Digest, std::optional<Digest>, std::string>> stack{{tree_id, previous, "/"}};
   while (!stack.empty()) {
     auto [id, old, path] = stack.back();
     stack.pop_back();
     if (old && *old == id) continue;
+    if (!walked.insert(id).second) continue;
     if (!cat.find_chunk(id)) {
       missing++;
       if (first.empty()) first = "tree of " + path;
       continue;
     }
-    tree::Tree t = tree::decode(m_repo.read_plain(id), "tree " + id.hex() + " (" + path + ")");
+    tree::Tree t = tree::decode(repo().read_plain(id), "tree " + id.hex() + " (" + path + ")");
     tree::Tree old_tree;
-    if (old && cat.find_chunk(*old)) old_tree = tree::decode(m_repo.read_plain(*old), "tree " + old->hex());
+    if (old && cat.find_chunk(*old)) old_tree = tree::decode(repo().read_plain(*old), "tree " + old->hex());
     for (const auto& e : t.entries) {
-      std::string child = tree::child_path(path, e.name);
       const tree::Entry* before = old_tree.find(e.name);
       if (e.kind == tree::Kind::dir) {
         std::optional<Digest> prev;
         if (before && before->kind == tree::Kind::dir) prev = before->subtree;
-        stack.push_back({e.subtree, prev, child});
+        stack.push_back({e.subtree, prev, tree::child_path(path, e.name)});
         continue;
       }
       if (before && before->chunks == e.chunks) continue;
       for (const auto& c : e.chunks) {
         if (!cat.find_chunk(c.id)) {
           missing++;
-          if (first.empty()) first = child;
+          if (first.empty()) first = tree::child_path(path, e.name);
         }
       }
     }
@@ -104,28 +170,43 @@ void Service::verify_closure(const Digest& tree_id, const std::optional<Digest>&
 }
 
 void Service::register_handlers() {
-  m_handlers["server.info"].fn = [this](proto::Request&, proto::Reply& reply, const Caller& caller) {
-    reply.result = {{"version", MIRAGE_VERSION}, {"protocol", proto::k_protocol_version},
-                    {"data", m_repo.path().string()}, {"role", caller.role}};
+  m_handlers["server.info"] = [this](proto::Request&, proto::Reply& reply, const Caller& caller) {
+    reply.result = {{"version", MIRAGE_VERSION}, {"protocol", proto::k_protocol_version}, {"role", caller.role}};
+    // Where the data lives is for admins only (a device or a stranger has no use for it).
+    if (caller.role == "admin") reply.result["data"] = repo().path().string();
   };
 
-  m_handlers["device.register"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["device.register"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string id = str_param(req.params, "device_id");
     if (!valid_device_id(id))
-      throw Error(ErrorKind::usage, "device id '" + id + "': use letters, digits and - _ . : (at most 128)");
+      throw Error(ErrorKind::usage, "device id '" + printable(id, 140) + "': use letters, digits and - _ . : (at most 128)");
     std::string hostname = req.params.value("hostname", "");
+    if (hostname.size() > k_max_hostname || hostname != printable(hostname, k_max_hostname))
+      throw Error(ErrorKind::usage, "hostname: at most " + std::to_string(k_max_hostname) + " printable characters");
     json inventory = req.params.value("inventory", json::object());
-    auto& cat = m_repo.catalog();
+    if (!inventory.is_object() || inventory.dump().size() > k_max_inventory)
+      throw Error(ErrorKind::usage, "inventory: a JSON object of at most " + std::to_string(k_max_inventory) + " bytes");
+    auto& cat = repo().catalog();
+    util::Transaction tx(cat.db());
     auto d = cat.device(id);
     std::string credential = req.params.value("credential_hash", "");
     if (!credential.empty() && (credential.size() != 64 || !util::from_hex(credential)))
       throw Error(ErrorKind::usage, "credential_hash: expected 64 hex digits");
     auto enrolled = cat.device_credential(id);
+    bool admin = caller.role == "admin", itself = caller.role == "device" && caller.name == id;
     // Anyone may register a new device (it waits, pending, for an admin); an enrolled
-    // one is re-registered only by itself (its credential) or an admin.
-    if (d && enrolled && caller.role != "admin" && !(caller.role == "device" && caller.name == id))
+    // one is re-registered only by itself (its credential) or an admin. A known device
+    // without a credential on file is never given one by whoever asks first: an admin
+    // re-enrolls it (mirage device delete, then it registers anew).
+    if (d && enrolled && !admin && !itself)
       throw Error(ErrorKind::permission, "device " + id + " is already enrolled; it must use its credential");
-    if (!credential.empty() && !enrolled) cat.set_device_credential(id, credential);
+    if (d && !enrolled && !admin)
+      throw Error(ErrorKind::permission, "device " + id + " has no credential on file; an admin must re-enroll it "
+                                         "(mirage device delete " + id + ")");
+    if (!d && !admin && cat.device_count(catalog::DeviceState::pending) >= k_max_pending)
+      throw Error(ErrorKind::unavailable, "too many devices wait for acceptance (" + std::to_string(k_max_pending) +
+                                              "); an admin must accept or reject some first");
+    if (!credential.empty() && (!d || admin)) cat.set_device_credential(id, credential);
     if (!d) {
       catalog::Device nd;
       nd.id = id;
@@ -138,11 +219,27 @@ void Service::register_handlers() {
     } else {
       cat.touch_device(id, hostname, inventory);
     }
+    tx.commit();
     json j = *d;
     reply.result = j;
   };
 
-  m_handlers["device.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["device.delete"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    std::string id = str_param(req.params, "device_id");
+    auto& cat = repo().catalog();
+    util::Transaction tx(cat.db());
+    if (!cat.device(id)) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
+    auto snapshots = cat.snapshots(id).size();
+    if (snapshots > 0 && !bool_param(req.params, "force"))
+      throw Error(ErrorKind::precondition, "device " + id + " has " + std::to_string(snapshots) +
+                                               " snapshots; --force deletes them with it");
+    cat.delete_device(id);
+    cat.add_event("device.deleted", id, {{"by", caller.name}, {"snapshots", snapshots}});
+    tx.commit();
+    reply.result = {{"device_id", id}, {"deleted", true}, {"snapshots", snapshots}};
+  };
+
+  m_handlers["device.list"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::optional<catalog::DeviceState> state;
     if (req.params.contains("state")) {
       std::string s = str_param(req.params, "state");
@@ -150,12 +247,12 @@ void Service::register_handlers() {
         throw Error(ErrorKind::usage, "state '" + s + "': expected pending, accepted or rejected");
       state = catalog::state_from_name(s);
     }
-    reply.result = {{"devices", m_repo.catalog().devices(state)}};
+    reply.result = {{"devices", repo().catalog().devices(state)}};
   };
 
   auto set_state = [this](proto::Request& req, proto::Reply& reply, const Caller& caller, catalog::DeviceState state) {
     std::string id = str_param(req.params, "device_id");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     auto d = cat.device(id);
     if (!d) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
     bool reference = state == catalog::DeviceState::accepted && bool_param(req.params, "reference");
@@ -166,40 +263,40 @@ void Service::register_handlers() {
     }
     cat.set_device_state(id, state, reference);
     // A new CVD goes to the writable volume with the most free space.
-    if (state == catalog::DeviceState::accepted && d->volume == 0) cat.set_device_volume(id, m_repo.choose_volume());
+    if (state == catalog::DeviceState::accepted && d->volume == 0) cat.set_device_volume(id, repo().choose_volume());
     cat.add_event(std::string("device.") + std::string(catalog::state_name(state)), id,
                   {{"by", caller.name}, {"reference", reference}});
     json j = *cat.device(id);
     reply.result = j;
   };
-  m_handlers["device.accept"].fn = [set_state](proto::Request& req, proto::Reply& reply, const Caller& c) {
+  m_handlers["device.accept"] = [set_state](proto::Request& req, proto::Reply& reply, const Caller& c) {
     set_state(req, reply, c, catalog::DeviceState::accepted);
   };
-  m_handlers["device.reject"].fn = [set_state](proto::Request& req, proto::Reply& reply, const Caller& c) {
+  m_handlers["device.reject"] = [set_state](proto::Request& req, proto::Reply& reply, const Caller& c) {
     set_state(req, reply, c, catalog::DeviceState::rejected);
   };
 
-  m_handlers["policy.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["policy.get"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string name = req.params.value("name", "default");
     if (req.params.contains("device_id")) name = accepted_device(str_param(req.params, "device_id")).policy;
-    auto doc = m_repo.catalog().policy(name);
+    auto doc = repo().catalog().policy(name);
     if (!doc && name != "default") throw Error(ErrorKind::not_found, "policy " + name + ": not found");
     reply.result = {{"name", name}, {"policy", doc ? policy::policy_document(*doc) : policy::default_policy_document()}};
   };
 
-  m_handlers["policy.set"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["policy.set"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
     if (!req.params.contains("policy")) throw Error(ErrorKind::usage, "missing parameter 'policy'");
     if (!valid_device_id(name)) throw Error(ErrorKind::usage, "policy name '" + name + "': use letters, digits and - _ . :");
     json doc = policy::policy_document(req.params["policy"]);  // validates, fills defaults
-    m_repo.catalog().set_policy(name, doc);
-    m_repo.catalog().add_event("policy.set", "", {{"name", name}, {"by", caller.name}});
+    repo().catalog().set_policy(name, doc);
+    repo().catalog().add_event("policy.set", "", {{"name", name}, {"by", caller.name}});
     reply.result = {{"name", name}, {"policy", doc}};
   };
 
-  m_handlers["chunks.missing"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["chunks.missing"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = proto::decode_ids(req.binary);
-    auto missing = m_repo.missing(ids);
+    auto missing = repo().missing(ids);
     reply.binary.resize(ids.size());
     uint64_t n = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
@@ -209,62 +306,62 @@ void Service::register_handlers() {
     reply.result = {{"count", ids.size()}, {"missing", n}};
   };
 
-  m_handlers["chunks.put"] = {[this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-                                int64_t volume = 0;  // captures: the volume with the most free space
-                                if (req.params.contains("device_id")) {
-                                  // Endpoints upload to their own CVD (on its volume); image managers upload captures.
-                                  std::lock_guard lock(m_mutex);
-                                  volume = accepted_device(str_param(req.params, "device_id")).volume;
-                                }
-                                // Decode and re-hash every chunk before the lock: a forged id is refused here.
-                                auto records = store::verify_upload(req.binary);
-                                std::lock_guard lock(m_mutex);
-                                // Pinned for GC until this device's (or capture's) commit.
-                                std::string source = req.params.contains("device_id")
-                                                         ? str_param(req.params, "device_id")
-                                                         : "capture:" + caller.name;
-                                m_repo.catalog().touch_upload(source);
-                                auto stats = m_repo.put(records, volume);
-                                m_metrics.uploaded(stats.chunks, stats.new_chunks, stats.stored_bytes);
-                                reply.result = {{"chunks", stats.chunks},
-                                                {"new_chunks", stats.new_chunks},
-                                                {"stored_bytes", stats.stored_bytes},
-                                                {"raw_bytes", stats.raw_bytes}};
-                              },
-                              true};
+  m_handlers["chunks.put"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    int64_t volume = 0;  // captures: the volume with the most free space
+    // Endpoints upload to their own CVD (on its volume); image managers upload captures.
+    bool endpoint = req.params.contains("device_id");
+    if (endpoint) volume = accepted_device(str_param(req.params, "device_id")).volume;
+    // Decode and re-hash every chunk: a forged id is refused here.
+    auto records = store::verify_upload(req.binary);
+    // Pinned for GC until this device's (or capture's) commit.
+    std::string source = endpoint ? str_param(req.params, "device_id") : "capture:" + caller.name;
+    repo().catalog().touch_upload(source);
+    auto stats = repo().put(records, volume);
+    m_metrics.uploaded(stats.chunks, stats.new_chunks, stats.stored_bytes);
+    reply.result = {{"chunks", stats.chunks},
+                    {"new_chunks", stats.new_chunks},
+                    {"stored_bytes", stats.stored_bytes},
+                    {"raw_bytes", stats.raw_bytes}};
+  };
 
-  m_handlers["chunks.get"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["chunks.get"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = proto::decode_ids(req.binary);
     if (ids.size() > 65536) throw Error(ErrorKind::usage, "chunks.get: at most 65536 ids per request");
-    m_repo.read_records(ids, reply.binary);
+    repo().read_records(ids, reply.binary);
     if (reply.binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
     reply.result = {{"count", ids.size()}};
   };
 
-  m_handlers["chunks.delta"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["chunks.delta"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = proto::decode_ids(req.binary);
     if (ids.size() % 2) throw Error(ErrorKind::usage, "chunks.delta: expected (wanted, base) id pairs");
     if (ids.size() > 2 * 4096) throw Error(ErrorKind::usage, "chunks.delta: at most 4096 pairs per request");
+    // Deltas are for file chunks (at most 256 KiB): a larger pair, or pairs past a
+    // budget of work per request, get "no delta" and the client fetches them whole.
+    constexpr uint32_t k_max_delta_chunk = 1u << 20;
+    constexpr uint64_t k_delta_budget = 64u << 20;  // plaintext bytes compressed per request
+    uint64_t work = 0;
     util::ByteWriter out;
     for (size_t i = 0; i < ids.size(); i += 2) {
       out.raw(ids[i].bytes);
-      if (!m_repo.has(ids[i])) throw Error(ErrorKind::not_found, "chunk " + ids[i].hex() + ": not in the store");
-      auto wanted = m_repo.read_plain(ids[i]);
-      out.u32le(static_cast<uint32_t>(wanted.size()));
-      if (!m_repo.has(ids[i + 1])) {
+      auto wanted_at = repo().catalog().find_chunk(ids[i]);
+      if (!wanted_at) throw Error(ErrorKind::not_found, "chunk " + ids[i].hex() + ": not in the store");
+      out.u32le(wanted_at->raw);
+      auto base_at = repo().catalog().find_chunk(ids[i + 1]);
+      if (!base_at || wanted_at->raw > k_max_delta_chunk || base_at->raw > k_max_delta_chunk ||
+          (work += wanted_at->raw + base_at->raw) > k_delta_budget) {
         out.u32le(0xffffffffu);
         continue;
       }
-      auto frame = util::zstd_compress_delta(wanted, m_repo.read_plain(ids[i + 1]), 3);
+      auto frame = util::zstd_compress_delta(repo().read_plain(ids[i]), repo().read_plain(ids[i + 1]), 3);
       out.u32le(static_cast<uint32_t>(frame.size()));
       out.raw(frame);
-      if (out.data().size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.delta: reply too large");
     }
     reply.binary = out.take();
     reply.result = {{"count", ids.size() / 2}};
   };
 
-  m_handlers["snapshot.commit"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["snapshot.commit"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = str_param(req.params, "device_id");
     accepted_device(device);
     Digest tree_id = Digest::parse(str_param(req.params, "tree"), "tree");
@@ -274,7 +371,7 @@ void Service::register_handlers() {
     tree::Entry root_entry = tree::decode_entry(root, "root entry");
     if (root_entry.kind != tree::Kind::dir || root_entry.subtree != tree_id)
       throw Error(ErrorKind::usage, "root entry does not describe the snapshot's tree");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     util::Transaction tx(cat.db());  // verification and insert see one state
     auto previous = cat.snapshots(device);
     std::optional<Digest> prev;
@@ -288,6 +385,8 @@ void Service::register_handlers() {
     snap.created_at = util::now_ns();
     if (!previous.empty() && snap.created_at <= previous.back().created_at) snap.created_at = previous.back().created_at + 1;
     snap.stats = req.params.value("stats", json::object());
+    if (!snap.stats.is_object() || snap.stats.dump().size() > k_max_stats)
+      throw Error(ErrorKind::usage, "stats: a JSON object of at most " + std::to_string(k_max_stats) + " bytes");
     snap.pinned = bool_param(req.params, "pinned");
     cat.add_snapshot(snap);
     // The transaction log: the first upload of a CVD is its centralization.
@@ -305,9 +404,9 @@ void Service::register_handlers() {
     reply.result = j;
   };
 
-  m_handlers["snapshot.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["snapshot.list"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = str_param(req.params, "device_id");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
     auto d = cat.device(device);
     if (!d) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
     json list = json::array();
@@ -331,31 +430,56 @@ void Service::register_handlers() {
   register_layer_handlers();
   register_fleet_handlers();
 
-  m_handlers["token.create"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["token.create"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
     std::string role = str_param(req.params, "role");
     if (!valid_role(role))
       throw Error(ErrorKind::usage, "role '" + role + "': expected admin, image-manager, protection-manager or helpdesk");
     if (name.size() > 100) throw Error(ErrorKind::usage, "token name: at most 100 characters");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
+    util::Transaction tx(cat.db());
     if (cat.token_name_taken(name)) throw Error(ErrorKind::precondition, "a live token is already named " + name);
+    int64_t expires = expiry(req.params);
     std::string token = "mrg_" + util::random_hex(24);
-    cat.add_token(util::sha256_hex(token), name, role);
+    cat.add_token(util::sha256_hex(token), name, role, expires);
     cat.add_event("token.created", "", {{"name", name}, {"role", role}, {"by", caller.name}});
-    reply.result = {{"name", name}, {"role", role}, {"token", token}};
+    tx.commit();
+    reply.result = {{"name", name}, {"role", role}, {"token", token},
+                    {"expires", expires ? json(util::rfc3339(expires)) : json(nullptr)}};
   };
-  m_handlers["token.list"].fn = [this](proto::Request&, proto::Reply& reply, const Caller&) {
-    reply.result = {{"tokens", m_repo.catalog().tokens()}};
-  };
-  m_handlers["token.revoke"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+  m_handlers["token.rotate"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    // A new secret for the same name and role; the old one stops working at once.
     std::string name = str_param(req.params, "name");
-    auto& cat = m_repo.catalog();
+    auto& cat = repo().catalog();
+    util::Transaction tx(cat.db());
+    auto role = cat.live_token_role(name);
+    if (!role) throw Error(ErrorKind::not_found, "no live token named " + name);
+    int64_t expires = expiry(req.params);
+    cat.revoke_token(name);
+    std::string token = "mrg_" + util::random_hex(24);
+    cat.add_token(util::sha256_hex(token), name, *role, expires);
+    cat.add_event("token.rotated", "", {{"name", name}, {"role", *role}, {"by", caller.name}});
+    tx.commit();
+    reply.result = {{"name", name}, {"role", *role}, {"token", token},
+                    {"expires", expires ? json(util::rfc3339(expires)) : json(nullptr)}};
+  };
+  m_handlers["token.list"] = [this](proto::Request&, proto::Reply& reply, const Caller&) {
+    reply.result = {{"tokens", repo().catalog().tokens()}};
+  };
+  m_handlers["token.revoke"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
+    std::string name = str_param(req.params, "name");
+    auto& cat = repo().catalog();
+    util::Transaction tx(cat.db());
+    if (cat.live_token_role(name) == "admin" && cat.live_admin_tokens() <= 1)
+      throw Error(ErrorKind::precondition, "token " + name + " is the last live admin token; create another admin "
+                                           "token first (or rotate this one)");
     if (cat.revoke_token(name) == 0) throw Error(ErrorKind::not_found, "no live token named " + name);
     cat.add_event("token.revoked", "", {{"name", name}, {"by", caller.name}});
+    tx.commit();
     reply.result = {{"name", name}, {"revoked", true}};
   };
 
-  m_handlers["events.list"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["events.list"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     std::string device = req.params.value("device_id", "");
     int64_t since = 0;
     if (req.params.contains("since")) {
@@ -364,12 +488,12 @@ void Service::register_handlers() {
       since = *t;
     }
     int64_t after = req.params.value("after_id", int64_t{0});
-    reply.result = {{"events", m_repo.catalog().events(device, since, after, req.params.value("type", ""))}};
+    reply.result = {{"events", repo().catalog().events(device, since, after, req.params.value("type", ""))}};
   };
 
-  m_handlers["check"].fn = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
+  m_handlers["check"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     // Progress goes to the log sink: over stdio that is the user's terminal.
-    json j = m_repo.check(bool_param(req.params, "read_data"), [](uint64_t done, uint64_t total) {
+    json j = repo().check(bool_param(req.params, "read_data"), [](uint64_t done, uint64_t total) {
       util::log(util::LogLevel::progress, "checking: " + std::to_string(done) + " of " + std::to_string(total) + " chunks");
     });
     util::log(util::LogLevel::progress, "");
@@ -378,25 +502,28 @@ void Service::register_handlers() {
 }
 
 std::string Service::metrics_text() {
-  std::lock_guard lock(m_mutex);
-  return m_metrics.render(m_repo.catalog());
+  Lease lease(*this);
+  return m_metrics.render(repo().catalog());
 }
 
 json Service::run_gc(const store::GcOptions& options) {
-  json report = server::run_gc(m_repo.path(), options);
+  json report = server::run_gc(m_data, options);
   if (options.dry_run) return report;
   {
-    // The packs GC deleted keep their disk space while this process holds them open.
-    std::lock_guard lock(m_mutex);
-    m_repo.close_read_fds();
+    // The packs GC deleted keep their disk space while this process holds them open:
+    // idle connections let them go now, leased ones when they come back.
+    std::lock_guard lock(m_pool_mutex);
+    m_generation++;
+    for (auto& r : m_pool) r->close_read_fds();
   }
   m_metrics.gc_run(report.value("deleted_bytes", uint64_t(0)), report.value("freed_bytes", uint64_t(0)));
   return report;
 }
 
 void Service::ensure_volume(const std::string& path) {
-  std::lock_guard lock(m_mutex);
-  auto& cat = m_repo.catalog();
+  Lease lease(*this);
+  std::lock_guard lock(m_fleet_mutex);
+  auto& cat = repo().catalog();
   util::Transaction tx(cat.db());
   for (const auto& v : cat.volumes())
     if (v.path == path) return;
@@ -406,9 +533,25 @@ void Service::ensure_volume(const std::string& path) {
   tx.commit();
 }
 
+std::unique_lock<std::mutex> Service::lock_for(const std::string& method, const json& params, const Caller& caller) {
+  switch (concurrency(method)) {
+    case Concurrency::parallel: return {};
+    case Concurrency::fleet: return std::unique_lock(m_fleet_mutex);
+    case Concurrency::device: {
+      // A device's own requests name it by their credential; an admin's by device_id.
+      std::string device = caller.role == "device" ? caller.name : params.value("device_id", std::string());
+      return std::unique_lock(m_device_mutexes[std::hash<std::string>{}(device) % m_device_mutexes.size()]);
+    }
+  }
+  return {};
+}
+
 proto::Reply Service::handle(proto::Request request, const Caller& caller) {
   proto::Reply reply;
   reply.id = request.id;
+  auto it = m_handlers.find(request.method);
+  // Metrics label only the methods there are: a request cannot make up a label.
+  const std::string& label = it == m_handlers.end() ? k_unknown_method : it->first;
   auto started = std::chrono::steady_clock::now();
   struct Record {  // counts the request however it ends
     Metrics& metrics;
@@ -419,22 +562,19 @@ proto::Reply Service::handle(proto::Request request, const Caller& caller) {
       metrics.request(method, reply.error ? std::string(kind_name(reply.error->kind())) : "ok",
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     }
-  } record{m_metrics, request.method, reply, started};
+  } record{m_metrics, label, reply, started};
   try {
-    auto it = m_handlers.find(request.method);
-    if (it == m_handlers.end()) throw Error(ErrorKind::usage, "unknown method '" + request.method + "'");
+    if (it == m_handlers.end()) throw Error(ErrorKind::usage, "unknown method '" + printable(request.method, 100) + "'");
     check_role(request.method, request.params, caller);
-    if (it->second.self_locking) {
-      it->second.fn(request, reply, caller);
-    } else {
-      std::lock_guard lock(m_mutex);
-      it->second.fn(request, reply, caller);
+    Lease lease(*this);
+    {
+      auto lock = lock_for(request.method, request.params, caller);
+      it->second(request, reply, caller);
     }
     if (audited(request.method) && !(request.method == "order.create" && bool_param(request.params, "dry_run"))) {
       json params = request.params;
       if (std::string text = params.dump(); text.size() > 4000) params = text.substr(0, 4000) + "...";
-      std::lock_guard lock(m_mutex);
-      m_repo.catalog().add_event("audit", "", {{"method", request.method}, {"by", caller.name.empty() ? "local" : caller.name},
+      repo().catalog().add_event("audit", "", {{"method", request.method}, {"by", caller.name.empty() ? "local" : caller.name},
                                                {"role", caller.role}, {"params", params}});
     }
   } catch (const Error& e) {

@@ -1,8 +1,13 @@
 #pragma once
 // The server's one table of request handlers, behind both transports (stdio and
-// HTTP). Handlers run under one lock, except the verification of uploaded chunks
-// (decompress + SHA-256), which is the expensive part and runs in parallel.
+// HTTP). Each request runs on a catalog connection of its own, leased from a pool, so
+// requests run in parallel (SQLite in WAL mode: readers never wait; writers wait on
+// one another for the length of one transaction). What must not interleave is kept
+// apart by a lock class per method (roles.hpp: Concurrency): requests about one device
+// are serialized with each other, changes of fleet-wide settings with each other, and
+// reads take no lock at all; so one device's slow request never holds up another's.
 #include <filesystem>
+#include <array>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -28,10 +33,14 @@ class Service {
 
   /// Runs one request; errors come back in the reply, never as exceptions.
   proto::Reply handle(proto::Request request, const Caller& caller);
-  /// The caller a bearer token stands for, or nullopt when it is unknown or revoked.
+  /// The caller a bearer token stands for, or nullopt when it is unknown, expired or
+  /// revoked; the credential of a pending device throws Error(precondition), of a
+  /// rejected one Error(permission).
   std::optional<Caller> authenticate(const std::string& token);
 
-  store::Repository& repository() { return m_repo; }
+  /// The repository (catalog connection) of the request this thread is handling; a
+  /// thread outside a request leases one for the call's duration via Lease.
+  store::Repository& repo();
   /// The Prometheus exposition of this process (GET /metrics).
   std::string metrics_text();
   /// One GC run (retention first) on its own connection; counted in the metrics.
@@ -49,21 +58,45 @@ class Service {
   /// unknown collection.
   std::vector<std::string> target_devices(const nlohmann::json& params);
   catalog::Device accepted_device(const std::string& id);
+  /// True when `ref` (NAME@VERSION) is in the device's given image or one of its orders.
+  bool names_layer(const std::string& device, const std::string& ref);
   void verify_closure(const util::Digest& tree, const std::optional<util::Digest>& previous, const std::string& device);
 
-  store::Repository m_repo;
-  std::mutex m_mutex;
-  struct Method {
-    Handler fn;
-    bool self_locking = false;  ///< takes m_mutex itself (for work that can run in parallel)
+  /// A repository leased from the pool for one request (or one housekeeping call),
+  /// returned when it goes out of scope; repo() on this thread answers with it.
+  class Lease {
+   public:
+    explicit Lease(Service& service);
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease();
+
+   private:
+    Service& m_service;
+    std::unique_ptr<store::Repository> m_repo;
+    store::Repository* m_outer;  ///< the lease this one nests in (the same thread), if any
+    uint64_t m_generation = 0;   ///< the service's generation when leased
   };
-  std::map<std::string, Method> m_handlers;
+  /// The lock that keeps a request apart from those it must not interleave with.
+  std::unique_lock<std::mutex> lock_for(const std::string& method, const nlohmann::json& params, const Caller& caller);
+
+  std::filesystem::path m_data;
+  std::mutex m_pool_mutex;
+  std::vector<std::unique_ptr<store::Repository>> m_pool;  ///< idle connections
+  uint64_t m_generation = 0;  ///< bumped after each GC: connections then drop their read descriptors
+  std::mutex m_fleet_mutex;   ///< changes of fleet-wide state (tokens, policies, layers, orders…)
+  std::array<std::mutex, 64> m_device_mutexes;  ///< striped by device id
+  std::map<std::string, Handler> m_handlers;
   Metrics m_metrics;
 };
 
 /// Creates a data directory with its admin token; returns the token (shown once).
 /// Throws Error(precondition) when `data` is already initialized with a token.
 std::string init_data_dir(const std::filesystem::path& data);
+
+/// Answers every request read from `in` with `error` until end of stream (a server
+/// that could not open its data directory tells the client why); returns 1.
+int refuse_stdio(const Error& error, int in, int out);
 
 /// Serves requests read from `in` until end of stream, writing replies to `out`.
 /// Returns 0 at a clean end, 2 after a malformed frame (the stream cannot be resynced).
@@ -74,7 +107,10 @@ struct HttpOptions {
   int port = 8000;
   std::string tls_cert, tls_key;
   double gc_interval = 86400;  ///< seconds between automatic GC runs; 0: none
-  size_t threads = 32;         ///< connections served at once (a keep-alive connection holds one)
+  size_t threads = 32;         ///< threads started up front (a keep-alive connection holds one)
+  size_t max_connections = 256;  ///< threads made on demand at most; further connections wait
+  int read_timeout = 20;       ///< seconds a connection may send nothing before it is dropped
+  uint64_t max_body_memory = 256u << 20;  ///< request bytes held in memory at once, all connections
   std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound
 };
 /// Serves HTTP until SIGINT/SIGTERM; throws Error(unavailable) when it cannot bind.

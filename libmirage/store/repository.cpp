@@ -21,12 +21,53 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// Pack files under DATA's volume directories, counted up to `enough`.
+size_t count_packs(const fs::path& data, size_t enough) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(data / "volumes", ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->path().extension() == ".pack" && ++n >= enough) break;
+  }
+  return n;
+}
+
+/// Refuses a data directory that another user owns (as root, writing into it would
+/// follow links that user planted), and closes one that others may read.
+void check_owner(const fs::path& data) {
+  struct stat st {};
+  if (::lstat(data.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;
+    throw_errno(ErrorKind::failed, "data directory " + data.string());
+  }
+  if (S_ISLNK(st.st_mode) && ::stat(data.c_str(), &st) != 0)
+    throw Error(ErrorKind::not_found, "data directory " + data.string() + " is a symlink to nothing");
+  if (!S_ISDIR(st.st_mode)) throw Error(ErrorKind::usage, "data directory " + data.string() + " is not a directory");
+  if (st.st_uid != ::geteuid())
+    throw Error(ErrorKind::permission, "data directory " + data.string() + " is owned by uid " + std::to_string(st.st_uid) +
+                                           ", not by this user (uid " + std::to_string(::geteuid()) + "): refused");
+  if ((st.st_mode & 077) != 0) ::chmod(data.c_str(), 0700);
+}
+
 catalog::Catalog open_catalog(const fs::path& data, bool create) {
-  if (create) util::make_dirs(data);
-  bool fresh = !fs::exists(data / "catalog.db");
-  if (fresh && !create)
-    throw Error(ErrorKind::not_found, "data directory " + data.string() + ": no catalog (run 'mirage-serverd init')");
-  return catalog::Catalog((data / "catalog.db").string(), create);
+  check_owner(data);
+  if (create) util::make_dirs(data, 0700);
+  fs::path file = data / "catalog.db";
+  std::error_code ec;
+  bool fresh = !fs::exists(file, ec) || fs::file_size(file, ec) == 0;
+  if (fresh) {
+    // A catalog that is gone (or emptied) while packs remain is damage, not a new
+    // store: setting one up would hide every snapshot the packs hold.
+    if (size_t packs = count_packs(data, 1000); packs > 0)
+      throw Error(ErrorKind::integrity,
+                  "data directory " + data.string() + ": catalog.db is " + (fs::exists(file, ec) ? "empty" : "missing") +
+                      " but " + std::to_string(packs) + (packs >= 1000 ? "+" : "") +
+                      " pack files remain; restore catalog.db from a backup, or run 'mirage-serverd repair --data " +
+                      data.string() + "' to index the packs again in a new catalog");
+    if (!create)
+      throw Error(ErrorKind::not_found, "data directory " + data.string() + ": no catalog (run 'mirage-serverd init')");
+  }
+  return catalog::Catalog(file.string(), create);
 }
 
 }  // namespace
@@ -55,6 +96,8 @@ std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
 }
 
 Repository::Repository(fs::path data, bool create) : m_data(std::move(data)), m_catalog(open_catalog(m_data, create)) {
+  // SQLite makes its files with the umask's mode; a catalog names every file it holds.
+  for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((m_data / "catalog.db").string().append(suffix).c_str(), 0600);
   if (m_catalog.volumes().empty()) {
     // Several server processes may open a new data directory at once: check and add
     // under one write lock so there is exactly one volume 0.

@@ -123,10 +123,18 @@ void fsync_dir(const std::filesystem::path& dir) {
   if (::fsync(fd.get()) != 0 && errno != EINVAL) throw_errno("fsync directory " + dir.string());
 }
 
-void make_dirs(const std::filesystem::path& dir) {
+void make_dirs(const std::filesystem::path& dir, mode_t mode) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw Error(ErrorKind::failed, "create directory " + dir.string() + ": " + ec.message());
+  if (std::filesystem::is_directory(dir, ec)) return;
+  if (dir.has_parent_path() && dir.parent_path() != dir) make_dirs(dir.parent_path(), mode);
+  if (::mkdir(dir.c_str(), mode) != 0 && errno != EEXIST) {
+    ErrorKind kind = errno == EACCES || errno == EPERM || errno == EROFS ? ErrorKind::permission
+                     : errno == ENOENT                                   ? ErrorKind::not_found
+                                                                         : ErrorKind::failed;
+    throw_errno(kind, "create directory " + dir.string());
+  }
+  if (!std::filesystem::is_directory(dir, ec))
+    throw Error(ErrorKind::not_found, "create directory " + dir.string() + ": a dangling symlink or not a directory");
 }
 
 }  // namespace mirage::util

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+
 #include <filesystem>
 #include <span>
 #include <string>
@@ -74,7 +75,9 @@ class AtomicFile {
 /// fsyncs a directory so a rename or create inside it is durable.
 void fsync_dir(const std::filesystem::path& dir);
 
-/// Creates the directory and its parents with mode 0700 if missing.
-void make_dirs(const std::filesystem::path& dir);
+/// Creates the directory and its parents with `mode` (less the umask) if missing;
+/// Error(not_found) for a dangling symlink in the way, Error(permission) where this
+/// user may not create it.
+void make_dirs(const std::filesystem::path& dir, mode_t mode = 0700);
 
 }  // namespace mirage::util

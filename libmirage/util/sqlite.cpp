@@ -1,18 +1,45 @@
 #include "libmirage/util/sqlite.hpp"
 
+#include <cerrno>
+
 #include <sqlite3.h>
 
 #include "libmirage/util/error.hpp"
 
 namespace mirage::util {
 
+namespace {
+
+/// The error kind of a failed SQLite call: damage is an integrity error, a file this
+/// user may not write (or a read-only filesystem) a permission error.
+ErrorKind kind_of(sqlite3* db) {
+  if (!db) return ErrorKind::failed;
+  switch (sqlite3_errcode(db) & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: return ErrorKind::integrity;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH: return ErrorKind::permission;
+    case SQLITE_CANTOPEN: {
+      int e = sqlite3_system_errno(db);
+      if (e == EACCES || e == EPERM || e == EROFS) return ErrorKind::permission;
+      if (e == ENOENT || e == ENOTDIR) return ErrorKind::not_found;
+      return ErrorKind::failed;
+    }
+    default: return ErrorKind::failed;
+  }
+}
+
+}  // namespace
+
 Db::Db(const std::string& path) : m_path(path) {
   if (sqlite3_open_v2(path.c_str(), &m_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     std::string msg = m_db ? sqlite3_errmsg(m_db) : "out of memory";
+    ErrorKind kind = kind_of(m_db);
     sqlite3_close(m_db);
     m_db = nullptr;
-    throw Error(ErrorKind::failed, "open catalog " + path + ": " + msg);
+    throw Error(kind, "open catalog " + path + ": " + msg);
   }
   sqlite3_busy_timeout(m_db, 30000);
   try {
@@ -39,11 +66,7 @@ void Db::configure() {
 Db::~Db() { sqlite3_close_v2(m_db); }
 
 void Db::fail(const std::string& context) const {
-  int code = sqlite3_errcode(m_db);
-  ErrorKind kind = ErrorKind::failed;
-  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) kind = ErrorKind::integrity;
-  if (code == SQLITE_FULL) kind = ErrorKind::failed;
-  throw Error(kind, "catalog " + m_path + ": " + context + ": " + sqlite3_errmsg(m_db));
+  throw Error(kind_of(m_db), "catalog " + m_path + ": " + context + ": " + sqlite3_errmsg(m_db));
 }
 
 void Db::exec(const std::string& sql) {
@@ -51,7 +74,7 @@ void Db::exec(const std::string& sql) {
   if (sqlite3_exec(m_db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    throw Error(ErrorKind::failed, "catalog " + m_path + ": " + msg);
+    throw Error(kind_of(m_db), "catalog " + m_path + ": " + msg);
   }
 }
 

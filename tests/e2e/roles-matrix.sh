@@ -44,6 +44,8 @@ check|{"read_data":false}|A
 token.create|{"name":"x"}|A
 token.list|{}|A
 token.revoke|{"name":"nosuch"}|A
+token.rotate|{"name":"nosuch"}|A
+device.delete|{"device_id":"nodev"}|A
 device.accept|{"device_id":"nodev"}|A P
 device.accept|{"device_id":"nodev","reference":true}|A I P
 device.reject|{"device_id":"nodev"}|A P

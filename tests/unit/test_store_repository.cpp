@@ -265,7 +265,7 @@ TEST_CASE("a pack id is never given twice: a writer whose pack gc deleted cannot
   CHECK(writer.check(true, nullptr).problems.empty());
 }
 
-TEST_CASE("a schema 2 catalog is upgraded: its packs keep their ids and new ones are never reused") {
+TEST_CASE("a schema 2 catalog is upgraded to 4: its packs keep their ids and new ones are never reused") {
   TempDir dir;
   std::string a = blob('a', 30000);
   {
@@ -288,7 +288,7 @@ TEST_CASE("a schema 2 catalog is upgraded: its packs keep their ids and new ones
   CHECK(repo.catalog().add_pack("0123456789abcdef", 1) > old_id);
   util::Stmt version(repo.catalog().db(), "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
-  CHECK(version.text(0) == "3");
+  CHECK(version.text(0) == "4");
 }
 
 TEST_SUITE_END();
