@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-body-memory", o.max_body_memory, "Request bytes in memory at once (256M)")
       ->transform(CLI::AsSizeValue(false))
-      ->check(CLI::Range(uint64_t(1) << 20, uint64_t(1) << 40));
+      ->check(CLI::Range(uint64_t(1) << 20, uint64_t(1) << 40))
+      ->option_text("SIZE");
   app.add_option("--gc-interval", o.gc_interval, "Time between automatic GC runs (24h; 0: off)")
       ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
                                         CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
