@@ -109,8 +109,22 @@ int main(int argc, char** argv) {
   app.fallthrough();
   auto* init = app.add_subcommand("init", "Create the data directory, print the admin token");
   init->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME)");
+  auto* repair = app.add_subcommand("repair", "Index the packs anew (a lost catalog)");
+  repair->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME)");
   return tool::run(argc, argv, app, common,
-                   {{init,
+                   {{repair,
+                     [&] {
+                       nlohmann::json r = server::repair_data_dir(data_dir(o));
+                       tool::print(common, r, [&](std::ostream& out) {
+                         out << "read " << r["packs_scanned"] << " packs (" << r["packs_added"]
+                             << " not in the catalog), indexed " << r["chunks_indexed"] << " chunks, dropped "
+                             << r["entries_dropped"] << " index entries\n";
+                         if (r.contains("admin_token"))
+                           out << "new admin token (shown once): " << r["admin_token"].get<std::string>() << "\n";
+                       });
+                       return r["check"]["ok"].get<bool>() ? 0 : 6;
+                     }},
+                    {init,
                      [&] {
                        std::string token = server::init_data_dir(data_dir(o));
                        tool::print(common, {{"admin_token", token}, {"data", data_dir(o)}}, [&](std::ostream& out) {

@@ -31,10 +31,18 @@ int exec_tool(const std::string& tool, int argc, char** argv) {
   return 2;
 }
 
-int check(const tool::Common& common, bool read_data) {
+int check(const tool::Common& common, bool read_data, bool repair) {
   auto client = tool::connect(common);
-  json report = client.call("check", {{"read_data", read_data}});
+  json report = client.call("check", {{"read_data", read_data}, {"repair", repair}});
   tool::print(common, report, [&](std::ostream& out) {
+    if (report.contains("repair")) {
+      const auto& r = report["repair"];
+      out << "repair: read " << r["packs_scanned"] << " packs (" << r["packs_added"] << " not in the catalog), indexed "
+          << r["chunks_indexed"] << " chunks, dropped " << r["entries_dropped"] << " index entries\n";
+      for (const auto& n : r["notes"])
+        out << "  " << n["what"].get<std::string>() << " " << n["name"].get<std::string>() << ": "
+            << n["message"].get<std::string>() << "\n";
+    }
     out << "checked " << report["packs"] << " packs, " << report["chunks"] << " chunks, " << report["snapshots"]
         << " snapshots, " << report["trees"] << " trees";
     if (read_data) out << ", read " << tool::human_bytes(report["bytes_read"].get<uint64_t>());
@@ -107,6 +115,8 @@ int main(int argc, char** argv) {
   bool read_data = false;
   auto* check_cmd = app.add_subcommand("check", "Verify the catalog, packs and snapshots");
   check_cmd->add_flag("--read-data", read_data, "Also read and verify every chunk");
+  bool repair = false;
+  check_cmd->add_flag("--repair", repair, "First rebuild the chunk index from the packs");
 
   // Policies.
   std::string policy_name = "default", policy_file;
@@ -233,7 +243,7 @@ int main(int argc, char** argv) {
   };
   return tool::run(
       argc, argv, app, common,
-      {{check_cmd, [&] { return check(common, read_data); }},
+      {{check_cmd, [&] { return check(common, read_data, repair); }},
        {token_create,
         [&] {
           return call_print("token.create", {{"name", tok_name}, {"role", tok_role}, {"expires_seconds", tok_expires}},

@@ -493,10 +493,18 @@ void Service::register_handlers() {
 
   m_handlers["check"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     // Progress goes to the log sink: over stdio that is the user's terminal.
+    json repaired;
+    if (bool_param(req.params, "repair")) {
+      repaired = repo().repair([](uint64_t done, uint64_t total) {
+        util::log(util::LogLevel::progress, "repairing: " + std::to_string(done) + " of " + std::to_string(total) + " packs");
+      });
+      repo().catalog().add_event("check.repair", "", repaired);
+    }
     json j = repo().check(bool_param(req.params, "read_data"), [](uint64_t done, uint64_t total) {
       util::log(util::LogLevel::progress, "checking: " + std::to_string(done) + " of " + std::to_string(total) + " chunks");
     });
     util::log(util::LogLevel::progress, "");
+    if (!repaired.is_null()) j["repair"] = repaired;
     reply.result = j;
   };
 }
@@ -593,6 +601,19 @@ std::string init_data_dir(const std::filesystem::path& data) {
   repo.catalog().add_token(util::sha256_hex(token), "admin", "admin");
   repo.catalog().add_event("server.init", "", json::object());
   return token;
+}
+
+json repair_data_dir(const std::filesystem::path& data) {
+  store::Repository repo(data, false, store::OrphanPacks::adopt);
+  json report = repo.repair(nullptr);
+  repo.catalog().add_event("check.repair", "", report);
+  if (repo.catalog().live_admin_tokens() == 0) {
+    std::string token = "mrg_" + util::random_hex(24);
+    repo.catalog().add_token(util::sha256_hex(token), "admin", "admin");
+    report["admin_token"] = token;
+  }
+  report["check"] = repo.check(false, nullptr);
+  return report;
 }
 
 }  // namespace mirage::server

@@ -98,6 +98,11 @@ std::string init_data_dir(const std::filesystem::path& data);
 /// that could not open its data directory tells the client why); returns 1.
 int refuse_stdio(const Error& error, int in, int out);
 
+/// Indexes the packs of a data directory, a new catalog if it lost its own (devices,
+/// snapshots and tokens are not in packs: they are gone with it); makes an admin token
+/// when the catalog has none. Returns the repair report, with "admin_token" if made.
+nlohmann::json repair_data_dir(const std::filesystem::path& data);
+
 /// Serves requests read from `in` until end of stream, writing replies to `out`.
 /// Returns 0 at a clean end, 2 after a malformed frame (the stream cannot be resynced).
 int serve_stdio(Service& service, int in, int out);

@@ -21,6 +21,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// Calls fn(file) for each pack file of the volume at `volume` (VOL/packs/ab/ab….pack).
+void for_each_pack_file(const fs::path& volume, const std::function<void(const fs::path&)>& fn) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(volume / "packs", ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->is_regular_file() && it->path().extension() == ".pack") fn(it->path());
+  }
+}
+
 /// Pack files under DATA's volume directories, counted up to `enough`.
 size_t count_packs(const fs::path& data, size_t enough) {
   size_t n = 0;
@@ -49,7 +58,7 @@ void check_owner(const fs::path& data) {
   if ((st.st_mode & 077) != 0) ::chmod(data.c_str(), 0700);
 }
 
-catalog::Catalog open_catalog(const fs::path& data, bool create) {
+catalog::Catalog open_catalog(const fs::path& data, bool create, OrphanPacks orphans) {
   check_owner(data);
   if (create) util::make_dirs(data, 0700);
   fs::path file = data / "catalog.db";
@@ -58,19 +67,27 @@ catalog::Catalog open_catalog(const fs::path& data, bool create) {
   if (fresh) {
     // A catalog that is gone (or emptied) while packs remain is damage, not a new
     // store: setting one up would hide every snapshot the packs hold.
-    if (size_t packs = count_packs(data, 1000); packs > 0)
+    if (size_t packs = count_packs(data, 1000); packs > 0 && orphans == OrphanPacks::refuse)
       throw Error(ErrorKind::integrity,
                   "data directory " + data.string() + ": catalog.db is " + (fs::exists(file, ec) ? "empty" : "missing") +
                       " but " + std::to_string(packs) + (packs >= 1000 ? "+" : "") +
                       " pack files remain; restore catalog.db from a backup, or run 'mirage-serverd repair --data " +
                       data.string() + "' to index the packs again in a new catalog");
-    if (!create)
+    if (!create && orphans == OrphanPacks::refuse)
       throw Error(ErrorKind::not_found, "data directory " + data.string() + ": no catalog (run 'mirage-serverd init')");
+    if (orphans == OrphanPacks::adopt) create = true;
   }
   return catalog::Catalog(file.string(), create);
 }
 
 }  // namespace
+
+void to_json(nlohmann::json& j, const RepairReport& r) {
+  j = {{"packs_scanned", r.packs_scanned},     {"packs_added", r.packs_added},
+       {"chunks_indexed", r.chunks_indexed},   {"entries_dropped", r.entries_dropped},
+       {"damaged_records", r.damaged_records}, {"notes", nlohmann::json::array()}};
+  for (const auto& p : r.notes) j["notes"].push_back({{"what", p.what}, {"name", p.name}, {"message", p.message}});
+}
 
 void to_json(nlohmann::json& j, const CheckReport& r) {
   j = {{"ok", r.problems.empty()}, {"packs", r.packs},   {"chunks", r.chunks},
@@ -95,7 +112,8 @@ std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
   return out;
 }
 
-Repository::Repository(fs::path data, bool create) : m_data(std::move(data)), m_catalog(open_catalog(m_data, create)) {
+Repository::Repository(fs::path data, bool create, OrphanPacks orphans)
+    : m_data(std::move(data)), m_catalog(open_catalog(m_data, create, orphans)) {
   // SQLite makes its files with the umask's mode; a catalog names every file it holds.
   for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((m_data / "catalog.db").string().append(suffix).c_str(), 0600);
   if (m_catalog.volumes().empty()) {
@@ -372,6 +390,16 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
       bad_packs.insert(pack.id);
     }
   }
+  // 1b. Pack files the catalog does not know (a lost catalog row, or a lost catalog).
+  {
+    std::set<std::string> known;
+    for (const auto& [id, pack] : packs) known.insert(pack.name);
+    for (const auto& v : m_catalog.volumes())
+      for_each_pack_file(v.path, [&](const fs::path& file) {
+        if (!known.count(file.stem().string()))
+          problem("pack", file.stem().string(), "not in the catalog: " + file.string() + " (mirage check --repair indexes it)");
+      });
+  }
   // 2. Index entries: inside their pack; with read_data, decoded and re-hashed.
   uint64_t total = m_catalog.chunk_count(), done = 0;
   std::vector<uint8_t> buf;
@@ -429,6 +457,108 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
       }
     }
   }
+  return report;
+}
+
+}  // namespace mirage::store
+
+namespace mirage::store {
+
+RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& progress) {
+  RepairReport report;
+  std::map<std::string, catalog::Pack> by_name;
+  std::map<int64_t, catalog::Pack> by_id;
+  for (const auto& p : m_catalog.packs()) {
+    by_name[p.name] = p;
+    by_id[p.id] = p;
+  }
+  // 1. Entries that cannot be read are dropped (the chunk counts as not stored, so
+  //    the next upload that has it sends it again; step 2 may find it in another pack).
+  std::vector<Digest> drop;
+  std::vector<uint8_t> buf;
+  m_catalog.for_each_chunk([&](const Digest& id, const catalog::ChunkLocation& loc) {
+    try {
+      if (!by_id.count(loc.pack)) throw Error(ErrorKind::integrity, "its pack " + std::to_string(loc.pack) + " is not in the catalog");
+      buf.clear();
+      read_record_at(id, loc, buf);
+      open_record(parse_record(buf, "record"), "record");
+    } catch (const Error& e) {
+      drop.push_back(id);
+      if (report.notes.size() < 100) report.notes.push_back({"chunk", id.hex(), std::string("dropped from the index: ") + e.what()});
+    }
+  });
+  if (!drop.empty()) {
+    util::Transaction tx(m_catalog.db());
+    util::Stmt del(m_catalog.db(), "DELETE FROM chunks WHERE id = ?");
+    for (const auto& id : drop) {
+      del.bind_blob(1, id.bytes).run();
+    }
+    tx.commit();
+    report.entries_dropped = drop.size();
+  }
+  close_read_fds();
+  // 2. Every pack file on every volume: verified records that are not indexed are.
+  std::vector<std::pair<int64_t, fs::path>> files;
+  for (const auto& v : m_catalog.volumes())
+    for_each_pack_file(v.path, [&](const fs::path& f) { files.push_back({v.id, f}); });
+  uint64_t done = 0;
+  for (const auto& [volume, file] : files) {
+    if (progress) progress(done++, files.size());
+    report.packs_scanned++;
+    std::string name = file.stem().string();
+    if (name.size() != 32 || name.find_first_not_of("0123456789abcdef") != std::string::npos ||
+        file.parent_path().filename() != name.substr(0, 2)) {
+      report.notes.push_back({"pack", name, "not named or placed as a pack file (" + file.string() + "); left alone"});
+      continue;
+    }
+    std::string bytes;
+    try {
+      bytes = util::read_file(file);
+    } catch (const Error& e) {
+      report.notes.push_back({"pack", name, e.what()});
+      continue;
+    }
+    if (bytes.compare(0, k_pack_magic.size(), k_pack_magic) != 0) {
+      report.notes.push_back({"pack", name, "bad header: not a pack file, left alone"});
+      continue;
+    }
+    int64_t pack_id;
+    uint64_t indexed_size = 0;
+    if (auto it = by_name.find(name); it != by_name.end()) {
+      pack_id = it->second.id;
+      indexed_size = it->second.size;
+    } else {
+      pack_id = m_catalog.add_pack(name, volume);
+      m_catalog.seal_pack(pack_id);
+      report.packs_added++;
+      report.notes.push_back({"pack", name, "was not in the catalog; indexed"});
+    }
+    auto data = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    std::vector<std::pair<Digest, catalog::ChunkLocation>> index;
+    size_t at = k_pack_magic.size();
+    while (at < data.size()) {
+      Record rec;
+      try {
+        rec = parse_record(data.subspan(at), "pack " + name);
+        open_record(rec, "pack " + name);
+      } catch (const Error& e) {
+        report.damaged_records++;
+        report.notes.push_back({"pack", name, "damaged record at offset " + std::to_string(at) + ", the rest is not read: " + e.what()});
+        break;
+      }
+      if (!m_catalog.find_chunk(rec.id))
+        index.push_back({rec.id, {pack_id, at, static_cast<uint32_t>(rec.data.size()), rec.raw_size, static_cast<uint8_t>(rec.codec)}});
+      at += k_record_header + rec.data.size();
+    }
+    std::erase_if(index, [seen = std::unordered_set<Digest, util::DigestHash>()](const auto& e) mutable {
+      return !seen.insert(e.first).second;
+    });
+    if (!index.empty() && !m_catalog.add_chunks(index, pack_id, std::max<uint64_t>(indexed_size, at)))
+      report.notes.push_back({"pack", name, "retired by GC meanwhile; not indexed"});
+    else
+      report.chunks_indexed += index.size();
+  }
+  if (progress) progress(files.size(), files.size());
   return report;
 }
 

@@ -67,11 +67,30 @@ struct CheckReport {
 };
 void to_json(nlohmann::json& j, const CheckReport& r);
 
+/// What `check --repair` did: packs it read, packs the catalog did not know (now
+/// indexed), chunks indexed again, index entries dropped (their pack gone or their
+/// record damaged), and records it could not use (a damaged tail ends a pack's scan).
+struct RepairReport {
+  uint64_t packs_scanned = 0;
+  uint64_t packs_added = 0;
+  uint64_t chunks_indexed = 0;
+  uint64_t entries_dropped = 0;
+  uint64_t damaged_records = 0;
+  std::vector<CheckProblem> notes;
+};
+void to_json(nlohmann::json& j, const RepairReport& r);
+
+/// Whether a data directory without a catalog but with pack files may be opened: only
+/// `mirage-serverd repair` does, to index those packs into a new catalog.
+enum class OrphanPacks { refuse, adopt };
+
 class Repository {
  public:
   /// Opens DATA; when `create` is set a missing one is made (catalog + volume 0).
   /// Throws Error(not_found) when DATA holds no catalog and `create` is not set.
-  Repository(std::filesystem::path data, bool create);
+  /// Throws Error(integrity) when the catalog is missing or empty while pack files
+  /// remain (unless `orphans` is adopt), Error(permission) when another user owns DATA.
+  Repository(std::filesystem::path data, bool create, OrphanPacks orphans = OrphanPacks::refuse);
   ~Repository();
 
   const std::filesystem::path& path() const { return m_data; }
@@ -98,6 +117,13 @@ class Repository {
   /// decodes every chunk and recomputes its id. `progress(done, total)` is called now
   /// and then.
   CheckReport check(bool read_data, const std::function<void(uint64_t, uint64_t)>& progress);
+
+  /// Rebuilds the chunk index from the pack files (as restic rebuild-index): drops
+  /// entries whose pack is gone or whose record is damaged, then reads every pack file
+  /// on every volume (those the catalog lacks too), verifies each record and indexes
+  /// the chunks not indexed. Snapshots that referenced lost chunks stay as they are;
+  /// check reports them.
+  RepairReport repair(const std::function<void(uint64_t, uint64_t)>& progress);
 
   /// Closes the pack files kept open for reading (they are opened again as needed),
   /// so that packs another process's GC deleted give their space back.
