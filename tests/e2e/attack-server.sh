@@ -83,4 +83,8 @@ expect_exit 2 mirage-serverd --data "$TEST_TMP/server" --listen 127.0.0.1:8x
 
 kill -0 "$SERVER_PID" || fail "server died"
 curl -sf --max-time 1 "$SERVER_URL/healthz" >/dev/null || fail "/healthz"
+# Peak memory under all of the above stays under the documented cap (256 MiB).
+peak_kib=$(awk '/^VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
+echo "server peak memory: $((peak_kib / 1024)) MiB"
+[ "$peak_kib" -lt $((256 * 1024)) ] || fail "server peak memory $((peak_kib / 1024)) MiB is over 256 MiB"
 echo ok
