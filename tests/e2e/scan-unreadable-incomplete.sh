@@ -47,6 +47,13 @@ PY
 expect_exit 0 run mirage-restore snapshots --device unread --output json
 expect_contains "$OUT" '"unreadable":2'
 expect_contains "$OUT" '"path":"/docs/secret.txt"'
+expect_exit 0 run mirage-restore snapshots --device unread --output text
+expect_contains "$OUT" "incomplete: 2 entries left out"
+# Text output names them too, and still exits 1.
+expect_exit 1 run mirage-centralize --root "$src" --device-id unread --state "$state" --output text
+expect_contains "$OUT" "2 entries could not be read:"
+expect_contains "$OUT" "/docs/secret.txt: open: Permission denied"
+expect_contains "$ERR" "mirage-centralize: error: snapshot "
 expect_exit 0 run mirage events --device unread --output json
 expect_contains "$OUT" '"snapshot.created"'
 expect_contains "$OUT" '"unreadable":2'
