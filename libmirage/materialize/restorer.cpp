@@ -232,12 +232,12 @@ class Restorer {
     if (!ids.empty()) {
       try {
         batch->blob = m_source.records(ids);
+        store::RecordReader reader(batch->blob, "restore");
+        while (auto rec = reader.next()) batch->records.emplace(rec->id, *rec);
       } catch (const Error& e) {
         if (e.kind() == ErrorKind::unavailable) throw;  // the server is away: asking per file cannot help
         throw Error(e.kind(), std::string(e.what()) + affected_files(batch->jobs));
       }
-      store::RecordReader reader(batch->blob, "restore");
-      while (auto rec = reader.next()) batch->records.emplace(rec->id, *rec);
     }
     wait_previous();
     if (m_opts.progress) m_opts.progress(m_bytes);
