@@ -72,8 +72,10 @@ int sync_once(const tool::Common& common_in, const Options& o) {
     if (!doc["snapshot"].is_null()) line["snapshot_id"] = doc["snapshot"]["snapshot_id"];
     if (!doc["order"].is_null()) line["order"] = doc["order"].value("order_id", "");
     line["bytes_sent"] = result.stats.bytes_sent;
+    line["unreadable"] = result.stats.unreadable;
     line["seconds"] = result.seconds;
     std::cout << line.dump() << std::endl;
+    if (!result.incomplete.empty()) util::warn(result.incomplete);  // the next sync tries again
     return result.state == "accepted" ? 0 : 5;
   }
   tool::print(common, doc, [&](std::ostream& out) {
@@ -89,6 +91,9 @@ int sync_once(const tool::Common& common_in, const Options& o) {
         << "  read " << s.files_read << " files (" << tool::human_bytes(s.bytes_read) << "), new "
         << tool::human_bytes(s.bytes_new) << ", sent " << tool::human_bytes(s.bytes_sent) << " in " << result.seconds
         << " s\n";
+    if (s.unreadable > 0) out << "  " << s.unreadable << " entries could not be read:\n";
+    for (size_t i = 0; i < std::min<size_t>(s.unreadable_entries.size(), 10); ++i)
+      out << "    " << s.unreadable_entries[i].path << ": " << s.unreadable_entries[i].reason << "\n";
     if (doc.contains("order") && doc["order"].contains("apply")) {
       const auto& ord = doc["order"];
       const auto& a = ord["apply"];
@@ -102,6 +107,8 @@ int sync_once(const tool::Common& common_in, const Options& o) {
           << "  protected by snapshot " << doc["protected_by"]["snapshot_id"].get<std::string>() << "\n";
     }
   });
+  // The snapshot is committed, but it is not the whole machine: say so in the status.
+  if (!result.incomplete.empty()) throw Error(ErrorKind::failed, result.incomplete);
   return result.state == "accepted" ? 0 : 5;
 }
 

@@ -63,6 +63,7 @@ int snapshots(const tool::Common& common, const Options& o) {
           << st.value("files", 0) << " files  " << tool::human_bytes(st.value("bytes", uint64_t(0))) << "  cvd "
           << s.value("cvd", 1) << "  kept by";
       for (const auto& t : s.value("kept_by", json::array())) out << " " << t.get<std::string>();
+      if (uint64_t n = st.value("unreadable", uint64_t(0))) out << "  incomplete: " << n << " entries left out";
       out << "\n";
     }
   });

@@ -276,6 +276,7 @@ void to_json(json& j, const CentralizeResult& r) {
   }
   if (!r.order.is_null()) j["order"] = r.order;
   if (!r.protected_by.is_null()) j["protected_by"] = r.protected_by;
+  if (!r.incomplete.empty()) j["incomplete"] = r.incomplete;
 }
 
 std::string device_secret(const fs::path& state_dir) {
@@ -362,6 +363,13 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
       }
       result.stats = std::move(scanned.stats);
       for (const auto& w : result.stats.warnings) util::warn(w);
+      if (result.stats.unreadable > 0 && result.incomplete.empty()) {
+        const auto& first = result.stats.unreadable_entries.front();
+        result.incomplete = "snapshot " + result.snapshot.value("snapshot_id", std::string()) + " is incomplete: " +
+                            std::to_string(result.stats.unreadable) + " entr" +
+                            (result.stats.unreadable == 1 ? "y" : "ies") + " could not be read (first: " + first.path +
+                            ": " + first.reason + ")";
+      }
       TreeCache(opts.state_dir / "trees.db").put(trees);  // an apply reads this snapshot's trees here
       try {
         scanned.next_cache.save(cache_file);
@@ -376,7 +384,8 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   snapshot(has_order);
   if (has_order && next["order"]["spec"].value("type", "") == "snapshot") {
     std::string order_id = next["order"]["order_id"];
-    json report = {{"snapshot_id", result.snapshot["snapshot_id"]}, {"wire_bytes", result.stats.bytes_sent}};
+    json report = {{"snapshot_id", result.snapshot["snapshot_id"]}, {"wire_bytes", result.stats.bytes_sent},
+                   {"unreadable", result.stats.unreadable}};
     client.call("order.report", {{"order_id", order_id}, {"device_id", opts.device_id}, {"state", "done"}, {"result", report}});
     report["order_id"] = order_id;
     result.order = report;

@@ -67,6 +67,9 @@ struct CentralizeResult {
   nlohmann::json order;         ///< the order carried out (its report), or pending hooks
   nlohmann::json protected_by;  ///< the pinned snapshot taken before the order
   scan::ScanStats stats;
+  /// Set when a committed snapshot left entries out (stats.unreadable of the first such
+  /// one): "snapshot ID is incomplete: N entries could not be read (first: PATH: REASON)".
+  std::string incomplete;
   double seconds = 0;
 };
 void to_json(nlohmann::json& j, const CentralizeResult& r);
@@ -76,7 +79,8 @@ void to_json(nlohmann::json& j, const CentralizeResult& r);
 /// token mdc_DEVICE.SECRET lets it sync its own CVD and nothing else.
 std::string device_secret(const std::filesystem::path& state_dir);
 
-/// Registers the device if new; when it is accepted, scans and commits a snapshot.
+/// Registers the device if new; when it is accepted, scans and commits a snapshot (an
+/// incomplete one too: see CentralizeResult::incomplete).
 /// A pending device gives state "pending" and no snapshot; a rejected one throws
 /// Error(permission).
 CentralizeResult centralize(Client& client, const CentralizeOptions& options);

@@ -13,6 +13,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "libmirage/materialize/content.hpp"
 #include "libmirage/materialize/metadata.hpp"
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/bytes.hpp"
@@ -359,13 +360,12 @@ class Applier {
       util::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(op.content.data()), op.content.size()), op.path);
       entry.mtime_ns = util::now_ns();
     } else {
-      uint64_t offset = 0;
+      materialize::ContentWriter out(fd.get(), entry, op.path);
       for (const auto& c : entry.chunks) {
         read_chunk(c, records, op.path);
-        util::pwrite_all(fd.get(), m_buf, offset, op.path);
-        offset += c.size;
+        out.write(m_buf);
       }
-      if (::ftruncate(fd.get(), static_cast<off_t>(entry.size)) != 0) throw_errno("truncate " + op.path);
+      out.finish();
     }
     materialize::set_metadata_fd(fd.get(), dirfd, tmp, entry, op.path, warn);
     m_result.written++;

@@ -1,7 +1,9 @@
 #include "libmirage/materialize/restorer.hpp"
 
+#include "libmirage/materialize/content.hpp"
 #include "libmirage/materialize/metadata.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -15,6 +17,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 
@@ -30,9 +34,10 @@ namespace {
 
 constexpr uint64_t k_flush_bytes = 32u << 20;
 constexpr size_t k_flush_jobs = 2048;
-constexpr size_t k_block = 4096;
 
 using DirFd = std::shared_ptr<util::Fd>;
+
+constexpr std::string_view k_temp_prefix = ".mirage-restore.";
 
 struct Job {
   enum class Type { file, link, finish_dir } type;
@@ -42,12 +47,6 @@ struct Job {
   DirFd head_dir;      // link: where the group's first member was written
   std::string head_name;
 };
-
-bool all_zero(std::span<const uint8_t> data) {
-  for (uint8_t b : data)
-    if (b) return false;
-  return true;
-}
 
 class Restorer {
  public:
@@ -89,10 +88,11 @@ class Restorer {
       for (size_t i = 0; i < parts.size(); ++i) {
         shown += "/" + parts[i];
         if (dir.kind != tree::Kind::dir) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
-        tree::Tree t = m_source.tree(dir.subtree);
+        tree::Tree t = tree_of(dir, shown.substr(0, shown.size() - parts[i].size() - 1));
         const tree::Entry* e = t.find(parts[i]);
         if (!e) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
         if (i + 1 == parts.size()) {
+          remove_stale_temps(parent->get());
           restore_entry(parent, *e, shown);
         } else {
           if (e->kind != tree::Kind::dir) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
@@ -146,8 +146,39 @@ class Restorer {
     return true;
   }
 
+  /// The listing of directory `dir`; a fetch that fails is rethrown (same kind) naming
+  /// the directory, whose whole contents it affects.
+  tree::Tree tree_of(const tree::Entry& dir, const std::string& path) {
+    try {
+      return m_source.tree(dir.subtree);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::unavailable) throw;
+      throw Error(e.kind(), "restore " + (path.empty() ? std::string("/") : path) + " (the directory's listing): " + e.what());
+    }
+  }
+
+  /// Removes the temporary files a killed restore left in directory `fd` (once per
+  /// directory and restore: later, this restore's own temporary files are there).
+  void remove_stale_temps(int fd) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !m_cleaned.insert({st.st_dev, st.st_ino}).second) return;
+    int dupfd = ::dup(fd);
+    DIR* dir = dupfd >= 0 ? ::fdopendir(dupfd) : nullptr;
+    if (!dir) {
+      if (dupfd >= 0) ::close(dupfd);
+      return;
+    }
+    ::rewinddir(dir);
+    std::vector<std::string> stale;
+    while (dirent* de = ::readdir(dir))
+      if (std::string_view(de->d_name).starts_with(k_temp_prefix)) stale.emplace_back(de->d_name);
+    ::closedir(dir);
+    for (const auto& name : stale) ::unlinkat(fd, name.c_str(), 0);  // never a directory: temps are not
+  }
+
   void restore_dir_contents(const DirFd& fd, const tree::Entry& dir, const std::string& path) {
-    tree::Tree t = m_source.tree(dir.subtree);
+    remove_stale_temps(fd->get());
+    tree::Tree t = tree_of(dir, path);
     for (const auto& child : t.entries) restore_entry(fd, child, tree::child_path(path, child.name));
   }
 
@@ -156,7 +187,7 @@ class Restorer {
     m_stats.warnings.push_back(std::move(message));
   }
 
-  std::string temp_name() { return ".mirage-restore." + util::random_hex(8); }
+  std::string temp_name() { return std::string(k_temp_prefix) + util::random_hex(8); }
 
   void apply_meta(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path) {
     set_metadata(dirfd, name, e, path, [this](std::string m) { warn(std::move(m)); });
@@ -199,13 +230,48 @@ class Restorer {
       if (job.type == Job::Type::file)
         for (const auto& c : job.entry.chunks) ids.push_back(c.id);
     if (!ids.empty()) {
-      batch->blob = m_source.records(ids);
-      store::RecordReader reader(batch->blob, "restore");
-      while (auto rec = reader.next()) batch->records.emplace(rec->id, *rec);
+      try {
+        batch->blob = m_source.records(ids);
+        store::RecordReader reader(batch->blob, "restore");
+        while (auto rec = reader.next()) batch->records.emplace(rec->id, *rec);
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::unavailable) throw;  // the server is away: asking per file cannot help
+        throw Error(e.kind(), std::string(e.what()) + affected_files(batch->jobs));
+      }
     }
     wait_previous();
     if (m_opts.progress) m_opts.progress(m_bytes);
     m_pending = std::async(std::launch::async, [this, batch] { execute(*batch); });
+  }
+
+  /// After a fetch failed (a pack missing or damaged): which files of `jobs` cannot be
+  /// fetched, asked one file at a time, as "; files affected: /a, /b (N in all)".
+  std::string affected_files(const std::vector<Job>& jobs) {
+    constexpr size_t k_named = 10;
+    std::vector<std::string> affected;
+    size_t count = 0;
+    for (const auto& job : jobs) {
+      if (job.type != Job::Type::file || job.entry.chunks.empty()) continue;
+      std::vector<Digest> ids;
+      for (const auto& c : job.entry.chunks) ids.push_back(c.id);
+      bool bad = false;
+      try {
+        auto blob = m_source.records(ids);
+        std::unordered_map<Digest, uint64_t, util::DigestHash> got;
+        store::RecordReader reader(blob, "restore " + job.path);
+        while (auto rec = reader.next()) got.emplace(rec->id, rec->raw_size);
+        for (const auto& c : job.entry.chunks) bad = bad || !got.count(c.id);
+      } catch (const Error&) {
+        bad = true;
+      }
+      if (!bad) continue;
+      if (affected.size() < k_named) affected.push_back(job.path);
+      count++;
+    }
+    if (affected.empty()) return "";
+    std::string out = "; files affected:";
+    for (size_t i = 0; i < affected.size(); ++i) out += (i ? ", " : " ") + affected[i];
+    return out + " (" + std::to_string(count) + " in all, in this batch of " + std::to_string(jobs.size()) + " entries)";
   }
 
   void wait_previous() {
@@ -251,8 +317,7 @@ class Restorer {
     if (!fd) throw_errno("create " + job.path);
     try {
       const auto& e = job.entry;
-      if (e.sparse && ::ftruncate(fd.get(), static_cast<off_t>(e.size)) != 0) throw_errno("truncate " + job.path);
-      uint64_t offset = 0;
+      ContentWriter out(fd.get(), e, job.path);
       for (const auto& c : e.chunks) {
         auto it = records.find(c.id);
         if (it == records.end())
@@ -261,19 +326,10 @@ class Restorer {
           throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " has the wrong size");
         plain.resize(c.size);
         store::open_record_into(it->second, plain, "restore " + job.path);
-        if (e.sparse) {
-          // Zero blocks stay holes, as rsync -S makes them.
-          for (size_t pos = 0; pos < plain.size(); pos += k_block) {
-            size_t len = std::min(k_block, plain.size() - pos);
-            auto block = std::span<const uint8_t>(plain).subspan(pos, len);
-            if (!all_zero(block)) util::pwrite_all(fd.get(), block, offset + pos, job.path);
-          }
-        } else {
-          util::pwrite_all(fd.get(), plain, offset, job.path);
-        }
-        offset += c.size;
+        out.write(plain);
         m_bytes += c.size;
       }
+      out.finish();
       set_metadata_fd(fd.get(), dirfd, tmp, e, job.path, [this](std::string m) { warn(std::move(m)); });
     } catch (...) {
       ::unlinkat(dirfd, tmp.c_str(), 0);
@@ -302,6 +358,7 @@ class Restorer {
   std::map<std::string, std::pair<DirFd, std::string>> m_groups;
   std::atomic<uint64_t> m_bytes{0};
   std::mutex m_warn_mutex;
+  std::set<std::pair<dev_t, ino_t>> m_cleaned;  ///< directories remove_stale_temps() has seen
   std::future<void> m_pending;  ///< the writer task of the previous batch
 };
 

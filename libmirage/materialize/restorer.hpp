@@ -13,6 +13,10 @@
 // directories with pending jobs hold an fd. Metadata order per entry: content, owner,
 // mode (after chown, which clears setuid), xattrs (capabilities after chown), times;
 // a directory's metadata is applied after its children.
+//
+// Temporary names start with ".mirage-restore."; those a killed restore left behind in
+// a directory are removed when a restore next writes into it. A fetch that fails (a
+// pack missing or damaged on the server) is rethrown naming the files it affects.
 #include <cstdint>
 #include <filesystem>
 #include <functional>

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -32,8 +33,11 @@ void to_json(nlohmann::json& j, const ScanStats& s) {
        {"others", s.others},         {"hardlinks", s.hardlinks}, {"bytes", s.bytes},
        {"files_read", s.files_read}, {"bytes_read", s.bytes_read}, {"chunks_new", s.chunks_new},
        {"bytes_new", s.bytes_new},   {"bytes_sent", s.bytes_sent}, {"trees_new", s.trees_new},
-       {"skipped", s.skipped},       {"warnings", s.warnings}};
+       {"skipped", s.skipped},       {"unreadable", s.unreadable}, {"unreadable_entries", s.unreadable_entries},
+       {"warnings", s.warnings}};
 }
+
+void to_json(nlohmann::json& j, const Unreadable& u) { j = {{"path", u.path}, {"reason", u.reason}}; }
 
 namespace {
 
@@ -64,8 +68,31 @@ struct FileJob {
   FileStamp stamp;
 };
 
-/// Opens a file below the root without following any symlink on the way.
+constexpr int k_open_flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+
+/// Opens a path too long for one system call (PATH_MAX) a component at a time, each
+/// directory with O_NOFOLLOW, so no symlink is followed on the way either.
+int open_deep(int rootfd, const std::string& relpath) {
+  util::Fd dir;
+  int at = rootfd;
+  size_t start = 0;
+  for (size_t slash; (slash = relpath.find('/', start)) != std::string::npos; start = slash + 1) {
+    std::string part = relpath.substr(start, slash - start);
+    util::Fd next(::openat(at, part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next) return -1;
+    dir = std::move(next);
+    at = dir.get();
+  }
+  return ::openat(at, relpath.c_str() + start, k_open_flags);
+}
+
+/// Opens a file below the root without following any symlink on the way, at any depth.
 int open_beneath(int rootfd, const std::string& relpath) {
+  if (relpath.size() >= PATH_MAX) {
+    int fd = open_deep(rootfd, relpath);
+    if (fd >= 0) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+  }
   open_how how{};
   how.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
@@ -156,6 +183,16 @@ class Pipeline {
   uint64_t m_bytes_to_read = 0;
   std::mutex m_warn_mutex;
   std::vector<std::string> m_warnings;
+  uint64_t m_unreadable = 0;
+  std::vector<Unreadable> m_unreadable_entries;
+
+  /// Counts and names an entry left out of the snapshot (any thread).
+  void note_unreadable(const std::string& path, std::string reason) {
+    std::lock_guard lock(m_warn_mutex);
+    m_warnings.push_back(path + ": " + reason);
+    m_unreadable++;
+    if (m_unreadable_entries.size() < k_max_unreadable_listed) m_unreadable_entries.push_back({path, std::move(reason)});
+  }
   std::vector<std::string> m_uncacheable;  // paths that changed while read
 
  private:
@@ -214,7 +251,7 @@ class Pipeline {
     util::Fd fd(open_beneath(m_rootfd, job.relpath));
     tree::Entry& entry = *job.target;
     if (!fd) {
-      warn("read " + job.path + ": " + std::strerror(errno) + " (left out)");
+      note_unreadable(job.path, std::string("open: ") + std::strerror(errno) + " (left out)");
       entry.name.clear();  // dropped when the tree is built
       return;
     }
@@ -226,7 +263,14 @@ class Pipeline {
     const size_t max = chunker.params().max_size;
     while (!eof || have > 0) {
       while (!eof && have < max) {
-        size_t n = util::read_full(fd.get(), std::span(buf).subspan(have, k_read_size), job.path);
+        size_t n = 0;
+        try {
+          n = util::read_full(fd.get(), std::span(buf).subspan(have, k_read_size), job.path);
+        } catch (const Error& e) {
+          note_unreadable(job.path, std::string(e.what()) + " (left out)");
+          entry.name.clear();
+          return;
+        }
         if (n < k_read_size) eof = true;
         have += n;
       }
@@ -380,8 +424,8 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       int err = errno;
       ::closedir(dir);
       if (err) {
-        errno = err;
-        throw_errno("read directory " + dir_path);
+        pipeline.note_unreadable(dir_path, std::string("read directory: ") + std::strerror(err) + " (kept empty)");
+        names.clear();
       }
     }
     std::sort(names.begin(), names.end());
@@ -393,7 +437,8 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       struct stat st;
       if (::fstatat(frame.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) continue;  // vanished since readdir
-        throw_errno("stat " + path);
+        pipeline.note_unreadable(path, std::string("stat: ") + std::strerror(errno) + " (left out)");
+        continue;
       }
       bool is_dir = S_ISDIR(st.st_mode);
       if (decision == policy::Decision::skip || (decision == policy::Decision::exceptions && !is_dir)) {
@@ -404,7 +449,11 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       try {
         entry = entry_from_stat(frame.fd.get(), name, st, true);
       } catch (const Error& e) {
-        if (e.kind() != ErrorKind::not_found) throw;
+        if (e.kind() != ErrorKind::not_found) pipeline.note_unreadable(path, std::string(e.what()) + " (left out)");
+        continue;  // not_found: vanished since readdir
+      }
+      if (auto problem = tree::entry_problem(entry)) {
+        pipeline.note_unreadable(path, "cannot be stored: " + *problem + " (left out)");
         continue;
       }
       // nodes may grow below (an unprotected directory gets its node here), so index afresh.
@@ -463,9 +512,13 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       try {
         fd = util::open_dir_at(frame.fd.get(), name, path);
       } catch (const Error& e) {
-        if (e.kind() == ErrorKind::permission || e.kind() == ErrorKind::not_found) {
-          std::lock_guard lock(pipeline.m_warn_mutex);
-          pipeline.m_warnings.push_back(std::string(e.what()) + " (left empty)");
+        if (e.kind() == ErrorKind::not_found) {  // vanished since it was listed
+          nodes[frame.node].entries[idx].name.clear();
+          continue;
+        }
+        if (e.kind() == ErrorKind::permission) {
+          pipeline.note_unreadable(path, std::string(e.what()) + " (kept empty)");
+          nodes.push_back({path, frame.node, idx, {}, {}});
           continue;
         }
         throw;
@@ -489,6 +542,10 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       m.size = h.size;
       m.chunks = h.chunks;
       m.sparse = h.sparse;
+    } else if (h.kind == tree::Kind::file && m.kind == tree::Kind::file && !m.name.empty()) {
+      // The head could not be read: neither can this name of the same file.
+      m.name.clear();
+      pipeline.note_unreadable(member.path, "hardlink of " + head.path + ", which could not be read (left out)");
     }
   }
 
@@ -544,6 +601,11 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
   stats.bytes_sent = pipeline.m_bytes_sent;
   stats.trees_new = trees_new;
   stats.warnings = pipeline.m_warnings;
+  stats.unreadable = pipeline.m_unreadable;
+  stats.unreadable_entries = pipeline.m_unreadable_entries;
+  // Workers note files as they finish: sorted, the names (and "first") do not depend on timing.
+  std::sort(stats.unreadable_entries.begin(), stats.unreadable_entries.end(),
+            [](const Unreadable& a, const Unreadable& b) { return a.path < b.path; });
   return result;
 }
 

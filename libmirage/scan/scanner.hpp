@@ -39,6 +39,16 @@ class ChunkSink {
   virtual void put(std::vector<uint8_t> records) = 0;
 };
 
+/// An entry a scan could not back up, and why ("open: Permission denied", "4500 xattrs,
+/// more than 4096").
+struct Unreadable {
+  std::string path;  ///< root-relative, with a leading slash
+  std::string reason;
+};
+void to_json(nlohmann::json& j, const Unreadable& u);
+/// How many unreadable entries a ScanStats names (the count covers them all).
+inline constexpr size_t k_max_unreadable_listed = 100;
+
 struct ScanStats {
   uint64_t files = 0, dirs = 0, symlinks = 0, others = 0, hardlinks = 0;
   uint64_t bytes = 0;          ///< sum of file sizes in the snapshot
@@ -49,6 +59,10 @@ struct ScanStats {
   uint64_t bytes_sent = 0;     ///< their stored (compressed) size
   uint64_t trees_new = 0;
   uint64_t skipped = 0;        ///< entries left out by the upload policy
+  /// Entries that could not be read or stored (left out, or a directory kept empty):
+  /// the snapshot is incomplete when this is not 0.
+  uint64_t unreadable = 0;
+  std::vector<Unreadable> unreadable_entries;  ///< the first k_max_unreadable_listed of them
   std::vector<std::string> warnings;
 };
 void to_json(nlohmann::json& j, const ScanStats& s);
@@ -80,8 +94,11 @@ struct ScanResult {
   FilesCache next_cache;  ///< to be saved once the server commits the snapshot
 };
 
-/// Scans options.root; throws Error naming the path on anything it cannot carry on
-/// past (unreadable files are warnings and are left out). The walk changes the
+/// Scans options.root at any depth; throws Error naming the path on anything it cannot
+/// carry on past. An entry that cannot be read (open, read, stat, xattrs, symlink) or
+/// stored (tree::entry_problem) is left out, a directory that cannot be opened is kept
+/// empty; each is counted in stats.unreadable and named (the first ones) in
+/// stats.unreadable_entries, so the caller can tell an incomplete snapshot. The walk changes the
 /// process's working directory until it returns (xattrs are listed by bare name, the
 /// cheapest lookup): a ChunkSink must not resolve relative paths meanwhile.
 ScanResult scan(const ScanOptions& options, ChunkSink& sink);

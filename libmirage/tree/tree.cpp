@@ -15,6 +15,7 @@ constexpr size_t k_max_target = 4095;
 constexpr size_t k_max_xattr_name = 255;
 constexpr size_t k_max_xattr_value = 65536;
 constexpr size_t k_max_group = 1 << 16;
+constexpr size_t k_max_xattrs = 4096;
 
 void encode_one(util::ByteWriter& w, const Entry& e) {
   w.str(e.name);
@@ -62,7 +63,7 @@ Entry decode_one(util::ByteReader& r, bool allow_empty_name) {
   if (e.target.find('\0') != std::string::npos) r.fail("NUL in symlink target");
   if ((e.kind == Kind::symlink) != !e.target.empty()) r.fail("symlink target on the wrong kind");
   uint64_t nx = r.varint();
-  if (nx > 4096) r.fail("too many xattrs");
+  if (nx > k_max_xattrs) r.fail("too many xattrs");
   for (uint64_t i = 0; i < nx; ++i) {
     Xattr x;
     x.name = r.str(k_max_xattr_name);
@@ -114,6 +115,23 @@ const Entry* Tree::find(std::string_view name) const {
 bool valid_name(std::string_view name) {
   return !name.empty() && name.size() <= k_max_name && name != "." && name != ".." &&
          name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+}
+
+std::optional<std::string> entry_problem(const Entry& e) {
+  if (!valid_name(e.name)) return "invalid name";
+  if (e.target.size() > k_max_target)
+    return "symlink target of " + std::to_string(e.target.size()) + " bytes, more than " + std::to_string(k_max_target);
+  if (e.xattrs.size() > k_max_xattrs)
+    return std::to_string(e.xattrs.size()) + " xattrs, more than " + std::to_string(k_max_xattrs);
+  for (const auto& x : e.xattrs) {
+    if (x.name.empty() || x.name.size() > k_max_xattr_name || x.name.find('\0') != std::string::npos)
+      return "xattr name of " + std::to_string(x.name.size()) + " bytes is not storable";
+    if (x.value.size() > k_max_xattr_value)
+      return "xattr " + x.name + " of " + std::to_string(x.value.size()) + " bytes, more than " +
+             std::to_string(k_max_xattr_value);
+  }
+  if (e.link_group.size() > k_max_group) return "hardlink group path too long";
+  return std::nullopt;
 }
 
 std::vector<uint8_t> encode(Tree tree) {

@@ -16,7 +16,7 @@
 //   size      varint            file length (0 for others)
 //   rdev      varint            device number (char/block), else 0
 //   target    str               symlink target (<= 4095 bytes), else empty
-//   nxattr    varint, then (name str, value str)*, strictly increasing by name
+//   nxattr    varint (<= 4096), then (name str 1..255, value str <= 65536)*, strictly increasing by name
 //   nchunks   varint, then (id 32 raw bytes, size varint)*; files only, sizes sum to size
 //   subtree   32 raw bytes      dirs only
 //   group     str               hardlinks: root-relative path of the group's first member
@@ -98,6 +98,11 @@ std::string base_name(const std::string& path);
 
 /// True for a name that may appear in a directory: 1..255 bytes, no '/', no NUL, not "." or "..".
 bool valid_name(std::string_view name);
+
+/// Why `entry` cannot be stored in a tree object (a name, symlink target, xattr count,
+/// xattr name or value, or hardlink group path beyond the limits decode() enforces), or
+/// nullopt when it can. Lets a scan leave out one entry instead of failing.
+std::optional<std::string> entry_problem(const Entry& entry);
 
 /// Splits an absolute or relative snapshot path into validated components; "/" and ""
 /// give none. Throws Error(usage) naming the path on "..", NUL, or an empty component

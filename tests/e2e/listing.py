@@ -10,48 +10,60 @@ import stat
 import sys
 
 
+def describe(dirfd, name, rel):
+    """Everything but the hardlink group of entry `name` in directory `dirfd`; by fd,
+    so trees deeper than PATH_MAX are listed too."""
+    st = os.lstat(name, dir_fd=dirfd)
+    kind = stat.S_IFMT(st.st_mode)
+    content = "-"
+    sparse = "-"
+    if stat.S_ISREG(st.st_mode):
+        h = hashlib.sha256()
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dirfd)
+        with os.fdopen(fd, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        content = h.hexdigest()
+        sparse = "sparse" if st.st_size > 0 and st.st_blocks * 512 < st.st_size else "dense"
+    target = os.readlink(name, dir_fd=dirfd) if stat.S_ISLNK(st.st_mode) else b""
+    rdev = st.st_rdev if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else 0
+    size = st.st_size if not stat.S_ISDIR(st.st_mode) else 0
+    # xattr calls take no dir fd: a short path through /proc reaches the entry at any depth.
+    short = b"/proc/self/fd/%d/%s" % (dirfd, name)
+    try:
+        names = sorted(os.listxattr(short, follow_symlinks=False))
+        xattrs = ",".join(
+            "%s=%s" % (n, os.getxattr(short, n, follow_symlinks=False).hex()) for n in names)
+    except OSError:
+        xattrs = "?"
+    return st, (rel, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size, st.st_mtime_ns, rdev, target,
+                content, sparse), xattrs
+
+
 def main(root, skip_contents):
     rootb = os.fsencode(root)
     skip = [os.fsencode(p.strip("/")) + b"/" for p in skip_contents]
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(rootb, followlinks=False):
-        for name in [b""] if dirpath == rootb else []:
-            entries.append(dirpath)
+    found = []
+    parent = os.open(os.path.dirname(os.path.abspath(rootb)) or b"/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        found.append(describe(parent, os.path.basename(os.path.abspath(rootb)), b"."))
+    finally:
+        os.close(parent)
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(rootb, follow_symlinks=False):
+        reldir = os.path.relpath(dirpath, rootb) if dirpath != rootb else b""
         for name in dirnames + filenames:
-            entries.append(os.path.join(dirpath, name))
+            rel = os.path.join(reldir, name) if reldir else name
+            if any(rel.startswith(p) for p in skip):
+                continue
+            found.append(describe(dirfd, name, rel))
+    found.sort(key=lambda item: item[1][0] if item[1][0] != b"." else b"")
     inode_first = {}
     lines = []
-    for full in sorted(entries):
-        rel = os.path.relpath(full, rootb) if full != rootb else b"."
-        if any(rel.startswith(p) for p in skip):
-            continue
-        st = os.lstat(full)
-        kind = stat.S_IFMT(st.st_mode)
-        content = "-"
-        sparse = "-"
-        if stat.S_ISREG(st.st_mode):
-            h = hashlib.sha256()
-            with open(full, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            content = h.hexdigest()
-            sparse = "sparse" if st.st_size > 0 and st.st_blocks * 512 < st.st_size else "dense"
-        target = os.readlink(full) if stat.S_ISLNK(st.st_mode) else b""
+    for st, fields, xattrs in found:
         group = "-"
         if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
-            group = repr(inode_first.setdefault((st.st_dev, st.st_ino), rel))
-        rdev = st.st_rdev if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else 0
-        mtime = st.st_mtime_ns
-        size = st.st_size if not stat.S_ISDIR(st.st_mode) else 0
-        try:
-            names = sorted(os.listxattr(full, follow_symlinks=False))
-            xattrs = ",".join(
-                "%s=%s" % (n, os.getxattr(full, n, follow_symlinks=False).hex()) for n in names)
-        except OSError:
-            xattrs = "?"
-        lines.append("%r %o %o %d %d %d %d %d %r %s %s %s %s" % (
-            rel, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size, mtime, rdev, target,
-            content, sparse, group, xattrs))
+            group = repr(inode_first.setdefault((st.st_dev, st.st_ino), fields[0]))
+        lines.append("%r %o %o %d %d %d %d %d %r %s %s %s %s" % (fields + (group, xattrs)))
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -113,3 +113,45 @@ TEST_CASE("paths are split into validated components") {
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("tree::entry_problem");
+
+TEST_CASE("names what a tree entry cannot hold, and only that") {
+  Entry e = file("f", 3);
+  CHECK_FALSE(entry_problem(e));
+  SUBCASE("4,096 xattrs encode and decode; 4,097 are a problem") {
+    e.xattrs.clear();
+    for (int i = 0; i < 4096; ++i) e.xattrs.push_back({"user.x" + std::to_string(100000 + i), "v"});
+    CHECK_FALSE(entry_problem(e));
+    Tree t;
+    t.entries.push_back(e);
+    CHECK(decode(encode(t), "t").entries.at(0).xattrs.size() == 4096);
+    e.xattrs.push_back({"user.y", "v"});
+    auto problem = entry_problem(e);
+    REQUIRE(problem);
+    CHECK(*problem == "4097 xattrs, more than 4096");
+    // What encode would write, decode refuses: the reason to leave the entry out.
+    t.entries = {e};
+    CHECK_THROWS_AS(decode(encode(t), "t"), Error);
+  }
+  SUBCASE("an xattr value over 64 KiB") {
+    e.xattrs.push_back({"user.big", std::string(65537, 'v')});
+    REQUIRE(entry_problem(e));
+    CHECK(entry_problem(e)->find("user.big") != std::string::npos);
+  }
+  SUBCASE("an xattr name over 255 bytes") {
+    e.xattrs.push_back({"user." + std::string(251, 'n'), "v"});
+    CHECK(entry_problem(e));
+  }
+  SUBCASE("a symlink target over 4,095 bytes") {
+    e = Entry{};
+    e.name = "l";
+    e.kind = Kind::symlink;
+    e.target = std::string(4096, 't');
+    CHECK(entry_problem(e));
+    e.target.pop_back();
+    CHECK_FALSE(entry_problem(e));
+  }
+}
+
+TEST_SUITE_END();
