@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "libmirage/server/http_rpc.hpp"
 #include "libmirage/server/roles.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/fd.hpp"
@@ -68,44 +69,9 @@ void send_reply(httplib::Response& res, const proto::Reply& reply, int status) {
   res.set_content(reinterpret_cast<const char*>(bytes.data()), bytes.size(), "application/x-mirage-frame");
 }
 
-int http_status(const proto::Reply& reply) {
-  if (!reply.error) return 200;
-  switch (reply.error->kind()) {
-    case ErrorKind::usage: return 400;
-    case ErrorKind::permission: return 403;
-    case ErrorKind::not_found: return 404;
-    case ErrorKind::precondition: return 409;
-    case ErrorKind::unavailable: return 503;
-    case ErrorKind::integrity: return 422;
-    default: return 500;
-  }
-}
 }  // namespace
 
 namespace {
-
-/// Bytes of request bodies held in memory at once, across all connections: a request
-/// waits (up to the read timeout) for its share, then gets 503 and retries later.
-class BodyBudget {
- public:
-  explicit BodyBudget(uint64_t total) : m_free(total) {}
-  bool acquire(uint64_t n, std::chrono::seconds wait) {
-    std::unique_lock lock(m_mutex);
-    return m_cv.wait_for(lock, wait, [&] { return m_free >= n; }) && (m_free -= n, true);
-  }
-  void release(uint64_t n) {
-    {
-      std::lock_guard lock(m_mutex);
-      m_free += n;
-    }
-    m_cv.notify_all();
-  }
-
- private:
-  std::mutex m_mutex;
-  std::condition_variable m_cv;
-  uint64_t m_free;
-};
 
 /// cpp-httplib serves each connection on a thread from start to end, headers included,
 /// so a fixed pool is held by as many clients that never finish their headers. This
@@ -166,90 +132,6 @@ class ElasticPool final : public httplib::TaskQueue {
   bool m_stopping = false;
 };
 
-/// The token of an "Authorization: Bearer T" header (the scheme is case-insensitive,
-/// RFC 9110 §11.1); nullopt when there is none, an empty string when it is malformed.
-std::optional<std::string> bearer_token(const std::string& header) {
-  if (header.empty()) return std::nullopt;
-  constexpr std::string_view scheme = "bearer ";
-  if (header.size() <= scheme.size() ||
-      !std::equal(scheme.begin(), scheme.end(), header.begin(), [](char a, char b) { return a == std::tolower(b); }))
-    return std::string();
-  auto token = header.substr(scheme.size());
-  token.erase(0, token.find_first_not_of(' '));
-  return token;
-}
-
-/// Serves one POST /v1/rpc: the caller is known from the headers before any of the
-/// body is read, and the body is read only up to what that caller may send.
-void serve_rpc(Service& service, BodyBudget& budget, const HttpOptions& options, const httplib::Request& req,
-               httplib::Response& res, const httplib::ContentReader& read_body) {
-  nlohmann::json id = nullptr;
-  Caller caller{"anonymous", ""};
-  if (auto token = bearer_token(req.get_header_value("Authorization"))) {
-    std::optional<Caller> who;
-    try {
-      if (!token->empty()) who = service.authenticate(*token);
-    } catch (const Error& e) {
-      proto::Reply refused{id, {}, e, {}};
-      send_reply(res, refused, http_status(refused));
-      return;
-    }
-    if (!who) {
-      send_reply(res, {id, {}, Error(ErrorKind::permission, "unknown, expired or revoked token (or a device not accepted)"), {}},
-                 401);
-      return;
-    }
-    caller = *who;
-  }
-  // The method rides in a header too, so its body limit is known before the body
-  // (without it, the largest limit, checked again once the method is known).
-  std::string method = req.get_header_value("X-Mirage-Method");
-  uint64_t limit = method.empty() ? body_limit("chunks.put") : body_limit(method);
-  if (caller.role == "anonymous") limit = std::min(limit, k_anonymous_body);
-  uint64_t declared = req.has_header("Content-Length") ? std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) : limit;
-  if (declared > limit) {
-    send_reply(res, {id, {}, Error(ErrorKind::usage, "request body of " + std::to_string(declared) + " bytes is over the limit of " +
-                                                      std::to_string(limit) + " for " + (method.empty() ? "this request" : method) +
-                                                      (caller.role == "anonymous" ? " without a token" : "")), {}},
-               413);
-    return;
-  }
-  if (!budget.acquire(declared, std::chrono::seconds(options.read_timeout))) {
-    send_reply(res, {id, {}, Error(ErrorKind::unavailable, "server busy: too many request bodies in memory; retry later"), {}}, 503);
-    return;
-  }
-  struct Release {
-    BodyBudget& budget;
-    uint64_t n;
-    ~Release() { budget.release(n); }
-  } release{budget, declared};
-  std::string body;
-  body.reserve(static_cast<size_t>(declared));
-  bool over = false;
-  read_body([&](const char* data, size_t n) {
-    if (body.size() + n > declared) {
-      over = true;
-      return false;
-    }
-    body.append(data, n);
-    return true;
-  });
-  proto::Reply reply;
-  try {
-    if (over) throw Error(ErrorKind::usage, "request body is longer than its Content-Length or the limit");
-    auto frame = proto::decode_frame(std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
-    auto request = proto::parse_request(std::move(frame), &id);
-    if (!method.empty() && request.method != method)
-      throw Error(ErrorKind::usage, "X-Mirage-Method does not name the request's method");
-    if (method.empty() && body.size() > body_limit(request.method))
-      throw Error(ErrorKind::usage, "request body is over the limit for " + request.method);
-    reply = service.handle(std::move(request), caller);
-  } catch (const Error& e) {
-    reply = proto::Reply{id, nlohmann::json::object(), e, {}};
-  }
-  send_reply(res, reply, http_status(reply));
-}
-
 }  // namespace
 
 void serve_http(Service& service, const HttpOptions& options) {
@@ -274,7 +156,18 @@ void serve_http(Service& service, const HttpOptions& options) {
   auto budget = std::make_shared<BodyBudget>(options.max_body_memory);
   server->Post("/v1/rpc", [&service, budget, &options](const httplib::Request& req, httplib::Response& res,
                                                      const httplib::ContentReader& read_body) {
-    serve_rpc(service, *budget, options, req, res, read_body);
+    HttpRpcRequest in;
+    in.authorization = req.get_header_value("Authorization");
+    in.method = req.get_header_value("X-Mirage-Method");
+    if (req.has_header("Content-Length"))
+      in.content_length = std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10);
+    in.read_body = [&](const std::function<bool(const char*, size_t)>& sink) {
+      return read_body([&](const char* data, size_t n) { return sink(data, n); });
+    };
+    auto out = serve_rpc(service, *budget, in, std::chrono::seconds(options.read_timeout));
+    // A body refused unread must not be taken for the next request on this connection.
+    if (out.status == 413 || out.status == 401) res.set_header("Connection", "close");
+    send_reply(res, out.reply, out.status);
   });
   server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   // Counts and timings only (no names, no secrets): open like /healthz, for Prometheus.

@@ -1,0 +1,115 @@
+#include "libmirage/server/http_rpc.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "libmirage/server/roles.hpp"
+
+namespace mirage::server {
+
+bool BodyBudget::acquire(uint64_t n, std::chrono::seconds wait) {
+  std::unique_lock lock(m_mutex);
+  if (!m_cv.wait_for(lock, wait, [&] { return m_free >= n; })) return false;
+  m_free -= n;
+  return true;
+}
+
+void BodyBudget::release(uint64_t n) {
+  {
+    std::lock_guard lock(m_mutex);
+    m_free += n;
+  }
+  m_cv.notify_all();
+}
+
+int http_status(const proto::Reply& reply) {
+  if (!reply.error) return 200;
+  switch (reply.error->kind()) {
+    case ErrorKind::usage: return 400;
+    case ErrorKind::permission: return 403;
+    case ErrorKind::not_found: return 404;
+    case ErrorKind::precondition: return 409;
+    case ErrorKind::unavailable: return 503;
+    case ErrorKind::integrity: return 422;
+    default: return 500;
+  }
+}
+
+std::optional<std::string> bearer_token(const std::string& header) {
+  if (header.empty()) return std::nullopt;
+  constexpr std::string_view scheme = "bearer ";
+  if (header.size() <= scheme.size() ||
+      !std::equal(scheme.begin(), scheme.end(), header.begin(),
+                  [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
+    return std::string();
+  auto token = header.substr(scheme.size());
+  token.erase(0, std::min(token.size(), token.find_first_not_of(' ')));
+  return token;
+}
+
+HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcRequest& in, std::chrono::seconds wait) {
+  nlohmann::json id = nullptr;
+  auto refuse = [&](Error e, int status = 0) {
+    HttpRpcResponse out{0, proto::Reply{id, nlohmann::json::object(), std::move(e), {}}};
+    out.status = status ? status : http_status(out.reply);
+    return out;
+  };
+  Caller caller{"anonymous", ""};
+  if (auto token = bearer_token(in.authorization)) {
+    std::optional<Caller> who;
+    try {
+      if (!token->empty()) who = service.authenticate(*token);
+    } catch (const Error& e) {
+      return refuse(e);
+    }
+    if (!who) return refuse(Error(ErrorKind::permission, "unknown, expired or revoked token (or a device not accepted)"), 401);
+    caller = *who;
+  }
+  // The method rides in a header too, so its body limit is known before the body
+  // (without it, the largest limit, checked again once the method is known).
+  uint64_t limit = in.method.empty() ? body_limit("chunks.put") : body_limit(in.method);
+  if (caller.role == "anonymous") limit = std::min(limit, k_anonymous_body);
+  uint64_t declared = in.content_length.value_or(limit);
+  if (declared > limit)
+    return refuse(Error(ErrorKind::usage, "request body of " + std::to_string(declared) + " bytes is over the limit of " +
+                                              std::to_string(limit) + " for " +
+                                              (in.method.empty() ? std::string("this request") : in.method) +
+                                              (caller.role == "anonymous" ? " without a token" : "")),
+                  413);
+  if (!budget.acquire(declared, wait))
+    return refuse(Error(ErrorKind::unavailable, "server busy: too many request bodies in memory; retry later"));
+  struct Release {
+    BodyBudget& budget;
+    uint64_t n;
+    ~Release() { budget.release(n); }
+  } release{budget, declared};
+  std::string body;
+  body.reserve(static_cast<size_t>(declared));
+  bool over = false;
+  if (in.read_body)
+    in.read_body([&](const char* data, size_t n) {
+      if (body.size() + n > declared) {
+        over = true;
+        return false;
+      }
+      body.append(data, n);
+      return true;
+    });
+  HttpRpcResponse out;
+  try {
+    if (over) throw Error(ErrorKind::usage, "request body is longer than its Content-Length or the limit");
+    auto frame = proto::decode_frame(std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
+    auto request = proto::parse_request(std::move(frame), &id);
+    if (!in.method.empty() && request.method != in.method)
+      throw Error(ErrorKind::usage, "X-Mirage-Method does not name the request's method");
+    if (in.method.empty() && body.size() > body_limit(request.method))
+      throw Error(ErrorKind::usage, "request body is over the limit for " + request.method);
+    out.reply = service.handle(std::move(request), caller);
+  } catch (const Error& e) {
+    out.reply = proto::Reply{id, nlohmann::json::object(), e, {}};
+  }
+  out.status = http_status(out.reply);
+  return out;
+}
+
+}  // namespace mirage::server
