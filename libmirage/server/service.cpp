@@ -43,8 +43,12 @@ std::optional<Caller> Service::authenticate(const std::string& token) {
     std::string device = token.substr(4, dot - 4);
     auto hash = m_repo.catalog().device_credential(device);
     auto d = m_repo.catalog().device(device);
-    if (!hash || !d || d->state != catalog::DeviceState::accepted || *hash != util::sha256_hex(token.substr(dot + 1)))
-      return std::nullopt;
+    if (!hash || !d || *hash != util::sha256_hex(token.substr(dot + 1))) return std::nullopt;
+    // The right secret of a device not accepted yet: tell it to wait (exit 5), not that
+    // its credential is unknown (exit 4, which stops an endpoint's --watch).
+    if (d->state == catalog::DeviceState::pending)
+      throw Error(ErrorKind::precondition, "device " + device + ": pending (an admin must accept it)");
+    if (d->state != catalog::DeviceState::accepted) return std::nullopt;
     return Caller{"device", device};
   }
   auto t = m_repo.catalog().token_role(util::sha256_hex(token));

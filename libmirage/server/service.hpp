@@ -28,7 +28,8 @@ class Service {
 
   /// Runs one request; errors come back in the reply, never as exceptions.
   proto::Reply handle(proto::Request request, const Caller& caller);
-  /// The caller a bearer token stands for, or nullopt when it is unknown or revoked.
+  /// The caller a bearer token stands for, or nullopt when it is unknown or revoked;
+  /// throws Error(precondition) for the right credential of a device still pending.
   std::optional<Caller> authenticate(const std::string& token);
 
   store::Repository& repository() { return m_repo; }

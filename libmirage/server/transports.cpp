@@ -85,7 +85,14 @@ void serve_http(Service& service, const HttpOptions& options) {
     if (auth.rfind("Bearer ", 0) != 0) {
       caller = Caller{"anonymous", ""};  // may only register (roles.cpp)
     } else {
-      auto who = service.authenticate(auth.substr(7));
+      std::optional<Caller> who;
+      try {
+        who = service.authenticate(auth.substr(7));
+      } catch (const Error& e) {  // a pending device's credential
+        proto::Reply refused{id, nlohmann::json::object(), e, {}};
+        send_reply(res, refused, http_status(refused));
+        return;
+      }
       if (!who) {
         send_reply(res, {id, {}, Error(ErrorKind::permission, "unknown or revoked token (or a device not accepted)"), {}}, 401);
         return;

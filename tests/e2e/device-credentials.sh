@@ -15,8 +15,9 @@ expect_contains "$OUT" '"state":"pending"'
 [ "$(stat -c %a "$MIRAGE_HOME/endpoint/dev-a/credential")" = 600 ] || fail "credential file is not private"
 secret=$(cat "$MIRAGE_HOME/endpoint/dev-a/credential")
 if grep -aq "$secret" "$TEST_TMP/server/catalog.db"; then fail "the credential is stored in clear"; fi
-# Pending: the credential is not valid yet.
-expect_exit 4 env MIRAGE_TOKEN="mdc_dev-a.$secret" mirage-restore snapshots --device dev-a
+# Pending: the credential is not valid yet (5: wait for an admin, not 4: refused).
+expect_exit 5 env MIRAGE_TOKEN="mdc_dev-a.$secret" mirage-restore snapshots --device dev-a
+expect_contains "$ERR" "pending"
 expect_exit 5 mirage-centralize --root "$b" --device-id dev-b --output json
 MIRAGE_TOKEN=$ADMIN_TOKEN mirage-centralize accept dev-a >/dev/null
 MIRAGE_TOKEN=$ADMIN_TOKEN mirage-centralize accept dev-b >/dev/null
