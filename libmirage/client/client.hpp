@@ -85,7 +85,8 @@ void to_json(nlohmann::json& j, const CentralizeResult& r);
 std::string device_secret(const std::filesystem::path& state_dir);
 
 /// Creates the endpoint state directory if needed and makes it and the files in it
-/// private (0700, files 0600: file names in trees.db, the credential). Throws Error(failed).
+/// private (0700, its own files 0600: file names in trees.db, the credential). Throws
+/// Error(usage) for a shared directory (world-writable or sticky, e.g. /tmp), else Error(failed).
 void make_state_private(const std::filesystem::path& state_dir);
 
 /// Registers the device if new; when it is accepted, scans and commits a snapshot.

@@ -4,7 +4,8 @@
 # that it is pending) instead of dying, syncs within seconds of an admin accepting it,
 # and carries out orders queued with --wait within seconds though its interval is an
 # hour. A second plain sync while pending exits 5, not 4. A --wait that runs out exits
-# 75 in both tools. The endpoint's state directory is private (0700, files 0600).
+# 75 in both tools. The endpoint's state directory is private (0700, files 0600), and
+# a shared one (/tmp-like) is refused.
 source "$(dirname "$0")/lib.sh"
 need openssl python3 timeout
 pki=$TEST_TMP/pki
@@ -77,4 +78,9 @@ chmod 755 "$state"; chmod 644 "$state"/*
 expect_exit 0 mirage-centralize --ca-file "$pki/ca.pem" --root "$src" --device-id dev-u --output json
 [ "$(stat -c %a "$state")" = 700 ] || fail "state directory left at $(stat -c %a "$state")"
 [ "$(stat -c %a "$state/trees.db")" = 600 ] || fail "trees.db left at $(stat -c %a "$state/trees.db")"
+# A shared directory (sticky, world-writable) is refused as the state, and left as it is.
+mkdir -m 1777 "$TEST_TMP/shared"
+expect_exit 2 mirage-centralize --ca-file "$pki/ca.pem" --root "$src" --device-id dev-u --state "$TEST_TMP/shared" --output json
+expect_contains "$ERR" "shared"
+[ "$(stat -c %a "$TEST_TMP/shared")" = 1777 ] || fail "a shared state directory was changed"
 echo ok

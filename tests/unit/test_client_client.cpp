@@ -115,4 +115,13 @@ TEST_CASE("the state directory is made private, files included") {
   CHECK((fs::status(state / "trees.db").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
 }
 
+TEST_CASE("a shared directory is refused as the state directory, and left as it is") {
+  TempRoot t;
+  fs::path shared = t.dir / "shared";
+  fs::create_directories(shared);
+  ::chmod(shared.c_str(), 01777);
+  CHECK(kind_of([&] { client::make_state_private(shared); }) == ErrorKind::usage);
+  CHECK((fs::status(shared).permissions() & fs::perms::mask) == (fs::perms::all | fs::perms::sticky_bit));
+}
+
 TEST_SUITE_END();
