@@ -2,7 +2,6 @@
 // reject pending devices.
 #include <csignal>
 #include <iostream>
-#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -151,10 +150,11 @@ int watch(const tool::Common& common, const Options& o) {
   std::string device = device_id_of(o);
   std::filesystem::path state = state_dir_of(o, device);
   double backoff = 0;
-  std::optional<std::chrono::steady_clock::time_point> last_pending_log;
+  const auto k_never = std::chrono::steady_clock::now() - std::chrono::hours(2);
+  auto last_pending_log = k_never;
   auto log_pending = [&](const std::string& why) {  // at once, then hourly while it lasts
     auto now = std::chrono::steady_clock::now();
-    if (last_pending_log && now - *last_pending_log < std::chrono::hours(1)) return;
+    if (now - last_pending_log < std::chrono::hours(1)) return;
     last_pending_log = now;
     util::log(util::LogLevel::info, why + "; syncing again every " + seconds_text(o.poll) + " until accepted");
   };
@@ -167,16 +167,10 @@ int watch(const tool::Common& common, const Options& o) {
       if (outcome == Outcome::pending) log_pending("device " + device + ": pending (an admin must accept it)");
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::permission || e.kind() == ErrorKind::usage) throw;  // rejected, bad flags: stop
-      if (e.kind() == ErrorKind::precondition) {  // pending: not an error to back off from
-        outcome = Outcome::pending;
-        backoff = 0;
-        log_pending(e.what());
-      } else {
-        util::warn(std::string("sync failed: ") + e.what() + " (retrying)");
-        backoff = std::min(std::max(backoff * 2, 5.0), o.interval);
-      }
+      util::warn(std::string("sync failed: ") + e.what() + " (retrying)");
+      backoff = std::min(std::max(backoff * 2, 5.0), o.interval);
     }
-    if (outcome == Outcome::accepted) last_pending_log.reset();
+    if (outcome == Outcome::accepted) last_pending_log = k_never;
     double wait = outcome == Outcome::pending ? std::min(o.poll, o.interval)
                   : backoff > 0              ? backoff
                                              : o.interval * (1 + spread(rng));

@@ -429,10 +429,18 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   result.device_id = opts.device_id;
   std::string hostname;
   json inv = inventory(opts.root, &hostname);
-  json dev = client.call("device.register", {{"device_id", opts.device_id},
-                                             {"hostname", hostname},
-                                             {"inventory", inv},
-                                             {"credential_hash", util::sha256_hex(device_secret(opts.state_dir))}});
+  json dev;
+  try {
+    dev = client.call("device.register", {{"device_id", opts.device_id},
+                                          {"hostname", hostname},
+                                          {"inventory", inv},
+                                          {"credential_hash", util::sha256_hex(device_secret(opts.state_dir))}});
+  } catch (const Error& e) {
+    // The server refuses a pending device's credential as a precondition before any
+    // method runs: the same answer as a registration that left it pending.
+    if (e.kind() != ErrorKind::precondition) throw;
+    dev = {{"state", "pending"}};
+  }
   result.state = dev.value("state", "pending");
   if (result.state == "rejected") throw Error(ErrorKind::permission, "device " + opts.device_id + ": rejected by an admin");
   if (result.state != "accepted") return result;

@@ -90,8 +90,8 @@ std::string device_secret(const std::filesystem::path& state_dir);
 void make_state_private(const std::filesystem::path& state_dir);
 
 /// Registers the device if new; when it is accepted, scans and commits a snapshot.
-/// A pending device gives state "pending" and no snapshot; a rejected one throws
-/// Error(permission).
+/// A pending device gives state "pending" and no snapshot (also when the server refuses
+/// its credential as pending); a rejected one throws Error(permission).
 CentralizeResult centralize(Client& client, const CentralizeOptions& options);
 
 /// The snapshot `spec` names: "latest", an id or unique id prefix, or a date/time
