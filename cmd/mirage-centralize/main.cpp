@@ -3,6 +3,7 @@
 #include <csignal>
 #include <iostream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "libmirage/tool/tool.hpp"
@@ -36,25 +37,41 @@ struct Options {
 
 volatile std::sig_atomic_t g_stop = 0;
 
+/// The device id a sync uses: --device-id, else detected (DMI UUID, machine-id); validated.
+std::string device_id_of(const Options& o) {
+  if (!o.device_id.empty()) {
+    client::check_device_id(o.device_id);
+    return o.device_id;
+  }
+  auto id = client::detect_device_id(o.root);
+  if (!id) throw Error(ErrorKind::usage, "cannot tell this device's id (no DMI UUID or etc/machine-id); pass --device-id");
+  return *id;
+}
+
+std::filesystem::path state_dir_of(const Options& o, const std::string& device) {
+  return o.state_dir.empty() ? std::filesystem::path(proto::default_data_dir()) / "endpoint" / device
+                             : std::filesystem::path(o.state_dir);
+}
+
+/// The connection settings the endpoint uses: over HTTP without a token, the device
+/// speaks for itself with its credential (once it has one). Every sync and every order
+/// check goes through here.
+tool::Common endpoint_common(const tool::Common& common_in, const std::string& device, const std::filesystem::path& state) {
+  tool::Common common = common_in;
+  std::string server = common.server.empty() ? (getenv("MIRAGE_SERVER") ? getenv("MIRAGE_SERVER") : "") : common.server;
+  if (common.token.empty() && !getenv("MIRAGE_TOKEN") && server.rfind("http", 0) == 0 &&
+      std::filesystem::exists(state / "credential"))
+    common.token = "mdc_" + device + "." + client::device_secret(state);
+  return common;
+}
+
 /// One sync: its result, printed (in --watch as one JSON line per sync). Returns the exit status.
 int sync_once(const tool::Common& common_in, const Options& o) {
   client::CentralizeOptions co;
   co.root = o.root;
-  if (o.device_id.empty()) {
-    auto id = client::detect_device_id(co.root);
-    if (!id) throw Error(ErrorKind::usage, "cannot tell this device's id (no DMI UUID or etc/machine-id); pass --device-id");
-    co.device_id = *id;
-  } else {
-    co.device_id = o.device_id;
-  }
-  co.state_dir = o.state_dir.empty() ? std::filesystem::path(proto::default_data_dir()) / "endpoint" / co.device_id
-                                     : std::filesystem::path(o.state_dir);
-  // Over HTTP without a token, the device speaks for itself with its credential.
-  tool::Common common = common_in;
-  std::string server = common.server.empty() ? (getenv("MIRAGE_SERVER") ? getenv("MIRAGE_SERVER") : "") : common.server;
-  if (common.token.empty() && !getenv("MIRAGE_TOKEN") && server.rfind("http", 0) == 0 &&
-      std::filesystem::exists(co.state_dir / "credential"))
-    common.token = "mdc_" + co.device_id + "." + client::device_secret(co.state_dir);
+  co.device_id = device_id_of(o);
+  co.state_dir = state_dir_of(o, co.device_id);
+  tool::Common common = endpoint_common(common_in, co.device_id, co.state_dir);
   co.compression_level = o.compression;
   co.threads = o.threads;
   tool::Progress bar;
@@ -112,12 +129,10 @@ int sync_once(const tool::Common& common_in, const Options& o) {
   return result.state == "accepted" ? 0 : 5;
 }
 
-/// The device id a sync would use (for --watch's order checks).
-std::string device_id_of(const Options& o) {
-  if (!o.device_id.empty()) return o.device_id;
-  auto id = client::detect_device_id(o.root);
-  if (!id) throw Error(ErrorKind::usage, "cannot tell this device's id (no DMI UUID or etc/machine-id); pass --device-id");
-  return *id;
+std::string seconds_text(double s) {
+  std::ostringstream out;
+  out << s << " s";
+  return out.str();
 }
 
 /// Sleeps up to `seconds`, waking early on a signal; false when stopped.
@@ -130,38 +145,53 @@ bool nap(double seconds) {
 }
 
 /// --watch: a sync now, then one every interval (with jitter, so a fleet does not come
-/// in step), and one at once whenever an order is queued for this device. Failures
-/// are logged and retried with backoff; SIGINT/SIGTERM stop between syncs.
+/// in step), and one at once whenever an order is queued for this device (checked every
+/// --poll). A pending device syncs again every --poll until an admin accepts it. Failures
+/// are logged and retried with backoff; only a rejection or bad flags stop it (exit 4,
+/// 2). SIGINT/SIGTERM stop between syncs.
 int watch(const tool::Common& common, const Options& o) {
   std::signal(SIGTERM, [](int) { g_stop = 1; });
   std::signal(SIGINT, [](int) { g_stop = 1; });
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> spread(-o.jitter, o.jitter);
   std::string device = device_id_of(o);
+  std::filesystem::path state = state_dir_of(o, device);
   double backoff = 0;
+  const auto k_never = std::chrono::steady_clock::now() - std::chrono::hours(2);
+  auto last_pending_log = k_never;
+  auto log_pending = [&](const std::string& why) {  // at once, then hourly while it lasts
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_pending_log < std::chrono::hours(1)) return;
+    last_pending_log = now;
+    util::log(util::LogLevel::info, why + "; syncing again every " + seconds_text(o.poll) + " until accepted");
+  };
   while (!g_stop) {
-    bool ok = false;
+    enum class Outcome { accepted, pending, failed } outcome = Outcome::failed;
     try {
       int rc = sync_once(common, o);
-      ok = rc == 0;
+      outcome = rc == 0 ? Outcome::accepted : Outcome::pending;
       backoff = 0;
+      if (outcome == Outcome::pending) log_pending("device " + device + ": pending (an admin must accept it)");
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::permission || e.kind() == ErrorKind::usage) throw;  // rejected, bad flags: stop
       util::warn(std::string("sync failed: ") + e.what() + " (retrying)");
       backoff = std::min(std::max(backoff * 2, 5.0), o.interval);
     }
-    double wait = backoff > 0 ? backoff : o.interval * (1 + spread(rng));
+    if (outcome == Outcome::accepted) last_pending_log = k_never;
+    double wait = outcome == Outcome::pending ? std::min(o.poll, o.interval)
+                  : backoff > 0              ? backoff
+                                             : o.interval * (1 + spread(rng));
     auto next = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait);
-    // Until the next sync, look for orders now and then (a pending device waits for acceptance).
+    // Until the next sync, look for orders now and then.
     while (!g_stop && std::chrono::steady_clock::now() < next) {
       double left = std::chrono::duration<double>(next - std::chrono::steady_clock::now()).count();
       if (!nap(std::min(left, o.poll * (1 + spread(rng))))) break;
-      if (!ok) continue;
+      if (outcome != Outcome::accepted) continue;
       try {
-        tool::Common c = common;
-        auto client = tool::connect(c);
+        auto client = tool::connect(endpoint_common(common, device, state));
         if (client.call("order.pending", {{"device_id", device}})["pending"].get<uint64_t>() > 0) break;
-      } catch (const Error&) {  // the server is away: the next sync says so
+      } catch (const Error& e) {
+        util::warn(std::string("order check failed: ") + e.what() + " (the next sync retries)");
       }
     }
   }
@@ -182,7 +212,9 @@ int request_snapshots(const tool::Common& common, const Options& o) {
         order = client.call("order.get", {{"order_id", order["order_id"]}});
         if (order["state"] != "pending") break;
         if (std::chrono::steady_clock::now() > deadline)
-          throw Error(ErrorKind::precondition, "timed out waiting for device " + order["device_id"].get<std::string>());
+          throw Error(ErrorKind::unavailable, "order " + order["order_id"].get<std::string>() + " still pending after " +
+                                                  std::to_string(int(o.timeout)) + " s (device " +
+                                                  order["device_id"].get<std::string>() + " has not synced yet)");
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
       }
     }

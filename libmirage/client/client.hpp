@@ -32,9 +32,17 @@ class Client {
   std::atomic<uint64_t> m_next_id{1};
 };
 
-/// DMI product UUID (only for the real root), else ROOT/etc/machine-id; nullopt if neither.
+/// DMI product UUID (only when `root` is the real root), else ROOT/etc/machine-id
+/// (lowercased); nullopt if neither. The machine-id is read without leaving ROOT (see
+/// inventory); one that is not 32 hex digits throws Error(usage), as it names the
+/// endpoint's state directory.
 std::optional<std::string> detect_device_id(const std::filesystem::path& root);
-/// Hostname, OS release, architecture and (for the real root) DMI fields.
+/// Throws Error(usage) unless `id` is a valid device id (letters, digits, - _ . :, at
+/// most 128, not "." or ".."): it names a directory under the endpoint's data dir.
+void check_device_id(const std::string& id);
+/// Hostname, OS release, architecture and (for the real root) DMI fields. Files under
+/// ROOT are opened without leaving it (symlinks resolve inside ROOT), and only small
+/// regular files are read: a FIFO, a device or a huge file is skipped with a warning.
 nlohmann::json inventory(const std::filesystem::path& root, std::string* hostname);
 
 /// Opens another connection to the same server (upload workers each get their own, so
@@ -79,10 +87,15 @@ void to_json(nlohmann::json& j, const CentralizeResult& r);
 /// token mdc_DEVICE.SECRET lets it sync its own CVD and nothing else.
 std::string device_secret(const std::filesystem::path& state_dir);
 
+/// Creates the endpoint state directory if needed and makes it and the files in it
+/// private (0700, its own files 0600: file names in trees.db, the credential). Throws
+/// Error(usage) for a shared directory (world-writable or sticky, e.g. /tmp), else Error(failed).
+void make_state_private(const std::filesystem::path& state_dir);
+
 /// Registers the device if new; when it is accepted, scans and commits a snapshot (an
-/// incomplete one too: see CentralizeResult::incomplete).
-/// A pending device gives state "pending" and no snapshot; a rejected one throws
-/// Error(permission).
+/// incomplete one too: see CentralizeResult::incomplete). A pending device gives state
+/// "pending" and no snapshot (also when the server refuses its credential as pending);
+/// a rejected one throws Error(permission).
 CentralizeResult centralize(Client& client, const CentralizeOptions& options);
 
 /// The snapshot `spec` names: "latest", an id or unique id prefix, or a date/time

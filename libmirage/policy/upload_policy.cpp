@@ -88,10 +88,12 @@ UploadPolicy UploadPolicy::from_json(const nlohmann::json& doc) {
   }
   if (doc.contains("version") && doc.at("version") != 1)
     throw Error(ErrorKind::usage, "upload policy: unsupported version " + doc.at("version").dump());
-  UploadPolicy p;
-  p.m_unprotected = string_list(doc, "unprotected", "upload policy").value_or(std::vector<std::string>{});
-  p.m_exceptions = string_list(doc, "exceptions", "upload policy").value_or(std::vector<std::string>{});
-  p.m_user_area = string_list(doc, "user_area", "upload policy").value_or(std::vector<std::string>{});
+  // A field left out keeps its default (a document with only "retention" still leaves
+  // /proc, /tmp, ... out); an explicit empty list means none.
+  UploadPolicy p = defaults();
+  if (auto l = string_list(doc, "unprotected", "upload policy")) p.m_unprotected = std::move(*l);
+  if (auto l = string_list(doc, "exceptions", "upload policy")) p.m_exceptions = std::move(*l);
+  if (auto l = string_list(doc, "user_area", "upload policy")) p.m_user_area = std::move(*l);
   return p;
 }
 

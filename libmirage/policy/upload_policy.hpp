@@ -34,7 +34,8 @@ class UploadPolicy {
   /// The documented default: /proc /sys /dev /run /tmp /var/tmp /var/cache lost+found
   /// and swap files unprotected; /home /root /srv the user area.
   static UploadPolicy defaults();
-  /// Parses and validates a policy document; throws Error(usage) naming the bad field.
+  /// Parses and validates a policy document; a field left out takes its default (an
+  /// empty list given is kept empty). Throws Error(usage) naming the bad field.
   static UploadPolicy from_json(const nlohmann::json& doc);
   nlohmann::json to_json() const;
 

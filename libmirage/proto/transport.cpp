@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -114,8 +115,12 @@ size_t collect(char* ptr, size_t size, size_t nmemb, void* userdata) {
 
 class HttpTransport : public Transport {
  public:
-  HttpTransport(std::string url, std::string token, std::string ca_file)
-      : m_url(std::move(url)), m_token(std::move(token)), m_ca(std::move(ca_file)) {
+  HttpTransport(std::string url, std::string token, std::string ca_file, double connect_timeout, double idle_timeout)
+      : m_url(std::move(url)),
+        m_token(std::move(token)),
+        m_ca(std::move(ca_file)),
+        m_connect_ms(static_cast<long>(connect_timeout * 1000)),
+        m_idle_s(std::max(1L, static_cast<long>(idle_timeout + 0.5))) {
     static std::once_flag once;
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
     while (!m_url.empty() && m_url.back() == '/') m_url.pop_back();
@@ -138,7 +143,11 @@ class HttpTransport : public Transport {
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &response);
     // The TLS handshake counts: a busy server takes a queued connection's handshake only
     // when one of its threads frees, so allow a burst of a fleet some time.
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 60L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, m_connect_ms);
+    // Idle: less than one byte a second for the whole window (a server that accepted and
+    // never answers). A long upload or reply keeps bytes moving, so it is not cut.
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, m_idle_s);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     if (!m_ca.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, m_ca.c_str());
     curl_slist* headers = nullptr;
@@ -159,6 +168,10 @@ class HttpTransport : public Transport {
       // server restarting, a connection reset) is transient, and --watch retries it.
       ErrorKind kind = (rc == CURLE_SSL_CACERT || rc == CURLE_PEER_FAILED_VERIFICATION) ? ErrorKind::permission
                                                                                       : ErrorKind::unavailable;
+      if (rc == CURLE_OPERATION_TIMEDOUT)
+        throw Error(kind, "server " + m_url + ": " + curl_easy_strerror(rc) + " (connect timeout " +
+                              std::to_string(m_connect_ms) + " ms, idle timeout " + std::to_string(m_idle_s) +
+                              " s: see MIRAGE_CONNECT_TIMEOUT, MIRAGE_IDLE_TIMEOUT)");
       throw Error(kind, "server " + m_url + ": " + curl_easy_strerror(rc));
     }
     try {
@@ -188,9 +201,26 @@ class HttpTransport : public Transport {
   }
 
   std::string m_url, m_token, m_ca;
+  long m_connect_ms, m_idle_s;
   std::mutex m_mutex;
   std::vector<CURL*> m_free;
 };
+
+/// A timeout in seconds: `given` when not negative, else the environment variable, else
+/// `fallback`. Throws Error(usage) for a value that is not a positive number.
+double timeout_setting(double given, const char* env, double fallback) {
+  std::string what = env;
+  if (given < 0) {
+    const char* v = std::getenv(env);
+    if (!v || !*v) return fallback;
+    char* end = nullptr;
+    given = std::strtod(v, &end);
+    if (end == v || *end != '\0') given = 0;
+    what += "=" + std::string(v);
+  }
+  if (!(given > 0) || given > 1e6) throw Error(ErrorKind::usage, what + ": expected a number of seconds (0 < s <= 1e6)");
+  return given;
+}
 
 }  // namespace
 
@@ -202,7 +232,9 @@ std::unique_ptr<Transport> connect(const ConnectOptions& options) {
     return std::make_unique<StdioTransport>(find_serverd(options.serverd_exe), fs::absolute(dir).string());
   }
   if (s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0)
-    return std::make_unique<HttpTransport>(s, options.token, options.ca_file);
+    return std::make_unique<HttpTransport>(s, options.token, options.ca_file,
+                                           timeout_setting(options.connect_timeout, "MIRAGE_CONNECT_TIMEOUT", 60),
+                                           timeout_setting(options.idle_timeout, "MIRAGE_IDLE_TIMEOUT", 300));
   throw Error(ErrorKind::usage, "server '" + s + "': expected local:DIR, http://HOST:PORT or https://HOST:PORT");
 }
 

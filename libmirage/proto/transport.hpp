@@ -24,8 +24,17 @@ struct ConnectOptions {
   std::string token;        ///< bearer token for HTTP
   std::string serverd_exe;  ///< path of mirage-serverd for local: (default: beside this executable, then PATH)
   std::string ca_file;      ///< CA bundle for https (default: the system store)
+  /// HTTP(S): seconds to open the connection, TLS handshake included. Negative:
+  /// $MIRAGE_CONNECT_TIMEOUT, else 60 (a busy server takes a queued handshake late).
+  double connect_timeout = -1;
+  /// HTTP(S): seconds without a byte received (or sent) before a call gives up. Negative:
+  /// $MIRAGE_IDLE_TIMEOUT, else 300 (the server's own read/write timeout).
+  double idle_timeout = -1;
 };
 
+/// Opens a transport. Throws Error(usage) for a malformed server or timeout setting, and
+/// Error(unavailable) when a local server cannot be started. A call that times out (see
+/// the timeouts above) throws Error(unavailable), which --watch retries.
 std::unique_ptr<Transport> connect(const ConnectOptions& options);
 
 /// The default data directory: $MIRAGE_HOME, else /var/lib/mirage for root, else

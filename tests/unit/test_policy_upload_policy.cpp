@@ -76,3 +76,31 @@ TEST_CASE("a top-down walk classifies every path as a whole-path check does") {
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("policy::policy_document defaults");
+
+TEST_CASE("fields left out of a policy document take their defaults") {
+  // The README's example: only a retention block.
+  auto doc = policy_document({{"retention", {{"last", 24}, {"hourly", 24}, {"daily", 7}, {"weekly", 4}, {"monthly", 12}}}});
+  auto defaults = UploadPolicy::defaults().to_json();
+  CHECK(doc["unprotected"] == defaults["unprotected"]);
+  CHECK(doc["user_area"] == defaults["user_area"]);
+  CHECK(doc["exceptions"] == defaults["exceptions"]);
+  CHECK(doc["retention"]["daily"] == 7);
+  auto p = UploadPolicy::from_json(doc);
+  for (auto path : {"/proc/1", "/sys/kernel", "/dev/null", "/tmp/x", "/var/cache/apt"})
+    CHECK(p.classify(path, false) == Decision::skip);
+  CHECK(p.in_user_area("/home/u"));
+}
+
+TEST_CASE("a field given replaces its default, an empty list included") {
+  auto p = UploadPolicy::from_json({{"unprotected", nlohmann::json::array()}});
+  CHECK(p.classify("/tmp/x", false) == Decision::protect);
+  CHECK(p.in_user_area("/home/u"));  // user_area left out: the default
+  auto q = UploadPolicy::from_json({{"user_area", {"/data"}}});
+  CHECK(q.in_user_area("/data/x"));
+  CHECK_FALSE(q.in_user_area("/home/u"));
+  CHECK(q.classify("/proc/1", false) == Decision::skip);
+}
+
+TEST_SUITE_END();
