@@ -59,7 +59,7 @@ std::filesystem::path state_dir_of(const Options& o, const std::string& device) 
 tool::Common endpoint_common(const tool::Common& common_in, const std::string& device, const std::filesystem::path& state) {
   tool::Common common = common_in;
   std::string server = common.server.empty() ? (getenv("MIRAGE_SERVER") ? getenv("MIRAGE_SERVER") : "") : common.server;
-  if (common.token.empty() && !getenv("MIRAGE_TOKEN") && server.rfind("http", 0) == 0 &&
+  if (common.token.empty() && server.rfind("http", 0) == 0 &&
       std::filesystem::exists(state / "credential"))
     common.token = "mdc_" + device + "." + client::device_secret(state);
   return common;

@@ -147,7 +147,16 @@ void to_json(nlohmann::json& j, const Snapshot& s) {
        {"pinned", s.pinned}};
 }
 
-Catalog::Catalog(const std::string& path, bool create) : m_db(checked_path(path, create)) {
+Catalog::Catalog(const std::string& path, bool create, util::Db::Access access)
+    : m_db(checked_path(path, create), access) {
+  if (access == util::Db::Access::read_only) {
+    auto version = util::Stmt(m_db, "SELECT value FROM meta WHERE key = 'schema'");
+    if (!version.step() || version.text(0) != std::to_string(k_schema_version))
+      throw Error(ErrorKind::precondition, "catalog " + path + " on a read-only filesystem has another schema version; "
+                                           "open it writable once to upgrade it");
+    m_find_chunk = std::make_unique<util::Stmt>(m_db, "SELECT pack, offset, stored, raw, codec FROM chunks WHERE id = ?");
+    return;
+  }
   // Several server processes may open a new catalog at once. Each autocommit CREATE
   // would start as a reader and upgrade, which WAL refuses at once (SQLITE_BUSY, no busy
   // wait) when another process wrote meanwhile; one IMMEDIATE transaction takes the

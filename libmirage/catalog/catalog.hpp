@@ -96,8 +96,10 @@ void to_json(nlohmann::json& j, const Order& o);
 class Catalog {
  public:
   /// Opens the catalog at `path`, creating the schema when `create` is set; throws
-  /// Error(not_found) when it is missing and `create` is not set.
-  Catalog(const std::string& path, bool create);
+  /// Error(not_found) when it is missing and `create` is not set. Read-only (a store
+  /// on a read-only filesystem: check and restore) it changes nothing and needs the
+  /// current schema (Error(precondition) otherwise).
+  Catalog(const std::string& path, bool create, util::Db::Access access = util::Db::Access::read_write);
 
   util::Db& db() { return m_db; }
 

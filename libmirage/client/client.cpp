@@ -403,13 +403,15 @@ void make_state_private(const fs::path& state_dir) {
   // Never chmod a shared directory (--state /tmp): refuse it, others could read or plant files there.
   if ((dir.st_mode & (S_ISVTX | S_IWOTH)) != 0)
     throw Error(ErrorKind::usage, "state directory " + state_dir.string() + " is shared (world-writable or sticky); give a private one");
-  if (::chmod(state_dir.c_str(), 0700) != 0) throw_errno(ErrorKind::failed, "chmod " + state_dir.string());
+  if (::chmod(state_dir.c_str(), 0700) != 0)
+    throw_errno(errno == EROFS || errno == EPERM ? ErrorKind::permission : ErrorKind::failed, "chmod " + state_dir.string());
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(state_dir, ec)) {
     struct stat st;
     if (::lstat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) == 0 || st.st_uid != ::geteuid())
       continue;
-    if (::chmod(e.path().c_str(), st.st_mode & 0700) != 0) throw_errno(ErrorKind::failed, "chmod " + e.path().string());
+    if (::chmod(e.path().c_str(), st.st_mode & 0700) != 0)
+      throw_errno(errno == EROFS || errno == EPERM ? ErrorKind::permission : ErrorKind::failed, "chmod " + e.path().string());
   }
 }
 

@@ -47,7 +47,7 @@ int64_t expiry(const json& params) {
 }
 
 bool valid_device_id(const std::string& id) {
-  if (id.empty() || id.size() > 128) return false;
+  if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
   for (char c : id)
     if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':')) return false;
   return true;

@@ -55,11 +55,24 @@ void check_owner(const fs::path& data) {
   if (st.st_uid != ::geteuid())
     throw Error(ErrorKind::permission, "data directory " + data.string() + " is owned by uid " + std::to_string(st.st_uid) +
                                            ", not by this user (uid " + std::to_string(::geteuid()) + "): refused");
-  if ((st.st_mode & 077) != 0) ::chmod(data.c_str(), 0700);
+  if ((st.st_mode & 077) != 0) ::chmod(data.c_str(), 0700);  // fails harmlessly on a read-only store
+}
+
+/// True when DATA is on a read-only filesystem (a backup disk mounted ro, a snapshot).
+bool read_only_fs(const fs::path& data) {
+  struct statvfs vfs {};
+  return ::statvfs(data.c_str(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY);
 }
 
 catalog::Catalog open_catalog(const fs::path& data, bool create, OrphanPacks orphans) {
   check_owner(data);
+  if (read_only_fs(data)) {
+    fs::path file = data / "catalog.db";
+    std::error_code ec;
+    if (!fs::exists(file, ec) || fs::file_size(file, ec) == 0)
+      throw Error(ErrorKind::integrity, "data directory " + data.string() + " is read-only and has no catalog");
+    return catalog::Catalog(file.string(), false, util::Db::Access::read_only);
+  }
   if (create) util::make_dirs(data, 0700);
   fs::path file = data / "catalog.db";
   std::error_code ec;
@@ -116,6 +129,7 @@ Repository::Repository(fs::path data, bool create, OrphanPacks orphans)
     : m_data(std::move(data)), m_catalog(open_catalog(m_data, create, orphans)) {
   // SQLite makes its files with the umask's mode; a catalog names every file it holds.
   for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((m_data / "catalog.db").string().append(suffix).c_str(), 0600);
+  if (read_only_fs(m_data)) return;  // read-only: checked and restored from, never written
   if (m_catalog.volumes().empty()) {
     // Several server processes may open a new data directory at once: check and add
     // under one write lock so there is exactly one volume 0.

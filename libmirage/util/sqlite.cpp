@@ -1,6 +1,10 @@
 #include "libmirage/util/sqlite.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
 
 #include <sqlite3.h>
 
@@ -32,9 +36,28 @@ ErrorKind kind_of(sqlite3* db) {
 
 }  // namespace
 
-Db::Db(const std::string& path) : m_path(path) {
-  if (sqlite3_open_v2(path.c_str(), &m_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
+Db::Db(const std::string& path, Access access) : m_path(path) {
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  std::string name = path;
+  if (access == Access::read_only) {
+    // A WAL database opens read-only only where its -shm can be made or is there; a
+    // cleanly closed one has no WAL left, and "immutable" then reads the file alone.
+    struct stat wal {};
+    bool has_wal = ::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0 && ::access((path + "-shm").c_str(), R_OK) == 0;
+    std::string escaped;
+    for (char c : path) {
+      if (c == '%' || c == '?' || c == '#') {
+        char hex[4];
+        std::snprintf(hex, sizeof hex, "%%%02X", static_cast<unsigned char>(c));
+        escaped += hex;
+      } else {
+        escaped += c;
+      }
+    }
+    name = "file:" + escaped + (has_wal ? "?mode=ro" : "?mode=ro&immutable=1");
+    flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
+  }
+  if (sqlite3_open_v2(name.c_str(), &m_db, flags, nullptr) != SQLITE_OK) {
     std::string msg = m_db ? sqlite3_errmsg(m_db) : "out of memory";
     ErrorKind kind = kind_of(m_db);
     sqlite3_close(m_db);
@@ -42,6 +65,7 @@ Db::Db(const std::string& path) : m_path(path) {
     throw Error(kind, "open catalog " + path + ": " + msg);
   }
   sqlite3_busy_timeout(m_db, 30000);
+  if (access == Access::read_only) return;
   try {
     configure();
   } catch (...) {

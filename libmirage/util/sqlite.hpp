@@ -47,8 +47,11 @@ class Stmt {
 
 class Db {
  public:
-  /// Opens (creating) the database in WAL mode with a busy timeout.
-  explicit Db(const std::string& path);
+  enum class Access { read_write, read_only };
+  /// Opens (creating) the database in WAL mode with a busy timeout; read_only opens an
+  /// existing one on a read-only filesystem (with its WAL when one is there, else as
+  /// immutable, which needs no lock file).
+  explicit Db(const std::string& path, Access access = Access::read_write);
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
   ~Db();

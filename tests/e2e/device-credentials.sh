@@ -25,6 +25,8 @@ MIRAGE_TOKEN=$ADMIN_TOKEN mirage-centralize accept dev-b >/dev/null
 expect_exit 0 mirage-centralize --root "$a" --device-id dev-a --output json
 expect_contains "$OUT" '"snapshot_id"'
 expect_exit 0 mirage-centralize --root "$b" --device-id dev-b --output json
+# A set but empty MIRAGE_TOKEN is no token: the device still uses its credential.
+MIRAGE_TOKEN= expect_exit 0 mirage-centralize --root "$b" --device-id dev-b --output json
 
 # An order carried out with the device's own credential (layers, chunks, the report).
 mkdir -p "$TEST_TMP/layer/usr/bin"; printf 'tool\n' >"$TEST_TMP/layer/usr/bin/tool"

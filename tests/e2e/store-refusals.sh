@@ -71,6 +71,22 @@ if [ "$(id -u)" = 0 ]; then
 fi
 expect_exit 0 mirage check
 
+# A store on a read-only filesystem is checked and restored from; writing to it is
+# not permitted (4), not "unreachable".
+if [ "$(id -u)" = 0 ] && mkdir -p "$TEST_TMP/ro" && mount --bind "$data" "$TEST_TMP/ro" 2>/dev/null; then
+  trap 'umount "$TEST_TMP/ro" 2>/dev/null; cleanup' EXIT
+  if mount -o remount,bind,ro "$TEST_TMP/ro" 2>/dev/null; then
+    MIRAGE_HOME="$TEST_TMP/ro" expect_exit 0 mirage check --read-data --output json
+    expect_contains "$OUT" '"ok":true'
+    MIRAGE_HOME="$TEST_TMP/ro" expect_exit 0 mirage-restore --device dev1 --path / --to "$TEST_TMP/from-ro"
+    expect_same_tree "$src" "$TEST_TMP/from-ro"
+    MIRAGE_HOME="$TEST_TMP/ro" expect_exit 4 mirage-centralize --root "$src" --device-id dev1
+    expect_contains "$ERR" "Read-only file system"
+  fi
+  umount "$TEST_TMP/ro"
+  trap cleanup EXIT
+fi
+
 # MIRAGE_HOME behind a dangling symlink: not found (3).
 ln -s "$TEST_TMP/nowhere" "$TEST_TMP/dangling"
 MIRAGE_HOME="$TEST_TMP/dangling" expect_exit 3 mirage check
