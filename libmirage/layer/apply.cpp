@@ -87,7 +87,8 @@ void set_aside(int dirfd, const std::string& name, const std::string& path) {
   std::string local = name + ".mirage-local";
   if (local.size() > 255) local = name.substr(0, 240) + ".mirage-local";
   struct stat st;
-  if (exists_at(dirfd, local, &st) && S_ISDIR(st.st_mode)) local.append(".").append(util::random_hex(4));  // not += "." + …: GCC 12 -O3 warns -Wrestrict falsely
+  // append, not += "." + …: GCC 12 at -O3 warns -Wrestrict falsely there
+  if (exists_at(dirfd, local, &st) && S_ISDIR(st.st_mode)) local.append(".").append(util::random_hex(4));
   if (::renameat(dirfd, name.c_str(), dirfd, local.c_str()) != 0) throw_errno("set " + path + " aside");
 }
 

@@ -216,7 +216,7 @@ double timeout_setting(double given, const char* env, double fallback) {
     char* end = nullptr;
     given = std::strtod(v, &end);
     if (end == v || *end != '\0') given = 0;
-    what += "=" + std::string(v);
+    what.append("=").append(v);  // not += "=" + …: GCC 12 at -O3 warns -Wrestrict falsely
   }
   if (!(given > 0) || given > 1e6) throw Error(ErrorKind::usage, what + ": expected a number of seconds (0 < s <= 1e6)");
   return given;

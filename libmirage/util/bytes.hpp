@@ -3,6 +3,7 @@
 // little-endian integers, length-prefixed strings. The reader never reads past its
 // span: every overrun throws Error(integrity) naming `what`.
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,8 +20,11 @@ class ByteWriter {
   void svarint(int64_t v) { varint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
   void raw(std::span<const uint8_t> bytes) { m_out.insert(m_out.end(), bytes.begin(), bytes.end()); }
   void raw(std::string_view bytes) {
-    m_out.insert(m_out.end(), reinterpret_cast<const uint8_t*>(bytes.data()),
-                 reinterpret_cast<const uint8_t*>(bytes.data()) + bytes.size());
+    // resize and copy, not insert: GCC 12 at -O3 warns -Wstringop-overflow falsely on
+    // an insert into an empty vector.
+    size_t at = m_out.size();
+    m_out.resize(at + bytes.size());
+    if (!bytes.empty()) std::memcpy(m_out.data() + at, bytes.data(), bytes.size());
   }
   void str(std::string_view s) {
     varint(s.size());
