@@ -9,6 +9,7 @@
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/sqlite.hpp"
+#include "tests/unit/check_error.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
@@ -64,13 +65,13 @@ TEST_CASE("a forged chunk id is refused") {
   std::string data = "real data";
   store::append_plain(blob, util::sha256(std::string_view("something else")),
                       std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()), 3);
-  CHECK_THROWS_AS(store::verify_upload(blob), Error);
+  CHECK_ERROR_KIND(store::verify_upload(blob), ErrorKind::integrity);
 }
 
 TEST_CASE("a truncated upload is refused") {
   auto blob = upload_of({"hello world"});
   blob.pop_back();
-  CHECK_THROWS_AS(store::verify_upload(blob), Error);
+  CHECK_ERROR_KIND(store::verify_upload(blob), ErrorKind::integrity);
 }
 
 TEST_CASE("check finds a flipped byte and a truncated pack") {
@@ -208,13 +209,26 @@ TEST_CASE("gc deletes only what no snapshot reaches, pins uploads in flight, and
     CHECK_FALSE(repo.has(util::sha256(d)));
   }
   SUBCASE("a snapshot committed while gc runs is marked before anything is deleted") {
-    // Simulated: a root the first mark did not see is picked up by the sweep's own mark.
+    // Chunk a is reachable from nothing when the mark runs; between the mark and the
+    // sweep another process commits s3, which reaches it again. Only the sweep's own
+    // mark of roots committed since can keep a.
     repo.catalog().delete_snapshot("s1");
     repo.catalog().delete_snapshot("s2");
-    snapshot_of(repo, {a}, "s3");
+    int calls = 0;
+    o.after_mark = [&] {
+      ++calls;
+      CHECK(repo.catalog().all_snapshots().empty());
+      store::Repository other(dir.path, false);
+      snapshot_of(other, {a}, "s3");
+    };
     auto r = store::collect_garbage(repo, o);
+    CHECK(calls == 1);
+    REQUIRE(repo.catalog().all_snapshots().size() == 1);
     CHECK(repo.has(util::sha256(a)));
+    CHECK_FALSE(repo.has(util::sha256(b)));
     CHECK_FALSE(repo.has(util::sha256(c)));
+    CHECK(r["roots"] == 1);  // s3's tree, marked by the sweep
+    CHECK(repo.read_plain(util::sha256(a)) == std::vector<uint8_t>(a.begin(), a.end()));
     CHECK(repo.check(true, nullptr).problems.empty());
   }
 }
