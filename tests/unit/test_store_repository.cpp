@@ -305,4 +305,40 @@ TEST_CASE("a schema 2 catalog is upgraded: its packs keep their ids and new ones
   CHECK(version.text(0) == "3");
 }
 
+TEST_CASE("a gc killed between deleting a retired pack's file and its row leaves a clean store") {
+  // Found by tests/bench/crash-campaign.sh: kill -9 of the GC right after its unlink().
+  TempDir dir;
+  std::string a = blob('a', 30000), b = blob('b', 30000);
+  int64_t gone = 0;
+  {
+    store::Repository repo(dir.path, true);
+    repo.put(store::verify_upload(upload_of({a})));
+    gone = repo.catalog().packs().back().id;
+  }  // sealed
+  store::Repository repo(dir.path, false);
+  auto& db = repo.catalog().db();
+  // What the GC had done when it died: a's record swept, the pack retired, its file unlinked.
+  util::Stmt(db, "DELETE FROM chunks WHERE pack = ?").bind(1, gone).run();
+  util::Stmt(db, "UPDATE packs SET retired_at = 1 WHERE id = ?").bind(1, gone).run();
+  fs::path file = only_pack(dir.path);
+  REQUIRE(!file.empty());
+  fs::remove(file);
+  SUBCASE("check finds nothing wrong, and the next gc removes the row") {
+    CHECK(repo.check(true, nullptr).problems.empty());
+    CHECK(repo.check(false, nullptr).problems.empty());
+    store::GcOptions o;
+    o.grace_ns = 0;
+    auto r = store::collect_garbage(repo, o);
+    CHECK(r["pack_files_deleted"] == 1);
+    CHECK_FALSE(repo.catalog().pack(gone));
+    CHECK(repo.check(true, nullptr).problems.empty());
+  }
+  SUBCASE("a missing pack that still holds an indexed chunk is still a problem") {
+    repo.put(store::verify_upload(upload_of({b})));
+    util::Stmt(db, "UPDATE chunks SET pack = ? WHERE id = ?").bind(1, gone).bind_blob(2, util::sha256(b).bytes).run();
+    CHECK_FALSE(repo.check(true, nullptr).problems.empty());
+    CHECK_FALSE(repo.check(false, nullptr).problems.empty());
+  }
+}
+
 TEST_SUITE_END();
