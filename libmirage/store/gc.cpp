@@ -135,6 +135,7 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
     roots = marker.mark_new_roots();
     reads.commit();
   }
+  if (o.after_mark) o.after_mark();
 
   // 2. Sweep in batches, each marking roots committed meanwhile first.
   say("gc: sweeping the index");

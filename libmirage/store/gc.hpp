@@ -34,6 +34,9 @@ struct GcOptions {
   double repack_below = 0.5;                ///< rewrite packs whose live share is below this
   uint64_t max_repack_bytes = 1ULL << 30;   ///< live bytes copied per run at most
   std::function<void(const std::string&)> progress;
+  /// Test seam: called once between the mark and the sweep, where a commit of another
+  /// process can land unseen by the mark.
+  std::function<void()> after_mark;
 };
 
 /// Runs one collection; returns a report (JSON: chunks and bytes found live, unreferenced,

@@ -2,6 +2,7 @@
 
 #include "libmirage/layer/records.hpp"
 #include "libmirage/util/error.hpp"
+#include "tests/unit/check_error.hpp"
 
 using namespace mirage;
 using namespace mirage::layer;
@@ -33,9 +34,9 @@ TEST_CASE("dpkg status parses into stanzas keyed by package and architecture and
 
 TEST_CASE("a package given twice or a line without a key is refused") {
   std::string twice = std::string(k_status) + "Package: libc6\nArchitecture: amd64\n\n";
-  CHECK_THROWS_AS(parse_records(RecordFormat::dpkg_status, twice, "status"), Error);
-  CHECK_THROWS_AS(parse_records(RecordFormat::colon_lines, "root:x:0:0\nnocolon\n", "passwd"), Error);
-  CHECK_THROWS_AS(parse_records(RecordFormat::statoverride, "root root 0644\n", "statoverride"), Error);
+  CHECK_ERROR_KIND(parse_records(RecordFormat::dpkg_status, twice, "status"), ErrorKind::integrity);
+  CHECK_ERROR_KIND(parse_records(RecordFormat::colon_lines, "root:x:0:0\nnocolon\n", "passwd"), ErrorKind::integrity);
+  CHECK_ERROR_KIND(parse_records(RecordFormat::statoverride, "root root 0644\n", "statoverride"), ErrorKind::integrity);
 }
 
 TEST_CASE("colon files key by name; statoverride by path") {
@@ -75,7 +76,7 @@ TEST_CASE("deltas replay an app layer's record changes") {
   auto set = before;
   apply_delta(set, back);
   CHECK(set == after);
-  CHECK_THROWS_AS(delta_from_json(RecordFormat::dpkg_status, nlohmann::json{{"upsert", 1}}, "d"), Error);
+  CHECK_ERROR_KIND(delta_from_json(RecordFormat::dpkg_status, nlohmann::json{{"upsert", 1}}, "d"), ErrorKind::integrity);
 }
 
 TEST_CASE("versions compare the way dpkg does") {

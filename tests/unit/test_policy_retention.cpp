@@ -5,6 +5,7 @@
 #include "libmirage/policy/retention.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/error.hpp"
+#include "tests/unit/check_error.hpp"
 
 using namespace mirage;
 using namespace mirage::policy;
@@ -74,10 +75,10 @@ TEST_CASE("retention documents are validated") {
   CHECK(Retention::from_json(nullptr).to_json() == Retention{}.to_json());
   CHECK(Retention::from_json({{"daily", 3}}).daily == 3);
   CHECK(Retention::from_json({{"daily", 3}}).hourly == 24);
-  CHECK_THROWS_AS(Retention::from_json({{"yearly", 1}}), Error);
-  CHECK_THROWS_AS(Retention::from_json({{"daily", -1}}), Error);
-  CHECK_THROWS_AS(Retention::from_json({{"daily", "7"}}), Error);
-  CHECK_THROWS_AS(Retention::from_json(nlohmann::json::array()), Error);
+  CHECK_ERROR_KIND(Retention::from_json({{"yearly", 1}}), ErrorKind::usage);
+  CHECK_ERROR_KIND(Retention::from_json({{"daily", -1}}), ErrorKind::usage);
+  CHECK_ERROR_KIND(Retention::from_json({{"daily", "7"}}), ErrorKind::usage);
+  CHECK_ERROR_KIND(Retention::from_json(nlohmann::json::array()), ErrorKind::usage);
 }
 
 TEST_SUITE_END();

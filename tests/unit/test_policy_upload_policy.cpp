@@ -4,6 +4,7 @@
 
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/util/error.hpp"
+#include "tests/unit/check_error.hpp"
 
 using namespace mirage;
 using namespace mirage::policy;
@@ -46,10 +47,12 @@ TEST_CASE("exceptions win over rules and make the walk descend to them") {
 }
 
 TEST_CASE("malformed policies are refused with the field named") {
-  CHECK_THROWS_WITH_AS(UploadPolicy::from_json({{"unprotected", "/tmp"}}), doctest::Contains("unprotected"), Error);
-  CHECK_THROWS_WITH_AS(UploadPolicy::from_json({{"bogus", 1}}), doctest::Contains("bogus"), Error);
-  CHECK_THROWS_AS(UploadPolicy::from_json({{"unprotected", {1}}}), Error);
-  CHECK_THROWS_AS(UploadPolicy::from_json(nlohmann::json::array()), Error);
+  CHECK_THROWS_WITH(UploadPolicy::from_json({{"unprotected", "/tmp"}}), doctest::Contains("unprotected"));
+  CHECK_ERROR_KIND(UploadPolicy::from_json({{"unprotected", "/tmp"}}), ErrorKind::usage);
+  CHECK_THROWS_WITH(UploadPolicy::from_json({{"bogus", 1}}), doctest::Contains("bogus"));
+  CHECK_ERROR_KIND(UploadPolicy::from_json({{"bogus", 1}}), ErrorKind::usage);
+  CHECK_ERROR_KIND(UploadPolicy::from_json({{"unprotected", {1}}}), ErrorKind::usage);
+  CHECK_ERROR_KIND(UploadPolicy::from_json(nlohmann::json::array()), ErrorKind::usage);
 }
 
 TEST_SUITE_END();

@@ -4,6 +4,7 @@
 
 #include "libmirage/proto/frame.hpp"
 #include "libmirage/util/fd.hpp"
+#include "tests/unit/check_error.hpp"
 
 using namespace mirage;
 using namespace mirage::proto;
@@ -38,14 +39,14 @@ TEST_CASE("a request with a binary part round-trips through a pipe") {
 
 TEST_CASE("malformed frames are errors, not crashes") {
   auto bad = [](std::string s) { return std::vector<uint8_t>(s.begin(), s.end()); };
-  CHECK_THROWS_AS(decode_frame(bad("not json\n")), Error);
-  CHECK_THROWS_AS(decode_frame(bad("{\"v\":1}")), Error);
-  CHECK_THROWS_AS(decode_frame(bad("{\"binary\":5}\nabc")), Error);
-  CHECK_THROWS_AS(decode_frame(bad("{\"binary\":-1}\n")), Error);
-  CHECK_THROWS_AS(decode_frame(bad("[1,2]\n")), Error);
+  CHECK_ERROR_KIND(decode_frame(bad("not json\n")), ErrorKind::usage);
+  CHECK_ERROR_KIND(decode_frame(bad("{\"v\":1}")), ErrorKind::usage);
+  CHECK_ERROR_KIND(decode_frame(bad("{\"binary\":5}\nabc")), ErrorKind::usage);
+  CHECK_ERROR_KIND(decode_frame(bad("{\"binary\":-1}\n")), ErrorKind::usage);
+  CHECK_ERROR_KIND(decode_frame(bad("[1,2]\n")), ErrorKind::usage);
   nlohmann::json id;
-  CHECK_THROWS_AS(parse_request(decode_frame(bad("{\"method\":\"x\"}\n")), &id), Error);
-  CHECK_THROWS_AS(parse_request(decode_frame(bad("{\"v\":1,\"method\":\"x\",\"params\":[]}\n")), &id), Error);
+  CHECK_ERROR_KIND(parse_request(decode_frame(bad("{\"method\":\"x\"}\n")), &id), ErrorKind::usage);
+  CHECK_ERROR_KIND(parse_request(decode_frame(bad("{\"v\":1,\"method\":\"x\",\"params\":[]}\n")), &id), ErrorKind::usage);
   try {
     parse_request(decode_frame(bad("{\"v\":99,\"id\":3,\"method\":\"x\"}\n")), &id);
     FAIL("expected an error");
@@ -78,7 +79,7 @@ TEST_CASE("id lists round-trip and a ragged list is refused") {
   CHECK(bin.size() == 64);
   CHECK(decode_ids(bin) == ids);
   bin.pop_back();
-  CHECK_THROWS_AS(decode_ids(bin), Error);
+  CHECK_ERROR_KIND(decode_ids(bin), ErrorKind::usage);
   CHECK(decode_ids(std::span<const uint8_t>()).empty());
 }
 

@@ -9,6 +9,7 @@
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/sqlite.hpp"
+#include "tests/unit/check_error.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
@@ -64,13 +65,13 @@ TEST_CASE("a forged chunk id is refused") {
   std::string data = "real data";
   store::append_plain(blob, util::sha256(std::string_view("something else")),
                       std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()), 3);
-  CHECK_THROWS_AS(store::verify_upload(blob), Error);
+  CHECK_ERROR_KIND(store::verify_upload(blob), ErrorKind::integrity);
 }
 
 TEST_CASE("a truncated upload is refused") {
   auto blob = upload_of({"hello world"});
   blob.pop_back();
-  CHECK_THROWS_AS(store::verify_upload(blob), Error);
+  CHECK_ERROR_KIND(store::verify_upload(blob), ErrorKind::integrity);
 }
 
 TEST_CASE("check finds a flipped byte and a truncated pack") {
@@ -208,13 +209,26 @@ TEST_CASE("gc deletes only what no snapshot reaches, pins uploads in flight, and
     CHECK_FALSE(repo.has(util::sha256(d)));
   }
   SUBCASE("a snapshot committed while gc runs is marked before anything is deleted") {
-    // Simulated: a root the first mark did not see is picked up by the sweep's own mark.
+    // Chunk a is reachable from nothing when the mark runs; between the mark and the
+    // sweep another process commits s3, which reaches it again. Only the sweep's own
+    // mark of roots committed since can keep a.
     repo.catalog().delete_snapshot("s1");
     repo.catalog().delete_snapshot("s2");
-    snapshot_of(repo, {a}, "s3");
+    int calls = 0;
+    o.after_mark = [&] {
+      ++calls;
+      CHECK(repo.catalog().all_snapshots().empty());
+      store::Repository other(dir.path, false);
+      snapshot_of(other, {a}, "s3");
+    };
     auto r = store::collect_garbage(repo, o);
+    CHECK(calls == 1);
+    REQUIRE(repo.catalog().all_snapshots().size() == 1);
     CHECK(repo.has(util::sha256(a)));
+    CHECK_FALSE(repo.has(util::sha256(b)));
     CHECK_FALSE(repo.has(util::sha256(c)));
+    CHECK(r["roots"] == 1);  // s3's tree, marked by the sweep
+    CHECK(repo.read_plain(util::sha256(a)) == std::vector<uint8_t>(a.begin(), a.end()));
     CHECK(repo.check(true, nullptr).problems.empty());
   }
 }
@@ -289,6 +303,42 @@ TEST_CASE("a schema 2 catalog is upgraded to 4: its packs keep their ids and new
   util::Stmt version(repo.catalog().db(), "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
   CHECK(version.text(0) == "4");
+}
+
+TEST_CASE("a gc killed between deleting a retired pack's file and its row leaves a clean store") {
+  // Found by tests/bench/crash-campaign.sh: kill -9 of the GC right after its unlink().
+  TempDir dir;
+  std::string a = blob('a', 30000), b = blob('b', 30000);
+  int64_t gone = 0;
+  {
+    store::Repository repo(dir.path, true);
+    repo.put(store::verify_upload(upload_of({a})));
+    gone = repo.catalog().packs().back().id;
+  }  // sealed
+  store::Repository repo(dir.path, false);
+  auto& db = repo.catalog().db();
+  // What the GC had done when it died: a's record swept, the pack retired, its file unlinked.
+  util::Stmt(db, "DELETE FROM chunks WHERE pack = ?").bind(1, gone).run();
+  util::Stmt(db, "UPDATE packs SET retired_at = 1 WHERE id = ?").bind(1, gone).run();
+  fs::path file = only_pack(dir.path);
+  REQUIRE(!file.empty());
+  fs::remove(file);
+  SUBCASE("check finds nothing wrong, and the next gc removes the row") {
+    CHECK(repo.check(true, nullptr).problems.empty());
+    CHECK(repo.check(false, nullptr).problems.empty());
+    store::GcOptions o;
+    o.grace_ns = 0;
+    auto r = store::collect_garbage(repo, o);
+    CHECK(r["pack_files_deleted"] == 1);
+    CHECK_FALSE(repo.catalog().pack(gone));
+    CHECK(repo.check(true, nullptr).problems.empty());
+  }
+  SUBCASE("a missing pack that still holds an indexed chunk is still a problem") {
+    repo.put(store::verify_upload(upload_of({b})));
+    util::Stmt(db, "UPDATE chunks SET pack = ? WHERE id = ?").bind(1, gone).bind_blob(2, util::sha256(b).bytes).run();
+    CHECK_FALSE(repo.check(true, nullptr).problems.empty());
+    CHECK_FALSE(repo.check(false, nullptr).problems.empty());
+  }
 }
 
 TEST_SUITE_END();
