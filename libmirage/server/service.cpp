@@ -398,6 +398,7 @@ void Service::register_handlers() {
     auto expired = expire_snapshots(cat, device);
     cat.end_upload(device);
     tx.commit();
+    repo().note_commit(snap.id, device);
     json j = snap;
     j["expired"] = expired;
     j["root"] = util::to_hex(snap.root);

@@ -420,6 +420,26 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
           problem("pack", file.stem().string(), "not in the catalog: " + file.string() + " (mirage check --repair indexes it)");
       });
   }
+  // 1c. The newest commit recorded beside the catalog is in it (a lost WAL drops it).
+  {
+    std::error_code ec;
+    fs::path last = m_data / "last-commit";
+    if (fs::exists(last, ec)) {
+      auto j = nlohmann::json::parse(util::read_file(last), nullptr, false);
+      std::string id = j.is_object() ? j.value("snapshot_id", "") : "";
+      std::string device = j.is_object() ? j.value("device_id", "") : "";
+      if (id.empty()) {
+        problem("catalog", "last-commit", "unreadable: " + last.string());
+      } else if (m_catalog.device(device)) {
+        bool found = false;
+        for (const auto& s : m_catalog.snapshots(device)) found = found || s.id == id;
+        if (!found)
+          problem("snapshot", id, "the newest commit (device " + device +
+                                      ") is not in the catalog: its last transactions were lost "
+                                      "(a damaged or deleted catalog.db-wal, or an older catalog.db put back)");
+      }
+    }
+  }
   // 2. Index entries: inside their pack; with read_data, decoded and re-hashed.
   uint64_t total = m_catalog.chunk_count(), done = 0;
   std::vector<uint8_t> buf;
@@ -580,6 +600,16 @@ RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& p
   }
   if (progress) progress(files.size(), files.size());
   return report;
+}
+
+}  // namespace mirage::store
+
+namespace mirage::store {
+
+void Repository::note_commit(const std::string& snapshot, const std::string& device) {
+  util::AtomicFile f(m_data / "last-commit", 0600);
+  f.write(nlohmann::json{{"snapshot_id", snapshot}, {"device_id", device}}.dump() + "\n");
+  f.commit();
 }
 
 }  // namespace mirage::store

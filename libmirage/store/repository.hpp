@@ -118,6 +118,12 @@ class Repository {
   /// and then.
   CheckReport check(bool read_data, const std::function<void(uint64_t, uint64_t)>& progress);
 
+  /// Records `snapshot` of `device` as the newest commit, durably, outside the catalog
+  /// (DATA/last-commit), so that check can tell when the catalog lost it (a damaged or
+  /// deleted WAL drops the newest transactions without an error). Retention always keeps
+  /// a device's newest snapshot, so the one named there is never expired.
+  void note_commit(const std::string& snapshot, const std::string& device);
+
   /// Rebuilds the chunk index from the pack files (as restic rebuild-index): drops
   /// entries whose pack is gone or whose record is damaged, then reads every pack file
   /// on every volume (those the catalog lacks too), verifies each record and indexes

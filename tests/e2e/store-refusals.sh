@@ -57,6 +57,17 @@ r = json.loads(sys.argv[1])["repair"]; assert r["entries_dropped"] >= 1, r
 PY
 restore_store
 
+# A catalog that lost its newest transactions (a damaged WAL, an older catalog.db put
+# back) is reported: the newest commit is recorded beside it.
+echo more >"$src/more.txt"
+expect_exit 0 mirage-centralize --root "$src" --device-id dev1 --output json
+expect_exit 0 mirage check
+cp "$TEST_TMP/saved/catalog.db" "$data/catalog.db"; rm -f "$data/catalog.db-wal" "$data/catalog.db-shm"
+expect_exit 6 mirage check --output json
+expect_contains "$OUT" "last transactions were lost"
+rm "$src/more.txt"
+restore_store
+
 # A catalog SQLite cannot read: integrity (6), not "unreachable".
 printf 'this is not a database at all, just text that fills the first page..........' | dd of="$data/catalog.db" conv=notrunc status=none
 expect_exit 6 mirage check
