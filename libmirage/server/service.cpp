@@ -69,13 +69,15 @@ Service::Lease::Lease(Service& service) : m_service(service), m_outer(t_repo) {
   if (m_outer) return;  // nested: the thread keeps the repository it has
   {
     std::lock_guard lock(service.m_pool_mutex);
+    m_generation = service.m_generation;
     if (!service.m_pool.empty()) {
       m_repo = std::move(service.m_pool.back());
       service.m_pool.pop_back();
     }
   }
+  // A new connection opened after a GC began may still see its packs: it counts as of
+  // the generation read above, and drops its read descriptors when it comes back.
   if (!m_repo) m_repo = std::make_unique<store::Repository>(service.m_data, false);
-  m_generation = service.m_generation;
   t_repo = m_repo.get();
 }
 
