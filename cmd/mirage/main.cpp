@@ -50,6 +50,9 @@ int check(const tool::Common& common, bool read_data, bool repair) {
     for (const auto& p : report["problems"])
       out << "  " << p["what"].get<std::string>() << " " << p["name"].get<std::string>() << ": "
           << p["message"].get<std::string>() << "\n";
+    for (const auto& p : report.value("notes", json::array()))
+      out << "  note: " << p["what"].get<std::string>() << " " << p["name"].get<std::string>() << ": "
+          << p["message"].get<std::string>() << "\n";
     out << (report["ok"].get<bool>() ? "no errors\n" : "ERRORS FOUND\n");
   });
   return report["ok"].get<bool>() ? 0 : 6;

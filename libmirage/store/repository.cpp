@@ -107,6 +107,8 @@ void to_json(nlohmann::json& j, const CheckReport& r) {
        {"snapshots", r.snapshots}, {"trees", r.trees},   {"bytes_read", r.bytes_read},
        {"problems", nlohmann::json::array()}};
   for (const auto& p : r.problems) j["problems"].push_back({{"what", p.what}, {"name", p.name}, {"message", p.message}});
+  j["notes"] = nlohmann::json::array();
+  for (const auto& p : r.notes) j["notes"].push_back({{"what", p.what}, {"name", p.name}, {"message", p.message}});
 }
 
 std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
@@ -416,8 +418,9 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
     for (const auto& [id, pack] : packs) known.insert(pack.name);
     for (const auto& v : m_catalog.volumes())
       for_each_pack_file(v.path, [&](const fs::path& file) {
-        if (!known.count(file.stem().string()))
-          problem("pack", file.stem().string(), "not in the catalog: " + file.string() + " (mirage check --repair indexes it)");
+        if (!known.count(file.stem().string()) && report.notes.size() < 1000)
+          report.notes.push_back({"pack", file.stem().string(),
+                                  "not in the catalog: " + file.string() + " (mirage check --repair indexes what it holds)"});
       });
   }
   // 1c. The newest commit recorded beside the catalog is in it (a lost WAL drops it).

@@ -63,7 +63,11 @@ struct CheckReport {
   uint64_t snapshots = 0;
   uint64_t trees = 0;
   uint64_t bytes_read = 0;
-  std::vector<CheckProblem> problems;
+  std::vector<CheckProblem> problems;  ///< damage: check fails (exit 6)
+  /// Not damage, but worth knowing: pack files the catalog does not know (a process
+  /// killed between making a pack file and indexing it leaves one; nothing indexed is
+  /// in it, and check --repair indexes what it holds).
+  std::vector<CheckProblem> notes;
 };
 void to_json(nlohmann::json& j, const CheckReport& r);
 
