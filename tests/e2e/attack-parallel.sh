@@ -8,12 +8,10 @@ need python3
 start_http_server "$TEST_TMP/server"
 export MIRAGE_SERVER="$SERVER_URL" MIRAGE_TOKEN="$ADMIN_TOKEN"
 src="$TEST_TMP/src"; mkdir -p "$src"
-for i in 1 2 3 4 5 6 7 8; do head -c 25000000 /dev/urandom >"$src/big$i.bin"; done
+for i in $(seq 1 12); do head -c 25000000 /dev/urandom >"$src/big$i.bin"; done
 centralize_accepted "$src" bulky >/dev/null
-# LIMIT: how long a server.info may take at worst; the slow request must take at
-# least 1.5 times that, or the test would prove nothing (attack.py checks both).
-# Under the sanitizers everything is slower (the check too): a looser bound there.
-limit=0.2
-[ -n "${ASAN_OPTIONS:-}${TSAN_OPTIONS:-}" ] && limit=0.5
-python3 "$MIRAGE_SOURCE/tests/e2e/attack.py" "$SERVER_URL" parallel "$ADMIN_TOKEN" bulky 6 "${LIMIT:-$limit}"
+# The check loops for 6 s; attack.py fails when server.info's median wait is over a
+# fifth of the slowest check or its 90th percentile over a third (behind one lock the
+# median is about half a check), and when the check is too quick to prove anything.
+python3 "$MIRAGE_SOURCE/tests/e2e/attack.py" "$SERVER_URL" parallel "$ADMIN_TOKEN" bulky 6
 echo ok

@@ -218,19 +218,21 @@ def attack_parallel(token, device, seconds):
     th = threading.Thread(target=slow)
     th.start()
     time.sleep(0.2)
-    worst = 0.0
-    n = 0
+    waits = []
     while th.is_alive():
         t = time.monotonic()
         expect(post(frame("server.info")), 200, None, "server.info beside a check")
-        worst = max(worst, time.monotonic() - t)
-        n += 1
+        waits.append(time.monotonic() - t)
         time.sleep(0.05)
     th.join()
+    waits.sort()
     slowest = max(slow_done) if slow_done else 0
-    print(json.dumps({"server_info_calls": n, "server_info_worst_seconds": round(worst, 4),
-                      "slow_requests": len(slow_done), "slow_request_seconds": round(slowest, 3)}))
-    return worst, slowest
+    result = {"server_info_calls": len(waits), "server_info_median_seconds": round(waits[len(waits) // 2], 4),
+              "server_info_p90_seconds": round(waits[len(waits) * 9 // 10], 4),
+              "server_info_worst_seconds": round(waits[-1], 4), "slow_requests": len(slow_done),
+              "slow_request_seconds": round(slowest, 3)}
+    print(json.dumps(result))
+    return result
 
 
 def main():
@@ -249,12 +251,14 @@ def main():
     elif attack == "auth":
         attack_auth(args[0])
     elif attack == "parallel":
-        worst, slowest = attack_parallel(args[0], args[1], float(args[2]))
-        limit = float(args[3]) if len(args) > 3 else 0.5
-        if slowest < 1.5 * limit:
-            fail(f"the slow request took only {slowest:.2f}s: the test proves nothing; make the store larger")
-        if worst > limit:
-            fail(f"server.info waited {worst:.2f}s beside another caller's slow request")
+        # Behind one lock a server.info waits out part of the check in progress: its
+        # median is about half a check. Beside it, a few milliseconds.
+        r = attack_parallel(args[0], args[1], float(args[2]))
+        slowest = r["slow_request_seconds"]
+        if slowest < 0.1:
+            fail(f"the slow request took only {slowest:.3f}s: the test proves nothing; make the store larger")
+        if r["server_info_median_seconds"] > slowest / 5 or r["server_info_p90_seconds"] > slowest / 3:
+            fail(f"server.info waited for another caller's slow request: {json.dumps(r)}")
     else:
         fail("unknown attack " + attack)
     healthz()
