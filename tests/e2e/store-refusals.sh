@@ -61,13 +61,14 @@ restore_store
 
 # A catalog that lost its newest transactions (a damaged WAL, an older catalog.db put
 # back) is reported: the newest commit is recorded beside it.
+touch -r "$src" "$TEST_TMP/src.mtime"   # the tree is compared with restores below
 echo more >"$src/more.txt"
 expect_exit 0 mirage-centralize --root "$src" --device-id dev1 --output json
 expect_exit 0 mirage check
 cp "$TEST_TMP/saved/catalog.db" "$data/catalog.db"; rm -f "$data/catalog.db-wal" "$data/catalog.db-shm"
 expect_exit 6 mirage check --output json
 expect_contains "$OUT" "last transactions were lost"
-rm "$src/more.txt"
+rm "$src/more.txt"; touch -r "$TEST_TMP/src.mtime" "$src"
 restore_store
 
 # A catalog SQLite cannot read: integrity (6), not "unreachable".
