@@ -94,7 +94,10 @@ std::vector<uint8_t> encode_reply(const Reply& r) {
   return encode_frame(h, r.binary);
 }
 
-Frame decode_frame(std::span<const uint8_t> data) {
+namespace {
+/// The header of a complete frame, checked against the length of its binary part;
+/// returns the header and its length (without the newline).
+std::pair<nlohmann::json, size_t> frame_header(std::span<const uint8_t> data) {
   auto nl = std::find(data.begin(), data.end(), uint8_t('\n'));
   if (nl == data.end()) throw Error(ErrorKind::usage, "malformed frame: no header line");
   size_t hlen = static_cast<size_t>(nl - data.begin());
@@ -104,7 +107,19 @@ Frame decode_frame(std::span<const uint8_t> data) {
   if (data.size() - hlen - 1 != n)
     throw Error(ErrorKind::usage, "malformed frame: header announces " + std::to_string(n) + " binary bytes, body has " +
                                       std::to_string(data.size() - hlen - 1));
-  return split(std::move(header), std::vector<uint8_t>(nl + 1, data.end()));
+  return {std::move(header), hlen};
+}
+}  // namespace
+
+Frame decode_frame(std::span<const uint8_t> data) {
+  auto [header, hlen] = frame_header(data);
+  return split(std::move(header), std::vector<uint8_t>(data.begin() + static_cast<ptrdiff_t>(hlen + 1), data.end()));
+}
+
+Frame decode_frame(std::vector<uint8_t>&& data) {
+  auto [header, hlen] = frame_header(data);
+  data.erase(data.begin(), data.begin() + static_cast<ptrdiff_t>(hlen + 1));  // in place: no second copy
+  return split(std::move(header), std::move(data));
 }
 
 Request parse_request(Frame frame, nlohmann::json* id_out) {

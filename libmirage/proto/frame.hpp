@@ -57,6 +57,8 @@ struct Frame {
 
 /// Splits a complete frame (an HTTP body); throws Error(usage) when malformed.
 Frame decode_frame(std::span<const uint8_t> data);
+/// The same, keeping `data`'s buffer as the binary part (no copy of a large body).
+Frame decode_frame(std::vector<uint8_t>&& data);
 /// Validates a request header (version, method, params); throws Error(usage) naming
 /// what is wrong, and keeps the id in `id_out` so the error reply can carry it.
 Request parse_request(Frame frame, nlohmann::json* id_out);

@@ -76,14 +76,17 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
                                               (in.method.empty() ? std::string("this request") : in.method) +
                                               (caller.role == "anonymous" ? " without a token" : "")),
                   413);
-  if (!budget.acquire(declared, wait))
+  // An upload is held twice while it is verified (the body, then its records), so it
+  // is charged twice; a single request never needs more than the whole budget.
+  uint64_t charge = std::min(budget.total(), in.method == "chunks.put" || in.method.empty() ? 2 * declared : declared);
+  if (!budget.acquire(charge, wait))
     return refuse(Error(ErrorKind::unavailable, "server busy: too many request bodies in memory; retry later"));
   struct Release {
     BodyBudget& budget;
     uint64_t n;
     ~Release() { budget.release(n); }
-  } release{budget, declared};
-  std::string body;
+  } release{budget, charge};
+  std::vector<uint8_t> body;
   body.reserve(static_cast<size_t>(declared));
   bool over = false;
   if (in.read_body)
@@ -92,17 +95,17 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
         over = true;
         return false;
       }
-      body.append(data, n);
+      body.insert(body.end(), reinterpret_cast<const uint8_t*>(data), reinterpret_cast<const uint8_t*>(data) + n);
       return true;
     });
   HttpRpcResponse out;
   try {
     if (over) throw Error(ErrorKind::usage, "request body is longer than its Content-Length or the limit");
-    auto frame = proto::decode_frame(std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
-    auto request = proto::parse_request(std::move(frame), &id);
+    size_t length = body.size();
+    auto request = proto::parse_request(proto::decode_frame(std::move(body)), &id);
     if (!in.method.empty() && request.method != in.method)
       throw Error(ErrorKind::usage, "X-Mirage-Method does not name the request's method");
-    if (in.method.empty() && body.size() > body_limit(request.method))
+    if (in.method.empty() && length > body_limit(request.method))
       throw Error(ErrorKind::usage, "request body is over the limit for " + request.method);
     out.reply = service.handle(std::move(request), caller);
   } catch (const Error& e) {

@@ -19,7 +19,8 @@ namespace mirage::server {
 /// waits (up to a limit) for its share, then gets 503 and retries later.
 class BodyBudget {
  public:
-  explicit BodyBudget(uint64_t total) : m_free(total) {}
+  explicit BodyBudget(uint64_t total) : m_total(total), m_free(total) {}
+  uint64_t total() const { return m_total; }
   /// Takes `n` bytes of the budget, waiting up to `wait`; false when it did not get them.
   bool acquire(uint64_t n, std::chrono::seconds wait);
   void release(uint64_t n);
@@ -27,6 +28,7 @@ class BodyBudget {
  private:
   std::mutex m_mutex;
   std::condition_variable m_cv;
+  const uint64_t m_total;
   uint64_t m_free;
 };
 

@@ -17,6 +17,7 @@ export MIRAGE_SERVER="$SERVER_URL" MIRAGE_TOKEN="$ADMIN_TOKEN"
 attack nesting "$ADMIN_TOKEN"
 attack fields "$ADMIN_TOKEN"
 attack bodies "$ADMIN_TOKEN"
+attack uploads "$ADMIN_TOKEN" 12 60
 attack metrics "$ADMIN_TOKEN"
 attack auth "$ADMIN_TOKEN"
 attack slowloris 40 2

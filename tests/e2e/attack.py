@@ -152,6 +152,24 @@ def attack_bodies(token):
     healthz()
 
 
+def attack_uploads(token, count, mib):
+    # Authenticated uploads at once: the body budget holds them back, so the server's
+    # memory stays bounded (the zeros are not chunk records: each ends in 422).
+    body = frame("chunks.put", {}, binary=b"\0" * (mib << 20))
+    codes = []
+
+    def one():
+        codes.append(post(body, token, {"X-Mirage-Method": "chunks.put"}, timeout=120)[0])
+
+    ts = [threading.Thread(target=one) for _ in range(count)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if sorted(set(codes)) != [422]:
+        fail(f"{count} uploads of {mib} MiB: expected 422 each, got {sorted(set(codes))}")
+
+
 def attack_metrics(token):
     evil = 'x"} 1\nmirage_snapshots 999999\n#'
     expect(post(frame(evil), token), 400, "usage", "unknown method")
@@ -244,6 +262,8 @@ def main():
         attack_fields(args[0])
     elif attack == "bodies":
         attack_bodies(args[0])
+    elif attack == "uploads":
+        attack_uploads(args[0], int(args[1]), int(args[2]))
     elif attack == "metrics":
         attack_metrics(args[0])
     elif attack == "slowloris":
