@@ -40,6 +40,19 @@ constexpr size_t k_max_inventory = 16u << 10;  // DMI and OS fields
 constexpr size_t k_max_stats = 64u << 10;
 constexpr int64_t k_max_pending = 10000;       // devices registered and not yet accepted or rejected
 
+/// Makes a bearer token, stores its SHA-256 under `name` and `role`, and returns the
+/// secret (shown once).
+std::string issue_token(catalog::Catalog& cat, const std::string& name, const std::string& role, int64_t expires_at = 0) {
+  std::string token = "mrg_" + util::random_hex(24);
+  cat.add_token(util::sha256_hex(token), name, role, expires_at);
+  return token;
+}
+
+/// A token's reply: its name, role, secret and expiry (null: never).
+json token_reply(const std::string& name, const std::string& role, const std::string& token, int64_t expires) {
+  return {{"name", name}, {"role", role}, {"token", token}, {"expires", expires ? json(util::rfc3339(expires)) : json(nullptr)}};
+}
+
 /// When a token made now expires (ns since the epoch) from "expires_seconds"; 0: never.
 int64_t expiry(const json& params) {
   double seconds = num_param(params, "expires_seconds", 0, 0, 100.0 * 365 * 86400);
@@ -443,12 +456,10 @@ void Service::register_handlers() {
     util::Transaction tx(cat.db());
     if (cat.token_name_taken(name)) throw Error(ErrorKind::precondition, "a live token is already named " + name);
     int64_t expires = expiry(req.params);
-    std::string token = "mrg_" + util::random_hex(24);
-    cat.add_token(util::sha256_hex(token), name, role, expires);
+    std::string token = issue_token(cat, name, role, expires);
     cat.add_event("token.created", "", {{"name", name}, {"role", role}, {"by", caller.name}});
     tx.commit();
-    reply.result = {{"name", name}, {"role", role}, {"token", token},
-                    {"expires", expires ? json(util::rfc3339(expires)) : json(nullptr)}};
+    reply.result = token_reply(name, role, token, expires);
   };
   m_handlers["token.rotate"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     // A new secret for the same name and role; the old one stops working at once.
@@ -459,12 +470,10 @@ void Service::register_handlers() {
     if (!role) throw Error(ErrorKind::not_found, "no live token named " + name);
     int64_t expires = expiry(req.params);
     cat.revoke_token(name);
-    std::string token = "mrg_" + util::random_hex(24);
-    cat.add_token(util::sha256_hex(token), name, *role, expires);
+    std::string token = issue_token(cat, name, *role, expires);
     cat.add_event("token.rotated", "", {{"name", name}, {"role", *role}, {"by", caller.name}});
     tx.commit();
-    reply.result = {{"name", name}, {"role", *role}, {"token", token},
-                    {"expires", expires ? json(util::rfc3339(expires)) : json(nullptr)}};
+    reply.result = token_reply(name, *role, token, expires);
   };
   m_handlers["token.list"] = [this](proto::Request&, proto::Reply& reply, const Caller&) {
     reply.result = {{"tokens", repo().catalog().tokens()}};
@@ -600,8 +609,7 @@ std::string init_data_dir(const std::filesystem::path& data) {
   store::Repository repo(data, true);
   if (util::Stmt(repo.catalog().db(), "SELECT count(*) FROM tokens WHERE role = 'admin'").scalar() > 0)
     throw Error(ErrorKind::precondition, "data directory " + data.string() + " is already initialized");
-  std::string token = "mrg_" + util::random_hex(24);
-  repo.catalog().add_token(util::sha256_hex(token), "admin", "admin");
+  std::string token = issue_token(repo.catalog(), "admin", "admin");
   repo.catalog().add_event("server.init", "", json::object());
   return token;
 }
@@ -611,9 +619,7 @@ json repair_data_dir(const std::filesystem::path& data) {
   json report = repo.repair(nullptr);
   repo.catalog().add_event("check.repair", "", report);
   if (repo.catalog().live_admin_tokens() == 0) {
-    std::string token = "mrg_" + util::random_hex(24);
-    repo.catalog().add_token(util::sha256_hex(token), "admin", "admin");
-    report["admin_token"] = token;
+    report["admin_token"] = issue_token(repo.catalog(), "admin", "admin");
   }
   report["check"] = repo.check(false, nullptr);
   return report;
