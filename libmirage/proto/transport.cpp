@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <utility>
 
 #include "libmirage/util/fd.hpp"
 
@@ -130,9 +131,34 @@ class HttpTransport : public Transport {
   }
 
   Reply call(const Request& request) override {
-    CURL* h = take();
     auto body = encode_request(request);
-    std::vector<uint8_t> response;
+    // A server too busy to take the body now says so with 503 and Retry-After, before it
+    // did anything: send the same request again after that pause, for up to the idle
+    // timeout in all, then give up as unavailable (exit 75).
+    long waited = 0;
+    for (;;) {
+      std::vector<uint8_t> response;
+      auto [status, retry_after] = perform(request.method, body, response);
+      if (status == 503 && retry_after > 0 && waited + retry_after <= m_idle_s) {
+        ::sleep(static_cast<unsigned>(retry_after));
+        waited += retry_after;
+        continue;
+      }
+      try {
+        return parse_reply(decode_frame(response));
+      } catch (const Error&) {
+        throw Error(ErrorKind::unavailable, "server " + m_url + ": HTTP " + std::to_string(status) + " without a valid reply");
+      }
+    }
+  }
+
+  std::string describe() const override { return m_url; }
+
+ private:
+  /// One POST of `body`; the reply's bytes go to `response`. Returns the HTTP status and
+  /// the Retry-After seconds (0 when absent); a transport failure throws.
+  std::pair<long, long> perform(const std::string& method, const std::vector<uint8_t>& body, std::vector<uint8_t>& response) {
+    CURL* h = take();
     curl_easy_reset(h);
     std::string endpoint = m_url + "/v1/rpc";
     curl_easy_setopt(h, CURLOPT_URL, endpoint.c_str());
@@ -153,15 +179,17 @@ class HttpTransport : public Transport {
     curl_slist* headers = nullptr;
     headers = curl_slist_append(headers, "Content-Type: application/x-mirage-frame");
     // The server sets the body limit by method before it reads the body.
-    std::string method = "X-Mirage-Method: " + request.method;
-    headers = curl_slist_append(headers, method.c_str());
+    std::string method_header = "X-Mirage-Method: " + method;
+    headers = curl_slist_append(headers, method_header.c_str());
     std::string auth = "Authorization: Bearer " + m_token;
     if (!m_token.empty()) headers = curl_slist_append(headers, auth.c_str());
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     CURLcode rc = curl_easy_perform(h);
     curl_slist_free_all(headers);
     long status = 0;
+    curl_off_t retry_after = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after);
     give(h);
     if (rc != CURLE_OK) {
       // Only a certificate that fails verification is a refusal; a handshake cut short (a
@@ -174,16 +202,9 @@ class HttpTransport : public Transport {
                               " s: see MIRAGE_CONNECT_TIMEOUT, MIRAGE_IDLE_TIMEOUT)");
       throw Error(kind, "server " + m_url + ": " + curl_easy_strerror(rc));
     }
-    try {
-      return parse_reply(decode_frame(response));
-    } catch (const Error&) {
-      throw Error(ErrorKind::unavailable, "server " + m_url + ": HTTP " + std::to_string(status) + " without a valid reply");
-    }
+    return {status, static_cast<long>(retry_after)};
   }
 
-  std::string describe() const override { return m_url; }
-
- private:
   CURL* take() {
     std::lock_guard lock(m_mutex);
     if (!m_free.empty()) {

@@ -79,8 +79,17 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
   // An upload is held twice while it is verified (the body, then its records), so it
   // is charged twice; a single request never needs more than the whole budget.
   uint64_t charge = std::min(budget.total(), in.method == "chunks.put" || in.method.empty() ? 2 * declared : declared);
-  if (!budget.acquire(charge, wait))
-    return refuse(Error(ErrorKind::unavailable, "server busy: too many request bodies in memory; retry later"));
+  if (!budget.acquire(charge, wait)) {
+    // The body is read and dropped (no memory held) so that the reply reaches a client
+    // still sending it: a connection closed on unread bytes is reset, reply and all.
+    if (in.read_body) {
+      uint64_t seen = 0;
+      in.read_body([&](const char*, size_t n) { return (seen += n) <= declared; });
+    }
+    auto out = refuse(Error(ErrorKind::unavailable, "server busy: too many request bodies in memory; retry later"));
+    out.retry_after = 1;
+    return out;
+  }
   struct Release {
     BodyBudget& budget;
     uint64_t n;

@@ -44,6 +44,9 @@ struct HttpRpcRequest {
 struct HttpRpcResponse {
   int status = 200;
   proto::Reply reply;
+  /// Seconds after which the same request may be sent again (a Retry-After header), 0
+  /// for none: set only when the request was refused before it did anything.
+  int retry_after = 0;
 };
 
 /// Serves one request; never throws (every error is a reply with its HTTP status).

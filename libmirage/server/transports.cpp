@@ -167,6 +167,7 @@ void serve_http(Service& service, const HttpOptions& options) {
     auto out = serve_rpc(service, *budget, in, std::chrono::seconds(options.read_timeout));
     // A body refused unread must not be taken for the next request on this connection.
     if (out.status == 413 || out.status == 401) res.set_header("Connection", "close");
+    if (out.retry_after) res.set_header("Retry-After", std::to_string(out.retry_after));
     send_reply(res, out.reply, out.status);
   });
   server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
