@@ -238,14 +238,6 @@ class ProtocolSource : public materialize::ObjectSource {
  public:
   ProtocolSource(Client& client, ConnectionFactory more) : m_client(client), m_pool(client, std::move(more), 2) {}
 
-  tree::Tree tree(const Digest& id) override {
-    auto blob = records(std::span(&id, 1));
-    store::RecordReader reader(blob, "tree " + id.hex());
-    auto rec = reader.next();
-    if (!rec || rec->id != id) throw Error(ErrorKind::integrity, "tree " + id.hex() + ": server sent another object");
-    return tree::decode(store::open_record(*rec, "tree " + id.hex()), "tree " + id.hex());
-  }
-
   /// Large batches are split over two extra connections (two server processes reading
   /// packs at once, while tree lookups keep the main one); small ones use the main one.
   std::vector<uint8_t> records(std::span<const Digest> ids) override {

@@ -112,14 +112,6 @@ void TreeCache::put(const std::vector<std::pair<Digest, std::vector<uint8_t>>>& 
   }
 }
 
-tree::Tree CachingSource::tree(const Digest& id) {
-  auto blob = records(std::span(&id, 1));
-  store::RecordReader reader(blob, "tree " + id.hex());
-  auto rec = reader.next();
-  if (!rec || rec->id != id) throw Error(ErrorKind::integrity, "tree " + id.hex() + ": not found");
-  return tree::decode(store::open_record(*rec, "tree " + id.hex()), "tree " + id.hex());
-}
-
 std::vector<uint8_t> CachingSource::records(std::span<const Digest> ids) {
   std::vector<uint8_t> out;
   std::vector<Digest> missing;

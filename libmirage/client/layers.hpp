@@ -57,7 +57,6 @@ class TreeCache {
 class CachingSource : public materialize::ObjectSource {
  public:
   CachingSource(materialize::ObjectSource& inner, TreeCache& cache) : m_inner(inner), m_cache(cache) {}
-  tree::Tree tree(const util::Digest& id) override;
   std::vector<uint8_t> records(std::span<const util::Digest> ids) override;
   uint64_t bytes_received() const override { return m_inner.bytes_received(); }
 

@@ -65,13 +65,7 @@ Flat flatten(materialize::ObjectSource& source, const tree::Entry& root) {
     for (const auto& [path, id] : level) ids.push_back(id);
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    auto blob = source.records(ids);
-    std::unordered_map<Digest, tree::Tree, util::DigestHash> trees;
-    store::RecordReader reader(blob, "trees");
-    while (auto rec = reader.next()) {
-      std::string what = "tree " + rec->id.hex();
-      trees.emplace(rec->id, tree::decode(store::open_record(*rec, what), what));
-    }
+    auto trees = source.trees(ids);
     std::vector<std::pair<std::string, Digest>> next;
     for (const auto& [path, id] : level) {
       auto it = trees.find(id);
@@ -124,23 +118,23 @@ tree::Entry store_flat(Flat flat, scan::ChunkSink& sink) {
     auto depth = [](const std::string& s) { return s == "/" ? 0 : std::count(s.begin(), s.end(), '/'); };
     return depth(a) > depth(b);
   });
-  std::vector<std::pair<Digest, std::vector<uint8_t>>> objects;
+  std::vector<tree::Object> objects;
   for (const auto& dir : dirs) {
     tree::Tree t;
     for (const auto& c : children[dir]) t.entries.push_back(flat.at(c));
-    auto encoded = tree::encode(std::move(t));
-    Digest id = util::sha256(encoded);
-    flat.at(dir).subtree = id;
-    objects.emplace_back(id, std::move(encoded));
+    auto dir_objects = tree::encode_dir(std::move(t));
+    flat.at(dir).subtree = dir_objects.top.id;
+    for (auto& piece : dir_objects.pieces) objects.push_back(std::move(piece));
+    objects.push_back(std::move(dir_objects.top));
   }
   std::vector<Digest> ids;
-  for (const auto& o : objects) ids.push_back(o.first);
+  for (const auto& o : objects) ids.push_back(o.id);
   auto missing = sink.missing(ids);
   std::vector<uint8_t> batch;
   std::set<Digest> sent;
   for (size_t i = 0; i < objects.size(); ++i) {
-    if (!missing[i] || !sent.insert(objects[i].first).second) continue;
-    store::append_plain(batch, objects[i].first, objects[i].second, 3);
+    if (!missing[i] || !sent.insert(objects[i].id).second) continue;
+    store::append_plain(batch, objects[i].id, objects[i].data, 3);
     if (batch.size() > (8u << 20)) sink.put(std::exchange(batch, {}));
   }
   if (!batch.empty()) sink.put(std::move(batch));

@@ -31,6 +31,51 @@
 namespace mirage::materialize {
 
 namespace {
+/// The verified plain bytes of each record in `blob`, by id.
+std::unordered_map<Digest, std::vector<uint8_t>, util::DigestHash> open_all(std::span<const uint8_t> blob) {
+  std::unordered_map<Digest, std::vector<uint8_t>, util::DigestHash> out;
+  store::RecordReader reader(blob, "trees");
+  while (auto rec = reader.next()) {
+    std::string what = "tree " + rec->id.hex();
+    out.emplace(rec->id, store::open_record(*rec, what));
+  }
+  return out;
+}
+}  // namespace
+
+std::unordered_map<Digest, tree::Tree, util::DigestHash> ObjectSource::trees(std::span<const Digest> ids) {
+  auto objects = open_all(records(ids));
+  auto take = [&](const Digest& id) -> std::vector<uint8_t>& {
+    auto it = objects.find(id);
+    if (it == objects.end()) throw Error(ErrorKind::integrity, "tree " + id.hex() + " is missing from the store");
+    return it->second;
+  };
+  std::unordered_map<Digest, std::vector<tree::Piece>, util::DigestHash> split;
+  std::vector<Digest> piece_ids;
+  for (const auto& id : ids) {
+    auto& data = take(id);
+    if (!tree::is_index(data) || split.count(id)) continue;
+    auto& index = split[id] = tree::decode_index(data, "tree " + id.hex());
+    for (const auto& p : index) piece_ids.push_back(p.id);
+  }
+  if (!piece_ids.empty()) {
+    std::sort(piece_ids.begin(), piece_ids.end());
+    piece_ids.erase(std::unique(piece_ids.begin(), piece_ids.end()), piece_ids.end());
+    objects.merge(open_all(records(piece_ids)));
+  }
+  std::unordered_map<Digest, tree::Tree, util::DigestHash> out;
+  for (const auto& id : ids) {
+    if (out.count(id)) continue;
+    std::string what = "tree " + id.hex();
+    out.emplace(id, tree::load(id, [&](const Digest& d) { return take(d); }, what));
+  }
+  return out;
+}
+
+tree::Tree ObjectSource::tree(const Digest& id) { return std::move(trees(std::span(&id, 1)).at(id)); }
+
+
+namespace {
 
 constexpr uint64_t k_flush_bytes = 32u << 20;
 constexpr size_t k_flush_jobs = 2048;

@@ -22,6 +22,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -36,8 +37,12 @@ using util::Digest;
 class ObjectSource {
  public:
   virtual ~ObjectSource() = default;
-  /// The decoded, verified tree object `id`.
-  virtual tree::Tree tree(const Digest& id) = 0;
+  /// The directory `id`, decoded and verified (its pieces fetched and joined when it is
+  /// split). Throws Error(integrity) when the source lacks it or sends something else.
+  tree::Tree tree(const Digest& id);
+  /// The same for many directories at once: one records() call for the objects, and
+  /// one more for the pieces of those that are split.
+  std::unordered_map<Digest, tree::Tree, util::DigestHash> trees(std::span<const Digest> ids);
   /// Back-to-back records (store/record.hpp) of `ids`, in any order; unverified.
   virtual std::vector<uint8_t> records(std::span<const Digest> ids) = 0;
   /// Deltas: `pairs` holds (wanted id, base id) back to back; the reply has, per pair,

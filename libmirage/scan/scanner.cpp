@@ -569,16 +569,21 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       t.entries.push_back(std::move(e));
     }
     result.next_cache.add_directory(node.path, std::move(cached_files));
-    auto encoded = tree::encode(std::move(t));
-    Digest id = util::sha256(encoded);
-    if (opts.on_tree) opts.on_tree(id, encoded);
-    result.next_cache.add_tree(id);
-    if (!(opts.cache && opts.cache->has_tree(id)) && pipeline.first_sighting(id)) {
-      batch_bytes += encoded.size();
-      batch.emplace_back(id, std::move(encoded));
-      if (batch_bytes >= k_batch_bytes) {
-        pipeline.upload(batch, &trees_new);
-        batch_bytes = 0;
+    // A large directory is several objects (its pieces, then their index), each sent
+    // and cached on its own: an edit there sends one piece and the index.
+    auto objects = tree::encode_dir(std::move(t));
+    Digest id = objects.top.id;
+    objects.pieces.push_back(std::move(objects.top));
+    for (auto& [object_id, encoded] : objects.pieces) {
+      if (opts.on_tree) opts.on_tree(object_id, encoded);
+      result.next_cache.add_tree(object_id);
+      if (!(opts.cache && opts.cache->has_tree(object_id)) && pipeline.first_sighting(object_id)) {
+        batch_bytes += encoded.size();
+        batch.emplace_back(object_id, std::move(encoded));
+        if (batch_bytes >= k_batch_bytes) {
+          pipeline.upload(batch, &trees_new);
+          batch_bytes = 0;
+        }
       }
     }
     if (node.parent == SIZE_MAX) {

@@ -154,14 +154,28 @@ void Service::verify_closure(const Digest& tree_id, const std::optional<Digest>&
     stack.pop_back();
     if (old && *old == id) continue;
     if (!walked.insert(id).second) continue;
-    if (!cat.find_chunk(id)) {
+    // A directory's objects (one, or an index and its pieces) are all there or it counts missing.
+    tree::Tree t;
+    auto fetch = [&](const Digest& d) {
+      if (!cat.find_chunk(d)) throw Error(ErrorKind::not_found, "tree object " + d.hex());
+      return repo().read_plain(d);
+    };
+    try {
+      t = tree::load(id, fetch, "tree " + id.hex() + " (" + path + ")");
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::not_found) throw;
       missing++;
       if (first.empty()) first = "tree of " + path;
       continue;
     }
-    tree::Tree t = tree::decode(repo().read_plain(id), "tree " + id.hex() + " (" + path + ")");
     tree::Tree old_tree;
-    if (old && cat.find_chunk(*old)) old_tree = tree::decode(repo().read_plain(*old), "tree " + old->hex());
+    if (old) {
+      try {
+        old_tree = tree::load(*old, fetch, "tree " + old->hex());
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::not_found) throw;
+      }
+    }
     for (const auto& e : t.entries) {
       const tree::Entry* before = old_tree.find(e.name);
       if (e.kind == tree::Kind::dir) {

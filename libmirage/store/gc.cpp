@@ -69,12 +69,14 @@ class Marker {
       m_trees++;
       add(*m_live, id);
       tree::Tree t;
+      std::vector<Digest> pieces;
       try {
-        t = tree::decode(m_repo.read_plain(id), "tree " + id.hex());
+        t = tree::load(id, [&](const Digest& d) { return m_repo.read_plain(d); }, "tree " + id.hex(), &pieces);
       } catch (const Error& e) {
         // Without this tree the live set is unknown: deleting anything could lose data.
         throw Error(ErrorKind::integrity, std::string(e.what()) + "; GC stopped, nothing deleted (run 'mirage check')");
       }
+      for (const auto& p : pieces) add(*m_live, p);
       for (const auto& e : t.entries) {
         if (e.kind == tree::Kind::dir) stack.push_back(e.subtree);
         for (const auto& c : e.chunks) add(*m_live, c.id);

@@ -486,7 +486,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
       report.trees++;
       tree::Tree t;
       try {
-        t = tree::decode(read_plain(tree_id), "tree " + tree_id.hex());
+        t = tree::load(tree_id, [&](const Digest& d) { return read_plain(d); }, "tree " + tree_id.hex());
       } catch (const Error& e) {
         problem("snapshot", snap.id, "device " + snap.device + " path " + path + ": " + e.what());
         continue;

@@ -10,6 +10,7 @@ namespace mirage::tree {
 
 namespace {
 constexpr std::string_view k_magic = "MTR1";
+constexpr std::string_view k_index_magic = "MTX1";
 constexpr size_t k_max_name = 255;
 constexpr size_t k_max_target = 4095;
 constexpr size_t k_max_xattr_name = 255;
@@ -164,6 +165,114 @@ Tree decode(std::span<const uint8_t> data, const std::string& what) {
   }
   if (!r.at_end()) r.fail("trailing bytes");
   return tree;
+}
+
+namespace {
+Object object_of(std::vector<uint8_t> data) {
+  Digest id = util::sha256(data);
+  return {id, std::move(data)};
+}
+
+// A piece ends after an entry whose name hashes to a multiple of k_piece_target (once
+// it holds k_piece_min entries), or once it reaches k_piece_max_bytes.
+bool cut_after(const Entry& e) { return util::xxh3(e.name) % k_piece_target == 0; }
+}  // namespace
+
+DirObjects encode_dir(Tree tree) {
+  auto whole = encode(std::move(tree));
+  {
+    util::ByteReader r(whole, "tree");
+    r.raw(4);
+    if (r.varint() <= k_split_entries && whole.size() <= k_split_bytes) return {{}, object_of(std::move(whole))};
+  }
+  // encode() sorted and checked the entries; split its canonical bytes at entry bounds.
+  Tree sorted = decode(whole, "tree");
+  DirObjects out;
+  std::vector<Piece> index;
+  Tree piece;
+  size_t bytes = 0;
+  auto flush = [&] {
+    index.push_back({{}, piece.entries.size(), piece.entries.front().name});
+    out.pieces.push_back(object_of(encode(std::move(piece))));
+    index.back().id = out.pieces.back().id;
+    piece = Tree{};
+    bytes = 0;
+  };
+  for (auto& e : sorted.entries) {
+    bool cut = piece.entries.size() + 1 >= k_piece_min && cut_after(e);
+    bytes += encode_entry(e).size();
+    piece.entries.push_back(std::move(e));
+    if (cut || bytes >= k_piece_max_bytes) flush();
+  }
+  if (!piece.entries.empty()) flush();
+  // No cut fell (few entries, none hashing to a cut): the one piece is the whole.
+  if (out.pieces.size() == 1) return {{}, std::move(out.pieces.front())};
+  util::ByteWriter w;
+  w.raw(k_index_magic);
+  w.varint(index.size());
+  for (const auto& p : index) {
+    w.raw(p.id.bytes);
+    w.varint(p.entries);
+    w.str(p.first);
+  }
+  out.top = object_of(w.take());
+  return out;
+}
+
+bool is_index(std::span<const uint8_t> data) {
+  return data.size() >= 4 && std::string_view(reinterpret_cast<const char*>(data.data()), 4) == k_index_magic;
+}
+
+std::vector<Piece> decode_index(std::span<const uint8_t> data, const std::string& what) {
+  util::ByteReader r(data, what);
+  auto magic = r.raw(4);
+  if (std::string_view(reinterpret_cast<const char*>(magic.data()), 4) != k_index_magic) r.fail("not a tree index");
+  uint64_t count = r.varint();
+  if (count < 2) r.fail("an index of fewer than two pieces");
+  if (count > data.size() / 34) r.fail("piece count exceeds object size");
+  std::vector<Piece> index;
+  index.reserve(static_cast<size_t>(count));
+  for (uint64_t i = 0; i < count; ++i) {
+    Piece p;
+    p.id = Digest::from_span(r.raw(32));
+    p.entries = r.varint();
+    if (p.entries == 0) r.fail("an empty piece");
+    p.first = r.str(k_max_name);
+    if (!valid_name(p.first)) r.fail("unsafe or invalid first name of a piece");
+    if (!index.empty() && !(index.back().first < p.first)) r.fail("pieces not in canonical order");
+    index.push_back(std::move(p));
+  }
+  if (!r.at_end()) r.fail("trailing bytes");
+  return index;
+}
+
+Tree join(const std::vector<Piece>& index, std::vector<Tree> pieces, const std::string& what) {
+  auto bad = [&](size_t i, const std::string& why) {
+    throw Error(ErrorKind::integrity, what + ": piece " + std::to_string(i + 1) + " of " + std::to_string(index.size()) + " " + why);
+  };
+  if (pieces.size() != index.size()) bad(pieces.size(), "is missing");
+  Tree out;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    auto& entries = pieces[i].entries;
+    if (entries.size() != index[i].entries) bad(i, "does not hold the entries its index says");
+    if (entries.front().name != index[i].first) bad(i, "does not start with the name its index says");
+    if (i + 1 < index.size() && !(entries.back().name < index[i + 1].first)) bad(i, "overlaps the next one");
+    out.entries.insert(out.entries.end(), std::make_move_iterator(entries.begin()), std::make_move_iterator(entries.end()));
+  }
+  return out;
+}
+
+Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::vector<Digest>* pieces) {
+  auto data = fetch(id);
+  if (!is_index(data)) return decode(data, what);
+  auto index = decode_index(data, what);
+  std::vector<Tree> parts;
+  parts.reserve(index.size());
+  for (const auto& p : index) {
+    if (pieces) pieces->push_back(p.id);
+    parts.push_back(decode(fetch(p.id), what + " piece " + p.id.hex()));
+  }
+  return join(index, std::move(parts), what);
 }
 
 std::vector<uint8_t> encode_entry(const Entry& entry) {

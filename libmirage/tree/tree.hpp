@@ -22,7 +22,20 @@
 //   group     str               hardlinks: root-relative path of the group's first member
 //   flags     u8                bit 0: sparse (zero blocks are restored as holes)
 // A str is varint length + bytes. No trailing bytes.
+//
+// A large directory (more than k_split_entries entries or k_split_bytes encoded) is
+// split into pieces, each an MTR1 object of consecutive entries, and its id is that of
+// an index object:
+//   "MTX1"                      4-byte magic
+//   count                       number of pieces, >= 2
+//   piece*                      (id 32 raw bytes, entries varint >= 1, first name str),
+//                               first names strictly increasing
+// Cuts are content-defined: after an entry whose name hashes to a multiple of
+// k_piece_target (at least k_piece_min entries in, or at k_piece_max_bytes), so adding,
+// removing or changing one entry stores one new piece and a new index, not the whole
+// directory.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -82,6 +95,51 @@ std::vector<uint8_t> encode(Tree tree);
 /// Decodes and validates; throws Error(integrity) naming `what` on anything malformed,
 /// including unsafe names ("..", "/" inside, NUL) and non-canonical order.
 Tree decode(std::span<const uint8_t> data, const std::string& what);
+
+/// When a directory is split, and the average size of its pieces.
+constexpr size_t k_split_entries = 8192;
+constexpr size_t k_split_bytes = 16u << 20;
+constexpr size_t k_piece_target = 2048;
+constexpr size_t k_piece_min = 256;
+constexpr size_t k_piece_max_bytes = 8u << 20;
+
+/// One object of a directory, with its id (SHA-256 of the bytes).
+struct Object {
+  Digest id;
+  std::vector<uint8_t> data;
+};
+
+/// A directory's objects: `pieces` (empty when it fits in one object), then `top`, whose
+/// id is the directory's subtree id (the one MTR1 object, or the MTX1 index).
+struct DirObjects {
+  std::vector<Object> pieces;
+  Object top;
+};
+
+/// Encodes a directory as encode() does, split into pieces when it is large.
+DirObjects encode_dir(Tree tree);
+
+/// One piece as an index names it.
+struct Piece {
+  Digest id;
+  uint64_t entries = 0;
+  std::string first;  ///< its first entry's name
+};
+
+/// True when `data` is an index object (a split directory), not an MTR1 tree.
+bool is_index(std::span<const uint8_t> data);
+/// Decodes and validates an index; throws Error(integrity) naming `what`.
+std::vector<Piece> decode_index(std::span<const uint8_t> data, const std::string& what);
+/// The directory an index names, from its decoded pieces in index order; throws
+/// Error(integrity) naming `what` when a piece disagrees with the index (count, first
+/// name, or order across pieces).
+Tree join(const std::vector<Piece>& index, std::vector<Tree> pieces, const std::string& what);
+
+/// Plain, verified bytes of the object `id` (the caller's store or server).
+using Fetch = std::function<std::vector<uint8_t>(const Digest& id)>;
+/// Reads directory `id`, joining its pieces when it is split; `pieces`, when given, gets
+/// the pieces' ids. Errors are those of `fetch`, and Error(integrity) for bad objects.
+Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::vector<Digest>* pieces = nullptr);
 
 /// One entry alone (the snapshot's root directory), name may be empty.
 std::vector<uint8_t> encode_entry(const Entry& entry);

@@ -19,6 +19,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     tree::decode_entry(std::span(data, size), "fuzz");
   } catch (const Error&) {
   }
+  // A split directory's index, and joining it to pieces made from the same bytes.
+  try {
+    auto index = tree::decode_index(std::span(data, size), "fuzz");
+    if (index.size() < 2) std::abort();
+    std::vector<tree::Tree> pieces;
+    for (const auto& p : index) {
+      tree::Tree piece;
+      tree::Entry e;
+      e.name = p.first;
+      piece.entries.push_back(e);
+      pieces.push_back(piece);
+    }
+    tree::join(index, std::move(pieces), "fuzz");
+  } catch (const Error&) {
+  }
   return 0;
 }
 
@@ -39,5 +54,12 @@ std::vector<std::vector<uint8_t>> fuzz_seeds() {
   l.kind = tree::Kind::symlink;
   l.target = "file";
   t.entries = {f, d, l};
-  return {tree::encode(t), tree::encode(tree::Tree{}), tree::encode_entry(d)};
+  tree::Tree big;
+  for (int i = 0; i < 9000; ++i) {
+    tree::Entry e = f;
+    e.name = "f" + std::to_string(i);
+    big.entries.push_back(e);
+  }
+  auto split = tree::encode_dir(big);
+  return {tree::encode(t), tree::encode(tree::Tree{}), tree::encode_entry(d), split.top.data};
 }

@@ -1,5 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <map>
+#include <set>
+
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/bytes.hpp"
 #include "libmirage/util/error.hpp"
@@ -147,6 +151,176 @@ TEST_CASE("names what a tree entry cannot hold, and only that") {
     CHECK(entry_problem(e));
     e.target.pop_back();
     CHECK_FALSE(entry_problem(e));
+  }
+}
+
+TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("tree::split");
+
+namespace {
+Tree big_dir(size_t n, size_t name_len = 40) {
+  Tree t;
+  for (size_t i = 0; i < n; ++i) {
+    std::string name = "f" + std::to_string(i);
+    name.resize(std::max(name.size(), name_len), '.');
+    t.entries.push_back(file(std::move(name), i % 7));
+  }
+  return t;
+}
+
+struct Store {
+  std::map<util::Digest, std::vector<uint8_t>> objects;
+  void put(const DirObjects& d) {
+    for (const auto& p : d.pieces) objects[p.id] = p.data;
+    objects[d.top.id] = d.top.data;
+  }
+  Fetch fetch() {
+    return [this](const util::Digest& id) {
+      auto it = objects.find(id);
+      if (it == objects.end()) throw Error(ErrorKind::not_found, "object " + id.hex());
+      return it->second;
+    };
+  }
+};
+}  // namespace
+
+TEST_CASE("a small directory stays one MTR1 object") {
+  auto t = big_dir(100);
+  auto d = encode_dir(t);
+  CHECK(d.pieces.empty());
+  CHECK(d.top.data == encode(t));
+  CHECK(d.top.id == util::sha256(d.top.data));
+  CHECK_FALSE(is_index(d.top.data));
+}
+
+TEST_CASE("a large directory splits into pieces that join back to the same tree") {
+  auto t = big_dir(30000);
+  auto d = encode_dir(t);
+  REQUIRE(d.pieces.size() >= 4);
+  REQUIRE(is_index(d.top.data));
+  CHECK(d.top.id == util::sha256(d.top.data));
+  auto index = decode_index(d.top.data, "index");
+  REQUIRE(index.size() == d.pieces.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < index.size(); ++i) {
+    CHECK(index[i].id == d.pieces[i].id);
+    CHECK(index[i].id == util::sha256(d.pieces[i].data));
+    CHECK(index[i].entries >= 1);
+    total += index[i].entries;
+  }
+  CHECK(total == 30000);
+  Store store;
+  store.put(d);
+  std::vector<util::Digest> pieces;
+  Tree back = load(d.top.id, store.fetch(), "dir", &pieces);
+  Tree sorted = decode(encode(t), "whole");
+  CHECK(back.entries == sorted.entries);
+  CHECK(pieces.size() == d.pieces.size());
+  // Canonical: the same directory in another order encodes to the same objects.
+  std::reverse(t.entries.begin(), t.entries.end());
+  CHECK(encode_dir(t).top.id == d.top.id);
+}
+
+TEST_CASE("over 16 MiB of entries splits even with few entries") {
+  // 3,000 entries of ~6 KiB each (long symlink targets): 18 MiB, under 8,192 entries.
+  Tree t;
+  for (int i = 0; i < 3000; ++i) {
+    Entry e;
+    e.name = "l" + std::to_string(i);
+    e.kind = Kind::symlink;
+    e.target = std::string(4000, 't');
+    e.xattrs = {{"user.pad", std::string(2000, 'p')}};
+    t.entries.push_back(e);
+  }
+  auto d = encode_dir(t);
+  REQUIRE(is_index(d.top.data));
+  for (const auto& p : d.pieces) CHECK(p.data.size() <= k_piece_max_bytes + (8u << 10));
+}
+
+TEST_CASE("editing one entry of a split directory changes one piece and the index") {
+  auto t = big_dir(50000);
+  auto before = encode_dir(t);
+  std::set<util::Digest> old_ids;
+  for (const auto& p : before.pieces) old_ids.insert(p.id);
+  auto count_new = [&](const DirObjects& d) {
+    size_t n = 0;
+    for (const auto& p : d.pieces) n += !old_ids.count(p.id);
+    return n;
+  };
+  SUBCASE("one file changes") {
+    t.entries[31337].size = 123456;
+    t.entries[31337].chunks = {{util::sha256(std::string_view("y")), 123456}};
+    auto after = encode_dir(t);
+    CHECK(after.top.id != before.top.id);
+    CHECK(count_new(after) == 1);
+  }
+  SUBCASE("one file is added") {
+    t.entries.push_back(file("f31337.zzz", 1));
+    CHECK(count_new(encode_dir(t)) <= 2);
+  }
+  SUBCASE("one file is removed") {
+    t.entries.erase(t.entries.begin() + 20000);
+    CHECK(count_new(encode_dir(t)) <= 2);
+  }
+}
+
+TEST_CASE("a damaged or lying index is refused as integrity") {
+  auto t = big_dir(20000);
+  auto d = encode_dir(t);
+  REQUIRE(d.pieces.size() >= 3);
+  Store store;
+  store.put(d);
+  SUBCASE("a missing piece is the fetch's error") {
+    store.objects.erase(d.pieces[1].id);
+    CHECK_ERROR_KIND(load(d.top.id, store.fetch(), "dir"), ErrorKind::not_found);
+  }
+  SUBCASE("pieces swapped in the index") {
+    auto index = decode_index(d.top.data, "index");
+    std::vector<Tree> pieces;
+    for (const auto& p : index) pieces.push_back(decode(store.objects.at(p.id), "piece"));
+    std::swap(pieces[0], pieces[1]);
+    CHECK_ERROR_KIND(join(index, pieces, "dir"), ErrorKind::integrity);
+    std::swap(pieces[0], pieces[1]);
+    pieces.pop_back();
+    CHECK_ERROR_KIND(join(index, pieces, "dir"), ErrorKind::integrity);
+  }
+  SUBCASE("a piece holding names past the next piece's first") {
+    auto index = decode_index(d.top.data, "index");
+    std::vector<Tree> pieces;
+    for (const auto& p : index) pieces.push_back(decode(store.objects.at(p.id), "piece"));
+    auto stolen = pieces[1].entries.front();
+    pieces[0].entries.push_back(stolen);
+    index[0].entries++;
+    CHECK_ERROR_KIND(join(index, pieces, "dir"), ErrorKind::integrity);
+  }
+  SUBCASE("malformed index bytes") {
+    auto bytes = d.top.data;
+    CHECK_ERROR_KIND(decode_index(std::span(bytes).first(bytes.size() - 1), "index"), ErrorKind::integrity);
+    bytes.push_back(0);
+    CHECK_ERROR_KIND(decode_index(bytes, "index"), ErrorKind::integrity);
+    // An index of one piece is not canonical (the piece alone is the directory).
+    util::ByteWriter w;
+    w.raw(std::string_view("MTX1"));
+    w.varint(1);
+    w.raw(d.pieces[0].id.bytes);
+    w.varint(5);
+    w.str("a");
+    CHECK_ERROR_KIND(decode_index(w.take(), "index"), ErrorKind::integrity);
+    // An unsafe first name.
+    util::ByteWriter u;
+    u.raw(std::string_view("MTX1"));
+    u.varint(2);
+    u.raw(d.pieces[0].id.bytes);
+    u.varint(5);
+    u.str("..");
+    u.raw(d.pieces[1].id.bytes);
+    u.varint(5);
+    u.str("b");
+    CHECK_ERROR_KIND(decode_index(u.take(), "index"), ErrorKind::integrity);
+  }
+  SUBCASE("an index where a tree is expected is refused by decode") {
+    CHECK_ERROR_KIND(decode(d.top.data, "dir"), ErrorKind::integrity);
   }
 }
 
