@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+
+#include <set>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,12 +85,16 @@ bool exists_at(int dirfd, const std::string& name, struct stat* st = nullptr) {
 }
 
 /// Renames `name` in dirfd to name.mirage-local (replacing an older one).
-void set_aside(int dirfd, const std::string& name, const std::string& path) {
+/// Renames `name` (at `path`) to NAME.mirage-local; `before`, when given, is told the
+/// new name first (staging journals it, so a rollback can put it back).
+void set_aside(int dirfd, const std::string& name, const std::string& path,
+               const std::function<void(const std::string&)>& before = nullptr) {
   std::string local = name + ".mirage-local";
   if (local.size() > 255) local = name.substr(0, 240) + ".mirage-local";
   struct stat st;
   // append, not += "." + …: GCC 12 at -O3 warns -Wrestrict falsely there
   if (exists_at(dirfd, local, &st) && S_ISDIR(st.st_mode)) local.append(".").append(util::random_hex(4));
+  if (before) before(local);
   if (::renameat(dirfd, name.c_str(), dirfd, local.c_str()) != 0) throw_errno("set " + path + " aside");
 }
 
@@ -196,7 +202,27 @@ class Applier {
         temps.push_back(parent_path(op.path) == "/" ? "/" + m_tmp[i] : parent_path(op.path) + "/" + m_tmp[i]);
       }
     }
-    write_journal(m_opts.journal, {{"state", "staging"}, {"temps", temps}, {"dirs", made}});
+    // The times of the existing directories staging writes in (making a temporary or a
+    // directory there changes their mtime): a rollback sets them back.
+    std::set<std::string> touched, made_set;
+    for (const auto& d : made) made_set.insert(d.get<std::string>());
+    for (const auto& t : temps) touched.insert(parent_path(t.get<std::string>()));
+    for (const auto& d : made) touched.insert(parent_path(d.get<std::string>()));
+    json times = json::array();
+    for (const auto& dir : touched) {
+      if (made_set.count(dir)) continue;
+      struct stat st;
+      m_dirs.trim();
+      try {
+        if (::fstat(m_dirs.get(dir), &st) != 0) continue;
+      } catch (const Error&) {
+        continue;  // not there yet: made by this apply, under a directory it makes
+      }
+      times.push_back({dir, int64_t(st.st_atim.tv_sec) * 1000000000 + st.st_atim.tv_nsec,
+                       int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
+    }
+    m_staging = {{"state", "staging"}, {"temps", temps}, {"dirs", made}, {"dir_times", times}, {"set_aside", json::array()}};
+    write_journal(m_opts.journal, m_staging);
     uint64_t total = m_plan.fetch_bytes + m_plan.local_bytes, done = 0;
     // Directories first (in path order, parents before children), then contents in batches.
     std::vector<size_t> files, links;
@@ -336,7 +362,11 @@ class Applier {
     struct stat st;
     if (exists_at(parent, name, &st)) {
       if (S_ISDIR(st.st_mode)) return;
-      set_aside(parent, name, op.path);  // a file where the layer has a directory
+      // A file where the layer has a directory: journaled before it moves.
+      set_aside(parent, name, op.path, [&](const std::string& local) {
+        m_staging["set_aside"].push_back({op.path, local});
+        write_journal(m_opts.journal, m_staging);
+      });
       m_result.saved_local++;
     }
     if (::mkdirat(parent, name.c_str(), 0700) != 0) throw_errno("create directory " + op.path);
@@ -480,6 +510,7 @@ class Applier {
   materialize::ObjectSource& m_source;
   const ApplyOptions& m_opts;
   Dirs m_dirs;
+  json m_staging;  ///< the journal while staging
   std::string m_token;
   /// Where E holds each chunk: its file (a key of m_e), offset and size.
   struct LocalChunk {
@@ -542,6 +573,33 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
       } catch (const Error&) {
       }
       dirs.forget(d);
+    }
+    // What staging set aside (a file where the layer has a directory) goes back, the
+    // directory made in its place being gone (removed above when empty).
+    auto aside = journal.value("set_aside", json::array());
+    for (auto it = aside.rbegin(); it != aside.rend(); ++it) {
+      std::string path = it->at(0), local = it->at(1);
+      dirs.trim();
+      try {
+        int dirfd = dirs.get(parent_path(path));
+        if (exists_at(dirfd, local) && !exists_at(dirfd, base_name(path)))
+          ::renameat(dirfd, local.c_str(), dirfd, base_name(path).c_str());
+      } catch (const Error&) {
+      }
+    }
+    // Then the directories staging wrote in get their times back, deepest first (setting
+    // a directory's times does not change its parent's).
+    auto times = journal.value("dir_times", json::array());
+    std::sort(times.begin(), times.end(), [](const json& a, const json& b) { return a.at(0) > b.at(0); });
+    for (const auto& t : times) {
+      dirs.trim();
+      auto ns = [](int64_t v) { return timespec{static_cast<time_t>(v / 1000000000), static_cast<long>(v % 1000000000)}; };
+      timespec ts[2] = {ns(t.at(1).get<int64_t>()), ns(t.at(2).get<int64_t>())};
+      try {
+        ::futimens(dirs.get(t.at(0).get<std::string>()), ts);
+      } catch (const Error&) {
+        // Gone or replaced since: nothing to set back.
+      }
     }
     fs::remove(journal_file);
     return "rolled_back";

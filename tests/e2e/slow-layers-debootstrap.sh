@@ -114,7 +114,8 @@ mirage-assign --device ep-deb --base bookworm@1 --output json >/dev/null
 # First at chosen points of both phases (staging, commit), then with real kill -9 at
 # random times.
 set +e
-MIRAGE_TEST_CRASH_AT_STAGE=$((RANDOM % 20)) mirage-centralize --root "$ep" --device-id ep-deb --output json >/dev/null 2>&1
+# Before entry 1 or later: before entry 0 nothing is staged yet.
+MIRAGE_TEST_CRASH_AT_STAGE=$((1 + RANDOM % 19)) mirage-centralize --root "$ep" --device-id ep-deb --output json >/dev/null 2>&1
 [ -z "$(find "$ep" -name '.mirage-new-*' | head -1)" ] && fail "the staging crash left no staged file (did it crash?)"
 MIRAGE_TEST_CRASH_AT_STEP=0 mirage-centralize --root "$ep" --device-id ep-deb --output json >/dev/null 2>&1
 MIRAGE_TEST_CRASH_AT_STEP=$((RANDOM % 30)) mirage-centralize --root "$ep" --device-id ep-deb --output json >/dev/null 2>&1
