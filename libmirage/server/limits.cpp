@@ -164,6 +164,9 @@ nlohmann::json limits_report(const Limits& limits, const HttpOptions& http) {
   rows.push_back({{"name", "device-id"}, {"value", 128}, {"default", 128}, {"unit", "bytes"}, {"min", 128}, {"max", 128},
                   {"flag", nullptr}, {"bounds", "a device id (letters, digits, - _ . :; fixed)"},
                   {"exceeded", "400, error usage (exit 2)"}});
+  rows.push_back({{"name", "name"}, {"value", 100}, {"default", 100}, {"unit", "bytes"}, {"min", 100}, {"max", 100},
+                  {"flag", nullptr}, {"bounds", "a token, layer, collection or tag name (fixed)"},
+                  {"exceeded", "400, error usage (exit 2)"}});
   rows.push_back({{"name", "frame-binary"}, {"value", proto::k_max_binary}, {"default", proto::k_max_binary},
                   {"unit", "bytes"}, {"min", proto::k_max_binary}, {"max", proto::k_max_binary}, {"flag", nullptr},
                   {"bounds", "a frame's binary part (the wire format; fixed)"}, {"exceeded", "400, error usage (exit 2)"}});
