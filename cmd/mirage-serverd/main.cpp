@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
 #include <optional>
 
@@ -25,7 +26,42 @@ struct Options {
   int read_timeout = server::HttpOptions{}.read_timeout;
   size_t max_connections = server::HttpOptions{}.max_connections;
   uint64_t max_body_memory = server::HttpOptions{}.max_body_memory;
+  std::vector<std::string> limits;  ///< --limit NAME=VALUE, in order (a later one wins)
 };
+
+/// The request limits: the defaults, then each --limit; body-wait follows
+/// --read-timeout unless set. Throws Error(usage) for a bad --limit.
+server::Limits request_limits(const Options& o) {
+  server::Limits l;
+  for (const auto& spec : o.limits) l.set(spec);
+  if (!l.was_set("body-wait")) l.body_wait = static_cast<uint64_t>(o.read_timeout);
+  return l;
+}
+
+/// The HTTP settings of the dedicated flags (as `limits` lists them).
+server::HttpOptions http_settings(const Options& o) {
+  server::HttpOptions h;
+  h.gc_interval = o.gc_interval;
+  h.threads = o.threads;
+  h.read_timeout = o.read_timeout;
+  h.max_connections = o.max_connections;
+  h.max_body_memory = o.max_body_memory;
+  return h;
+}
+
+int list_limits(const Options& o, const tool::Common& common) {
+  nlohmann::json rows = server::limits_report(request_limits(o), http_settings(o));
+  tool::print(common, {{"limits", rows}}, [&](std::ostream& out) {
+    out << std::left << std::setw(17) << "NAME" << std::setw(12) << "VALUE" << std::setw(10) << "DEFAULT" << "BOUNDS\n";
+    for (const auto& r : rows) {
+      auto unit = r["unit"].get<std::string>() == "bytes" ? server::LimitUnit::bytes : server::LimitUnit::count;
+      out << std::setw(17) << r["name"].get<std::string>() << std::setw(12)
+          << server::format_limit(r["value"].get<uint64_t>(), unit) << std::setw(10)
+          << server::format_limit(r["default"].get<uint64_t>(), unit) << r["bounds"].get<std::string>() << "\n";
+    }
+  });
+  return 0;
+}
 
 /// Adds the --volume directories the catalog does not have yet.
 void add_volumes(server::Service& service, const Options& o) {
@@ -35,10 +71,11 @@ void add_volumes(server::Service& service, const Options& o) {
 std::string data_dir(const Options& o) { return o.data.empty() ? proto::default_data_dir() : o.data; }
 
 int serve(const Options& o) {
+  server::Limits limits = request_limits(o);
   if (o.stdio) {
     std::optional<server::Service> service;
     try {
-      service.emplace(data_dir(o), true);
+      service.emplace(data_dir(o), true, limits);
       add_volumes(*service, o);
     } catch (const Error& e) {
       // The client waits for a reply: it gets this error, with its kind, as the reply
@@ -49,7 +86,7 @@ int serve(const Options& o) {
   }
   auto colon = o.listen.rfind(':');
   if (colon == std::string::npos || colon == 0) throw Error(ErrorKind::usage, "--listen " + o.listen + ": expected HOST:PORT");
-  server::HttpOptions h;
+  server::HttpOptions h = http_settings(o);
   h.host = o.listen.substr(0, colon);
   std::string port = o.listen.substr(colon + 1);
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
@@ -63,12 +100,7 @@ int serve(const Options& o) {
     std::cerr << "mirage-serverd: serving " << data_dir(o) << " on " << (h.tls_cert.empty() ? "http://" : "https://")
               << where << "\n";
   };
-  h.gc_interval = o.gc_interval;
-  h.threads = o.threads;
-  h.read_timeout = o.read_timeout;
-  h.max_connections = o.max_connections;
-  h.max_body_memory = o.max_body_memory;
-  server::Service service(data_dir(o), false);
+  server::Service service(data_dir(o), false, limits);
   add_volumes(service, o);
   server::serve_http(service, h);
   return 0;
@@ -105,12 +137,15 @@ int main(int argc, char** argv) {
       ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
                                         CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
       ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--limit", o.limits, "Set a limit, e.g. upload-body=80M (repeatable)")
+      ->option_text("NAME=VALUE");
   app.add_option("--output", common.output, "Output format: json or text")->check(CLI::IsMember({"json", "text"}));
   app.fallthrough();
   auto* init = app.add_subcommand("init", "Create the data directory, print the admin token");
   init->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME)");
   auto* repair = app.add_subcommand("repair", "Index the packs anew (a lost catalog)");
   repair->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME)");
+  auto* limits = app.add_subcommand("limits", "List each limit: value, default, what it bounds");
   return tool::run(argc, argv, app, common,
                    {{repair,
                      [&] {
@@ -124,6 +159,7 @@ int main(int argc, char** argv) {
                        });
                        return r["check"]["ok"].get<bool>() ? 0 : 6;
                      }},
+                    {limits, [&] { return list_limits(o, common); }},
                     {init,
                      [&] {
                        std::string token = server::init_data_dir(data_dir(o));

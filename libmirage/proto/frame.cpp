@@ -32,7 +32,8 @@ uint64_t binary_length(const nlohmann::json& header) {
 // Copying, dumping and comparing JSON recurse once per level, so a header nested
 // 60,000 levels deep would overflow the stack in any of them: refuse it before parsing.
 // Brackets inside strings do not count; the parser rejects what is not JSON anyway.
-void check_depth(std::span<const uint8_t> line) {
+void check_depth(std::span<const uint8_t> line, size_t max_depth) {
+  max_depth = std::min(max_depth, k_max_depth);
   size_t depth = 0;
   bool in_string = false, escaped = false;
   for (uint8_t c : line) {
@@ -44,16 +45,23 @@ void check_depth(std::span<const uint8_t> line) {
     }
     if (c == '"') in_string = true;
     else if (c == '{' || c == '[') {
-      if (++depth > k_max_depth)
-        throw Error(ErrorKind::usage, "malformed frame: header nested deeper than " + std::to_string(k_max_depth) + " levels");
+      if (++depth > max_depth)
+        throw Error(ErrorKind::usage, "malformed frame: header nested deeper than " + std::to_string(max_depth) + " levels");
     } else if ((c == '}' || c == ']') && depth > 0) {
       --depth;
     }
   }
 }
 
-nlohmann::json parse_header(std::span<const uint8_t> line) {
-  check_depth(line);
+/// Throws Error(usage) for a header line longer than the limit (or the ceiling).
+void check_header_size(size_t size, size_t max_header) {
+  max_header = std::min(max_header, k_max_header);
+  if (size > max_header)
+    throw Error(ErrorKind::usage, "malformed frame: header too large (the limit is " + std::to_string(max_header) + " bytes)");
+}
+
+nlohmann::json parse_header(std::span<const uint8_t> line, const FrameLimits& limits) {
+  check_depth(line, limits.max_depth);
   auto j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
   if (j.is_discarded()) throw Error(ErrorKind::usage, "malformed frame: header is not valid JSON");
   return j;
@@ -97,12 +105,12 @@ std::vector<uint8_t> encode_reply(const Reply& r) {
 namespace {
 /// The header of a complete frame, checked against the length of its binary part;
 /// returns the header and its length (without the newline).
-std::pair<nlohmann::json, size_t> frame_header(std::span<const uint8_t> data) {
+std::pair<nlohmann::json, size_t> frame_header(std::span<const uint8_t> data, const FrameLimits& limits) {
   auto nl = std::find(data.begin(), data.end(), uint8_t('\n'));
   if (nl == data.end()) throw Error(ErrorKind::usage, "malformed frame: no header line");
   size_t hlen = static_cast<size_t>(nl - data.begin());
-  if (hlen > k_max_header) throw Error(ErrorKind::usage, "malformed frame: header too large");
-  auto header = parse_header(data.first(hlen));
+  check_header_size(hlen, limits.max_header);
+  auto header = parse_header(data.first(hlen), limits);
   uint64_t n = binary_length(header);
   if (data.size() - hlen - 1 != n)
     throw Error(ErrorKind::usage, "malformed frame: header announces " + std::to_string(n) + " binary bytes, body has " +
@@ -111,13 +119,13 @@ std::pair<nlohmann::json, size_t> frame_header(std::span<const uint8_t> data) {
 }
 }  // namespace
 
-Frame decode_frame(std::span<const uint8_t> data) {
-  auto [header, hlen] = frame_header(data);
+Frame decode_frame(std::span<const uint8_t> data, const FrameLimits& limits) {
+  auto [header, hlen] = frame_header(data, limits);
   return split(std::move(header), std::vector<uint8_t>(data.begin() + static_cast<ptrdiff_t>(hlen + 1), data.end()));
 }
 
-Frame decode_frame(std::vector<uint8_t>&& data) {
-  auto [header, hlen] = frame_header(data);
+Frame decode_frame(std::vector<uint8_t>&& data, const FrameLimits& limits) {
+  auto [header, hlen] = frame_header(data, limits);
   data.erase(data.begin(), data.begin() + static_cast<ptrdiff_t>(hlen + 1));  // in place: no second copy
   return split(std::move(header), std::move(data));
 }
@@ -204,13 +212,14 @@ std::optional<Frame> FrameReader::next() {
       break;
     }
     scanned = m_buf.size() - m_pos;
-    if (scanned > k_max_header) throw Error(ErrorKind::usage, "malformed frame: header too large");
+    check_header_size(scanned, m_limits.max_header);
     if (!fill()) {
       if (m_pos == m_buf.size()) return std::nullopt;
       throw Error(ErrorKind::unavailable, "peer closed the stream mid-frame");
     }
   }
-  auto header = parse_header(std::span(m_buf).subspan(m_pos, nl - m_pos));
+  check_header_size(nl - m_pos, m_limits.max_header);  // the line may have come whole in one read
+  auto header = parse_header(std::span(m_buf).subspan(m_pos, nl - m_pos), m_limits);
   m_pos = nl + 1;
   uint64_t n = binary_length(header);
   std::vector<uint8_t> binary;

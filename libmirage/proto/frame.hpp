@@ -2,10 +2,10 @@
 // Wire format, the same on both transports.
 //
 // A frame is a JSON header on one line (no raw newline inside, at most 16 MiB, nested
-// at most 64 levels),
-// terminated by '\n', followed by exactly `binary` raw bytes when the header has a
-// "binary": N field (N <= 1 GiB). Over stdio frames follow each other on the pipes;
-// over HTTP one frame is the body of a POST to /v1/rpc and one frame is the response.
+// at most 64 levels; a reader may hold its peer to less: FrameLimits), terminated by
+// '\n', followed by exactly `binary` raw bytes when the header has a "binary": N field
+// (N <= 1 GiB). Over stdio frames follow each other on the pipes; over HTTP one frame
+// is the body of a POST to /v1/rpc and one frame is the response.
 //
 // Request header:  {"v": 1, "id": <any>, "method": "chunks.put", "params": {...}, "binary": N}
 // Reply header:    {"id": <same>, "result": {...}, "binary": N}
@@ -25,10 +25,19 @@
 namespace mirage::proto {
 
 constexpr int k_protocol_version = 1;
+/// The largest header line: the default, and a ceiling no setting raises.
 constexpr size_t k_max_header = 16u << 20;
 constexpr uint64_t k_max_binary = 1ull << 30;
-/// Headers nested deeper than this are refused unparsed (JSON is copied recursively).
+/// Headers nested deeper than this are refused unparsed (JSON is copied recursively,
+/// so depth is stack): the default, and a ceiling no setting raises.
 constexpr size_t k_max_depth = 64;
+
+/// What a reader accepts, at most the ceilings above (larger values count as them): a
+/// server may hold its clients to less (mirage-serverd --limit frame-header=...).
+struct FrameLimits {
+  size_t max_header = k_max_header;
+  size_t max_depth = k_max_depth;
+};
 
 struct Request {
   nlohmann::json id = 0;
@@ -56,9 +65,9 @@ struct Frame {
 };
 
 /// Splits a complete frame (an HTTP body); throws Error(usage) when malformed.
-Frame decode_frame(std::span<const uint8_t> data);
+Frame decode_frame(std::span<const uint8_t> data, const FrameLimits& limits = {});
 /// The same, keeping `data`'s buffer as the binary part (no copy of a large body).
-Frame decode_frame(std::vector<uint8_t>&& data);
+Frame decode_frame(std::vector<uint8_t>&& data, const FrameLimits& limits = {});
 /// Validates a request header (version, method, params); throws Error(usage) naming
 /// what is wrong, and keeps the id in `id_out` so the error reply can carry it.
 Request parse_request(Frame frame, nlohmann::json* id_out);
@@ -73,7 +82,7 @@ std::vector<util::Digest> decode_ids(std::span<const uint8_t> binary);
 /// Reads frames from a stream (a pipe), buffered.
 class FrameReader {
  public:
-  explicit FrameReader(int fd) : m_fd(fd) {}
+  explicit FrameReader(int fd, FrameLimits limits = {}) : m_fd(fd), m_limits(limits) {}
   /// The next frame, or nullopt at a clean end of stream; throws Error(usage) on a
   /// malformed frame and Error(unavailable) on a stream cut mid-frame.
   std::optional<Frame> next();
@@ -81,6 +90,7 @@ class FrameReader {
  private:
   bool fill();
   int m_fd;
+  FrameLimits m_limits;
   std::vector<uint8_t> m_buf;
   size_t m_pos = 0;
 };

@@ -67,8 +67,9 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
   }
   // The method rides in a header too, so its body limit is known before the body
   // (without it, the largest limit, checked again once the method is known).
-  uint64_t limit = in.method.empty() ? body_limit("chunks.put") : body_limit(in.method);
-  if (caller.role == "anonymous") limit = std::min(limit, k_anonymous_body);
+  const Limits& limits = service.limits();
+  uint64_t limit = in.method.empty() ? limits.max_body() : limits.body_limit(in.method);
+  if (caller.role == "anonymous") limit = std::min(limit, limits.anonymous_body);
   uint64_t declared = in.content_length.value_or(limit);
   if (declared > limit)
     return refuse(Error(ErrorKind::usage, "request body of " + std::to_string(declared) + " bytes is over the limit of " +
@@ -86,6 +87,7 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
       uint64_t seen = 0;
       in.read_body([&](const char*, size_t n) { return (seen += n) <= declared; });
     }
+    service.note_body_budget_refusal();
     auto out = refuse(Error(ErrorKind::unavailable, "server busy: too many request bodies in memory; retry later"));
     out.retry_after = 1;
     return out;
@@ -111,10 +113,10 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
   try {
     if (over) throw Error(ErrorKind::usage, "request body is longer than its Content-Length or the limit");
     size_t length = body.size();
-    auto request = proto::parse_request(proto::decode_frame(std::move(body)), &id);
+    auto request = proto::parse_request(proto::decode_frame(std::move(body), limits.frame()), &id);
     if (!in.method.empty() && request.method != in.method)
       throw Error(ErrorKind::usage, "X-Mirage-Method does not name the request's method");
-    if (in.method.empty() && length > body_limit(request.method))
+    if (in.method.empty() && length > limits.body_limit(request.method))
       throw Error(ErrorKind::usage, "request body is over the limit for " + request.method);
     out.reply = service.handle(std::move(request), caller);
   } catch (const Error& e) {

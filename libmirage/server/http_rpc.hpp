@@ -49,7 +49,9 @@ struct HttpRpcResponse {
   int retry_after = 0;
 };
 
-/// Serves one request; never throws (every error is a reply with its HTTP status).
+/// Serves one request under the service's limits (Service::limits()), waiting up to
+/// `wait` for its share of `budget` (503 with Retry-After past it); never throws
+/// (every error is a reply with its HTTP status).
 HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcRequest& request, std::chrono::seconds wait);
 
 /// The HTTP status of a reply: 200, or by its error kind (400, 403, 404, 409, 422, 503, 500).

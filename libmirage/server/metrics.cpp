@@ -34,6 +34,11 @@ void Metrics::gc_run(uint64_t deleted_bytes, uint64_t freed_bytes) {
   m_gc_freed += freed_bytes;
 }
 
+void Metrics::busy() {
+  std::lock_guard lock(m_mutex);
+  m_busy++;
+}
+
 namespace {
 
 void header(std::ostream& out, const char* name, const char* type, const char* help) {
@@ -64,6 +69,9 @@ std::string Metrics::render(catalog::Catalog& cat) {
     out << "mirage_upload_new_chunks_total " << m_new_chunks << "\n";
     header(out, "mirage_upload_stored_bytes_total", "counter", "Bytes appended to packs by uploads.");
     out << "mirage_upload_stored_bytes_total " << m_stored_bytes << "\n";
+    header(out, "mirage_body_budget_refusals_total", "counter",
+           "Requests answered 503 (Retry-After) because --max-body-memory had no room for their body within body-wait.");
+    out << "mirage_body_budget_refusals_total " << m_busy << "\n";
     header(out, "mirage_gc_runs_total", "counter", "GC runs by this process.");
     out << "mirage_gc_runs_total " << m_gc_runs << "\n";
     header(out, "mirage_gc_deleted_bytes_total", "counter", "Bytes of unreferenced chunks dropped by GC.");

@@ -1,8 +1,9 @@
 #pragma once
 // Prometheus metrics of a server process (text exposition format 0.0.4 at /metrics):
 // requests by method and outcome, their latency as histograms, bytes uploaded, GC runs,
-// and gauges read from the catalog when scraped (devices by state, snapshots, chunks,
-// pack bytes, uploads in flight) plus the process's resident memory.
+// requests refused for the body budget, and gauges read from the catalog when scraped
+// (devices by state, snapshots, chunks, pack bytes, uploads in flight) plus the
+// process's resident memory.
 #include <array>
 #include <cstdint>
 #include <map>
@@ -19,6 +20,9 @@ class Metrics {
   void request(const std::string& method, const std::string& outcome, double seconds);
   void uploaded(uint64_t chunks, uint64_t new_chunks, uint64_t stored_bytes);
   void gc_run(uint64_t deleted_bytes, uint64_t freed_bytes);
+  /// One request refused with 503 because its body found no room in --max-body-memory
+  /// within body-wait (it never reached a handler, so request() did not count it).
+  void busy();
   /// The exposition text; catalog gauges are queried now.
   std::string render(catalog::Catalog& cat);
 
@@ -36,6 +40,7 @@ class Metrics {
   std::map<std::string, Latency> m_latency;
   uint64_t m_chunks = 0, m_new_chunks = 0, m_stored_bytes = 0;
   uint64_t m_gc_runs = 0, m_gc_deleted = 0, m_gc_freed = 0;
+  uint64_t m_busy = 0;
 };
 
 }  // namespace mirage::server

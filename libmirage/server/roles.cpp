@@ -88,16 +88,6 @@ Concurrency concurrency(const std::string& method) {
   return Concurrency::fleet;
 }
 
-uint64_t body_limit(const std::string& method) {
-  // An upload carries up to 4 MiB of chunks, or one tree object (at most 64 MiB);
-  // id lists are at most 65,536 ids; a layer's manifest (whiteouts, record deltas)
-  // rides in the header, which the frame format holds to 16 MiB.
-  if (method == "chunks.put") return 80u << 20;
-  if (method == "chunks.get" || method == "chunks.missing" || method == "chunks.delta") return 4u << 20;
-  if (method == "layer.commit") return 17u << 20;
-  return 1u << 20;
-}
-
 bool audited(const std::string& method) {
   return std::find(k_not_audited.begin(), k_not_audited.end(), method) == k_not_audited.end();
 }

@@ -32,9 +32,4 @@ std::vector<std::string> allowed_roles(const std::string& method, const nlohmann
 enum class Concurrency { parallel, device, fleet };
 Concurrency concurrency(const std::string& method);
 
-/// The largest request body (frame) accepted for `method` from an authenticated
-/// caller; requests without a token are held to k_anonymous_body.
-uint64_t body_limit(const std::string& method);
-constexpr uint64_t k_anonymous_body = 64u << 10;
-
 }  // namespace mirage::server

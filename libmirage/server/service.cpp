@@ -35,10 +35,7 @@ std::string printable(const std::string& text, size_t max) {
   return text.size() > max ? out + "..." : out;
 }
 
-constexpr size_t k_max_hostname = 253;       // a DNS name
-constexpr size_t k_max_inventory = 16u << 10;  // DMI and OS fields
-constexpr size_t k_max_stats = 64u << 10;
-constexpr int64_t k_max_pending = 10000;       // devices registered and not yet accepted or rejected
+constexpr size_t k_max_hostname = 253;  // a DNS name (RFC 1035): fixed, listed by `mirage-serverd limits`
 
 /// Makes a bearer token, stores its SHA-256 under `name` and `role`, and returns the
 /// secret (shown once).
@@ -72,7 +69,7 @@ namespace {
 thread_local store::Repository* t_repo = nullptr;  // the lease of the request this thread serves
 }  // namespace
 
-Service::Service(std::filesystem::path data, bool create) : m_data(std::move(data)) {
+Service::Service(std::filesystem::path data, bool create, Limits limits) : m_data(std::move(data)), m_limits(limits) {
   // The first connection creates a missing data directory (or refuses one that is not).
   m_pool.push_back(std::make_unique<store::Repository>(m_data, create));
   register_handlers();
@@ -213,8 +210,9 @@ void Service::register_handlers() {
     if (hostname.size() > k_max_hostname || hostname != printable(hostname, k_max_hostname))
       throw Error(ErrorKind::usage, "hostname: at most " + std::to_string(k_max_hostname) + " printable characters");
     json inventory = req.params.value("inventory", json::object());
-    if (!inventory.is_object() || inventory.dump().size() > k_max_inventory)
-      throw Error(ErrorKind::usage, "inventory: a JSON object of at most " + std::to_string(k_max_inventory) + " bytes");
+    if (!inventory.is_object() || inventory.dump().size() > m_limits.inventory)
+      throw Error(ErrorKind::usage, "inventory: a JSON object of at most " + std::to_string(m_limits.inventory) +
+                                        " bytes (limit inventory)");
     auto& cat = repo().catalog();
     util::Transaction tx(cat.db());
     auto d = cat.device(id);
@@ -232,9 +230,9 @@ void Service::register_handlers() {
     if (d && !enrolled && !admin)
       throw Error(ErrorKind::permission, "device " + id + " has no credential on file; an admin must re-enroll it "
                                          "(mirage device delete " + id + ")");
-    if (!d && !admin && cat.device_count(catalog::DeviceState::pending) >= k_max_pending)
-      throw Error(ErrorKind::unavailable, "too many devices wait for acceptance (" + std::to_string(k_max_pending) +
-                                              "); an admin must accept or reject some first");
+    if (!d && !admin && static_cast<uint64_t>(cat.device_count(catalog::DeviceState::pending)) >= m_limits.pending_devices)
+      throw Error(ErrorKind::unavailable, "too many devices wait for acceptance (" + std::to_string(m_limits.pending_devices) +
+                                              ", limit pending-devices); an admin must accept or reject some first");
     if (!credential.empty() && (!d || admin)) cat.set_device_credential(id, credential);
     if (!d) {
       catalog::Device nd;
@@ -355,7 +353,8 @@ void Service::register_handlers() {
 
   m_handlers["chunks.get"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = proto::decode_ids(req.binary);
-    if (ids.size() > 65536) throw Error(ErrorKind::usage, "chunks.get: at most 65536 ids per request");
+    if (ids.size() > m_limits.get_ids)
+      throw Error(ErrorKind::usage, "chunks.get: at most " + std::to_string(m_limits.get_ids) + " ids per request (limit get-ids)");
     repo().read_records(ids, reply.binary);
     if (reply.binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
     reply.result = {{"count", ids.size()}};
@@ -364,11 +363,12 @@ void Service::register_handlers() {
   m_handlers["chunks.delta"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
     auto ids = proto::decode_ids(req.binary);
     if (ids.size() % 2) throw Error(ErrorKind::usage, "chunks.delta: expected (wanted, base) id pairs");
-    if (ids.size() > 2 * 4096) throw Error(ErrorKind::usage, "chunks.delta: at most 4096 pairs per request");
+    if (ids.size() / 2 > m_limits.delta_pairs)
+      throw Error(ErrorKind::usage, "chunks.delta: at most " + std::to_string(m_limits.delta_pairs) +
+                                        " pairs per request (limit delta-pairs)");
     // Deltas are for file chunks (at most 256 KiB): a larger pair, or pairs past a
-    // budget of work per request, get "no delta" and the client fetches them whole.
-    constexpr uint32_t k_max_delta_chunk = 1u << 20;
-    constexpr uint64_t k_delta_budget = 64u << 20;  // plaintext bytes compressed per request
+    // budget of work per request (plaintext compressed), get "no delta" and the client
+    // fetches them whole.
     uint64_t work = 0;
     util::ByteWriter out;
     for (size_t i = 0; i < ids.size(); i += 2) {
@@ -377,8 +377,8 @@ void Service::register_handlers() {
       if (!wanted_at) throw Error(ErrorKind::not_found, "chunk " + ids[i].hex() + ": not in the store");
       out.u32le(wanted_at->raw);
       auto base_at = repo().catalog().find_chunk(ids[i + 1]);
-      if (!base_at || wanted_at->raw > k_max_delta_chunk || base_at->raw > k_max_delta_chunk ||
-          (work += wanted_at->raw + base_at->raw) > k_delta_budget) {
+      if (!base_at || wanted_at->raw > m_limits.delta_chunk || base_at->raw > m_limits.delta_chunk ||
+          (work += wanted_at->raw + base_at->raw) > m_limits.delta_work) {
         out.u32le(0xffffffffu);
         continue;
       }
@@ -414,8 +414,8 @@ void Service::register_handlers() {
     snap.created_at = util::now_ns();
     if (!previous.empty() && snap.created_at <= previous.back().created_at) snap.created_at = previous.back().created_at + 1;
     snap.stats = req.params.value("stats", json::object());
-    if (!snap.stats.is_object() || snap.stats.dump().size() > k_max_stats)
-      throw Error(ErrorKind::usage, "stats: a JSON object of at most " + std::to_string(k_max_stats) + " bytes");
+    if (!snap.stats.is_object() || snap.stats.dump().size() > m_limits.stats)
+      throw Error(ErrorKind::usage, "stats: a JSON object of at most " + std::to_string(m_limits.stats) + " bytes (limit stats)");
     snap.pinned = bool_param(req.params, "pinned");
     cat.add_snapshot(snap);
     // The transaction log: the first upload of a CVD is its centralization.

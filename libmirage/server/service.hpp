@@ -14,6 +14,7 @@
 #include <string>
 
 #include "libmirage/proto/frame.hpp"
+#include "libmirage/server/limits.hpp"
 #include "libmirage/server/metrics.hpp"
 #include "libmirage/store/gc.hpp"
 #include "libmirage/store/repository.hpp"
@@ -29,7 +30,10 @@ struct Caller {
 class Service {
  public:
   /// Opens the data directory; `create` makes a missing one (the embedded default).
-  Service(std::filesystem::path data, bool create);
+  /// Requests are held to `limits`.
+  Service(std::filesystem::path data, bool create, Limits limits = {});
+
+  const Limits& limits() const { return m_limits; }
 
   /// Runs one request; errors come back in the reply, never as exceptions.
   proto::Reply handle(proto::Request request, const Caller& caller);
@@ -43,6 +47,8 @@ class Service {
   store::Repository& repo();
   /// The Prometheus exposition of this process (GET /metrics).
   std::string metrics_text();
+  /// Counts a request the HTTP layer refused for the body budget (503).
+  void note_body_budget_refusal() { m_metrics.busy(); }
   /// One GC run (retention first) on its own connection; counted in the metrics.
   nlohmann::json run_gc(const store::GcOptions& options);
   /// Adds a storage volume at `path` unless the catalog has it already.
@@ -81,6 +87,7 @@ class Service {
   std::unique_lock<std::mutex> lock_for(const std::string& method, const nlohmann::json& params, const Caller& caller);
 
   std::filesystem::path m_data;
+  const Limits m_limits;
   std::mutex m_pool_mutex;
   std::vector<std::unique_ptr<store::Repository>> m_pool;  ///< idle connections
   uint64_t m_generation = 0;  ///< bumped after each GC: connections then drop their read descriptors
@@ -119,6 +126,11 @@ struct HttpOptions {
   std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound
 };
 /// Serves HTTP until SIGINT/SIGTERM; throws Error(unavailable) when it cannot bind.
+/// Request limits are the service's (Service::limits()).
 void serve_http(Service& service, const HttpOptions& options);
+
+/// Every limit with its effective value, default, unit, range, flag, what it bounds
+/// and what a caller gets past it (limits.cpp): `mirage-serverd limits`.
+nlohmann::json limits_report(const Limits& limits, const HttpOptions& http);
 
 }  // namespace mirage::server

@@ -18,7 +18,7 @@
 namespace mirage::server {
 
 int serve_stdio(Service& service, int in, int out) {
-  proto::FrameReader reader(in);
+  proto::FrameReader reader(in, service.limits().frame());
   Caller local{"admin", "local"};
   for (;;) {
     std::optional<proto::Frame> frame;
@@ -147,7 +147,7 @@ void serve_http(Service& service, const HttpOptions& options) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
-  server->set_payload_max_length(body_limit("chunks.put"));
+  server->set_payload_max_length(service.limits().max_body());
   server->new_task_queue = [&options] { return new ElasticPool(options.threads, options.max_connections); };
   // A connection that sends nothing for this long is dropped (a slow client that
   // never finishes its headers holds a thread only this long).
@@ -164,7 +164,7 @@ void serve_http(Service& service, const HttpOptions& options) {
     in.read_body = [&](const std::function<bool(const char*, size_t)>& sink) {
       return read_body([&](const char* data, size_t n) { return sink(data, n); });
     };
-    auto out = serve_rpc(service, *budget, in, std::chrono::seconds(options.read_timeout));
+    auto out = serve_rpc(service, *budget, in, std::chrono::seconds(service.limits().body_wait));
     // A body refused unread must not be taken for the next request on this connection.
     if (out.status == 413 || out.status == 401) res.set_header("Connection", "close");
     if (out.retry_after) res.set_header("Retry-After", std::to_string(out.retry_after));

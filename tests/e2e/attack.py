@@ -272,6 +272,76 @@ def attack_parallel(token, device, seconds):
     return result
 
 
+def attack_limits(token):
+    # A server started with lowered limits (tests/e2e/attack-limits.sh) refuses at the
+    # new bounds, and takes what is just under them.
+    put = {"X-Mirage-Method": "chunks.put"}
+    expect(post(frame("chunks.put", {}, binary=b"\0" * (300 << 10)), token, put), 413, "usage", "upload over upload-body=256K")
+    expect(post(frame("chunks.put", {}, binary=b"\0" * (200 << 10)), token, put), 422, "integrity",
+           "upload under upload-body=256K (zeros are no chunk records)")
+    expect(post(frame("device.list", {}, binary=b"\0" * (10 << 10)), token, {"X-Mirage-Method": "device.list"}), 413, "usage",
+           "body over request-body=8K")
+    # Without X-Mirage-Method the limit is checked once the frame names its method.
+    expect(post(frame("device.list", {}, binary=b"\0" * (10 << 10)), token), 400, "usage",
+           "body over request-body=8K, no method header")
+    expect(post(frame("device.list", {}, binary=b"\0" * (6 << 10)), token), 200, None, "body under request-body=8K")
+    expect(post(frame("server.info", {}, binary=b"\0" * (5 << 10))), 413, "usage", "anonymous body over anonymous-body=4K")
+    expect(post(frame("server.info", {}, binary=b"\0" * (3 << 10))), 200, None, "anonymous body under anonymous-body=4K")
+    expect(post(nested(10), token), 400, "usage", "header nested 10 deep, frame-depth=8")
+    expect(post(nested(6), token), 200, None, "header nested 6 deep, frame-depth=8")
+    big = frame("chunks.put", {"pad": "x" * (70 << 10)}, binary=b"\0" * 8)
+    expect(post(big, token, put), 400, "usage", "70 KiB header, frame-header=64K")
+    expect(post(frame("device.register", {"device_id": "inv", "inventory": {"k": "v" * 2000}}), token), 400, "usage",
+           "2 KB inventory, inventory=1K")
+    ids = bytes(range(1, 33)) + bytes(range(2, 34)) + bytes(range(3, 35))
+    expect(post(frame("chunks.get", {}, binary=ids), token, {"X-Mirage-Method": "chunks.get"}), 400, "usage",
+           "3 ids, get-ids=2")
+    # pending-devices=2: two strangers register, the third is told the server is full
+    # (503, and no Retry-After: waiting a second would not help).
+    for dev in ("stranger-1", "stranger-2"):
+        expect(post(frame("device.register", {"device_id": dev})), 200, None, "anonymous register of " + dev)
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    c.request("POST", "/v1/rpc", body=frame("device.register", {"device_id": "stranger-3"}))
+    r = c.getresponse()
+    reply = json.loads(r.read().split(b"\n", 1)[0])
+    c.close()
+    if r.status != 503 or reply.get("error", {}).get("code") != "unavailable" or "pending-devices" not in reply["error"]["message"]:
+        fail(f"third pending device, pending-devices=2: expected 503 unavailable naming the limit, got {r.status} {reply}")
+    if r.getheader("Retry-After"):
+        fail("a full pending list answered with Retry-After")
+    # An admin's register is not held to it.
+    expect(post(frame("device.register", {"device_id": "by-admin"}), token), 200, None, "admin register past pending-devices")
+    healthz()
+
+
+def attack_hold(token, seconds, size):
+    # Holds the body budget: an upload whose headers announce `size` bytes, its body sent
+    # a byte at a time over `seconds` (never silent as long as --read-timeout), then the
+    # rest. Prints "holding" once the body has begun; the reply (the zeros are no frame)
+    # must be 400 or 422.
+    s = socket.create_connection((HOST, PORT), timeout=seconds + 30)
+    s.sendall((f"POST /v1/rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Mirage-Method: chunks.put\r\n"
+               f"Content-Length: {size}\r\n\r\n").encode())
+    sent = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and sent < size - 1:
+        s.sendall(b"\0")
+        sent += 1
+        if sent == 1:
+            print("holding", flush=True)
+        time.sleep(0.2)
+    s.sendall(b"\0" * (size - sent))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    if not (data.startswith(b"HTTP/1.1 400") or data.startswith(b"HTTP/1.1 422")):
+        fail(f"the budget holder's upload: expected 400 or 422, got {data[:80]!r}")
+
+
 def main():
     attack = sys.argv[2]
     args = sys.argv[3:]
@@ -289,6 +359,10 @@ def main():
         attack_slowloris(int(args[0]), float(args[1]))
     elif attack == "auth":
         attack_auth(args[0])
+    elif attack == "limits":
+        attack_limits(args[0])
+    elif attack == "hold":
+        attack_hold(args[0], float(args[1]), int(args[2]))
     elif attack == "parallel":
         # Behind one lock a server.info waits out part of the check in progress: its
         # median is about half a check. Beside it, a few milliseconds.
