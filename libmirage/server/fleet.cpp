@@ -1,7 +1,6 @@
 // The fleet side of the handler table: policies and their assignment, collections and
 // device tags, storage volumes, GC, and snapshots on request.
 #include <fnmatch.h>
-#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <set>
@@ -9,6 +8,7 @@
 #include "libmirage/server/housekeeping.hpp"
 #include "libmirage/server/params.hpp"
 #include "libmirage/server/service.hpp"
+#include "libmirage/store/volume.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
@@ -80,10 +80,13 @@ std::vector<std::string> members(catalog::Catalog& cat, const std::string& name)
   return out;
 }
 
-uint64_t free_bytes(const std::string& path) {
-  struct statvfs st;
-  if (::statvfs(path.c_str(), &st) != 0) return 0;
-  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+/// What the volume at `url` says it can still hold; 0 when it cannot tell.
+uint64_t free_bytes(const std::string& url) {
+  try {
+    return store::open_volume(url)->usage().free_bytes;
+  } catch (const Error&) {
+    return 0;
+  }
 }
 
 }  // namespace
@@ -218,7 +221,7 @@ void Service::register_fleet_handlers() {
     auto& cat = repo().catalog();
     for (const auto& v : cat.volumes())
       if (v.path == path) throw Error(ErrorKind::precondition, "volume " + path + " is already volume " + std::to_string(v.id));
-    util::make_dirs(std::filesystem::path(path) / "packs");
+    store::open_volume(path)->init();
     int64_t id = cat.add_volume(path);
     cat.add_event("volume.added", "", {{"volume_id", id}, {"path", path}, {"by", caller.name}});
     reply.result = {{"volume_id", id}, {"path", path}, {"read_only", false}, {"free_bytes", free_bytes(path)}};

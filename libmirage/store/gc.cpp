@@ -306,8 +306,7 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
       // write transaction.
       util::Transaction tx(db);
       if (util::Stmt(db, "SELECT count(*) FROM chunks WHERE pack = ?").bind(1, p.id).scalar() != 0) continue;
-      fs::path file = repo.pack_path(p);
-      if (::unlink(file.c_str()) != 0 && errno != ENOENT) throw_errno("delete pack " + file.string());
+      repo.pack_volume(p).remove(p.name);  // gone already (a GC killed after this) is fine
       util::Stmt(db, "DELETE FROM packs WHERE id = ?").bind(1, p.id).run();
       tx.commit();
       files_deleted++;

@@ -1,11 +1,12 @@
 #include "libmirage/store/repository.hpp"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cassert>
 #include <set>
 #include <tuple>
 #include <unordered_set>
@@ -20,15 +21,6 @@ namespace mirage::store {
 namespace fs = std::filesystem;
 
 namespace {
-
-/// Calls fn(file) for each pack file of the volume at `volume` (VOL/packs/ab/ab….pack).
-void for_each_pack_file(const fs::path& volume, const std::function<void(const fs::path&)>& fn) {
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(volume / "packs", ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
-    if (it->is_regular_file() && it->path().extension() == ".pack") fn(it->path());
-  }
-}
 
 /// Pack files under DATA's volume directories, counted up to `enough`.
 size_t count_packs(const fs::path& data, size_t enough) {
@@ -127,7 +119,7 @@ std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
   return out;
 }
 
-Repository::Repository(fs::path data, bool create, OrphanPacks orphans)
+Repository::Repository(fs::path data, bool create, OrphanPacks orphans, const std::string& first_volume)
     : m_data(std::move(data)), m_catalog(open_catalog(m_data, create, orphans)) {
   // SQLite makes its files with the umask's mode; a catalog names every file it holds.
   for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((m_data / "catalog.db").string().append(suffix).c_str(), 0600);
@@ -137,9 +129,9 @@ Repository::Repository(fs::path data, bool create, OrphanPacks orphans)
     // under one write lock so there is exactly one volume 0.
     util::Transaction tx(m_catalog.db());
     if (m_catalog.volumes().empty()) {
-      fs::path vol = m_data / "volumes" / "0";
-      util::make_dirs(vol / "packs");
-      m_catalog.add_volume(vol.string());
+      std::string url = first_volume.empty() ? (m_data / "volumes" / "0").string() : first_volume;
+      open_volume(url)->init();
+      m_catalog.add_volume(url);
     }
     tx.commit();
   }
@@ -147,20 +139,28 @@ Repository::Repository(fs::path data, bool create, OrphanPacks orphans)
 
 Repository::~Repository() {
   for (auto& [volume, w] : m_writers) {
-    if (!w.fd) continue;
+    if (!w.out) continue;
     try {
+      w.out->seal();
       m_catalog.seal_pack(w.pack);
     } catch (const std::exception&) {  // a destructor must not throw; GC copes with unsealed packs
     }
   }
 }
 
-fs::path Repository::pack_path(const catalog::Pack& pack) {
-  std::string vol_path;
+Volume& Repository::volume(int64_t id) {
+  if (auto it = m_volumes.find(id); it != m_volumes.end()) return *it->second;
   for (const auto& v : m_catalog.volumes())
-    if (v.id == pack.volume) vol_path = v.path;
-  if (vol_path.empty()) throw Error(ErrorKind::integrity, "pack " + pack.name + ": unknown volume " + std::to_string(pack.volume));
-  return fs::path(vol_path) / "packs" / pack.name.substr(0, 2) / (pack.name + ".pack");
+    if (v.id == id) return *m_volumes.emplace(id, open_volume(v.path)).first->second;
+  throw Error(ErrorKind::integrity, "unknown volume " + std::to_string(id));
+}
+
+Volume& Repository::pack_volume(const catalog::Pack& pack) {
+  try {
+    return volume(pack.volume);
+  } catch (const Error&) {
+    rethrow_with_context("pack " + pack.name);
+  }
 }
 
 int64_t Repository::choose_volume() {
@@ -168,8 +168,11 @@ int64_t Repository::choose_volume() {
   uint64_t best_free = 0;
   for (const auto& v : m_catalog.volumes()) {
     if (v.read_only) continue;
-    struct statvfs st;
-    uint64_t free = ::statvfs(v.path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.f_bavail) * st.f_frsize : 0;
+    uint64_t free = 0;
+    try {
+      free = volume(v.id).usage().free_bytes;
+    } catch (const Error&) {  // a volume that cannot tell counts as full
+    }
     if (!best || free > best_free) {
       best = v.id;
       best_free = free;
@@ -186,41 +189,33 @@ Repository::Writer& Repository::writer(int64_t volume, uint64_t bytes) {
   if (!usable) volume = choose_volume();
   Writer& w = m_writers[volume];
   w.volume = volume;
-  if (!w.fd || (w.size > k_pack_magic.size() && w.size + bytes > k_pack_target)) open_new_pack(w);
+  if (!w.out || (w.size > k_pack_magic.size() && w.size + bytes > k_pack_target)) open_new_pack(w);
   return w;
 }
 
 void Repository::open_new_pack(Writer& w) {
-  if (w.fd) {
+  if (w.out) {
     try {
+      w.out->seal();
       m_catalog.seal_pack(w.pack);
     } catch (const Error&) {  // GC treats a pack idle past its grace as sealed anyway
     }
-    w.fd = util::Fd();
+    w.out.reset();
   }
-  std::string vol_path;
-  for (const auto& v : m_catalog.volumes())
-    if (v.id == w.volume) vol_path = v.path;
-  std::string name = util::random_hex(16);
-  fs::path dir = fs::path(vol_path) / "packs" / name.substr(0, 2);
-  util::make_dirs(dir);
-  fs::path file = dir / (name + ".pack");
-  util::Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!fd) throw_errno("create pack " + file.string());
-  util::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(k_pack_magic.data()), k_pack_magic.size()),
-                  file.string());
-  if (::fdatasync(fd.get()) != 0) throw_errno("fsync pack " + file.string());
-  util::fsync_dir(dir);
-  w.pack = m_catalog.add_pack(name, w.volume);
-  w.size = k_pack_magic.size();
-  w.fd = std::move(fd);
+  // The pack exists, durably and with its header, before the catalog names it.
+  auto out = volume(w.volume).create_pack();
+  out->append(std::span(reinterpret_cast<const uint8_t*>(k_pack_magic.data()), k_pack_magic.size()));
+  uint64_t size = out->durable();
+  w.pack = m_catalog.add_pack(out->name(), w.volume);
+  w.size = size;
+  w.out = std::move(out);
 }
 
 uint64_t Repository::append(Writer& w, std::span<const uint8_t> bytes) {
-  uint64_t at = w.size;
-  util::pwrite_all(w.fd.get(), bytes, at, "pack");
-  if (::fdatasync(w.fd.get()) != 0) throw_errno("fsync pack");
-  w.size += bytes.size();
+  uint64_t at = w.out->append(bytes);
+  uint64_t durable = w.out->durable();
+  assert(at == w.size && durable == at + bytes.size());
+  w.size = durable;
   return at;
 }
 
@@ -264,11 +259,12 @@ PutStats Repository::put(std::span<const VerifiedRecord> records, int64_t volume
         loc.pack = w.pack;
         loc.offset += at;
       }
+      // Indexed up to what the writer made durable, and no further.
       if (m_catalog.add_chunks(index, w.pack, w.size)) break;
       // GC retired this pack while we were idle (it took us for gone): write the
       // batch again into a new one.
       for (auto& [id, loc] : index) loc.offset -= at;
-      w.fd = util::Fd();  // retired: not ours to seal
+      w.out.reset();  // retired: not ours to seal
       if (attempt == 2) throw Error(ErrorKind::failed, "pack " + std::to_string(w.pack) + " retired while being written");
     }
     stats.stored_bytes += buf.size();
@@ -276,16 +272,20 @@ PutStats Repository::put(std::span<const VerifiedRecord> records, int64_t volume
   return stats;
 }
 
-int Repository::pack_fd(int64_t pack_id) {
-  auto it = m_read_fds.find(pack_id);
-  if (it != m_read_fds.end()) return it->second.get();
+PackReader& Repository::pack_reader(int64_t pack_id) {
+  auto it = m_readers.find(pack_id);
+  if (it != m_readers.end()) return *it->second;
   auto pack = m_catalog.pack(pack_id);
   if (!pack) throw Error(ErrorKind::integrity, "index names pack " + std::to_string(pack_id) + " which is not in the catalog");
-  fs::path file = pack_path(*pack);
-  util::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno(ErrorKind::integrity, "open pack " + pack->name);
-  if (m_read_fds.size() > 256) m_read_fds.clear();
-  return m_read_fds.emplace(pack_id, std::move(fd)).first->second.get();
+  std::unique_ptr<PackReader> reader;
+  try {
+    reader = pack_volume(*pack).open_pack(pack->name);
+  } catch (const Error& e) {
+    // Indexed but gone or unreadable: the store is damaged, whatever the volume says.
+    throw Error(ErrorKind::integrity, e.what());
+  }
+  if (m_readers.size() > 256) m_readers.clear();
+  return *m_readers.emplace(pack_id, std::move(reader)).first->second;
 }
 
 void Repository::read_record(const Digest& id, std::vector<uint8_t>& out) {
@@ -307,18 +307,24 @@ void Repository::read_moving(const Digest& id, const catalog::ChunkLocation& loc
 }
 
 void Repository::read_record_at(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out) {
-  int fd = pack_fd(loc.pack);
+  PackReader& reader = pack_reader(loc.pack);
   size_t at = out.size();
   size_t len = k_record_header + loc.stored;
   out.resize(at + len);
-  ssize_t n = ::pread(fd, out.data() + at, len, static_cast<off_t>(loc.offset));
+  size_t n = 0;
+  try {
+    n = reader.read_some(loc.offset, std::span(out).subspan(at));
+  } catch (const Error&) {
+    out.resize(at);
+    throw;
+  }
   // The pack's name costs a catalog query: only a failure looks it up.
   auto fail = [&](const std::string& why) {
     out.resize(at);
     auto p = m_catalog.pack(loc.pack);
     throw Error(ErrorKind::integrity, "pack " + (p ? p->name : std::to_string(loc.pack)) + ": " + why);
   };
-  if (n != static_cast<ssize_t>(len))
+  if (n != len)
     fail("chunk " + id.hex() + " at offset " + std::to_string(loc.offset) + " is truncated");
   Record rec;
   try {
@@ -353,14 +359,10 @@ void Repository::read_records(std::span<const Digest> ids, std::vector<uint8_t>&
     size_t j = i + 1;
     for (; j < wanted.size() && wanted[j].first.pack == start.pack && wanted[j].first.offset <= end + (1u << 20); ++j)
       end = std::max<uint64_t>(end, wanted[j].first.offset + k_record_header + wanted[j].first.stored);
-    int fd = -1;
     try {
-      fd = pack_fd(start.pack);
+      pack_reader(start.pack).will_need(start.offset, end - start.offset);
     } catch (const Error&) {  // moved by GC: read_moving finds it
     }
-    if (fd >= 0)
-      ::posix_fadvise(fd, static_cast<off_t>(start.offset), static_cast<off_t>(end - start.offset),
-                    POSIX_FADV_WILLNEED);
     i = j;
   }
   for (size_t i = 0; i < wanted.size(); ++i) {
@@ -387,27 +389,40 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
   for (const auto& pack : m_catalog.packs()) {
     packs[pack.id] = pack;
     report.packs++;
-    fs::path file = pack_path(pack);
-    struct stat st;
-    if (::stat(file.c_str(), &st) != 0) {
+    Volume& vol = pack_volume(pack);
+    std::unique_ptr<PackReader> reader;
+    try {
+      reader = vol.open_pack(pack.name);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::not_found) {
+        problem("pack", pack.name, "bad or unreadable header");
+        bad_packs.insert(pack.id);
+        continue;
+      }
       // A retired pack holds nothing live: a GC that died between unlinking its file and
       // deleting its row leaves it so, and the next GC deletes the row. A chunk still
       // indexed in it is reported below (beyond the end of its pack, or unreadable).
-      if (errno == ENOENT &&
-          util::Stmt(m_catalog.db(), "SELECT retired_at FROM packs WHERE id = ?").bind(1, pack.id).scalar() != 0)
+      if (util::Stmt(m_catalog.db(), "SELECT retired_at FROM packs WHERE id = ?").bind(1, pack.id).scalar() != 0)
         continue;
-      problem("pack", pack.name, "missing: " + file.string());
+      problem("pack", pack.name, "missing: " + vol.location(pack.name));
       bad_packs.insert(pack.id);
       continue;
     }
-    file_sizes[pack.id] = static_cast<uint64_t>(st.st_size);
-    if (static_cast<uint64_t>(st.st_size) < pack.size) {
-      problem("pack", pack.name,
-              "truncated: " + std::to_string(st.st_size) + " bytes, the index covers " + std::to_string(pack.size));
+    uint64_t size = 0;
+    std::array<uint8_t, k_pack_magic.size()> magic{};
+    bool header_ok = false;
+    try {
+      size = reader->size();
+      header_ok = reader->read_some(0, magic) == magic.size() &&
+                  std::equal(magic.begin(), magic.end(), k_pack_magic.begin());
+    } catch (const Error&) {  // unreadable: reported as a bad header
     }
-    util::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    char magic[8] = {};
-    if (!fd || ::pread(fd.get(), magic, 8, 0) != 8 || std::string_view(magic, 8) != k_pack_magic) {
+    file_sizes[pack.id] = size;
+    if (size < pack.size) {
+      problem("pack", pack.name,
+              "truncated: " + std::to_string(size) + " bytes, the index covers " + std::to_string(pack.size));
+    }
+    if (!header_ok) {
       problem("pack", pack.name, "bad or unreadable header");
       bad_packs.insert(pack.id);
     }
@@ -417,11 +432,11 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
     std::set<std::string> known;
     for (const auto& [id, pack] : packs) known.insert(pack.name);
     for (const auto& v : m_catalog.volumes())
-      for_each_pack_file(v.path, [&](const fs::path& file) {
-        if (!known.count(file.stem().string()) && report.notes.size() < 1000)
-          report.notes.push_back({"pack", file.stem().string(),
-                                  "not in the catalog: " + file.string() + " (mirage check --repair indexes what it holds)"});
-      });
+      for (const auto& file : volume(v.id).list()) {
+        if (!known.count(file.name) && report.notes.size() < 1000)
+          report.notes.push_back({"pack", file.name,
+                                  "not in the catalog: " + file.location + " (mirage check --repair indexes what it holds)"});
+      }
   }
   // 1c. The newest commit recorded beside the catalog is in it (a lost WAL drops it).
   {
@@ -541,27 +556,30 @@ RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& p
   }
   close_read_fds();
   // 2. Every pack file on every volume: verified records that are not indexed are.
-  std::vector<std::pair<int64_t, fs::path>> files;
+  std::vector<std::pair<int64_t, PackListing>> files;
   for (const auto& v : m_catalog.volumes())
-    for_each_pack_file(v.path, [&](const fs::path& f) { files.push_back({v.id, f}); });
+    for (auto& f : volume(v.id).list()) files.push_back({v.id, std::move(f)});
   uint64_t done = 0;
-  for (const auto& [volume, file] : files) {
+  for (const auto& [vol_id, file] : files) {
     if (progress) progress(done++, files.size());
     report.packs_scanned++;
-    std::string name = file.stem().string();
+    const std::string& name = file.name;
+    Volume& vol = volume(vol_id);
     if (name.size() != 32 || name.find_first_not_of("0123456789abcdef") != std::string::npos ||
-        file.parent_path().filename() != name.substr(0, 2)) {
-      report.notes.push_back({"pack", name, "not named or placed as a pack file (" + file.string() + "); left alone"});
+        file.location != vol.location(name)) {
+      report.notes.push_back({"pack", name, "not named or placed as a pack file (" + file.location + "); left alone"});
       continue;
     }
-    std::string bytes;
+    std::vector<uint8_t> bytes;
     try {
-      bytes = util::read_file(file);
+      auto reader = vol.open_pack(name);
+      bytes.resize(reader->size());
+      bytes.resize(reader->read_some(0, bytes));
     } catch (const Error& e) {
       report.notes.push_back({"pack", name, e.what()});
       continue;
     }
-    if (bytes.compare(0, k_pack_magic.size(), k_pack_magic) != 0) {
+    if (bytes.size() < k_pack_magic.size() || !std::equal(k_pack_magic.begin(), k_pack_magic.end(), bytes.begin())) {
       report.notes.push_back({"pack", name, "bad header: not a pack file, left alone"});
       continue;
     }
@@ -571,12 +589,12 @@ RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& p
       pack_id = it->second.id;
       indexed_size = it->second.size;
     } else {
-      pack_id = m_catalog.add_pack(name, volume);
+      pack_id = m_catalog.add_pack(name, vol_id);
       m_catalog.seal_pack(pack_id);
       report.packs_added++;
       report.notes.push_back({"pack", name, "was not in the catalog; indexed"});
     }
-    auto data = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    auto data = std::span<const uint8_t>(bytes);
     std::vector<std::pair<Digest, catalog::ChunkLocation>> index;
     size_t at = k_pack_magic.size();
     while (at < data.size()) {

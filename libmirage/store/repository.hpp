@@ -4,13 +4,15 @@
 // Layout:
 //   DATA/catalog.db                       SQLite catalog (WAL)
 //   DATA/volumes/0/packs/ab/ab12….pack    pack files, named by 128 random bits
+// Volume 0 is DATA/volumes/0 unless the first open names another URL; every volume,
+// and every byte of a pack, is reached through store/volume.hpp.
 //
 // Pack file: the 8-byte magic "MPACK01\n", then records (store/record.hpp) back to
 // back. Packs are append-only while open and immutable once rotated (at ~32 MiB).
-// Records are appended and fdatasync'ed before the catalog indexes them, so a crash
-// leaves at worst an unindexed tail, which is ignored (packs.size marks the end of
-// the indexed part). Every process writes its own packs, so concurrent writers
-// never share a file.
+// Records are appended and made durable (PackWriter::durable) before the catalog
+// indexes them, never beyond the length durable() returned, so a crash leaves at worst
+// an unindexed tail, which is ignored (packs.size marks the end of the indexed part).
+// Every process writes its own packs, so concurrent writers never share a file.
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -26,6 +28,7 @@
 #include "libmirage/catalog/catalog.hpp"
 #include "libmirage/store/gc.hpp"
 #include "libmirage/store/record.hpp"
+#include "libmirage/store/volume.hpp"
 #include "libmirage/util/fd.hpp"
 
 namespace mirage::store {
@@ -94,7 +97,10 @@ class Repository {
   /// Throws Error(not_found) when DATA holds no catalog and `create` is not set.
   /// Throws Error(integrity) when the catalog is missing or empty while pack files
   /// remain (unless `orphans` is adopt), Error(permission) when another user owns DATA.
-  Repository(std::filesystem::path data, bool create, OrphanPacks orphans = OrphanPacks::refuse);
+  /// A catalog without volumes gets volume 0 at `first_volume` (a URL, store/volume.hpp;
+  /// empty: DATA/volumes/0), e.g. mem://name for a test.
+  Repository(std::filesystem::path data, bool create, OrphanPacks orphans = OrphanPacks::refuse,
+             const std::string& first_volume = {});
   ~Repository();
 
   const std::filesystem::path& path() const { return m_data; }
@@ -137,7 +143,10 @@ class Repository {
 
   /// Closes the pack files kept open for reading (they are opened again as needed),
   /// so that packs another process's GC deleted give their space back.
-  void close_read_fds() { m_read_fds.clear(); }
+  void close_read_fds() { m_readers.clear(); }
+
+  /// The volume with catalog id `id`; Error(integrity) when the catalog has none.
+  Volume& volume(int64_t id);
 
  private:
   friend nlohmann::json collect_garbage(Repository& repo, const GcOptions& options);
@@ -145,27 +154,31 @@ class Repository {
   void read_record_at(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out);
   /// read_record_at, looking the chunk up again if GC moved it meanwhile.
   void read_moving(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out);
-  std::filesystem::path pack_path(const catalog::Pack& pack);
-  int pack_fd(int64_t pack_id);
+  /// The volume holding `pack`; Error(integrity) naming the pack when it is unknown.
+  Volume& pack_volume(const catalog::Pack& pack);
+  /// The reader of pack `pack_id`, kept open; Error(integrity) when it cannot be opened.
+  PackReader& pack_reader(int64_t pack_id);
 
   /// The pack this process appends to on one volume.
   struct Writer {
     int64_t volume = 0;
     int64_t pack = 0;
-    uint64_t size = 0;
-    util::Fd fd;
+    uint64_t size = 0;  ///< the durable length: what the catalog may index up to
+    std::unique_ptr<PackWriter> out;
   };
   /// The writer for `volume` (resolved as put() does), with room for `bytes` more.
   Writer& writer(int64_t volume, uint64_t bytes);
   void open_new_pack(Writer& w);
   /// Writes `bytes` at the writer's end and makes them durable; returns their offset.
-  /// The catalog learns the new size from the caller, in the transaction that indexes.
+  /// The catalog learns the new (durable) size from the caller, in the transaction that
+  /// indexes.
   uint64_t append(Writer& w, std::span<const uint8_t> bytes);
 
   std::filesystem::path m_data;
   catalog::Catalog m_catalog;
-  std::map<int64_t, Writer> m_writers;  ///< by volume id
-  std::map<int64_t, util::Fd> m_read_fds;
+  std::map<int64_t, std::unique_ptr<Volume>> m_volumes;  ///< by volume id, opened as needed
+  std::map<int64_t, Writer> m_writers;                   ///< by volume id
+  std::map<int64_t, std::unique_ptr<PackReader>> m_readers;  ///< by pack id
 };
 
 }  // namespace mirage::store

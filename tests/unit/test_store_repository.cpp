@@ -8,6 +8,7 @@
 #include "libmirage/store/repository.hpp"
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/error.hpp"
+#include "libmirage/util/hex.hpp"
 #include "libmirage/util/sqlite.hpp"
 #include "tests/unit/check_error.hpp"
 
@@ -38,13 +39,29 @@ fs::path only_pack(const fs::path& data) {
     if (e.path().extension() == ".pack") return e.path();
   return {};
 }
+
+/// Where a test's repository keeps volume 0: DATA/volumes/0 ...
+struct OnDisk {
+  std::string url() const { return {}; }
+};
+/// ... or memory (store/volume.hpp), which proves the repository reaches packs only
+/// through the volume interface.
+struct InMemory {
+  std::string name = "repo-" + util::random_hex(8);
+  ~InMemory() { store::drop_memory_volume(name); }
+  std::string url() const { return "mem://" + name; }
+};
 }  // namespace
+
+TYPE_TO_STRING_AS("file", OnDisk);
+TYPE_TO_STRING_AS("mem", InMemory);
 
 TEST_SUITE_BEGIN("store::Repository");
 
-TEST_CASE("chunks round-trip, compressed when it pays, and dedupe") {
+TEST_CASE_TEMPLATE("chunks round-trip, compressed when it pays, and dedupe", Vol, OnDisk, InMemory) {
   TempDir dir;
-  store::Repository repo(dir.path, true);
+  Vol vol;
+  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
   std::string text(100000, 'a');
   std::string noise;
   for (int i = 0; i < 5000; ++i) noise += static_cast<char>((i * 7919) % 251);
@@ -58,6 +75,7 @@ TEST_CASE("chunks round-trip, compressed when it pays, and dedupe") {
   auto missing = repo.missing(std::vector<util::Digest>{util::sha256(text), util::sha256(std::string_view("other"))});
   CHECK(missing == std::vector<bool>{false, true});
   CHECK(repo.put(store::verify_upload(upload_of({text}))).new_chunks == 0);
+  CHECK(fs::exists(dir.path / "volumes") == vol.url().empty());  // in memory: no pack file
 }
 
 TEST_CASE("a forged chunk id is refused") {
@@ -163,11 +181,13 @@ std::string blob(char c, size_t n) {
 
 }  // namespace
 
-TEST_CASE("gc deletes only what no snapshot reaches, pins uploads in flight, and repacks") {
+TEST_CASE_TEMPLATE("gc deletes only what no snapshot reaches, pins uploads in flight, and repacks", Vol, OnDisk,
+                   InMemory) {
   TempDir dir;
+  Vol vol;
   std::string a = blob('a', 40000), b = blob('b', 40000), c = blob('c', 40000), d = blob('d', 40000);
   {
-    store::Repository repo(dir.path, true);
+    store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
     repo.put(store::verify_upload(upload_of({a, b, c})));
     snapshot_of(repo, {a, b}, "s1");
     snapshot_of(repo, {b, c}, "s2");
@@ -233,9 +253,10 @@ TEST_CASE("gc deletes only what no snapshot reaches, pins uploads in flight, and
   }
 }
 
-TEST_CASE("a writer whose pack gc retired writes its records again elsewhere") {
+TEST_CASE_TEMPLATE("a writer whose pack gc retired writes its records again elsewhere", Vol, OnDisk, InMemory) {
   TempDir dir;
-  store::Repository writer(dir.path, true);
+  Vol vol;
+  store::Repository writer(dir.path, true, store::OrphanPacks::refuse, vol.url());
   std::string a = blob('a', 30000), b = blob('b', 30000);
   writer.put(store::verify_upload(upload_of({a})));
   {
@@ -252,9 +273,11 @@ TEST_CASE("a writer whose pack gc retired writes its records again elsewhere") {
   CHECK(writer.check(true, nullptr).problems.empty());
 }
 
-TEST_CASE("a pack id is never given twice: a writer whose pack gc deleted cannot write into another's") {
+TEST_CASE_TEMPLATE("a pack id is never given twice: a writer whose pack gc deleted cannot write into another's", Vol,
+                   OnDisk, InMemory) {
   TempDir dir;
-  store::Repository writer(dir.path, true);
+  Vol vol;
+  store::Repository writer(dir.path, true, store::OrphanPacks::refuse, vol.url());
   std::string a = blob('a', 30000), b = blob('b', 30000), c = blob('c', 30000);
   writer.put(store::verify_upload(upload_of({a})));
   int64_t first = writer.catalog().packs().back().id;
@@ -305,13 +328,15 @@ TEST_CASE("a schema 2 catalog is upgraded to 4: its packs keep their ids and new
   CHECK(version.text(0) == "4");
 }
 
-TEST_CASE("a gc killed between deleting a retired pack's file and its row leaves a clean store") {
+TEST_CASE_TEMPLATE("a gc killed between deleting a retired pack's file and its row leaves a clean store", Vol, OnDisk,
+                   InMemory) {
   // Found by tests/bench/crash-campaign.sh: kill -9 of the GC right after its unlink().
   TempDir dir;
+  Vol vol;
   std::string a = blob('a', 30000), b = blob('b', 30000);
   int64_t gone = 0;
   {
-    store::Repository repo(dir.path, true);
+    store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
     repo.put(store::verify_upload(upload_of({a})));
     gone = repo.catalog().packs().back().id;
   }  // sealed
@@ -320,9 +345,9 @@ TEST_CASE("a gc killed between deleting a retired pack's file and its row leaves
   // What the GC had done when it died: a's record swept, the pack retired, its file unlinked.
   util::Stmt(db, "DELETE FROM chunks WHERE pack = ?").bind(1, gone).run();
   util::Stmt(db, "UPDATE packs SET retired_at = 1 WHERE id = ?").bind(1, gone).run();
-  fs::path file = only_pack(dir.path);
-  REQUIRE(!file.empty());
-  fs::remove(file);
+  auto pack = repo.catalog().pack(gone);
+  REQUIRE(pack);
+  REQUIRE(repo.volume(pack->volume).remove(pack->name));
   SUBCASE("check finds nothing wrong, and the next gc removes the row") {
     CHECK(repo.check(true, nullptr).problems.empty());
     CHECK(repo.check(false, nullptr).problems.empty());
@@ -339,6 +364,84 @@ TEST_CASE("a gc killed between deleting a retired pack's file and its row leaves
     CHECK_FALSE(repo.check(true, nullptr).problems.empty());
     CHECK_FALSE(repo.check(false, nullptr).problems.empty());
   }
+}
+
+TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("store::Repository over store::Volume");
+
+TEST_CASE("the catalog indexes only what the pack writer made durable: a crash loses nothing indexed") {
+  TempDir dir;
+  InMemory vol;
+  std::string a = blob('a', 30000), b = blob('b', 30000);
+  {
+    store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+    repo.put(store::verify_upload(upload_of({a, b})));
+    store::crash_memory_volume(vol.name);  // the power goes before the pack is sealed
+    auto pack = repo.catalog().packs().back();
+    CHECK(repo.volume(pack.volume).open_pack(pack.name)->size() == pack.size);
+  }
+  store::Repository repo(dir.path, false);
+  CHECK(repo.check(true, nullptr).problems.empty());
+  CHECK(repo.read_plain(util::sha256(b)) == std::vector<uint8_t>(b.begin(), b.end()));
+}
+
+TEST_CASE("uploads go to the writable volume with the most free space, as the volumes report it") {
+  TempDir dir;
+  InMemory small, big;
+  store::set_memory_volume_capacity(small.name, 10u << 20);
+  store::set_memory_volume_capacity(big.name, 100u << 20);
+  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, small.url());
+  int64_t first = repo.catalog().volumes().at(0).id;
+  int64_t second = repo.catalog().add_volume(big.url());
+  CHECK(repo.choose_volume() == second);
+  repo.put(store::verify_upload(upload_of({blob('a', 30000)})));
+  CHECK(repo.catalog().packs().back().volume == second);
+  repo.catalog().set_volume_read_only(second, true);
+  CHECK(repo.choose_volume() == first);
+  repo.put(store::verify_upload(upload_of({blob('b', 30000)})), second);  // read-only: goes elsewhere
+  CHECK(repo.catalog().packs().back().volume == first);
+  CHECK(repo.check(true, nullptr).problems.empty());
+  CHECK_FALSE(fs::exists(dir.path / "volumes"));
+}
+
+TEST_CASE("check notes a pack the catalog does not know, on any volume, and repair indexes it") {
+  TempDir dir;
+  InMemory vol;
+  std::string a = blob('a', 30000);
+  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  // A pack another process wrote and was killed before indexing.
+  auto w = repo.volume(repo.catalog().volumes().at(0).id).create_pack();
+  std::string magic(store::k_pack_magic);
+  w->append(std::span(reinterpret_cast<const uint8_t*>(magic.data()), magic.size()));
+  w->append(store::verify_upload(upload_of({a}))[0].record);
+  w->seal();
+  auto report = repo.check(false, nullptr);
+  CHECK(report.problems.empty());
+  REQUIRE(report.notes.size() == 1);
+  CHECK(report.notes[0].name == w->name());
+  CHECK(report.notes[0].message.find("not in the catalog: mem://") != std::string::npos);
+  CHECK_FALSE(repo.has(util::sha256(a)));
+  auto repaired = repo.repair(nullptr);
+  CHECK(repaired.packs_added == 1);
+  CHECK(repaired.chunks_indexed == 1);
+  CHECK(repo.read_plain(util::sha256(a)) == std::vector<uint8_t>(a.begin(), a.end()));
+  CHECK(repo.check(true, nullptr).notes.empty());
+}
+
+TEST_CASE("a pack gone from its volume is integrity to a reader and missing to check") {
+  TempDir dir;
+  InMemory vol;
+  std::string a = blob('a', 30000);
+  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  repo.put(store::verify_upload(upload_of({a})));
+  auto pack = repo.catalog().packs().back();
+  repo.close_read_fds();
+  REQUIRE(repo.volume(pack.volume).remove(pack.name));
+  CHECK_ERROR_KIND(repo.read_plain(util::sha256(a)), ErrorKind::integrity);
+  auto report = repo.check(false, nullptr);
+  REQUIRE(!report.problems.empty());
+  CHECK(report.problems[0].message.find("missing: mem://") != std::string::npos);
 }
 
 TEST_SUITE_END();
