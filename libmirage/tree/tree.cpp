@@ -246,17 +246,26 @@ std::vector<Piece> decode_index(std::span<const uint8_t> data, const std::string
   return index;
 }
 
-Tree join(const std::vector<Piece>& index, std::vector<Tree> pieces, const std::string& what) {
-  auto bad = [&](size_t i, const std::string& why) {
+namespace {
+/// Checks piece `i` against its index row and the next piece's first name.
+void check_piece(const std::vector<Piece>& index, size_t i, const Tree& piece, const std::string& what) {
+  auto bad = [&](const std::string& why) {
     throw Error(ErrorKind::integrity, what + ": piece " + std::to_string(i + 1) + " of " + std::to_string(index.size()) + " " + why);
   };
-  if (pieces.size() != index.size()) bad(pieces.size(), "is missing");
+  if (piece.entries.size() != index[i].entries) bad("does not hold the entries its index says");
+  if (piece.entries.front().name != index[i].first) bad("does not start with the name its index says");
+  if (i + 1 < index.size() && !(piece.entries.back().name < index[i + 1].first)) bad("overlaps the next one");
+}
+}  // namespace
+
+Tree join(const std::vector<Piece>& index, std::vector<Tree> pieces, const std::string& what) {
+  if (pieces.size() != index.size())
+    throw Error(ErrorKind::integrity, what + ": " + std::to_string(pieces.size()) + " pieces for an index of " +
+                                          std::to_string(index.size()));
   Tree out;
   for (size_t i = 0; i < pieces.size(); ++i) {
+    check_piece(index, i, pieces[i], what);
     auto& entries = pieces[i].entries;
-    if (entries.size() != index[i].entries) bad(i, "does not hold the entries its index says");
-    if (entries.front().name != index[i].first) bad(i, "does not start with the name its index says");
-    if (i + 1 < index.size() && !(entries.back().name < index[i + 1].first)) bad(i, "overlaps the next one");
     out.entries.insert(out.entries.end(), std::make_move_iterator(entries.begin()), std::make_move_iterator(entries.end()));
   }
   return out;
@@ -266,13 +275,17 @@ Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::ve
   auto data = fetch(id);
   if (!is_index(data)) return decode(data, what);
   auto index = decode_index(data, what);
-  std::vector<Tree> parts;
-  parts.reserve(index.size());
-  for (const auto& p : index) {
-    if (pieces) pieces->push_back(p.id);
-    parts.push_back(decode(fetch(p.id), what + " piece " + p.id.hex()));
+  // Each piece is checked before the next is fetched: a lying index (the same piece named
+  // again and again) costs one piece's read, not the index's length of them.
+  Tree out;
+  for (size_t i = 0; i < index.size(); ++i) {
+    if (pieces) pieces->push_back(index[i].id);
+    Tree piece = decode(fetch(index[i].id), what + " piece " + index[i].id.hex());
+    check_piece(index, i, piece, what);
+    out.entries.insert(out.entries.end(), std::make_move_iterator(piece.entries.begin()),
+                       std::make_move_iterator(piece.entries.end()));
   }
-  return join(index, std::move(parts), what);
+  return out;
 }
 
 std::vector<uint8_t> encode_entry(const Entry& entry) {

@@ -319,6 +319,28 @@ TEST_CASE("a damaged or lying index is refused as integrity") {
     u.str("b");
     CHECK_ERROR_KIND(decode_index(u.take(), "index"), ErrorKind::integrity);
   }
+  SUBCASE("an index naming one piece a million times costs two reads, not a million") {
+    util::ByteWriter w;
+    w.raw(std::string_view("MTX1"));
+    w.varint(1000000);
+    auto first = decode_index(d.top.data, "index").front();
+    for (int i = 0; i < 1000000; ++i) {
+      w.raw(first.id.bytes);
+      w.varint(first.entries);
+      w.str(i == 0 ? first.first : first.first + "~" + std::to_string(1000000 + i));
+    }
+    auto lying = w.take();
+    util::Digest lying_id = util::sha256(lying);
+    store.objects[lying_id] = lying;
+    size_t reads = 0;
+    auto inner = store.fetch();
+    Fetch counting = [&](const util::Digest& id) {
+      ++reads;
+      return inner(id);
+    };
+    CHECK_ERROR_KIND(load(lying_id, counting, "dir"), ErrorKind::integrity);
+    CHECK(reads <= 3);
+  }
   SUBCASE("an index where a tree is expected is refused by decode") {
     CHECK_ERROR_KIND(decode(d.top.data, "dir"), ErrorKind::integrity);
   }
