@@ -10,6 +10,7 @@
 #include "libmirage/server/housekeeping.hpp"
 #include "libmirage/server/params.hpp"
 #include "libmirage/server/roles.hpp"
+#include "libmirage/store/volume.hpp"
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/hex.hpp"
@@ -561,7 +562,7 @@ void Service::ensure_volume(const std::string& path) {
   util::Transaction tx(cat.db());
   for (const auto& v : cat.volumes())
     if (v.path == path) return;
-  util::make_dirs(std::filesystem::path(path) / "packs");
+  store::open_volume(path)->init();
   int64_t id = cat.add_volume(path);
   cat.add_event("volume.added", "", {{"volume_id", id}, {"path", path}, {"by", "mirage-serverd --volume"}});
   tx.commit();
