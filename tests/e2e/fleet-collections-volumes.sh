@@ -137,4 +137,11 @@ expect_contains "$OUT" '"transaction":"layer_update"'
 expect_contains "$OUT" '"bytes_moved"'
 expect_exit 0 mirage collection delete pair --output json
 expect_exit 3 mirage collection delete pair
+# mirage-serverd --volume DIR makes and registers a volume (once, however often it starts).
+mirage-serverd --volume "$TEST_TMP/vol-flag" --stdio </dev/null
+mirage-serverd --volume "$TEST_TMP/vol-flag" --stdio </dev/null
+[ -d "$TEST_TMP/vol-flag/packs" ] || fail "--volume did not make the volume's packs directory"
+[ "$(stat -c %a "$TEST_TMP/vol-flag")" = 700 ] || fail "--volume made its directory with mode $(stat -c %a "$TEST_TMP/vol-flag")"
+n=$(mirage volume list --output json | python3 -c 'import json,sys; print(sum(v["path"] == sys.argv[1] for v in json.load(sys.stdin)["volumes"]))' "$TEST_TMP/vol-flag")
+[ "$n" = 1 ] || fail "--volume registered the volume $n times"
 echo ok
