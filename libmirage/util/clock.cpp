@@ -5,9 +5,23 @@
 #include <cstdlib>
 #include <utility>
 
+#include "libmirage/util/error.hpp"
+
 namespace mirage::util {
 
+namespace {
+std::atomic<ManualClock*> g_manual{nullptr};
+}
+
+ManualClock::ManualClock(int64_t start_ns) : m_now(start_ns) {
+  ManualClock* none = nullptr;
+  if (!g_manual.compare_exchange_strong(none, this)) throw Error(ErrorKind::precondition, "a manual clock is already set");
+}
+
+ManualClock::~ManualClock() { g_manual = nullptr; }
+
 int64_t now_ns() {
+  if (ManualClock* manual = g_manual.load()) return manual->now();
   // Tests of time-based rules (retention, GC grace) run on a fake clock.
   static const std::optional<int64_t> fake = [] {
     const char* v = std::getenv("MIRAGE_TEST_NOW");

@@ -1,4 +1,5 @@
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -6,9 +7,25 @@
 
 namespace mirage::util {
 
-/// Nanoseconds since the Unix epoch, from the real-time clock (or, for tests, the fixed
-/// moment $MIRAGE_TEST_NOW names, e.g. 2026-01-05T10:00:00Z).
+/// Nanoseconds since the Unix epoch, from the real-time clock; for tests, the time of the
+/// ManualClock alive, else the fixed moment $MIRAGE_TEST_NOW names (e.g. 2026-01-05T10:00:00Z).
 int64_t now_ns();
+
+/// A clock a test sets and advances: while one exists, now_ns() reads it (one at a time,
+/// in the whole process; creating a second throws Error(precondition)).
+class ManualClock {
+ public:
+  explicit ManualClock(int64_t start_ns);
+  ~ManualClock();
+  ManualClock(const ManualClock&) = delete;
+  ManualClock& operator=(const ManualClock&) = delete;
+  void advance(int64_t ns) { m_now += ns; }
+  void set(int64_t ns) { m_now = ns; }
+  int64_t now() const { return m_now; }
+
+ private:
+  std::atomic<int64_t> m_now;
+};
 /// RFC 3339 in UTC with second precision: 2026-11-25T10:00:00Z.
 std::string rfc3339(int64_t ns);
 /// Parses "YYYY-MM-DD", "YYYY-MM-DDTHH:MM[:SS][Z]" or with a space for T, as UTC;

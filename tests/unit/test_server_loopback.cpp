@@ -12,6 +12,7 @@
 #include "libmirage/client/client.hpp"
 #include "libmirage/server/loopback.hpp"
 #include "libmirage/server/service.hpp"
+#include "libmirage/util/clock.hpp"
 #include "tests/unit/check_error.hpp"
 
 using namespace mirage;
@@ -104,6 +105,27 @@ TEST_CASE("an endpoint enrolls, syncs on its own credential, and restores what i
   // A second sync of an unchanged tree sends no new file content.
   auto again = client::centralize(device, co);
   CHECK(again.stats.bytes_new == 0);
+}
+
+TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("util::ManualClock");
+
+TEST_CASE("a token made to expire stops working once the test clock passes its end") {
+  World w;
+  util::ManualClock clock(*util::parse_time_lower("2026-06-01T12:00:00Z"));
+  CHECK(util::now_ns() == clock.now());
+  auto admin = w.client(w.admin_token);
+  auto made = admin.call("token.create", {{"name", "helpdesk-1"}, {"role", "helpdesk"}, {"expires_seconds", 86400}});
+  CHECK(made["expires"] == "2026-06-02T12:00:00Z");
+  auto helpdesk = w.client(made["token"].get<std::string>());
+  CHECK(helpdesk.call("server.info")["role"] == "helpdesk");
+  clock.advance(int64_t(86399) * 1000000000);
+  CHECK(helpdesk.call("server.info")["role"] == "helpdesk");
+  clock.advance(int64_t(2) * 1000000000);
+  CHECK_ERROR_KIND(helpdesk.call("server.info"), ErrorKind::permission);
+  // One manual clock at a time.
+  CHECK_ERROR_KIND(util::ManualClock(0), ErrorKind::precondition);
 }
 
 TEST_SUITE_END();
