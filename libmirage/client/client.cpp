@@ -477,7 +477,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
       json stats = scanned.stats;
       stats.erase("warnings");
       // Tests stop here to leave an upload in flight (chunks sent, no snapshot committed).
-      if (const char* stop = getenv("MIRAGE_TEST_CRASH_BEFORE_COMMIT"); stop && *stop) ::_exit(99);
+      if (opts.crash_point) opts.crash_point("before_commit", 0);
       try {
         result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
                                                           {"tree", scanned.tree.hex()},
@@ -528,6 +528,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     ao.snapshot = result.snapshot;
     ao.more_connections = opts.more_connections;
     ao.progress = opts.apply_progress;
+    ao.crash_point = opts.crash_point;
     result.order = apply_order(client, next, ao);
     result.protected_by = result.snapshot;
     snapshot(false);  // the state after the apply

@@ -15,6 +15,7 @@
 #include "libmirage/materialize/restorer.hpp"
 #include "libmirage/proto/transport.hpp"
 #include "libmirage/scan/scanner.hpp"
+#include "libmirage/util/crash_point.hpp"
 
 namespace mirage::client {
 
@@ -66,6 +67,7 @@ struct CentralizeOptions {
   std::function<void(const scan::Progress&)> progress;
   std::function<void(uint64_t, uint64_t)> apply_progress;
   ConnectionFactory more_connections;  ///< may be empty: then everything uses one connection
+  util::CrashHook crash_point;  ///< crash tests: "before_commit" 0, and the apply's points
 };
 
 struct CentralizeResult {

@@ -329,17 +329,10 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     ao.root = opts.root;
     ao.journal = opts.state_dir / "apply.journal";
     ao.progress = opts.progress;
-    // Crash tests: die like kill -9 before staging entry N or before commit step N.
-    auto crash_at = [](const char* var) -> std::function<void(size_t)> {
-      const char* at = getenv(var);
-      if (!at) return nullptr;
-      size_t target = std::strtoul(at, nullptr, 10);
-      return [target](size_t i) {
-        if (i == target) ::_exit(99);
-      };
-    };
-    ao.before_step = crash_at("MIRAGE_TEST_CRASH_AT_STEP");
-    ao.before_stage = crash_at("MIRAGE_TEST_CRASH_AT_STAGE");
+    if (opts.crash_point) {
+      ao.before_stage = [hook = opts.crash_point](size_t i) { hook("apply_stage", i); };
+      ao.before_step = [hook = opts.crash_point](size_t i) { hook("apply_step", i); };
+    }
     auto result = layer::apply(plan, e, *source, ao);
     for (const auto& w : result.warnings) util::warn(w);
     if (!result.installed.empty()) {
