@@ -486,7 +486,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
                                                           {"pinned", pinned}});
       } catch (const Error& e) {
         // The server lacks something the cache vouched for (e.g. removed by GC): rescan everything.
-        if (e.kind() == ErrorKind::precondition && attempt == 0 && std::string(e.what()).find("incomplete") != std::string::npos) {
+        if (e.kind() == ErrorKind::precondition && attempt == 0 && e.reason() == proto::k_reason_incomplete) {
           util::warn(std::string(e.what()) + "; rescanning without the files cache");
           continue;
         }
