@@ -13,6 +13,7 @@
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
 #include "libmirage/util/log.hpp"
+#include "libmirage/util/spawn.hpp"
 
 namespace mirage::client {
 
@@ -418,18 +419,10 @@ json render_tar(Client& client, const std::vector<std::string>& refs, std::funct
     }
   } cleanup{dir};
   json result = render(client, refs, dir, std::move(progress), std::move(more_connections));
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork tar");
-  if (pid == 0) {
-    ::execlp("tar", "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-C", dir.c_str(), "-cf", "-",
-             ".", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw Error(ErrorKind::failed, "tar exited with status " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  util::SpawnOptions so;
+  so.argv = {"tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-C", dir.string(), "-cf", "-", "."};
+  int status = util::spawn(so).wait();
+  if (status != 0) throw Error(ErrorKind::failed, "tar exited with status " + std::to_string(status));
   return result;
 }
 
