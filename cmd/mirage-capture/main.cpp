@@ -4,6 +4,7 @@
 #include "libmirage/client/layers.hpp"
 #include "libmirage/tool/tool.hpp"
 #include "libmirage/util/fd.hpp"
+#include "libmirage/util/json_input.hpp"
 
 using namespace mirage;
 using nlohmann::json;
@@ -18,10 +19,7 @@ struct Options {
 
 layer::LayerRules load_rules(const std::string& file) {
   if (file.empty()) return layer::LayerRules::defaults();
-  std::string text = file == "-" ? std::string(std::istreambuf_iterator<char>(std::cin), {}) : util::read_file(file);
-  auto doc = json::parse(text, nullptr, false);
-  if (doc.is_discarded()) throw Error(ErrorKind::usage, "rules " + file + ": not valid JSON");
-  return layer::LayerRules::from_json(doc);
+  return layer::LayerRules::from_json(util::read_json_input(file, "--rules"));
 }
 
 std::map<std::string, std::string> parse_match(const std::vector<std::string>& items) {

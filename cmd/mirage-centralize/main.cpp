@@ -1,10 +1,14 @@
 // mirage-centralize: register this endpoint and upload a snapshot of it; accept or
 // reject pending devices.
 #include <csignal>
+#include <cstdlib>
+#include <optional>
 #include <iostream>
 #include <random>
 #include <sstream>
 #include <thread>
+
+#include <unistd.h>
 
 #include "libmirage/tool/tool.hpp"
 #include "libmirage/util/clock.hpp"
@@ -65,6 +69,28 @@ tool::Common endpoint_common(const tool::Common& common_in, const std::string& d
   return common;
 }
 
+/// Crash tests (tests/e2e/crash-*, tests/bench/crash-campaign.sh) name a point in the
+/// environment; the sync dies there like kill -9 (exit 99, nothing flushed or unwound):
+/// MIRAGE_TEST_CRASH_BEFORE_COMMIT (any value), MIRAGE_TEST_CRASH_AT_STAGE=N and
+/// MIRAGE_TEST_CRASH_AT_STEP=N (before staging entry N, before commit step N of an apply).
+util::CrashHook crash_hook_from_env() {
+  auto index_of = [](const char* var) -> std::optional<size_t> {
+    const char* v = getenv(var);
+    if (!v) return std::nullopt;
+    return std::strtoul(v, nullptr, 10);
+  };
+  const char* before_commit = getenv("MIRAGE_TEST_CRASH_BEFORE_COMMIT");
+  bool at_commit = before_commit && *before_commit;
+  auto stage = index_of("MIRAGE_TEST_CRASH_AT_STAGE");
+  auto step = index_of("MIRAGE_TEST_CRASH_AT_STEP");
+  if (!at_commit && !stage && !step) return nullptr;
+  return [at_commit, stage, step](std::string_view point, size_t i) {
+    if ((point == "before_commit" && at_commit) || (point == "apply_stage" && stage == i) ||
+        (point == "apply_step" && step == i))
+      ::_exit(99);
+  };
+}
+
 /// One sync: its result, printed (in --watch as one JSON line per sync). Returns the exit status.
 int sync_once(const tool::Common& common_in, const Options& o) {
   client::CentralizeOptions co;
@@ -81,6 +107,7 @@ int sync_once(const tool::Common& common_in, const Options& o) {
              tool::human_bytes(p.bytes_sent));
   };
   co.more_connections = tool::connection_factory(common);
+  co.crash_point = crash_hook_from_env();
   auto client = tool::connect(common);
   auto result = client::centralize(client, co);
   json doc = result;

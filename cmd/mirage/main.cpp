@@ -8,6 +8,7 @@
 
 #include "libmirage/tool/tool.hpp"
 #include "libmirage/util/fd.hpp"
+#include "libmirage/util/json_input.hpp"
 
 using namespace mirage;
 using nlohmann::json;
@@ -78,14 +79,6 @@ int events(const tool::Common& common, const std::string& device, const std::str
     if (!follow) return 0;
     if (r["events"].empty()) ::usleep(static_cast<useconds_t>(poll * 1e6));
   }
-}
-
-/// Reads a JSON document from FILE or - (stdin); Error(usage) naming it when malformed.
-json read_json(const std::string& file) {
-  std::string text = file == "-" ? std::string(std::istreambuf_iterator<char>(std::cin), {}) : util::read_file(file);
-  json doc = json::parse(text, nullptr, false);
-  if (doc.is_discarded()) throw Error(ErrorKind::usage, "--file " + file + ": not valid JSON");
-  return doc;
 }
 
 /// KEY=GLOB pairs into an object; Error(usage) naming a malformed one.
@@ -285,7 +278,7 @@ int main(int argc, char** argv) {
         }},
        {policy_show, [&] { return call_print("policy.get", {{"name", policy_name}}, nullptr); }},
        {policy_set,
-        [&] { return call_print("policy.set", {{"name", policy_name}, {"policy", read_json(policy_file)}}, nullptr); }},
+        [&] { return call_print("policy.set", {{"name", policy_name}, {"policy", util::read_json_input(policy_file, "--file")}}, nullptr); }},
        {policy_assign,
         [&] {
           json p = targets();

@@ -477,7 +477,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
       json stats = scanned.stats;
       stats.erase("warnings");
       // Tests stop here to leave an upload in flight (chunks sent, no snapshot committed).
-      if (const char* stop = getenv("MIRAGE_TEST_CRASH_BEFORE_COMMIT"); stop && *stop) ::_exit(99);
+      if (opts.crash_point) opts.crash_point("before_commit", 0);
       try {
         result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
                                                           {"tree", scanned.tree.hex()},
@@ -486,7 +486,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
                                                           {"pinned", pinned}});
       } catch (const Error& e) {
         // The server lacks something the cache vouched for (e.g. removed by GC): rescan everything.
-        if (e.kind() == ErrorKind::precondition && attempt == 0 && std::string(e.what()).find("incomplete") != std::string::npos) {
+        if (e.kind() == ErrorKind::precondition && attempt == 0 && e.reason() == proto::k_reason_incomplete) {
           util::warn(std::string(e.what()) + "; rescanning without the files cache");
           continue;
         }
@@ -528,6 +528,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     ao.snapshot = result.snapshot;
     ao.more_connections = opts.more_connections;
     ao.progress = opts.apply_progress;
+    ao.crash_point = opts.crash_point;
     result.order = apply_order(client, next, ao);
     result.protected_by = result.snapshot;
     snapshot(false);  // the state after the apply

@@ -15,6 +15,7 @@
 #include "libmirage/materialize/restorer.hpp"
 #include "libmirage/proto/transport.hpp"
 #include "libmirage/scan/scanner.hpp"
+#include "libmirage/util/crash_point.hpp"
 
 namespace mirage::client {
 
@@ -46,9 +47,8 @@ void check_device_id(const std::string& id);
 nlohmann::json inventory(const std::filesystem::path& root, std::string* hostname);
 
 /// Opens another connection to the same server (upload workers each get their own, so
-/// one worker's upload does not wait behind another's on a single pipe). It may be
-/// called while the scanner's walk has changed the working directory, so it must not
-/// depend on it (give it absolute paths).
+/// one worker's upload does not wait behind another's on a single pipe), from any
+/// thread.
 using ConnectionFactory = std::function<std::unique_ptr<Client>()>;
 
 /// The protocol behind the scanner's and the restorer's interfaces. An empty `device`
@@ -66,6 +66,7 @@ struct CentralizeOptions {
   std::function<void(const scan::Progress&)> progress;
   std::function<void(uint64_t, uint64_t)> apply_progress;
   ConnectionFactory more_connections;  ///< may be empty: then everything uses one connection
+  util::CrashHook crash_point;  ///< crash tests: "before_commit" 0, and the apply's points
 };
 
 struct CentralizeResult {

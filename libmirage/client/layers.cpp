@@ -13,6 +13,7 @@
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
 #include "libmirage/util/log.hpp"
+#include "libmirage/util/spawn.hpp"
 
 namespace mirage::client {
 
@@ -329,17 +330,10 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     ao.root = opts.root;
     ao.journal = opts.state_dir / "apply.journal";
     ao.progress = opts.progress;
-    // Crash tests: die like kill -9 before staging entry N or before commit step N.
-    auto crash_at = [](const char* var) -> std::function<void(size_t)> {
-      const char* at = getenv(var);
-      if (!at) return nullptr;
-      size_t target = std::strtoul(at, nullptr, 10);
-      return [target](size_t i) {
-        if (i == target) ::_exit(99);
-      };
-    };
-    ao.before_step = crash_at("MIRAGE_TEST_CRASH_AT_STEP");
-    ao.before_stage = crash_at("MIRAGE_TEST_CRASH_AT_STAGE");
+    if (opts.crash_point) {
+      ao.before_stage = [hook = opts.crash_point](size_t i) { hook("apply_stage", i); };
+      ao.before_step = [hook = opts.crash_point](size_t i) { hook("apply_step", i); };
+    }
     auto result = layer::apply(plan, e, *source, ao);
     for (const auto& w : result.warnings) util::warn(w);
     if (!result.installed.empty()) {
@@ -425,18 +419,10 @@ json render_tar(Client& client, const std::vector<std::string>& refs, std::funct
     }
   } cleanup{dir};
   json result = render(client, refs, dir, std::move(progress), std::move(more_connections));
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork tar");
-  if (pid == 0) {
-    ::execlp("tar", "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-C", dir.c_str(), "-cf", "-",
-             ".", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw Error(ErrorKind::failed, "tar exited with status " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  util::SpawnOptions so;
+  so.argv = {"tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-C", dir.string(), "-cf", "-", "."};
+  int status = util::spawn(so).wait();
+  if (status != 0) throw Error(ErrorKind::failed, "tar exited with status " + std::to_string(status));
   return result;
 }
 

@@ -100,6 +100,7 @@ struct ApplyOrderOptions {
   nlohmann::json snapshot;  ///< the protecting snapshot just taken (its root is E)
   std::function<void(uint64_t, uint64_t)> progress;
   ConnectionFactory more_connections;
+  util::CrashHook crash_point;  ///< crash tests: called at "apply_stage" N and "apply_step" N
 };
 /// Carries out `next` (order.next's reply: order, given) and reports the outcome to
 /// the server. Returns the report. A failure is reported and rethrown.

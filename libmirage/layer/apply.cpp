@@ -24,6 +24,7 @@
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
 #include "libmirage/util/log.hpp"
+#include "libmirage/util/spawn.hpp"
 #include "libmirage/util/zstd.hpp"
 
 namespace mirage::layer {
@@ -627,27 +628,16 @@ std::vector<HookResult> run_hooks(const fs::path& root) {
   std::sort(names.begin(), names.end());
   bool real_root = fs::equivalent(root, "/", ec);
   for (const auto& name : names) {
-    std::string inside = "/etc/mirage/post-layer.d/" + name;
-    pid_t pid = ::fork();
-    if (pid < 0) {
+    util::SpawnOptions so;
+    so.argv = {"/etc/mirage/post-layer.d/" + name};
+    so.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, {"MIRAGE_ROOT", root.string()}};
+    if (!real_root) so.chroot = root;
+    so.out = util::SpawnOptions::Stream::to_stderr;
+    try {
+      out.push_back({name, util::spawn(so).wait()});  // 127 when it could not be run
+    } catch (const Error&) {
       out.push_back({name, -1});
-      continue;
     }
-    if (pid == 0) {
-      ::dup2(2, 1);
-      ::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
-      ::setenv("MIRAGE_ROOT", root.c_str(), 1);
-      if (real_root) {
-        ::execl(inside.c_str(), inside.c_str(), static_cast<char*>(nullptr));
-      } else {
-        if (::chroot(root.c_str()) == 0 && ::chdir("/") == 0) ::execl(inside.c_str(), inside.c_str(), static_cast<char*>(nullptr));
-      }
-      ::_exit(127);
-    }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    out.push_back({name, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)});
   }
   return out;
 }

@@ -95,9 +95,10 @@ std::vector<uint8_t> encode_request_header(const Request& r) { return encode_fra
 
 std::vector<uint8_t> encode_reply(const Reply& r) {
   nlohmann::json h = {{"id", r.id}};
-  if (r.error)
+  if (r.error) {
     h["error"] = {{"code", kind_name(r.error->kind())}, {"message", r.error->what()}};
-  else
+    if (!r.error->reason().empty()) h["error"]["reason"] = r.error->reason();
+  } else
     h["result"] = r.result;
   return encode_frame(h, r.binary);
 }
@@ -159,7 +160,8 @@ Reply parse_reply(Frame frame) {
     const auto& e = h["error"];
     std::string code = e.is_object() ? e.value("code", "failed") : "failed";
     std::string message = e.is_object() ? e.value("message", "server error") : "server error";
-    r.error = Error(kind_from_name(code), message);
+    std::string reason = e.is_object() && e.contains("reason") && e["reason"].is_string() ? e["reason"].get<std::string>() : "";
+    r.error = Error(kind_from_name(code), message, std::move(reason));
   } else if (h.contains("result")) {
     r.result = h["result"];
   } else {

@@ -9,11 +9,14 @@
 //
 // Request header:  {"v": 1, "id": <any>, "method": "chunks.put", "params": {...}, "binary": N}
 // Reply header:    {"id": <same>, "result": {...}, "binary": N}
-//             or   {"id": <same>, "error": {"code": "not_found", "message": "..."}}
+//             or   {"id": <same>, "error": {"code": "not_found", "message": "...", "reason": "..."}}
+//             ("reason" only when the error has one: a fixed word a client may act on,
+//             see the k_reason_* constants; the message is for people)
 // Bulk data (chunk records, id lists, bitmaps) is always the binary part, never base64.
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -45,6 +48,10 @@ struct Request {
   nlohmann::json params = nlohmann::json::object();
   std::vector<uint8_t> binary;
 };
+
+/// snapshot.commit (and layer commits) refused because the server lacks objects the
+/// tree names (precondition): an endpoint whose files cache vouched for them rescans.
+inline constexpr std::string_view k_reason_incomplete = "incomplete";
 
 struct Reply {
   nlohmann::json id = 0;

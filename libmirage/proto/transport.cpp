@@ -3,8 +3,6 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +12,7 @@
 #include <utility>
 
 #include "libmirage/util/fd.hpp"
-
-extern char** environ;
+#include "libmirage/util/spawn.hpp"
 
 namespace mirage::proto {
 
@@ -45,51 +42,42 @@ std::string find_serverd(const std::string& given) {
     fs::path beside = self.parent_path() / "mirage-serverd";
     if (fs::exists(beside)) return beside.string();
   }
-  return "mirage-serverd";  // found on PATH by posix_spawnp
+  return "mirage-serverd";  // found on PATH by util::spawn
 }
 
 class StdioTransport : public Transport {
  public:
   StdioTransport(const std::string& exe, const std::string& data) : m_data(data) {
-    int to_child[2], from_child[2];
-    if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0)
-      throw_errno(ErrorKind::unavailable, "create pipes");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, to_child[0], 0);
-    posix_spawn_file_actions_adddup2(&actions, from_child[1], 1);
-    std::vector<std::string> args = {exe, "--stdio", "--data", data};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int rc = ::posix_spawnp(&m_pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(to_child[0]);
-    ::close(from_child[1]);
-    m_in = util::Fd(to_child[1]);
-    m_out = util::Fd(from_child[0]);
-    if (rc != 0) {
-      errno = rc;
+    util::SpawnOptions so;
+    so.argv = {exe, "--stdio", "--data", data};
+    so.in = util::SpawnOptions::Stream::pipe;
+    so.out = util::SpawnOptions::Stream::pipe;
+    try {
+      m_child = util::spawn(so);
+    } catch (const Error& e) {
+      throw Error(ErrorKind::unavailable, e.what());
+    }
+    if (int err = m_child.exec_error()) {
+      errno = err;
       throw_errno(ErrorKind::unavailable, "start " + exe);
     }
-    m_reader = std::make_unique<FrameReader>(m_out.get());
+    m_reader = std::make_unique<FrameReader>(m_child.out.get());
     ::signal(SIGPIPE, SIG_IGN);
   }
 
   ~StdioTransport() override {
-    m_in = util::Fd();  // EOF tells the server to finish
+    m_child.in = util::Fd();  // EOF tells the server to finish
     m_reader.reset();
-    m_out = util::Fd();
-    int status;
-    ::waitpid(m_pid, &status, 0);
+    m_child.out = util::Fd();
+    m_child.wait();
   }
 
   Reply call(const Request& request) override {
     std::lock_guard lock(m_mutex);
     auto header = encode_request_header(request);
     try {
-      util::write_all(m_in.get(), header, "request to mirage-serverd");
-      util::write_all(m_in.get(), request.binary, "request to mirage-serverd");
+      util::write_all(m_child.in.get(), header, "request to mirage-serverd");
+      util::write_all(m_child.in.get(), request.binary, "request to mirage-serverd");
     } catch (const Error& e) {
       throw Error(ErrorKind::unavailable, std::string(e.what()) + " (local server for " + m_data + " exited)");
     }
@@ -102,8 +90,7 @@ class StdioTransport : public Transport {
 
  private:
   std::string m_data;
-  pid_t m_pid = -1;
-  util::Fd m_in, m_out;
+  util::Child m_child;
   std::unique_ptr<FrameReader> m_reader;
   std::mutex m_mutex;
 };

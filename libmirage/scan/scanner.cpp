@@ -326,7 +326,7 @@ using tree::child_path;
 
 }  // namespace
 
-tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st, bool in_cwd) {
+tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st) {
   tree::Entry e;
   e.name = name;
   e.mode = st.st_mode & 07777;
@@ -361,7 +361,7 @@ tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct sta
     case S_IFSOCK: e.kind = tree::Kind::socket; break;
     default: throw Error(ErrorKind::failed, "unknown file type of " + name);
   }
-  auto xattrs = in_cwd ? util::list_xattrs_at_path(name, name) : util::list_xattrs(dirfd, name);
+  auto xattrs = util::list_xattrs(dirfd, name, st.st_mode);
   for (auto& [k, v] : xattrs) e.xattrs.push_back({std::move(k), std::move(v)});
   return e;
 }
@@ -403,13 +403,11 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
   };
   std::vector<Frame> stack;
   stack.push_back({0, util::Fd(::dup(rootfd.get())), false});
-  util::ScopedChdir cwd;  // the walk lists xattrs by bare name in the directory it is in
   if (opts.threads) pipeline.start();
   while (!stack.empty()) {
     Frame frame = std::move(stack.back());
     stack.pop_back();
     const std::string dir_path = nodes[frame.node].path;
-    cwd.enter(frame.fd.get());
     std::vector<std::string> names;
     {
       int dupfd = ::dup(frame.fd.get());
@@ -447,7 +445,7 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       }
       tree::Entry entry;
       try {
-        entry = entry_from_stat(frame.fd.get(), name, st, true);
+        entry = entry_from_stat(frame.fd.get(), name, st);
       } catch (const Error& e) {
         if (e.kind() != ErrorKind::not_found) pipeline.note_unreadable(path, std::string(e.what()) + " (left out)");
         continue;  // not_found: vanished since readdir

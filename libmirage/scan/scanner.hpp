@@ -98,14 +98,12 @@ struct ScanResult {
 /// carry on past. An entry that cannot be read (open, read, stat, xattrs, symlink) or
 /// stored (tree::entry_problem) is left out, a directory that cannot be opened is kept
 /// empty; each is counted in stats.unreadable and named (the first ones) in
-/// stats.unreadable_entries, so the caller can tell an incomplete snapshot. The walk changes the
-/// process's working directory until it returns (xattrs are listed by bare name, the
-/// cheapest lookup): a ChunkSink must not resolve relative paths meanwhile.
+/// stats.unreadable_entries, so the caller can tell an incomplete snapshot. The walk reads
+/// every entry relative to its directory's fd; it never changes the working directory.
 ScanResult scan(const ScanOptions& options, ChunkSink& sink);
 
 /// Reads an entry's metadata (not contents): kind, mode, owner, times, rdev, symlink
-/// target, xattrs. `st` is its lstat. With `in_cwd`, dirfd is also the working
-/// directory and xattrs are listed by the bare name (much cheaper than through /proc).
-tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st, bool in_cwd = false);
+/// target, xattrs (util::list_xattrs). `st` is its lstat.
+tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st);
 
 }  // namespace mirage::scan

@@ -193,7 +193,7 @@ void Service::verify_closure(const Digest& tree_id, const std::optional<Digest>&
   }
   if (missing)
     throw Error(ErrorKind::precondition, "snapshot of device " + device + " is incomplete: " + std::to_string(missing) +
-                                             " objects missing (first: " + first + ")");
+                                             " objects missing (first: " + first + ")", std::string(proto::k_reason_incomplete));
 }
 
 void Service::register_handlers() {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "libmirage/util/fd.hpp"
+#include "libmirage/util/json_input.hpp"
 #include "libmirage/util/log.hpp"
 
 namespace mirage::tool {
@@ -62,16 +63,7 @@ std::vector<std::string> expand_input(const std::vector<std::string>& args) {
     }
   }
   if (!source) return out;
-  std::string text;
-  if (*source == "-") {
-    std::stringstream ss;
-    ss << std::cin.rdbuf();
-    text = ss.str();
-  } else {
-    text = util::read_file(*source);
-  }
-  json doc = json::parse(text, nullptr, false);
-  if (doc.is_discarded()) throw Error(ErrorKind::usage, "--input " + *source + ": not valid JSON");
+  json doc = util::read_json_input(*source, "--input");
   if (!doc.is_object()) throw Error(ErrorKind::usage, "--input " + *source + ": expected a JSON object");
   for (const auto& [key, value] : doc.items()) {
     std::string flag = "--" + key;
@@ -124,9 +116,9 @@ int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     args = expand_input(args);
-  } catch (const Error& e) {
+  } catch (const Error& e) {  // usage (2) for bad JSON, not_found (3) for a missing file
     report_error(tool, common.json(), e.kind(), e.what());
-    return 2;
+    return e.exit_code();
   }
   std::reverse(args.begin(), args.end());  // CLI11 takes them back to front
   try {

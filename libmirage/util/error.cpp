@@ -42,7 +42,7 @@ void rethrow_with_context(const std::string& context) {
   try {
     throw;
   } catch (const Error& e) {
-    throw Error(e.kind(), context + ": " + e.what());
+    throw Error(e.kind(), context + ": " + e.what(), e.reason());
   } catch (const std::exception& e) {
     throw Error(ErrorKind::failed, context + ": " + e.what());
   }

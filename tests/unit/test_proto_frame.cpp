@@ -84,3 +84,40 @@ TEST_CASE("id lists round-trip and a ragged list is refused") {
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("proto::Frame");
+
+TEST_CASE("an error reply carries its reason, and a reply without one has none") {
+  // The endpoint rescans on reason "incomplete": it must arrive as a field, not in the text.
+  Reply with{7, nlohmann::json::object(),
+             Error(ErrorKind::precondition, "snapshot of device d is incomplete: 1 objects missing", std::string(k_reason_incomplete)),
+             {}};
+  auto got = parse_reply(decode_frame(encode_reply(with)));
+  REQUIRE(got.error);
+  CHECK(got.error->kind() == ErrorKind::precondition);
+  CHECK(got.error->reason() == k_reason_incomplete);
+  CHECK(decode_frame(encode_reply(with)).header["error"]["reason"] == "incomplete");
+
+  Reply without{8, nlohmann::json::object(), Error(ErrorKind::precondition, "snapshot of device d is incomplete"), {}};
+  auto frame = decode_frame(encode_reply(without));
+  CHECK_FALSE(frame.header["error"].contains("reason"));
+  got = parse_reply(std::move(frame));
+  REQUIRE(got.error);
+  CHECK(got.error->reason().empty());  // the word in the message is not a reason
+}
+
+TEST_CASE("rethrowing with context keeps the kind and the reason") {
+  try {
+    try {
+      throw Error(ErrorKind::precondition, "inner", "incomplete");
+    } catch (...) {
+      rethrow_with_context("commit");
+    }
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::precondition);
+    CHECK(e.reason() == "incomplete");
+    CHECK(std::string(e.what()) == "commit: inner");
+  }
+}
+
+TEST_SUITE_END();

@@ -1,0 +1,16 @@
+#pragma once
+// The one reader of "FILE or - (stdin)" JSON arguments (--input, --file, --rules).
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mirage::util {
+
+/// The JSON document in `source`: a file, or standard input for "-". `what` names the
+/// argument in messages ("--input", "rules"). Throws Error(not_found) naming a missing
+/// file (permission, failed: as util::read_file), and Error(usage) naming the source
+/// and the position for text that is not JSON: "--file x.json: not valid JSON at line 2,
+/// column 5 (byte 17): ...".
+nlohmann::json read_json_input(const std::string& source, const std::string& what);
+
+}  // namespace mirage::util
