@@ -37,7 +37,15 @@ int serve_stdio(Service& service, int in, int out) {
     nlohmann::json id = nullptr;
     proto::Reply reply;
     try {
-      reply = service.handle(proto::parse_request(std::move(*frame), &id), local);
+      // The body limits hold here too (as over HTTP, header line and binary part): a
+      // lowered --limit upload-body is not only for HTTP clients.
+      size_t length = frame->header.dump().size() + 1 + frame->binary.size();
+      auto request = proto::parse_request(std::move(*frame), &id);
+      if (length > service.limits().body_limit(request.method))
+        throw Error(ErrorKind::usage, "request body of " + std::to_string(length) + " bytes is over the limit of " +
+                                          std::to_string(service.limits().body_limit(request.method)) + " for " +
+                                          request.method);
+      reply = service.handle(std::move(request), local);
     } catch (const Error& e) {
       reply = proto::Reply{id, nlohmann::json::object(), e, {}};
     }
