@@ -6,7 +6,9 @@
 source "$(dirname "$0")/lib.sh"
 need python3
 serve() {  # serve RETRY-AFTER: a fake server on a free loopback port; sets FAKE_URL, FAKE_PID
-  python3 - "$1" "$TEST_TMP/posts" >"$TEST_TMP/fake.log" 2>&1 <<'PY' &
+  FAKE_N=$((${FAKE_N:-0} + 1))  # a log of its own: the last one's port is never read
+  local log="$TEST_TMP/fake.$FAKE_N.log"
+  python3 - "$1" "$TEST_TMP/posts" >"$log" 2>&1 <<'PY' &
 import http.server, sys
 retry, log = sys.argv[1], sys.argv[2]
 class H(http.server.BaseHTTPRequestHandler):
@@ -27,8 +29,9 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 PY
   FAKE_PID=$!
-  for _ in $(seq 1 50); do [ -s "$TEST_TMP/fake.log" ] && break; sleep 0.1; done
-  FAKE_URL="http://127.0.0.1:$(head -1 "$TEST_TMP/fake.log")"
+  for _ in $(seq 1 50); do [ -s "$log" ] && break; sleep 0.1; done
+  [ -s "$log" ] || fail "the fake server did not start"
+  FAKE_URL="http://127.0.0.1:$(head -1 "$log")"
   trap 'kill $FAKE_PID 2>/dev/null || true; cleanup' EXIT
 }
 posts() { if [ -e "$TEST_TMP/posts" ]; then wc -l <"$TEST_TMP/posts"; else echo 0; fi; }
