@@ -156,6 +156,9 @@ void serve_http(Service& service, const HttpOptions& options) {
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
   server->set_payload_max_length(service.limits().max_body());
+  // Replies go out as two writes (headers, body): without TCP_NODELAY the second waits
+  // for the client's delayed ACK (~40 ms), once per request.
+  server->set_tcp_nodelay(true);
   server->new_task_queue = [&options] { return new ElasticPool(options.threads, options.max_connections); };
   // A connection that sends nothing for this long is dropped (a slow client that
   // never finishes its headers holds a thread only this long).
