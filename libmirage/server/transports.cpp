@@ -37,7 +37,15 @@ int serve_stdio(Service& service, int in, int out) {
     nlohmann::json id = nullptr;
     proto::Reply reply;
     try {
-      reply = service.handle(proto::parse_request(std::move(*frame), &id), local);
+      // The body limits hold here too (as over HTTP, header line and binary part): a
+      // lowered --limit upload-body is not only for HTTP clients.
+      size_t length = frame->header.dump().size() + 1 + frame->binary.size();
+      auto request = proto::parse_request(std::move(*frame), &id);
+      if (length > service.limits().body_limit(request.method))
+        throw Error(ErrorKind::usage, "request body of " + std::to_string(length) + " bytes is over the limit of " +
+                                          std::to_string(service.limits().body_limit(request.method)) + " for " +
+                                          request.method);
+      reply = service.handle(std::move(request), local);
     } catch (const Error& e) {
       reply = proto::Reply{id, nlohmann::json::object(), e, {}};
     }
@@ -148,6 +156,9 @@ void serve_http(Service& service, const HttpOptions& options) {
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
   server->set_payload_max_length(service.limits().max_body());
+  // Replies go out as two writes (headers, body): without TCP_NODELAY the second waits
+  // for the client's delayed ACK (~40 ms), once per request.
+  server->set_tcp_nodelay(true);
   server->new_task_queue = [&options] { return new ElasticPool(options.threads, options.max_connections); };
   // A connection that sends nothing for this long is dropped (a slow client that
   // never finishes its headers holds a thread only this long).
