@@ -137,58 +137,114 @@ catalog::Device Service::accepted_device(const std::string& id) {
   return *d;
 }
 
+namespace {
+
+/// The previous snapshot's directory at the same path, as a commit's check compares
+/// against it: one MTR1 object, or an index whose pieces are decoded only where a new
+/// piece's names fall (so the check holds one piece of either side at a time).
+class PreviousDir {
+ public:
+  PreviousDir(const std::optional<Digest>& id, const tree::Fetch& fetch) : m_fetch(fetch) {
+    if (!id) return;
+    std::vector<uint8_t> data;
+    try {
+      data = fetch(*id);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::not_found) throw;
+      return;
+    }
+    if (tree::is_index(data)) {
+      m_index = tree::decode_index(data, "tree " + id->hex());
+      for (const auto& p : m_index) m_pieces.insert(p.id);
+    } else if (entry_count(data) <= tree::k_piece_max_entries) {
+      m_whole = tree::decode(data, "tree " + id->hex());
+    }  // else an object too large to hold: nothing to compare with (everything is checked)
+  }
+  /// True when the previous directory has this very piece (already verified).
+  bool has_piece(const Digest& id) const { return m_pieces.count(id) != 0; }
+  /// The previous entries with names in [first, last] of `piece`.
+  const tree::Tree& around(const tree::Tree& piece) {
+    if (m_index.empty()) return m_whole;
+    m_around.entries.clear();
+    const std::string &lo = piece.entries.front().name, &hi = piece.entries.back().name;
+    for (size_t j = 0; j < m_index.size(); ++j) {
+      bool starts_in = m_index[j].first <= hi, ends_after = j + 1 == m_index.size() || m_index[j + 1].first > lo;
+      if (!starts_in || !ends_after) continue;
+      try {
+        auto old = tree::decode(m_fetch(m_index[j].id), "tree piece " + m_index[j].id.hex());
+        if (old.entries.size() > tree::k_piece_max_entries) continue;
+        m_around.entries.insert(m_around.entries.end(), old.entries.begin(), old.entries.end());
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::not_found) throw;
+      }
+    }
+    return m_around;
+  }
+
+ private:
+  static uint64_t entry_count(std::span<const uint8_t> data) {
+    util::ByteReader r(data, "tree");
+    r.raw(4);
+    return r.varint();
+  }
+  const tree::Fetch& m_fetch;
+  std::vector<tree::Piece> m_index;
+  std::unordered_set<Digest, util::DigestHash> m_pieces;
+  tree::Tree m_whole, m_around;
+};
+
+}  // namespace
+
 void Service::verify_closure(const Digest& tree_id, const std::optional<Digest>& previous, const std::string& device) {
-  // Walk the new snapshot, skipping subtrees equal to the previous snapshot's at the
-  // same path (already verified when that one was committed), and every tree already
-  // walked: a tree shared by many paths is read once, so the work is bounded by the
-  // distinct trees the snapshot has, not by the paths they make.
+  // Walk the new snapshot, skipping subtrees (and pieces of split directories) equal to
+  // the previous snapshot's at the same path, already verified when that one was
+  // committed, and every tree already walked: a tree shared by many paths is read once,
+  // so the work is bounded by the distinct trees the snapshot has, not by the paths they
+  // make. A directory is walked a piece at a time and a new MTR1 object may hold at most
+  // k_piece_max_entries entries, so the memory of one commit's check is bounded too.
   auto& cat = repo().catalog();
   uint64_t missing = 0;
   std::string first;
   std::unordered_set<Digest, util::DigestHash> walked;
+  tree::Fetch fetch = [&](const Digest& d) {
+    if (!cat.find_chunk(d)) throw Error(ErrorKind::not_found, "tree object " + d.hex());
+    return repo().read_plain(d);
+  };
   std::vector<std::tuple<Digest, std::optional<Digest>, std::string>> stack{{tree_id, previous, "/"}};
   while (!stack.empty()) {
     auto [id, old, path] = stack.back();
     stack.pop_back();
     if (old && *old == id) continue;
     if (!walked.insert(id).second) continue;
-    // A directory's objects (one, or an index and its pieces) are all there or it counts missing.
-    tree::Tree t;
-    auto fetch = [&](const Digest& d) {
-      if (!cat.find_chunk(d)) throw Error(ErrorKind::not_found, "tree object " + d.hex());
-      return repo().read_plain(d);
+    PreviousDir before_dir(old, fetch);
+    auto check_piece = [&](const Digest& object, const tree::Tree& piece) {
+      if (object != id && before_dir.has_piece(object)) return;
+      if (piece.entries.empty()) return;
+      const tree::Tree& old_tree = before_dir.around(piece);
+      for (const auto& e : piece.entries) {
+        const tree::Entry* before = old_tree.find(e.name);
+        if (e.kind == tree::Kind::dir) {
+          std::optional<Digest> prev;
+          if (before && before->kind == tree::Kind::dir) prev = before->subtree;
+          stack.push_back({e.subtree, prev, tree::child_path(path, e.name)});
+          continue;
+        }
+        if (before && before->chunks == e.chunks) continue;
+        for (const auto& c : e.chunks) {
+          if (!cat.find_chunk(c.id)) {
+            missing++;
+            if (first.empty()) first = tree::child_path(path, e.name);
+          }
+        }
+      }
     };
+    // A directory's objects (one, or an index and its pieces) are all there or it counts missing.
     try {
-      t = tree::load(id, fetch, "tree " + id.hex() + " (" + path + ")");
+      tree::for_each_piece(id, fetch, "tree " + id.hex() + " (" + path + ")", check_piece, tree::k_piece_max_entries);
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::not_found) throw;
       missing++;
       if (first.empty()) first = "tree of " + path;
-      continue;
-    }
-    tree::Tree old_tree;
-    if (old) {
-      try {
-        old_tree = tree::load(*old, fetch, "tree " + old->hex());
-      } catch (const Error& e) {
-        if (e.kind() != ErrorKind::not_found) throw;
-      }
-    }
-    for (const auto& e : t.entries) {
-      const tree::Entry* before = old_tree.find(e.name);
-      if (e.kind == tree::Kind::dir) {
-        std::optional<Digest> prev;
-        if (before && before->kind == tree::Kind::dir) prev = before->subtree;
-        stack.push_back({e.subtree, prev, tree::child_path(path, e.name)});
-        continue;
-      }
-      if (before && before->chunks == e.chunks) continue;
-      for (const auto& c : e.chunks) {
-        if (!cat.find_chunk(c.id)) {
-          missing++;
-          if (first.empty()) first = tree::child_path(path, e.name);
-        }
-      }
     }
   }
   if (missing)

@@ -68,18 +68,20 @@ class Marker {
       if (m_db.changes() == 0) continue;  // walked already (unchanged subtrees are shared)
       m_trees++;
       add(*m_live, id);
-      tree::Tree t;
-      std::vector<Digest> pieces;
+      // A piece at a time: a split directory is never held whole.
       try {
-        t = tree::load(id, [&](const Digest& d) { return m_repo.read_plain(d); }, "tree " + id.hex(), &pieces);
+        tree::for_each_piece(
+            id, [&](const Digest& d) { return m_repo.read_plain(d); }, "tree " + id.hex(),
+            [&](const Digest& object, const tree::Tree& piece) {
+              if (object != id) add(*m_live, object);
+              for (const auto& e : piece.entries) {
+                if (e.kind == tree::Kind::dir) stack.push_back(e.subtree);
+                for (const auto& c : e.chunks) add(*m_live, c.id);
+              }
+            });
       } catch (const Error& e) {
         // Without this tree the live set is unknown: deleting anything could lose data.
         throw Error(ErrorKind::integrity, std::string(e.what()) + "; GC stopped, nothing deleted (run 'mirage check')");
-      }
-      for (const auto& p : pieces) add(*m_live, p);
-      for (const auto& e : t.entries) {
-        if (e.kind == tree::Kind::dir) stack.push_back(e.subtree);
-        for (const auto& c : e.chunks) add(*m_live, c.id);
       }
     }
   }

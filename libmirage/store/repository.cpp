@@ -499,19 +499,22 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
       stack.pop_back();
       if (!trees_seen.insert(tree_id).second) continue;
       report.trees++;
-      tree::Tree t;
+      // A piece at a time: a split directory is never held whole.
       try {
-        t = tree::load(tree_id, [&](const Digest& d) { return read_plain(d); }, "tree " + tree_id.hex());
+        tree::for_each_piece(
+            tree_id, [&](const Digest& d) { return read_plain(d); }, "tree " + tree_id.hex(),
+            [&](const Digest&, const tree::Tree& piece) {
+              for (const auto& e : piece.entries) {
+                std::string child = tree::child_path(path, e.name);
+                if (e.kind == tree::Kind::dir) stack.push_back({e.subtree, child});
+                for (const auto& c : e.chunks)
+                  if (!m_catalog.find_chunk(c.id))
+                    problem("snapshot", snap.id, "device " + snap.device + " file " + child + ": chunk " + c.id.hex() + " is missing");
+              }
+            });
       } catch (const Error& e) {
         problem("snapshot", snap.id, "device " + snap.device + " path " + path + ": " + e.what());
         continue;
-      }
-      for (const auto& e : t.entries) {
-        std::string child = tree::child_path(path, e.name);
-        if (e.kind == tree::Kind::dir) stack.push_back({e.subtree, child});
-        for (const auto& c : e.chunks)
-          if (!m_catalog.find_chunk(c.id))
-            problem("snapshot", snap.id, "device " + snap.device + " file " + child + ": chunk " + c.id.hex() + " is missing");
       }
     }
   }

@@ -155,7 +155,7 @@ Tree decode(std::span<const uint8_t> data, const std::string& what) {
   auto magic = r.raw(4);
   if (std::string_view(reinterpret_cast<const char*>(magic.data()), 4) != k_magic) r.fail("not a tree object");
   uint64_t count = r.varint();
-  if (count > data.size()) r.fail("entry count exceeds object size");
+  if (count > data.size() / 14) r.fail("entry count exceeds object size");  // an entry takes 14 bytes at least
   Tree tree;
   tree.entries.reserve(static_cast<size_t>(count));
   for (uint64_t i = 0; i < count; ++i) {
@@ -202,7 +202,7 @@ DirObjects encode_dir(Tree tree) {
     bool cut = piece.entries.size() + 1 >= k_piece_min && cut_after(e);
     bytes += encode_entry(e).size();
     piece.entries.push_back(std::move(e));
-    if (cut || bytes >= k_piece_max_bytes) flush();
+    if (cut || bytes >= k_piece_max_bytes || piece.entries.size() >= k_piece_max_entries) flush();
   }
   if (!piece.entries.empty()) flush();
   // No cut fell (few entries, none hashing to a cut): the one piece is the whole.
@@ -271,20 +271,40 @@ Tree join(const std::vector<Piece>& index, std::vector<Tree> pieces, const std::
   return out;
 }
 
-Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::vector<Digest>* pieces) {
+void for_each_piece(const Digest& id, const Fetch& fetch, const std::string& what,
+                    const std::function<void(const Digest& object, const Tree& piece)>& each, size_t max_entries) {
+  auto decode_bounded = [&](std::span<const uint8_t> data, const std::string& name) {
+    if (max_entries) {
+      util::ByteReader r(data, name);
+      r.raw(4);
+      if (uint64_t n = r.varint(); n > max_entries)
+        r.fail("a tree object of " + std::to_string(n) + " entries, over " + std::to_string(max_entries) +
+               " (large directories are split into pieces)");
+    }
+    return decode(data, name);
+  };
   auto data = fetch(id);
-  if (!is_index(data)) return decode(data, what);
+  if (!is_index(data)) {
+    each(id, decode_bounded(data, what));
+    return;
+  }
   auto index = decode_index(data, what);
+  data = {};
   // Each piece is checked before the next is fetched: a lying index (the same piece named
   // again and again) costs one piece's read, not the index's length of them.
-  Tree out;
   for (size_t i = 0; i < index.size(); ++i) {
-    if (pieces) pieces->push_back(index[i].id);
-    Tree piece = decode(fetch(index[i].id), what + " piece " + index[i].id.hex());
+    Tree piece = decode_bounded(fetch(index[i].id), what + " piece " + index[i].id.hex());
     check_piece(index, i, piece, what);
-    out.entries.insert(out.entries.end(), std::make_move_iterator(piece.entries.begin()),
-                       std::make_move_iterator(piece.entries.end()));
+    each(index[i].id, piece);
   }
+}
+
+Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::vector<Digest>* pieces) {
+  Tree out;
+  for_each_piece(id, fetch, what, [&](const Digest& object, const Tree& piece) {
+    if (pieces && object != id) pieces->push_back(object);
+    out.entries.insert(out.entries.end(), piece.entries.begin(), piece.entries.end());
+  });
   return out;
 }
 

@@ -233,7 +233,12 @@ def wide(entries):
     t = tree(es)
     put(t)
     print(f"tree object of {len(t)} bytes, {entries} entries")
-    expect(commit(t), 200, None, f"one tree of {entries} entries")
+    # Over 65,536 entries in one object is refused before it is decoded (the scanner
+    # splits such a directory into pieces), so one commit's check holds little.
+    if entries > 65536:
+        expect(commit(t), 422, "integrity", f"one tree of {entries} entries")
+    else:
+        expect(commit(t), 200, None, f"one tree of {entries} entries")
 
 
 if __name__ == "__main__":

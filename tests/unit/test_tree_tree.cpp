@@ -347,3 +347,43 @@ TEST_CASE("a damaged or lying index is refused as integrity") {
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("tree::for_each_piece");
+
+TEST_CASE("a walk holds one piece at a time, and a bound refuses a larger object") {
+  // 70,000 entries whose names never hash to a cut and are tiny (no byte cut): the
+  // forced cut at k_piece_max_entries still splits them.
+  Tree t;
+  for (int i = 0; t.entries.size() < 70000; ++i) {
+    Entry e;
+    e.name = "n" + std::to_string(i);
+    if (util::xxh3(e.name) % k_piece_target == 0) continue;
+    e.kind = Kind::fifo;
+    t.entries.push_back(e);
+  }
+  auto d = encode_dir(t);
+  REQUIRE(d.pieces.size() == 2);
+  Store store;
+  store.put(d);
+  size_t biggest = 0, total = 0, calls = 0;
+  for_each_piece(d.top.id, store.fetch(), "dir", [&](const util::Digest& object, const Tree& piece) {
+    CHECK(object != d.top.id);
+    biggest = std::max(biggest, piece.entries.size());
+    total += piece.entries.size();
+    calls++;
+  }, k_piece_max_entries);
+  CHECK(calls == 2);
+  CHECK(biggest == k_piece_max_entries);
+  CHECK(total == 70000);
+  // The same entries as one MTR1 object: refused under the bound, walked without it.
+  auto whole = encode(t);
+  util::Digest whole_id = util::sha256(whole);
+  store.objects[whole_id] = whole;
+  auto walk = [&](size_t bound) {
+    for_each_piece(whole_id, store.fetch(), "dir", [](const util::Digest&, const Tree&) {}, bound);
+  };
+  CHECK_ERROR_KIND(walk(k_piece_max_entries), ErrorKind::integrity);
+  CHECK_NOTHROW(walk(0));
+}
+
+TEST_SUITE_END();
