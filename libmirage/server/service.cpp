@@ -156,7 +156,7 @@ class PreviousDir {
     if (tree::is_index(data)) {
       m_index = tree::decode_index(data, "tree " + id->hex());
       for (const auto& p : m_index) m_pieces.insert(p.id);
-    } else if (entry_count(data) <= tree::k_piece_max_entries) {
+    } else if (tree::entry_count(data, "tree " + id->hex()) <= tree::k_piece_max_entries) {
       m_whole = tree::decode(data, "tree " + id->hex());
     }  // else an object too large to hold: nothing to compare with (everything is checked)
   }
@@ -182,11 +182,6 @@ class PreviousDir {
   }
 
  private:
-  static uint64_t entry_count(std::span<const uint8_t> data) {
-    util::ByteReader r(data, "tree");
-    r.raw(4);
-    return r.varint();
-  }
   const tree::Fetch& m_fetch;
   std::vector<tree::Piece> m_index;
   std::unordered_set<Digest, util::DigestHash> m_pieces;

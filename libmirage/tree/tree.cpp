@@ -150,11 +150,23 @@ std::vector<uint8_t> encode(Tree tree) {
   return w.take();
 }
 
-Tree decode(std::span<const uint8_t> data, const std::string& what) {
-  util::ByteReader r(data, what);
+namespace {
+/// Reads an MTR1 object's magic and entry count, leaving `r` at the first entry.
+uint64_t read_header(util::ByteReader& r) {
   auto magic = r.raw(4);
   if (std::string_view(reinterpret_cast<const char*>(magic.data()), 4) != k_magic) r.fail("not a tree object");
-  uint64_t count = r.varint();
+  return r.varint();
+}
+}  // namespace
+
+uint64_t entry_count(std::span<const uint8_t> data, const std::string& what) {
+  util::ByteReader r(data, what);
+  return read_header(r);
+}
+
+Tree decode(std::span<const uint8_t> data, const std::string& what) {
+  util::ByteReader r(data, what);
+  uint64_t count = read_header(r);
   if (count > data.size() / 14) r.fail("entry count exceeds object size");  // an entry takes 14 bytes at least
   Tree tree;
   tree.entries.reserve(static_cast<size_t>(count));
@@ -180,11 +192,7 @@ bool cut_after(const Entry& e) { return util::xxh3(e.name) % k_piece_target == 0
 
 DirObjects encode_dir(Tree tree) {
   auto whole = encode(std::move(tree));
-  {
-    util::ByteReader r(whole, "tree");
-    r.raw(4);
-    if (r.varint() <= k_split_entries && whole.size() <= k_split_bytes) return {{}, object_of(std::move(whole))};
-  }
+  if (entry_count(whole, "tree") <= k_split_entries && whole.size() <= k_split_bytes) return {{}, object_of(std::move(whole))};
   // encode() sorted and checked the entries; split its canonical bytes at entry bounds.
   Tree sorted = decode(whole, "tree");
   DirObjects out;
@@ -274,13 +282,9 @@ Tree join(const std::vector<Piece>& index, std::vector<Tree> pieces, const std::
 void for_each_piece(const Digest& id, const Fetch& fetch, const std::string& what,
                     const std::function<void(const Digest& object, const Tree& piece)>& each, size_t max_entries) {
   auto decode_bounded = [&](std::span<const uint8_t> data, const std::string& name) {
-    if (max_entries) {
-      util::ByteReader r(data, name);
-      r.raw(4);
-      if (uint64_t n = r.varint(); n > max_entries)
-        r.fail("a tree object of " + std::to_string(n) + " entries, over " + std::to_string(max_entries) +
-               " (large directories are split into pieces)");
-    }
+    if (uint64_t n = max_entries ? entry_count(data, name) : 0; n > max_entries)
+      throw Error(ErrorKind::integrity, name + ": a tree object of " + std::to_string(n) + " entries, over " +
+                                            std::to_string(max_entries) + " (large directories are split into pieces)");
     return decode(data, name);
   };
   auto data = fetch(id);

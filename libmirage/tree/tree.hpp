@@ -92,6 +92,9 @@ struct Tree {
 /// Sorts entries and xattrs into canonical order and encodes. Throws Error(usage) on an
 /// invalid name or duplicate.
 std::vector<uint8_t> encode(Tree tree);
+/// The entry count an MTR1 object claims, read without decoding it (for bounds checks);
+/// Error(integrity) naming `what` when it is not one.
+uint64_t entry_count(std::span<const uint8_t> data, const std::string& what);
 /// Decodes and validates; throws Error(integrity) naming `what` on anything malformed,
 /// including unsafe names ("..", "/" inside, NUL) and non-canonical order.
 Tree decode(std::span<const uint8_t> data, const std::string& what);
