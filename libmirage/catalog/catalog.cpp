@@ -719,4 +719,12 @@ std::vector<nlohmann::json> Catalog::events(const std::string& device, int64_t s
   return out;
 }
 
+Transaction::Transaction(Catalog& catalog, Mode mode)
+    : m_tx(std::make_unique<util::Transaction>(
+          catalog.db(), mode == Mode::write ? util::Transaction::Mode::immediate : util::Transaction::Mode::deferred)) {}
+
+Transaction::~Transaction() = default;
+
+void Transaction::commit() { m_tx->commit(); }
+
 }  // namespace mirage::catalog

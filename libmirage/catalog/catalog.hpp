@@ -93,6 +93,24 @@ struct Order {
 };
 void to_json(nlohmann::json& j, const Order& o);
 
+class Catalog;
+
+/// A unit of work on the catalog: a write transaction (the default), or a batch of
+/// reads that sees one state and takes one lock instead of one per statement.
+/// commit() commits; the destructor rolls back what was not committed.
+class Transaction {
+ public:
+  enum class Mode { write, read };
+  explicit Transaction(Catalog& catalog, Mode mode = Mode::write);
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction();
+  void commit();
+
+ private:
+  std::unique_ptr<util::Transaction> m_tx;
+};
+
 class Catalog {
  public:
   /// Opens the catalog at `path`, creating the schema when `create` is set; throws

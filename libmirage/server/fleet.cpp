@@ -122,7 +122,7 @@ void Service::register_fleet_handlers() {
     std::string name = str_param(req.params, "name");
     auto& cat = repo().catalog();
     if (name != "default" && !cat.policy(name)) throw Error(ErrorKind::not_found, "policy " + name + ": not found");
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     auto devices = target_devices(req.params);
     for (const auto& id : devices) {
       if (!cat.device(id)) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
@@ -232,7 +232,7 @@ void Service::register_fleet_handlers() {
     if (!req.params.contains("read_only")) throw Error(ErrorKind::usage, "give read_only");
     bool ro = bool_param(req.params, "read_only");
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     auto vols = cat.volumes();
     auto it = std::find_if(vols.begin(), vols.end(), [&](const catalog::Volume& v) { return v.id == id; });
     if (it == vols.end()) throw Error(ErrorKind::not_found, "volume " + std::to_string(id) + ": not found");
@@ -251,7 +251,7 @@ void Service::register_fleet_handlers() {
 
   m_handlers["snapshot.request"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     json orders = json::array();
     for (const auto& device : target_devices(req.params)) {
       accepted_device(device);

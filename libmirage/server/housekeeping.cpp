@@ -59,7 +59,7 @@ json run_gc(const std::filesystem::path& data, const store::GcOptions& options) 
   uint64_t expired = 0;
   if (!options.dry_run) {
     for (const auto& d : cat.devices(std::nullopt)) {
-      util::Transaction tx(cat.db());
+      catalog::Transaction tx(cat);
       expired += expire_snapshots(cat, d.id).size();
       tx.commit();
     }

@@ -57,7 +57,7 @@ void Service::register_layer_handlers() {
       throw Error(ErrorKind::usage, e.what());
     }
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     if (auto prev = cat.layer(name, 0); prev && prev->kind != layer::kind_name(l.kind))
       throw Error(ErrorKind::usage, "layer " + name + " is a " + prev->kind + " layer, not " +
                                         std::string(layer::kind_name(l.kind)));
@@ -116,7 +116,7 @@ void Service::register_layer_handlers() {
     if (type == "provision" && base.empty()) throw Error(ErrorKind::usage, "--provision needs --base");
     bool remove_user_apps = req.params.value("remove_user_apps", false) || type == "provision";
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     json orders = json::array(), warnings = json::array();
     for (const auto& device : devices) {
       auto d = accepted_device(device);
@@ -207,7 +207,7 @@ void Service::register_layer_handlers() {
     std::string state = str_param(req.params, "state");
     if (state != "done" && state != "failed") throw Error(ErrorKind::usage, "state '" + state + "': expected done or failed");
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     auto o = cat.order(id);
     if (!o) throw Error(ErrorKind::not_found, "order " + id + ": not found");
     if (o->device != str_param(req.params, "device_id"))

@@ -79,7 +79,7 @@ std::string Metrics::render(catalog::Catalog& cat) {
     header(out, "mirage_gc_freed_bytes_total", "counter", "Pack bytes freed by GC repacks.");
     out << "mirage_gc_freed_bytes_total " << m_gc_freed << "\n";
   }
-  util::Transaction reads(cat.db(), util::Transaction::Mode::deferred);
+  catalog::Transaction reads(cat, catalog::Transaction::Mode::read);
   header(out, "mirage_devices", "gauge", "Devices by state.");
   for (const char* state : {"pending", "accepted", "rejected"}) {
     out << "mirage_devices{state=\"" << state << "\"} "

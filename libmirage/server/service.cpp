@@ -266,7 +266,7 @@ void Service::register_handlers() {
       throw Error(ErrorKind::usage, "inventory: a JSON object of at most " + std::to_string(m_limits.inventory) +
                                         " bytes (limit inventory)");
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     auto d = cat.device(id);
     std::string credential = req.params.value("credential_hash", "");
     if (!credential.empty() && (credential.size() != 64 || !util::from_hex(credential)))
@@ -306,7 +306,7 @@ void Service::register_handlers() {
   m_handlers["device.delete"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string id = str_param(req.params, "device_id");
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     if (!cat.device(id)) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
     auto snapshots = cat.snapshots(id).size();
     if (snapshots > 0 && !bool_param(req.params, "force"))
@@ -453,7 +453,7 @@ void Service::register_handlers() {
     if (root_entry.kind != tree::Kind::dir || root_entry.subtree != tree_id)
       throw Error(ErrorKind::usage, "root entry does not describe the snapshot's tree");
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());  // verification and insert see one state
+    catalog::Transaction tx(cat);  // verification and insert see one state
     auto previous = cat.snapshots(device);
     std::optional<Digest> prev;
     if (!previous.empty()) prev = previous.back().tree;
@@ -519,7 +519,7 @@ void Service::register_handlers() {
       throw Error(ErrorKind::usage, "role '" + role + "': expected admin, image-manager, protection-manager or helpdesk");
     if (name.size() > 100) throw Error(ErrorKind::usage, "token name: at most 100 characters");
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     if (cat.token_name_taken(name)) throw Error(ErrorKind::precondition, "a live token is already named " + name);
     int64_t expires = expiry(req.params);
     std::string token = issue_token(cat, name, role, expires);
@@ -531,7 +531,7 @@ void Service::register_handlers() {
     // A new secret for the same name and role; the old one stops working at once.
     std::string name = str_param(req.params, "name");
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     auto role = cat.live_token_role(name);
     if (!role) throw Error(ErrorKind::not_found, "no live token named " + name);
     int64_t expires = expiry(req.params);
@@ -547,7 +547,7 @@ void Service::register_handlers() {
   m_handlers["token.revoke"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
     std::string name = str_param(req.params, "name");
     auto& cat = repo().catalog();
-    util::Transaction tx(cat.db());
+    catalog::Transaction tx(cat);
     if (cat.live_token_role(name) == "admin" && cat.live_admin_tokens() <= 1)
       throw Error(ErrorKind::precondition, "token " + name + " is the last live admin token; create another admin "
                                            "token first (or rotate this one)");
@@ -610,7 +610,7 @@ void Service::ensure_volume(const std::string& path) {
   Lease lease(*this);
   std::lock_guard lock(m_fleet_mutex);
   auto& cat = repo().catalog();
-  util::Transaction tx(cat.db());
+  catalog::Transaction tx(cat);
   for (const auto& v : cat.volumes())
     if (v.path == path) return;
   store::open_volume(path)->init();

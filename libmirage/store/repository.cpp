@@ -127,7 +127,7 @@ Repository::Repository(fs::path data, bool create, OrphanPacks orphans, const st
   if (m_catalog.volumes().empty()) {
     // Several server processes may open a new data directory at once: check and add
     // under one write lock so there is exactly one volume 0.
-    util::Transaction tx(m_catalog.db());
+    catalog::Transaction tx(m_catalog);
     if (m_catalog.volumes().empty()) {
       std::string url = first_volume.empty() ? (m_data / "volumes" / "0").string() : first_volume;
       open_volume(url)->init();
@@ -220,7 +220,7 @@ uint64_t Repository::append(Writer& w, std::span<const uint8_t> bytes) {
 }
 
 std::vector<bool> Repository::missing(std::span<const Digest> ids) {
-  util::Transaction reads(m_catalog.db(), util::Transaction::Mode::deferred);  // one lock, not one per id
+  catalog::Transaction reads(m_catalog, catalog::Transaction::Mode::read);  // one lock, not one per id
   std::vector<bool> out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) out[i] = !m_catalog.find_chunk(ids[i]).has_value();
   return out;
@@ -238,7 +238,7 @@ PutStats Repository::put(std::span<const VerifiedRecord> records, int64_t volume
     buf.clear();
     index.clear();
     {
-      util::Transaction lookups(m_catalog.db(), util::Transaction::Mode::deferred);
+      catalog::Transaction lookups(m_catalog, catalog::Transaction::Mode::read);
       for (; i < records.size() && buf.size() < k_pack_target / 2; ++i) {
         const auto& r = records[i];
         if (!seen.insert(r.id).second || m_catalog.find_chunk(r.id)) continue;
@@ -341,7 +341,7 @@ void Repository::read_records(std::span<const Digest> ids, std::vector<uint8_t>&
   std::vector<std::pair<catalog::ChunkLocation, Digest>> wanted;
   wanted.reserve(ids.size());
   {
-    util::Transaction reads(m_catalog.db(), util::Transaction::Mode::deferred);
+    catalog::Transaction reads(m_catalog, catalog::Transaction::Mode::read);
     for (const auto& id : ids) {
       auto loc = m_catalog.find_chunk(id);
       if (!loc) throw Error(ErrorKind::not_found, "chunk " + id.hex() + ": not in the store");
@@ -489,7 +489,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
   });
   if (progress) progress(total, total);
   // 3. Snapshots: every tree reachable and decodable, every referenced chunk indexed.
-  util::Transaction reads(m_catalog.db(), util::Transaction::Mode::deferred);
+  catalog::Transaction reads(m_catalog, catalog::Transaction::Mode::read);
   std::unordered_set<Digest, util::DigestHash> trees_seen;
   for (const auto& snap : m_catalog.all_snapshots()) {
     report.snapshots++;
@@ -549,7 +549,7 @@ RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& p
     }
   });
   if (!drop.empty()) {
-    util::Transaction tx(m_catalog.db());
+    catalog::Transaction tx(m_catalog);
     util::Stmt del(m_catalog.db(), "DELETE FROM chunks WHERE id = ?");
     for (const auto& id : drop) {
       del.bind_blob(1, id.bytes).run();
