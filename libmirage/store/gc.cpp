@@ -10,7 +10,6 @@
 
 namespace mirage::store {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 using util::Digest;
 
