@@ -3,7 +3,6 @@
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/server/params.hpp"
 #include "libmirage/store/repository.hpp"
-#include "libmirage/util/sqlite.hpp"
 
 namespace mirage::server {
 

@@ -6,7 +6,6 @@
 #include <sstream>
 
 #include "libmirage/util/clock.hpp"
-#include "libmirage/util/sqlite.hpp"
 
 namespace mirage::server {
 
@@ -79,26 +78,20 @@ std::string Metrics::render(catalog::Catalog& cat) {
     header(out, "mirage_gc_freed_bytes_total", "counter", "Pack bytes freed by GC repacks.");
     out << "mirage_gc_freed_bytes_total " << m_gc_freed << "\n";
   }
-  catalog::Transaction reads(cat, catalog::Transaction::Mode::read);
+  auto counts = cat.counts(util::now_ns() - 3600LL * 1000000000);
   header(out, "mirage_devices", "gauge", "Devices by state.");
-  for (const char* state : {"pending", "accepted", "rejected"}) {
-    out << "mirage_devices{state=\"" << state << "\"} "
-        << util::Stmt(cat.db(), "SELECT count(*) FROM devices WHERE state = ?").bind(1, std::string(state)).scalar() << "\n";
-  }
+  for (auto state : {catalog::DeviceState::pending, catalog::DeviceState::accepted, catalog::DeviceState::rejected})
+    out << "mirage_devices{state=\"" << catalog::state_name(state) << "\"} " << counts.devices[size_t(state)] << "\n";
   header(out, "mirage_snapshots", "gauge", "Snapshots in the catalog.");
-  out << "mirage_snapshots " << util::Stmt(cat.db(), "SELECT count(*) FROM snapshots").scalar() << "\n";
+  out << "mirage_snapshots " << counts.snapshots << "\n";
   header(out, "mirage_chunks", "gauge", "Chunks in the index.");
-  out << "mirage_chunks " << util::Stmt(cat.db(), "SELECT count(*) FROM chunks").scalar() << "\n";
+  out << "mirage_chunks " << counts.chunks << "\n";
   header(out, "mirage_pack_bytes", "gauge", "Bytes of pack files the index covers.");
-  out << "mirage_pack_bytes " << util::Stmt(cat.db(), "SELECT coalesce(sum(size), 0) FROM packs").scalar() << "\n";
+  out << "mirage_pack_bytes " << counts.pack_bytes << "\n";
   header(out, "mirage_uploads_in_flight", "gauge", "Uploads begun and not committed (the last hour).");
-  out << "mirage_uploads_in_flight "
-      << util::Stmt(cat.db(), "SELECT count(*) FROM uploads WHERE touched_at >= ?")
-             .bind(1, util::now_ns() - 3600LL * 1000000000)
-             .scalar()
-      << "\n";
+  out << "mirage_uploads_in_flight " << counts.uploads_in_flight << "\n";
   header(out, "mirage_orders_pending", "gauge", "Orders waiting for their device.");
-  out << "mirage_orders_pending " << util::Stmt(cat.db(), "SELECT count(*) FROM orders WHERE state = 'pending'").scalar() << "\n";
+  out << "mirage_orders_pending " << counts.orders_pending << "\n";
   long pages = 0, resident = 0;
   std::ifstream("/proc/self/statm") >> pages >> resident;
   header(out, "process_resident_memory_bytes", "gauge", "Resident memory of this server process.");

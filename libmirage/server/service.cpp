@@ -673,7 +673,7 @@ proto::Reply Service::handle(proto::Request request, const Caller& caller) {
 
 std::string init_data_dir(const std::filesystem::path& data) {
   store::Repository repo(data, true);
-  if (util::Stmt(repo.catalog().db(), "SELECT count(*) FROM tokens WHERE role = 'admin'").scalar() > 0)
+  if (repo.catalog().token_count("admin") > 0)
     throw Error(ErrorKind::precondition, "data directory " + data.string() + " is already initialized");
   std::string token = issue_token(repo.catalog(), "admin", "admin");
   repo.catalog().add_event("server.init", "", json::object());

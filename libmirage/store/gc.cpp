@@ -1,9 +1,5 @@
 #include "libmirage/store/gc.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 
@@ -11,11 +7,9 @@
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/error.hpp"
-#include "libmirage/util/sqlite.hpp"
 
 namespace mirage::store {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 using util::Digest;
 
@@ -23,29 +17,21 @@ namespace {
 
 constexpr size_t k_sweep_batch = 20000;
 
-/// The live set: trees walked and every id reachable, in temporary tables.
+/// Marks what snapshots and layers reach, into the catalog's mark set.
 class Marker {
  public:
-  explicit Marker(Repository& repo) : m_repo(repo), m_db(repo.catalog().db()) {
-    m_db.exec(
-        "CREATE TEMP TABLE IF NOT EXISTS gc_live(id BLOB PRIMARY KEY) WITHOUT ROWID;"
-        "CREATE TEMP TABLE IF NOT EXISTS gc_trees(id BLOB PRIMARY KEY) WITHOUT ROWID;"
-        "DELETE FROM temp.gc_live; DELETE FROM temp.gc_trees;");
-    m_live = std::make_unique<util::Stmt>(m_db, "INSERT OR IGNORE INTO temp.gc_live(id) VALUES (?)");
-    m_tree = std::make_unique<util::Stmt>(m_db, "INSERT OR IGNORE INTO temp.gc_trees(id) VALUES (?)");
-  }
+  explicit Marker(Repository& repo) : m_repo(repo), m_marks(repo.catalog().begin_marks()) {}
+
+  catalog::MarkSet& marks() { return *m_marks; }
 
   /// Marks every root (snapshot or layer tree) not walked yet; returns how many.
   uint64_t mark_new_roots() {
     std::vector<Digest> roots;
-    for (const char* sql : {"SELECT DISTINCT tree FROM snapshots WHERE tree NOT IN (SELECT id FROM temp.gc_trees)",
-                            "SELECT DISTINCT tree FROM layers WHERE tree NOT IN (SELECT id FROM temp.gc_trees)"}) {
-      util::Stmt s(m_db, sql);
-      while (s.step()) {
-        auto b = s.blob(0);
-        if (b.size() != 32) throw Error(ErrorKind::integrity, "catalog: malformed root tree id; nothing deleted");
-        roots.push_back(Digest::from_span(b));
-      }
+    try {
+      roots = m_marks->new_roots();
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::integrity) throw Error(ErrorKind::integrity, std::string(e.what()) + "; nothing deleted");
+      throw;
     }
     for (const auto& r : roots) mark_tree(r);
     return roots.size();
@@ -54,29 +40,23 @@ class Marker {
   uint64_t trees() const { return m_trees; }
 
  private:
-  void add(util::Stmt& s, const Digest& id) {
-    s.bind_blob(1, id.bytes);
-    s.run();
-  }
-
   void mark_tree(const Digest& root) {
     std::vector<Digest> stack{root};
     while (!stack.empty()) {
       Digest id = stack.back();
       stack.pop_back();
-      add(*m_tree, id);
-      if (m_db.changes() == 0) continue;  // walked already (unchanged subtrees are shared)
+      if (!m_marks->add_tree(id)) continue;  // walked already (unchanged subtrees are shared)
       m_trees++;
-      add(*m_live, id);
+      m_marks->add_live(id);
       // A piece at a time: a split directory is never held whole.
       try {
         tree::for_each_piece(
             id, [&](const Digest& d) { return m_repo.read_plain(d); }, "tree " + id.hex(),
             [&](const Digest& object, const tree::Tree& piece) {
-              if (object != id) add(*m_live, object);
+              if (object != id) m_marks->add_live(object);
               for (const auto& e : piece.entries) {
                 if (e.kind == tree::Kind::dir) stack.push_back(e.subtree);
-                for (const auto& c : e.chunks) add(*m_live, c.id);
+                for (const auto& c : e.chunks) m_marks->add_live(c.id);
               }
             });
       } catch (const Error& e) {
@@ -87,22 +67,8 @@ class Marker {
   }
 
   Repository& m_repo;
-  util::Db& m_db;
-  std::unique_ptr<util::Stmt> m_live, m_tree;
+  std::unique_ptr<catalog::MarkSet> m_marks;
   uint64_t m_trees = 0;
-};
-
-/// The GC lock: one collection at a time per data directory (released if we die).
-class GcLock {
- public:
-  explicit GcLock(const fs::path& file) : m_fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
-    if (!m_fd) throw_errno("open " + file.string());
-    if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) != 0)
-      throw Error(ErrorKind::precondition, "another GC is running on this data directory");
-  }
-
- private:
-  util::Fd m_fd;
 };
 
 struct PackUse {
@@ -120,22 +86,22 @@ struct PackUse {
 
 json collect_garbage(Repository& repo, const GcOptions& o) {
   auto started = std::chrono::steady_clock::now();
-  GcLock lock(repo.path() / "gc.lock");
   auto& cat = repo.catalog();
-  auto& db = cat.db();
+  auto lock = cat.gc_lock();
   auto say = [&](const std::string& s) {
     if (o.progress) o.progress(s);
   };
   int64_t now = util::now_ns();
   int64_t cutoff = now - o.grace_ns;
   json report = {{"dry_run", o.dry_run}, {"grace_seconds", o.grace_ns / 1000000000}};
+  using Mode = catalog::Transaction::Mode;
 
   // 1. Mark.
   say("gc: marking what snapshots and layers reach");
   Marker marker(repo);
   uint64_t roots = 0;
   {
-    util::Transaction reads(db, util::Transaction::Mode::deferred);  // one read snapshot, few commits of temp rows
+    catalog::Transaction reads(cat, Mode::read);  // one read snapshot, few commits of marks
     roots = marker.mark_new_roots();
     reads.commit();
   }
@@ -146,40 +112,33 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
   uint64_t in_flight = 0;
   auto pin_in_flight = [&] {
     // Uploads in flight pin what was added since the oldest of them began.
-    util::Stmt s(db, "SELECT count(*), min(started_at) FROM uploads WHERE touched_at >= ?");
-    s.bind(1, now - o.session_timeout_ns);
-    s.step();
-    in_flight = static_cast<uint64_t>(s.int64(0));
-    if (in_flight) cutoff = std::min(cutoff, s.int64(1));
+    auto uploads = cat.uploads_in_flight(now - o.session_timeout_ns);
+    in_flight = static_cast<uint64_t>(uploads.count);
+    if (in_flight) cutoff = std::min(cutoff, uploads.oldest_start);
   };
   uint64_t scanned = 0, unreferenced = 0, pinned = 0, deleted = 0, deleted_bytes = 0;
-  std::vector<uint8_t> last;
+  std::optional<Digest> last;
   for (bool more = true; more;) {
-    util::Transaction tx(db, o.dry_run ? util::Transaction::Mode::deferred : util::Transaction::Mode::immediate);
+    catalog::Transaction tx(cat, o.dry_run ? Mode::read : Mode::write);
     roots += marker.mark_new_roots();
     pin_in_flight();
-    util::Stmt page(db, std::string("SELECT c.id, c.added_at, c.stored, l.id IS NOT NULL FROM chunks c "
-                                    "LEFT JOIN temp.gc_live l ON l.id = c.id ") +
-                            (last.empty() ? "" : "WHERE c.id > ? ") + "ORDER BY c.id LIMIT " +
-                            std::to_string(k_sweep_batch));
-    if (!last.empty()) page.bind_blob(1, last);
-    util::Stmt del(db, "DELETE FROM chunks WHERE id = ?");
-    size_t n = 0;
-    while (page.step()) {
-      ++n;
-      last = page.blob(0);
-      if (page.int64(3)) continue;
+    auto page = marker.marks().sweep_candidates(last, k_sweep_batch);
+    std::vector<Digest> drop;
+    for (const auto& c : page) {
+      last = c.id;
+      if (c.live) continue;
       unreferenced++;
-      if (page.int64(1) >= cutoff) {
+      if (c.added_at >= cutoff) {
         pinned++;
         continue;
       }
       deleted++;
-      deleted_bytes += static_cast<uint64_t>(page.int64(2)) + k_record_header;
-      if (!o.dry_run) del.bind_blob(1, last).run();
+      deleted_bytes += uint64_t(c.stored) + k_record_header;
+      drop.push_back(c.id);
     }
-    scanned += n;
-    more = n == k_sweep_batch;
+    if (!o.dry_run) cat.chunks().delete_chunks(drop);
+    scanned += page.size();
+    more = page.size() == k_sweep_batch;
     tx.commit();
   }
   report["roots"] = roots;
@@ -194,22 +153,17 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
   // 3. Packs: how much of each is live.
   std::vector<PackUse> packs;
   {
-    util::Transaction reads(db, util::Transaction::Mode::deferred);
-    util::Stmt s(db,
-                 "SELECT p.id, p.name, p.size, p.sealed, p.written_at, v.read_only, p.retired_at, "
-                 "(SELECT count(*) FROM chunks c WHERE c.pack = p.id), "
-                 "(SELECT coalesce(sum(c.stored), 0) FROM chunks c WHERE c.pack = p.id) "
-                 "FROM packs p JOIN volumes v ON v.id = p.volume ORDER BY p.id");
-    while (s.step()) {
+    catalog::Transaction reads(cat, Mode::read);
+    for (const auto& u : cat.pack_usage()) {
       PackUse p;
-      p.id = s.int64(0);
-      p.name = s.text(1);
-      p.size = static_cast<uint64_t>(s.int64(2));
-      p.idle = s.int64(3) != 0 || s.int64(4) < cutoff;
-      p.read_only = s.int64(5) != 0;
-      p.retired_at = s.int64(6);
-      p.live_chunks = static_cast<uint64_t>(s.int64(7));
-      p.live_bytes = static_cast<uint64_t>(s.int64(8)) + p.live_chunks * k_record_header;
+      p.id = u.id;
+      p.name = u.name;
+      p.size = u.size;
+      p.idle = u.sealed || u.written_at < cutoff;
+      p.read_only = u.read_only;
+      p.retired_at = u.retired_at;
+      p.live_chunks = u.live_chunks;
+      p.live_bytes = u.live_stored + u.live_chunks * k_record_header;
       packs.push_back(std::move(p));
     }
   }
@@ -230,15 +184,7 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
     }
     say("gc: rewriting pack " + p.name);
     // Copy the live records (verified as they are read) to this process's pack.
-    std::vector<std::pair<Digest, catalog::ChunkLocation>> live;
-    {
-      util::Stmt s(db, "SELECT id, offset, stored, raw, codec FROM chunks WHERE pack = ? ORDER BY offset");
-      s.bind(1, p.id);
-      while (s.step())
-        live.push_back({Digest::from_span(s.blob(0)),
-                        {p.id, static_cast<uint64_t>(s.int64(1)), static_cast<uint32_t>(s.int64(2)),
-                         static_cast<uint32_t>(s.int64(3)), static_cast<uint8_t>(s.int64(4))}});
-    }
+    auto live = cat.chunks().chunks_in_pack(p.id);
     buf.clear();
     std::vector<uint64_t> at;
     bool damaged = false;
@@ -259,30 +205,11 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
       w = &repo.writer(0, buf.size());
       base = repo.append(*w, buf);
     }
-    util::Transaction tx(db);
-    util::Stmt move(db, "UPDATE chunks SET pack = ?, offset = ? WHERE id = ? AND pack = ? AND offset = ?");
-    for (size_t i = 0; i < live.size(); ++i) {
-      move.bind(1, w->pack)
-          .bind(2, static_cast<int64_t>(base + at[i]))
-          .bind_blob(3, live[i].first.bytes)
-          .bind(4, p.id)
-          .bind(5, static_cast<int64_t>(live[i].second.offset))
-          .run();
-    }
-    if (w) {
-      util::Stmt(db, "UPDATE packs SET size = ?, written_at = ? WHERE id = ?")
-          .bind(1, static_cast<int64_t>(w->size))
-          .bind(2, now)
-          .bind(3, w->pack)
-          .run();
-    }
+    catalog::Transaction tx(cat);
+    for (size_t i = 0; i < live.size(); ++i) cat.chunks().move_chunk(live[i].first, live[i].second, w->pack, base + at[i]);
+    if (w) cat.set_pack_size(w->pack, w->size, now);
     // Retire only if no writer added records meanwhile (its size would differ).
-    util::Stmt(db, "UPDATE packs SET retired_at = ? WHERE id = ? AND size = ? AND retired_at = 0")
-        .bind(1, now)
-        .bind(2, p.id)
-        .bind(3, static_cast<int64_t>(p.size))
-        .run();
-    bool took = db.changes() == 1;
+    bool took = cat.retire_pack(p.id, p.size, now);
     tx.commit();
     if (!took) continue;
     (empty ? retired : repacked)++;
@@ -293,23 +220,21 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
   // Retired packs whose grace has passed: delete the files, then the rows.
   if (!o.dry_run) {
     std::vector<catalog::Pack> gone;
-    {
-      util::Stmt s(db, "SELECT id, name, volume, size, retired_at FROM packs WHERE retired_at != 0");
-      while (s.step()) {
-        if (s.int64(4) > cutoff) {
-          awaiting++;
-          continue;
-        }
-        gone.push_back({s.int64(0), s.text(1), s.int64(2), static_cast<uint64_t>(s.int64(3))});
+    for (const auto& p : cat.packs()) {
+      if (!p.retired_at) continue;
+      if (p.retired_at > cutoff) {
+        awaiting++;
+        continue;
       }
+      gone.push_back(p);
     }
     for (const auto& p : gone) {
       // The check (never true: a retired pack gains no records) and the delete in one
       // write transaction.
-      util::Transaction tx(db);
-      if (util::Stmt(db, "SELECT count(*) FROM chunks WHERE pack = ?").bind(1, p.id).scalar() != 0) continue;
+      catalog::Transaction tx(cat);
+      if (cat.chunks().pack_chunk_count(p.id) != 0) continue;
       repo.pack_volume(p).remove(p.name);  // gone already (a GC killed after this) is fine
-      util::Stmt(db, "DELETE FROM packs WHERE id = ?").bind(1, p.id).run();
+      cat.delete_pack(p.id);
       tx.commit();
       files_deleted++;
     }

@@ -1,8 +1,9 @@
 #pragma once
 // Garbage collection of a data directory, safe while endpoints keep uploading:
 //
-// 1. Mark: every tree and chunk reachable from a snapshot or a layer goes into a
-//    temporary table (on disk: memory stays bounded however large the store).
+// 1. Mark: every tree and chunk reachable from a snapshot or a layer goes into the
+//    catalog's mark set (SQLite: a temporary table on disk, so memory stays bounded
+//    however large the store).
 // 2. Sweep, in batches, each one write transaction: first mark the roots committed
 //    since step 1 (a commit checks its chunks exist inside its own transaction, so a
 //    commit either lands before a batch and is marked, or after and finds what the
@@ -16,7 +17,9 @@
 //    transaction, up to a byte cap per run; a pack with nothing live is retired
 //    outright. Retired pack files are deleted once the grace period has passed since
 //    (readers that raced a move look the chunk up again).
-// Nothing takes an exclusive lock on the store; one GC runs at a time (DATA/gc.lock).
+// Nothing takes an exclusive lock on the store; one GC runs at a time (the catalog's GC
+// lock: with SQLite, a flock on DATA/gc.lock). Every step runs through named catalog
+// operations (catalog::MarkSet, ChunkIndex, retire_pack...): no SQL here.
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -14,7 +14,6 @@
 #include "libmirage/tree/tree.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/hex.hpp"
-#include "libmirage/util/sqlite.hpp"
 
 namespace mirage::store {
 
@@ -56,14 +55,14 @@ bool read_only_fs(const fs::path& data) {
   return ::statvfs(data.c_str(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY);
 }
 
-catalog::Catalog open_catalog(const fs::path& data, bool create, OrphanPacks orphans) {
+std::unique_ptr<catalog::Catalog> open_catalog(const fs::path& data, bool create, OrphanPacks orphans) {
   check_owner(data);
   if (read_only_fs(data)) {
     fs::path file = data / "catalog.db";
     std::error_code ec;
     if (!fs::exists(file, ec) || fs::file_size(file, ec) == 0)
       throw Error(ErrorKind::integrity, "data directory " + data.string() + " is read-only and has no catalog");
-    return catalog::Catalog(file.string(), false, util::Db::Access::read_only);
+    return catalog::open(file.string(), false, catalog::Access::read_only);
   }
   if (create) util::make_dirs(data, 0700);
   fs::path file = data / "catalog.db";
@@ -82,7 +81,7 @@ catalog::Catalog open_catalog(const fs::path& data, bool create, OrphanPacks orp
       throw Error(ErrorKind::not_found, "data directory " + data.string() + ": no catalog (run 'mirage-serverd init')");
     if (orphans == OrphanPacks::adopt) create = true;
   }
-  return catalog::Catalog(file.string(), create);
+  return catalog::open(file.string(), create);
 }
 
 }  // namespace
@@ -120,7 +119,7 @@ std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
 }
 
 Repository::Repository(fs::path data, bool create, OrphanPacks orphans, const std::string& first_volume)
-    : m_data(std::move(data)), m_catalog(open_catalog(m_data, create, orphans)) {
+    : m_data(std::move(data)), m_catalog_owned(open_catalog(m_data, create, orphans)), m_catalog(*m_catalog_owned) {
   // SQLite makes its files with the umask's mode; a catalog names every file it holds.
   for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((m_data / "catalog.db").string().append(suffix).c_str(), 0600);
   if (read_only_fs(m_data)) return;  // read-only: checked and restored from, never written
@@ -402,8 +401,7 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
       // A retired pack holds nothing live: a GC that died between unlinking its file and
       // deleting its row leaves it so, and the next GC deletes the row. A chunk still
       // indexed in it is reported below (beyond the end of its pack, or unreadable).
-      if (util::Stmt(m_catalog.db(), "SELECT retired_at FROM packs WHERE id = ?").bind(1, pack.id).scalar() != 0)
-        continue;
+      if (auto now = m_catalog.pack(pack.id); now && now->retired_at != 0) continue;
       problem("pack", pack.name, "missing: " + vol.location(pack.name));
       bad_packs.insert(pack.id);
       continue;
@@ -459,9 +457,9 @@ CheckReport Repository::check(bool read_data, const std::function<void(uint64_t,
     }
   }
   // 2. Index entries: inside their pack; with read_data, decoded and re-hashed.
-  uint64_t total = m_catalog.chunk_count(), done = 0;
+  uint64_t total = m_catalog.chunks().chunk_count(), done = 0;
   std::vector<uint8_t> buf;
-  m_catalog.for_each_chunk([&](const Digest& id, const catalog::ChunkLocation& loc) {
+  m_catalog.chunks().for_each_chunk([&](const Digest& id, const catalog::ChunkLocation& loc) {
     report.chunks++;
     if (progress && (++done % 1024 == 0)) progress(done, total);
     auto it = packs.find(loc.pack);
@@ -537,7 +535,7 @@ RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& p
   //    the next upload that has it sends it again; step 2 may find it in another pack).
   std::vector<Digest> drop;
   std::vector<uint8_t> buf;
-  m_catalog.for_each_chunk([&](const Digest& id, const catalog::ChunkLocation& loc) {
+  m_catalog.chunks().for_each_chunk([&](const Digest& id, const catalog::ChunkLocation& loc) {
     try {
       if (!by_id.count(loc.pack)) throw Error(ErrorKind::integrity, "its pack " + std::to_string(loc.pack) + " is not in the catalog");
       buf.clear();
@@ -550,10 +548,7 @@ RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& p
   });
   if (!drop.empty()) {
     catalog::Transaction tx(m_catalog);
-    util::Stmt del(m_catalog.db(), "DELETE FROM chunks WHERE id = ?");
-    for (const auto& id : drop) {
-      del.bind_blob(1, id.bytes).run();
-    }
+    m_catalog.chunks().delete_chunks(drop);
     tx.commit();
     report.entries_dropped = drop.size();
   }

@@ -175,7 +175,8 @@ class Repository {
   uint64_t append(Writer& w, std::span<const uint8_t> bytes);
 
   std::filesystem::path m_data;
-  catalog::Catalog m_catalog;
+  std::unique_ptr<catalog::Catalog> m_catalog_owned;
+  catalog::Catalog& m_catalog;  ///< *m_catalog_owned
   std::map<int64_t, std::unique_ptr<Volume>> m_volumes;  ///< by volume id, opened as needed
   std::map<int64_t, Writer> m_writers;                   ///< by volume id
   std::map<int64_t, std::unique_ptr<PackReader>> m_readers;  ///< by pack id

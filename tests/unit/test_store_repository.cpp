@@ -321,9 +321,10 @@ TEST_CASE("a schema 2 catalog is upgraded to 4: its packs keep their ids and new
   store::Repository repo(dir.path, false);
   CHECK(repo.read_plain(util::sha256(a)) == std::vector<uint8_t>(a.begin(), a.end()));
   int64_t old_id = repo.catalog().packs().back().id;
-  util::Stmt(repo.catalog().db(), "DELETE FROM packs WHERE id = ?").bind(1, old_id).run();
+  repo.catalog().delete_pack(old_id);
   CHECK(repo.catalog().add_pack("0123456789abcdef", 1) > old_id);
-  util::Stmt version(repo.catalog().db(), "SELECT value FROM meta WHERE key = 'schema'");
+  util::Db db(db_path);  // the SQLite backend's own record of its schema
+  util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
   CHECK(version.text(0) == "4");
 }
@@ -341,12 +342,15 @@ TEST_CASE_TEMPLATE("a gc killed between deleting a retired pack's file and its r
     gone = repo.catalog().packs().back().id;
   }  // sealed
   store::Repository repo(dir.path, false);
-  auto& db = repo.catalog().db();
+  auto& cat = repo.catalog();
   // What the GC had done when it died: a's record swept, the pack retired, its file unlinked.
-  util::Stmt(db, "DELETE FROM chunks WHERE pack = ?").bind(1, gone).run();
-  util::Stmt(db, "UPDATE packs SET retired_at = 1 WHERE id = ?").bind(1, gone).run();
-  auto pack = repo.catalog().pack(gone);
+  std::vector<util::Digest> swept;
+  for (const auto& [id, loc] : cat.chunks().chunks_in_pack(gone)) swept.push_back(id);
+  REQUIRE(swept.size() == 1);
+  cat.chunks().delete_chunks(swept);
+  auto pack = cat.pack(gone);
   REQUIRE(pack);
+  REQUIRE(cat.retire_pack(gone, pack->size, 1));
   REQUIRE(repo.volume(pack->volume).remove(pack->name));
   SUBCASE("check finds nothing wrong, and the next gc removes the row") {
     CHECK(repo.check(true, nullptr).problems.empty());
@@ -360,7 +364,9 @@ TEST_CASE_TEMPLATE("a gc killed between deleting a retired pack's file and its r
   }
   SUBCASE("a missing pack that still holds an indexed chunk is still a problem") {
     repo.put(store::verify_upload(upload_of({b})));
-    util::Stmt(db, "UPDATE chunks SET pack = ? WHERE id = ?").bind(1, gone).bind_blob(2, util::sha256(b).bytes).run();
+    auto at = cat.find_chunk(util::sha256(b));
+    REQUIRE(at);
+    REQUIRE(cat.chunks().move_chunk(util::sha256(b), *at, gone, at->offset));
     CHECK_FALSE(repo.check(true, nullptr).problems.empty());
     CHECK_FALSE(repo.check(false, nullptr).problems.empty());
   }
