@@ -120,10 +120,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", o.tls_key, "TLS private key (PEM) for HTTPS");
   app.add_flag("--stdio", o.stdio, "Serve one client on stdin/stdout");
   app.add_option("--volume", o.volumes, "Add a storage volume directory (repeatable)");
-  app.add_option("--http-threads", o.threads, "Threads started up front")
+  app.add_option("--http-threads", o.threads, "Handler threads started up front")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  app.add_option("--max-connections", o.max_connections, "Connections served at once at most")
+  app.add_option("--max-connections", o.max_connections, "Requests handled at once at most (an idle connection holds no thread)")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   app.add_option("--read-timeout", o.read_timeout, "Seconds a connection may be silent")

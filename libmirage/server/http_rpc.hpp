@@ -1,5 +1,5 @@
 #pragma once
-// POST /v1/rpc as the HTTP server serves it, apart from cpp-httplib so that it can be
+// POST /v1/rpc as the HTTP server serves it, apart from the HTTP server so that it can be
 // fuzzed and tested directly: the caller is authenticated from the headers, then the
 // body is read only up to that caller's limit for the method, within a memory budget
 // shared by all connections.

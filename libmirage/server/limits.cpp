@@ -1,4 +1,5 @@
 #include "libmirage/server/limits.hpp"
+#include "libmirage/server/http_server.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -146,10 +147,10 @@ nlohmann::json limits_report(const Limits& limits, const HttpOptions& http) {
     rows.push_back({{"name", name}, {"value", value}, {"default", def}, {"unit", unit_name(unit)}, {"min", min},
                     {"max", max}, {"flag", std::string("--") + name}, {"bounds", bounds}, {"exceeded", exceeded}});
   };
-  dedicated("http-threads", http.threads, d.threads, LimitUnit::count, 1, 1024, "threads started up front",
+  dedicated("http-threads", http.threads, d.threads, LimitUnit::count, 1, 1024, "handler threads started up front (an idle connection holds none)",
             "more are made on demand, up to --max-connections");
   dedicated("max-connections", http.max_connections, d.max_connections, LimitUnit::count, 1, 4096,
-            "connections served at once", "further connections wait");
+            "requests handled at once", "further requests wait for a handler thread");
   dedicated("read-timeout", static_cast<uint64_t>(http.read_timeout), static_cast<uint64_t>(d.read_timeout),
             LimitUnit::seconds, 1, 3600, "seconds a connection may send nothing", "the connection is closed");
   dedicated("max-body-memory", http.max_body_memory, d.max_body_memory, LimitUnit::bytes, M, 1ull << 40,
@@ -170,6 +171,11 @@ nlohmann::json limits_report(const Limits& limits, const HttpOptions& http) {
   rows.push_back({{"name", "frame-binary"}, {"value", proto::k_max_binary}, {"default", proto::k_max_binary},
                   {"unit", "bytes"}, {"min", proto::k_max_binary}, {"max", proto::k_max_binary}, {"flag", nullptr},
                   {"bounds", "a frame's binary part (the wire format; fixed)"}, {"exceeded", "400, error usage (exit 2)"}});
+  rows.push_back({{"name", "http-header"}, {"value", HttpServerOptions{}.header_limit},
+                  {"default", HttpServerOptions{}.header_limit}, {"unit", "bytes"},
+                  {"min", HttpServerOptions{}.header_limit}, {"max", HttpServerOptions{}.header_limit}, {"flag", nullptr},
+                  {"bounds", "an HTTP request's header: request line and fields (fixed)"},
+                  {"exceeded", "431, the connection is closed"}});
   return rows;
 }
 

@@ -119,8 +119,8 @@ struct HttpOptions {
   int port = 8000;
   std::string tls_cert, tls_key;
   double gc_interval = 86400;  ///< seconds between automatic GC runs; 0: none
-  size_t threads = 32;         ///< threads started up front (a keep-alive connection holds one)
-  size_t max_connections = 256;  ///< threads made on demand at most; further connections wait
+  size_t threads = 32;         ///< handler threads started up front (an idle connection holds none)
+  size_t max_connections = 256;  ///< requests handled at once at most; further ones wait
   int read_timeout = 20;       ///< seconds a connection may send nothing before it is dropped
   uint64_t max_body_memory = 256u << 20;  ///< request bytes held in memory at once, all connections
   std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound

@@ -1,15 +1,14 @@
-#include <httplib.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <thread>
 
 #include "libmirage/server/http_rpc.hpp"
+#include "libmirage/server/http_server.hpp"
 #include "libmirage/server/roles.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/fd.hpp"
@@ -66,135 +65,62 @@ int refuse_stdio(const Error& error, int in, int out) {
 }
 
 namespace {
-std::atomic<httplib::Server*> g_server{nullptr};
+std::atomic<HttpServer*> g_server{nullptr};
 void stop_server(int) {
   if (auto* s = g_server.load()) s->stop();
 }
 
-void send_reply(httplib::Response& res, const proto::Reply& reply, int status) {
+HttpResponse frame_reply(const proto::Reply& reply, int status) {
   auto bytes = proto::encode_reply(reply);
+  HttpResponse res;
   res.status = status;
-  res.set_content(reinterpret_cast<const char*>(bytes.data()), bytes.size(), "application/x-mirage-frame");
+  res.content_type = "application/x-mirage-frame";
+  res.body.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return res;
 }
 
 }  // namespace
 
-namespace {
-
-/// cpp-httplib serves each connection on a thread from start to end, headers included,
-/// so a fixed pool is held by as many clients that never finish their headers. This
-/// pool starts `base` threads and adds one whenever a connection would wait, up to
-/// `max`: slow clients then cost a sleeping thread each (for the read timeout), not
-/// everyone's service. Threads are kept once made; past `max` connections queue.
-class ElasticPool final : public httplib::TaskQueue {
- public:
-  ElasticPool(size_t base, size_t max) : m_max(std::max(base, max)) {
-    std::lock_guard lock(m_mutex);
-    for (size_t i = 0; i < base; ++i) spawn();
-  }
-  ~ElasticPool() override { shutdown(); }
-
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard lock(m_mutex);
-      m_jobs.push_back(std::move(fn));
-      if (m_idle < m_jobs.size() && m_threads.size() < m_max) spawn();
-    }
-    m_cv.notify_one();
-  }
-
-  void shutdown() override {
-    {
-      std::lock_guard lock(m_mutex);
-      if (m_stopping) return;
-      m_stopping = true;
-    }
-    m_cv.notify_all();
-    for (auto& t : m_threads) t.join();
-  }
-
- private:
-  void spawn() {  // under m_mutex
-    m_threads.emplace_back([this] {
-      std::unique_lock lock(m_mutex);
-      for (;;) {
-        m_idle++;
-        m_cv.wait(lock, [&] { return m_stopping || !m_jobs.empty(); });
-        m_idle--;
-        if (m_jobs.empty()) return;  // stopping, nothing left
-        auto fn = std::move(m_jobs.front());
-        m_jobs.pop_front();
-        lock.unlock();
-        fn();
-        lock.lock();
-      }
-    });
-  }
-
-  const size_t m_max;
-  std::mutex m_mutex;
-  std::condition_variable m_cv;
-  std::deque<std::function<void()>> m_jobs;
-  std::vector<std::thread> m_threads;
-  size_t m_idle = 0;
-  bool m_stopping = false;
-};
-
-}  // namespace
-
 void serve_http(Service& service, const HttpOptions& options) {
-  std::unique_ptr<httplib::Server> server;
-  if (!options.tls_cert.empty())
-    server = std::make_unique<httplib::SSLServer>(options.tls_cert.c_str(), options.tls_key.c_str());
-  else
-    server = std::make_unique<httplib::Server>();
-  if (!server->is_valid()) throw Error(ErrorKind::usage, "TLS certificate or key could not be loaded");
-  // No SO_REUSEPORT (cpp-httplib's default): a second server on the same address and
-  // port must fail to bind rather than share the connections between two stores.
-  server->set_socket_options([](int sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
-  server->set_payload_max_length(service.limits().max_body());
-  // Replies go out as two writes (headers, body): without TCP_NODELAY the second waits
-  // for the client's delayed ACK (~40 ms), once per request.
-  server->set_tcp_nodelay(true);
-  server->new_task_queue = [&options] { return new ElasticPool(options.threads, options.max_connections); };
-  // A connection that sends nothing for this long is dropped (a slow client that
-  // never finishes its headers holds a thread only this long).
-  server->set_read_timeout(options.read_timeout, 0);
-  server->set_write_timeout(options.read_timeout, 0);
   auto budget = std::make_shared<BodyBudget>(options.max_body_memory);
-  server->Post("/v1/rpc", [&service, budget, &options](const httplib::Request& req, httplib::Response& res,
-                                                     const httplib::ContentReader& read_body) {
-    HttpRpcRequest in;
-    in.authorization = req.get_header_value("Authorization");
-    in.method = req.get_header_value("X-Mirage-Method");
-    if (req.has_header("Content-Length"))
-      in.content_length = std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10);
-    in.read_body = [&](const std::function<bool(const char*, size_t)>& sink) {
-      return read_body([&](const char* data, size_t n) { return sink(data, n); });
-    };
-    auto out = serve_rpc(service, *budget, in, std::chrono::seconds(service.limits().body_wait));
-    // A body refused unread must not be taken for the next request on this connection.
-    if (out.status == 413 || out.status == 401) res.set_header("Connection", "close");
-    if (out.retry_after) res.set_header("Retry-After", std::to_string(out.retry_after));
-    send_reply(res, out.reply, out.status);
-  });
-  server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+  HttpServer* self = nullptr;  // set once made; /metrics adds the server's own counts
+  std::vector<HttpRoute> routes;
+  routes.push_back({"POST", "/v1/rpc", [&service, budget](HttpRequest& req) {
+                      HttpRpcRequest in;
+                      in.authorization = req.header("Authorization");
+                      in.method = req.header("X-Mirage-Method");
+                      in.content_length = req.content_length;
+                      in.read_body = req.read_body;
+                      auto out = serve_rpc(service, *budget, in, std::chrono::seconds(service.limits().body_wait));
+                      auto res = frame_reply(out.reply, out.status);
+                      // A body refused unread must not be taken for the next request.
+                      if (out.status == 413 || out.status == 401) res.close = true;
+                      if (out.retry_after) res.headers.emplace_back("Retry-After", std::to_string(out.retry_after));
+                      return res;
+                    }});
+  routes.push_back({"GET", "/healthz", [](HttpRequest&) { return HttpResponse{200, "text/plain", "ok\n", {}, false}; }});
   // Counts and timings only (no names, no secrets): open like /healthz, for Prometheus.
-  server->Get("/metrics", [&service](const httplib::Request&, httplib::Response& res) {
-    res.set_content(service.metrics_text(), "text/plain; version=0.0.4");
-  });
-  if (!server->bind_to_port(options.host.c_str(), options.port))
-    throw Error(ErrorKind::unavailable, "listen on " + options.host + ":" + std::to_string(options.port) +
-                                            ": cannot bind (is another server listening there?)");
-  g_server = server.get();
+  routes.push_back({"GET", "/metrics", [&service, &self](HttpRequest&) {
+                      return HttpResponse{200, "text/plain; version=0.0.4",
+                                          service.metrics_text() + (self ? self->metrics_text() : ""), {}, false};
+                    }});
+  HttpServerOptions http;
+  http.host = options.host;
+  http.port = options.port;
+  http.tls_cert = options.tls_cert;
+  http.tls_key = options.tls_key;
+  http.threads = options.threads;
+  http.max_handlers = options.max_connections;
+  http.read_timeout = options.read_timeout;
+  http.body_limit = service.limits().max_body();
+  HttpServer server(std::move(routes), http);
+  self = &server;
+  g_server = &server;
   struct sigaction sa {};
   sa.sa_handler = stop_server;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  if (options.on_listen) options.on_listen(options.host + ":" + std::to_string(options.port));
+  if (options.on_listen) options.on_listen(options.host + ":" + std::to_string(server.port()));
   // GC on a schedule, in its own thread and connection: requests go on meanwhile.
   std::mutex gc_mutex;
   std::condition_variable gc_wake;
@@ -217,7 +143,7 @@ void serve_http(Service& service, const HttpOptions& options) {
       }
     });
   }
-  server->listen_after_bind();
+  server.run();
   g_server = nullptr;
   if (gc_thread.joinable()) {
     {

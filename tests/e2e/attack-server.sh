@@ -21,6 +21,8 @@ attack uploads "$ADMIN_TOKEN" 12 60
 attack metrics "$ADMIN_TOKEN"
 attack auth "$ADMIN_TOKEN"
 attack slowloris 40 2
+attack headers
+attack idle 200
 kill -0 "$SERVER_PID" || fail "server died under attack"
 
 # Files: the data directory is 0700, the catalog 0600.

@@ -227,6 +227,68 @@ def attack_slowloris(count, read_timeout):
         s.close()
 
 
+def attack_headers():
+    # Header lines without end: refused (431) once the header passes its limit, and the
+    # connection closed; the server's memory does not grow with what was sent.
+    s = socket.create_connection((HOST, PORT), timeout=10)
+    s.sendall(b"POST /v1/rpc HTTP/1.1\r\nHost: x\r\n")
+    line = b"X-Pad: " + b"p" * 90 + b"\r\n"
+    sent = 0
+    try:
+        for _ in range(200000):  # 19 MB at most
+            s.sendall(line * 100)
+            sent += 100
+    except OSError:
+        pass  # the server closed: what it answered is in the receive buffer
+    s.settimeout(5)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    s.close()
+    if not data.startswith(b"HTTP/1.1 431"):
+        fail(f"{sent} header lines: expected 431, got {data[:80]!r}")
+    # A header of 1,000 short lines under the limit is still served.
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    c.putrequest("GET", "/healthz")
+    for i in range(1000):
+        c.putheader(f"X-{i}", "v")
+    c.endheaders()
+    r = c.getresponse()
+    if r.status != 200:
+        fail(f"1,000 short header lines: expected 200, got {r.status}")
+    c.close()
+
+
+def attack_idle(count):
+    # Keep-alive connections left idle after a request hold no thread: with more of them
+    # open than the server has threads, a new client is answered at once.
+    conns = []
+    for _ in range(count):
+        c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            fail("healthz on a keep-alive connection")
+        conns.append(c)
+    healthz(within=0.5)
+    # Each idle one is still usable (kept alive, not dropped for want of a thread).
+    for c in conns[:10]:
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            fail("a kept-alive connection no longer answers")
+    for c in conns:
+        c.close()
+
+
 def attack_auth(token):
     reply = expect(post(frame("server.info")), 200, None, "anonymous server.info")
     if "data" in reply["result"]:
@@ -357,6 +419,10 @@ def main():
         attack_metrics(args[0])
     elif attack == "slowloris":
         attack_slowloris(int(args[0]), float(args[1]))
+    elif attack == "headers":
+        attack_headers()
+    elif attack == "idle":
+        attack_idle(int(args[0]))
     elif attack == "auth":
         attack_auth(args[0])
     elif attack == "limits":

@@ -1,4 +1,4 @@
-// The HTTP request path from any client, as serve_rpc takes it from cpp-httplib:
+// The HTTP request path from any client, as serve_rpc takes it from the HTTP server:
 // input line 1 is the Authorization header, line 2 X-Mirage-Method, line 3 the
 // Content-Length ("-" for none), the rest the body, read in pieces of varying size.
 // One server on a temporary data directory answers them all; it must never crash,
