@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   app.add_option("--http-threads", o.threads, "Handler threads started up front")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  app.add_option("--max-connections", o.max_connections, "Requests handled at once at most (an idle connection holds no thread)")
+  app.add_option("--max-connections", o.max_connections, "Requests handled at once at most")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   app.add_option("--read-timeout", o.read_timeout, "Seconds a connection may be silent")
