@@ -299,9 +299,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         return false;
       }
     }
-    // Filled on the strand a socket read at a time, handed over a MiB at a time: a
-    // hand-over costs two thread switches, a socket read gives 64 KiB at most.
-    std::vector<char> piece(1 << 20);
+    // Filled on the strand a socket read at a time, handed over up to a MiB at a time: a
+    // hand-over costs two thread switches, a socket read gives 64 KiB at most. Sized by
+    // the body's length, so a fleet's small requests do not hold a MiB each.
+    auto length = m_parser->content_length();
+    std::vector<char> piece(length ? std::clamp<uint64_t>(*length, 1, 1 << 20) : 64 << 10);
     while (!m_parser->is_done()) {
       size_t filled = 0;
       auto ec = wait_for([&](auto done) { fill(piece, filled, std::move(done)); });

@@ -7,7 +7,8 @@
 # the endpoints one server sustains at one sync per hour.
 #   tests/bench/fleet-loadgen.sh [BUILD_DIR]
 # BENCH_ENDPOINTS (300), BENCH_CONCURRENCY (= endpoints: all at once), BENCH_FILES (50),
-# BENCH_ROUNDS (2), BENCH_CHANGE (percent of files changed per round, 2), BENCH_DIR.
+# BENCH_ROUNDS (2), BENCH_CHANGE (percent of files changed per round, 2), BENCH_DIR,
+# BENCH_SERVER_ARGS (more mirage-serverd flags, e.g. "--max-connections 32").
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:-$here/../../build}" && pwd)
@@ -26,7 +27,7 @@ port=$(( 20000 + RANDOM % 20000 ))
 # Open files: a connection each, and the clients' own.
 ulimit -n 65536 2>/dev/null || true
 "$build/mirage-serverd" --data "$B/server" --listen "127.0.0.1:$port" --tls-cert "$B/pki/server.pem" \
-  --tls-key "$B/pki/server.key" --gc-interval 0 2>"$B/server.log" &
+  --tls-key "$B/pki/server.key" --gc-interval 0 ${BENCH_SERVER_ARGS:-} 2>"$B/server.log" &
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf --cacert "$B/pki/ca.pem" "https://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 echo "server: $(ps -o rss= -p "$server_pid") KiB resident at start" >&2
