@@ -84,146 +84,163 @@ struct PackUse {
 
 }  // namespace
 
-json collect_garbage(Repository& repo, const GcOptions& o) {
-  auto started = std::chrono::steady_clock::now();
-  auto& cat = repo.catalog();
-  auto lock = cat.gc_lock();
-  auto say = [&](const std::string& s) {
-    if (o.progress) o.progress(s);
-  };
-  int64_t now = util::now_ns();
-  int64_t cutoff = now - o.grace_ns;
-  json report = {{"dry_run", o.dry_run}, {"grace_seconds", o.grace_ns / 1000000000}};
+/// One GC run, in its phases: mark, sweep the index, repack or retire packs, delete the
+/// files of retired packs whose grace has passed. Each phase adds its counts to the report.
+class GarbageCollector {
+ public:
+  GarbageCollector(Repository& repo, const GcOptions& o)
+      : m_repo(repo), m_cat(repo.catalog()), m_o(o), m_now(util::now_ns()), m_cutoff(m_now - o.grace_ns) {}
+
+  json run() {
+    auto started = std::chrono::steady_clock::now();
+    auto lock = m_cat.gc_lock();
+    m_report = {{"dry_run", m_o.dry_run}, {"grace_seconds", m_o.grace_ns / 1000000000}};
+    say("gc: marking what snapshots and layers reach");
+    Marker marker(m_repo);
+    {
+      catalog::Transaction reads(m_cat, Mode::read);  // one read snapshot, few commits of marks
+      m_roots = marker.mark_new_roots();
+      reads.commit();
+    }
+    if (m_o.after_mark) m_o.after_mark();
+    sweep(marker);
+    auto packs = pack_uses();
+    for (const auto& p : packs) rewrite(p);
+    if (!m_o.dry_run) delete_retired();
+    m_report["packs"] = packs.size();
+    m_report[m_o.dry_run ? "would_repack" : "repacked"] = m_repacked;
+    m_report[m_o.dry_run ? "would_retire" : "retired"] = m_retired;
+    m_report["moved_bytes"] = m_moved_bytes;
+    m_report[m_o.dry_run ? "would_free_bytes" : "freed_bytes"] = m_freed_bytes;
+    m_report["pack_files_deleted"] = m_files_deleted;
+    m_report["packs_awaiting_deletion"] = m_awaiting;
+    m_report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    say("");
+    return m_report;
+  }
+
+ private:
   using Mode = catalog::Transaction::Mode;
 
-  // 1. Mark.
-  say("gc: marking what snapshots and layers reach");
-  Marker marker(repo);
-  uint64_t roots = 0;
-  {
-    catalog::Transaction reads(cat, Mode::read);  // one read snapshot, few commits of marks
-    roots = marker.mark_new_roots();
-    reads.commit();
+  void say(const std::string& s) {
+    if (m_o.progress) m_o.progress(s);
   }
-  if (o.after_mark) o.after_mark();
 
-  // 2. Sweep in batches, each marking roots committed meanwhile first.
-  say("gc: sweeping the index");
-  uint64_t in_flight = 0;
-  auto pin_in_flight = [&] {
-    // Uploads in flight pin what was added since the oldest of them began.
-    auto uploads = cat.uploads_in_flight(now - o.session_timeout_ns);
-    in_flight = static_cast<uint64_t>(uploads.count);
-    if (in_flight) cutoff = std::min(cutoff, uploads.oldest_start);
-  };
-  uint64_t scanned = 0, unreferenced = 0, pinned = 0, deleted = 0, deleted_bytes = 0;
-  std::optional<Digest> last;
-  for (bool more = true; more;) {
-    catalog::Transaction tx(cat, o.dry_run ? Mode::read : Mode::write);
-    roots += marker.mark_new_roots();
-    pin_in_flight();
-    auto page = marker.marks().sweep_candidates(last, k_sweep_batch);
-    std::vector<Digest> drop;
-    for (const auto& c : page) {
-      last = c.id;
-      if (c.live) continue;
-      unreferenced++;
-      if (c.added_at >= cutoff) {
-        pinned++;
-        continue;
+  /// Sweeps the index in batches, each marking roots committed meanwhile first.
+  void sweep(Marker& marker) {
+    say("gc: sweeping the index");
+    uint64_t in_flight = 0, scanned = 0, unreferenced = 0, pinned = 0, deleted = 0, deleted_bytes = 0;
+    std::optional<Digest> last;
+    for (bool more = true; more;) {
+      catalog::Transaction tx(m_cat, m_o.dry_run ? Mode::read : Mode::write);
+      m_roots += marker.mark_new_roots();
+      // Uploads in flight pin what was added since the oldest of them began.
+      auto uploads = m_cat.uploads_in_flight(m_now - m_o.session_timeout_ns);
+      in_flight = static_cast<uint64_t>(uploads.count);
+      if (in_flight) m_cutoff = std::min(m_cutoff, uploads.oldest_start);
+      auto page = marker.marks().sweep_candidates(last, k_sweep_batch);
+      std::vector<Digest> drop;
+      for (const auto& c : page) {
+        last = c.id;
+        if (c.live) continue;
+        unreferenced++;
+        if (c.added_at >= m_cutoff) {
+          pinned++;
+          continue;
+        }
+        deleted++;
+        deleted_bytes += uint64_t(c.stored) + k_record_header;
+        drop.push_back(c.id);
       }
-      deleted++;
-      deleted_bytes += uint64_t(c.stored) + k_record_header;
-      drop.push_back(c.id);
+      if (!m_o.dry_run) m_cat.chunks().delete_chunks(drop);
+      scanned += page.size();
+      more = page.size() == k_sweep_batch;
+      tx.commit();
     }
-    if (!o.dry_run) cat.chunks().delete_chunks(drop);
-    scanned += page.size();
-    more = page.size() == k_sweep_batch;
-    tx.commit();
+    m_report["roots"] = m_roots;
+    m_report["trees"] = marker.trees();
+    m_report["chunks"] = scanned;
+    m_report["unreferenced"] = unreferenced;
+    m_report["pinned"] = pinned;
+    m_report["uploads_in_flight"] = in_flight;
+    m_report[m_o.dry_run ? "would_delete" : "deleted"] = deleted;
+    m_report[m_o.dry_run ? "would_delete_bytes" : "deleted_bytes"] = deleted_bytes;
   }
-  report["roots"] = roots;
-  report["trees"] = marker.trees();
-  report["chunks"] = scanned;
-  report["unreferenced"] = unreferenced;
-  report["pinned"] = pinned;
-  report["uploads_in_flight"] = in_flight;
-  report[o.dry_run ? "would_delete" : "deleted"] = deleted;
-  report[o.dry_run ? "would_delete_bytes" : "deleted_bytes"] = deleted_bytes;
 
-  // 3. Packs: how much of each is live.
-  std::vector<PackUse> packs;
-  {
-    catalog::Transaction reads(cat, Mode::read);
-    for (const auto& u : cat.pack_usage()) {
+  /// How much of each pack is live.
+  std::vector<PackUse> pack_uses() {
+    std::vector<PackUse> packs;
+    catalog::Transaction reads(m_cat, Mode::read);
+    for (const auto& u : m_cat.pack_usage()) {
       PackUse p;
       p.id = u.id;
       p.name = u.name;
       p.size = u.size;
-      p.idle = u.sealed || u.written_at < cutoff;
+      p.idle = u.sealed || u.written_at < m_cutoff;
       p.read_only = u.read_only;
       p.retired_at = u.retired_at;
       p.live_chunks = u.live_chunks;
       p.live_bytes = u.live_stored + u.live_chunks * k_record_header;
       packs.push_back(std::move(p));
     }
+    return packs;
   }
-  uint64_t repacked = 0, retired = 0, moved_bytes = 0, freed_bytes = 0, files_deleted = 0, awaiting = 0;
-  uint64_t budget = o.max_repack_bytes;
-  std::vector<uint8_t> buf;
-  for (const auto& p : packs) {
-    bool ours = std::any_of(repo.m_writers.begin(), repo.m_writers.end(), [&](const auto& w) { return w.second.pack == p.id; });
-    if (p.retired_at || p.read_only || !p.idle || ours) continue;
+
+  /// Retires a pack with nothing live, or copies the live records of one mostly dead
+  /// (within the run's byte budget) to this process's pack and retires it.
+  void rewrite(const PackUse& p) {
+    bool ours = std::any_of(m_repo.m_writers.begin(), m_repo.m_writers.end(),
+                            [&](const auto& w) { return w.second.pack == p.id; });
+    if (p.retired_at || p.read_only || !p.idle || ours) return;
     uint64_t payload = p.size > k_pack_magic.size() ? p.size - k_pack_magic.size() : 0;
     bool empty = p.live_chunks == 0;
-    if (!empty && (payload == 0 || double(p.live_bytes) >= o.repack_below * double(payload))) continue;
-    if (!empty && p.live_bytes > budget) continue;
-    if (o.dry_run) {
-      (empty ? retired : repacked)++;
-      freed_bytes += p.size - p.live_bytes;
-      continue;
+    if (!empty && (payload == 0 || double(p.live_bytes) >= m_o.repack_below * double(payload))) return;
+    if (!empty && p.live_bytes > m_budget) return;
+    if (m_o.dry_run) {
+      (empty ? m_retired : m_repacked)++;
+      m_freed_bytes += p.size - p.live_bytes;
+      return;
     }
     say("gc: rewriting pack " + p.name);
     // Copy the live records (verified as they are read) to this process's pack.
-    auto live = cat.chunks().chunks_in_pack(p.id);
-    buf.clear();
+    auto live = m_cat.chunks().chunks_in_pack(p.id);
+    m_buf.clear();
     std::vector<uint64_t> at;
-    bool damaged = false;
     for (const auto& [id, loc] : live) {
-      at.push_back(buf.size());
+      at.push_back(m_buf.size());
       try {
-        repo.read_record_at(id, loc, buf);
+        m_repo.read_record_at(id, loc, m_buf);
       } catch (const Error& e) {
         say(std::string("gc: pack ") + p.name + " left as it is: " + e.what());
-        damaged = true;
-        break;
+        return;
       }
     }
-    if (damaged) continue;
     Repository::Writer* w = nullptr;
     uint64_t base = 0;
     if (!live.empty()) {
-      w = &repo.writer(0, buf.size());
-      base = repo.append(*w, buf);
+      w = &m_repo.writer(0, m_buf.size());
+      base = m_repo.append(*w, m_buf);
     }
-    catalog::Transaction tx(cat);
-    for (size_t i = 0; i < live.size(); ++i) cat.chunks().move_chunk(live[i].first, live[i].second, w->pack, base + at[i]);
-    if (w) cat.set_pack_size(w->pack, w->size, now);
+    catalog::Transaction tx(m_cat);
+    for (size_t i = 0; i < live.size(); ++i) m_cat.chunks().move_chunk(live[i].first, live[i].second, w->pack, base + at[i]);
+    if (w) m_cat.set_pack_size(w->pack, w->size, m_now);
     // Retire only if no writer added records meanwhile (its size would differ).
-    bool took = cat.retire_pack(p.id, p.size, now);
+    bool took = m_cat.retire_pack(p.id, p.size, m_now);
     tx.commit();
-    if (!took) continue;
-    (empty ? retired : repacked)++;
-    moved_bytes += buf.size();
-    budget -= std::min<uint64_t>(budget, buf.size());
-    freed_bytes += p.size - buf.size();
+    if (!took) return;
+    (empty ? m_retired : m_repacked)++;
+    m_moved_bytes += m_buf.size();
+    m_budget -= std::min<uint64_t>(m_budget, m_buf.size());
+    m_freed_bytes += p.size - m_buf.size();
   }
-  // Retired packs whose grace has passed: delete the files, then the rows.
-  if (!o.dry_run) {
+
+  /// Retired packs whose grace has passed: deletes the files, then the rows.
+  void delete_retired() {
     std::vector<catalog::Pack> gone;
-    for (const auto& p : cat.packs()) {
+    for (const auto& p : m_cat.packs()) {
       if (!p.retired_at) continue;
-      if (p.retired_at > cutoff) {
-        awaiting++;
+      if (p.retired_at > m_cutoff) {
+        m_awaiting++;
         continue;
       }
       gone.push_back(p);
@@ -231,24 +248,27 @@ json collect_garbage(Repository& repo, const GcOptions& o) {
     for (const auto& p : gone) {
       // The check (never true: a retired pack gains no records) and the delete in one
       // write transaction.
-      catalog::Transaction tx(cat);
-      if (cat.chunks().pack_chunk_count(p.id) != 0) continue;
-      repo.pack_volume(p).remove(p.name);  // gone already (a GC killed after this) is fine
-      cat.delete_pack(p.id);
+      catalog::Transaction tx(m_cat);
+      if (m_cat.chunks().pack_chunk_count(p.id) != 0) continue;
+      m_repo.pack_volume(p).remove(p.name);  // gone already (a GC killed after this) is fine
+      m_cat.delete_pack(p.id);
       tx.commit();
-      files_deleted++;
+      m_files_deleted++;
     }
   }
-  report["packs"] = packs.size();
-  report[o.dry_run ? "would_repack" : "repacked"] = repacked;
-  report[o.dry_run ? "would_retire" : "retired"] = retired;
-  report["moved_bytes"] = moved_bytes;
-  report[o.dry_run ? "would_free_bytes" : "freed_bytes"] = freed_bytes;
-  report["pack_files_deleted"] = files_deleted;
-  report["packs_awaiting_deletion"] = awaiting;
-  report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  say("");
-  return report;
-}
+
+  Repository& m_repo;
+  catalog::Catalog& m_cat;
+  const GcOptions& m_o;
+  const int64_t m_now;
+  int64_t m_cutoff;
+  json m_report;
+  uint64_t m_roots = 0;
+  uint64_t m_repacked = 0, m_retired = 0, m_moved_bytes = 0, m_freed_bytes = 0, m_files_deleted = 0, m_awaiting = 0;
+  uint64_t m_budget = m_o.max_repack_bytes;
+  std::vector<uint8_t> m_buf;
+};
+
+json collect_garbage(Repository& repo, const GcOptions& o) { return GarbageCollector(repo, o).run(); }
 
 }  // namespace mirage::store

@@ -149,7 +149,7 @@ class Repository {
   Volume& volume(int64_t id);
 
  private:
-  friend nlohmann::json collect_garbage(Repository& repo, const GcOptions& options);
+  friend class GarbageCollector;  // gc.cpp: repacks through the writers
   /// read_record with the location already looked up.
   void read_record_at(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out);
   /// read_record_at, looking the chunk up again if GC moved it meanwhile.
