@@ -149,7 +149,8 @@ class Repository {
   Volume& volume(int64_t id);
 
  private:
-  friend class GarbageCollector;  // gc.cpp: repacks through the writers
+  friend class GarbageCollector;   // gc.cpp: repacks through the writers
+  friend class RepositoryChecker;  // check.cpp
   /// read_record with the location already looked up.
   void read_record_at(const Digest& id, const catalog::ChunkLocation& loc, std::vector<uint8_t>& out);
   /// read_record_at, looking the chunk up again if GC moved it meanwhile.
