@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "libmirage/server/http_rpc.hpp"
-#include "libmirage/server/roles.hpp"
+#include "libmirage/server/routes.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/log.hpp"
@@ -19,7 +19,7 @@ namespace mirage::server {
 
 int serve_stdio(Service& service, int in, int out) {
   proto::FrameReader reader(in, service.limits().frame());
-  Caller local{"admin", "local"};
+  Caller local{Role::admin, "local"};
   for (;;) {
     std::optional<proto::Frame> frame;
     try {
@@ -71,10 +71,20 @@ void stop_server(int) {
   if (auto* s = g_server.load()) s->stop();
 }
 
-void send_reply(httplib::Response& res, const proto::Reply& reply, int status) {
-  auto bytes = proto::encode_reply(reply);
-  res.status = status;
-  res.set_content(reinterpret_cast<const char*>(bytes.data()), bytes.size(), "application/x-mirage-frame");
+/// Runs a route over cpp-httplib's request and response.
+void answer(const Route& route, const httplib::Request& req, httplib::Response& res, const httplib::ContentReader* reader) {
+  HttpRequest in;
+  in.header = [&req](const std::string& name) { return req.get_header_value(name.c_str()); };
+  if (reader)
+    in.read_body = [reader](const std::function<bool(const char*, size_t)>& sink) {
+      return (*reader)([&](const char* data, size_t n) { return sink(data, n); });
+    };
+  HttpResponse out;
+  route.handler(in, out);
+  for (const auto& [name, value] : out.headers) res.set_header(name.c_str(), value);
+  res.status = out.status;
+  res.body = std::move(out.body);
+  res.set_header("Content-Type", out.content_type);
 }
 
 }  // namespace
@@ -142,7 +152,7 @@ class ElasticPool final : public httplib::TaskQueue {
 
 }  // namespace
 
-void serve_http(Service& service, const HttpOptions& options) {
+void serve_http(Service& service, const HttpOptions& options, std::span<const Route> routes) {
   std::unique_ptr<httplib::Server> server;
   if (!options.tls_cert.empty())
     server = std::make_unique<httplib::SSLServer>(options.tls_cert.c_str(), options.tls_key.c_str());
@@ -164,28 +174,13 @@ void serve_http(Service& service, const HttpOptions& options) {
   // never finishes its headers holds a thread only this long).
   server->set_read_timeout(options.read_timeout, 0);
   server->set_write_timeout(options.read_timeout, 0);
-  auto budget = std::make_shared<BodyBudget>(options.max_body_memory);
-  server->Post("/v1/rpc", [&service, budget, &options](const httplib::Request& req, httplib::Response& res,
-                                                     const httplib::ContentReader& read_body) {
-    HttpRpcRequest in;
-    in.authorization = req.get_header_value("Authorization");
-    in.method = req.get_header_value("X-Mirage-Method");
-    if (req.has_header("Content-Length"))
-      in.content_length = std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10);
-    in.read_body = [&](const std::function<bool(const char*, size_t)>& sink) {
-      return read_body([&](const char* data, size_t n) { return sink(data, n); });
-    };
-    auto out = serve_rpc(service, *budget, in, std::chrono::seconds(service.limits().body_wait));
-    // A body refused unread must not be taken for the next request on this connection.
-    if (out.status == 413 || out.status == 401) res.set_header("Connection", "close");
-    if (out.retry_after) res.set_header("Retry-After", std::to_string(out.retry_after));
-    send_reply(res, out.reply, out.status);
-  });
-  server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
-  // Counts and timings only (no names, no secrets): open like /healthz, for Prometheus.
-  server->Get("/metrics", [&service](const httplib::Request&, httplib::Response& res) {
-    res.set_content(service.metrics_text(), "text/plain; version=0.0.4");
-  });
+  for (const auto& route : routes) {
+    if (route.verb == Verb::post)
+      server->Post(route.path, [&route](const httplib::Request& req, httplib::Response& res,
+                                        const httplib::ContentReader& reader) { answer(route, req, res, &reader); });
+    else
+      server->Get(route.path, [&route](const httplib::Request& req, httplib::Response& res) { answer(route, req, res, nullptr); });
+  }
   if (!server->bind_to_port(options.host.c_str(), options.port))
     throw Error(ErrorKind::unavailable, "listen on " + options.host + ":" + std::to_string(options.port) +
                                             ": cannot bind (is another server listening there?)");
