@@ -37,75 +37,82 @@ bool reference(const nlohmann::json& p) { return p.value("reference", false) == 
 bool enforce(const nlohmann::json& p) { return p.contains("type") && p["type"] == "enforce"; }
 
 std::vector<Access> all(RoleSet roles) { return {{"", nullptr, roles}}; }
+// Where a parameter decides: accepting a reference device is image management too;
+// an endpoint uploads to its CVD (device_id), an image manager uploads a capture;
+// helpdesk may enforce the layers a device has, not change them.
+std::vector<Access> accept_cases() { return {{"reference", reference, k_managers}, {"", nullptr, k_protection}}; }
+std::vector<Access> put_cases() {
+  return {{"device_id", with_device_id, k_admin}, {"capture", nullptr, k_images, ForDevice::no}};
+}
+std::vector<Access> order_cases() {
+  return {{"enforce", enforce, {Role::admin, Role::image_manager, Role::helpdesk}}, {"not enforce", nullptr, k_images}};
+}
 
 using enum Concurrency;
 constexpr auto req = &Limits::request_body, read = &Limits::read_body, upload = &Limits::upload_body,
                layer = &Limits::layer_body;
 constexpr auto dev = ForDevice::yes, no_dev = ForDevice::no;
 constexpr auto anon = Anonymous::yes, no_anon = Anonymous::no;
-constexpr auto audit = Audit::yes, quiet = Audit::no;
+constexpr auto audit = Audit::yes, quiet = Audit::no, unless_dry_run = Audit::unless_dry_run;
 
-#define ROW(NAME, ACCESS, DEV, ANON, AUDIT, CONC, BODY, F) \
-  Method { NAME, ACCESS, DEV, ANON, AUDIT, CONC, BODY, &run<&F> }
+template <auto F>
+Method row(std::string_view name, ForDevice device, Anonymous anonymous, Audit audited, Concurrency lock,
+           uint64_t Limits::*body, std::vector<Access> access) {
+  return {name, std::move(access), device, anonymous, audited, lock, body, &run<F>};
+}
 
 // clang-format off
 const std::vector<Method>& table() {
   static const std::vector<Method> t = {
-      // name                  who                                   device  anon     audit  lock      body    function
-      ROW("server.info",       all(k_all),                           dev,    anon,    quiet, parallel, req,    server_info),
-      ROW("device.register",   all(k_admin),                         dev,    anon,    quiet, device,   req,    device_register),
-      ROW("device.list",       all(k_all),                           no_dev, no_anon, quiet, parallel, req,    device_list),
-      ROW("device.status",     all(k_all),                           no_dev, no_anon, quiet, parallel, req,    device_status),
-      ROW("device.accept",     (std::vector<Access>{{"reference", reference, k_managers}, {"", nullptr, k_protection}}),
-                                                                     no_dev, no_anon, audit, fleet,    req,    device_accept),
-      ROW("device.reject",     all(k_protection),                    no_dev, no_anon, audit, fleet,    req,    device_reject),
-      ROW("device.tag",        all(k_managers),                      no_dev, no_anon, audit, fleet,    req,    device_tag),
-      ROW("device.delete",     all(k_admin),                         no_dev, no_anon, audit, device,   req,    device_delete),
-      ROW("policy.get",        all(k_all),                           dev,    no_anon, quiet, parallel, req,    policy_get),
-      ROW("policy.list",       all(k_all),                           no_dev, no_anon, quiet, parallel, req,    policy_list),
-      ROW("policy.set",        all(k_protection),                    no_dev, no_anon, audit, fleet,    req,    policy_set),
-      ROW("policy.assign",     all(k_protection),                    no_dev, no_anon, audit, fleet,    req,    policy_assign),
-      ROW("chunks.missing",    all(k_all),                           dev,    no_anon, quiet, parallel, read,   chunks_missing),
-      ROW("chunks.put",        (std::vector<Access>{{"device_id", with_device_id, k_admin}, {"capture", nullptr, k_images, ForDevice::no}}),
-                                                                     dev,    no_anon, quiet, parallel, upload, chunks_put),
-      ROW("chunks.get",        all(k_all),                           dev,    no_anon, quiet, parallel, read,   chunks_get),
-      ROW("chunks.delta",      all(k_all),                           dev,    no_anon, quiet, parallel, read,   chunks_delta),
-      ROW("snapshot.commit",   all(k_admin),                         dev,    no_anon, quiet, device,   req,    snapshot_commit),
-      ROW("snapshot.list",     all(k_all),                           dev,    no_anon, quiet, parallel, req,    snapshot_list),
-      ROW("snapshot.request",  all(k_protection),                    no_dev, no_anon, audit, fleet,    req,    snapshot_request),
-      ROW("layer.commit",      all(k_images),                        no_dev, no_anon, audit, fleet,    layer,  layer_commit),
-      ROW("layer.list",        all(k_all),                           no_dev, no_anon, quiet, parallel, req,    layer_list),
-      ROW("layer.get",         all(k_all),                           dev,    no_anon, quiet, parallel, req,    layer_get),
-      ROW("capture.begin",     all(k_images),                        no_dev, no_anon, audit, device,   req,    capture_begin),
-      ROW("capture.get",       all(k_images),                        no_dev, no_anon, quiet, parallel, req,    capture_get),
-      ROW("order.create",      (std::vector<Access>{{"enforce", enforce, {Role::admin, Role::image_manager, Role::helpdesk}},
-                                                    {"not enforce", nullptr, k_images}}),
-                                                                     no_dev, no_anon, Audit::unless_dry_run, fleet, req, order_create),
-      ROW("order.next",        all(k_admin),                         dev,    no_anon, quiet, parallel, req,    order_next),
-      ROW("order.get",         all(k_all),                           no_dev, no_anon, quiet, parallel, req,    order_get),
-      ROW("order.report",      all(k_admin),                         dev,    no_anon, quiet, device,   req,    order_report),
-      ROW("order.pending",     all(k_admin),                         dev,    no_anon, quiet, parallel, req,    order_pending),
-      ROW("events.list",       all(k_all),                           no_dev, no_anon, quiet, parallel, req,    events_list),
-      ROW("events.report",     all(k_all),                           no_dev, no_anon, quiet, device,   req,    events_report),
-      ROW("collection.list",   all(k_all),                           no_dev, no_anon, quiet, parallel, req,    collection_list),
-      ROW("collection.get",    all(k_all),                           no_dev, no_anon, quiet, parallel, req,    collection_get),
-      ROW("collection.set",    all(k_managers),                      no_dev, no_anon, audit, fleet,    req,    collection_set),
-      ROW("collection.delete", all(k_managers),                      no_dev, no_anon, audit, fleet,    req,    collection_delete),
-      ROW("volume.list",       all(k_all),                           no_dev, no_anon, quiet, parallel, req,    volume_list),
-      ROW("volume.add",        all(k_admin),                         no_dev, no_anon, audit, fleet,    req,    volume_add),
-      ROW("volume.set",        all(k_admin),                         no_dev, no_anon, audit, fleet,    req,    volume_set),
-      ROW("token.create",      all(k_admin),                         no_dev, no_anon, audit, fleet,    req,    token_create),
-      ROW("token.list",        all(k_admin),                         no_dev, no_anon, quiet, parallel, req,    token_list),
-      ROW("token.rotate",      all(k_admin),                         no_dev, no_anon, audit, fleet,    req,    token_rotate),
-      ROW("token.revoke",      all(k_admin),                         no_dev, no_anon, audit, fleet,    req,    token_revoke),
-      ROW("gc.run",            all(k_admin),                         no_dev, no_anon, audit, parallel, req,    gc_run),
-      ROW("check",             all(k_admin),                         no_dev, no_anon, quiet, parallel, req,    check),
+      // function                name                 device  anon     audit           lock      body    who
+      row<server_info>(         "server.info",       dev,    anon,    quiet,          parallel, req,    all(k_all)),
+      row<device_register>(     "device.register",   dev,    anon,    quiet,          device,   req,    all(k_admin)),
+      row<device_list>(         "device.list",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<device_status>(       "device.status",     no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<device_accept>(       "device.accept",     no_dev, no_anon, audit,          fleet,    req,    accept_cases()),
+      row<device_reject>(       "device.reject",     no_dev, no_anon, audit,          fleet,    req,    all(k_protection)),
+      row<device_tag>(          "device.tag",        no_dev, no_anon, audit,          fleet,    req,    all(k_managers)),
+      row<device_delete>(       "device.delete",     no_dev, no_anon, audit,          device,   req,    all(k_admin)),
+      row<policy_get>(          "policy.get",        dev,    no_anon, quiet,          parallel, req,    all(k_all)),
+      row<policy_list>(         "policy.list",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<policy_set>(          "policy.set",        no_dev, no_anon, audit,          fleet,    req,    all(k_protection)),
+      row<policy_assign>(       "policy.assign",     no_dev, no_anon, audit,          fleet,    req,    all(k_protection)),
+      row<chunks_missing>(      "chunks.missing",    dev,    no_anon, quiet,          parallel, read,   all(k_all)),
+      row<chunks_put>(          "chunks.put",        dev,    no_anon, quiet,          parallel, upload, put_cases()),
+      row<chunks_get>(          "chunks.get",        dev,    no_anon, quiet,          parallel, read,   all(k_all)),
+      row<chunks_delta>(        "chunks.delta",      dev,    no_anon, quiet,          parallel, read,   all(k_all)),
+      row<snapshot_commit>(     "snapshot.commit",   dev,    no_anon, quiet,          device,   req,    all(k_admin)),
+      row<snapshot_list>(       "snapshot.list",     dev,    no_anon, quiet,          parallel, req,    all(k_all)),
+      row<snapshot_request>(    "snapshot.request",  no_dev, no_anon, audit,          fleet,    req,    all(k_protection)),
+      row<layer_commit>(        "layer.commit",      no_dev, no_anon, audit,          fleet,    layer,  all(k_images)),
+      row<layer_list>(          "layer.list",        no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<layer_get>(           "layer.get",         dev,    no_anon, quiet,          parallel, req,    all(k_all)),
+      row<capture_begin>(       "capture.begin",     no_dev, no_anon, audit,          device,   req,    all(k_images)),
+      row<capture_get>(         "capture.get",       no_dev, no_anon, quiet,          parallel, req,    all(k_images)),
+      row<order_create>(        "order.create",      no_dev, no_anon, unless_dry_run, fleet,    req,    order_cases()),
+      row<order_next>(          "order.next",        dev,    no_anon, quiet,          parallel, req,    all(k_admin)),
+      row<order_get>(           "order.get",         no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<order_report>(        "order.report",      dev,    no_anon, quiet,          device,   req,    all(k_admin)),
+      row<order_pending>(       "order.pending",     dev,    no_anon, quiet,          parallel, req,    all(k_admin)),
+      row<events_list>(         "events.list",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<events_report>(       "events.report",     no_dev, no_anon, quiet,          device,   req,    all(k_all)),
+      row<collection_list>(     "collection.list",   no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<collection_get>(      "collection.get",    no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<collection_set>(      "collection.set",    no_dev, no_anon, audit,          fleet,    req,    all(k_managers)),
+      row<collection_delete>(   "collection.delete", no_dev, no_anon, audit,          fleet,    req,    all(k_managers)),
+      row<volume_list>(         "volume.list",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
+      row<volume_add>(          "volume.add",        no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
+      row<volume_set>(          "volume.set",        no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
+      row<token_create>(        "token.create",      no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
+      row<token_list>(          "token.list",        no_dev, no_anon, quiet,          parallel, req,    all(k_admin)),
+      row<token_rotate>(        "token.rotate",      no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
+      row<token_revoke>(        "token.revoke",      no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
+      row<gc_run>(              "gc.run",            no_dev, no_anon, audit,          parallel, req,    all(k_admin)),
+      row<check>(               "check",             no_dev, no_anon, quiet,          parallel, req,    all(k_admin)),
   };
   return t;
 }
 // clang-format on
-
-#undef ROW
 
 const Access& access_for(const Method& m, const nlohmann::json& params) {
   for (const auto& a : m.access)
