@@ -109,11 +109,13 @@ std::vector<std::string> target_devices(catalog::Catalog& cat, const Targets& ta
   return out;
 }
 
-json policy_get(Context& c, const PolicyGet& p) {
+void to_json(json& j, const PolicyReply& r) { j = {{"name", r.name}, {"policy", r.policy}}; }
+
+PolicyReply policy_get(Context& c, const PolicyGet& p) {
   std::string name = p.device_id ? accepted_device(c.cat(), *p.device_id).policy : p.name;
   auto doc = c.cat().policy(name);
   if (!doc && name != "default") throw Error(ErrorKind::not_found, "policy " + name + ": not found");
-  return {{"name", name}, {"policy", doc ? policy::policy_document(*doc) : policy::default_policy_document()}};
+  return {name, doc ? policy::policy_document(*doc) : policy::default_policy_document()};
 }
 
 PolicySet PolicySet::parse(const Params& p) {
@@ -125,10 +127,10 @@ PolicySet PolicySet::parse(const Params& p) {
   return s;
 }
 
-json policy_set(Context& c, const PolicySet& p) {
+PolicyReply policy_set(Context& c, const PolicySet& p) {
   c.cat().set_policy(p.name, p.policy);
   c.cat().add_event("policy.set", "", {{"name", p.name}, {"by", c.by()}});
-  return {{"name", p.name}, {"policy", p.policy}};
+  return {p.name, p.policy};
 }
 
 json policy_list(Context& c, const NoParams&) {
@@ -170,7 +172,11 @@ CollectionSet CollectionSet::parse(const Params& p) {
   return s;
 }
 
-json collection_set(Context& c, const CollectionSet& p) {
+void to_json(json& j, const CollectionReply& r) {
+  j = {{"name", r.name}, {"kind", r.kind}, {"spec", r.spec}, {"members", r.members}};
+}
+
+CollectionReply collection_set(Context& c, const CollectionSet& p) {
   auto& cat = c.cat();
   std::string kind = p.match ? "dynamic" : "static";
   json spec;
@@ -182,13 +188,13 @@ json collection_set(Context& c, const CollectionSet& p) {
   }
   cat.set_collection(p.name, kind, spec);
   cat.add_event("collection.set", "", {{"name", p.name}, {"kind", kind}, {"spec", spec}, {"by", c.by()}});
-  return {{"name", p.name}, {"kind", kind}, {"spec", spec}, {"members", collection_members(cat, p.name)}};
+  return {p.name, kind, spec, collection_members(cat, p.name)};
 }
 
-json collection_get(Context& c, const CollectionName& p) {
+CollectionReply collection_get(Context& c, const CollectionName& p) {
   auto members_now = collection_members(c.cat(), p.name);
   auto coll = *c.cat().collection(p.name);
-  return {{"name", p.name}, {"kind", coll.first}, {"spec", coll.second}, {"members", members_now}};
+  return {p.name, coll.first, coll.second, members_now};
 }
 
 json collection_list(Context& c, const NoParams&) {

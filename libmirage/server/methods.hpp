@@ -275,13 +275,18 @@ struct PolicyGet {
   std::optional<std::string> device_id;  ///< that device's policy, instead of `name`
   static PolicyGet parse(const Params& p) { return {p.text_or("name", "default"), p.optional_text("device_id")}; }
 };
-nlohmann::json policy_get(Context& c, const PolicyGet& p);
+struct PolicyReply {
+  std::string name;
+  nlohmann::json policy;  ///< the upload policy document, defaults filled in
+};
+void to_json(nlohmann::json& j, const PolicyReply& r);
+PolicyReply policy_get(Context& c, const PolicyGet& p);
 struct PolicySet {
   std::string name;
   nlohmann::json policy;
   static PolicySet parse(const Params& p);
 };
-nlohmann::json policy_set(Context& c, const PolicySet& p);
+PolicyReply policy_set(Context& c, const PolicySet& p);
 nlohmann::json policy_list(Context& c, const NoParams&);
 struct PolicyAssign {
   std::string name;
@@ -296,12 +301,19 @@ struct CollectionSet {
   std::vector<std::string> device_ids;  ///< static
   static CollectionSet parse(const Params& p);
 };
-nlohmann::json collection_set(Context& c, const CollectionSet& p);
+struct CollectionReply {
+  std::string name;
+  std::string kind;     ///< static or dynamic
+  nlohmann::json spec;  ///< {"devices": [...]} or {"match": {...}}
+  std::vector<std::string> members;
+};
+void to_json(nlohmann::json& j, const CollectionReply& r);
+CollectionReply collection_set(Context& c, const CollectionSet& p);
 struct CollectionName {
   std::string name;
   static CollectionName parse(const Params& p) { return {p.text("name")}; }
 };
-nlohmann::json collection_get(Context& c, const CollectionName& p);
+CollectionReply collection_get(Context& c, const CollectionName& p);
 nlohmann::json collection_list(Context& c, const NoParams&);
 nlohmann::json collection_delete(Context& c, const CollectionName& p);
 

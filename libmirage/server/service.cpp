@@ -19,10 +19,6 @@ using nlohmann::json;
 namespace {
 
 const std::string k_unknown_method = "unknown";
-
-}  // namespace
-
-namespace {
 thread_local store::Repository* t_repo = nullptr;  // the lease of the request this thread serves
 }  // namespace
 
