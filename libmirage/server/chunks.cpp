@@ -8,7 +8,12 @@ namespace mirage::server {
 
 using nlohmann::json;
 
-json chunks_missing(Context& c, const NoParams&) {
+void to_json(json& j, const ChunkCount& r) {
+  j = {{"count", r.count}};
+  if (r.missing) j["missing"] = *r.missing;
+}
+
+ChunkCount chunks_missing(Context& c, const NoParams&) {
   auto ids = proto::decode_ids(c.binary);
   auto missing = c.repo.missing(ids);
   c.reply_binary.resize(ids.size());
@@ -17,7 +22,7 @@ json chunks_missing(Context& c, const NoParams&) {
     c.reply_binary[i] = missing[i] ? 1 : 0;
     n += missing[i];
   }
-  return {{"count", ids.size()}, {"missing", n}};
+  return {ids.size(), n};
 }
 
 void to_json(json& j, const ChunksPutReply& r) {
@@ -37,17 +42,17 @@ ChunksPutReply chunks_put(Context& c, const ChunksPut& p) {
   return {stats.chunks, stats.new_chunks, stats.stored_bytes, stats.raw_bytes};
 }
 
-json chunks_get(Context& c, const NoParams&) {
+ChunkCount chunks_get(Context& c, const NoParams&) {
   auto ids = proto::decode_ids(c.binary);
   uint64_t max = c.limits().get_ids;
   if (ids.size() > max)
     throw Error(ErrorKind::usage, "chunks.get: at most " + std::to_string(max) + " ids per request (limit get-ids)");
   c.repo.read_records(ids, c.reply_binary);
   if (c.reply_binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
-  return {{"count", ids.size()}};
+  return {ids.size(), std::nullopt};
 }
 
-json chunks_delta(Context& c, const NoParams&) {
+ChunkCount chunks_delta(Context& c, const NoParams&) {
   const Limits& limits = c.limits();
   auto ids = proto::decode_ids(c.binary);
   if (ids.size() % 2) throw Error(ErrorKind::usage, "chunks.delta: expected (wanted, base) id pairs");
@@ -76,7 +81,7 @@ json chunks_delta(Context& c, const NoParams&) {
     out.raw(frame);
   }
   c.reply_binary = out.take();
-  return {{"count", ids.size() / 2}};
+  return {ids.size() / 2, std::nullopt};
 }
 
 }  // namespace mirage::server

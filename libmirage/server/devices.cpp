@@ -132,7 +132,9 @@ DeviceList DeviceList::parse(const Params& p) {
   return l;
 }
 
-json device_list(Context& c, const DeviceList& p) { return {{"devices", c.cat().devices(p.state)}}; }
+void to_json(json& j, const Devices& r) { j = {{"devices", r.devices}}; }
+
+Devices device_list(Context& c, const DeviceList& p) { return {c.cat().devices(p.state)}; }
 
 namespace {
 

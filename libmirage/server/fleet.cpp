@@ -144,7 +144,9 @@ json policy_list(Context& c, const NoParams&) {
   return {{"policies", list}};
 }
 
-json policy_assign(Context& c, const PolicyAssign& p) {
+void to_json(json& j, const PolicyAssigned& r) { j = {{"name", r.name}, {"devices", r.devices}}; }
+
+PolicyAssigned policy_assign(Context& c, const PolicyAssign& p) {
   auto& cat = c.cat();
   if (p.name != "default" && !cat.policy(p.name)) throw Error(ErrorKind::not_found, "policy " + p.name + ": not found");
   catalog::Transaction tx(cat);
@@ -155,7 +157,7 @@ json policy_assign(Context& c, const PolicyAssign& p) {
   }
   cat.add_event("policy.assigned", "", {{"name", p.name}, {"devices", devices}, {"by", c.by()}});
   tx.commit();
-  return {{"name", p.name}, {"devices", devices}};
+  return {p.name, devices};
 }
 
 CollectionSet CollectionSet::parse(const Params& p) {
@@ -206,10 +208,12 @@ json collection_list(Context& c, const NoParams&) {
   return {{"collections", list}};
 }
 
-json collection_delete(Context& c, const CollectionName& p) {
+void to_json(json& j, const CollectionDeleted& r) { j = {{"name", r.name}, {"deleted", true}}; }
+
+CollectionDeleted collection_delete(Context& c, const CollectionName& p) {
   if (!c.cat().delete_collection(p.name)) throw Error(ErrorKind::not_found, "collection " + p.name + ": not found");
   c.cat().add_event("collection.deleted", "", {{"name", p.name}, {"by", c.by()}});
-  return {{"name", p.name}, {"deleted", true}};
+  return {p.name};
 }
 
 json volume_list(Context& c, const NoParams&) {
@@ -257,7 +261,11 @@ VolumeSet VolumeSet::parse(const Params& p) {
   return v;
 }
 
-json volume_set(Context& c, const VolumeSet& p) {
+void to_json(json& j, const VolumeState& r) {
+  j = {{"volume_id", r.volume_id}, {"path", r.path}, {"read_only", r.read_only}};
+}
+
+VolumeState volume_set(Context& c, const VolumeSet& p) {
   auto& cat = c.cat();
   catalog::Transaction tx(cat);
   auto vols = cat.volumes();
@@ -270,7 +278,7 @@ json volume_set(Context& c, const VolumeSet& p) {
   cat.set_volume_read_only(p.volume_id, p.read_only);
   cat.add_event("volume.set", "", {{"volume_id", p.volume_id}, {"read_only", p.read_only}, {"by", c.by()}});
   tx.commit();
-  return {{"volume_id", p.volume_id}, {"path", it->path}, {"read_only", p.read_only}};
+  return {p.volume_id, it->path, p.read_only};
 }
 
 GcRun GcRun::parse(const Params& p) {

@@ -95,7 +95,11 @@ void to_json(nlohmann::json& j, const TokenReply& r);
 TokenReply token_create(Context& c, const TokenCreate& p);
 TokenReply token_rotate(Context& c, const TokenRotate& p);
 nlohmann::json token_list(Context& c, const NoParams&);
-nlohmann::json token_revoke(Context& c, const TokenName& p);
+struct TokenRevoked {
+  std::string name;
+};
+void to_json(nlohmann::json& j, const TokenRevoked& r);
+TokenRevoked token_revoke(Context& c, const TokenName& p);
 
 // ---- devices (devices.cpp) ------------------------------------------------------
 
@@ -128,7 +132,11 @@ struct DeviceList {
   std::optional<catalog::DeviceState> state;
   static DeviceList parse(const Params& p);
 };
-nlohmann::json device_list(Context& c, const DeviceList& p);
+struct Devices {
+  std::vector<catalog::Device> devices;
+};
+void to_json(nlohmann::json& j, const Devices& r);
+Devices device_list(Context& c, const DeviceList& p);
 
 struct DeviceDecision {  ///< device.accept, device.reject
   std::string device_id;
@@ -158,7 +166,14 @@ catalog::Device device_tag(Context& c, const DeviceTag& p);
 
 // ---- chunks and snapshots (chunks.cpp, snapshots.cpp) ---------------------------
 
-nlohmann::json chunks_missing(Context& c, const NoParams&);
+/// chunks.missing, .get, .delta: how many ids (pairs) the request named; for
+/// chunks.missing also how many of them the server lacks (one byte each in the binary part).
+struct ChunkCount {
+  uint64_t count;
+  std::optional<uint64_t> missing;
+};
+void to_json(nlohmann::json& j, const ChunkCount& r);
+ChunkCount chunks_missing(Context& c, const NoParams&);
 struct ChunksPut {
   std::optional<std::string> device_id;  ///< an endpoint's upload; none: a capture's
   static ChunksPut parse(const Params& p) { return {p.optional_text("device_id")}; }
@@ -168,8 +183,8 @@ struct ChunksPutReply {
 };
 void to_json(nlohmann::json& j, const ChunksPutReply& r);
 ChunksPutReply chunks_put(Context& c, const ChunksPut& p);
-nlohmann::json chunks_get(Context& c, const NoParams&);
-nlohmann::json chunks_delta(Context& c, const NoParams&);
+ChunkCount chunks_get(Context& c, const NoParams&);
+ChunkCount chunks_delta(Context& c, const NoParams&);
 
 struct SnapshotCommit {
   std::string device_id;
@@ -293,7 +308,12 @@ struct PolicyAssign {
   Targets targets;
   static PolicyAssign parse(const Params& p) { return {p.text("name"), Targets::parse(p)}; }
 };
-nlohmann::json policy_assign(Context& c, const PolicyAssign& p);
+struct PolicyAssigned {
+  std::string name;
+  std::vector<std::string> devices;
+};
+void to_json(nlohmann::json& j, const PolicyAssigned& r);
+PolicyAssigned policy_assign(Context& c, const PolicyAssign& p);
 
 struct CollectionSet {
   std::string name;
@@ -315,7 +335,11 @@ struct CollectionName {
 };
 CollectionReply collection_get(Context& c, const CollectionName& p);
 nlohmann::json collection_list(Context& c, const NoParams&);
-nlohmann::json collection_delete(Context& c, const CollectionName& p);
+struct CollectionDeleted {
+  std::string name;
+};
+void to_json(nlohmann::json& j, const CollectionDeleted& r);
+CollectionDeleted collection_delete(Context& c, const CollectionName& p);
 
 nlohmann::json volume_list(Context& c, const NoParams&);
 struct VolumeAdd {
@@ -328,7 +352,13 @@ struct VolumeSet {
   bool read_only;
   static VolumeSet parse(const Params& p);
 };
-nlohmann::json volume_set(Context& c, const VolumeSet& p);
+struct VolumeState {
+  int64_t volume_id;
+  std::string path;
+  bool read_only;
+};
+void to_json(nlohmann::json& j, const VolumeState& r);
+VolumeState volume_set(Context& c, const VolumeSet& p);
 
 struct GcRun {
   store::GcOptions options;

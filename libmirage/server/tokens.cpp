@@ -89,7 +89,9 @@ TokenReply token_rotate(Context& c, const TokenRotate& p) {
 
 json token_list(Context& c, const NoParams&) { return {{"tokens", c.cat().tokens()}}; }
 
-json token_revoke(Context& c, const TokenName& p) {
+void to_json(json& j, const TokenRevoked& r) { j = {{"name", r.name}, {"revoked", true}}; }
+
+TokenRevoked token_revoke(Context& c, const TokenName& p) {
   auto& cat = c.cat();
   catalog::Transaction tx(cat);
   if (cat.live_token_role(p.name) == name(Role::admin) && cat.live_admin_tokens() <= 1)
@@ -98,7 +100,7 @@ json token_revoke(Context& c, const TokenName& p) {
   if (cat.revoke_token(p.name) == 0) throw Error(ErrorKind::not_found, "no live token named " + p.name);
   cat.add_event("token.revoked", "", {{"name", p.name}, {"by", c.by()}});
   tx.commit();
-  return {{"name", p.name}, {"revoked", true}};
+  return {p.name};
 }
 
 }  // namespace mirage::server
