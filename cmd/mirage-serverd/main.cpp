@@ -2,12 +2,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <optional>
 
 #include "libmirage/proto/transport.hpp"
+#include "libmirage/server/registry.hpp"
+#include "libmirage/server/routes.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/tool/tool.hpp"
 
@@ -63,6 +67,31 @@ int list_limits(const Options& o, const tool::Common& common) {
   return 0;
 }
 
+/// The method registry: as JSON, its rows; as text, the role matrix of the man page
+/// (man/mirage-serverd.1 holds this very output; tests/e2e/man-role-matrix.sh checks).
+int list_methods(const tool::Common& common) {
+  nlohmann::json rows = server::method_table();
+  tool::print(common, {{"methods", rows}}, [&](std::ostream& out) {
+    out << std::left << std::setw(27) << "METHOD" << std::setw(9) << "ROLES" << std::setw(5) << "DEV" << std::setw(5)
+        << "ANON" << std::setw(9) << "LOCK" << std::setw(8) << "BODY" << "AUDIT\n";
+    for (const auto& r : rows) {
+      std::string method = r["method"].get<std::string>();
+      if (!r["when"].is_null()) method += " (" + r["when"].get<std::string>() + ")";
+      std::string roles;
+      for (const char* role : {"admin", "image-manager", "protection-manager", "helpdesk"}) {
+        bool has = std::find(r["roles"].begin(), r["roles"].end(), role) != r["roles"].end();
+        roles += std::string(roles.empty() ? "" : " ") + (has ? char(std::toupper(role[0])) : '-');
+      }
+      std::string body = r["body_limit"].get<std::string>();
+      out << std::setw(27) << method << std::setw(9) << roles << std::setw(5) << (r["device"].get<bool>() ? "yes" : "no")
+          << std::setw(5) << (r["anonymous"].get<bool>() ? "yes" : "no") << std::setw(9)
+          << r["concurrency"].get<std::string>() << std::setw(8) << body.substr(0, body.find("-body"))
+          << r["audit"].get<std::string>() << "\n";
+    }
+  });
+  return 0;
+}
+
 /// Adds the --volume directories the catalog does not have yet.
 void add_volumes(server::Service& service, const Options& o) {
   for (const auto& v : o.volumes) service.ensure_volume(std::filesystem::absolute(v).lexically_normal().string());
@@ -102,7 +131,7 @@ int serve(const Options& o) {
   };
   server::Service service(data_dir(o), false, limits);
   add_volumes(service, o);
-  server::serve_http(service, h);
+  server::serve_http(service, h, server::default_routes(service, h));
   return 0;
 }
 
@@ -146,6 +175,7 @@ int main(int argc, char** argv) {
   auto* repair = app.add_subcommand("repair", "Index the packs anew (a lost catalog)");
   repair->add_option("--data", o.data, "Data directory (default: $MIRAGE_HOME)");
   auto* limits = app.add_subcommand("limits", "List each limit: value, default, what it bounds");
+  auto* methods = app.add_subcommand("methods", "List each method: roles, lock, body limit, audit");
   return tool::run(argc, argv, app, common,
                    {{repair,
                      [&] {
@@ -160,6 +190,7 @@ int main(int argc, char** argv) {
                        return r["check"]["ok"].get<bool>() ? 0 : 6;
                      }},
                     {limits, [&] { return list_limits(o, common); }},
+                    {methods, [&] { return list_methods(common); }},
                     {init,
                      [&] {
                        std::string token = server::init_data_dir(data_dir(o));

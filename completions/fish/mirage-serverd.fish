@@ -1,4 +1,4 @@
-complete -c mirage-serverd -n __fish_use_subcommand -f -a 'init repair limits'
+complete -c mirage-serverd -n __fish_use_subcommand -f -a 'init repair limits methods'
 complete -c mirage-serverd -l data -r -a '(__fish_complete_directories)' -d 'Data directory'
 complete -c mirage-serverd -l listen -x -d 'HOST:PORT'
 complete -c mirage-serverd -l tls-cert -r -F -d 'TLS certificate'

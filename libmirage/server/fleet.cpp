@@ -1,17 +1,16 @@
-// The fleet side of the handler table: policies and their assignment, collections and
-// device tags, storage volumes, GC, and snapshots on request.
+// The fleet methods: upload policies and their assignment, collections, storage
+// volumes, the event log, GC and check.
 #include <fnmatch.h>
 
 #include <algorithm>
 #include <set>
 
 #include "libmirage/server/housekeeping.hpp"
-#include "libmirage/server/params.hpp"
-#include "libmirage/server/service.hpp"
+#include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/server/methods.hpp"
 #include "libmirage/store/volume.hpp"
 #include "libmirage/util/clock.hpp"
-#include "libmirage/util/fd.hpp"
-#include "libmirage/util/hex.hpp"
+#include "libmirage/util/log.hpp"
 
 namespace mirage::server {
 
@@ -67,7 +66,9 @@ bool matches(const json& match, const catalog::Device& d) {
   return true;
 }
 
-std::vector<std::string> members(catalog::Catalog& cat, const std::string& name) {
+}  // namespace
+
+std::vector<std::string> collection_members(catalog::Catalog& cat, const std::string& name) {
   auto c = cat.collection(name);
   if (!c) throw Error(ErrorKind::not_found, "collection " + name + ": not found (see mirage collection list)");
   std::vector<std::string> out;
@@ -80,6 +81,8 @@ std::vector<std::string> members(catalog::Catalog& cat, const std::string& name)
   return out;
 }
 
+namespace {
+
 /// What the volume at `url` says it can still hold; 0 when it cannot tell.
 uint64_t free_bytes(const std::string& url) {
   try {
@@ -91,204 +94,268 @@ uint64_t free_bytes(const std::string& url) {
 
 }  // namespace
 
-std::vector<std::string> Service::target_devices(const json& params) {
+std::vector<std::string> target_devices(catalog::Catalog& cat, const Targets& targets) {
   std::vector<std::string> out;
   std::set<std::string> seen;
-  for (const auto& d : str_list(params, "device_ids"))
+  for (const auto& d : targets.device_ids)
     if (seen.insert(d).second) out.push_back(d);
-  for (const auto& c : str_list(params, "collections"))
-    for (const auto& d : members(repo().catalog(), c))
+  for (const auto& c : targets.collections)
+    for (const auto& d : collection_members(cat, c))
       if (seen.insert(d).second) out.push_back(d);
   if (out.empty()) {
-    if (params.contains("collections")) throw Error(ErrorKind::precondition, "the collections given have no members");
+    if (targets.collections_given) throw Error(ErrorKind::precondition, "the collections given have no members");
     throw Error(ErrorKind::usage, "give at least one device (--device) or collection (--collection)");
   }
   return out;
 }
 
-void Service::register_fleet_handlers() {
-  m_handlers["policy.list"] = [this](proto::Request&, proto::Reply& reply, const Caller&) {
-    auto& cat = repo().catalog();
-    std::map<std::string, uint64_t> users;
-    for (const auto& d : cat.devices(std::nullopt)) users[d.policy]++;
-    json list = json::array();
-    auto names = cat.policies();
-    if (std::find(names.begin(), names.end(), "default") == names.end()) names.insert(names.begin(), "default");
-    for (const auto& n : names) list.push_back({{"name", n}, {"devices", users[n]}, {"stored", n != "default" || cat.policy(n)}});
-    reply.result = {{"policies", list}};
-  };
+void to_json(json& j, const PolicyReply& r) { j = {{"name", r.name}, {"policy", r.policy}}; }
 
-  m_handlers["policy.assign"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    std::string name = str_param(req.params, "name");
-    auto& cat = repo().catalog();
-    if (name != "default" && !cat.policy(name)) throw Error(ErrorKind::not_found, "policy " + name + ": not found");
-    catalog::Transaction tx(cat);
-    auto devices = target_devices(req.params);
-    for (const auto& id : devices) {
-      if (!cat.device(id)) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
-      cat.set_device_policy(id, name);
-    }
-    cat.add_event("policy.assigned", "", {{"name", name}, {"devices", devices}, {"by", caller.name}});
-    tx.commit();
-    reply.result = {{"name", name}, {"devices", devices}};
-  };
+PolicyReply policy_get(Context& c, const PolicyGet& p) {
+  std::string name = p.device_id ? accepted_device(c.cat(), *p.device_id).policy : p.name;
+  auto doc = c.cat().policy(name);
+  if (!doc && name != "default") throw Error(ErrorKind::not_found, "policy " + name + ": not found");
+  return {name, doc ? policy::policy_document(*doc) : policy::default_policy_document()};
+}
 
-  m_handlers["collection.set"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    std::string name = str_param(req.params, "name");
-    if (!valid_name(name)) throw Error(ErrorKind::usage, "collection name '" + name + "': use letters, digits and - _ .");
-    json spec;
-    std::string kind;
-    if (req.params.contains("match")) {
-      if (req.params.contains("device_ids")) throw Error(ErrorKind::usage, "a collection is static (devices) or dynamic (match), not both");
-      kind = "dynamic";
-      spec = {{"match", checked_match(req.params["match"])}};
-    } else {
-      kind = "static";
-      auto devices = str_list(req.params, "device_ids");
-      if (devices.empty()) throw Error(ErrorKind::usage, "give devices (static) or match conditions (dynamic)");
-      for (const auto& d : devices)
-        if (!repo().catalog().device(d)) throw Error(ErrorKind::not_found, "device " + d + ": not registered");
-      spec = {{"devices", devices}};
-    }
-    repo().catalog().set_collection(name, kind, spec);
-    repo().catalog().add_event("collection.set", "", {{"name", name}, {"kind", kind}, {"spec", spec}, {"by", caller.name}});
-    reply.result = {{"name", name}, {"kind", kind}, {"spec", spec}, {"members", members(repo().catalog(), name)}};
-  };
+PolicySet PolicySet::parse(const Params& p) {
+  PolicySet s;
+  s.name = p.text("name");
+  const json& doc = p.value("policy");
+  if (!valid_device_id(s.name)) throw Error(ErrorKind::usage, "policy name '" + s.name + "': use letters, digits and - _ . :");
+  s.policy = policy::policy_document(doc);  // validates, fills defaults
+  return s;
+}
 
-  m_handlers["collection.get"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
-    std::string name = str_param(req.params, "name");
-    auto members_now = members(repo().catalog(), name);
-    auto c = *repo().catalog().collection(name);
-    reply.result = {{"name", name}, {"kind", c.first}, {"spec", c.second}, {"members", members_now}};
-  };
+PolicyReply policy_set(Context& c, const PolicySet& p) {
+  c.cat().set_policy(p.name, p.policy);
+  c.cat().add_event("policy.set", "", {{"name", p.name}, {"by", c.by()}});
+  return {p.name, p.policy};
+}
 
-  m_handlers["collection.list"] = [this](proto::Request&, proto::Reply& reply, const Caller&) {
-    json list = json::array();
-    for (const auto& n : repo().catalog().collections()) {
-      auto c = *repo().catalog().collection(n);
-      list.push_back({{"name", n}, {"kind", c.first}, {"members", members(repo().catalog(), n).size()}});
-    }
-    reply.result = {{"collections", list}};
-  };
+json policy_list(Context& c, const NoParams&) {
+  auto& cat = c.cat();
+  std::map<std::string, uint64_t> users;
+  for (const auto& d : cat.devices(std::nullopt)) users[d.policy]++;
+  json list = json::array();
+  auto names = cat.policies();
+  if (std::find(names.begin(), names.end(), "default") == names.end()) names.insert(names.begin(), "default");
+  for (const auto& n : names) list.push_back({{"name", n}, {"devices", users[n]}, {"stored", n != "default" || cat.policy(n)}});
+  return {{"policies", list}};
+}
 
-  m_handlers["collection.delete"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    std::string name = str_param(req.params, "name");
-    if (!repo().catalog().delete_collection(name)) throw Error(ErrorKind::not_found, "collection " + name + ": not found");
-    repo().catalog().add_event("collection.deleted", "", {{"name", name}, {"by", caller.name}});
-    reply.result = {{"name", name}, {"deleted", true}};
-  };
+void to_json(json& j, const PolicyAssigned& r) { j = {{"name", r.name}, {"devices", r.devices}}; }
 
-  m_handlers["device.tag"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    std::string id = str_param(req.params, "device_id");
-    auto& cat = repo().catalog();
-    auto d = cat.device(id);
-    if (!d) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
-    auto tags = d->tags;
-    for (const auto& t : str_list(req.params, "add")) {
-      if (!valid_name(t)) throw Error(ErrorKind::usage, "tag '" + t + "': use letters, digits and - _ .");
-      if (std::find(tags.begin(), tags.end(), t) == tags.end()) tags.push_back(t);
-    }
-    for (const auto& t : str_list(req.params, "remove")) std::erase(tags, t);
-    cat.set_device_tags(id, tags);
-    cat.add_event("device.tagged", id, {{"tags", tags}, {"by", caller.name}});
-    reply.result = *cat.device(id);
-  };
+PolicyAssigned policy_assign(Context& c, const PolicyAssign& p) {
+  auto& cat = c.cat();
+  if (p.name != "default" && !cat.policy(p.name)) throw Error(ErrorKind::not_found, "policy " + p.name + ": not found");
+  catalog::Transaction tx(cat);
+  auto devices = target_devices(cat, p.targets);
+  for (const auto& id : devices) {
+    registered_device(cat, id);
+    cat.set_device_policy(id, p.name);
+  }
+  cat.add_event("policy.assigned", "", {{"name", p.name}, {"devices", devices}, {"by", c.by()}});
+  tx.commit();
+  return {p.name, devices};
+}
 
-  m_handlers["volume.list"] = [this](proto::Request&, proto::Reply& reply, const Caller&) {
-    auto& cat = repo().catalog();
-    std::map<int64_t, std::pair<uint64_t, uint64_t>> use;  // volume -> (packs, bytes)
-    for (const auto& p : cat.packs()) {
-      use[p.volume].first++;
-      use[p.volume].second += p.size;
-    }
-    std::map<int64_t, uint64_t> devices;
-    for (const auto& d : cat.devices(std::nullopt)) devices[d.volume]++;
-    json list = json::array();
-    for (const auto& v : cat.volumes())
-      list.push_back({{"volume_id", v.id},
-                      {"path", v.path},
-                      {"read_only", v.read_only},
-                      {"free_bytes", free_bytes(v.path)},
-                      {"packs", use[v.id].first},
-                      {"pack_bytes", use[v.id].second},
-                      {"devices", devices[v.id]}});
-    reply.result = {{"volumes", list}};
-  };
+CollectionSet CollectionSet::parse(const Params& p) {
+  CollectionSet s;
+  s.name = p.text("name");
+  if (!valid_name(s.name)) throw Error(ErrorKind::usage, "collection name '" + s.name + "': use letters, digits and - _ .");
+  if (p.has("match")) {
+    if (p.has("device_ids")) throw Error(ErrorKind::usage, "a collection is static (devices) or dynamic (match), not both");
+    s.match = checked_match(p.value("match"));
+  } else {
+    s.device_ids = p.texts("device_ids");
+    if (s.device_ids.empty()) throw Error(ErrorKind::usage, "give devices (static) or match conditions (dynamic)");
+  }
+  return s;
+}
 
-  m_handlers["volume.add"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    std::string path = str_param(req.params, "path");
-    if (path[0] != '/') throw Error(ErrorKind::usage, "volume path '" + path + "': give an absolute path");
-    auto& cat = repo().catalog();
-    for (const auto& v : cat.volumes())
-      if (v.path == path) throw Error(ErrorKind::precondition, "volume " + path + " is already volume " + std::to_string(v.id));
-    store::open_volume(path)->init();
-    int64_t id = cat.add_volume(path);
-    cat.add_event("volume.added", "", {{"volume_id", id}, {"path", path}, {"by", caller.name}});
-    reply.result = {{"volume_id", id}, {"path", path}, {"read_only", false}, {"free_bytes", free_bytes(path)}};
-  };
+void to_json(json& j, const CollectionReply& r) {
+  j = {{"name", r.name}, {"kind", r.kind}, {"spec", r.spec}, {"members", r.members}};
+}
 
-  m_handlers["volume.set"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    int64_t id = static_cast<int64_t>(num_param(req.params, "volume_id", -1, 0, 1e12));
-    if (!req.params.contains("read_only")) throw Error(ErrorKind::usage, "give read_only");
-    bool ro = bool_param(req.params, "read_only");
-    auto& cat = repo().catalog();
-    catalog::Transaction tx(cat);
-    auto vols = cat.volumes();
-    auto it = std::find_if(vols.begin(), vols.end(), [&](const catalog::Volume& v) { return v.id == id; });
-    if (it == vols.end()) throw Error(ErrorKind::not_found, "volume " + std::to_string(id) + ": not found");
-    if (ro && std::none_of(vols.begin(), vols.end(), [&](const catalog::Volume& v) { return v.id != id && !v.read_only; }))
-      throw Error(ErrorKind::precondition, "volume " + std::to_string(id) + " is the last writable volume");
-    cat.set_volume_read_only(id, ro);
-    cat.add_event("volume.set", "", {{"volume_id", id}, {"read_only", ro}, {"by", caller.name}});
-    tx.commit();
-    reply.result = {{"volume_id", id}, {"path", it->path}, {"read_only", ro}};
-  };
+CollectionReply collection_set(Context& c, const CollectionSet& p) {
+  auto& cat = c.cat();
+  std::string kind = p.match ? "dynamic" : "static";
+  json spec;
+  if (p.match) {
+    spec = {{"match", *p.match}};
+  } else {
+    for (const auto& d : p.device_ids) registered_device(cat, d);
+    spec = {{"devices", p.device_ids}};
+  }
+  cat.set_collection(p.name, kind, spec);
+  cat.add_event("collection.set", "", {{"name", p.name}, {"kind", kind}, {"spec", spec}, {"by", c.by()}});
+  return {p.name, kind, spec, collection_members(cat, p.name)};
+}
 
-  m_handlers["gc.run"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
-    // Its own connection and no lock: syncs go on meanwhile.
-    reply.result = run_gc(gc_options(req.params));
-  };
+CollectionReply collection_get(Context& c, const CollectionName& p) {
+  auto members_now = collection_members(c.cat(), p.name);
+  auto coll = *c.cat().collection(p.name);
+  return {p.name, coll.first, coll.second, members_now};
+}
 
-  m_handlers["snapshot.request"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    auto& cat = repo().catalog();
-    catalog::Transaction tx(cat);
-    json orders = json::array();
-    for (const auto& device : target_devices(req.params)) {
-      accepted_device(device);
-      catalog::Order o;
-      o.id = util::random_hex(8);
-      o.device = device;
-      o.spec = {{"type", "snapshot"}, {"reason", req.params.value("reason", "requested")}};
-      o.created_at = util::now_ns();
-      cat.add_order(o);
-      cat.add_event("order.created", device, {{"order_id", o.id}, {"spec", o.spec}, {"by", caller.name}});
-      orders.push_back(o);
-    }
-    tx.commit();
-    reply.result = {{"orders", orders}};
-  };
+json collection_list(Context& c, const NoParams&) {
+  json list = json::array();
+  for (const auto& n : c.cat().collections()) {
+    auto coll = *c.cat().collection(n);
+    list.push_back({{"name", n}, {"kind", coll.first}, {"members", collection_members(c.cat(), n).size()}});
+  }
+  return {{"collections", list}};
+}
 
-  // Clients report what they did without the server seeing it whole (a restore reads
-  // chunks; only the client knows it restored a snapshot): one transaction log entry.
-  m_handlers["events.report"] = [this](proto::Request& req, proto::Reply& reply, const Caller& caller) {
-    std::string type = str_param(req.params, "type");
-    if (type != "restore") throw Error(ErrorKind::usage, "event type '" + type + "': only restore is reported by clients");
-    std::string device = str_param(req.params, "device_id");
-    if (!repo().catalog().device(device)) throw Error(ErrorKind::not_found, "device " + device + ": not registered");
-    json detail = {{"transaction", "restore"},
-                   {"snapshot_id", req.params.value("snapshot_id", "")},
-                   {"bytes_moved", static_cast<uint64_t>(num_param(req.params, "bytes_moved", 0, 0, 1e18))},
-                   {"unique_bytes", static_cast<uint64_t>(num_param(req.params, "unique_bytes", 0, 0, 1e18))},
-                   {"files", static_cast<uint64_t>(num_param(req.params, "files", 0, 0, 1e18))},
-                   {"by", caller.name.empty() ? "local" : caller.name}};
-    repo().catalog().add_event("restore.done", device, detail);
-    reply.result = detail;
-  };
+void to_json(json& j, const CollectionDeleted& r) { j = {{"name", r.name}, {"deleted", true}}; }
 
-  m_handlers["order.pending"] = [this](proto::Request& req, proto::Reply& reply, const Caller&) {
-    std::string device = str_param(req.params, "device_id");
-    reply.result = {{"device_id", device}, {"pending", repo().catalog().orders(device, "pending").size()}};
-  };
+CollectionDeleted collection_delete(Context& c, const CollectionName& p) {
+  if (!c.cat().delete_collection(p.name)) throw Error(ErrorKind::not_found, "collection " + p.name + ": not found");
+  c.cat().add_event("collection.deleted", "", {{"name", p.name}, {"by", c.by()}});
+  return {p.name};
+}
+
+json volume_list(Context& c, const NoParams&) {
+  auto& cat = c.cat();
+  std::map<int64_t, std::pair<uint64_t, uint64_t>> use;  // volume -> (packs, bytes)
+  for (const auto& p : cat.packs()) {
+    use[p.volume].first++;
+    use[p.volume].second += p.size;
+  }
+  std::map<int64_t, uint64_t> devices;
+  for (const auto& d : cat.devices(std::nullopt)) devices[d.volume]++;
+  json list = json::array();
+  for (const auto& v : cat.volumes())
+    list.push_back({{"volume_id", v.id},
+                    {"path", v.path},
+                    {"read_only", v.read_only},
+                    {"free_bytes", free_bytes(v.path)},
+                    {"packs", use[v.id].first},
+                    {"pack_bytes", use[v.id].second},
+                    {"devices", devices[v.id]}});
+  return {{"volumes", list}};
+}
+
+VolumeAdd VolumeAdd::parse(const Params& p) {
+  VolumeAdd v{p.text("path")};
+  if (v.path[0] != '/') throw Error(ErrorKind::usage, "volume path '" + v.path + "': give an absolute path");
+  return v;
+}
+
+json volume_add(Context& c, const VolumeAdd& p) {
+  auto& cat = c.cat();
+  for (const auto& v : cat.volumes())
+    if (v.path == p.path) throw Error(ErrorKind::precondition, "volume " + p.path + " is already volume " + std::to_string(v.id));
+  store::open_volume(p.path)->init();
+  int64_t id = cat.add_volume(p.path);
+  cat.add_event("volume.added", "", {{"volume_id", id}, {"path", p.path}, {"by", c.by()}});
+  return {{"volume_id", id}, {"path", p.path}, {"read_only", false}, {"free_bytes", free_bytes(p.path)}};
+}
+
+VolumeSet VolumeSet::parse(const Params& p) {
+  VolumeSet v;
+  v.volume_id = static_cast<int64_t>(p.number("volume_id", -1, 0, 1e12));
+  if (!p.has("read_only")) throw Error(ErrorKind::usage, "give read_only");
+  v.read_only = p.flag("read_only");
+  return v;
+}
+
+void to_json(json& j, const VolumeState& r) {
+  j = {{"volume_id", r.volume_id}, {"path", r.path}, {"read_only", r.read_only}};
+}
+
+VolumeState volume_set(Context& c, const VolumeSet& p) {
+  auto& cat = c.cat();
+  catalog::Transaction tx(cat);
+  auto vols = cat.volumes();
+  auto it = std::find_if(vols.begin(), vols.end(), [&](const catalog::Volume& v) { return v.id == p.volume_id; });
+  std::string id = std::to_string(p.volume_id);
+  if (it == vols.end()) throw Error(ErrorKind::not_found, "volume " + id + ": not found");
+  if (p.read_only &&
+      std::none_of(vols.begin(), vols.end(), [&](const catalog::Volume& v) { return v.id != p.volume_id && !v.read_only; }))
+    throw Error(ErrorKind::precondition, "volume " + id + " is the last writable volume");
+  cat.set_volume_read_only(p.volume_id, p.read_only);
+  cat.add_event("volume.set", "", {{"volume_id", p.volume_id}, {"read_only", p.read_only}, {"by", c.by()}});
+  tx.commit();
+  return {p.volume_id, it->path, p.read_only};
+}
+
+GcRun GcRun::parse(const Params& p) {
+  GcRun g;
+  g.options.dry_run = p.flag("dry_run");
+  g.options.grace_ns = static_cast<int64_t>(p.number("grace_seconds", 600, 0, 365.0 * 86400) * 1e9);
+  g.options.session_timeout_ns = static_cast<int64_t>(p.number("session_timeout_seconds", 3600, 1, 365.0 * 86400) * 1e9);
+  g.options.repack_below = p.number("repack_below", g.options.repack_below, 0, 1);
+  g.options.max_repack_bytes =
+      static_cast<uint64_t>(p.number("max_repack_bytes", double(g.options.max_repack_bytes), 0, 1e15));
+  return g;
+}
+
+json gc_run(Context& c, const GcRun& p) {
+  // Its own connection and no lock: syncs go on meanwhile.
+  return c.service.run_gc(p.options);
+}
+
+EventsList EventsList::parse(const Params& p) {
+  EventsList e;
+  e.device_id = p.text_or("device_id");
+  e.since = 0;
+  if (p.has("since")) {
+    auto t = util::parse_time_lower(p.text("since"));
+    if (!t) throw Error(ErrorKind::usage, "since: expected a date such as 2026-11-25 or 2026-11-25T10:00:00Z");
+    e.since = *t;
+  }
+  e.after_id = p.integer("after_id", 0, INT64_MIN, INT64_MAX);
+  e.type = p.text_or("type");
+  return e;
+}
+
+json events_list(Context& c, const EventsList& p) {
+  return {{"events", c.cat().events(p.device_id, p.since, p.after_id, p.type)}};
+}
+
+EventsReport EventsReport::parse(const Params& p) {
+  std::string type = p.text("type");
+  if (type != "restore") throw Error(ErrorKind::usage, "event type '" + printable(type, 100) + "': only restore is reported by clients");
+  EventsReport e;
+  e.device_id = p.text("device_id");
+  e.snapshot_id = p.text_or("snapshot_id");
+  e.bytes_moved = static_cast<uint64_t>(p.number("bytes_moved", 0, 0, 1e18));
+  e.unique_bytes = static_cast<uint64_t>(p.number("unique_bytes", 0, 0, 1e18));
+  e.files = static_cast<uint64_t>(p.number("files", 0, 0, 1e18));
+  return e;
+}
+
+void to_json(json& j, const RestoreDone& r) {
+  j = {{"transaction", "restore"}, {"snapshot_id", r.snapshot_id}, {"bytes_moved", r.bytes_moved},
+       {"unique_bytes", r.unique_bytes}, {"files", r.files}, {"by", r.by}};
+}
+
+// Clients report what they did without the server seeing it whole (a restore reads
+// chunks; only the client knows it restored a snapshot): one transaction log entry.
+RestoreDone events_report(Context& c, const EventsReport& p) {
+  registered_device(c.cat(), p.device_id);
+  RestoreDone r{p.snapshot_id, p.bytes_moved, p.unique_bytes, p.files, c.by().empty() ? "local" : c.by()};
+  c.cat().add_event("restore.done", p.device_id, r);
+  return r;
+}
+
+json check(Context& c, const Check& p) {
+  // Progress goes to the log sink: over stdio that is the user's terminal.
+  json repaired;
+  if (p.repair) {
+    repaired = c.repo.repair([](uint64_t done, uint64_t total) {
+      util::log(util::LogLevel::progress, "repairing: " + std::to_string(done) + " of " + std::to_string(total) + " packs");
+    });
+    c.cat().add_event("check.repair", "", repaired);
+  }
+  json j = c.repo.check(p.read_data, [](uint64_t done, uint64_t total) {
+    util::log(util::LogLevel::progress, "checking: " + std::to_string(done) + " of " + std::to_string(total) + " chunks");
+  });
+  util::log(util::LogLevel::progress, "");
+  if (!repaired.is_null()) j["repair"] = repaired;
+  return j;
 }
 
 }  // namespace mirage::server

@@ -1,7 +1,6 @@
 #include "libmirage/server/housekeeping.hpp"
 
 #include "libmirage/policy/upload_policy.hpp"
-#include "libmirage/server/params.hpp"
 #include "libmirage/store/repository.hpp"
 
 namespace mirage::server {
@@ -39,17 +38,6 @@ std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::stri
   }
   if (!expired.empty()) cat.add_event("snapshot.expired", device, {{"snapshots", expired}});
   return expired;
-}
-
-store::GcOptions gc_options(const json& params) {
-  store::GcOptions o;
-  o.dry_run = bool_param(params, "dry_run");
-  o.grace_ns = static_cast<int64_t>(num_param(params, "grace_seconds", 600, 0, 365.0 * 86400) * 1e9);
-  o.session_timeout_ns =
-      static_cast<int64_t>(num_param(params, "session_timeout_seconds", 3600, 1, 365.0 * 86400) * 1e9);
-  o.repack_below = num_param(params, "repack_below", o.repack_below, 0, 1);
-  o.max_repack_bytes = static_cast<uint64_t>(num_param(params, "max_repack_bytes", double(o.max_repack_bytes), 0, 1e15));
-  return o;
 }
 
 json run_gc(const std::filesystem::path& data, const store::GcOptions& options) {

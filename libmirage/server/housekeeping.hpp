@@ -27,11 +27,6 @@ std::vector<std::vector<std::string>> snapshot_tiers(catalog::Catalog& cat, cons
 /// Call inside a write transaction.
 std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::string& device);
 
-/// GC options from request parameters: dry_run, grace_seconds (default 600),
-/// session_timeout_seconds (default 3600),
-/// repack_below (0..1, default 0.5), max_repack_bytes (default 1 GiB).
-store::GcOptions gc_options(const nlohmann::json& params);
-
 /// Applies retention to every device, then collects garbage in the data directory
 /// (its own connection: centralization goes on meanwhile). Records a "gc" event.
 nlohmann::json run_gc(const std::filesystem::path& data, const store::GcOptions& options);

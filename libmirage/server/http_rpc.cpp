@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
-#include "libmirage/server/roles.hpp"
+#include "libmirage/server/registry.hpp"
 
 namespace mirage::server {
 
@@ -54,7 +54,7 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
     out.status = status ? status : http_status(out.reply);
     return out;
   };
-  Caller caller{"anonymous", ""};
+  Caller caller{Role::anonymous, ""};
   if (auto token = bearer_token(in.authorization)) {
     std::optional<Caller> who;
     try {
@@ -69,17 +69,19 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
   // (without it, the largest limit, checked again once the method is known).
   const Limits& limits = service.limits();
   uint64_t limit = in.method.empty() ? limits.max_body() : limits.body_limit(in.method);
-  if (caller.role == "anonymous") limit = std::min(limit, limits.anonymous_body);
+  if (caller.role == Role::anonymous) limit = std::min(limit, limits.anonymous_body);
   uint64_t declared = in.content_length.value_or(limit);
   if (declared > limit)
     return refuse(Error(ErrorKind::usage, "request body of " + std::to_string(declared) + " bytes is over the limit of " +
                                               std::to_string(limit) + " for " +
                                               (in.method.empty() ? std::string("this request") : in.method) +
-                                              (caller.role == "anonymous" ? " without a token" : "")),
+                                              (caller.role == Role::anonymous ? " without a token" : "")),
                   413);
   // An upload is held twice while it is verified (the body, then its records), so it
   // is charged twice; a single request never needs more than the whole budget.
-  uint64_t charge = std::min(budget.total(), in.method == "chunks.put" || in.method.empty() ? 2 * declared : declared);
+  const Method* method = find_method(in.method);
+  bool upload = in.method.empty() || (method && method->body == &Limits::upload_body);
+  uint64_t charge = std::min(budget.total(), upload ? 2 * declared : declared);
   if (!budget.acquire(charge, wait)) {
     // The body is read and dropped (no memory held) so that the reply reaches a client
     // still sending it: a connection closed on unread bytes is reset, reply and all.

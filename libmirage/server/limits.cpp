@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "libmirage/server/registry.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/error.hpp"
 
@@ -83,13 +84,12 @@ std::string format_limit(uint64_t value, LimitUnit unit) {
 }
 
 uint64_t Limits::body_limit(const std::string& method) const {
-  // An upload carries up to 4 MiB of chunks, or one tree object (at most 64 MiB);
-  // id lists are at most 65,536 ids; a layer's manifest (whiteouts, record deltas)
-  // rides in the header, which the frame format holds to 16 MiB.
-  if (method == "chunks.put") return upload_body;
-  if (method == "chunks.get" || method == "chunks.missing" || method == "chunks.delta") return read_body;
-  if (method == "layer.commit") return layer_body;
-  return request_body;
+  // The method's row names its limit (registry.cpp): an upload carries up to 4 MiB of
+  // chunks, or one tree object (at most 64 MiB); id lists are at most 65,536 ids; a
+  // layer's manifest (whiteouts, record deltas) rides in the header, which the frame
+  // format holds to 16 MiB.
+  const Method* m = find_method(method);
+  return m ? this->*(m->body) : request_body;
 }
 
 uint64_t Limits::max_body() const { return std::max({upload_body, read_body, layer_body, request_body}); }

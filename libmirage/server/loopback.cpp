@@ -9,7 +9,7 @@ proto::Reply LoopbackTransport::call(const proto::Request& request) {
   nlohmann::json id = nullptr;
   try {
     auto sent = proto::parse_request(proto::decode_frame(proto::encode_request(request), m_service.limits().frame()), &id);
-    Caller caller{"anonymous", ""};
+    Caller caller{Role::anonymous, ""};
     if (!m_token.empty()) {
       auto who = m_service.authenticate(m_token);
       if (!who) throw Error(ErrorKind::permission, "unknown, expired or revoked token (or a device not accepted)");

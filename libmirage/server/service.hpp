@@ -1,9 +1,9 @@
 #pragma once
-// The server's one table of request handlers, behind both transports (stdio and
-// HTTP). Each request runs on a catalog connection of its own, leased from a pool, so
+// The server: one registry of methods (registry.hpp) behind both transports (stdio
+// and HTTP). Each request runs on a catalog connection of its own, leased from a pool, so
 // requests run in parallel (SQLite in WAL mode: readers never wait; writers wait on
 // one another for the length of one transaction). What must not interleave is kept
-// apart by a lock class per method (roles.hpp: Concurrency): requests about one device
+// apart by a lock class per method (registry.hpp: Concurrency): requests about one device
 // are serialized with each other, changes of fleet-wide settings with each other, and
 // reads take no lock at all; so one device's slow request never holds up another's.
 #include <filesystem>
@@ -11,9 +11,12 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "libmirage/proto/frame.hpp"
+#include "libmirage/server/kinds.hpp"
 #include "libmirage/server/limits.hpp"
 #include "libmirage/server/metrics.hpp"
 #include "libmirage/store/gc.hpp"
@@ -21,10 +24,13 @@
 
 namespace mirage::server {
 
+struct Method;
+struct HttpRoute;
+
 /// Who is calling: the local user over stdio, or the holder of a token over HTTP.
 struct Caller {
-  std::string role = "admin";  ///< "admin" for stdio and admin tokens
-  std::string name;            ///< token name, for the audit log
+  Role role = Role::admin;  ///< admin for stdio and admin tokens
+  std::string name;         ///< token name (or device id), for the audit log
 };
 
 class Service {
@@ -49,25 +55,13 @@ class Service {
   std::string metrics_text();
   /// Counts a request the HTTP layer refused for the body budget (503).
   void note_body_budget_refusal() { m_metrics.busy(); }
+  Metrics& metrics() { return m_metrics; }
   /// One GC run (retention first) on its own connection; counted in the metrics.
   nlohmann::json run_gc(const store::GcOptions& options);
   /// Adds a storage volume at `path` unless the catalog has it already.
   void ensure_volume(const std::string& path);
 
  private:
-  using Handler = std::function<void(proto::Request&, proto::Reply&, const Caller&)>;
-  void register_handlers();
-  void register_layer_handlers();  ///< layers.cpp: captures, layers, orders, status
-  void register_fleet_handlers();  ///< fleet.cpp: policies, collections, tags, volumes, GC, snapshot requests
-  /// The devices a request names: "device_ids" and the members of "collections",
-  /// each once, in order; Error(usage) when there are none, Error(not_found) for an
-  /// unknown collection.
-  std::vector<std::string> target_devices(const nlohmann::json& params);
-  catalog::Device accepted_device(const std::string& id);
-  /// True when `ref` (NAME@VERSION) is in the device's given image or one of its orders.
-  bool names_layer(const std::string& device, const std::string& ref);
-  void verify_closure(const util::Digest& tree, const std::optional<util::Digest>& previous, const std::string& device);
-
   /// A repository leased from the pool for one request (or one housekeeping call),
   /// returned when it goes out of scope; repo() on this thread answers with it.
   class Lease {
@@ -84,7 +78,7 @@ class Service {
     uint64_t m_generation = 0;   ///< the service's generation when leased
   };
   /// The lock that keeps a request apart from those it must not interleave with.
-  std::unique_lock<std::mutex> lock_for(const std::string& method, const nlohmann::json& params, const Caller& caller);
+  std::unique_lock<std::mutex> lock_for(const Method& method, const nlohmann::json& params, const Caller& caller);
 
   std::filesystem::path m_data;
   const Limits m_limits;
@@ -93,7 +87,6 @@ class Service {
   uint64_t m_generation = 0;  ///< bumped after each GC: connections then drop their read descriptors
   std::mutex m_fleet_mutex;   ///< changes of fleet-wide state (tokens, policies, layers, orders…)
   std::array<std::mutex, 64> m_device_mutexes;  ///< striped by device id
-  std::map<std::string, Handler> m_handlers;
   Metrics m_metrics;
 };
 
@@ -125,9 +118,9 @@ struct HttpOptions {
   uint64_t max_body_memory = 256u << 20;  ///< request bytes held in memory at once, all connections
   std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound
 };
-/// Serves HTTP until SIGINT/SIGTERM; throws Error(unavailable) when it cannot bind.
-/// Request limits are the service's (Service::limits()).
-void serve_http(Service& service, const HttpOptions& options);
+/// Serves `routes` (routes.hpp: default_routes) over HTTP until SIGINT/SIGTERM, with
+/// scheduled GC runs of `service`; throws Error(unavailable) when it cannot bind.
+void serve_http(Service& service, const HttpOptions& options, std::vector<HttpRoute> routes);
 
 /// Every limit with its effective value, default, unit, range, flag, what it bounds
 /// and what a caller gets past it (limits.cpp): `mirage-serverd limits`.

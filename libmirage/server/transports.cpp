@@ -9,7 +9,7 @@
 
 #include "libmirage/server/http_rpc.hpp"
 #include "libmirage/server/http_server.hpp"
-#include "libmirage/server/roles.hpp"
+#include "libmirage/server/routes.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/log.hpp"
@@ -18,7 +18,7 @@ namespace mirage::server {
 
 int serve_stdio(Service& service, int in, int out) {
   proto::FrameReader reader(in, service.limits().frame());
-  Caller local{"admin", "local"};
+  Caller local{Role::admin, "local"};
   for (;;) {
     std::optional<proto::Frame> frame;
     try {
@@ -70,40 +70,17 @@ void stop_server(int) {
   if (auto* s = g_server.load()) s->stop();
 }
 
-HttpResponse frame_reply(const proto::Reply& reply, int status) {
-  auto bytes = proto::encode_reply(reply);
-  HttpResponse res;
-  res.status = status;
-  res.content_type = "application/x-mirage-frame";
-  res.body.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  return res;
-}
-
 }  // namespace
 
-void serve_http(Service& service, const HttpOptions& options) {
-  auto budget = std::make_shared<BodyBudget>(options.max_body_memory);
-  HttpServer* self = nullptr;  // set once made; /metrics adds the server's own counts
-  std::vector<HttpRoute> routes;
-  routes.push_back({"POST", "/v1/rpc", [&service, budget](HttpRequest& req) {
-                      HttpRpcRequest in;
-                      in.authorization = req.header("Authorization");
-                      in.method = req.header("X-Mirage-Method");
-                      in.content_length = req.content_length;
-                      in.read_body = req.read_body;
-                      auto out = serve_rpc(service, *budget, in, std::chrono::seconds(service.limits().body_wait));
-                      auto res = frame_reply(out.reply, out.status);
-                      // A body refused unread must not be taken for the next request.
-                      if (out.status == 413 || out.status == 401) res.close = true;
-                      if (out.retry_after) res.headers.emplace_back("Retry-After", std::to_string(out.retry_after));
-                      return res;
-                    }});
-  routes.push_back({"GET", "/healthz", [](HttpRequest&) { return HttpResponse{200, "text/plain", "ok\n", {}, false}; }});
-  // Counts and timings only (no names, no secrets): open like /healthz, for Prometheus.
-  routes.push_back({"GET", "/metrics", [&service, &self](HttpRequest&) {
-                      return HttpResponse{200, "text/plain; version=0.0.4",
-                                          service.metrics_text() + (self ? self->metrics_text() : ""), {}, false};
-                    }});
+void serve_http(Service& service, const HttpOptions& options, std::vector<HttpRoute> routes) {
+  HttpServer* self = nullptr;  // set once made: /metrics adds the server's own counts
+  for (auto& route : routes)
+    if (route.path == "/metrics")
+      route.handler = [inner = std::move(route.handler), &self](HttpRequest& req) {
+        auto res = inner(req);
+        if (self) res.body += self->metrics_text();
+        return res;
+      };
   HttpServerOptions http;
   http.host = options.host;
   http.port = options.port;

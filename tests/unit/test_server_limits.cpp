@@ -156,7 +156,7 @@ TEST_CASE("a lowered frame-depth or frame-header refuses what the defaults take"
 TEST_CASE("pending-devices=2: the third anonymous register is refused as unavailable") {
   DataDir d;
   server::Service service(d.data(), false, with({"pending-devices=2"}));
-  server::Caller anonymous{"anonymous", ""};
+  server::Caller anonymous{server::Role::anonymous, ""};
   CHECK(reply_kind(service.handle(request("device.register", {{"device_id", "one"}}), anonymous)) == "ok");
   CHECK(reply_kind(service.handle(request("device.register", {{"device_id", "two"}}), anonymous)) == "ok");
   auto third = service.handle(request("device.register", {{"device_id", "three"}}), anonymous);

@@ -1,0 +1,195 @@
+// The device methods: registration (anonymous or by credential), acceptance, tags,
+// status and deletion.
+#include <algorithm>
+
+#include "libmirage/server/methods.hpp"
+#include "libmirage/util/clock.hpp"
+#include "libmirage/util/hex.hpp"
+
+namespace mirage::server {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t k_max_hostname = 253;  // a DNS name (RFC 1035): fixed, listed by `mirage-serverd limits`
+
+bool valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 100) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+}  // namespace
+
+std::string printable(const std::string& text, size_t max) {
+  std::string out = text.substr(0, max);
+  for (char& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return text.size() > max ? out + "..." : out;
+}
+
+bool valid_device_id(const std::string& id) {
+  if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
+  for (char c : id)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':')) return false;
+  return true;
+}
+
+catalog::Device registered_device(catalog::Catalog& cat, const std::string& id) {
+  auto d = cat.device(id);
+  if (!d) throw Error(ErrorKind::not_found, "device " + id + ": not registered");
+  return *d;
+}
+
+catalog::Device accepted_device(catalog::Catalog& cat, const std::string& id) {
+  auto d = registered_device(cat, id);
+  if (d.state == catalog::DeviceState::rejected) throw Error(ErrorKind::permission, "device " + id + ": rejected");
+  if (d.state == catalog::DeviceState::pending)
+    throw Error(ErrorKind::precondition, "device " + id + ": pending (an admin must accept it)");
+  return d;
+}
+
+DeviceRegister DeviceRegister::parse(const Params& p) {
+  DeviceRegister r;
+  r.device_id = p.text("device_id");
+  if (!valid_device_id(r.device_id))
+    throw Error(ErrorKind::usage, "device id '" + printable(r.device_id, 140) + "': use letters, digits and - _ . : (at most 128)");
+  r.hostname = p.text_or("hostname");
+  if (r.hostname.size() > k_max_hostname || r.hostname != printable(r.hostname, k_max_hostname))
+    throw Error(ErrorKind::usage, "hostname: at most " + std::to_string(k_max_hostname) + " printable characters");
+  r.inventory = p.object("inventory", p.limits().inventory, "inventory");
+  r.credential_hash = p.text_or("credential_hash");
+  if (!r.credential_hash.empty() && (r.credential_hash.size() != 64 || !util::from_hex(r.credential_hash)))
+    throw Error(ErrorKind::usage, "credential_hash: expected 64 hex digits");
+  return r;
+}
+
+catalog::Device device_register(Context& c, const DeviceRegister& p) {
+  auto& cat = c.cat();
+  const std::string& id = p.device_id;
+  catalog::Transaction tx(cat);
+  auto d = cat.device(id);
+  auto enrolled = cat.device_credential(id);
+  bool admin = c.caller.role == Role::admin, itself = c.caller.role == Role::device && c.caller.name == id;
+  // Anyone may register a new device (it waits, pending, for an admin); an enrolled
+  // one is re-registered only by itself (its credential) or an admin. A known device
+  // without a credential on file is never given one by whoever asks first: an admin
+  // re-enrolls it (mirage device delete, then it registers anew).
+  if (d && enrolled && !admin && !itself)
+    throw Error(ErrorKind::permission, "device " + id + " is already enrolled; it must use its credential");
+  if (d && !enrolled && !admin)
+    throw Error(ErrorKind::permission, "device " + id + " has no credential on file; an admin must re-enroll it "
+                                       "(mirage device delete " + id + ")");
+  uint64_t max_pending = c.limits().pending_devices;
+  if (!d && !admin && static_cast<uint64_t>(cat.device_count(catalog::DeviceState::pending)) >= max_pending)
+    throw Error(ErrorKind::unavailable, "too many devices wait for acceptance (" + std::to_string(max_pending) +
+                                            ", limit pending-devices); an admin must accept or reject some first");
+  if (!p.credential_hash.empty() && (!d || admin)) cat.set_device_credential(id, p.credential_hash);
+  if (!d) {
+    catalog::Device nd;
+    nd.id = id;
+    nd.hostname = p.hostname;
+    nd.inventory = p.inventory;
+    nd.registered_at = nd.last_seen = util::now_ns();
+    cat.add_device(nd);
+    cat.add_event("device.registered", id, {{"hostname", p.hostname}});
+    d = nd;
+  } else {
+    cat.touch_device(id, p.hostname, p.inventory);
+  }
+  tx.commit();
+  return *d;
+}
+
+void to_json(json& j, const DeviceDeleted& r) {
+  j = {{"device_id", r.device_id}, {"deleted", true}, {"snapshots", r.snapshots}};
+}
+
+DeviceDeleted device_delete(Context& c, const DeviceDelete& p) {
+  auto& cat = c.cat();
+  catalog::Transaction tx(cat);
+  registered_device(cat, p.device_id);
+  uint64_t snapshots = cat.snapshots(p.device_id).size();
+  if (snapshots > 0 && !p.force)
+    throw Error(ErrorKind::precondition, "device " + p.device_id + " has " + std::to_string(snapshots) +
+                                             " snapshots; --force deletes them with it");
+  cat.delete_device(p.device_id);
+  cat.add_event("device.deleted", p.device_id, {{"by", c.by()}, {"snapshots", snapshots}});
+  tx.commit();
+  return {p.device_id, snapshots};
+}
+
+DeviceList DeviceList::parse(const Params& p) {
+  DeviceList l;
+  if (p.has("state")) {
+    std::string s = p.text("state");
+    if (s != "pending" && s != "accepted" && s != "rejected")
+      throw Error(ErrorKind::usage, "state '" + printable(s, 100) + "': expected pending, accepted or rejected");
+    l.state = catalog::state_from_name(s);
+  }
+  return l;
+}
+
+void to_json(json& j, const Devices& r) { j = {{"devices", r.devices}}; }
+
+Devices device_list(Context& c, const DeviceList& p) { return {c.cat().devices(p.state)}; }
+
+namespace {
+
+catalog::Device decide(Context& c, const DeviceDecision& p, catalog::DeviceState state) {
+  auto& cat = c.cat();
+  auto d = registered_device(cat, p.device_id);
+  bool reference = state == catalog::DeviceState::accepted && p.reference;
+  if (p.policy) {
+    if (*p.policy != "default" && !cat.policy(*p.policy)) throw Error(ErrorKind::not_found, "policy " + *p.policy + ": not found");
+    cat.set_device_policy(p.device_id, *p.policy);
+  }
+  cat.set_device_state(p.device_id, state, reference);
+  // A new CVD goes to the writable volume with the most free space.
+  if (state == catalog::DeviceState::accepted && d.volume == 0) cat.set_device_volume(p.device_id, c.repo.choose_volume());
+  cat.add_event(std::string("device.") + std::string(catalog::state_name(state)), p.device_id,
+                {{"by", c.by()}, {"reference", reference}});
+  return *cat.device(p.device_id);
+}
+
+}  // namespace
+
+catalog::Device device_accept(Context& c, const DeviceDecision& p) { return decide(c, p, catalog::DeviceState::accepted); }
+catalog::Device device_reject(Context& c, const DeviceDecision& p) { return decide(c, p, catalog::DeviceState::rejected); }
+
+void to_json(json& j, const DeviceStatus& r) {
+  json pending = json::array();
+  for (const auto& o : r.pending) pending.push_back(o);
+  j = {{"device", r.device}, {"given", r.given}, {"pending", pending}, {"last", r.last ? json(*r.last) : json(nullptr)},
+       {"cvd", r.cvd}};
+}
+
+DeviceStatus device_status(Context& c, const DeviceId& p) {
+  auto& cat = c.cat();
+  DeviceStatus r{registered_device(cat, p.device_id), cat.given(p.device_id), {}, std::nullopt, 1};
+  for (const auto& o : cat.orders(p.device_id, "")) {
+    OrderState state = parse<OrderState>(o.state);
+    if (state == OrderState::pending) r.pending.push_back(o);
+    if (state == OrderState::done || state == OrderState::failed) r.last = o;
+  }
+  auto cvds = cat.cvds(p.device_id);
+  if (!cvds.empty()) r.cvd = cvds.back().first;
+  return r;
+}
+
+catalog::Device device_tag(Context& c, const DeviceTag& p) {
+  auto& cat = c.cat();
+  auto tags = registered_device(cat, p.device_id).tags;
+  for (const auto& t : p.add) {
+    if (!valid_name(t)) throw Error(ErrorKind::usage, "tag '" + t + "': use letters, digits and - _ .");
+    if (std::find(tags.begin(), tags.end(), t) == tags.end()) tags.push_back(t);
+  }
+  for (const auto& t : p.remove) std::erase(tags, t);
+  cat.set_device_tags(p.device_id, tags);
+  cat.add_event("device.tagged", p.device_id, {{"tags", tags}, {"by", c.by()}});
+  return *cat.device(p.device_id);
+}
+
+}  // namespace mirage::server

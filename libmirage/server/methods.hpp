@@ -1,0 +1,397 @@
+#pragma once
+// The methods the server answers, as typed functions: each takes its params struct
+// (parsed by Params, within server::Limits) and returns its reply (anything with a
+// to_json). registry.cpp gives each its row (roles, audit, concurrency, body limit);
+// the files beside this one implement them over plain domain operations (orders.cpp:
+// composing an order; snapshots.cpp: a commit's check).
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/catalog/catalog.hpp"
+#include "libmirage/server/kinds.hpp"
+#include "libmirage/server/params.hpp"
+#include "libmirage/server/service.hpp"
+#include "libmirage/store/repository.hpp"
+
+namespace mirage::server {
+
+/// What a method runs with: the request's repository (its own catalog connection),
+/// the caller, the service's limits, the request's binary part and the reply's.
+struct Context {
+  Service& service;
+  store::Repository& repo;
+  const Caller& caller;
+  const std::vector<uint8_t>& binary;
+  std::vector<uint8_t>& reply_binary;
+  catalog::Catalog& cat() { return repo.catalog(); }
+  const Limits& limits() const { return service.limits(); }
+  /// The caller's name for events: the token's ("local" over stdio).
+  const std::string& by() const { return caller.name; }
+};
+
+// ---- domain operations shared by the method files -------------------------------
+
+/// The device, when accepted; Error(not_found) unknown, (permission) rejected,
+/// (precondition) pending.
+catalog::Device accepted_device(catalog::Catalog& cat, const std::string& id);
+/// A registered device; Error(not_found) otherwise.
+catalog::Device registered_device(catalog::Catalog& cat, const std::string& id);
+/// The devices `targets` names: its device ids and the members of its collections,
+/// each once, in order; Error(usage) when there are none, Error(precondition) when the
+/// collections given have no members, Error(not_found) for an unknown collection.
+std::vector<std::string> target_devices(catalog::Catalog& cat, const Targets& targets);
+/// A collection's members now (a dynamic one matches accepted devices);
+/// Error(not_found) for an unknown collection.
+std::vector<std::string> collection_members(catalog::Catalog& cat, const std::string& name);
+/// The stored layer NAME@VERSION (NAME: the newest); Error(not_found) otherwise.
+catalog::LayerRow resolve_layer(catalog::Catalog& cat, const std::string& ref);
+/// Checks that every object the tree `tree` reaches is stored, skipping what equals
+/// `previous` (already checked); Error(precondition, reason "incomplete") otherwise.
+void verify_closure(store::Repository& repo, const util::Digest& tree, const std::optional<util::Digest>& previous,
+                    const std::string& what);
+/// True for a device id (or policy name): letters, digits, - _ . :, at most 128.
+bool valid_device_id(const std::string& id);
+/// `text` cut to `max` bytes with anything but printable ASCII as '?', for messages
+/// that quote what a client sent.
+std::string printable(const std::string& text, size_t max);
+/// Makes a bearer token, stores its SHA-256 under `name` and `role`, and returns the
+/// secret (shown once). `expires_at`: ns since the epoch, 0 never.
+std::string issue_token(catalog::Catalog& cat, const std::string& name, Role role, int64_t expires_at = 0);
+
+// ---- server.info, tokens (tokens.cpp) --------------------------------------------
+
+struct ServerInfo {
+  Role role;
+  std::optional<std::string> data;  ///< admins only
+};
+void to_json(nlohmann::json& j, const ServerInfo& r);
+ServerInfo server_info(Context& c, const NoParams&);
+
+struct TokenCreate {
+  std::string name;
+  Role role;
+  double expires_seconds;  ///< 0: never
+  static TokenCreate parse(const Params& p);
+};
+struct TokenRotate {
+  std::string name;
+  double expires_seconds;
+  static TokenRotate parse(const Params& p);
+};
+struct TokenName {
+  std::string name;
+  static TokenName parse(const Params& p) { return {p.text("name")}; }
+};
+struct TokenReply {
+  std::string name;
+  Role role;
+  std::string token;  ///< the secret, shown once
+  int64_t expires;    ///< ns since the epoch, 0: never
+};
+void to_json(nlohmann::json& j, const TokenReply& r);
+TokenReply token_create(Context& c, const TokenCreate& p);
+TokenReply token_rotate(Context& c, const TokenRotate& p);
+nlohmann::json token_list(Context& c, const NoParams&);
+struct TokenRevoked {
+  std::string name;
+};
+void to_json(nlohmann::json& j, const TokenRevoked& r);
+TokenRevoked token_revoke(Context& c, const TokenName& p);
+
+// ---- devices (devices.cpp) ------------------------------------------------------
+
+struct DeviceRegister {
+  std::string device_id;
+  std::string hostname;
+  nlohmann::json inventory;     ///< an object within Limits::inventory
+  std::string credential_hash;  ///< 64 hex digits, or "" for none
+  static DeviceRegister parse(const Params& p);
+};
+catalog::Device device_register(Context& c, const DeviceRegister& p);
+
+struct DeviceId {
+  std::string device_id;
+  static DeviceId parse(const Params& p) { return {p.text("device_id")}; }
+};
+struct DeviceDelete {
+  std::string device_id;
+  bool force;
+  static DeviceDelete parse(const Params& p) { return {p.text("device_id"), p.flag("force")}; }
+};
+struct DeviceDeleted {
+  std::string device_id;
+  uint64_t snapshots;  ///< deleted with it
+};
+void to_json(nlohmann::json& j, const DeviceDeleted& r);
+DeviceDeleted device_delete(Context& c, const DeviceDelete& p);
+
+struct DeviceList {
+  std::optional<catalog::DeviceState> state;
+  static DeviceList parse(const Params& p);
+};
+struct Devices {
+  std::vector<catalog::Device> devices;
+};
+void to_json(nlohmann::json& j, const Devices& r);
+Devices device_list(Context& c, const DeviceList& p);
+
+struct DeviceDecision {  ///< device.accept, device.reject
+  std::string device_id;
+  bool reference;
+  std::optional<std::string> policy;
+  static DeviceDecision parse(const Params& p) { return {p.text("device_id"), p.flag("reference"), p.optional_text("policy")}; }
+};
+catalog::Device device_accept(Context& c, const DeviceDecision& p);
+catalog::Device device_reject(Context& c, const DeviceDecision& p);
+
+struct DeviceStatus {
+  catalog::Device device;
+  nlohmann::json given;
+  std::vector<catalog::Order> pending;
+  std::optional<catalog::Order> last;
+  int64_t cvd;
+};
+void to_json(nlohmann::json& j, const DeviceStatus& r);
+DeviceStatus device_status(Context& c, const DeviceId& p);
+
+struct DeviceTag {
+  std::string device_id;
+  std::vector<std::string> add, remove;
+  static DeviceTag parse(const Params& p) { return {p.text("device_id"), p.texts("add"), p.texts("remove")}; }
+};
+catalog::Device device_tag(Context& c, const DeviceTag& p);
+
+// ---- chunks and snapshots (chunks.cpp, snapshots.cpp) ---------------------------
+
+/// chunks.missing, .get, .delta: how many ids (pairs) the request named; for
+/// chunks.missing also how many of them the server lacks (one byte each in the binary part).
+struct ChunkCount {
+  uint64_t count;
+  std::optional<uint64_t> missing;
+};
+void to_json(nlohmann::json& j, const ChunkCount& r);
+ChunkCount chunks_missing(Context& c, const NoParams&);
+struct ChunksPut {
+  std::optional<std::string> device_id;  ///< an endpoint's upload; none: a capture's
+  static ChunksPut parse(const Params& p) { return {p.optional_text("device_id")}; }
+};
+struct ChunksPutReply {
+  uint64_t chunks, new_chunks, stored_bytes, raw_bytes;
+};
+void to_json(nlohmann::json& j, const ChunksPutReply& r);
+ChunksPutReply chunks_put(Context& c, const ChunksPut& p);
+ChunkCount chunks_get(Context& c, const NoParams&);
+ChunkCount chunks_delta(Context& c, const NoParams&);
+
+struct SnapshotCommit {
+  std::string device_id;
+  util::Digest tree;
+  std::vector<uint8_t> root;  ///< the encoded root entry, describing `tree`
+  nlohmann::json stats;       ///< an object within Limits::stats
+  bool pinned;
+  static SnapshotCommit parse(const Params& p);
+};
+nlohmann::json snapshot_commit(Context& c, const SnapshotCommit& p);
+nlohmann::json snapshot_list(Context& c, const DeviceId& p);
+struct SnapshotRequest {
+  Targets targets;
+  std::string reason;
+  static SnapshotRequest parse(const Params& p) { return {Targets::parse(p), p.text_or("reason", "requested")}; }
+};
+struct OrdersReply {
+  std::vector<catalog::Order> orders;
+  std::optional<std::vector<std::string>> warnings;  ///< order.create's (an app captured on another base)
+};
+OrdersReply snapshot_request(Context& c, const SnapshotRequest& p);
+
+// ---- orders (orders.cpp) --------------------------------------------------------
+
+struct OrderCreate {
+  Targets targets;
+  OrderKind type;                       ///< assign, enforce or provision
+  std::string base;                     ///< NAME[@VERSION]: the new base ("" keeps it)
+  std::vector<std::string> apps;        ///< app layers to add (replacing a same-named one)
+  std::vector<std::string> remove_apps; ///< app layer names to drop
+  bool remove_apps_given;
+  bool remove_user_apps;                ///< always for provision
+  bool dry_run;                         ///< compose, report, store nothing
+  static OrderCreate parse(const Params& p);
+};
+void to_json(nlohmann::json& j, const OrdersReply& r);
+/// Composes one order per target device (what it will have once its pending orders
+/// are done, changed as `p` says), superseding their pending layer orders, in `cat`'s
+/// open transaction; returns them with warnings (an app captured on another base).
+OrdersReply compose_orders(catalog::Catalog& cat, const OrderCreate& p, const std::string& by);
+OrdersReply order_create(Context& c, const OrderCreate& p);
+
+struct OrderNext {
+  std::string device_id;
+  nlohmann::json given;
+  nlohmann::json inventory;
+  std::optional<catalog::Order> order;  ///< the oldest pending
+};
+void to_json(nlohmann::json& j, const OrderNext& r);
+OrderNext order_next(Context& c, const DeviceId& p);
+struct OrderId {
+  std::string order_id;
+  static OrderId parse(const Params& p) { return {p.text("order_id")}; }
+};
+catalog::Order order_get(Context& c, const OrderId& p);
+struct OrderReport {
+  std::string order_id;
+  std::string device_id;
+  OrderState state;  ///< done or failed
+  nlohmann::json result;
+  static OrderReport parse(const Params& p);
+};
+catalog::Order order_report(Context& c, const OrderReport& p);
+struct PendingOrders {
+  std::string device_id;
+  uint64_t pending;
+};
+void to_json(nlohmann::json& j, const PendingOrders& r);
+PendingOrders order_pending(Context& c, const DeviceId& p);
+
+// ---- layers and captures (layers.cpp) -------------------------------------------
+
+struct LayerCommit {
+  std::string name;
+  nlohmann::json manifest;  ///< layer/image.hpp's, checked by parse_manifest
+  std::string device_id;    ///< where it was captured, for the event ("" unknown)
+  nlohmann::json stats;
+  static LayerCommit parse(const Params& p);
+};
+nlohmann::json layer_commit(Context& c, const LayerCommit& p);
+struct LayerList {
+  std::string name;  ///< "" all
+  static LayerList parse(const Params& p) { return {p.text_or("name")}; }
+};
+nlohmann::json layer_list(Context& c, const LayerList& p);
+struct LayerGet {
+  std::string ref;
+  static LayerGet parse(const Params& p) { return {p.text("ref")}; }
+};
+nlohmann::json layer_get(Context& c, const LayerGet& p);
+struct Capture {
+  std::string device_id;
+  std::string before;  ///< the snapshot the capture started from
+};
+void to_json(nlohmann::json& j, const Capture& r);
+Capture capture_begin(Context& c, const DeviceId& p);
+Capture capture_get(Context& c, const DeviceId& p);
+
+// ---- fleet: policies, collections, volumes, events, GC, check (fleet.cpp) --------
+
+struct PolicyGet {
+  std::string name;
+  std::optional<std::string> device_id;  ///< that device's policy, instead of `name`
+  static PolicyGet parse(const Params& p) { return {p.text_or("name", "default"), p.optional_text("device_id")}; }
+};
+struct PolicyReply {
+  std::string name;
+  nlohmann::json policy;  ///< the upload policy document, defaults filled in
+};
+void to_json(nlohmann::json& j, const PolicyReply& r);
+PolicyReply policy_get(Context& c, const PolicyGet& p);
+struct PolicySet {
+  std::string name;
+  nlohmann::json policy;
+  static PolicySet parse(const Params& p);
+};
+PolicyReply policy_set(Context& c, const PolicySet& p);
+nlohmann::json policy_list(Context& c, const NoParams&);
+struct PolicyAssign {
+  std::string name;
+  Targets targets;
+  static PolicyAssign parse(const Params& p) { return {p.text("name"), Targets::parse(p)}; }
+};
+struct PolicyAssigned {
+  std::string name;
+  std::vector<std::string> devices;
+};
+void to_json(nlohmann::json& j, const PolicyAssigned& r);
+PolicyAssigned policy_assign(Context& c, const PolicyAssign& p);
+
+struct CollectionSet {
+  std::string name;
+  std::optional<nlohmann::json> match;  ///< dynamic
+  std::vector<std::string> device_ids;  ///< static
+  static CollectionSet parse(const Params& p);
+};
+struct CollectionReply {
+  std::string name;
+  std::string kind;     ///< static or dynamic
+  nlohmann::json spec;  ///< {"devices": [...]} or {"match": {...}}
+  std::vector<std::string> members;
+};
+void to_json(nlohmann::json& j, const CollectionReply& r);
+CollectionReply collection_set(Context& c, const CollectionSet& p);
+struct CollectionName {
+  std::string name;
+  static CollectionName parse(const Params& p) { return {p.text("name")}; }
+};
+CollectionReply collection_get(Context& c, const CollectionName& p);
+nlohmann::json collection_list(Context& c, const NoParams&);
+struct CollectionDeleted {
+  std::string name;
+};
+void to_json(nlohmann::json& j, const CollectionDeleted& r);
+CollectionDeleted collection_delete(Context& c, const CollectionName& p);
+
+nlohmann::json volume_list(Context& c, const NoParams&);
+struct VolumeAdd {
+  std::string path;
+  static VolumeAdd parse(const Params& p);
+};
+nlohmann::json volume_add(Context& c, const VolumeAdd& p);
+struct VolumeSet {
+  int64_t volume_id;
+  bool read_only;
+  static VolumeSet parse(const Params& p);
+};
+struct VolumeState {
+  int64_t volume_id;
+  std::string path;
+  bool read_only;
+};
+void to_json(nlohmann::json& j, const VolumeState& r);
+VolumeState volume_set(Context& c, const VolumeSet& p);
+
+struct GcRun {
+  store::GcOptions options;
+  static GcRun parse(const Params& p);
+};
+nlohmann::json gc_run(Context& c, const GcRun& p);
+
+struct EventsList {
+  std::string device_id;  ///< "" all
+  int64_t since;          ///< ns since the epoch, 0: from the start
+  int64_t after_id;
+  std::string type;       ///< "" all
+  static EventsList parse(const Params& p);
+};
+nlohmann::json events_list(Context& c, const EventsList& p);
+struct EventsReport {
+  std::string device_id;
+  std::string snapshot_id;
+  uint64_t bytes_moved, unique_bytes, files;
+  static EventsReport parse(const Params& p);
+};
+struct RestoreDone {  ///< the event's detail, as recorded
+  std::string snapshot_id;
+  uint64_t bytes_moved, unique_bytes, files;
+  std::string by;
+};
+void to_json(nlohmann::json& j, const RestoreDone& r);
+RestoreDone events_report(Context& c, const EventsReport& p);
+
+struct Check {
+  bool repair, read_data;
+  static Check parse(const Params& p) { return {p.flag("repair"), p.flag("read_data")}; }
+};
+nlohmann::json check(Context& c, const Check& p);
+
+}  // namespace mirage::server

@@ -1,0 +1,216 @@
+// Snapshots: a commit (checked to reach only stored objects), the list with the tiers
+// that keep each, and snapshots on request (orders of type snapshot).
+#include <unordered_set>
+
+#include "libmirage/server/housekeeping.hpp"
+#include "libmirage/server/methods.hpp"
+#include "libmirage/tree/tree.hpp"
+#include "libmirage/util/clock.hpp"
+#include "libmirage/util/hex.hpp"
+
+namespace mirage::server {
+
+using nlohmann::json;
+using util::Digest;
+
+namespace {
+
+/// The previous snapshot's directory at the same path, as a commit's check compares
+/// against it: one MTR1 object, or an index whose pieces are decoded only where a new
+/// piece's names fall (so the check holds one piece of either side at a time).
+class PreviousDir {
+ public:
+  PreviousDir(const std::optional<Digest>& id, const tree::Fetch& fetch) : m_fetch(fetch) {
+    if (!id) return;
+    std::vector<uint8_t> data;
+    try {
+      data = fetch(*id);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::not_found) throw;
+      return;
+    }
+    if (tree::is_index(data)) {
+      m_index = tree::decode_index(data, "tree " + id->hex());
+      for (const auto& p : m_index) m_pieces.insert(p.id);
+    } else if (tree::entry_count(data, "tree " + id->hex()) <= tree::k_piece_max_entries) {
+      m_whole = tree::decode(data, "tree " + id->hex());
+    }  // else an object too large to hold: nothing to compare with (everything is checked)
+  }
+  /// True when the previous directory has this very piece (already verified).
+  bool has_piece(const Digest& id) const { return m_pieces.count(id) != 0; }
+  /// The previous entries with names in [first, last] of `piece`.
+  const tree::Tree& around(const tree::Tree& piece) {
+    if (m_index.empty()) return m_whole;
+    m_around.entries.clear();
+    const std::string &lo = piece.entries.front().name, &hi = piece.entries.back().name;
+    for (size_t j = 0; j < m_index.size(); ++j) {
+      bool starts_in = m_index[j].first <= hi, ends_after = j + 1 == m_index.size() || m_index[j + 1].first > lo;
+      if (!starts_in || !ends_after) continue;
+      try {
+        auto old = tree::decode(m_fetch(m_index[j].id), "tree piece " + m_index[j].id.hex());
+        if (old.entries.size() > tree::k_piece_max_entries) continue;
+        m_around.entries.insert(m_around.entries.end(), old.entries.begin(), old.entries.end());
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::not_found) throw;
+      }
+    }
+    return m_around;
+  }
+
+ private:
+  const tree::Fetch& m_fetch;
+  std::vector<tree::Piece> m_index;
+  std::unordered_set<Digest, util::DigestHash> m_pieces;
+  tree::Tree m_whole, m_around;
+};
+
+}  // namespace
+
+void verify_closure(store::Repository& repo, const Digest& tree_id, const std::optional<Digest>& previous, const std::string& device) {
+  // Walk the new snapshot, skipping subtrees (and pieces of split directories) equal to
+  // the previous snapshot's at the same path, already verified when that one was
+  // committed, and every tree already walked: a tree shared by many paths is read once,
+  // so the work is bounded by the distinct trees the snapshot has, not by the paths they
+  // make. A directory is walked a piece at a time and a new MTR1 object may hold at most
+  // k_piece_max_entries entries, so the memory of one commit's check is bounded too.
+  auto& cat = repo.catalog();
+  uint64_t missing = 0;
+  std::string first;
+  std::unordered_set<Digest, util::DigestHash> walked;
+  tree::Fetch fetch = [&](const Digest& d) {
+    if (!cat.find_chunk(d)) throw Error(ErrorKind::not_found, "tree object " + d.hex());
+    return repo.read_plain(d);
+  };
+  std::vector<std::tuple<Digest, std::optional<Digest>, std::string>> stack{{tree_id, previous, "/"}};
+  while (!stack.empty()) {
+    auto [id, old, path] = stack.back();
+    stack.pop_back();
+    if (old && *old == id) continue;
+    if (!walked.insert(id).second) continue;
+    PreviousDir before_dir(old, fetch);
+    auto check_piece = [&](const Digest& object, const tree::Tree& piece) {
+      if (object != id && before_dir.has_piece(object)) return;
+      if (piece.entries.empty()) return;
+      const tree::Tree& old_tree = before_dir.around(piece);
+      for (const auto& e : piece.entries) {
+        const tree::Entry* before = old_tree.find(e.name);
+        if (e.kind == tree::Kind::dir) {
+          std::optional<Digest> prev;
+          if (before && before->kind == tree::Kind::dir) prev = before->subtree;
+          stack.push_back({e.subtree, prev, tree::child_path(path, e.name)});
+          continue;
+        }
+        if (before && before->chunks == e.chunks) continue;
+        for (const auto& c : e.chunks) {
+          if (!cat.find_chunk(c.id)) {
+            missing++;
+            if (first.empty()) first = tree::child_path(path, e.name);
+          }
+        }
+      }
+    };
+    // A directory's objects (one, or an index and its pieces) are all there or it counts missing.
+    try {
+      tree::for_each_piece(id, fetch, "tree " + id.hex() + " (" + path + ")", check_piece, tree::k_piece_max_entries);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::not_found) throw;
+      missing++;
+      if (first.empty()) first = "tree of " + path;
+    }
+  }
+  if (missing)
+    throw Error(ErrorKind::precondition, "snapshot of " + device + " is incomplete: " + std::to_string(missing) +
+                                             " objects missing (first: " + first + ")", std::string(proto::k_reason_incomplete));
+}
+
+SnapshotCommit SnapshotCommit::parse(const Params& p) {
+  SnapshotCommit s;
+  s.device_id = p.text("device_id");
+  s.tree = Digest::parse(p.text("tree"), "tree");
+  auto root = util::from_hex(p.text("root"));
+  if (!root) throw Error(ErrorKind::usage, "parameter 'root' is not hex");
+  s.root.assign(root->begin(), root->end());
+  tree::Entry entry = tree::decode_entry(s.root, "root entry");
+  if (entry.kind != tree::Kind::dir || entry.subtree != s.tree)
+    throw Error(ErrorKind::usage, "root entry does not describe the snapshot's tree");
+  s.stats = p.object("stats", p.limits().stats, "stats");
+  s.pinned = p.flag("pinned");
+  return s;
+}
+
+json snapshot_commit(Context& c, const SnapshotCommit& p) {
+  const std::string& device = p.device_id;
+  accepted_device(c.cat(), device);
+  auto& cat = c.cat();
+  catalog::Transaction tx(cat);  // verification and insert see one state
+  auto previous = cat.snapshots(device);
+  std::optional<Digest> prev;
+  if (!previous.empty()) prev = previous.back().tree;
+  verify_closure(c.repo, p.tree, prev, "device " + device);
+  catalog::Snapshot snap;
+  snap.id = util::random_hex(8);
+  snap.device = device;
+  snap.tree = p.tree;
+  snap.root = p.root;
+  snap.created_at = util::now_ns();
+  if (!previous.empty() && snap.created_at <= previous.back().created_at) snap.created_at = previous.back().created_at + 1;
+  snap.stats = p.stats;
+  snap.pinned = p.pinned;
+  cat.add_snapshot(snap);
+  // The transaction log: the first upload of a CVD is its centralization.
+  cat.add_event("snapshot.created", device,
+                {{"snapshot_id", snap.id}, {"transaction", previous.empty() ? "centralize" : "upload"},
+                 {"bytes_moved", snap.stats.value("bytes_sent", uint64_t(0))},
+                 {"unique_bytes", snap.stats.value("bytes_new", uint64_t(0))}, {"pinned", snap.pinned},
+                 {"stats", snap.stats}});
+  auto expired = expire_snapshots(cat, device);
+  cat.end_upload(device);
+  tx.commit();
+  c.repo.note_commit(snap.id, device);
+  json j = snap;
+  j["expired"] = expired;
+  j["root"] = util::to_hex(snap.root);
+  return j;
+}
+
+json snapshot_list(Context& c, const DeviceId& p) {
+  auto& cat = c.cat();
+  auto d = registered_device(cat, p.device_id);
+  json list = json::array();
+  auto cvds = cat.cvds(p.device_id);
+  auto snapshots = cat.snapshots(p.device_id);
+  auto tiers = snapshot_tiers(cat, d, snapshots);
+  for (size_t i = 0; i < snapshots.size(); ++i) {
+    const auto& s = snapshots[i];
+    json j = s;
+    j["kept_by"] = tiers[i];
+    j["root"] = util::to_hex(s.root);
+    int64_t cvd = 1;  // a provision starts a new CVD; its snapshots count from then on
+    for (const auto& [number, started] : cvds)
+      if (s.created_at >= started) cvd = number;
+    j["cvd"] = cvd;
+    list.push_back(j);
+  }
+  return {{"device_id", p.device_id}, {"snapshots", list}};
+}
+
+OrdersReply snapshot_request(Context& c, const SnapshotRequest& p) {
+  auto& cat = c.cat();
+  catalog::Transaction tx(cat);
+  OrdersReply r;
+  for (const auto& device : target_devices(cat, p.targets)) {
+    accepted_device(cat, device);
+    catalog::Order o;
+    o.id = util::random_hex(8);
+    o.device = device;
+    o.spec = {{"type", OrderKind::snapshot}, {"reason", p.reason}};
+    o.created_at = util::now_ns();
+    cat.add_order(o);
+    cat.add_event("order.created", device, {{"order_id", o.id}, {"spec", o.spec}, {"by", c.by()}});
+    r.orders.push_back(o);
+  }
+  tx.commit();
+  return r;
+}
+
+}  // namespace mirage::server
