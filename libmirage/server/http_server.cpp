@@ -116,13 +116,14 @@ bool HttpRequest::has_header(std::string_view name) const {
 
 struct HttpServer::Impl {
   Impl(std::vector<HttpRoute> r, const HttpServerOptions& o)
-      : routes(std::move(r)), opt(o), acceptor(io), pool(o.threads, o.max_handlers) {}
+      : routes(std::move(r)), opt(o), acceptor(asio::make_strand(io)), pool(o.threads, o.max_handlers) {}
 
   // In this order: the io_context goes before what its pending sessions use as they end.
   std::vector<HttpRoute> routes;
   HttpServerOptions opt;
   std::optional<asio::ssl::context> tls;
   std::atomic<bool> stop_requested{false};
+  int port = 0;  ///< bound, read once: the acceptor is its strand's
 
   std::mutex live_mutex;
   uint64_t next_session = 0;
@@ -408,7 +409,7 @@ void HttpServer::Impl::accept() {
     if (!acceptor.is_open()) return;
     if (ec) {
       // Out of descriptors or a connection reset before it was taken: try again shortly.
-      auto timer = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(50));
+      auto timer = std::make_shared<asio::steady_timer>(acceptor.get_executor(), std::chrono::milliseconds(50));
       timer->async_wait([this, timer](beast::error_code) { accept(); });
       return;
     }
@@ -454,11 +455,12 @@ HttpServer::HttpServer(std::vector<HttpRoute> routes, const HttpServerOptions& o
   if (!ec) impl.acceptor.bind(endpoint, ec);
   if (!ec) impl.acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw cannot_bind(ec.message());
+  impl.port = impl.acceptor.local_endpoint().port();
 }
 
 HttpServer::~HttpServer() = default;
 
-int HttpServer::port() const { return m_impl->acceptor.local_endpoint().port(); }
+int HttpServer::port() const { return m_impl->port; }
 
 void HttpServer::stop() { m_impl->stop_requested.store(true); }
 
@@ -471,7 +473,7 @@ void HttpServer::run() {
   for (int i = 0; i < 2; ++i) io_threads.emplace_back([&] { impl.io.run(); });
   // stop() may come from a signal handler: it only sets a flag, read here.
   while (!impl.stop_requested.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  asio::post(impl.io, [&] {
+  asio::post(impl.acceptor.get_executor(), [&] {  // the acceptor's strand: its handlers read it
     beast::error_code ignored;
     impl.acceptor.close(ignored);
   });
