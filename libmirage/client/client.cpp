@@ -27,32 +27,17 @@ proto::Reply Client::call_binary(const std::string& method, nlohmann::json param
 }
 
 ConnectionPool::ConnectionPool(Client& main, ConnectionFactory more, size_t max)
-    : m_main(main), m_more(std::move(more)), m_max(max) {}
-ConnectionPool::~ConnectionPool() = default;
-
-Client* ConnectionPool::take() {
-  std::lock_guard lock(m_mutex);
-  if (!m_idle.empty()) {
-    Client* c = m_idle.back();
-    m_idle.pop_back();
-    return c;
-  }
-  if (!m_more || m_all.size() >= m_max) return nullptr;
-  try {
-    m_all.push_back(m_more());
-    return m_all.back().get();
-  } catch (const Error& e) {
-    util::warn(std::string("extra connection failed, sharing one: ") + e.what());
-    m_more = nullptr;
-    return nullptr;
-  }
-}
-
-void ConnectionPool::give(Client* c) {
-  if (!c) return;
-  std::lock_guard lock(m_mutex);
-  m_idle.push_back(c);
-}
+    : m_main(main),
+      m_extra(more && max > 0 ? util::Pool<Client>::Make([more = std::move(more)]() -> std::unique_ptr<Client> {
+        try {
+          return more();
+        } catch (const Error& e) {
+          util::warn(std::string("extra connection failed, sharing one: ") + e.what());
+          return nullptr;  // the pool stops opening connections
+        }
+      })
+                 : nullptr,
+              max) {}  // max 0: no extra connection (the pool would read it as no bound)
 
 namespace {
 constexpr size_t k_ids_per_request = 16384;

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -13,6 +12,7 @@
 
 #include "libmirage/proto/transport.hpp"
 #include "libmirage/util/digest.hpp"
+#include "libmirage/util/pool.hpp"
 
 namespace mirage::client {
 
@@ -41,31 +41,20 @@ using ConnectionFactory = std::function<std::unique_ptr<Client>()>;
 class ConnectionPool {
  public:
   ConnectionPool(Client& main, ConnectionFactory more, size_t max);
-  ~ConnectionPool();
 
   class Lease {
    public:
-    explicit Lease(ConnectionPool& pool) : m_pool(pool), m_extra(pool.take()) {}
-    Lease(const Lease&) = delete;
-    Lease& operator=(const Lease&) = delete;
-    ~Lease() { m_pool.give(m_extra); }
-    Client& client() { return m_extra ? *m_extra : m_pool.m_main; }
+    explicit Lease(ConnectionPool& pool) : m_main(pool.m_main), m_lease(pool.m_extra) {}
+    Client& client() { return m_lease.get() ? *m_lease.get() : m_main; }
 
    private:
-    ConnectionPool& m_pool;
-    Client* m_extra;
+    Client& m_main;
+    util::Pool<Client>::Lease m_lease;
   };
 
  private:
-  Client* take();
-  void give(Client* c);
-
   Client& m_main;
-  ConnectionFactory m_more;
-  size_t m_max;
-  std::mutex m_mutex;
-  std::vector<std::unique_ptr<Client>> m_all;
-  std::vector<Client*> m_idle;
+  util::Pool<Client> m_extra;
 };
 
 // Chunk transfer (chunks.*), split into requests of a bounded number of ids.
