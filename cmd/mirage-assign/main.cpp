@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "libmirage/endpoint/layers.hpp"
-#include "libmirage/tool/tool.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/log.hpp"
 
 using namespace mirage;

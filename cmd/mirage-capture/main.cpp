@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "libmirage/endpoint/layers.hpp"
-#include "libmirage/tool/tool.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/json_input.hpp"
 

@@ -12,7 +12,7 @@
 
 #include "libmirage/endpoint/centralize.hpp"
 #include "libmirage/endpoint/identity.hpp"
-#include "libmirage/tool/tool.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/log.hpp"
 

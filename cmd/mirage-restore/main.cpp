@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "libmirage/endpoint/centralize.hpp"
-#include "libmirage/tool/tool.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/log.hpp"
 

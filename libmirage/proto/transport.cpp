@@ -1,7 +1,6 @@
 #include "libmirage/proto/transport.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,7 +61,6 @@ class StdioTransport : public Transport {
       throw_errno(ErrorKind::unavailable, "start " + exe);
     }
     m_reader = std::make_unique<FrameReader>(m_child.out.get());
-    ::signal(SIGPIPE, SIG_IGN);
   }
 
   ~StdioTransport() override {

@@ -1,6 +1,7 @@
 #pragma once
 // Transports carry request frames to a server and bring replies back.
-//   local:DIR          spawns `mirage-serverd --stdio --data DIR` (the embedded default)
+//   local:DIR          spawns `mirage-serverd --stdio --data DIR` (the embedded default;
+//                      the caller ignores SIGPIPE, as cmd/ does: the library sets no signal)
 //   http(s)://H:P      POSTs frames to /v1/rpc with a bearer token (util::HttpClient)
 #include <memory>
 #include <string>

@@ -123,9 +123,14 @@ struct HttpOptions {
   size_t max_connections = 256;  ///< threads made on demand at most; further connections wait
   int read_timeout = 20;       ///< seconds a connection may send nothing before it is dropped
   uint64_t max_body_memory = 256u << 20;  ///< request bytes held in memory at once, all connections
-  std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound
+  std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound (port 0: the one picked)
+  /// Called once bound with a function that makes serve_http return (it only closes the
+  /// listening socket: cmd/ calls it from its SIGINT/SIGTERM handler), and with nullptr
+  /// when serving ended. The library installs no signal handler.
+  std::function<void(std::function<void()>)> on_stop;
 };
-/// Serves HTTP until SIGINT/SIGTERM; throws Error(unavailable) when it cannot bind.
+/// Serves HTTP until the function given to on_stop is called; throws
+/// Error(unavailable) when it cannot bind.
 /// Request limits are the service's (Service::limits()).
 void serve_http(Service& service, const HttpOptions& options);
 

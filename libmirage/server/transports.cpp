@@ -1,9 +1,7 @@
 #include <httplib.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -66,11 +64,6 @@ int refuse_stdio(const Error& error, int in, int out) {
 }
 
 namespace {
-std::atomic<httplib::Server*> g_server{nullptr};
-void stop_server(int) {
-  if (auto* s = g_server.load()) s->stop();
-}
-
 void send_reply(httplib::Response& res, const proto::Reply& reply, int status) {
   auto bytes = proto::encode_reply(reply);
   res.status = status;
@@ -186,15 +179,17 @@ void serve_http(Service& service, const HttpOptions& options) {
   server->Get("/metrics", [&service](const httplib::Request&, httplib::Response& res) {
     res.set_content(service.metrics_text(), "text/plain; version=0.0.4");
   });
-  if (!server->bind_to_port(options.host.c_str(), options.port))
+  // Port 0: one the kernel picks (tests), reported through on_listen.
+  int port = options.port;
+  if (port == 0)
+    port = server->bind_to_any_port(options.host.c_str());
+  else if (!server->bind_to_port(options.host.c_str(), port))
+    port = -1;
+  if (port <= 0)
     throw Error(ErrorKind::unavailable, "listen on " + options.host + ":" + std::to_string(options.port) +
                                             ": cannot bind (is another server listening there?)");
-  g_server = server.get();
-  struct sigaction sa {};
-  sa.sa_handler = stop_server;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  if (options.on_listen) options.on_listen(options.host + ":" + std::to_string(options.port));
+  if (options.on_stop) options.on_stop([s = server.get()] { s->stop(); });
+  if (options.on_listen) options.on_listen(options.host + ":" + std::to_string(port));
   // GC on a schedule, in its own thread and connection: requests go on meanwhile.
   std::mutex gc_mutex;
   std::condition_variable gc_wake;
@@ -218,7 +213,7 @@ void serve_http(Service& service, const HttpOptions& options) {
     });
   }
   server->listen_after_bind();
-  g_server = nullptr;
+  if (options.on_stop) options.on_stop(nullptr);
   if (gc_thread.joinable()) {
     {
       std::lock_guard lock(gc_mutex);

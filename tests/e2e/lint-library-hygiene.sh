@@ -16,4 +16,6 @@ hits=$(grep -rnE '(^|[^_a-zA-Z.>])(fork|vfork|posix_spawnp?|popen|system|exec[lv
 [ -z "$hits" ] || fail "libmirage starts a process outside util::spawn: $hits"
 hits=$(grep -rn --include='*.[ch]pp' '#include <curl/' libmirage cmd tests | grep -v '^libmirage/util/http_client\.cpp:' || true)
 [ -z "$hits" ] || fail "libcurl is wrapped once, in util/http_client.cpp: $hits"
+hits=$(grep -rnE '(^|[^_a-zA-Z.>])(signal|sigaction)\(|#include <CLI/' libmirage --include='*.cpp' --include='*.hpp' || true)
+[ -z "$hits" ] || fail "libmirage installs signal handlers or uses CLI11 (cmd/ does): $hits"
 echo ok
