@@ -292,10 +292,15 @@ void translate(Image& image, const IdMap& map) {
     if (auto it = map.uid.find(e.uid); it != map.uid.end()) e.uid = it->second;
     if (auto it = map.gid.find(e.gid); it != map.gid.end()) e.gid = it->second;
   }
-  RecordSet empty;
-  auto& passwd = image.records.count("/etc/passwd") ? image.records["/etc/passwd"] : empty;
-  auto& group = image.records.count("/etc/group") ? image.records["/etc/group"] : empty;
-  translate_ids(passwd, group, map);
+  RecordSet empty_users, empty_groups;
+  RecordSet* passwd = &empty_users;
+  RecordSet* group = &empty_groups;
+  for (auto& [path, set] : image.records) {
+    const MergeDriver* d = merge_driver(path);
+    if (d && d->role == DriverRole::users && passwd == &empty_users) passwd = &set;
+    if (d && d->role == DriverRole::groups && group == &empty_groups) group = &set;
+  }
+  translate_ids(*passwd, *group, map);
 }
 
 }  // namespace mirage::layer
