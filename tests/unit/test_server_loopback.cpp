@@ -109,6 +109,26 @@ TEST_CASE("an endpoint enrolls, syncs on its own credential, and restores what i
   CHECK(again.stats.bytes_new == 0);
 }
 
+TEST_CASE("a dynamic collection matches an inventory array field as driver profiles do: any element") {
+  World w;
+  auto anonymous = w.client("");
+  nlohmann::json inv = {{"os_id", "debian"}, {"pci", {"8086:1234", "10de:abcd"}}, {"cores", 8}};
+  anonymous.call("device.register", {{"device_id", "gpu-1"}, {"hostname", "gpu-1"}, {"inventory", inv}});
+  anonymous.call("device.register", {{"device_id", "plain-1"}, {"hostname", "plain-1"}, {"inventory", {{"os_id", "debian"}}}});
+  auto admin = w.client(w.admin_token);
+  admin.call("device.accept", {{"device_id", "gpu-1"}});
+  admin.call("device.accept", {{"device_id", "plain-1"}});
+  auto members = [&](const nlohmann::json& field) {
+    admin.call("collection.set", {{"name", "c"}, {"match", {{"inventory", field}}}});
+    return admin.call("collection.get", {{"name", "c"}})["members"];
+  };
+  CHECK(members({{"pci", "10de:*"}}) == nlohmann::json{"gpu-1"});
+  CHECK(members({{"pci", "8086:1234"}}) == nlohmann::json{"gpu-1"});
+  CHECK(members({{"pci", "1002:*"}}) == nlohmann::json::array());
+  CHECK(members({{"os_id", "deb*"}}) == nlohmann::json{"gpu-1", "plain-1"});
+  CHECK(members({{"cores", "8"}}) == nlohmann::json{"gpu-1"});  // a number as its text
+}
+
 TEST_SUITE_END();
 
 TEST_SUITE_BEGIN("util::ManualClock");
