@@ -32,8 +32,8 @@ void add_common(CLI::App& app, Common& common) {
 }
 
 namespace {
-/// Paths are made absolute here, once: connections opened later (by upload workers
-/// while the scanner's walk has changed the working directory) must not depend on it.
+/// Paths are made absolute here, once: connections opened later (by upload workers)
+/// must not depend on the working directory of that moment.
 proto::ConnectOptions connect_options(const Common& common) {
   proto::ConnectOptions o;
   o.server = common.server.empty() ? proto::default_server() : common.server;
