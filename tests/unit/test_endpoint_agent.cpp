@@ -75,7 +75,8 @@ struct World {
     volume = "mem://agent-" + dir.filename().string();
     service->ensure_volume(volume);
     auto admin = client(admin_token);
-    for (const auto& v : admin.call("volume.list")["volumes"])
+    json volumes = admin.call("volume.list")["volumes"];  // a range-for over a temporary's member would dangle
+    for (const auto& v : volumes)
       if (v["path"] != volume) admin.call("volume.set", {{"volume_id", v["volume_id"]}, {"read_only", true}});
   }
   ~World() {
@@ -170,7 +171,8 @@ TEST_CASE("a scan uploads to the in-memory volume and commits a snapshot the ser
   CHECK(snapshots[0]["snapshot_id"] == result.snapshot["snapshot_id"]);
   // The packs are in memory; the read-only file volume got none.
   CHECK_FALSE(store::open_volume(w.volume)->list().empty());
-  for (const auto& v : w.client(w.admin_token).call("volume.list")["volumes"])
+  json volumes = w.client(w.admin_token).call("volume.list")["volumes"];
+  for (const auto& v : volumes)
     if (v["path"] != w.volume) CHECK(v["packs"] == 0);
   // Nothing changed: the next sync sends no content, and its snapshot is the same tree.
   auto again = endpoint::centralize(device, w.options());
