@@ -4,8 +4,8 @@
 #include <iostream>
 #include <thread>
 
-#include "libmirage/client/layers.hpp"
-#include "libmirage/tool/tool.hpp"
+#include "libmirage/endpoint/layers.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/log.hpp"
 
 using namespace mirage;
@@ -50,8 +50,8 @@ int assign(const tool::Common& common, const Options& o) {
   json created = client.call("order.create", params);
   for (const auto& w : created["warnings"]) util::warn(w.get<std::string>());
   // Conflicts between app layers, reported at assignment (a later layer wins).
-  auto source = client::object_source(client, nullptr);
-  client::LayerCache cache(client, *source);
+  auto source = endpoint::object_source(client, nullptr);
+  endpoint::LayerCache cache(client, *source);
   json out = {{"orders", json::array()}, {"warnings", created["warnings"]}};
   int status = 0;
   for (const auto& order : created["orders"]) {
@@ -60,7 +60,7 @@ int assign(const tool::Common& common, const Options& o) {
     entry["conflicts"] = cache.compose(refs, {}).conflicts;
     if (o.dry_run) {
       json given = client.call("device.status", {{"device_id", order["device_id"]}})["given"];
-      entry["plan"] = client::dry_run(client, order["device_id"], order["spec"], given);
+      entry["plan"] = endpoint::dry_run(client, order["device_id"], order["spec"], given);
     } else if (o.wait) {
       entry = wait_for(client, order["order_id"], o.timeout);
       entry["conflicts"] = cache.compose(refs, {}).conflicts;
@@ -138,10 +138,10 @@ int main(int argc, char** argv) {
                          bar.show("rendering: " + tool::human_bytes(done) + " of " + tool::human_bytes(total));
                        };
                        if (o.to == "-") {  // a tar stream on stdout: nothing else goes there
-                         client::render_tar(client, refs, progress, tool::connection_factory(common));
+                         endpoint::render_tar(client, refs, progress, tool::connection_factory(common));
                          return 0;
                        }
-                       json r = client::render(client, refs, std::filesystem::absolute(o.to), progress,
+                       json r = endpoint::render(client, refs, std::filesystem::absolute(o.to), progress,
                                                tool::connection_factory(common));
                        tool::print(common, r, [&](std::ostream& out) {
                          out << "rendered " << r["layers"].size() << " layers into " << r["to"].get<std::string>() << ": "

@@ -1,8 +1,8 @@
 // mirage-capture: capture base layers, app layers and driver profiles; list them.
 #include <iostream>
 
-#include "libmirage/client/layers.hpp"
-#include "libmirage/tool/tool.hpp"
+#include "libmirage/endpoint/layers.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/json_input.hpp"
 
@@ -44,7 +44,7 @@ std::map<std::string, std::string> parse_match(const std::vector<std::string>& i
 std::string absolute(const std::string& p) { return p.empty() ? p : std::filesystem::absolute(p).string(); }
 
 int do_capture(const tool::Common& common, const Options& o, layer::LayerKind kind) {
-  client::CaptureOptions co;
+  endpoint::CaptureOptions co;
   co.kind = kind;
   co.name = o.name;
   layer::parse_ref(o.name);
@@ -70,7 +70,7 @@ int do_capture(const tool::Common& common, const Options& o, layer::LayerKind ki
   };
   co.more_connections = tool::connection_factory(common);
   auto client = tool::connect(common);
-  json row = client::capture(client, co);
+  json row = endpoint::capture(client, co);
   tool::print(common, row, [&](std::ostream& out) {
     const auto& s = row["stats"];
     out << row["kind"].get<std::string>() << " layer " << row["ref"].get<std::string>() << ": " << s["files"] << " files, "
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
                    {{begin,
                      [&] {
                        auto client = tool::connect(common);
-                       json r = client::capture_begin(client, o.from);
+                       json r = endpoint::capture_begin(client, o.from);
                        tool::print(common, r, [&](std::ostream& out) {
                          out << "capture begun on " << o.from << " (before: snapshot " << r["before"].get<std::string>()
                              << "); install, run mirage-centralize on it, then: mirage-capture app finish --from "

@@ -10,7 +10,9 @@
 
 #include <unistd.h>
 
-#include "libmirage/tool/tool.hpp"
+#include "libmirage/endpoint/centralize.hpp"
+#include "libmirage/endpoint/identity.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/log.hpp"
 
@@ -44,10 +46,10 @@ volatile std::sig_atomic_t g_stop = 0;
 /// The device id a sync uses: --device-id, else detected (DMI UUID, machine-id); validated.
 std::string device_id_of(const Options& o) {
   if (!o.device_id.empty()) {
-    client::check_device_id(o.device_id);
+    endpoint::check_device_id(o.device_id);
     return o.device_id;
   }
-  auto id = client::detect_device_id(o.root);
+  auto id = endpoint::detect_device_id(o.root);
   if (!id) throw Error(ErrorKind::usage, "cannot tell this device's id (no DMI UUID or etc/machine-id); pass --device-id");
   return *id;
 }
@@ -65,7 +67,7 @@ tool::Common endpoint_common(const tool::Common& common_in, const std::string& d
   std::string server = common.server.empty() ? (getenv("MIRAGE_SERVER") ? getenv("MIRAGE_SERVER") : "") : common.server;
   if (common.token.empty() && server.rfind("http", 0) == 0 &&
       std::filesystem::exists(state / "credential"))
-    common.token = "mdc_" + device + "." + client::device_secret(state);
+    common.token = "mdc_" + device + "." + endpoint::device_secret(state);
   return common;
 }
 
@@ -93,7 +95,7 @@ util::CrashHook crash_hook_from_env() {
 
 /// One sync: its result, printed (in --watch as one JSON line per sync). Returns the exit status.
 int sync_once(const tool::Common& common_in, const Options& o) {
-  client::CentralizeOptions co;
+  endpoint::CentralizeOptions co;
   co.root = o.root;
   co.device_id = device_id_of(o);
   co.state_dir = state_dir_of(o, co.device_id);
@@ -109,7 +111,7 @@ int sync_once(const tool::Common& common_in, const Options& o) {
   co.more_connections = tool::connection_factory(common);
   co.crash_point = crash_hook_from_env();
   auto client = tool::connect(common);
-  auto result = client::centralize(client, co);
+  auto result = endpoint::centralize(client, co);
   json doc = result;
   if (o.watch) {
     json line = {{"time", util::rfc3339(util::now_ns())}, {"device_id", result.device_id}, {"state", result.state}};

@@ -1,7 +1,8 @@
 // mirage-restore: list a device's snapshots; restore files or subtrees from one.
 #include <iostream>
 
-#include "libmirage/tool/tool.hpp"
+#include "libmirage/endpoint/centralize.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/log.hpp"
 
@@ -28,7 +29,7 @@ int restore(const tool::Common& common, const Options& o) {
   auto client = tool::connect(common);
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
   tool::Progress bar;
-  auto stats = client::restore(client, snap, o.paths, o.to,
+  auto stats = endpoint::restore(client, snap, o.paths, o.to,
                                [&](uint64_t bytes) { bar.show("restored " + tool::human_bytes(bytes)); },
                                tool::connection_factory(common));
   json doc = {{"device_id", o.device}, {"snapshot_id", snap["snapshot_id"]}, {"to", o.to}, {"paths", o.paths},

@@ -1,10 +1,13 @@
 // mirage-serverd: the headless server (HTTP, or stdio for the embedded default).
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <filesystem>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <optional>
@@ -13,7 +16,7 @@
 #include "libmirage/server/registry.hpp"
 #include "libmirage/server/routes.hpp"
 #include "libmirage/server/service.hpp"
-#include "libmirage/tool/tool.hpp"
+#include "cmd/common/tool.hpp"
 
 using namespace mirage;
 
@@ -37,7 +40,7 @@ struct Options {
 /// --read-timeout unless set. Throws Error(usage) for a bad --limit.
 server::Limits request_limits(const Options& o) {
   server::Limits l;
-  for (const auto& spec : o.limits) l.set(spec);
+  for (const auto& spec : o.limits) l.set(spec, tool::parse_size);
   if (!l.was_set("body-wait")) l.body_wait = static_cast<uint64_t>(o.read_timeout);
   return l;
 }
@@ -99,6 +102,10 @@ void add_volumes(server::Service& service, const Options& o) {
 
 std::string data_dir(const Options& o) { return o.data.empty() ? proto::default_data_dir() : o.data; }
 
+/// The running HTTP server's stop function, for the signal handlers (set before they are).
+std::function<void()> g_stop;
+std::atomic<bool> g_stop_ready{false};
+
 int serve(const Options& o) {
   server::Limits limits = request_limits(o);
   if (o.stdio) {
@@ -128,6 +135,21 @@ int serve(const Options& o) {
   h.on_listen = [&](const std::string& where) {
     std::cerr << "mirage-serverd: serving " << data_dir(o) << " on " << (h.tls_cert.empty() ? "http://" : "https://")
               << where << "\n";
+  };
+  // SIGINT/SIGTERM stop serving (the server returns, so the catalog closes cleanly).
+  h.on_stop = [](std::function<void()> stop) {
+    if (!stop) {
+      g_stop_ready = false;
+      return;
+    }
+    g_stop = std::move(stop);
+    g_stop_ready = true;
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {
+      if (g_stop_ready) g_stop();
+    };
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
   };
   server::Service service(data_dir(o), false, limits);
   add_volumes(service, o);

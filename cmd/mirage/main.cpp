@@ -6,7 +6,7 @@
 #include <set>
 #include <iostream>
 
-#include "libmirage/tool/tool.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/json_input.hpp"
 

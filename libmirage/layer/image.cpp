@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "libmirage/policy/inventory_match.hpp"
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/error.hpp"
@@ -210,21 +211,8 @@ void parse_manifest(const json& j, Layer& l, const std::string& what) {
 
 bool matches_inventory(const Layer& driver, const json& inventory) {
   if (driver.match.empty()) return false;
-  for (const auto& [key, glob] : driver.match) {
-    auto it = inventory.find(key);
-    if (it == inventory.end()) return false;
-    std::vector<std::string> values;
-    if (it->is_array()) {
-      for (const auto& v : *it)
-        if (v.is_string()) values.push_back(v.get<std::string>());
-    } else if (it->is_string()) {
-      values.push_back(it->get<std::string>());
-    }
-    bool any = false;
-    for (const auto& v : values)
-      if (fnmatch(glob.c_str(), v.c_str(), 0) == 0) any = true;
-    if (!any) return false;
-  }
+  for (const auto& [key, glob] : driver.match)
+    if (!policy::inventory_matches(inventory, key, glob)) return false;
   return true;
 }
 
@@ -292,10 +280,15 @@ void translate(Image& image, const IdMap& map) {
     if (auto it = map.uid.find(e.uid); it != map.uid.end()) e.uid = it->second;
     if (auto it = map.gid.find(e.gid); it != map.gid.end()) e.gid = it->second;
   }
-  RecordSet empty;
-  auto& passwd = image.records.count("/etc/passwd") ? image.records["/etc/passwd"] : empty;
-  auto& group = image.records.count("/etc/group") ? image.records["/etc/group"] : empty;
-  translate_ids(passwd, group, map);
+  RecordSet empty_users, empty_groups;
+  RecordSet* passwd = &empty_users;
+  RecordSet* group = &empty_groups;
+  for (auto& [path, set] : image.records) {
+    const MergeDriver* d = merge_driver(path);
+    if (d && d->role == DriverRole::users && passwd == &empty_users) passwd = &set;
+    if (d && d->role == DriverRole::groups && group == &empty_groups) group = &set;
+  }
+  translate_ids(*passwd, *group, map);
 }
 
 }  // namespace mirage::layer

@@ -108,7 +108,8 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
   for (const auto& p : merge_files) {
     bool keep_local = under_etc(p) && options.keep_local_changes;
     MergeResult m = merge3(records_of(o.records, p), records_of(n.records, p), records_of(e_records, p), keep_local);
-    if (options.remove_user_apps && p == "/var/lib/dpkg/status") {
+    const MergeDriver& driver = *merge_driver(p);
+    if (options.remove_user_apps && driver.role == DriverRole::packages) {
       auto nm = records_of(n.records, p);
       std::unordered_set<std::string> wanted;
       for (const auto& r : nm) wanted.insert(r.key);
@@ -118,18 +119,23 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
         return true;
       });
     }
-    if (p == "/var/lib/dpkg/status") package_changes(records_of(e_records, p), m, plan.packages);
+    if (driver.role == DriverRole::packages) package_changes(records_of(e_records, p), m, plan.packages);
     plan.merges[p] = std::move(m);
   }
-  if (plan.merges.count("/etc/passwd") || plan.merges.count("/etc/group")) {
+  MergeResult* users_merge = nullptr;
+  MergeResult* groups_merge = nullptr;
+  for (auto& [p, m] : plan.merges) {
+    DriverRole role = merge_driver(p)->role;
+    if (role == DriverRole::users && !users_merge) users_merge = &m;
+    if (role == DriverRole::groups && !groups_merge) groups_merge = &m;
+  }
+  if (users_merge || groups_merge) {
     static RecordSet empty_set;
-    auto& pw = plan.merges.count("/etc/passwd") ? plan.merges["/etc/passwd"].merged : empty_set;
-    auto& gr = plan.merges.count("/etc/group") ? plan.merges["/etc/group"].merged : empty_set;
+    auto& pw = users_merge ? users_merge->merged : empty_set;
+    auto& gr = groups_merge ? groups_merge->merged : empty_set;
     std::set<std::string> users, groups;
-    if (plan.merges.count("/etc/passwd"))
-      users.insert(plan.merges["/etc/passwd"].added.begin(), plan.merges["/etc/passwd"].added.end());
-    if (plan.merges.count("/etc/group"))
-      groups.insert(plan.merges["/etc/group"].added.begin(), plan.merges["/etc/group"].added.end());
+    if (users_merge) users.insert(users_merge->added.begin(), users_merge->added.end());
+    if (groups_merge) groups.insert(groups_merge->added.begin(), groups_merge->added.end());
     plan.new_ids = remap_clashes(pw, gr, users, groups);
     if (!plan.new_ids.empty()) {
       // The layer's files follow their accounts (its records are already rewritten).
@@ -142,8 +148,8 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
   for (auto& [p, m] : plan.merges) {
     auto ee = e.find(p);
     bool changed = m.changed() || !plan.new_ids.empty();
-    auto format = *merge_format(p);
-    std::string content = format_records(format, m.merged);
+    const MergeDriver& driver = *merge_driver(p);
+    std::string content = format_records(driver.format, m.merged);
     if (ee == e.end() && m.merged.empty()) continue;
     Op op;
     op.action = Action::merge;
@@ -155,8 +161,7 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
       op.entry = ne->second;
     else
       // Neither the endpoint nor a layer has the file itself: root's, private for secrets.
-      op.entry = tree::Entry{p.substr(p.rfind('/') + 1), tree::Kind::file,
-                             p.find("shadow") != std::string::npos ? 0640u : 0644u, 0, 0, 0, 0, 0, "", {}, {}, {}, "",
+      op.entry = tree::Entry{p.substr(p.rfind('/') + 1), tree::Kind::file, driver.mode, 0, 0, 0, 0, 0, "", {}, {}, {}, "",
                              false};
     if (!changed && ee != e.end()) continue;
     op.content = std::move(content);

@@ -1,5 +1,7 @@
 #include "libmirage/layer/records.hpp"
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <cctype>
 #include <unordered_map>
@@ -117,18 +119,40 @@ void remap(RecordSet& set, size_t index, const std::set<std::string>& names, std
 
 }  // namespace
 
+const std::vector<MergeDriver>& merge_drivers() {
+  static const std::vector<MergeDriver> table = {
+      {"/var/lib/dpkg/status", RecordFormat::dpkg_status, DriverRole::packages},
+      {"/var/lib/dpkg/statoverride", RecordFormat::statoverride},
+      {"/etc/passwd", RecordFormat::colon_lines, DriverRole::users},
+      {"/etc/group", RecordFormat::colon_lines, DriverRole::groups},
+      {"/etc/shadow", RecordFormat::colon_lines, DriverRole::records, 0640},
+      {"/etc/gshadow", RecordFormat::colon_lines, DriverRole::records, 0640},
+      {"/etc/subuid", RecordFormat::colon_lines},
+      {"/etc/subgid", RecordFormat::colon_lines},
+  };
+  return table;
+}
+
+const MergeDriver* merge_driver(std::string_view path) {
+  std::string p(path);
+  for (const auto& d : merge_drivers())
+    if (::fnmatch(d.pattern.c_str(), p.c_str(), FNM_PATHNAME) == 0) return &d;
+  return nullptr;
+}
+
 const std::vector<std::string>& merge_paths() {
-  static const std::vector<std::string> paths = {
-      "/etc/group",  "/etc/gshadow", "/etc/passwd",           "/etc/shadow",
-      "/etc/subgid", "/etc/subuid",  "/var/lib/dpkg/statoverride", "/var/lib/dpkg/status"};
+  static const std::vector<std::string> paths = [] {
+    std::vector<std::string> out;
+    for (const auto& d : merge_drivers())
+      if (d.pattern.find_first_of("*?[") == std::string::npos) out.push_back(d.pattern);
+    std::sort(out.begin(), out.end());
+    return out;
+  }();
   return paths;
 }
 
 std::optional<RecordFormat> merge_format(std::string_view path) {
-  if (path == "/var/lib/dpkg/status") return RecordFormat::dpkg_status;
-  if (path == "/var/lib/dpkg/statoverride") return RecordFormat::statoverride;
-  for (const auto& p : merge_paths())
-    if (p == path) return RecordFormat::colon_lines;
+  if (const MergeDriver* d = merge_driver(path)) return d->format;
   return std::nullopt;
 }
 

@@ -31,7 +31,28 @@ struct Record {
 };
 using RecordSet = std::vector<Record>;
 
-/// The merge-driver files, as root-relative absolute paths.
+/// What the plan does with a merge-driver file beyond the 3-way merge of its records.
+enum class DriverRole {
+  records,   ///< records only
+  packages,  ///< the package database: package changes reported, user apps removable
+  users,     ///< accounts: a layer's uid taken on the endpoint gets a free one
+  groups,    ///< groups: likewise for gids
+};
+/// One row of the merge-driver table: the files matching `pattern` (fnmatch, with
+/// FNM_PATHNAME) are merged record by record in `format`.
+struct MergeDriver {
+  std::string pattern;
+  RecordFormat format;
+  DriverRole role = DriverRole::records;
+  uint32_t mode = 0644;  ///< of a file neither the endpoint nor a layer has (root's)
+};
+/// The table, in order (the first row that matches a path is its driver). A new driver
+/// (e.g. an OS migration's) is a row here; nothing else chooses by path.
+const std::vector<MergeDriver>& merge_drivers();
+/// The driver of `path`, or nullptr for a file merged as a whole.
+const MergeDriver* merge_driver(std::string_view path);
+/// The files the drivers name (rows without wildcards), as root-relative absolute paths:
+/// what an endpoint reads from disk or a tree to merge.
 const std::vector<std::string>& merge_paths();
 /// The format of a merge-driver file, or nullopt for any other path.
 std::optional<RecordFormat> merge_format(std::string_view path);

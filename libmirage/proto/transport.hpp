@@ -1,7 +1,8 @@
 #pragma once
 // Transports carry request frames to a server and bring replies back.
-//   local:DIR          spawns `mirage-serverd --stdio --data DIR` (the embedded default)
-//   http(s)://H:P      POSTs frames to /v1/rpc with a bearer token (libcurl)
+//   local:DIR          spawns `mirage-serverd --stdio --data DIR` (the embedded default;
+//                      the caller ignores SIGPIPE, as cmd/ does: the library sets no signal)
+//   http(s)://H:P      POSTs frames to /v1/rpc with a bearer token (util::HttpClient)
 #include <memory>
 #include <string>
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <set>
 
+#include "libmirage/policy/inventory_match.hpp"
 #include "libmirage/server/housekeeping.hpp"
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/server/methods.hpp"
@@ -61,7 +62,7 @@ bool matches(const json& match, const catalog::Device& d) {
     if (key == "tag" && std::find(d.tags.begin(), d.tags.end(), value.get<std::string>()) == d.tags.end()) return false;
     if (key == "inventory")
       for (const auto& [k, v] : value.items())
-        if (!glob(v, inventory_text(d.inventory, k))) return false;
+        if (!policy::inventory_matches(d.inventory, k, v.get<std::string>())) return false;
   }
   return true;
 }

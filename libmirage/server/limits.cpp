@@ -1,7 +1,6 @@
 #include "libmirage/server/limits.hpp"
 #include "libmirage/server/http_server.hpp"
 
-#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -99,7 +98,7 @@ proto::FrameLimits Limits::frame() const {
           static_cast<size_t>(std::min<uint64_t>(frame_depth, proto::k_max_depth))};
 }
 
-void Limits::set(const std::string& spec) {
+void Limits::set(const std::string& spec, const SizeParser& parse_size) {
   auto eq = spec.find('=');
   if (eq == std::string::npos || eq == 0)
     throw Error(ErrorKind::usage, "--limit " + spec + ": expected NAME=VALUE (mirage-serverd limits lists the names)");
@@ -114,14 +113,10 @@ void Limits::set(const std::string& spec) {
   uint64_t value = 0;
   if (l->unit == LimitUnit::bytes) {
     // The parser --max-body-memory uses (CLI11's, 1K = 1024): one syntax for sizes.
-    std::string v = text;
-    try {
-      if (v.empty() || v[0] == '-' || !CLI::AsSizeValue(false)(v).empty()) throw bad();
-    } catch (const CLI::ValidationError&) {
-      throw bad();
-    }
-    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), value);
-    if (ec != std::errc() || end != v.data() + v.size()) throw bad();
+    if (text.empty() || text[0] == '-') throw bad();
+    auto parsed = parse_size(text);
+    if (!parsed) throw bad();
+    value = *parsed;
   } else {
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (text.empty() || ec != std::errc() || end != text.data() + text.size()) throw bad();

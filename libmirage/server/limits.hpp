@@ -5,6 +5,8 @@
 // layer's own settings (threads, connections, timeouts, body memory) are HttpOptions,
 // with flags of their own; `limits` lists them too.
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -44,7 +46,10 @@ struct Limits {
   /// Sets one limit from "NAME=VALUE" (sizes take K, M, G suffixes, counts and seconds
   /// are plain numbers); throws Error(usage) naming the limit and its accepted range
   /// for an unknown name, a malformed value or one out of range.
-  void set(const std::string& spec);
+  /// Sizes are read by `parse_size` (the executables pass tool::parse_size, the syntax of
+  /// their other size flags; nullopt: malformed), so the library links no CLI parser.
+  using SizeParser = std::function<std::optional<uint64_t>(const std::string&)>;
+  void set(const std::string& spec, const SizeParser& parse_size);
   /// True when `name` was set by set() (e.g. body-wait, which otherwise follows
   /// --read-timeout).
   bool was_set(const std::string& name) const { return m_set.count(name) > 0; }

@@ -116,10 +116,15 @@ struct HttpOptions {
   size_t max_connections = 256;  ///< requests handled at once at most; further ones wait
   int read_timeout = 20;       ///< seconds a connection may send nothing before it is dropped
   uint64_t max_body_memory = 256u << 20;  ///< request bytes held in memory at once, all connections
-  std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound
+  std::function<void(const std::string&)> on_listen;  ///< called with "host:port" once bound (port 0: the one picked)
+  /// Called once bound with a function that makes serve_http return (it only closes the
+  /// listening socket: cmd/ calls it from its SIGINT/SIGTERM handler), and with nullptr
+  /// when serving ended. The library installs no signal handler.
+  std::function<void(std::function<void()>)> on_stop;
 };
-/// Serves `routes` (routes.hpp: default_routes) over HTTP until SIGINT/SIGTERM, with
-/// scheduled GC runs of `service`; throws Error(unavailable) when it cannot bind.
+/// Serves `routes` (routes.hpp: default_routes) over HTTP, with scheduled GC runs of
+/// `service`, until the function given to options.on_stop is called; throws
+/// Error(unavailable) when it cannot bind.
 void serve_http(Service& service, const HttpOptions& options, std::vector<HttpRoute> routes);
 
 /// Every limit with its effective value, default, unit, range, flag, what it bounds

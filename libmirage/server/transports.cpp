@@ -1,8 +1,6 @@
-#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -64,14 +62,6 @@ int refuse_stdio(const Error& error, int in, int out) {
   return 1;
 }
 
-namespace {
-std::atomic<HttpServer*> g_server{nullptr};
-void stop_server(int) {
-  if (auto* s = g_server.load()) s->stop();
-}
-
-}  // namespace
-
 void serve_http(Service& service, const HttpOptions& options, std::vector<HttpRoute> routes) {
   HttpServer* self = nullptr;  // set once made: /metrics adds the server's own counts
   for (auto& route : routes)
@@ -92,11 +82,8 @@ void serve_http(Service& service, const HttpOptions& options, std::vector<HttpRo
   http.body_limit = service.limits().max_body();
   HttpServer server(std::move(routes), http);
   self = &server;
-  g_server = &server;
-  struct sigaction sa {};
-  sa.sa_handler = stop_server;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  // stop() only sets a flag: cmd/ may call it from a signal handler.
+  if (options.on_stop) options.on_stop([&server] { server.stop(); });
   if (options.on_listen) options.on_listen(options.host + ":" + std::to_string(server.port()));
   // GC on a schedule, in its own thread and connection: requests go on meanwhile.
   std::mutex gc_mutex;
@@ -121,7 +108,7 @@ void serve_http(Service& service, const HttpOptions& options, std::vector<HttpRo
     });
   }
   server.run();
-  g_server = nullptr;
+  if (options.on_stop) options.on_stop(nullptr);
   if (gc_thread.joinable()) {
     {
       std::lock_guard lock(gc_mutex);

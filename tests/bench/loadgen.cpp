@@ -27,6 +27,8 @@
 #include <vector>
 
 #include "libmirage/client/client.hpp"
+#include "libmirage/endpoint/centralize.hpp"
+#include "libmirage/endpoint/identity.hpp"
 #include "libmirage/proto/transport.hpp"
 #include "libmirage/util/error.hpp"
 
@@ -82,16 +84,16 @@ void change_tree(const Options& o, size_t i, size_t round) {
 
 /// One endpoint's sync, on its own credential once it has one.
 double sync(const Options& o, size_t i) {
-  client::CentralizeOptions co;
+  endpoint::CentralizeOptions co;
   co.root = tree_of(o, i);
   co.device_id = device_of(i);
   co.state_dir = state_of(o, i);
   co.threads = 1;
   std::string token;
-  if (fs::exists(co.state_dir / "credential")) token = "mdc_" + co.device_id + "." + client::device_secret(co.state_dir);
+  if (fs::exists(co.state_dir / "credential")) token = "mdc_" + co.device_id + "." + endpoint::device_secret(co.state_dir);
   auto c = connect(o, token);
   auto t0 = std::chrono::steady_clock::now();
-  auto r = client::centralize(*c, co);
+  auto r = endpoint::centralize(*c, co);
   (void)r;
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

@@ -2,7 +2,8 @@
 # libmirage never exits, reads test hooks from the environment or changes the process's
 # working directory: the server and the endpoint agent run the same code for months, on
 # many threads. Processes start only through util::spawn (its child may chroot, chdir
-# to "/" and _exit(127) after a failed exec: that is the child).
+# to "/" and _exit(127) after a failed exec: that is the child). libcurl is included only
+# by util/http_client.cpp.
 source "$(dirname "$0")/lib.sh"
 cd "$MIRAGE_SOURCE"
 hits=$(grep -rnE '(^|[^_a-zA-Z.>])(_exit|exit|abort)\(' libmirage --include='*.cpp' --include='*.hpp' | grep -v '^libmirage/util/spawn.cpp:.*_exit(127)' || true)
@@ -13,4 +14,8 @@ hits=$(grep -rnE '(^|[^_a-zA-Z.>])(f?chdir)\(' libmirage --include='*.cpp' --inc
 [ -z "$hits" ] || fail "libmirage changes the working directory (process-wide): $hits"
 hits=$(grep -rnE '(^|[^_a-zA-Z.>])(fork|vfork|posix_spawnp?|popen|system|exec[lv]p?e?)\(' libmirage --include='*.cpp' --include='*.hpp' | grep -v '^libmirage/util/spawn\.[ch]pp:' || true)
 [ -z "$hits" ] || fail "libmirage starts a process outside util::spawn: $hits"
+hits=$(grep -rn --include='*.[ch]pp' '#include <curl/' libmirage cmd tests | grep -v '^libmirage/util/http_client\.cpp:' || true)
+[ -z "$hits" ] || fail "libcurl is wrapped once, in util/http_client.cpp: $hits"
+hits=$(grep -rnE '(^|[^_a-zA-Z.>])(signal|sigaction)\(|#include <CLI/' libmirage --include='*.cpp' --include='*.hpp' || true)
+[ -z "$hits" ] || fail "libmirage installs signal handlers or uses CLI11 (cmd/ does): $hits"
 echo ok

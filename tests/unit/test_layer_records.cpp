@@ -124,3 +124,18 @@ TEST_CASE("statoverride merges by path: the layer's overrides apply, the endpoin
 }
 
 TEST_SUITE_END();
+
+TEST_CASE("merge drivers come from one table: path pattern to format, role and mode") {
+  CHECK(merge_paths() == std::vector<std::string>{"/etc/group", "/etc/gshadow", "/etc/passwd", "/etc/shadow", "/etc/subgid",
+                                                  "/etc/subuid", "/var/lib/dpkg/statoverride", "/var/lib/dpkg/status"});
+  for (const auto& p : merge_paths()) REQUIRE(merge_driver(p) != nullptr);
+  CHECK(merge_driver("/var/lib/dpkg/status")->role == DriverRole::packages);
+  CHECK(merge_driver("/etc/passwd")->role == DriverRole::users);
+  CHECK(merge_driver("/etc/group")->role == DriverRole::groups);
+  CHECK(merge_driver("/etc/shadow")->mode == 0640);
+  CHECK(merge_driver("/etc/subuid")->mode == 0644);
+  CHECK(merge_format("/var/lib/dpkg/statoverride") == RecordFormat::statoverride);
+  CHECK(merge_driver("/etc/passwd-") == nullptr);
+  CHECK(merge_driver("/etc/sub/passwd") == nullptr);
+  CHECK_FALSE(merge_format("/etc/hostname").has_value());
+}

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "libmirage/server/http_rpc.hpp"
+#include "cmd/common/tool.hpp"
 #include "libmirage/server/limits.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/fd.hpp"
@@ -35,7 +36,7 @@ struct DataDir {
 
 server::Limits with(std::initializer_list<const char*> specs) {
   server::Limits l;
-  for (const char* s : specs) l.set(s);
+  for (const char* s : specs) l.set(s, tool::parse_size);
   return l;
 }
 
@@ -43,7 +44,7 @@ server::Limits with(std::initializer_list<const char*> specs) {
 std::string refusal(const std::string& spec) {
   server::Limits l;
   try {
-    l.set(spec);
+    l.set(spec, tool::parse_size);
   } catch (const Error& e) {
     return e.kind() == ErrorKind::usage ? e.what() : "not usage: " + std::string(e.what());
   }
@@ -77,7 +78,7 @@ TEST_CASE("sizes take K, M and G suffixes, counts and seconds are plain numbers"
   CHECK(l.was_set("upload-body"));
   CHECK_FALSE(l.was_set("stats"));
   SUBCASE("a later setting wins") {
-    l.set("upload-body=1M");
+    l.set("upload-body=1M", tool::parse_size);
     CHECK(l.upload_body == 1u << 20);
   }
 }

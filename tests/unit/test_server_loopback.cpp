@@ -10,6 +10,8 @@
 #include <sstream>
 
 #include "libmirage/client/client.hpp"
+#include "libmirage/endpoint/centralize.hpp"
+#include "libmirage/endpoint/identity.hpp"
 #include "libmirage/server/loopback.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/clock.hpp"
@@ -76,20 +78,20 @@ TEST_CASE("an endpoint enrolls, syncs on its own credential, and restores what i
   write(root / "etc/hostname", "loop\n");
   write(root / "home/alice/notes.txt", "remember the milk\n");
   write(root / "usr/bin/tool", std::string(300000, 'x'));
-  client::CentralizeOptions co;
+  endpoint::CentralizeOptions co;
   co.root = root;
   co.device_id = "loop-1";
   co.state_dir = state;
   co.threads = 1;
   // Unknown to the server: registered, pending.
   auto anonymous = w.client("");
-  CHECK(client::centralize(anonymous, co).state == "pending");
+  CHECK(endpoint::centralize(anonymous, co).state == "pending");
   auto admin = w.client(w.admin_token);
   admin.call("device.accept", {{"device_id", "loop-1"}});
   // Accepted: the device speaks for itself with its credential.
-  std::string credential = "mdc_loop-1." + client::device_secret(state);
+  std::string credential = "mdc_loop-1." + endpoint::device_secret(state);
   auto device = w.client(credential);
-  auto result = client::centralize(device, co);
+  auto result = endpoint::centralize(device, co);
   REQUIRE(result.state == "accepted");
   CHECK(result.stats.files >= 3);
   // Its credential reads its own CVD only and administers nothing.
@@ -99,12 +101,32 @@ TEST_CASE("an endpoint enrolls, syncs on its own credential, and restores what i
   auto snapshot = client::resolve_snapshot(device, "loop-1", "latest");
   fs::path back = w.dir / "back";
   fs::create_directories(back);
-  client::restore(device, snapshot, {"/"}, back, nullptr);
+  endpoint::restore(device, snapshot, {"/"}, back, nullptr);
   CHECK(read(back / "home/alice/notes.txt") == "remember the milk\n");
   CHECK(read(back / "usr/bin/tool") == std::string(300000, 'x'));
   // A second sync of an unchanged tree sends no new file content.
-  auto again = client::centralize(device, co);
+  auto again = endpoint::centralize(device, co);
   CHECK(again.stats.bytes_new == 0);
+}
+
+TEST_CASE("a dynamic collection matches an inventory array field as driver profiles do: any element") {
+  World w;
+  auto anonymous = w.client("");
+  nlohmann::json inv = {{"os_id", "debian"}, {"pci", {"8086:1234", "10de:abcd"}}, {"cores", 8}};
+  anonymous.call("device.register", {{"device_id", "gpu-1"}, {"hostname", "gpu-1"}, {"inventory", inv}});
+  anonymous.call("device.register", {{"device_id", "plain-1"}, {"hostname", "plain-1"}, {"inventory", {{"os_id", "debian"}}}});
+  auto admin = w.client(w.admin_token);
+  admin.call("device.accept", {{"device_id", "gpu-1"}});
+  admin.call("device.accept", {{"device_id", "plain-1"}});
+  auto members = [&](const nlohmann::json& field) {
+    admin.call("collection.set", {{"name", "c"}, {"match", {{"inventory", field}}}});
+    return admin.call("collection.get", {{"name", "c"}})["members"];
+  };
+  CHECK(members({{"pci", "10de:*"}}) == nlohmann::json{"gpu-1"});
+  CHECK(members({{"pci", "8086:1234"}}) == nlohmann::json{"gpu-1"});
+  CHECK(members({{"pci", "1002:*"}}) == nlohmann::json::array());
+  CHECK(members({{"os_id", "deb*"}}) == nlohmann::json{"gpu-1", "plain-1"});
+  CHECK(members({{"cores", "8"}}) == nlohmann::json{"gpu-1"});  // a number as its text
 }
 
 TEST_SUITE_END();

@@ -3,6 +3,8 @@
 // structs with errors naming the field.
 #include <doctest/doctest.h>
 
+#include "cmd/common/tool.hpp"
+
 #include <set>
 
 #include "libmirage/server/kinds.hpp"
@@ -109,10 +111,10 @@ TEST_CASE("audit, lock class and body limit come from the rows") {
   CHECK(row("token.create").concurrency == server::Concurrency::fleet);
   CHECK(row("chunks.put").concurrency == server::Concurrency::parallel);
   server::Limits limits;
-  limits.set("upload-body=100K");
-  limits.set("read-body=200K");
-  limits.set("layer-body=300K");
-  limits.set("request-body=50K");
+  limits.set("upload-body=100K", tool::parse_size);
+  limits.set("read-body=200K", tool::parse_size);
+  limits.set("layer-body=300K", tool::parse_size);
+  limits.set("request-body=50K", tool::parse_size);
   CHECK(limits.body_limit("chunks.put") == 100u << 10);
   CHECK(limits.body_limit("chunks.delta") == 200u << 10);
   CHECK(limits.body_limit("layer.commit") == 300u << 10);
@@ -122,7 +124,7 @@ TEST_CASE("audit, lock class and body limit come from the rows") {
 
 TEST_CASE("params parse into structs, naming the field that is wrong") {
   server::Limits limits;
-  limits.set("inventory=1K");
+  limits.set("inventory=1K", tool::parse_size);
   auto parse = [&](auto tag, nlohmann::json j) {
     using P = decltype(tag);
     return P::parse(server::Params(j, limits));

@@ -1,7 +1,9 @@
-#include "libmirage/tool/tool.hpp"
+#include "cmd/common/tool.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -30,8 +32,8 @@ void add_common(CLI::App& app, Common& common) {
 }
 
 namespace {
-/// Paths are made absolute here, once: connections opened later (by upload workers
-/// while the scanner's walk has changed the working directory) must not depend on it.
+/// Paths are made absolute here, once: connections opened later (by upload workers)
+/// must not depend on the working directory of that moment.
 proto::ConnectOptions connect_options(const Common& common) {
   proto::ConnectOptions o;
   o.server = common.server.empty() ? proto::default_server() : common.server;
@@ -43,10 +45,30 @@ proto::ConnectOptions connect_options(const Common& common) {
 }
 }  // namespace
 
-client::Client connect(const Common& common) { return client::Client(proto::connect(connect_options(common))); }
+namespace {
+std::unique_ptr<proto::Transport> open_transport(const proto::ConnectOptions& o) {
+  if (o.server.rfind("local:", 0) == 0) ::signal(SIGPIPE, SIG_IGN);
+  return proto::connect(o);
+}
+}  // namespace
+
+client::Client connect(const Common& common) { return client::Client(open_transport(connect_options(common))); }
 
 client::ConnectionFactory connection_factory(const Common& common) {
-  return [o = connect_options(common)] { return std::make_unique<client::Client>(proto::connect(o)); };
+  return [o = connect_options(common)] { return std::make_unique<client::Client>(open_transport(o)); };
+}
+
+std::optional<uint64_t> parse_size(const std::string& text) {
+  std::string v = text;
+  try {
+    if (!CLI::AsSizeValue(false)(v).empty()) return std::nullopt;
+  } catch (const CLI::ValidationError&) {
+    return std::nullopt;
+  }
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), value);
+  if (ec != std::errc() || end != v.data() + v.size()) return std::nullopt;
+  return value;
 }
 
 std::vector<std::string> expand_input(const std::vector<std::string>& args) {

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <functional>
 
-#include "libmirage/client/client.hpp"
+#include "libmirage/endpoint/identity.hpp"
 #include "libmirage/util/error.hpp"
 
 using namespace mirage;
@@ -52,7 +52,7 @@ TEST_CASE("a hostname symlinked outside the root is resolved inside it, never re
   SUBCASE("absolute link") { fs::create_symlink(t.dir / "secret", t.root() / "etc/hostname"); }
   SUBCASE("relative link climbing out") { fs::create_symlink("../../../../../../../" + (t.dir / "secret").string(), t.root() / "etc/hostname"); }
   std::string host = "unset";
-  client::inventory(t.root(), &host);
+  endpoint::inventory(t.root(), &host);
   CHECK(host.find("outside-secret") == std::string::npos);
   CHECK(host.empty());
 }
@@ -65,7 +65,7 @@ TEST_CASE("a link that stays inside the root is followed") {
   t.write(t.root() / "inner", "inner-host\n");
   fs::create_symlink("/inner", t.root() / "etc/hostname");
   std::string host;
-  auto inv = client::inventory(t.root(), &host);
+  auto inv = endpoint::inventory(t.root(), &host);
   CHECK(host == "inner-host");
   CHECK(inv.value("os_id", "") == "testos");
 }
@@ -80,27 +80,27 @@ TEST_CASE("FIFOs, devices and oversized files are skipped without blocking") {
   }
   SUBCASE("oversized") { t.write(t.root() / "etc/hostname", std::string(5000, 'a')); }
   std::string host = "unset";
-  client::inventory(t.root(), &host);
+  endpoint::inventory(t.root(), &host);
   CHECK(host.empty());
 }
 
 TEST_CASE("the machine-id becomes the device id only when it is 32 hex digits") {
   TempRoot t;
-  CHECK_FALSE(client::detect_device_id(t.root()).has_value());
+  CHECK_FALSE(endpoint::detect_device_id(t.root()).has_value());
   t.write(t.root() / "etc/machine-id", "0123456789ABCDEF0123456789abcdef\n");
-  CHECK(client::detect_device_id(t.root()) == "0123456789abcdef0123456789abcdef");
+  CHECK(endpoint::detect_device_id(t.root()) == "0123456789abcdef0123456789abcdef");
   t.write(t.root() / "etc/machine-id", "../../../../tmp/x\n");
-  CHECK(kind_of([&] { client::detect_device_id(t.root()); }) == ErrorKind::usage);
+  CHECK(kind_of([&] { endpoint::detect_device_id(t.root()); }) == ErrorKind::usage);
   fs::remove(t.root() / "etc/machine-id");
   REQUIRE(::mkfifo((t.root() / "etc/machine-id").c_str(), 0644) == 0);
-  CHECK_FALSE(client::detect_device_id(t.root()).has_value());
+  CHECK_FALSE(endpoint::detect_device_id(t.root()).has_value());
 }
 
 TEST_CASE("device ids that would name another directory are refused") {
   for (const char* bad : {"", ".", "..", "a/b", "../x", "with space"})
-    CHECK(kind_of([&] { client::check_device_id(bad); }) == ErrorKind::usage);
+    CHECK(kind_of([&] { endpoint::check_device_id(bad); }) == ErrorKind::usage);
   for (const char* good : {"dev-a", "ep1", "0123456789abcdef0123456789abcdef", "host.example:1", "..x"})
-    CHECK_NOTHROW(client::check_device_id(good));
+    CHECK_NOTHROW(endpoint::check_device_id(good));
 }
 
 TEST_CASE("the state directory is made private, files included") {
@@ -110,7 +110,7 @@ TEST_CASE("the state directory is made private, files included") {
   ::chmod(state.c_str(), 0755);
   t.write(state / "trees.db", "x");
   ::chmod((state / "trees.db").c_str(), 0644);
-  client::make_state_private(state);
+  endpoint::make_state_private(state);
   CHECK((fs::status(state).permissions() & fs::perms::all) == fs::perms::owner_all);
   CHECK((fs::status(state / "trees.db").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
 }
@@ -120,7 +120,7 @@ TEST_CASE("a shared directory is refused as the state directory, and left as it 
   fs::path shared = t.dir / "shared";
   fs::create_directories(shared);
   ::chmod(shared.c_str(), 01777);
-  CHECK(kind_of([&] { client::make_state_private(shared); }) == ErrorKind::usage);
+  CHECK(kind_of([&] { endpoint::make_state_private(shared); }) == ErrorKind::usage);
   CHECK((fs::status(shared).permissions() & fs::perms::mask) == (fs::perms::all | fs::perms::sticky_bit));
 }
 

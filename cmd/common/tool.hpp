@@ -3,6 +3,7 @@
 // site that maps errors to exit codes, output rendering, progress on stderr.
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ struct Common {
 /// Adds --server, --token, --output, --ca-file (and documents --input) to `app`.
 void add_common(CLI::App& app, Common& common);
 /// Connects to common.server (default: $MIRAGE_SERVER, else the embedded local store).
+/// For local: SIGPIPE is ignored first (a local server that exits must fail the write to
+/// its pipe, not kill this process): the library installs no signal handler.
 client::Client connect(const Common& common);
 /// A factory of further connections to the same server.
 client::ConnectionFactory connection_factory(const Common& common);
@@ -41,6 +44,10 @@ int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<
 
 /// Prints `doc` as one JSON document, or through `text` on a terminal.
 void print(const Common& common, const nlohmann::json& doc, const std::function<void(std::ostream&)>& text);
+
+/// A size as the executables' size flags take it (CLI11's: 1K = 1024, "64KiB", "0x100K");
+/// nullopt when malformed or out of range. What server::Limits::set reads sizes with.
+std::optional<uint64_t> parse_size(const std::string& text);
 
 /// Human-readable byte count ("1.5 GiB").
 std::string human_bytes(uint64_t bytes);

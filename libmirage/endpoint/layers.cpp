@@ -1,4 +1,4 @@
-#include "libmirage/client/layers.hpp"
+#include "libmirage/endpoint/layers.hpp"
 
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -15,7 +15,7 @@
 #include "libmirage/util/log.hpp"
 #include "libmirage/util/spawn.hpp"
 
-namespace mirage::client {
+namespace mirage::endpoint {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -157,7 +157,7 @@ json capture(Client& client, const CaptureOptions& o) {
   layer::Flat flat;
   json stats = json::object();
   if (o.kind != layer::LayerKind::app) {
-    tree::Entry root = o.root.empty() ? snapshot_root(resolve_snapshot(client, o.from_device, "latest")) : scan_root(o.root);
+    tree::Entry root = o.root.empty() ? snapshot_root(client::resolve_snapshot(client, o.from_device, "latest")) : scan_root(o.root);
     flat = layer::flatten(*source, root);
     uint64_t left_out = 0;
     std::erase_if(flat, [&](const auto& kv) {
@@ -179,8 +179,8 @@ json capture(Client& client, const CaptureOptions& o) {
     tree::Entry before, after;
     if (!o.from_device.empty()) {
       json cap = client.call("capture.get", {{"device_id", o.from_device}});
-      before = snapshot_root(resolve_snapshot(client, o.from_device, cap["before"].get<std::string>()));
-      json latest = resolve_snapshot(client, o.from_device, "latest");
+      before = snapshot_root(client::resolve_snapshot(client, o.from_device, cap["before"].get<std::string>()));
+      json latest = client::resolve_snapshot(client, o.from_device, "latest");
       if (latest["snapshot_id"] == cap["before"])
         throw Error(ErrorKind::precondition, "device " + o.from_device +
                                                  ": no snapshot since 'app begin' (run mirage-centralize on it after the install)");
@@ -280,7 +280,7 @@ json dry_run(Client& client, const std::string& device, const json& spec, const 
   auto ids = id_map_of(given);
   auto o = cache.compose(refs_of(given), ids);
   auto n = cache.compose(refs_of(spec), ids);
-  json snap = resolve_snapshot(client, device, "latest");
+  json snap = client::resolve_snapshot(client, device, "latest");
   auto e = layer::flatten(*source, snapshot_root(snap));
   auto options = plan_options(spec);
   options.report_kept = true;
@@ -426,4 +426,4 @@ json render_tar(Client& client, const std::vector<std::string>& refs, std::funct
   return result;
 }
 
-}  // namespace mirage::client
+}  // namespace mirage::endpoint

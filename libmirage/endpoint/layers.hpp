@@ -9,11 +9,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "libmirage/client/client.hpp"
+#include "libmirage/endpoint/transfer.hpp"
 #include "libmirage/layer/apply.hpp"
 #include "libmirage/layer/rules.hpp"
+#include "libmirage/util/crash_point.hpp"
 
-namespace mirage::client {
+namespace mirage::endpoint {
 
 struct CaptureOptions {
   layer::LayerKind kind = layer::LayerKind::base;
@@ -118,4 +119,4 @@ nlohmann::json render(Client& client, const std::vector<std::string>& refs, cons
 nlohmann::json render_tar(Client& client, const std::vector<std::string>& refs,
                           std::function<void(uint64_t, uint64_t)> progress, ConnectionFactory more_connections);
 
-}  // namespace mirage::client
+}  // namespace mirage::endpoint
