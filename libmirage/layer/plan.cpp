@@ -90,102 +90,128 @@ json plan_json(const Plan& p, bool with_paths) {
   return j;
 }
 
-Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::string, RecordSet>& e_records,
-               const LayerRules& rules, const PlanOptions& options) {
-  Plan plan;
-  plan.conflicts = n.conflicts;
-  auto count = [&](Action a) { plan.counts[std::string(action_name(a))]++; };
+namespace {
 
-  // Merge-driver files first: a remapped account changes the owners of N's files.
-  std::set<std::string> merge_files;
-  for (const auto& [p, r] : n.records) merge_files.insert(p);
-  for (const auto& [p, r] : o.records) merge_files.insert(p);
-  static const RecordSet none;
-  auto records_of = [](const std::map<std::string, RecordSet>& m, const std::string& p) -> const RecordSet& {
+/// make_plan's steps, in order: merge-driver files (their records merged 3-way), account
+/// ids remapped where they clash, the merge ops; then every path of O ∪ N; then the
+/// endpoint's own paths (kept or removed); then directory times; then the order.
+class PlanBuilder {
+ public:
+  PlanBuilder(const Image& o, Image& n, const Flat& e, const std::map<std::string, RecordSet>& e_records,
+              const LayerRules& rules, const PlanOptions& options)
+      : m_o(o), m_n(n), m_e(e), m_e_records(e_records), m_rules(rules), m_options(options) {
+    m_plan.conflicts = n.conflicts;
+  }
+
+  Plan build() {
+    // Merge-driver files first: a remapped account changes the owners of N's files.
+    merge_records();
+    remap_accounts();
+    merge_ops();
+    tree_ops();
+    endpoint_ops();
+    directory_times();
+    std::stable_sort(m_plan.ops.begin(), m_plan.ops.end(), [](const Op& a, const Op& b) { return a.path < b.path; });
+    std::sort(m_removes.begin(), m_removes.end(), [](const Op& a, const Op& b) { return a.path > b.path; });
+    for (auto& r : m_removes) m_plan.ops.push_back(std::move(r));
+    return std::move(m_plan);
+  }
+
+ private:
+  void count(Action a) { m_plan.counts[std::string(action_name(a))]++; }
+
+  static const RecordSet& records_of(const std::map<std::string, RecordSet>& m, const std::string& p) {
+    static const RecordSet none;
     auto it = m.find(p);
     return it == m.end() ? none : it->second;
-  };
-  for (const auto& p : merge_files) {
-    bool keep_local = under_etc(p) && options.keep_local_changes;
-    MergeResult m = merge3(records_of(o.records, p), records_of(n.records, p), records_of(e_records, p), keep_local);
-    const MergeDriver& driver = *merge_driver(p);
-    if (options.remove_user_apps && driver.role == DriverRole::packages) {
-      auto nm = records_of(n.records, p);
-      std::unordered_set<std::string> wanted;
-      for (const auto& r : nm) wanted.insert(r.key);
-      std::erase_if(m.merged, [&](const Record& r) {
-        if (wanted.count(r.key)) return false;
-        m.removed.push_back(r.key);
-        return true;
-      });
+  }
+
+  void merge_records() {
+    std::set<std::string> merge_files;
+    for (const auto& [p, r] : m_n.records) merge_files.insert(p);
+    for (const auto& [p, r] : m_o.records) merge_files.insert(p);
+    for (const auto& p : merge_files) {
+      bool keep_local = under_etc(p) && m_options.keep_local_changes;
+      MergeResult m = merge3(records_of(m_o.records, p), records_of(m_n.records, p), records_of(m_e_records, p), keep_local);
+      const MergeDriver& driver = *merge_driver(p);
+      if (m_options.remove_user_apps && driver.role == DriverRole::packages) {
+        auto nm = records_of(m_n.records, p);
+        std::unordered_set<std::string> wanted;
+        for (const auto& r : nm) wanted.insert(r.key);
+        std::erase_if(m.merged, [&](const Record& r) {
+          if (wanted.count(r.key)) return false;
+          m.removed.push_back(r.key);
+          return true;
+        });
+      }
+      if (driver.role == DriverRole::packages) package_changes(records_of(m_e_records, p), m, m_plan.packages);
+      m_plan.merges[p] = std::move(m);
     }
-    if (driver.role == DriverRole::packages) package_changes(records_of(e_records, p), m, plan.packages);
-    plan.merges[p] = std::move(m);
   }
-  MergeResult* users_merge = nullptr;
-  MergeResult* groups_merge = nullptr;
-  for (auto& [p, m] : plan.merges) {
-    DriverRole role = merge_driver(p)->role;
-    if (role == DriverRole::users && !users_merge) users_merge = &m;
-    if (role == DriverRole::groups && !groups_merge) groups_merge = &m;
-  }
-  if (users_merge || groups_merge) {
+
+  /// A layer's account whose id is taken on the endpoint gets a free one; the layer's
+  /// files follow their accounts (its records are already rewritten).
+  void remap_accounts() {
+    MergeResult* users_merge = nullptr;
+    MergeResult* groups_merge = nullptr;
+    for (auto& [p, m] : m_plan.merges) {
+      DriverRole role = merge_driver(p)->role;
+      if (role == DriverRole::users && !users_merge) users_merge = &m;
+      if (role == DriverRole::groups && !groups_merge) groups_merge = &m;
+    }
+    if (!users_merge && !groups_merge) return;
     static RecordSet empty_set;
     auto& pw = users_merge ? users_merge->merged : empty_set;
     auto& gr = groups_merge ? groups_merge->merged : empty_set;
     std::set<std::string> users, groups;
     if (users_merge) users.insert(users_merge->added.begin(), users_merge->added.end());
     if (groups_merge) groups.insert(groups_merge->added.begin(), groups_merge->added.end());
-    plan.new_ids = remap_clashes(pw, gr, users, groups);
-    if (!plan.new_ids.empty()) {
-      // The layer's files follow their accounts (its records are already rewritten).
-      for (auto& [path, entry] : n.entries) {
-        if (auto it = plan.new_ids.uid.find(entry.uid); it != plan.new_ids.uid.end()) entry.uid = it->second;
-        if (auto it = plan.new_ids.gid.find(entry.gid); it != plan.new_ids.gid.end()) entry.gid = it->second;
-      }
+    m_plan.new_ids = remap_clashes(pw, gr, users, groups);
+    if (m_plan.new_ids.empty()) return;
+    for (auto& [path, entry] : m_n.entries) {
+      if (auto it = m_plan.new_ids.uid.find(entry.uid); it != m_plan.new_ids.uid.end()) entry.uid = it->second;
+      if (auto it = m_plan.new_ids.gid.find(entry.gid); it != m_plan.new_ids.gid.end()) entry.gid = it->second;
     }
   }
-  for (auto& [p, m] : plan.merges) {
-    auto ee = e.find(p);
-    bool changed = m.changed() || !plan.new_ids.empty();
-    const MergeDriver& driver = *merge_driver(p);
-    std::string content = format_records(driver.format, m.merged);
-    if (ee == e.end() && m.merged.empty()) continue;
-    Op op;
-    op.action = Action::merge;
-    op.path = p;
-    auto ne = n.entries.find(p);
-    if (ee != e.end())
-      op.entry = ee->second;
-    else if (ne != n.entries.end())
-      op.entry = ne->second;
-    else
-      // Neither the endpoint nor a layer has the file itself: root's, private for secrets.
-      op.entry = tree::Entry{p.substr(p.rfind('/') + 1), tree::Kind::file, driver.mode, 0, 0, 0, 0, 0, "", {}, {}, {}, "",
-                             false};
-    if (!changed && ee != e.end()) continue;
-    op.content = std::move(content);
-    op.entry.size = op.content.size();
-    op.entry.chunks.clear();
-    plan.ops.push_back(std::move(op));
-    count(Action::merge);
+
+  void merge_ops() {
+    for (auto& [p, m] : m_plan.merges) {
+      auto ee = m_e.find(p);
+      bool changed = m.changed() || !m_plan.new_ids.empty();
+      const MergeDriver& driver = *merge_driver(p);
+      std::string content = format_records(driver.format, m.merged);
+      if (ee == m_e.end() && m.merged.empty()) continue;
+      Op op;
+      op.action = Action::merge;
+      op.path = p;
+      auto ne = m_n.entries.find(p);
+      if (ee != m_e.end())
+        op.entry = ee->second;
+      else if (ne != m_n.entries.end())
+        op.entry = ne->second;
+      else
+        // Neither the endpoint nor a layer has the file itself: root's, private for secrets.
+        op.entry = tree::Entry{p.substr(p.rfind('/') + 1), tree::Kind::file, driver.mode, 0, 0, 0, 0, 0, "", {}, {}, {}, "",
+                               false};
+      if (!changed && ee != m_e.end()) continue;
+      op.content = std::move(content);
+      op.entry.size = op.content.size();
+      op.entry.chunks.clear();
+      m_plan.ops.push_back(std::move(op));
+      count(Action::merge);
+    }
   }
 
-  std::unordered_set<Digest, util::DigestHash> chunks_here, counted;
-  for (const auto& [p, entry] : e)
-    if (entry.kind == tree::Kind::file)
-      for (const auto& c : entry.chunks) chunks_here.insert(c.id);
-
-  // O ∪ N in path order, without copying the paths.
-  std::vector<const std::string*> paths;
-  paths.reserve(n.entries.size() + o.entries.size());
-  {
-    auto ni = n.entries.cbegin();
-    auto oi = o.entries.cbegin();
-    while (ni != n.entries.cend() || oi != o.entries.cend()) {
-      if (oi == o.entries.cend() || (ni != n.entries.cend() && ni->first < oi->first)) {
+  /// O ∪ N in path order, without copying the paths.
+  std::vector<const std::string*> layer_paths() const {
+    std::vector<const std::string*> paths;
+    paths.reserve(m_n.entries.size() + m_o.entries.size());
+    auto ni = m_n.entries.cbegin();
+    auto oi = m_o.entries.cbegin();
+    while (ni != m_n.entries.cend() || oi != m_o.entries.cend()) {
+      if (oi == m_o.entries.cend() || (ni != m_n.entries.cend() && ni->first < oi->first)) {
         paths.push_back(&(ni++)->first);
-      } else if (ni == n.entries.cend() || oi->first < ni->first) {
+      } else if (ni == m_n.entries.cend() || oi->first < ni->first) {
         paths.push_back(&(oi++)->first);
       } else {
         paths.push_back(&ni->first);
@@ -193,103 +219,136 @@ Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::stri
         ++oi;
       }
     }
+    return paths;
   }
-  std::vector<Op> removes;
-  auto dno = [&](const std::string& p) {
-    if (rules.do_not_override(p) || rules.is_user_area_root(p)) return true;
-    for (const auto& r : n.do_not_override)
+
+  bool do_not_override(const std::string& p) const {
+    if (m_rules.do_not_override(p) || m_rules.is_user_area_root(p)) return true;
+    for (const auto& r : m_n.do_not_override)
       if (policy::rule_matches(r, p)) return true;
     return false;
-  };
-  for (const std::string* path_ptr : paths) {
-    const std::string& p = *path_ptr;
-    if (p == "/" || merge_format(p) || is_identity(p) || rules.in_user_area(p)) continue;
-    auto ni = n.entries.find(p);
-    auto oi = o.entries.find(p);
-    auto ei = e.find(p);
-    const tree::Entry* ne = ni == n.entries.end() ? nullptr : &ni->second;
-    const tree::Entry* oe = oi == o.entries.end() ? nullptr : &oi->second;
-    const tree::Entry* ee = ei == e.end() ? nullptr : &ei->second;
+  }
+
+  void tree_ops() {
+    for (const auto& [p, entry] : m_e)
+      if (entry.kind == tree::Kind::file)
+        for (const auto& c : entry.chunks) m_chunks_here.insert(c.id);
+    for (const std::string* path_ptr : layer_paths()) {
+      const std::string& p = *path_ptr;
+      if (p == "/" || merge_format(p) || is_identity(p) || m_rules.in_user_area(p)) continue;
+      auto ni = m_n.entries.find(p);
+      auto oi = m_o.entries.find(p);
+      auto ei = m_e.find(p);
+      const tree::Entry* ne = ni == m_n.entries.end() ? nullptr : &ni->second;
+      const tree::Entry* oe = oi == m_o.entries.end() ? nullptr : &oi->second;
+      const tree::Entry* ee = ei == m_e.end() ? nullptr : &ei->second;
+      if (ne) {
+        layer_op(p, *ne, oe, ee);
+      } else if (oe && ee) {
+        Op op;
+        op.path = p;
+        op.action = Action::remove;
+        op.entry = *ee;
+        op.save_local = under_etc(p) && ee->kind != tree::Kind::dir && !same(*ee, *oe);
+        count(op.action);
+        m_removes.push_back(std::move(op));
+      }
+    }
+  }
+
+  /// A path N has: what E needs to match it (DESIGN.md §5).
+  void layer_op(const std::string& p, const tree::Entry& ne, const tree::Entry* oe, const tree::Entry* ee) {
     Op op;
     op.path = p;
-    if (ne) {
-      op.entry = *ne;
-      if (ee && dno(p)) {
-        if (options.report_kept) plan.ops.push_back({Action::keep_user, p, *ne, false, "", 0, 0});
-        continue;
-      }
-      if (!ee) {
-        op.action = Action::create;
-      } else if (same(*ee, *ne)) {
-        continue;
-      } else if (under_etc(p) && options.keep_local_changes && (!oe || same(*oe, *ne))) {
-        // Changed here and not by the layers; with no O (first assignment) a config the
-        // endpoint already has is taken as its own.
-        op.action = Action::keep_local;
-        count(op.action);
-        if (options.report_kept) plan.ops.push_back(std::move(op));
-        continue;
-      } else if (same_content(*ee, *ne)) {
-        op.action = Action::metadata;
-      } else {
-        op.action = Action::replace;
-        bool both_changed = under_etc(p) && options.keep_local_changes && oe && !same(*ee, *oe);
-        op.save_local = (both_changed && ee->kind != tree::Kind::dir) || (ee->kind == tree::Kind::dir);
-      }
-      if (ne->kind == tree::Kind::file && (op.action == Action::create || op.action == Action::replace)) {
-        for (const auto& c : ne->chunks) {
-          if (chunks_here.count(c.id)) {
-            op.local_bytes += c.size;
-          } else if (counted.insert(c.id).second) {
-            op.fetch_bytes += c.size;
-          }
+    op.entry = ne;
+    if (ee && do_not_override(p)) {
+      if (m_options.report_kept) m_plan.ops.push_back({Action::keep_user, p, ne, false, "", 0, 0});
+      return;
+    }
+    if (!ee) {
+      op.action = Action::create;
+    } else if (same(*ee, ne)) {
+      return;
+    } else if (under_etc(p) && m_options.keep_local_changes && (!oe || same(*oe, ne))) {
+      // Changed here and not by the layers; with no O (first assignment) a config the
+      // endpoint already has is taken as its own.
+      op.action = Action::keep_local;
+      count(op.action);
+      if (m_options.report_kept) m_plan.ops.push_back(std::move(op));
+      return;
+    } else if (same_content(*ee, ne)) {
+      op.action = Action::metadata;
+    } else {
+      op.action = Action::replace;
+      bool both_changed = under_etc(p) && m_options.keep_local_changes && oe && !same(*ee, *oe);
+      op.save_local = (both_changed && ee->kind != tree::Kind::dir) || (ee->kind == tree::Kind::dir);
+    }
+    if (ne.kind == tree::Kind::file && (op.action == Action::create || op.action == Action::replace)) {
+      for (const auto& c : ne.chunks) {
+        if (m_chunks_here.count(c.id)) {
+          op.local_bytes += c.size;
+        } else if (m_counted.insert(c.id).second) {
+          op.fetch_bytes += c.size;
         }
-        plan.fetch_bytes += op.fetch_bytes;
-        plan.local_bytes += op.local_bytes;
       }
-      count(op.action);
-      plan.ops.push_back(std::move(op));
-    } else if (oe && ee) {
-      op.action = Action::remove;
-      op.entry = *ee;
-      op.save_local = under_etc(p) && ee->kind != tree::Kind::dir && !same(*ee, *oe);
-      count(op.action);
-      removes.push_back(std::move(op));
+      m_plan.fetch_bytes += op.fetch_bytes;
+      m_plan.local_bytes += op.local_bytes;
     }
+    count(op.action);
+    m_plan.ops.push_back(std::move(op));
   }
-  if (options.remove_user_apps || options.report_kept) {
-    for (const auto& [p, ee] : e) {
-      if (p == "/" || n.entries.count(p) || o.entries.count(p) || merge_format(p) || is_identity(p) ||
-          rules.in_user_area(p) || rules.is_user_area_root(p) || rules.excluded(p))
+
+  /// What only the endpoint has: removed (remove_user_apps) or reported as kept.
+  void endpoint_ops() {
+    if (!m_options.remove_user_apps && !m_options.report_kept) return;
+    for (const auto& [p, ee] : m_e) {
+      if (p == "/" || m_n.entries.count(p) || m_o.entries.count(p) || merge_format(p) || is_identity(p) ||
+          m_rules.in_user_area(p) || m_rules.is_user_area_root(p) || m_rules.excluded(p))
         continue;
-      Op op{options.remove_user_apps ? Action::remove : Action::keep_user, p, ee, false, "", 0, 0};
+      Op op{m_options.remove_user_apps ? Action::remove : Action::keep_user, p, ee, false, "", 0, 0};
       count(op.action);
-      if (options.remove_user_apps)
-        removes.push_back(std::move(op));
+      if (m_options.remove_user_apps)
+        m_removes.push_back(std::move(op));
       else
-        plan.ops.push_back(std::move(op));
+        m_plan.ops.push_back(std::move(op));
     }
   }
-  // A directory whose contents change gets its times back afterwards (as N has them).
-  std::set<std::string> touched;
-  for (const auto* list : {&plan.ops, &removes})
-    for (const auto& op : *list)
-      if (op.action != Action::keep_local && op.action != Action::keep_user && op.action != Action::metadata)
-        touched.insert(tree::parent_path(op.path));
-  std::set<std::string> has_op;
-  for (const auto& op : plan.ops) has_op.insert(op.path);
-  for (const auto& dir : touched) {
-    auto ni = n.entries.find(dir);
-    if (dir == "/" || has_op.count(dir) || ni == n.entries.end() || ni->second.kind != tree::Kind::dir) continue;
-    if (is_identity(dir) || rules.in_user_area(dir) || rules.is_user_area_root(dir)) continue;
-    auto ei = e.find(dir);
-    if (ei == e.end() || ei->second.kind != tree::Kind::dir) continue;
-    plan.ops.push_back({Action::metadata, dir, ni->second, false, "", 0, 0});
+
+  /// A directory whose contents change gets its times back afterwards (as N has them).
+  void directory_times() {
+    std::set<std::string> touched;
+    for (const auto* list : {&m_plan.ops, &m_removes})
+      for (const auto& op : *list)
+        if (op.action != Action::keep_local && op.action != Action::keep_user && op.action != Action::metadata)
+          touched.insert(tree::parent_path(op.path));
+    std::set<std::string> has_op;
+    for (const auto& op : m_plan.ops) has_op.insert(op.path);
+    for (const auto& dir : touched) {
+      auto ni = m_n.entries.find(dir);
+      if (dir == "/" || has_op.count(dir) || ni == m_n.entries.end() || ni->second.kind != tree::Kind::dir) continue;
+      if (is_identity(dir) || m_rules.in_user_area(dir) || m_rules.is_user_area_root(dir)) continue;
+      auto ei = m_e.find(dir);
+      if (ei == m_e.end() || ei->second.kind != tree::Kind::dir) continue;
+      m_plan.ops.push_back({Action::metadata, dir, ni->second, false, "", 0, 0});
+    }
   }
-  std::stable_sort(plan.ops.begin(), plan.ops.end(), [](const Op& a, const Op& b) { return a.path < b.path; });
-  std::sort(removes.begin(), removes.end(), [](const Op& a, const Op& b) { return a.path > b.path; });
-  for (auto& r : removes) plan.ops.push_back(std::move(r));
-  return plan;
+
+  const Image& m_o;
+  Image& m_n;
+  const Flat& m_e;
+  const std::map<std::string, RecordSet>& m_e_records;
+  const LayerRules& m_rules;
+  const PlanOptions& m_options;
+  Plan m_plan;
+  std::vector<Op> m_removes;
+  std::unordered_set<Digest, util::DigestHash> m_chunks_here, m_counted;
+};
+
+}  // namespace
+
+Plan make_plan(const Image& o, Image& n, const Flat& e, const std::map<std::string, RecordSet>& e_records,
+               const LayerRules& rules, const PlanOptions& options) {
+  return PlanBuilder(o, n, e, e_records, rules, options).build();
 }
 
 }  // namespace mirage::layer
