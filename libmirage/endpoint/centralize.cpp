@@ -29,6 +29,101 @@ void to_json(json& j, const CentralizeResult& r) {
   if (!r.incomplete.empty()) j["incomplete"] = r.incomplete;
 }
 
+namespace {
+
+/// Registers the device (or refreshes its inventory); its state, "pending" when the
+/// server refuses a pending device's credential.
+std::string register_device(Client& client, const CentralizeOptions& opts) {
+  std::string hostname;
+  json inv = inventory(opts.root, &hostname);
+  try {
+    json dev = client.call("device.register", {{"device_id", opts.device_id},
+                                               {"hostname", hostname},
+                                               {"inventory", inv},
+                                               {"credential_hash", util::sha256_hex(device_secret(opts.state_dir))}});
+    return dev.value("state", "pending");
+  } catch (const Error& e) {
+    // The server refuses a pending device's credential as a precondition before any
+    // method runs: the same answer as a registration that left it pending.
+    if (e.kind() != ErrorKind::precondition) throw;
+    return "pending";
+  }
+}
+
+/// The device's upload policy; on the real root, swap files in use are never uploaded.
+policy::UploadPolicy upload_policy(Client& client, const CentralizeOptions& opts) {
+  auto policy = policy::UploadPolicy::from_json(client.call("policy.get", {{"device_id", opts.device_id}})["policy"]);
+  if (is_real_root(opts.root)) {
+    std::ifstream swaps("/proc/swaps");
+    std::string line;
+    std::getline(swaps, line);
+    while (std::getline(swaps, line)) {
+      auto sp = line.find_first_of(" \t");
+      if (sp != std::string::npos && line.rfind("/dev/", 0) != 0) policy.add_unprotected(line.substr(0, sp));
+    }
+  }
+  return policy;
+}
+
+/// Scans, uploads and commits one snapshot into `result`; rescans without the files
+/// cache once when the server lacks something the cache vouched for.
+void take_snapshot(Client& client, const CentralizeOptions& opts, const policy::UploadPolicy& policy, bool pinned,
+                   CentralizeResult& result) {
+  fs::path cache_file = opts.state_dir / "files.cache";
+  bool damaged = false;
+  scan::FilesCache cache = scan::FilesCache::load(cache_file, &damaged);
+  if (damaged) util::warn("files cache " + cache_file.string() + " is damaged or from another version; reading every file");
+  auto sink = chunk_sink(client, opts.device_id, opts.more_connections, opts.threads);
+  for (int attempt = 0;; ++attempt) {
+    scan::ScanOptions so;
+    so.root = opts.root;
+    so.policy = policy;
+    so.cache = attempt == 0 ? &cache : nullptr;
+    so.compression_level = opts.compression_level;
+    so.threads = opts.threads;
+    so.progress = opts.progress;
+    std::vector<std::pair<Digest, std::vector<uint8_t>>> trees;
+    so.on_tree = [&](const Digest& id, std::span<const uint8_t> data) { trees.emplace_back(id, std::vector<uint8_t>(data.begin(), data.end())); };
+    scan::ScanResult scanned = scan::scan(so, *sink);
+    json stats = scanned.stats;
+    stats.erase("warnings");
+    // Tests stop here to leave an upload in flight (chunks sent, no snapshot committed).
+    if (opts.crash_point) opts.crash_point("before_commit", 0);
+    try {
+      result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
+                                                        {"tree", scanned.tree.hex()},
+                                                        {"root", util::to_hex(tree::encode_entry(scanned.root))},
+                                                        {"stats", stats},
+                                                        {"pinned", pinned}});
+    } catch (const Error& e) {
+      // The server lacks something the cache vouched for (e.g. removed by GC): rescan everything.
+      if (e.kind() == ErrorKind::precondition && attempt == 0 && e.reason() == proto::k_reason_incomplete) {
+        util::warn(std::string(e.what()) + "; rescanning without the files cache");
+        continue;
+      }
+      throw;
+    }
+    result.stats = std::move(scanned.stats);
+    for (const auto& w : result.stats.warnings) util::warn(w);
+    if (result.stats.unreadable > 0 && result.incomplete.empty()) {
+      const auto& first = result.stats.unreadable_entries.front();
+      result.incomplete = "snapshot " + result.snapshot.value("snapshot_id", std::string()) + " is incomplete: " +
+                          std::to_string(result.stats.unreadable) + " entr" +
+                          (result.stats.unreadable == 1 ? "y" : "ies") + " could not be read (first: " + first.path +
+                          ": " + first.reason + ")";
+    }
+    TreeCache(opts.state_dir / "trees.db").put(trees);  // an apply reads this snapshot's trees here
+    try {
+      scanned.next_cache.save(cache_file);
+    } catch (const Error& e) {
+      util::warn(std::string("files cache not saved: ") + e.what());
+    }
+    return;
+  }
+}
+
+}  // namespace
+
 CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   auto start = std::chrono::steady_clock::now();
   make_state_private(opts.state_dir);
@@ -44,97 +139,20 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   } private_after{opts.state_dir};
   CentralizeResult result;
   result.device_id = opts.device_id;
-  std::string hostname;
-  json inv = inventory(opts.root, &hostname);
-  json dev;
-  try {
-    dev = client.call("device.register", {{"device_id", opts.device_id},
-                                          {"hostname", hostname},
-                                          {"inventory", inv},
-                                          {"credential_hash", util::sha256_hex(device_secret(opts.state_dir))}});
-  } catch (const Error& e) {
-    // The server refuses a pending device's credential as a precondition before any
-    // method runs: the same answer as a registration that left it pending.
-    if (e.kind() != ErrorKind::precondition) throw;
-    dev = {{"state", "pending"}};
-  }
-  result.state = dev.value("state", "pending");
+  result.state = register_device(client, opts);
   if (result.state == "rejected") throw Error(ErrorKind::permission, "device " + opts.device_id + ": rejected by an admin");
   if (result.state != "accepted") return result;
 
-  auto policy = policy::UploadPolicy::from_json(client.call("policy.get", {{"device_id", opts.device_id}})["policy"]);
-  if (is_real_root(opts.root)) {
-    // Swap files in use are never uploaded.
-    std::ifstream swaps("/proc/swaps");
-    std::string line;
-    std::getline(swaps, line);
-    while (std::getline(swaps, line)) {
-      auto sp = line.find_first_of(" \t");
-      if (sp != std::string::npos && line.rfind("/dev/", 0) != 0) policy.add_unprotected(line.substr(0, sp));
-    }
-  }
+  auto policy = upload_policy(client, opts);
   // An apply a crash interrupted is finished or rolled back before anything else.
   std::string recovered = layer::recover(opts.root, opts.state_dir / "apply.journal");
   if (recovered != "none") util::warn("an interrupted layer apply was " + std::string(recovered == "resumed" ? "finished" : "rolled back"));
   json next = client.call("order.next", {{"device_id", opts.device_id}});
   bool has_order = next.contains("order");
 
-  fs::path cache_file = opts.state_dir / "files.cache";
-  auto snapshot = [&](bool pinned) {
-    bool damaged = false;
-    scan::FilesCache cache = scan::FilesCache::load(cache_file, &damaged);
-    if (damaged) util::warn("files cache " + cache_file.string() + " is damaged or from another version; reading every file");
-    auto sink = chunk_sink(client, opts.device_id, opts.more_connections, opts.threads);
-    for (int attempt = 0;; ++attempt) {
-      scan::ScanOptions so;
-      so.root = opts.root;
-      so.policy = policy;
-      so.cache = attempt == 0 ? &cache : nullptr;
-      so.compression_level = opts.compression_level;
-      so.threads = opts.threads;
-      so.progress = opts.progress;
-      std::vector<std::pair<Digest, std::vector<uint8_t>>> trees;
-      so.on_tree = [&](const Digest& id, std::span<const uint8_t> data) { trees.emplace_back(id, std::vector<uint8_t>(data.begin(), data.end())); };
-      scan::ScanResult scanned = scan::scan(so, *sink);
-      json stats = scanned.stats;
-      stats.erase("warnings");
-      // Tests stop here to leave an upload in flight (chunks sent, no snapshot committed).
-      if (opts.crash_point) opts.crash_point("before_commit", 0);
-      try {
-        result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
-                                                          {"tree", scanned.tree.hex()},
-                                                          {"root", util::to_hex(tree::encode_entry(scanned.root))},
-                                                          {"stats", stats},
-                                                          {"pinned", pinned}});
-      } catch (const Error& e) {
-        // The server lacks something the cache vouched for (e.g. removed by GC): rescan everything.
-        if (e.kind() == ErrorKind::precondition && attempt == 0 && e.reason() == proto::k_reason_incomplete) {
-          util::warn(std::string(e.what()) + "; rescanning without the files cache");
-          continue;
-        }
-        throw;
-      }
-      result.stats = std::move(scanned.stats);
-      for (const auto& w : result.stats.warnings) util::warn(w);
-      if (result.stats.unreadable > 0 && result.incomplete.empty()) {
-        const auto& first = result.stats.unreadable_entries.front();
-        result.incomplete = "snapshot " + result.snapshot.value("snapshot_id", std::string()) + " is incomplete: " +
-                            std::to_string(result.stats.unreadable) + " entr" +
-                            (result.stats.unreadable == 1 ? "y" : "ies") + " could not be read (first: " + first.path +
-                            ": " + first.reason + ")";
-      }
-      TreeCache(opts.state_dir / "trees.db").put(trees);  // an apply reads this snapshot's trees here
-      try {
-        scanned.next_cache.save(cache_file);
-      } catch (const Error& e) {
-        util::warn(std::string("files cache not saved: ") + e.what());
-      }
-      break;
-    }
-  };
   // With an order queued, this snapshot protects the state before it and is pinned.
   // An order for a snapshot (on request) is carried out by that snapshot itself.
-  snapshot(has_order);
+  take_snapshot(client, opts, policy, has_order, result);
   if (has_order && next["order"]["spec"].value("type", "") == "snapshot") {
     std::string order_id = next["order"]["order_id"];
     json report = {{"snapshot_id", result.snapshot["snapshot_id"]}, {"wire_bytes", result.stats.bytes_sent},
@@ -153,7 +171,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     ao.crash_point = opts.crash_point;
     result.order = apply_order(client, next, ao);
     result.protected_by = result.snapshot;
-    snapshot(false);  // the state after the apply
+    take_snapshot(client, opts, policy, false, result);  // the state after the apply
   } else {
     json hooks;
     if (!run_pending_hooks(opts.root, opts.state_dir, &hooks)) result.order = {{"hooks", hooks}};
