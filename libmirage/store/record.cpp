@@ -67,6 +67,17 @@ void open_record_into(const Record& record, std::span<uint8_t> out, const std::s
     throw Error(ErrorKind::integrity, what + ": chunk " + record.id.hex() + " does not match its id (corrupt or forged)");
 }
 
+void verify_record(const Record& record, std::vector<uint8_t>& scratch, const std::string& what) {
+  if (record.codec == Codec::raw) {
+    if (record.data.size() != record.raw_size) throw Error(ErrorKind::integrity, what + ": size mismatch");
+    if (util::sha256(record.data) != record.id)
+      throw Error(ErrorKind::integrity, what + ": chunk " + record.id.hex() + " does not match its id (corrupt or forged)");
+    return;
+  }
+  if (scratch.size() < record.raw_size) scratch.resize(record.raw_size);
+  open_record_into(record, std::span(scratch).first(record.raw_size), what);
+}
+
 std::vector<uint8_t> open_record(const Record& record, const std::string& what) {
   std::vector<uint8_t> out(record.raw_size);
   open_record_into(record, out, what);
