@@ -252,10 +252,12 @@ class Applier {
         if (op.entry.kind != tree::Kind::file || op.action == Action::merge) continue;
         auto old = m_e.find(op.path);
         const tree::Entry* before = old != m_e.end() && old->second.kind == tree::Kind::file ? &old->second : nullptr;
-        uint64_t offset = 0;
-        for (const auto& c : op.entry.chunks) {
+        auto bases = before ? delta_bases(before->chunks, op.entry.chunks)
+                            : std::vector<std::optional<Digest>>(op.entry.chunks.size());
+        for (size_t k = 0; k < op.entry.chunks.size(); ++k) {
+          const auto& c = op.entry.chunks[k];
           if (!m_local.count(c.id)) {
-            auto base = before ? base_at(*before, offset) : std::nullopt;
+            const auto& base = bases[k];
             if (base && m_local.count(*base)) {
               if (paired.insert(c.id).second) {
                 pairs.push_back(c.id);
@@ -266,7 +268,6 @@ class Applier {
             }
             bytes += c.size;
           }
-          offset += c.size;
         }
       }
       m_plain.clear();
@@ -415,17 +416,6 @@ class Applier {
     m_result.linked++;
   }
 
-  /// The chunk of E's version of a file that covers `offset` (the one a changed chunk
-  /// most likely differs from a little), if it is worth a delta.
-  static std::optional<Digest> base_at(const tree::Entry& before, uint64_t offset) {
-    uint64_t at = 0;
-    for (const auto& c : before.chunks) {
-      if (offset < at + c.size) return c.size >= 1024 ? std::optional<Digest>(c.id) : std::nullopt;
-      at += c.size;
-    }
-    return std::nullopt;
-  }
-
   /// Reads chunk `id` from the endpoint's own files into `out`, verified; false when
   /// the endpoint had no such chunk or no copy matches any more.
   bool read_local(const Digest& id, std::vector<uint8_t>& out) {
@@ -537,6 +527,66 @@ void to_json(json& j, const ApplyResult& r) {
        {"linked", r.linked},           {"bytes_local", r.bytes_local}, {"bytes_fetched", r.bytes_fetched},
        {"bytes_delta", r.bytes_delta},
        {"warnings", r.warnings}};
+}
+
+std::vector<std::optional<Digest>> delta_bases(std::span<const tree::ChunkRef> before,
+                                               std::span<const tree::ChunkRef> after) {
+  constexpr uint64_t k_min_base = 1024;  // a smaller base saves less than its pair of ids costs
+  std::vector<uint64_t> at_before(before.size() + 1, 0), at_after(after.size() + 1, 0);  // offsets
+  for (size_t i = 0; i < before.size(); ++i) at_before[i + 1] = at_before[i] + before[i].size;
+  for (size_t j = 0; j < after.size(); ++j) at_after[j + 1] = at_after[j] + after[j].size;
+  std::unordered_map<Digest, size_t, util::DigestHash> index;  // first place of each chunk in `before`
+  for (size_t i = 0; i < before.size(); ++i) index.emplace(before[i].id, i);
+  // Anchors: chunks of `after` found in `before`, kept only while their places in
+  // `before` increase (a moved or repeated chunk does not anchor).
+  constexpr size_t none = SIZE_MAX;
+  std::vector<size_t> anchor(after.size(), none);
+  for (size_t j = 0, last = none; j < after.size(); ++j)
+    if (auto it = index.find(after[j].id); it != index.end() && (last == none || it->second > last))
+      anchor[j] = last = it->second;
+  // For each chunk, the anchor before it (scanning forward) and after it (backward).
+  std::vector<size_t> prev(after.size(), none), next(after.size(), none);
+  for (size_t j = 0, a = none; j < after.size(); ++j) {
+    prev[j] = a;
+    if (anchor[j] != none) a = j;
+  }
+  for (size_t j = after.size(), a = none; j-- > 0;) {
+    next[j] = a;
+    if (anchor[j] != none) a = j;
+  }
+  std::vector<std::optional<Digest>> out(after.size());
+  for (size_t j = 0; j < after.size(); ++j) {
+    if (anchor[j] != none) continue;  // shared: the endpoint has it whole
+    // The stretch of `before` between the anchors around chunk j, and of `after`.
+    size_t lo = prev[j] == none ? 0 : anchor[prev[j]] + 1;
+    size_t hi = next[j] == none ? before.size() : anchor[next[j]];
+    if (lo >= hi) continue;  // nothing of `before` was replaced here: new bytes
+    uint64_t new_from = prev[j] == none ? 0 : at_after[prev[j] + 1];
+    uint64_t new_to = next[j] == none ? at_after[after.size()] : at_after[next[j]];
+    uint64_t old_from = at_before[lo], old_to = at_before[hi];
+    // Chunk j placed in the old stretch: its start at the same distance from the
+    // stretch's start when the stretch ends the file (bytes appended there), its end at
+    // the same distance from the stretch's end when it starts the file (bytes
+    // prepended), else its start at the same fraction of the stretch.
+    uint64_t pos;
+    if (next[j] == none) {
+      pos = old_from + (at_after[j] - new_from);
+      if (pos >= old_to) continue;  // past the old end: appended bytes
+    } else if (prev[j] == none) {
+      uint64_t back = new_to - at_after[j + 1];  // from its end
+      if (back >= old_to - old_from) continue;   // before the old start: prepended bytes
+      pos = old_to - back - 1;
+    } else {
+      uint64_t span_new = std::max<uint64_t>(new_to - new_from, 1);
+      pos = old_from +
+            static_cast<uint64_t>(static_cast<long double>(at_after[j] - new_from) * (old_to - old_from) / span_new);
+    }
+    size_t i = static_cast<size_t>(std::upper_bound(at_before.begin() + lo + 1, at_before.begin() + hi + 1, pos) -
+                                   at_before.begin()) - 1;
+    i = std::clamp(i, lo, hi - 1);
+    if (before[i].size >= k_min_base) out[j] = before[i].id;
+  }
+  return out;
 }
 
 ApplyResult apply(const Plan& plan, const Flat& e, materialize::ObjectSource& source, const ApplyOptions& options) {

@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,16 @@ struct ApplyResult {
   std::vector<std::pair<std::string, scan::CachedFile>> installed;
 };
 void to_json(nlohmann::json& j, const ApplyResult& r);
+
+/// For each chunk of a file's new version (`after`), the chunk of the endpoint's own
+/// version (`before`) it most likely differs from a little, to fetch it as a delta
+/// against: the chunks both versions share anchor the two lists; a changed chunk is
+/// matched within the stretch of `before` between the anchors around it, at the same
+/// relative position (so an insert that shifted the bytes after it still finds the
+/// chunk it went into). Nothing for a chunk with no such stretch (new bytes at the end,
+/// or between two shared chunks) or a base under 1 KiB.
+std::vector<std::optional<util::Digest>> delta_bases(std::span<const tree::ChunkRef> before,
+                                                      std::span<const tree::ChunkRef> after);
 
 /// Stages and commits `plan`. `e` is the endpoint as scanned (for reusing its chunks).
 ApplyResult apply(const Plan& plan, const Flat& e, materialize::ObjectSource& source, const ApplyOptions& options);

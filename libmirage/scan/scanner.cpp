@@ -46,6 +46,28 @@ int64_t ns(const timespec& ts) { return int64_t(ts.tv_sec) * 1000000000 + ts.tv_
 constexpr size_t k_batch_bytes = 4u << 20;   // plaintext gathered before asking the server
 constexpr size_t k_read_size = 1u << 20;
 
+/// Objects gathered before asking the server which it lacks: their bytes back to back
+/// in one buffer that is kept and reused (no allocation per chunk).
+struct Batch {
+  struct Item {
+    Digest id;
+    size_t offset, size;
+  };
+  std::vector<uint8_t> bytes;
+  std::vector<Item> items;
+
+  void add(const Digest& id, std::span<const uint8_t> data) {
+    items.push_back({id, bytes.size(), data.size()});
+    bytes.insert(bytes.end(), data.begin(), data.end());
+  }
+  std::span<const uint8_t> data(const Item& item) const { return std::span(bytes).subspan(item.offset, item.size); }
+  bool empty() const { return items.empty(); }
+  void clear() {
+    bytes.clear();
+    items.clear();
+  }
+};
+
 /// One directory of the walk; nodes are in pre-order, so children follow parents.
 struct DirNode {
   std::string path;  // root-relative, "/" for the root
@@ -151,19 +173,24 @@ class Pipeline {
     for (auto& t : m_threads) t.join();
   }
 
-  /// Sends a batch of (id, plaintext) objects the server may lack (used for trees too).
-  void upload(std::vector<std::pair<Digest, std::vector<uint8_t>>>& batch, std::atomic<uint64_t>* counter) {
+  /// Sends a batch of objects the server may lack (used for trees too), then empties it.
+  void upload(Batch& batch, std::atomic<uint64_t>* counter) {
     if (batch.empty()) return;
     std::vector<Digest> ids;
-    ids.reserve(batch.size());
-    for (auto& [id, data] : batch) ids.push_back(id);
+    ids.reserve(batch.items.size());
+    for (const auto& item : batch.items) ids.push_back(item.id);
     auto need = m_sink.missing(ids);
+    size_t most = 0;  // a record is never larger than its header and plaintext
+    for (size_t i = 0; i < batch.items.size(); ++i)
+      if (need[i]) most += store::k_record_header + batch.items[i].size;
     std::vector<uint8_t> records;
-    for (size_t i = 0; i < batch.size(); ++i) {
+    records.reserve(most);
+    for (size_t i = 0; i < batch.items.size(); ++i) {
       if (!need[i]) continue;
-      store::append_plain(records, batch[i].first, batch[i].second, m_opts.compression_level);
+      const auto& item = batch.items[i];
+      store::append_plain(records, item.id, batch.data(item), m_opts.compression_level);
       m_chunks_new++;
-      m_bytes_new += batch[i].second.size();
+      m_bytes_new += item.size;
       if (counter) (*counter)++;
     }
     if (!records.empty()) {
@@ -197,8 +224,8 @@ class Pipeline {
 
  private:
   void worker() {
-    std::vector<std::pair<Digest, std::vector<uint8_t>>> batch;
-    size_t batch_bytes = 0;
+    Batch batch;
+    batch.bytes.reserve(k_batch_bytes + chunk::Params{}.max_size);
     std::vector<uint8_t> buf(k_read_size + chunk::Params{}.max_size);
     chunk::Chunker chunker;
     for (;;) {
@@ -221,7 +248,7 @@ class Pipeline {
         m_active++;
       }
       try {
-        if (!m_failed) process(job, chunker, buf, batch, batch_bytes);
+        if (!m_failed) process(job, chunker, buf, batch);
       } catch (...) {
         record_error();
       }
@@ -246,8 +273,7 @@ class Pipeline {
     m_warnings.push_back(std::move(message));
   }
 
-  void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf,
-               std::vector<std::pair<Digest, std::vector<uint8_t>>>& batch, size_t& batch_bytes) {
+  void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf, Batch& batch) {
     util::Fd fd(open_beneath(m_rootfd, job.relpath));
     tree::Entry& entry = *job.target;
     if (!fd) {
@@ -281,12 +307,8 @@ class Pipeline {
         Digest id = util::sha256(piece);
         chunks.push_back({id, len});
         if (first_sighting(id)) {
-          batch.emplace_back(id, std::vector<uint8_t>(piece.begin(), piece.end()));
-          batch_bytes += len;
-          if (batch_bytes >= k_batch_bytes) {
-            upload(batch, nullptr);
-            batch_bytes = 0;
-          }
+          batch.add(id, piece);
+          if (batch.bytes.size() >= k_batch_bytes) upload(batch, nullptr);
         }
         pos += len;
         total += len;
@@ -549,8 +571,7 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
 
   // Pass 2: trees bottom-up (reverse pre-order puts children before parents).
   std::unordered_set<std::string> uncacheable(pipeline.m_uncacheable.begin(), pipeline.m_uncacheable.end());
-  std::vector<std::pair<Digest, std::vector<uint8_t>>> batch;
-  size_t batch_bytes = 0;
+  Batch batch;
   std::atomic<uint64_t> trees_new{0};
   for (size_t i = nodes.size(); i-- > 0;) {
     auto& node = nodes[i];
@@ -576,12 +597,8 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
       if (opts.on_tree) opts.on_tree(object_id, encoded);
       result.next_cache.add_tree(object_id);
       if (!(opts.cache && opts.cache->has_tree(object_id)) && pipeline.first_sighting(object_id)) {
-        batch_bytes += encoded.size();
-        batch.emplace_back(object_id, std::move(encoded));
-        if (batch_bytes >= k_batch_bytes) {
-          pipeline.upload(batch, &trees_new);
-          batch_bytes = 0;
-        }
+        batch.add(object_id, encoded);
+        if (batch.bytes.size() >= k_batch_bytes) pipeline.upload(batch, &trees_new);
       }
     }
     if (node.parent == SIZE_MAX) {

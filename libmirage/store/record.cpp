@@ -1,5 +1,6 @@
 #include "libmirage/store/record.hpp"
 
+#include <array>
 #include <cstring>
 
 #include "libmirage/util/bytes.hpp"
@@ -10,23 +11,31 @@ namespace mirage::store {
 
 void append_record(std::vector<uint8_t>& out, const Digest& id, Codec codec, uint32_t raw_size,
                    std::span<const uint8_t> data) {
-  size_t at = out.size();
-  out.resize(at + k_record_header + data.size());
-  uint8_t* p = out.data() + at;
-  std::memcpy(p, id.bytes.data(), 32);
-  p[32] = static_cast<uint8_t>(codec);
+  std::array<uint8_t, k_record_header> h;
+  std::memcpy(h.data(), id.bytes.data(), 32);
+  h[32] = static_cast<uint8_t>(codec);
   uint32_t stored = static_cast<uint32_t>(data.size());
   for (int i = 0; i < 4; ++i) {
-    p[33 + i] = static_cast<uint8_t>(raw_size >> (8 * i));
-    p[37 + i] = static_cast<uint8_t>(stored >> (8 * i));
+    h[33 + i] = static_cast<uint8_t>(raw_size >> (8 * i));
+    h[37 + i] = static_cast<uint8_t>(stored >> (8 * i));
   }
-  if (!data.empty()) std::memcpy(p + k_record_header, data.data(), data.size());
+  // insert, not resize + memcpy: the new bytes are written once, never zero-filled first.
+  out.insert(out.end(), h.begin(), h.end());
+  out.insert(out.end(), data.begin(), data.end());
 }
 
 void append_plain(std::vector<uint8_t>& out, const Digest& id, std::span<const uint8_t> plain, int level) {
-  auto packed = util::zstd_compress(plain, level);
-  if (packed.size() + plain.size() / 32 < plain.size())
-    append_record(out, id, Codec::zstd, static_cast<uint32_t>(plain.size()), packed);
+  // Chunks compress into a buffer each thread keeps (no allocation, no zero-fill per
+  // chunk); a large object (a tree) gets one of its own.
+  constexpr size_t k_keep = 1u << 20;
+  thread_local std::vector<uint8_t> kept;
+  std::vector<uint8_t> own;
+  size_t bound = util::zstd_bound(plain.size());
+  std::vector<uint8_t>& packed = bound <= k_keep ? kept : own;
+  if (packed.size() < bound) packed.resize(bound);
+  size_t n = util::zstd_compress_into(plain, packed, level);
+  if (n + plain.size() / 32 < plain.size())
+    append_record(out, id, Codec::zstd, static_cast<uint32_t>(plain.size()), std::span(packed).first(n));
   else
     append_record(out, id, Codec::raw, static_cast<uint32_t>(plain.size()), plain);
 }
@@ -65,6 +74,17 @@ void open_record_into(const Record& record, std::span<uint8_t> out, const std::s
   }
   if (util::sha256(out) != record.id)
     throw Error(ErrorKind::integrity, what + ": chunk " + record.id.hex() + " does not match its id (corrupt or forged)");
+}
+
+void verify_record(const Record& record, std::vector<uint8_t>& scratch, const std::string& what) {
+  if (record.codec == Codec::raw) {
+    if (record.data.size() != record.raw_size) throw Error(ErrorKind::integrity, what + ": size mismatch");
+    if (util::sha256(record.data) != record.id)
+      throw Error(ErrorKind::integrity, what + ": chunk " + record.id.hex() + " does not match its id (corrupt or forged)");
+    return;
+  }
+  if (scratch.size() < record.raw_size) scratch.resize(record.raw_size);
+  open_record_into(record, std::span(scratch).first(record.raw_size), what);
 }
 
 std::vector<uint8_t> open_record(const Record& record, const std::string& what) {

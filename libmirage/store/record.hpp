@@ -61,5 +61,8 @@ class RecordReader {
 std::vector<uint8_t> open_record(const Record& record, const std::string& what);
 /// As open_record, into a caller buffer of exactly record.raw_size bytes.
 void open_record_into(const Record& record, std::span<uint8_t> out, const std::string& what);
+/// Checks a record as open_record does, without keeping its plaintext: a raw record is
+/// hashed where it lies, a compressed one decoded into `scratch` (grown as needed).
+void verify_record(const Record& record, std::vector<uint8_t>& scratch, const std::string& what);
 
 }  // namespace mirage::store

@@ -102,19 +102,23 @@ void to_json(nlohmann::json& j, const CheckReport& r) {
   for (const auto& p : r.notes) j["notes"].push_back({{"what", p.what}, {"name", p.name}, {"message", p.message}});
 }
 
-std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob) {
-  std::vector<VerifiedRecord> out;
+VerifiedUpload verify_upload(std::span<const uint8_t> blob) {
+  VerifiedUpload out;
+  out.bytes = blob;
   RecordReader reader(blob, "upload");
   std::vector<uint8_t> scratch;
+  size_t at = 0;
   while (auto rec = reader.next()) {
-    scratch.resize(rec->raw_size);
-    open_record_into(*rec, scratch, "upload");
-    VerifiedRecord v;
-    v.id = rec->id;
-    v.raw_size = rec->raw_size;
-    append_record(v.record, rec->id, rec->codec, rec->raw_size, rec->data);
-    out.push_back(std::move(v));
+    verify_record(*rec, scratch, "upload");
+    out.records.push_back({rec->id, at, static_cast<uint32_t>(rec->data.size()), rec->raw_size, rec->codec});
+    at += k_record_header + rec->data.size();
   }
+  return out;
+}
+
+VerifiedUpload verify_upload(std::vector<uint8_t>&& blob) {
+  VerifiedUpload out = verify_upload(std::span<const uint8_t>(blob));
+  out.owned = std::move(blob);  // a moved vector keeps its buffer: `bytes` stays valid
   return out;
 }
 
@@ -210,10 +214,15 @@ void Repository::open_new_pack(Writer& w) {
   w.out = std::move(out);
 }
 
-uint64_t Repository::append(Writer& w, std::span<const uint8_t> bytes) {
-  uint64_t at = w.out->append(bytes);
-  uint64_t durable = w.out->durable();
-  assert(at == w.size && durable == at + bytes.size());
+uint64_t Repository::append(Writer& w, std::span<const std::span<const uint8_t>> runs) {
+  uint64_t at = w.size, end = at;
+  for (auto run : runs) {
+    [[maybe_unused]] uint64_t placed = w.out->append(run);
+    assert(placed == end);
+    end += run.size();
+  }
+  uint64_t durable = w.out->durable();  // once for the whole batch
+  assert(durable == end);
   w.size = durable;
   return at;
 }
@@ -225,26 +234,32 @@ std::vector<bool> Repository::missing(std::span<const Digest> ids) {
   return out;
 }
 
-PutStats Repository::put(std::span<const VerifiedRecord> records, int64_t volume) {
+PutStats Repository::put(const VerifiedUpload& upload, int64_t volume) {
   PutStats stats;
-  stats.chunks = records.size();
-  std::vector<uint8_t> buf;
+  stats.chunks = upload.size();
+  // Runs of new records, as they lie in the upload: appended without a copy.
+  std::vector<std::span<const uint8_t>> runs;
   std::vector<std::pair<Digest, catalog::ChunkLocation>> index;
   std::unordered_set<Digest, util::DigestHash> seen;
   size_t i = 0;
-  while (i < records.size()) {
+  while (i < upload.size()) {
     // One batch: the new records that fit in what is left of a pack.
-    buf.clear();
+    runs.clear();
     index.clear();
+    uint64_t batch = 0;
     {
       catalog::Transaction lookups(m_catalog, catalog::Transaction::Mode::read);
-      for (; i < records.size() && buf.size() < k_pack_target / 2; ++i) {
-        const auto& r = records[i];
+      for (; i < upload.size() && batch < k_pack_target / 2; ++i) {
+        const auto& r = upload.records[i];
         if (!seen.insert(r.id).second || m_catalog.find_chunk(r.id)) continue;
-        Record parsed = parse_record(r.record, "record");
-        index.push_back({r.id, {0, buf.size(), static_cast<uint32_t>(parsed.data.size()), r.raw_size,
-                                static_cast<uint8_t>(parsed.codec)}});
-        buf.insert(buf.end(), r.record.begin(), r.record.end());
+        size_t len = k_record_header + r.stored;
+        index.push_back({r.id, {0, batch, r.stored, r.raw_size, static_cast<uint8_t>(r.codec)}});
+        const uint8_t* at = upload.bytes.data() + r.offset;
+        if (!runs.empty() && runs.back().data() + runs.back().size() == at)
+          runs.back() = {runs.back().data(), runs.back().size() + len};
+        else
+          runs.emplace_back(at, len);
+        batch += len;
         stats.new_chunks++;
         stats.raw_bytes += r.raw_size;
       }
@@ -252,8 +267,8 @@ PutStats Repository::put(std::span<const VerifiedRecord> records, int64_t volume
     }
     if (index.empty()) continue;
     for (int attempt = 0;; ++attempt) {
-      Writer& w = writer(volume, buf.size());
-      uint64_t at = append(w, buf);
+      Writer& w = writer(volume, batch);
+      uint64_t at = append(w, runs);
       for (auto& [id, loc] : index) {
         loc.pack = w.pack;
         loc.offset += at;
@@ -266,7 +281,7 @@ PutStats Repository::put(std::span<const VerifiedRecord> records, int64_t volume
       w.out.reset();  // retired: not ours to seal
       if (attempt == 2) throw Error(ErrorKind::failed, "pack " + std::to_string(w.pack) + " retired while being written");
     }
-    stats.stored_bytes += buf.size();
+    stats.stored_bytes += batch;
   }
   return stats;
 }

@@ -36,16 +36,29 @@ namespace mirage::store {
 constexpr std::string_view k_pack_magic = "MPACK01\n";
 constexpr uint64_t k_pack_target = 32u << 20;
 
-/// A record that passed verification and owns its bytes.
-struct VerifiedRecord {
-  Digest id;
-  std::vector<uint8_t> record;  ///< header + data, as it goes into a pack
-  uint32_t raw_size = 0;
+/// A bulk upload whose every record passed verification. Its records stay where they
+/// arrived (views into `bytes`): put() appends runs of them to a pack without copying.
+struct VerifiedUpload {
+  struct Item {
+    Digest id;
+    size_t offset = 0;    ///< of the record (header) in `bytes`
+    uint32_t stored = 0;  ///< length of its data after the header
+    uint32_t raw_size = 0;
+    Codec codec = Codec::raw;
+  };
+  std::vector<uint8_t> owned;      ///< the upload when it was handed over, else empty
+  std::span<const uint8_t> bytes;  ///< the upload (in `owned`, or the caller's buffer)
+  std::vector<Item> records;
+
+  size_t size() const { return records.size(); }
 };
 
 /// Parses and verifies a bulk upload (decoding every record and recomputing its id);
 /// throws Error(integrity) naming the first forged or malformed chunk. Thread-safe.
-std::vector<VerifiedRecord> verify_upload(std::span<const uint8_t> blob);
+/// The result views `blob`, which must outlive it; the overload taking a vector by
+/// rvalue keeps it.
+VerifiedUpload verify_upload(std::span<const uint8_t> blob);
+VerifiedUpload verify_upload(std::vector<uint8_t>&& blob);
 
 struct PutStats {
   uint64_t chunks = 0;        ///< records received
@@ -111,7 +124,7 @@ class Repository {
   bool has(const Digest& id) { return m_catalog.find_chunk(id).has_value(); }
   /// Appends verified records that are not stored yet, durably, and indexes them, on
   /// `volume` (0, or a read-only one: the writable volume with the most free space).
-  PutStats put(std::span<const VerifiedRecord> records, int64_t volume = 0);
+  PutStats put(const VerifiedUpload& upload, int64_t volume = 0);
   /// The writable volume with the most free space; Error(precondition) if none is.
   int64_t choose_volume();
   /// Appends the stored record of `id` (header + data, as in the pack) to `out`;
@@ -170,10 +183,11 @@ class Repository {
   /// The writer for `volume` (resolved as put() does), with room for `bytes` more.
   Writer& writer(int64_t volume, uint64_t bytes);
   void open_new_pack(Writer& w);
-  /// Writes `bytes` at the writer's end and makes them durable; returns their offset.
-  /// The catalog learns the new (durable) size from the caller, in the transaction that
-  /// indexes.
-  uint64_t append(Writer& w, std::span<const uint8_t> bytes);
+  /// Writes `runs` back to back at the writer's end and makes them durable; returns
+  /// where the first starts. The catalog learns the new (durable) size from the
+  /// caller, in the transaction that indexes.
+  uint64_t append(Writer& w, std::span<const std::span<const uint8_t>> runs);
+  uint64_t append(Writer& w, std::span<const uint8_t> bytes) { return append(w, std::span(&bytes, 1)); }
 
   std::filesystem::path m_data;
   std::unique_ptr<catalog::Catalog> m_catalog_owned;

@@ -18,12 +18,18 @@ struct DctxDeleter {
 };
 }  // namespace
 
-std::vector<uint8_t> zstd_compress(std::span<const uint8_t> data, int level) {
+size_t zstd_bound(size_t size) { return ZSTD_compressBound(size); }
+
+size_t zstd_compress_into(std::span<const uint8_t> data, std::span<uint8_t> out, int level) {
   thread_local std::unique_ptr<ZSTD_CCtx, CctxDeleter> cctx(ZSTD_createCCtx());
-  std::vector<uint8_t> out(ZSTD_compressBound(data.size()));
   size_t n = ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), data.data(), data.size(), level);
   if (ZSTD_isError(n)) throw Error(ErrorKind::failed, std::string("zstd compress: ") + ZSTD_getErrorName(n));
-  out.resize(n);
+  return n;
+}
+
+std::vector<uint8_t> zstd_compress(std::span<const uint8_t> data, int level) {
+  std::vector<uint8_t> out(ZSTD_compressBound(data.size()));
+  out.resize(zstd_compress_into(data, out, level));
   return out;
 }
 

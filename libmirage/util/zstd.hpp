@@ -8,6 +8,10 @@ namespace mirage::util {
 
 /// Compresses with zstd at `level`; each thread reuses its own context.
 std::vector<uint8_t> zstd_compress(std::span<const uint8_t> data, int level);
+/// The most zstd_compress_into may write for `size` bytes of input.
+size_t zstd_bound(size_t size);
+/// Compresses into `out` (at least zstd_bound(data.size()) bytes); returns the length.
+size_t zstd_compress_into(std::span<const uint8_t> data, std::span<uint8_t> out, int level);
 /// Decompresses a zstd frame that must expand to exactly `raw_size` bytes;
 /// throws Error(integrity) otherwise.
 void zstd_decompress(std::span<const uint8_t> frame, std::span<uint8_t> out);

@@ -3,6 +3,8 @@
 # (--compression auto) on the same data in one run, on this machine.
 #   tests/bench/centralize-vs-restic.sh [BUILD_DIR]
 # Data: ~2 GB of real files (/usr/share, then /usr/lib subtrees) copied to $BENCH_DIR;
+# the first backup runs twice, from fresh repositories: with the page cache dropped
+# before each tool (needs root), then with the data read into it beforehand;
 # then 1% of files changed in place, 0.5% added, 0.5% deleted; then a sibling copy
 # plus 200 MB of new data as a second device. Prints a table with the ratios.
 set -euo pipefail
@@ -29,13 +31,13 @@ echo "preparing ~$((budget / 1000000)) MB of real files in $data" >&2
 total=$(du -sb "$data" | cut -f1)
 nfiles=$(find "$data" -type f | wc -l)
 echo "data: $total bytes in $nfiles files" >&2
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 
-# run LABEL CMD...: wall seconds and peak RSS (KiB) of CMD into $SECS/$RSS.
+# run LABEL CMD...: wall seconds, peak RSS (KiB) and CPU seconds of CMD into $SECS/$RSS/$CPU.
 run() {
   local label=$1; shift
-  /usr/bin/time -f '%e %M' -o "$B/time" "$@" >"$B/$label.out" 2>"$B/$label.err" || { cat "$B/$label.err" >&2; exit 1; }
-  read -r SECS RSS <"$B/time"
+  /usr/bin/time -f '%e %M %U %S' -o "$B/time" "$@" >"$B/$label.out" 2>"$B/$label.err" || { cat "$B/$label.err" >&2; exit 1; }
+  read -r SECS RSS user sys <"$B/time"
+  CPU=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')  # with the children it waited for (mirage-serverd)
 }
 size() { du -sb "$1" | cut -f1; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
@@ -43,15 +45,28 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 rows=()
 row() { rows+=("$(printf '%-34s %14s %14s %8s' "$1" "$2" "$3" "$4")"); }
 
-# ---- first backup ----------------------------------------------------------
-restic init >/dev/null
-run restic1 restic backup --compression auto "$data"; r_t1=$SECS; r_rss1=$RSS
-mirage-centralize --root "$data" --device-id bench --state "$state/bench" >/dev/null 2>&1 || true
-mirage-centralize accept bench >/dev/null
-run mirage1 mirage-centralize --root "$data" --device-id bench --state "$state/bench" --output json; m_t1=$SECS; m_rss1=$RSS
-r_tp=$(awk -v b="$total" -v t="$r_t1" 'BEGIN { printf "%.0f", b / 1e6 / t }')
-m_tp=$(awk -v b="$total" -v t="$m_t1" 'BEGIN { printf "%.0f", b / 1e6 / t }')
-row "first backup (MB/s)" "$r_tp" "$m_tp" "$(ratio "$m_tp" "$r_tp")"
+# ---- first backup: once with the page cache dropped, once with it warm ----------
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "note: cannot drop caches (not root)" >&2; }
+warm_caches() { find "$data" -type f -print0 | xargs -0 cat >/dev/null; }
+first_backup() {  # cold|warm: fresh repositories, then restic and mirage each once
+  local how=$1
+  rm -rf "$RESTIC_REPOSITORY" "$RESTIC_CACHE_DIR" "$MIRAGE_HOME" "$state"
+  restic init >/dev/null
+  mirage-centralize --root "$data" --device-id bench --state "$state/bench" >/dev/null 2>&1 || true
+  mirage-centralize accept bench >/dev/null
+  if [ "$how" = cold ]; then drop_caches; else warm_caches; fi
+  run "restic1-$how" restic backup --compression auto "$data"; r_t1=$SECS; r_rss1=$RSS; r_cpu=$CPU
+  if [ "$how" = cold ]; then drop_caches; fi
+  run "mirage1-$how" mirage-centralize --root "$data" --device-id bench --state "$state/bench" --output json
+  m_t1=$SECS; m_rss1=$RSS; m_cpu=$CPU
+  r_tp=$(awk -v b="$total" -v t="$r_t1" 'BEGIN { printf "%.0f", b / 1e6 / t }')
+  m_tp=$(awk -v b="$total" -v t="$m_t1" 'BEGIN { printf "%.0f", b / 1e6 / t }')
+  row "first backup, caches $how (MB/s)" "$r_tp" "$m_tp" "$(ratio "$m_tp" "$r_tp")"
+  row "  seconds" "$r_t1" "$m_t1" "$(ratio "$m_t1" "$r_t1")"
+  row "  CPU seconds (user+sys)" "$r_cpu" "$m_cpu" "$(ratio "$m_cpu" "$r_cpu")"
+}
+first_backup cold
+first_backup warm  # the rest of the bench builds on this one
 row "first backup peak RSS (MiB)" "$((r_rss1 / 1024))" "$((m_rss1 / 1024))" "$(ratio "$m_rss1" "$r_rss1")"
 row "repository size (MB)" "$(mb "$(size "$RESTIC_REPOSITORY")")" "$(mb "$(size "$MIRAGE_HOME")")" \
   "$(ratio "$(size "$MIRAGE_HOME")" "$(size "$RESTIC_REPOSITORY")")"

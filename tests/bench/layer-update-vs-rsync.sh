@@ -4,7 +4,10 @@
 # (rsync -a --no-whole-file), same trees, same run.
 #   tests/bench/layer-update-vs-rsync.sh [BUILD_DIR]
 # Data: ~2 GB of real files (/usr/share, then /usr/lib) as version 1; version 2 changes
-# ~7.5 MB of it (bytes rewritten inside 0.5% of the files, new files, deleted files).
+# ~7.5 MB of it, in one of two ways, each measured (BENCH_MUTATIONS="overwrite insert"):
+#   overwrite  bytes rewritten in place inside 0.67% of the files, new files, deleted files
+#   insert     bytes inserted in the middle of 0.67% of the files (shifting what follows),
+#              bytes appended to another 0.67%, new files, deleted files
 # Mirage: base v1 and v2 captured; an endpoint made from v1 and given v1; then v2 is
 # assigned and the endpoint syncs (snapshot before, 3-way apply, snapshot after).
 # Then ten new, empty endpoints each receive a small base layer; egress per endpoint.
@@ -25,11 +28,12 @@ echo "preparing ~$((budget / 1000000)) MB of real files in $v1" >&2
 (cd / && find usr/share usr/lib \( -type f -o -type l \) -printf '%s %p\n' 2>/dev/null |
   awk -v budget="$budget" '{ total += $1; if (total > budget) exit; sub(/^[0-9]+ /, ""); print }' |
   cpio -pdm --quiet "$v1" 2>/dev/null) || true
-cp -a "$v1" "$v2"
-changed=$(python3 - "$v2" <<'PY'
+# mutate KIND DIR: turns a copy of v1 into v2; prints the bytes changed.
+mutate() {
+  python3 - "$1" "$2" <<'PY'
 import os, random, sys
+kind, root = sys.argv[1], sys.argv[2]
 random.seed(7)
-root = sys.argv[1]
 files = []
 for d, _, names in os.walk(root):
     for n in names:
@@ -39,17 +43,37 @@ for d, _, names in os.walk(root):
 files.sort()
 random.shuffle(files)
 changed = 0
-# Rewrite up to 8 KiB inside 0.67% of the files (those of 32 KiB or more).
-for p in [f for f in files if os.path.getsize(f) >= 32768][: len(files) // 150]:
-    size = os.path.getsize(p)
-    n = min(8192, size // 4)
-    with open(p, "r+b") as f:
-        f.seek(random.randrange(0, size - n))
-        f.write(os.urandom(n))
-    changed += n
+big = [f for f in files if os.path.getsize(f) >= 32768]
+some = big[: len(files) // 150]
+if kind == "overwrite":
+    # Rewrite up to 8 KiB inside 0.67% of the files (those of 32 KiB or more).
+    for p in some:
+        size = os.path.getsize(p)
+        n = min(8192, size // 4)
+        with open(p, "r+b") as f:
+            f.seek(random.randrange(0, size - n))
+            f.write(random.randbytes(n))
+        changed += n
+else:
+    # Insert up to 8 KiB in the middle of 0.67% of the files (what follows shifts) ...
+    for p in some:
+        with open(p, "rb") as f:
+            data = f.read()
+        n = min(8192, len(data) // 4)
+        at = random.randrange(len(data) // 4, 3 * len(data) // 4)
+        blob = random.randbytes(n)
+        with open(p, "wb") as f:
+            f.write(data[:at] + blob + data[at:])
+        changed += n
+    # ... and append up to 8 KiB to another 0.67%.
+    for p in big[len(some) : 2 * len(some)]:
+        n = min(8192, os.path.getsize(p) // 4)
+        with open(p, "ab") as f:
+            f.write(random.randbytes(n))
+        changed += n
 # New files: 4 MB in 80 files; delete 0.2% of the files.
 for i in range(80):
-    data = os.urandom(50000)
+    data = random.randbytes(50000)
     with open(os.path.join(root, "usr/share", f"new-file-{i}.bin"), "wb") as f:
         f.write(data)
     changed += len(data)
@@ -57,10 +81,10 @@ for p in files[-(len(files) // 500):]:
     os.remove(p)
 print(changed)
 PY
-)
+}
 total=$(du -sb "$v1" | cut -f1)
 nfiles=$(find "$v1" -type f | wc -l)
-echo "v1: $total bytes in $nfiles files; v2 changes $changed bytes" >&2
+echo "v1: $total bytes in $nfiles files" >&2
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -68,6 +92,11 @@ now() { date +%s.%N; }
 rows=()
 row() { rows+=("$(printf '%-40s %12s %12s %8s' "$1" "$2" "$3" "$4")"); }
 
+for kind in ${BENCH_MUTATIONS:-overwrite insert}; do
+rm -rf "$v2" "$B/ep-rsync" "$B/ep" "$B/state" "$MIRAGE_HOME"
+cp -a "$v1" "$v2"
+changed=$(mutate "$kind" "$v2")
+echo "$kind: v2 changes $changed bytes" >&2
 # ---- rsync through a local daemon ---------------------------------------------
 port=$((20000 + RANDOM % 20000))
 cat >"$B/rsyncd.conf" <<CONF
@@ -118,12 +147,14 @@ python3 "$here/../e2e/listing.py" "$B/ep-rsync" >"$B/list.rsync"
 if ! diff -q "$B/list.v2" "$B/list.ep" >/dev/null; then diff "$B/list.v2" "$B/list.ep" | head >&2; echo "MISMATCH: mirage's endpoint differs from v2" >&2; fi
 if ! diff -q "$B/list.v2" "$B/list.rsync" >/dev/null; then echo "note: rsync's endpoint differs from v2 (it does not keep hardlinks or xattrs without -HAX)" >&2; fi
 
-row "changed bytes (MB)" "$(mb "$changed")" "$(mb "$changed")" ""
+row "[$kind] changed bytes (MB)" "$(mb "$changed")" "$(mb "$changed")" ""
 row "bytes on the wire (MB)" "$(mb "$r_wire")" "$(mb "$m_wire")" "$(ratio "$m_wire" "$r_wire")"
 row "update time, whole sync (s)" "$r_secs" "$m_secs" "$(ratio "$m_secs" "$r_secs")"
 row "  of which the apply (s)" "" "$m_apply" "$(ratio "$m_apply" "$r_secs")"
 row "  chunks reused from the endpoint (MB)" "" "$(mb "$m_local")" ""
 row "  chunks fetched (MB, plaintext)" "" "$(mb "$m_fetched")" ""
+
+done
 
 # ---- ten new endpoints receive the same layer --------------------------------------
 small="$B/small"; mkdir -p "$small"
@@ -142,7 +173,7 @@ for i in $(seq 1 10); do
 done
 
 echo
-echo "Layer update, $(mb "$total") MB in $nfiles files, $(mb "$changed") MB changed ($(date -u +%F), $(nproc) cores)"
+echo "Layer update, $(mb "$total") MB in $nfiles files ($(date -u +%F), $(nproc) cores)"
 printf '%-40s %12s %12s %8s\n' "measure" "rsync" "mirage" "ratio"
 printf '%s\n' "${rows[@]}"
 echo

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <bit>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -26,9 +28,51 @@ std::vector<size_t> boundaries(const std::vector<uint8_t>& data, const Chunker& 
   }
   return out;
 }
+/// FastCDC a byte at a time, as first written: the cut points of every store made so
+/// far. Any faster cut() must find exactly these, or old chunks stop deduplicating.
+size_t reference_cut(std::span<const uint8_t> data, const Params& p) {
+  auto top = [](int n) { return n <= 0 ? uint64_t(0) : ~uint64_t(0) << (64 - n); };
+  int bits = std::countr_zero(p.avg_size);
+  const uint64_t small = top(bits + 2), large = top(bits - 2);
+  const size_t n = std::min(data.size(), p.max_size);
+  if (n <= p.min_size) return n;
+  uint64_t h = 0;
+  size_t i = p.min_size - 64;
+  for (; i < p.min_size; ++i) h = (h << 1) + gear(data[i]);
+  for (; i < std::min(p.avg_size, n); ++i) {
+    h = (h << 1) + gear(data[i]);
+    if (!(h & small)) return i + 1;
+  }
+  for (; i < n; ++i) {
+    h = (h << 1) + gear(data[i]);
+    if (!(h & large)) return i + 1;
+  }
+  return n;
+}
 }  // namespace
 
 TEST_SUITE_BEGIN("chunk::Chunker");
+
+TEST_CASE("cut points equal the byte-at-a-time reference") {
+  for (Params p : {Params{}, Params{64, 256, 1024}, Params{100, 128, 300}}) {
+    Chunker c(p);
+    for (uint32_t seed = 10; seed < 14; ++seed) {
+      auto data = random_bytes(seed == 10 ? (3u << 20) + 7 : 200000 + seed, seed);
+      if (seed == 13)  // low-entropy runs cut late, at the larger mask or at max
+        for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(data[i] & 3);
+      size_t pos = 0;
+      while (pos < data.size()) {
+        auto rest = std::span<const uint8_t>(data).subspan(pos);
+        size_t len = c.cut(rest);
+        REQUIRE(len == reference_cut(rest, p));
+        // Every length of the tail too (odd and even ends of the two-byte steps).
+        if (pos == 0)
+          for (size_t k = 1; k < 700 && k < rest.size(); k += 3) REQUIRE(c.cut(rest.first(k)) == reference_cut(rest.first(k), p));
+        pos += len;
+      }
+    }
+  }
+}
 
 TEST_CASE("the rolled gear hash equals a fresh hash of the last 64 bytes at every offset") {
   auto data = random_bytes(4096, 1);

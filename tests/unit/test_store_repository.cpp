@@ -181,6 +181,22 @@ std::string blob(char c, size_t n) {
 
 }  // namespace
 
+TEST_CASE_TEMPLATE("put writes the new records of an upload around the ones already stored", Vol, OnDisk, InMemory) {
+  TempDir dir;
+  Vol vol;
+  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  std::string a(70000, 'a'), b = blob('b', 3000), c(5000, 'c'), d = blob('d', 40000);
+  repo.put(store::verify_upload(upload_of({b})));
+  // a | b (stored) | c | a (again) | d: three runs of new records, each at its own offset.
+  auto stats = repo.put(store::verify_upload(upload_of({a, b, c, a, d})));
+  CHECK(stats.new_chunks == 3);
+  for (const auto& s : {a, b, c, d}) {
+    auto plain = repo.read_plain(util::sha256(s));
+    CHECK(std::string(plain.begin(), plain.end()) == s);
+  }
+  CHECK(repo.check(true, nullptr).problems.empty());
+}
+
 TEST_CASE_TEMPLATE("gc deletes only what no snapshot reaches, pins uploads in flight, and repacks", Vol, OnDisk,
                    InMemory) {
   TempDir dir;
@@ -420,7 +436,9 @@ TEST_CASE("check notes a pack the catalog does not know, on any volume, and repa
   auto w = repo.volume(repo.catalog().volumes().at(0).id).create_pack();
   std::string magic(store::k_pack_magic);
   w->append(std::span(reinterpret_cast<const uint8_t*>(magic.data()), magic.size()));
-  w->append(store::verify_upload(upload_of({a}))[0].record);
+  auto one = upload_of({a});  // one record, as it goes into a pack
+  REQUIRE(store::verify_upload(std::span<const uint8_t>(one)).size() == 1);
+  w->append(one);
   w->seal();
   auto report = repo.check(false, nullptr);
   CHECK(report.problems.empty());
