@@ -9,7 +9,9 @@ source "$(dirname "$0")/lib.sh"
 need python3 openssl
 attack() { python3 "$MIRAGE_SOURCE/tests/e2e/attack_http.py" "$SERVER_URL" "$@"; }
 # Few open files (the soft limit, inherited by the server): the "many" attack reaches it.
-ulimit -Sn 256
+# Not under the sanitizers: UBSan probes memory through a pipe, and at the open-file
+# limit it reports a fresh object's vptr as invalid (a false report, in the accept retry).
+if [ -z "${ASAN_OPTIONS:-}${TSAN_OPTIONS:-}" ]; then ulimit -Sn 256; fi
 start_http_server "$TEST_TMP/server" --http-threads 2 --max-connections 6 --read-timeout 2
 
 attack framing
