@@ -176,7 +176,10 @@ namespace {
 template <class Stream>
 class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(HttpServer::Impl& server, Stream stream) : m_server(server), m_stream(std::move(stream)) {}
+  // The buffer is capped: Beast bounds a header (header_limit) but not a chunk's size
+  // line, whose extension could otherwise grow it without end (a read past the cap fails).
+  Session(HttpServer::Impl& server, Stream stream)
+      : m_server(server), m_stream(std::move(stream)), m_buffer(size_t{server.opt.header_limit} + (64 << 10)) {}
   ~Session() {
     m_server.remove_live(m_live);
     m_server.count([](HttpServerStats& s) { s.connections--; });
@@ -246,6 +249,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     for (const auto& field : req) request->headers.emplace_back(std::string(sv(field.name_string())), std::string(sv(field.value())));
     if (auto n = m_parser->content_length()) request->content_length = *n;
     m_expect_continue = iequals(sv(req[http::field::expect]), "100-continue");
+    if (req.count(http::field::transfer_encoding) && !m_parser->chunked()) {
+      // Beast reads such a body as empty, so its bytes would be taken for the next
+      // request (a smuggling shape): refused and closed, as RFC 9112 section 6.3 asks.
+      m_server.count([](HttpServerStats& s) { s.header_refusals++; });
+      m_keep_alive = false;
+      write(HttpResponse{400, "text/plain", "malformed request: a Transfer-Encoding other than chunked last\n", {}, true});
+      return;
+    }
     bool path_known = false;
     const HttpRoute* route = m_server.find(request->method, request->path, path_known);
     if (!route) {
@@ -323,12 +334,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     auto& body = m_parser->get().body();
     body.data = piece.data() + filled;
     body.size = piece.size() - filled;
-    lowest().expires_after(timeout());  // per socket read: a slow, steady body is not cut
+    // The deadline moves on with each piece and each 64 KiB read, not with each socket
+    // read: a slow, steady body is not cut, a body sent a byte at a time is.
+    if (filled == 0 || m_unclocked >= (64 << 10)) {
+      lowest().expires_after(timeout());
+      m_unclocked = 0;
+    }
     http::async_read_some(m_stream, m_buffer, *m_parser,
                           [this, self = this->shared_from_this(), &piece, &filled, done = std::move(done)](
                               beast::error_code ec, size_t) mutable {
                             if (ec == http::error::need_buffer) ec = {};
-                            filled = piece.size() - m_parser->get().body().size;
+                            size_t now_filled = piece.size() - m_parser->get().body().size;
+                            m_unclocked += now_filled - filled;
+                            filled = now_filled;
                             if (ec || m_parser->is_done() || filled == piece.size())
                               done(ec);
                             else
@@ -369,7 +387,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   /// while bytes keep coming) before closing: a socket closed on unread bytes is reset,
   /// and the reset can take the reply with it.
   void linger() {
-    lowest().expires_after(std::chrono::seconds(2));
+    // 2 s of silence ends it, and so does the read timeout in all: a client trickling
+    // bytes does not hold the connection for the whole body limit.
+    auto now = std::chrono::steady_clock::now();
+    if (!m_linger_end) m_linger_end = now + std::max<std::chrono::steady_clock::duration>(timeout(), std::chrono::seconds(2));
+    lowest().expires_after(std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(2), *m_linger_end - now));
     lowest().async_read_some(asio::buffer(m_chunk), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
       self->m_lingered += n;
       if (ec || self->m_lingered > self->m_server.opt.body_limit)
@@ -391,6 +413,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   bool m_continued = false;
   bool m_failed = false;  ///< the body's read failed: the connection is done
   uint64_t m_lingered = 0;
+  std::optional<std::chrono::steady_clock::time_point> m_linger_end;
+  uint64_t m_unclocked = 0;  ///< body bytes read since the read deadline last moved
 };
 
 }  // namespace

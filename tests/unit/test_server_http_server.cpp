@@ -228,3 +228,66 @@ TEST_CASE("http server: a taken port is an unavailable error naming the address"
     CHECK(std::string(e.what()).find("127.0.0.1:" + std::to_string(o.port)) != std::string::npos);
   }
 }
+
+TEST_CASE("http server: a Transfer-Encoding other than chunked last is refused, not read as the next request") {
+  Running s(echo_routes());
+  for (std::string te : {"gzip", "chunked, gzip"}) {
+    int fd = connect_to(s.server->port());
+    // Read as an empty body, these bytes would be a second request on the connection.
+    send_all(fd, "POST /sum HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te +
+                     "\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nX-Name: smuggled\r\n\r\n");
+    auto r = read_reply(fd);
+    CHECK(status_of(r) == "HTTP/1.1 400 Bad Request");
+    CHECK(r.find("Connection: close") != std::string::npos);
+    CHECK(read_reply(fd).empty());  // closed: no reply to the smuggled request
+    ::close(fd);
+  }
+}
+
+TEST_CASE("http server: a chunk-size line without end is cut at a bound, not buffered") {
+  Running s(echo_routes());
+  int fd = connect_to(s.server->port());
+  send_all(fd, "POST /sum HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=");
+  send_all(fd, std::string(1 << 20, 'e'));  // 1 MiB, far past the buffer's cap
+  auto r = read_reply(fd);
+  CHECK(status_of(r) == "HTTP/1.1 200 OK");
+  CHECK(body_of(r).rfind("failed ", 0) == 0);  // the handler's read failed at the cap
+  ::close(fd);
+}
+
+TEST_CASE("http server: a body sent a byte at a time is cut after the read timeout") {
+  HttpServerOptions o;
+  o.read_timeout = 1;
+  Running s(echo_routes(), o);
+  int fd = connect_to(s.server->port());
+  send_all(fd, "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+  auto start = std::chrono::steady_clock::now();
+  bool cut = false;
+  for (int i = 0; i < 40 && !cut; ++i) {  // 4 s at most, a byte each 100 ms
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    cut = ::send(fd, "x", 1, MSG_NOSIGNAL) < 0;
+    char c;
+    if (!cut && ::recv(fd, &c, 1, MSG_DONTWAIT) == 0) cut = true;
+  }
+  CHECK(cut);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2500));
+  ::close(fd);
+}
+
+TEST_CASE("http server: the drain of a refused body ends after the read timeout though bytes keep coming") {
+  HttpServerOptions o;
+  o.read_timeout = 2;
+  Running s(echo_routes(), o);
+  int fd = connect_to(s.server->port());
+  send_all(fd, "POST /sum HTTP/1.1\r\nHost: x\r\nX-Refuse: 1\r\nContent-Length: 100000\r\n\r\n");
+  CHECK(status_of(read_reply(fd)) == "HTTP/1.1 413 Payload Too Large");
+  auto start = std::chrono::steady_clock::now();
+  bool cut = false;
+  for (int i = 0; i < 50 && !cut; ++i) {  // 5 s at most, a byte each 100 ms (never 2 s silent)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    cut = ::send(fd, "x", 1, MSG_NOSIGNAL) < 0;
+  }
+  CHECK(cut);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(4000));
+  ::close(fd);
+}
