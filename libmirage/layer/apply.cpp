@@ -190,7 +190,14 @@ class Applier {
   }
 
   ApplyResult run() {
-    // Name every temporary and new directory before making any, so a crash can be undone.
+    begin_staging();
+    stage_all();
+    return commit();
+  }
+
+ private:
+  /// Names every temporary and new directory before making any, so a crash can be undone.
+  void begin_staging() {
     json temps = json::array(), made = json::array();
     for (size_t i = 0; i < m_plan.ops.size(); ++i) {
       const Op& op = m_plan.ops[i];
@@ -224,8 +231,11 @@ class Applier {
     }
     m_staging = {{"state", "staging"}, {"temps", temps}, {"dirs", made}, {"dir_times", times}, {"set_aside", json::array()}};
     write_journal(m_opts.journal, m_staging);
+  }
+
+  /// Directories first (in path order, parents before children), then contents in batches.
+  void stage_all() {
     uint64_t total = m_plan.fetch_bytes + m_plan.local_bytes, done = 0;
-    // Directories first (in path order, parents before children), then contents in batches.
     std::vector<size_t> files, links;
     for (size_t i = 0; i < m_plan.ops.size(); ++i) {
       const Op& op = m_plan.ops[i];
@@ -296,7 +306,10 @@ class Applier {
     }
     ::syncfs(m_dirs.get("/"));
 
-    // Commit.
+  }
+
+  /// Journals the commit steps, carries them out, and forgets the journal.
+  ApplyResult commit() {
     json steps = json::array();
     for (size_t i = 0; i < m_plan.ops.size(); ++i) {
       const Op& op = m_plan.ops[i];
@@ -330,7 +343,7 @@ class Applier {
     return m_result;
   }
 
- private:
+
   void record_installed() {
     for (const auto& [i, tmp] : m_tmp) {
       const Op& op = m_plan.ops[i];
