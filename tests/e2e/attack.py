@@ -52,6 +52,23 @@ def post(body, token=None, headers=None, timeout=30):
     return r.status, reply
 
 
+def reply_head(s, timeout):
+    # What the server answered on socket s, up to the end of its header (or until it
+    # closed or went quiet); closes s.
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    s.close()
+    return data
+
+
 def expect(status_reply, status, code=None, what=""):
     got, reply = status_reply
     if got != status:
@@ -130,17 +147,7 @@ def attack_bodies(token):
         s = socket.create_connection((HOST, PORT), timeout=10)
         auth = f"Authorization: Bearer {tok}\r\n" if tok else ""
         s.sendall(f"POST /v1/rpc HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {1 << 30}\r\n\r\n".encode() + b"x" * 65536)
-        s.settimeout(10)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:
-            pass
-        s.close()
+        data = reply_head(s, 10)
         if not data.startswith(b"HTTP/1.1 413"):
             fail(f"{who} 1 GiB body: expected 413 before the body, got {data[:80]!r}")
     # An anonymous request may not exceed 64 KiB, whatever it claims to be.
@@ -240,17 +247,7 @@ def attack_headers():
             sent += 100
     except OSError:
         pass  # the server closed: what it answered is in the receive buffer
-    s.settimeout(5)
-    data = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except OSError:
-        pass
-    s.close()
+    data = reply_head(s, 5)
     if not data.startswith(b"HTTP/1.1 431"):
         fail(f"{sent} header lines: expected 431, got {data[:80]!r}")
     # A header of 1,000 short lines under the limit is still served.
