@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "libmirage/server/http_server.hpp"
 #include "libmirage/server/registry.hpp"
 
 namespace mirage::server {
@@ -38,9 +39,7 @@ int http_status(const proto::Reply& reply) {
 std::optional<std::string> bearer_token(const std::string& header) {
   if (header.empty()) return std::nullopt;
   constexpr std::string_view scheme = "bearer ";
-  if (header.size() <= scheme.size() ||
-      !std::equal(scheme.begin(), scheme.end(), header.begin(),
-                  [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
+  if (header.size() <= scheme.size() || !iequals(std::string_view(header).substr(0, scheme.size()), scheme))
     return std::string();
   auto token = header.substr(scheme.size());
   token.erase(0, std::min(token.size(), token.find_first_not_of(' ')));

@@ -16,6 +16,9 @@
 
 namespace mirage::server {
 
+/// ASCII case-insensitive equality, as HTTP compares field names, schemes and tokens.
+bool iequals(std::string_view a, std::string_view b);
+
 /// A request as a handler sees it: its header, and a reader for its body.
 struct HttpRequest {
   std::string method;  ///< "GET", "POST", ...
