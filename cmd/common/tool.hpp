@@ -49,6 +49,11 @@ void print(const Common& common, const nlohmann::json& doc, const std::function<
 /// nullopt when malformed or out of range. What server::Limits::set reads sizes with.
 std::optional<uint64_t> parse_size(const std::string& text);
 
+/// Runs `handler` on SIGINT and SIGTERM, and unblocks both: a mask inherited from the
+/// starter (a supervisor, a CI runner) may block them, and a blocked SIGTERM stays
+/// pending for ever.
+void on_stop_signals(void (*handler)(int));
+
 /// Human-readable byte count ("1.5 GiB").
 std::string human_bytes(uint64_t bytes);
 

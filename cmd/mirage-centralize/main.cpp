@@ -179,8 +179,7 @@ bool nap(double seconds) {
 /// are logged and retried with backoff; only a rejection or bad flags stop it (exit 4,
 /// 2). SIGINT/SIGTERM stop between syncs.
 int watch(const tool::Common& common, const Options& o) {
-  std::signal(SIGTERM, [](int) { g_stop = 1; });
-  std::signal(SIGINT, [](int) { g_stop = 1; });
+  tool::on_stop_signals([](int) { g_stop = 1; });
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> spread(-o.jitter, o.jitter);
   std::string device = device_id_of(o);

@@ -144,12 +144,9 @@ int serve(const Options& o) {
     }
     g_stop = std::move(stop);
     g_stop_ready = true;
-    struct sigaction sa {};
-    sa.sa_handler = [](int) {
+    tool::on_stop_signals([](int) {
       if (g_stop_ready) g_stop();
-    };
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
+    });
   };
   server::Service service(data_dir(o), false, limits);
   add_volumes(service, o);

@@ -60,7 +60,7 @@ expect_exit 75 env MIRAGE_SERVER="$SERVER_URL" mirage-centralize --root "$TEST_T
   --state "$TEST_TMP/state3"
 expect_contains "$ERR" "pending-devices"
 kill -0 "$SERVER_PID" || fail "server died"
-kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+stop_server
 
 # Over stdio too: a header nested past frame-depth is refused (exit 2 ends the stream).
 printf '{"v":1,"id":[[[[[[[[[[1]]]]]]]]]],"method":"server.info"}\n' >"$TEST_TMP/deep.frame"

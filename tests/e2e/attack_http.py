@@ -4,6 +4,7 @@
 attack_http.py URL ATTACK [ARGS...]; every loop is bounded in count and time, and after
 each attack the server answers /healthz within a second.
 """
+import faulthandler
 import json
 import os
 import re
@@ -392,6 +393,8 @@ def attack_inflight(count):
 
 
 def main():
+    # No attack runs for ever: past 180 s every thread's stack is printed and it exits.
+    faulthandler.dump_traceback_later(180, exit=True)
     attack = sys.argv[2]
     args = sys.argv[3:]
     if attack == "framing":

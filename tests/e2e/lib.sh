@@ -111,9 +111,23 @@ make_every_kind() {
   touch -d '2020-01-01 00:00:00.000000001' "$d/dir"
 }
 
+# stop_server: SIGTERM to $SERVER_PID, waits up to 10 s, then SIGKILL (a server that
+# ignores SIGTERM must not hang the test run) and says so on stderr.
+stop_server() {
+  [ -n "${SERVER_PID:-}" ] || return 0
+  kill "$SERVER_PID" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "the server ($SERVER_PID) still ran 10 s after SIGTERM: killed; its log ends:" >&2
+    tail -20 "$TEST_TMP/server.log" >&2 2>/dev/null || true
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+  fi
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+
 # start_http_server DATA [SERVERD ARGS...]: inits DATA, serves it on a free loopback
 # port (https when the args hold --tls-cert); sets SERVER_URL, ADMIN_TOKEN and
-# SERVER_PID (stopped on exit).
+# SERVER_PID (stopped on exit). SERVER_LAUNCH, if set, is a command that execs the rest.
 start_http_server() {
   local data=$1; shift
   local scheme=http
@@ -122,7 +136,7 @@ start_http_server() {
   local port
   for _ in 1 2 3 4 5; do
     port=$(( 20000 + RANDOM % 20000 ))
-    mirage-serverd --data "$data" --listen "127.0.0.1:$port" "$@" 2>"$TEST_TMP/server.log" &
+    ${SERVER_LAUNCH:-} mirage-serverd --data "$data" --listen "127.0.0.1:$port" "$@" 2>"$TEST_TMP/server.log" &
     SERVER_PID=$!
     for _ in $(seq 1 50); do
       grep -q serving "$TEST_TMP/server.log" 2>/dev/null && break
@@ -131,7 +145,7 @@ start_http_server() {
     done
     if grep -q serving "$TEST_TMP/server.log"; then
       SERVER_URL="$scheme://127.0.0.1:$port"
-      trap 'kill $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true; cleanup' EXIT
+      trap 'stop_server; cleanup' EXIT
       return 0
     fi
   done

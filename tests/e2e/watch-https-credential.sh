@@ -25,7 +25,7 @@ expect_contains "$OUT" '"state":"pending"'
 mirage-centralize --ca-file "$pki/ca.pem" --root "$src" --device-id dev-u --watch --interval 60m --poll 0.2s \
   --output json >"$TEST_TMP/watch.log" 2>"$TEST_TMP/watch.err" &
 watcher=$!
-trap 'kill $watcher 2>/dev/null || true; kill $SERVER_PID 2>/dev/null || true; wait 2>/dev/null || true; cleanup' EXIT
+trap 'kill $watcher 2>/dev/null || true; stop_server; wait $watcher 2>/dev/null || true; cleanup' EXIT
 synced() {  # synced N: until the watcher printed N accepted sync lines (at most 30 s)
   for _ in $(seq 1 150); do
     [ "$(grep -c '"state":"accepted"' "$TEST_TMP/watch.log")" -ge "$1" ] && return 0
