@@ -7,7 +7,11 @@
 # a second; its peak memory stays bounded.
 source "$(dirname "$0")/lib.sh"
 need python3 openssl
-attack() { python3 "$MIRAGE_SOURCE/tests/e2e/attack_http.py" "$SERVER_URL" "$@"; }
+attack() {  # each attack's time goes in the log: a slow one shows where
+  local t0; t0=$(date +%s%N)
+  python3 "$MIRAGE_SOURCE/tests/e2e/attack_http.py" "$SERVER_URL" "$@"
+  echo "attack $1: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+}
 # Few open files (the soft limit, inherited by the server): the "many" attack reaches it.
 # Not under the sanitizers: UBSan probes memory through a pipe, and at the open-file
 # limit it reports a fresh object's vptr as invalid (a false report, in the accept retry).
