@@ -8,7 +8,24 @@ export PATH="$MIRAGE_BIN:$PATH"
 TEST_TMP=$(mktemp -d /tmp/mirage-e2e.XXXXXX)
 export MIRAGE_HOME="$TEST_TMP/home"
 unset MIRAGE_SERVER MIRAGE_TOKEN
-cleanup() { if [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TEST_TMP"; fi; }
+# descendants PID: every process below PID, deepest last.
+descendants() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$child"; descendants "$child"; done
+}
+# On exit, whatever a test left running (a watcher, an attack, a server after a failed
+# check) is stopped: a process that outlives the test holds ctest's output pipe, and
+# ctest waits for that pipe for ever.
+cleanup() {
+  local left
+  left=$(descendants $$)  # (the listing's own processes are gone by the kill)
+  if [ -n "$left" ]; then
+    kill $left 2>/dev/null || true
+    sleep 0.2
+    kill -9 $(descendants $$) 2>/dev/null || true
+  fi
+  if [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TEST_TMP"; fi
+}
 trap cleanup EXIT
 source "$MIRAGE_SOURCE/tests/pki.sh"
 
@@ -134,21 +151,27 @@ start_http_server() {
   case " $* " in *" --tls-cert "*) scheme=https ;; esac
   ADMIN_TOKEN=$(mirage-serverd init --data "$data" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')
   local port
+  trap 'stop_server; cleanup' EXIT
   for _ in 1 2 3 4 5; do
     port=$(( 20000 + RANDOM % 20000 ))
     ${SERVER_LAUNCH:-} mirage-serverd --data "$data" --listen "127.0.0.1:$port" "$@" 2>"$TEST_TMP/server.log" &
     SERVER_PID=$!
-    for _ in $(seq 1 50); do
+    # Up to 60 s on a loaded machine; a server that exits early (the port was taken) is
+    # tried again on another port. One still starting is never left behind: it would
+    # hold ctest's output pipe, and ctest waits for that for ever.
+    for _ in $(seq 1 600); do
       grep -q serving "$TEST_TMP/server.log" 2>/dev/null && break
       kill -0 $SERVER_PID 2>/dev/null || break
       sleep 0.1
     done
     if grep -q serving "$TEST_TMP/server.log"; then
       SERVER_URL="$scheme://127.0.0.1:$port"
-      trap 'stop_server; cleanup' EXIT
       return 0
     fi
+    kill -0 $SERVER_PID 2>/dev/null && { stop_server; fail "server did not start within 60 s: $(cat "$TEST_TMP/server.log")"; }
+    wait $SERVER_PID 2>/dev/null || true
   done
+  SERVER_PID=
   fail "server did not start: $(cat "$TEST_TMP/server.log")"
 }
 
