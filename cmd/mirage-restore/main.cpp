@@ -78,12 +78,12 @@ int main(int argc, char** argv) {
   tool::Common common;
   tool::add_common(app, common);
   app.add_option("--device", o.device, "Device id or unique hostname");
-  app.add_option("--snapshot", o.snapshot,
-                 "Id, id prefix, latest, a date or time (2026-11-30 14:00), yesterday, or an age "
-                 "(2h, 3d, 1w): the newest snapshot at or before it");
+  app.add_option("--snapshot", o.snapshot, "Id or prefix, latest, or a time: the newest\nat or before "
+                                           "it (2026-11-30 14:00, yesterday,\n2h, 3d, 1w)");
   app.add_option("--path", o.paths, "Path in the snapshot (repeatable; / for all)");
   app.add_option("--to", o.to, "Directory to restore into");
-  app.add_option("--overwrite", o.overwrite, "An existing file: always (default), if-changed (size, mtime), never")
+  app.add_option("--overwrite", o.overwrite, "An existing file at the target: replace it\n(always, the default), "
+                                             "unless its size and\nmtime match (if-changed), or keep it (never)")
       ->check(CLI::IsMember({"always", "if-changed", "never"}));
   app.fallthrough();
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
