@@ -16,6 +16,7 @@ struct Options {
   std::string snapshot = "latest";
   std::vector<std::string> paths;
   std::string to;
+  std::string overwrite = "always";
 };
 
 int restore(const tool::Common& common, const Options& o) {
@@ -23,30 +24,27 @@ int restore(const tool::Common& common, const Options& o) {
   if (o.paths.empty()) throw Error(ErrorKind::usage, "--path is required (use --path / for everything)");
   if (o.to.empty()) throw Error(ErrorKind::usage, "--to is required");
   std::error_code ec;
-  std::filesystem::create_directories(o.to, ec);
-  if (!std::filesystem::is_directory(o.to))
-    throw Error(ErrorKind::usage, "--to " + o.to + ": not a directory" + (ec ? " (" + ec.message() + ")" : ""));
+  if (std::filesystem::exists(o.to, ec) && !std::filesystem::is_directory(o.to, ec))
+    throw Error(ErrorKind::usage, "--to " + o.to + ": not a directory");
   auto client = tool::connect(common);
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
   tool::Progress bar;
+  // The restore makes --to when missing, and removes what it made if it fails.
   auto stats = endpoint::restore(client, snap, o.paths, o.to,
                                [&](uint64_t bytes) { bar.show("restored " + tool::human_bytes(bytes)); },
-                               tool::connection_factory(common));
-  json doc = {{"device_id", o.device}, {"snapshot_id", snap["snapshot_id"]}, {"to", o.to}, {"paths", o.paths},
-              {"stats", stats}};
+                               tool::connection_factory(common), *materialize::overwrite_from_name(o.overwrite));
+  json doc = {{"device_id", snap["device_id"]}, {"snapshot_id", snap["snapshot_id"]}, {"time", snap["time"]},
+              {"to", o.to}, {"paths", o.paths}, {"overwrite", o.overwrite}, {"stats", stats}};
   try {  // the transaction log; a restore that worked is not failed for it
-    client.call("events.report", {{"type", "restore"},
-                                  {"device_id", o.device},
-                                  {"snapshot_id", snap["snapshot_id"]},
-                                  {"bytes_moved", stats.wire_bytes},
-                                  {"unique_bytes", stats.bytes},
-                                  {"files", stats.files}});
-  } catch (const Error& e) {
+    endpoint::report_restore(client, snap, o.paths, o.to, stats);
+  } catch (const std::exception& e) {
     util::warn(std::string("restore not logged: ") + e.what());
   }
   tool::print(common, doc, [&](std::ostream& out) {
     out << "restored " << stats.files << " files, " << stats.dirs << " dirs (" << tool::human_bytes(stats.bytes)
-        << ") from snapshot " << snap["snapshot_id"].get<std::string>() << " into " << o.to << "\n";
+        << ") from snapshot " << snap["snapshot_id"].get<std::string>() << " (" << snap["time"].get<std::string>()
+        << ") into " << o.to << "\n";
+    if (stats.kept) out << stats.kept << " existing entries left as they were (--overwrite " << o.overwrite << ")\n";
   });
   return 0;
 }
@@ -54,7 +52,7 @@ int restore(const tool::Common& common, const Options& o) {
 int snapshots(const tool::Common& common, const Options& o) {
   if (o.device.empty()) throw Error(ErrorKind::usage, "--device is required");
   auto client = tool::connect(common);
-  json list = client.call("snapshot.list", {{"device_id", o.device}});
+  json list = client.call("snapshot.list", {{"device_id", client::resolve_device(client, o.device)}});
   for (auto& s : list["snapshots"]) s.erase("root");
   tool::print(common, list, [&](std::ostream& out) {
     if (list["snapshots"].empty()) out << "no snapshots\n";
@@ -79,13 +77,17 @@ int main(int argc, char** argv) {
   Options o;
   tool::Common common;
   tool::add_common(app, common);
-  app.add_option("--device", o.device, "Device id");
-  app.add_option("--snapshot", o.snapshot, "Snapshot id, id prefix, latest or a date");
+  app.add_option("--device", o.device, "Device id or unique hostname");
+  app.add_option("--snapshot", o.snapshot, "Id or prefix, latest, or a time: the newest\nat or before "
+                                           "it (2026-11-30 14:00, yesterday,\n2h, 3d, 1w)");
   app.add_option("--path", o.paths, "Path in the snapshot (repeatable; / for all)");
   app.add_option("--to", o.to, "Directory to restore into");
+  app.add_option("--overwrite", o.overwrite, "An existing file at the target: replace it\n(always, the default), "
+                                             "unless its size and\nmtime match (if-changed), or keep it (never)")
+      ->check(CLI::IsMember({"always", "if-changed", "never"}));
   app.fallthrough();
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
-  list->add_option("--device", o.device, "Device id");
+  list->add_option("--device", o.device, "Device id or unique hostname");
   return tool::run(argc, argv, app, common,
                    {{list, [&] { return snapshots(common, o); }}, {nullptr, [&] { return restore(common, o); }}});
 }

@@ -85,23 +85,76 @@ std::vector<uint8_t> chunks_delta(Client& client, std::span<const Digest> pairs)
   return out;
 }
 
-json resolve_snapshot(Client& client, const std::string& device, const std::string& spec) {
-  json list = client.call("snapshot.list", {{"device_id", device}})["snapshots"];
+std::string resolve_device(Client& client, const std::string& spec) {
+  if (spec.empty()) throw Error(ErrorKind::usage, "--device is required (a device id or hostname)");
+  try {
+    client.call("device.status", {{"device_id", spec}});
+    return spec;
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::permission) return spec;  // a device's credential: only its own id works anyway
+    if (e.kind() != ErrorKind::not_found) throw;
+  }
+  json devices = client.call("device.list", {{"hostname", spec}})["devices"];
+  if (devices.size() == 1) return devices[0]["device_id"].get<std::string>();
+  if (devices.empty()) throw Error(ErrorKind::not_found, "device " + spec + ": no device has this id or hostname");
+  std::string ids;
+  for (const auto& d : devices)
+    ids += "\n  " + d["device_id"].get<std::string>() + "  " + d.value("state", "") + ", last seen " + d.value("last_seen", "");
+  throw Error(ErrorKind::usage, "device " + spec + ": " + std::to_string(devices.size()) +
+                                    " devices have this hostname; give one of their ids:" + ids);
+}
+
+namespace {
+
+std::string describe(const json& snapshot) {
+  return snapshot["snapshot_id"].get<std::string>() + " (" + snapshot.value("time", "") + ")";
+}
+
+/// The newest snapshot of `list` taken at or before `upper`.
+json at_or_before(const json& list, const std::string& device, const std::string& spec, int64_t upper) {
+  json best;
+  for (const auto& s : list)
+    if (s["time_ns"].get<int64_t>() <= upper) best = s;
+  if (!best.is_null()) return best;
+  std::string message = "device " + device + ": no snapshot at or before " + util::rfc3339(upper) + " (" + spec +
+                        "); the first is " + describe(list.front());
+  for (const auto& s : list)
+    if (s["snapshot_id"].get<std::string>().starts_with(spec)) {
+      message += "; for the snapshot whose id starts with " + spec + ", give more of its id";
+      break;
+    }
+  throw Error(ErrorKind::not_found, message);
+}
+
+}  // namespace
+
+json pick_snapshot(const json& list, const std::string& device, const std::string& spec) {
   if (list.empty()) throw Error(ErrorKind::not_found, "device " + device + ": no snapshots");
   if (spec.empty() || spec == "latest") return list.back();
+  if (auto upper = util::parse_time_before(spec, util::now_ns())) return at_or_before(list, device, spec, *upper);
   std::vector<json> matches;
   for (const auto& s : list)
-    if (s["snapshot_id"].get<std::string>().rfind(spec, 0) == 0) matches.push_back(s);
+    if (s["snapshot_id"].get<std::string>().starts_with(spec)) matches.push_back(s);
   if (matches.size() == 1) return matches.front();
-  if (matches.size() > 1) throw Error(ErrorKind::usage, "snapshot prefix " + spec + " is ambiguous");
-  if (auto upper = util::parse_time_upper(spec)) {
-    json best;
-    for (const auto& s : list)
-      if (s["time_ns"].get<int64_t>() <= *upper) best = s;
-    if (best.is_null()) throw Error(ErrorKind::not_found, "device " + device + ": no snapshot at or before " + spec);
-    return best;
-  }
-  throw Error(ErrorKind::not_found, "device " + device + ": no snapshot " + spec + " (an id, 'latest' or a date)");
+  if (matches.empty())
+    throw Error(ErrorKind::not_found, "device " + device + ": no snapshot " + spec +
+                                          " (an id or id prefix, latest, a date or time such as 2026-11-30 14:00, "
+                                          "yesterday, or an age such as 2h, 3d, 1w)");
+  constexpr size_t k_listed = 10;
+  std::string candidates;
+  for (size_t i = 0; i < matches.size() && i < k_listed; ++i) candidates += "\n  " + describe(matches[i]);
+  if (matches.size() > k_listed) candidates += "\n  (" + std::to_string(matches.size() - k_listed) + " more)";
+  throw Error(ErrorKind::usage, "device " + device + ": snapshot prefix " + spec + " is ambiguous; it starts " +
+                                    std::to_string(matches.size()) + " ids:" + candidates);
+}
+
+json resolve_snapshot(Client& client, const std::string& device, const std::string& spec) {
+  std::string id = resolve_device(client, device);
+  json list = client.call("snapshot.list", {{"device_id", id}})["snapshots"];
+  std::string shown = id == device ? id : device + " (" + id + ")";
+  json snapshot = pick_snapshot(list, shown, spec);
+  snapshot["device_id"] = id;
+  return snapshot;
 }
 
 }  // namespace mirage::client

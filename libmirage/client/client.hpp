@@ -68,8 +68,25 @@ std::vector<uint8_t> chunks_get(Client& client, std::span<const util::Digest> id
 /// chunks.delta: for (base, target) id pairs, the delta records.
 std::vector<uint8_t> chunks_delta(Client& client, std::span<const util::Digest> pairs);
 
-/// The snapshot `spec` names: "latest", an id or unique id prefix, or a date/time
-/// (the latest snapshot at or before it). Throws Error(not_found).
+// What --device and --snapshot name: every command that takes them resolves them here.
+
+/// The device id `spec` names: a registered device id, else the hostname of exactly one
+/// device (ASCII case-insensitive). Throws Error(usage) listing the ids when several
+/// devices have that hostname, Error(not_found) when none has. A caller that may not
+/// look devices up (a device's own credential) gets `spec` back: it names only itself.
+std::string resolve_device(Client& client, const std::string& spec);
+
+/// The snapshot `spec` names on `device` (an id or a hostname: resolve_device), as
+/// snapshot.list lists it (its "device_id" is the device's id): see pick_snapshot.
 nlohmann::json resolve_snapshot(Client& client, const std::string& device, const std::string& spec);
+
+/// The snapshot resolve_snapshot picks from a device's list (oldest first) at
+/// util::now_ns(): for "latest" (or empty) the newest; for a time (util::parse_time_before:
+/// "yesterday", "2h", "3d", "1w", "2026-11-30", "2026-11-30 14:00", UTC) the newest taken
+/// at or before it; else the one whose id is or starts with `spec`. A spec that reads as a
+/// time is a time ("3d" never an id prefix: type more of the id). Throws Error(not_found)
+/// when the list is empty, nothing matches, or the time is before the first snapshot;
+/// Error(usage) when several ids start with `spec`, listing them.
+nlohmann::json pick_snapshot(const nlohmann::json& list, const std::string& device, const std::string& spec);
 
 }  // namespace mirage::client

@@ -1,5 +1,8 @@
 #include "libmirage/endpoint/centralize.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 
@@ -182,9 +185,10 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
 
 materialize::RestoreStats restore(Client& client, const json& snapshot, const std::vector<std::string>& paths,
                                   const fs::path& to, std::function<void(uint64_t)> progress,
-                                  ConnectionFactory more_connections) {
+                                  ConnectionFactory more_connections, materialize::Overwrite overwrite) {
   materialize::RestoreOptions ro;
   ro.to = to;
+  ro.overwrite = overwrite;
   ro.paths = paths;
   ro.root = tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root");
   ro.tree = ro.root.subtree;
@@ -193,6 +197,28 @@ materialize::RestoreStats restore(Client& client, const json& snapshot, const st
   auto stats = materialize::restore(ro, *source);
   stats.wire_bytes = source->bytes_received();
   return stats;
+}
+
+json report_restore(Client& client, const json& snapshot, const std::vector<std::string>& paths, const fs::path& to,
+                    const materialize::RestoreStats& stats) {
+  constexpr size_t k_named = 64;  // server::k_max_report_paths: a whole device is "/", a long list is cut
+  std::vector<std::string> named(paths.begin(), paths.begin() + std::min(paths.size(), k_named));
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = 0;
+  for (char& c : host)
+    if (c && (c < 0x21 || c > 0x7e)) c = '?';  // the server takes printable ASCII
+  std::error_code ec;
+  fs::path where = fs::absolute(to, ec).lexically_normal();
+  return client.call("events.report", {{"type", "restore"},
+                                       {"device_id", snapshot.at("device_id")},
+                                       {"snapshot_id", snapshot.at("snapshot_id")},
+                                       {"bytes_moved", stats.wire_bytes},
+                                       {"unique_bytes", stats.bytes},
+                                       {"files", stats.files},
+                                       {"paths", named},
+                                       {"paths_total", paths.size()},
+                                       {"to", ec ? to.string() : where.string()},
+                                       {"host", host}});
 }
 
 }  // namespace mirage::endpoint

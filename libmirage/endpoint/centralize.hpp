@@ -48,10 +48,19 @@ void to_json(nlohmann::json& j, const CentralizeResult& r);
 /// a rejected one throws Error(permission).
 CentralizeResult centralize(Client& client, const CentralizeOptions& options);
 
-/// Restores `paths` of a snapshot (as client::resolve_snapshot returns it) into `to`;
-/// large chunk fetches use two further connections from `more_connections` when given.
+/// Restores `paths` of a snapshot (as client::resolve_snapshot returns it) into `to`
+/// (see materialize::restore); large chunk fetches use two further connections from
+/// `more_connections` when given.
 materialize::RestoreStats restore(Client& client, const nlohmann::json& snapshot, const std::vector<std::string>& paths,
                                   const std::filesystem::path& to, std::function<void(uint64_t)> progress,
-                                  ConnectionFactory more_connections = nullptr);
+                                  ConnectionFactory more_connections = nullptr,
+                                  materialize::Overwrite overwrite = materialize::Overwrite::always);
+
+/// Records a restore done in the server's transaction log (events.report, event
+/// restore.done): the snapshot, the paths restored (the first 64, the server's bound, and
+/// how many in all), `to` made absolute and this machine's hostname, the counts. Returns
+/// the event's detail; throws what the call throws.
+nlohmann::json report_restore(Client& client, const nlohmann::json& snapshot, const std::vector<std::string>& paths,
+                              const std::filesystem::path& to, const materialize::RestoreStats& stats);
 
 }  // namespace mirage::endpoint

@@ -104,6 +104,7 @@ class Restorer {
       wait_previous();
     } catch (...) {
       if (m_pending.valid()) m_pending.wait();
+      remove_made_dirs();
       throw;
     }
     m_stats.bytes = m_bytes;
@@ -118,12 +119,14 @@ class Restorer {
   };
 
   void walk() {
-    auto target = std::make_shared<util::Fd>(util::open_dir(m_opts.to.string()));
+    DirFd target = open_target();
+    std::vector<Job> parents;  // the directories on the way that this restore made
     for (const auto& path : m_opts.paths) {
       auto parts = tree::split_path(path);
       if (parts.empty()) {
         restore_dir_contents(target, m_opts.root, "/");
-        queue({Job::Type::finish_dir, target, m_opts.root, "/", nullptr, {}});
+        if (!m_made_target.empty() || m_opts.overwrite != Overwrite::never)
+          queue({Job::Type::finish_dir, target, m_opts.root, "/", nullptr, {}});
         continue;
       }
       // Walk down the snapshot, creating the directories on the way in the target.
@@ -141,11 +144,43 @@ class Restorer {
           restore_entry(parent, *e, shown);
         } else {
           if (e->kind != tree::Kind::dir) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
-          parent = make_dir(parent, e->name, shown);
+          bool made = false;
+          parent = make_dir(parent, e->name, shown, &made);
+          if (made) parents.push_back({Job::Type::finish_dir, parent, *e, shown, nullptr, {}});
           dir = *e;
         }
       }
     }
+    // Last, deepest first: after every path restored into them (their mtime stays).
+    for (auto it = parents.rbegin(); it != parents.rend(); ++it) queue(std::move(*it));
+  }
+
+  /// Opens the target, first making what is missing of its path (as mkdir -p: mode 0777
+  /// less the umask).
+  DirFd open_target() {
+    std::filesystem::path to = m_opts.to.lexically_normal();
+    if (!to.has_filename() && to.has_parent_path() && to != to.root_path()) to = to.parent_path();  // "dir/"
+    std::vector<std::filesystem::path> missing;
+    struct stat st;
+    for (auto p = to; !p.empty() && ::stat(p.c_str(), &st) != 0 && errno == ENOENT; p = p.parent_path()) {
+      missing.push_back(p);
+      if (p == p.parent_path()) break;
+    }
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+      if (::mkdir(it->c_str(), 0777) == 0)
+        m_made_target.push_back(*it);
+      else if (errno != EEXIST)
+        throw_errno("create " + it->string());
+    }
+    return std::make_shared<util::Fd>(util::open_dir(to.string()));
+  }
+
+  /// After a failure: removes the directories this restore made that are still empty,
+  /// deepest first (one holding a file written whole stays, and so do its parents).
+  void remove_made_dirs() noexcept {
+    for (auto it = m_made.rbegin(); it != m_made.rend(); ++it)
+      ::unlinkat(it->first->get(), it->second.c_str(), AT_REMOVEDIR);
+    for (auto it = m_made_target.rbegin(); it != m_made_target.rend(); ++it) ::rmdir(it->c_str());
   }
 
   void queue(Job job) {
@@ -154,19 +189,25 @@ class Restorer {
     if (m_pending_bytes >= k_flush_bytes || m_jobs.size() >= k_flush_jobs) flush();
   }
 
-  /// Creates (or reuses) directory `name` in `parent`; never follows a symlink.
-  DirFd make_dir(const DirFd& parent, const std::string& name, const std::string& shown) {
-    if (::mkdirat(parent->get(), name.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("create directory " + shown);
+  /// Creates (or reuses) directory `name` in `parent`; never follows a symlink. `made`
+  /// (when given) says whether it was created.
+  DirFd make_dir(const DirFd& parent, const std::string& name, const std::string& shown, bool* made = nullptr) {
+    bool created = ::mkdirat(parent->get(), name.c_str(), 0700) == 0;
+    if (!created && errno != EEXIST) throw_errno("create directory " + shown);
+    if (created) m_made.emplace_back(parent, name);
+    if (made) *made = created;
     return std::make_shared<util::Fd>(util::open_dir_at(parent->get(), name, m_opts.to.string() + shown));
   }
 
   void restore_entry(const DirFd& parent, const tree::Entry& e, const std::string& path) {
+    if (e.kind != tree::Kind::dir && keep_existing(parent->get(), e, path)) return;
     switch (e.kind) {
       case tree::Kind::dir: {
-        DirFd fd = make_dir(parent, e.name, path);
+        bool made = false;
+        DirFd fd = make_dir(parent, e.name, path, &made);
         m_stats.dirs++;
         restore_dir_contents(fd, e, path);
-        queue({Job::Type::finish_dir, fd, e, path, nullptr, {}});
+        if (made || m_opts.overwrite != Overwrite::never) queue({Job::Type::finish_dir, fd, e, path, nullptr, {}});
         break;
       }
       case tree::Kind::file:
@@ -178,6 +219,27 @@ class Restorer {
         if (link_to_group(parent, e, path)) return;
         make_special(parent->get(), e, path);
     }
+  }
+
+  /// True when `e` is at the target already and Overwrite says to leave it there. An
+  /// unchanged file (if_changed) gets the snapshot's owner, mode, xattrs and times.
+  bool keep_existing(int dirfd, const tree::Entry& e, const std::string& path) {
+    if (m_opts.overwrite == Overwrite::always) return false;
+    struct stat st;
+    if (::fstatat(dirfd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return false;  // nothing there (or unreadable)
+    if (m_opts.overwrite == Overwrite::if_changed) {
+      auto same = [&](const struct stat& s) {
+        return S_ISREG(s.st_mode) && uint64_t(s.st_size) == e.size &&
+               int64_t(s.st_mtim.tv_sec) * 1000000000 + s.st_mtim.tv_nsec == e.mtime_ns;
+      };
+      if (e.kind != tree::Kind::file || !same(st)) return false;
+      // Through an fd opened without following a symlink: what was checked is what is changed.
+      util::Fd fd(::openat(dirfd, e.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+      if (!fd || ::fstat(fd.get(), &st) != 0 || !same(st)) return false;
+      set_metadata_fd(fd.get(), dirfd, e.name, e, path, [this](std::string m) { warn(std::move(m)); });
+    }
+    m_stats.kept++;
+    return true;
   }
 
   /// For a hardlink group member after the first restored one: queues the link and
@@ -404,6 +466,8 @@ class Restorer {
   std::atomic<uint64_t> m_bytes{0};
   std::mutex m_warn_mutex;
   std::set<std::pair<dev_t, ino_t>> m_cleaned;  ///< directories remove_stale_temps() has seen
+  std::vector<std::pair<DirFd, std::string>> m_made;  ///< directories made in the target, in order
+  std::vector<std::filesystem::path> m_made_target;   ///< the target and its parents that were missing
   std::future<void> m_pending;  ///< the writer task of the previous batch
 };
 
@@ -411,7 +475,15 @@ class Restorer {
 
 void to_json(nlohmann::json& j, const RestoreStats& s) {
   j = {{"files", s.files}, {"dirs", s.dirs}, {"symlinks", s.symlinks}, {"others", s.others},
-       {"hardlinks", s.hardlinks}, {"bytes", s.bytes}, {"wire_bytes", s.wire_bytes}, {"warnings", s.warnings}};
+       {"hardlinks", s.hardlinks}, {"kept", s.kept}, {"bytes", s.bytes}, {"wire_bytes", s.wire_bytes},
+       {"warnings", s.warnings}};
+}
+
+std::optional<Overwrite> overwrite_from_name(std::string_view name) {
+  if (name == "always") return Overwrite::always;
+  if (name == "if-changed") return Overwrite::if_changed;
+  if (name == "never") return Overwrite::never;
+  return std::nullopt;
 }
 
 RestoreStats restore(const RestoreOptions& options, ObjectSource& source) { return Restorer(options, source).run(); }

@@ -17,11 +17,16 @@
 // Temporary names start with ".mirage-restore."; those a killed restore left behind in
 // a directory are removed when a restore next writes into it. A fetch that fails (a
 // pack missing or damaged on the server) is rethrown naming the files it affects.
+//
+// Directories are made 0700 and get their own mode, owner and times last, after their
+// contents (a read-only directory would refuse them; its mtime would move).
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -59,23 +64,38 @@ class ObjectSource {
 
 struct RestoreStats {
   uint64_t files = 0, dirs = 0, symlinks = 0, others = 0, hardlinks = 0;
+  uint64_t kept = 0;  ///< entries already at the target and left as they were (Overwrite)
   uint64_t bytes = 0;
   uint64_t wire_bytes = 0;  ///< received from the server (set by the protocol client)
   std::vector<std::string> warnings;
 };
 void to_json(nlohmann::json& j, const RestoreStats& s);
 
+/// What a restore does with an entry (not a directory) that exists at the target:
+/// `always` replaces it; `if_changed` leaves a regular file whose size and mtime equal the
+/// snapshot's (rsync's quick check; its owner, mode, xattrs and times are still set) and
+/// replaces anything else; `never` leaves whatever is there, and an existing directory's
+/// metadata too. Directories are always merged into.
+enum class Overwrite { always, if_changed, never };
+/// "always", "if-changed", "never"; nullopt for another name.
+std::optional<Overwrite> overwrite_from_name(std::string_view name);
+
 struct RestoreOptions {
-  std::filesystem::path to;        ///< must exist and be a directory
+  std::filesystem::path to;        ///< created (as mkdir -p does) when missing
   std::vector<std::string> paths;  ///< snapshot paths; "/" is everything
   Digest tree;                     ///< the snapshot's root tree
   tree::Entry root;                ///< the snapshot's root directory entry
   std::function<void(uint64_t bytes)> progress;
+  Overwrite overwrite = Overwrite::always;
 };
 
-/// Restores each path to `to/<path>` (the whole snapshot into `to` for "/").
+/// Restores each path to `to/<path>` (the whole snapshot into `to` for "/"). The
+/// directories on the way to a path that the restore creates get their snapshot metadata
+/// (after what is restored in them); those that existed keep theirs.
 /// Throws Error(not_found) for a path the snapshot lacks, Error(integrity) for corrupt
-/// data, Error(precondition) for a symlink where a directory is expected.
+/// data, Error(precondition) for a symlink where a directory is expected. A restore that
+/// throws leaves no directory it made empty (target included): what stays is files
+/// written whole before the failure and the directories holding them.
 RestoreStats restore(const RestoreOptions& options, ObjectSource& source);
 
 /// Looks up a snapshot path, reading only the trees on the way. nullopt when absent.

@@ -2,6 +2,7 @@
 // status and deletion.
 #include <algorithm>
 
+#include "libmirage/server/http_server.hpp"
 #include "libmirage/server/methods.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/hex.hpp"
@@ -129,12 +130,20 @@ DeviceList DeviceList::parse(const Params& p) {
       throw Error(ErrorKind::usage, "state '" + printable(s, 100) + "': expected pending, accepted or rejected");
     l.state = catalog::state_from_name(s);
   }
+  l.hostname = p.optional_text("hostname");
   return l;
 }
 
 void to_json(json& j, const Devices& r) { j = {{"devices", r.devices}}; }
 
-Devices device_list(Context& c, const DeviceList& p) { return {c.cat().devices(p.state)}; }
+Devices device_list(Context& c, const DeviceList& p) {
+  auto devices = c.cat().devices(p.state);
+  // A client naming a device by its hostname (--device pc-bob) gets the few that match,
+  // not the fleet.
+  if (p.hostname)
+    std::erase_if(devices, [&](const catalog::Device& d) { return !iequals(d.hostname, *p.hostname); });
+  return {devices};
+}
 
 namespace {
 

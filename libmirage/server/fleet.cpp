@@ -325,19 +325,34 @@ EventsReport EventsReport::parse(const Params& p) {
   e.bytes_moved = static_cast<uint64_t>(p.number("bytes_moved", 0, 0, 1e18));
   e.unique_bytes = static_cast<uint64_t>(p.number("unique_bytes", 0, 0, 1e18));
   e.files = static_cast<uint64_t>(p.number("files", 0, 0, 1e18));
+  e.paths = p.texts("paths");
+  if (e.paths.size() > k_max_report_paths)
+    throw Error(ErrorKind::usage, "paths: at most " + std::to_string(k_max_report_paths) + " (give paths_total for the rest)");
+  for (const auto& path : e.paths)
+    if (path.size() > k_max_report_path)
+      throw Error(ErrorKind::usage, "paths: at most " + std::to_string(k_max_report_path) + " bytes each");
+  e.paths_total = static_cast<uint64_t>(p.number("paths_total", double(e.paths.size()), double(e.paths.size()), 1e15));
+  e.to = p.text_or("to");
+  if (e.to.size() > k_max_report_path)
+    throw Error(ErrorKind::usage, "to: at most " + std::to_string(k_max_report_path) + " bytes");
+  e.host = p.text_or("host");
+  if (e.host.size() > 253 || e.host != printable(e.host, 253))
+    throw Error(ErrorKind::usage, "host: at most 253 printable characters");
   return e;
 }
 
 void to_json(json& j, const RestoreDone& r) {
   j = {{"transaction", "restore"}, {"snapshot_id", r.snapshot_id}, {"bytes_moved", r.bytes_moved},
-       {"unique_bytes", r.unique_bytes}, {"files", r.files}, {"by", r.by}};
+       {"unique_bytes", r.unique_bytes}, {"files", r.files}, {"by", r.by}, {"paths", r.paths},
+       {"paths_total", r.paths_total}, {"to", r.to}, {"host", r.host}};
 }
 
 // Clients report what they did without the server seeing it whole (a restore reads
 // chunks; only the client knows it restored a snapshot): one transaction log entry.
 RestoreDone events_report(Context& c, const EventsReport& p) {
   registered_device(c.cat(), p.device_id);
-  RestoreDone r{p.snapshot_id, p.bytes_moved, p.unique_bytes, p.files, c.by().empty() ? "local" : c.by()};
+  RestoreDone r{p.snapshot_id, p.bytes_moved, p.unique_bytes, p.files, c.by().empty() ? "local" : c.by(),
+                p.paths, p.paths_total, p.to, p.host};
   c.cat().add_event("restore.done", p.device_id, r);
   return r;
 }

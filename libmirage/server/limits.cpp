@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "libmirage/server/methods.hpp"
 #include "libmirage/server/registry.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/error.hpp"
@@ -159,6 +160,10 @@ nlohmann::json limits_report(const Limits& limits, const HttpOptions& http) {
                   {"exceeded", "400, error usage (exit 2)"}});
   rows.push_back({{"name", "device-id"}, {"value", 128}, {"default", 128}, {"unit", "bytes"}, {"min", 128}, {"max", 128},
                   {"flag", nullptr}, {"bounds", "a device id (letters, digits, - _ . :; fixed)"},
+                  {"exceeded", "400, error usage (exit 2)"}});
+  rows.push_back({{"name", "restore-event-paths"}, {"value", k_max_report_paths}, {"default", k_max_report_paths},
+                  {"unit", "count"}, {"min", k_max_report_paths}, {"max", k_max_report_paths}, {"flag", nullptr},
+                  {"bounds", "paths an events.report of a restore names (the rest counted in paths_total; fixed)"},
                   {"exceeded", "400, error usage (exit 2)"}});
   rows.push_back({{"name", "name"}, {"value", 100}, {"default", 100}, {"unit", "bytes"}, {"min", 100}, {"max", 100},
                   {"flag", nullptr}, {"bounds", "a token, layer, collection or tag name (fixed)"},

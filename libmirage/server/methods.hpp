@@ -130,6 +130,7 @@ DeviceDeleted device_delete(Context& c, const DeviceDelete& p);
 
 struct DeviceList {
   std::optional<catalog::DeviceState> state;
+  std::optional<std::string> hostname;  ///< only devices with this hostname (ASCII case-insensitive)
   static DeviceList parse(const Params& p);
 };
 struct Devices {
@@ -374,16 +375,25 @@ struct EventsList {
   static EventsList parse(const Params& p);
 };
 nlohmann::json events_list(Context& c, const EventsList& p);
+/// A restore event names at most this many paths (a client restoring more sends the
+/// first ones and their count); each path and the target at most k_max_report_path bytes.
+constexpr size_t k_max_report_paths = 64, k_max_report_path = 4096;
 struct EventsReport {
   std::string device_id;
   std::string snapshot_id;
   uint64_t bytes_moved, unique_bytes, files;
+  std::vector<std::string> paths;  ///< the snapshot paths restored (bounded: see above)
+  uint64_t paths_total;            ///< how many were restored in all
+  std::string to, host;            ///< the target directory, and the machine it is on
   static EventsReport parse(const Params& p);
 };
 struct RestoreDone {  ///< the event's detail, as recorded
   std::string snapshot_id;
   uint64_t bytes_moved, unique_bytes, files;
   std::string by;
+  std::vector<std::string> paths;
+  uint64_t paths_total;
+  std::string to, host;
 };
 void to_json(nlohmann::json& j, const RestoreDone& r);
 RestoreDone events_report(Context& c, const EventsReport& p);

@@ -86,4 +86,32 @@ std::optional<int64_t> parse_time_lower(std::string_view text) {
   return p->first;
 }
 
+std::optional<int64_t> parse_duration(std::string_view text) {
+  constexpr int64_t k_second = 1000000000;
+  constexpr int64_t k_max = int64_t(3653) * 86400 * k_second;  // ten years: a typo past that is not meant
+  size_t digits = 0;
+  while (digits < text.size() && digits < 12 && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits + 1 != text.size()) return std::nullopt;
+  int64_t unit = 0;
+  switch (text.back()) {
+    case 's': unit = k_second; break;
+    case 'm': unit = 60 * k_second; break;
+    case 'h': unit = 3600 * k_second; break;
+    case 'd': unit = 86400 * k_second; break;
+    case 'w': unit = 7 * 86400 * k_second; break;
+    default: return std::nullopt;
+  }
+  int64_t count = std::stoll(std::string(text.substr(0, digits)));
+  if (count == 0 || count > k_max / unit) return std::nullopt;
+  return count * unit;
+}
+
+std::optional<int64_t> parse_time_before(std::string_view text, int64_t now) {
+  constexpr int64_t k_day = int64_t(86400) * 1000000000;
+  if (text == "now" || text == "today") return now;
+  if (text == "yesterday") return now - now % k_day - 1;  // the end of the day before today (UTC)
+  if (auto ago = parse_duration(text)) return now - *ago;
+  return parse_time_upper(text);
+}
+
 }  // namespace mirage::util

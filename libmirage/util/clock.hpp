@@ -34,5 +34,12 @@ std::string rfc3339(int64_t ns);
 std::optional<int64_t> parse_time_upper(std::string_view text);
 /// The first nanosecond of the same period (for "since").
 std::optional<int64_t> parse_time_lower(std::string_view text);
+/// A length of time as a count and a unit: "90s", "30m" (minutes, as systemd and Go
+/// read m), "2h", "3d", "1w"; ns. nullopt if malformed, zero or past ten years.
+std::optional<int64_t> parse_duration(std::string_view text);
+/// The moment a time spec names, as "at or before" reads it: what parse_time_upper
+/// takes, "now"/"today" (`now`), "yesterday" (its last ns: the whole UTC day, as a date
+/// is) or a duration ago ("2h": `now` minus two hours). nullopt if none of these.
+std::optional<int64_t> parse_time_before(std::string_view text, int64_t now);
 
 }  // namespace mirage::util
