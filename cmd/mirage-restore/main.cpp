@@ -28,10 +28,23 @@ int restore(const tool::Common& common, const Options& o) {
     throw Error(ErrorKind::usage, "--to " + o.to + ": not a directory" + (ec ? " (" + ec.message() + ")" : ""));
   auto client = tool::connect(common);
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
-  tool::Progress bar;
-  auto stats = endpoint::restore(client, snap, o.paths, o.to,
-                               [&](uint64_t bytes) { bar.show("restored " + tool::human_bytes(bytes)); },
-                               tool::connection_factory(common));
+  tool::Progress bar(common, "restore");
+  auto state = tool::ProgressState::of_bytes("restoring", 0, 0);
+  if (o.paths == std::vector<std::string>{"/"}) {  // the whole snapshot: its stats are the totals
+    state.bytes_total = snap.value("stats", json::object()).value("bytes", uint64_t(0));
+    state.files_total = snap.value("stats", json::object()).value("files", uint64_t(0));
+  }
+  auto stats = endpoint::restore(
+      client, snap, o.paths, o.to,
+      [&](uint64_t bytes) {
+        state.bytes = bytes;
+        bar.update(state);
+      },
+      tool::connection_factory(common));
+  state.bytes = stats.bytes;
+  state.files = stats.files;
+  bar.update(state);
+  bar.finish();
   json doc = {{"device_id", o.device}, {"snapshot_id", snap["snapshot_id"]}, {"to", o.to}, {"paths", o.paths},
               {"stats", stats}};
   try {  // the transaction log; a restore that worked is not failed for it
@@ -57,16 +70,17 @@ int snapshots(const tool::Common& common, const Options& o) {
   json list = client.call("snapshot.list", {{"device_id", o.device}});
   for (auto& s : list["snapshots"]) s.erase("root");
   tool::print(common, list, [&](std::ostream& out) {
-    if (list["snapshots"].empty()) out << "no snapshots\n";
+    tool::Table t({"SNAPSHOT", "TIME", {"FILES", tool::Align::right}, {"SIZE", tool::Align::right}, {"CVD", tool::Align::right},
+                   "KEPT BY", "NOTE"});
     for (const auto& s : list["snapshots"]) {
       const auto& st = s["stats"];
-      out << s["snapshot_id"].get<std::string>() << "  " << s["time"].get<std::string>() << "  "
-          << st.value("files", 0) << " files  " << tool::human_bytes(st.value("bytes", uint64_t(0))) << "  cvd "
-          << s.value("cvd", 1) << "  kept by";
-      for (const auto& t : s.value("kept_by", json::array())) out << " " << t.get<std::string>();
-      if (uint64_t n = st.value("unreadable", uint64_t(0))) out << "  incomplete: " << n << " entries left out";
-      out << "\n";
+      uint64_t unreadable = st.value("unreadable", uint64_t(0));
+      t.row({s["snapshot_id"].get<std::string>().substr(0, 12), tool::short_time(s["time"].get<std::string>()),
+             std::to_string(st.value("files", 0)), tool::human_bytes(st.value("bytes", uint64_t(0))),
+             std::to_string(s.value("cvd", 1)), tool::cell(s.value("kept_by", json::array())),
+             unreadable ? "incomplete: " + std::to_string(unreadable) + " entries left out" : ""});
     }
+    t.print(out, "no snapshots of device " + o.device);
   });
   return 0;
 }
@@ -79,6 +93,7 @@ int main(int argc, char** argv) {
   Options o;
   tool::Common common;
   tool::add_common(app, common);
+  tool::add_progress(app, common);
   app.add_option("--device", o.device, "Device id");
   app.add_option("--snapshot", o.snapshot, "Snapshot id, id prefix, latest or a date");
   app.add_option("--path", o.paths, "Path in the snapshot (repeatable; / for all)");
