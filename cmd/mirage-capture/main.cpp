@@ -73,6 +73,7 @@ int do_capture(const tool::Common& common, const Options& o, layer::LayerKind ki
   };
   co.more_connections = tool::connection_factory(common);
   auto client = tool::connect(common);
+  bar.update(tool::ProgressState::of_bytes("scanning", 0, 0));  // at once: the first report comes after 250 ms
   json row = endpoint::capture(client, co);
   bar.finish();
   tool::print(common, row, [&](std::ostream& out) {

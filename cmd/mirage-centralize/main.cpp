@@ -116,6 +116,7 @@ int sync_once(const tool::Common& common_in, const Options& o) {
   co.more_connections = tool::connection_factory(common);
   co.crash_point = crash_hook_from_env();
   auto client = tool::connect(common);
+  bar.update(tool::ProgressState::of_bytes("scanning", 0, 0));  // at once: the first report comes after 250 ms
   auto result = endpoint::centralize(client, co);
   bar.finish();
   json doc = result;
