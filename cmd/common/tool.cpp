@@ -346,7 +346,7 @@ std::string short_time(const std::string& t) {
 }
 
 std::string cell(const json& v) {
-  if (v.is_string()) return v.get<std::string>();
+  if (v.is_string()) return v.get<std::string>().empty() ? "-" : v.get<std::string>();
   if (v.is_null()) return "-";
   if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
   if (v.is_array()) {
@@ -421,6 +421,12 @@ void Table::print(std::ostream& out, const std::string& when_empty) const {
     out << when_empty << "\n";
     return;
   }
+  print_lines(out, true);
+}
+
+void Table::print_rows(std::ostream& out) const { print_lines(out, false); }
+
+void Table::print_lines(std::ostream& out, bool header) const {
   std::vector<size_t> width(m_columns.size());
   for (size_t c = 0; c < m_columns.size(); ++c) {
     width[c] = display_width(m_columns[c].header);
@@ -438,7 +444,7 @@ void Table::print(std::ostream& out, const std::string& when_empty) const {
     while (!s.empty() && s.back() == ' ') s.pop_back();
     out << s << "\n";
   };
-  line([&](size_t c) -> const std::string& { return m_columns[c].header; });
+  if (header) line([&](size_t c) -> const std::string& { return m_columns[c].header; });
   for (const auto& r : m_rows) line([&](size_t c) -> const std::string& { return r[c]; });
 }
 

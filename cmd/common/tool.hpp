@@ -72,8 +72,8 @@ std::string human_seconds(double seconds);
 /// An RFC 3339 time as a table shows it: "2026-12-03 07:51:28" (UTC, whole seconds);
 /// "-" for an empty one; anything else unchanged.
 std::string short_time(const std::string& rfc3339);
-/// A JSON value as a table cell: strings as they are, null as "-", numbers, true/false
-/// as yes/no, arrays joined with ",".
+/// A JSON value as a table cell: strings as they are, null and "" as "-", numbers,
+/// true/false as yes/no, arrays joined with ",".
 std::string cell(const nlohmann::json& value);
 
 /// A JSON document for a reader (`policy show`): "key: value" lines, '_' as ' ' in keys,
@@ -104,8 +104,11 @@ class Table {
   size_t size() const { return m_rows.size(); }
   /// Prints the table; with no rows, `when_empty` as a line instead (when given).
   void print(std::ostream& out, const std::string& when_empty = "") const;
+  /// Prints the rows only (a stream's later batches, under the header printed first).
+  void print_rows(std::ostream& out) const;
 
  private:
+  void print_lines(std::ostream& out, bool header) const;
   std::vector<Column> m_columns;
   std::vector<std::vector<std::string>> m_rows;
 };

@@ -28,7 +28,7 @@ json wait_for(client::Client& client, const std::string& order_id, double timeou
     json o = client.call("order.get", {{"order_id", order_id}});
     if (o["state"] != "pending") return o;
     bar.update(tool::ProgressState::waiting("for device " + o["device_id"].get<std::string>() + " to carry out order " +
-                          order_id.substr(0, 12) + " on its next sync (" + std::to_string(k) + " of " +
+                          order_id + " on its next sync (" + std::to_string(k) + " of " +
                           std::to_string(n) + " orders done)"));
     if (std::chrono::steady_clock::now() > deadline)
       throw Error(ErrorKind::unavailable, "order " + order_id + " still pending after " + std::to_string(int(timeout)) + " s");
@@ -81,7 +81,7 @@ void print_orders(std::ostream& os, const json& out, const Options& o) {
   if (!o.dry_run) {
     tool::Table t({"DEVICE", "ORDER", "LAYERS", "STATE"});
     for (const auto& e : out["orders"])
-      t.row({tool::cell(e["device_id"]), tool::cell(e["order_id"]).substr(0, 12), tool::cell(e["spec"]["layers"]),
+      t.row({tool::cell(e["device_id"]), tool::cell(e["order_id"]), tool::cell(e["spec"]["layers"]),
              e["state"].get<std::string>() + (o.wait ? "" : ", on its next sync")});
     t.print(os);
   }
@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
                          tool::Table t({"DEVICE", "LAYERS", {"PENDING", tool::Align::right}, "LAST ORDER", "STATE", "FINISHED"});
                          const json& last = r["last"];
                          t.row({o.device, tool::cell(r["given"].value("layers", json::array())), std::to_string(r["pending"].size()),
-                                last.is_null() ? "-" : tool::cell(last["order_id"]).substr(0, 12),
+                                last.is_null() ? "-" : tool::cell(last["order_id"]),
                                 last.is_null() ? "-" : tool::cell(last["state"]),
                                 last.is_null() ? "-" : tool::short_time(last.value("finished", ""))});
                          t.print(out);

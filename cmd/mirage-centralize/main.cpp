@@ -250,7 +250,7 @@ int request_snapshots(const tool::Common& common, const Options& o) {
         order = client.call("order.get", {{"order_id", order["order_id"]}});
         if (order["state"] != "pending") break;
         bar.update(tool::ProgressState::waiting("for device " + order["device_id"].get<std::string>() + " to take snapshot order " +
-                              order["order_id"].get<std::string>().substr(0, 12) + " on its next sync (" +
+                              order["order_id"].get<std::string>() + " on its next sync (" +
                               std::to_string(done) + " of " + std::to_string(total) + " done)"));
         if (std::chrono::steady_clock::now() > deadline)
           throw Error(ErrorKind::unavailable, "order " + order["order_id"].get<std::string>() + " still pending after " +

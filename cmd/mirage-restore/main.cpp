@@ -75,7 +75,7 @@ int snapshots(const tool::Common& common, const Options& o) {
     for (const auto& s : list["snapshots"]) {
       const auto& st = s["stats"];
       uint64_t unreadable = st.value("unreadable", uint64_t(0));
-      t.row({s["snapshot_id"].get<std::string>().substr(0, 12), tool::short_time(s["time"].get<std::string>()),
+      t.row({s["snapshot_id"].get<std::string>(), tool::short_time(s["time"].get<std::string>()),
              std::to_string(st.value("files", 0)), tool::human_bytes(st.value("bytes", uint64_t(0))),
              std::to_string(s.value("cvd", 1)), tool::cell(s.value("kept_by", json::array())),
              unreadable ? "incomplete: " + std::to_string(unreadable) + " entries left out" : ""});

@@ -59,7 +59,16 @@ int check(const tool::Common& common, bool read_data, bool repair) {
   return report["ok"].get<bool>() ? 0 : 6;
 }
 
-/// Events as JSON lines (one object per line, whatever --output says: they stream).
+/// An event's detail in a table cell: top-level scalars as key=value, the rest as JSON.
+std::string event_detail(const json& detail) {
+  std::string out;
+  for (const auto& [k, v] : detail.items())
+    out += (out.empty() ? "" : " ") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  return out.empty() ? "-" : out;
+}
+
+/// Events as JSON lines (they stream), or with --output text as a table (with --follow,
+/// each batch's rows under the first one's header).
 int events(const tool::Common& common, const std::string& device, const std::string& since, const std::string& type,
            bool follow, double poll) {
   auto client = tool::connect(common);
@@ -68,12 +77,25 @@ int events(const tool::Common& common, const std::string& device, const std::str
   if (!since.empty()) params["since"] = since;
   if (!type.empty()) params["type"] = type;
   int64_t last = 0;
+  bool printed_header = false;
   for (;;) {
     params["after_id"] = last;
     json r = client.call("events.list", params);
+    tool::Table table({{"ID", tool::Align::right}, "TIME", "TYPE", "DEVICE", "DETAIL"});
     for (const auto& e : r["events"]) {
-      std::cout << e.dump() << "\n";
+      if (common.output == "text")
+        table.row({tool::cell(e["event_id"]), tool::short_time(e["time"].get<std::string>()), tool::cell(e["type"]),
+                   tool::cell(e["device_id"]), event_detail(e["detail"])});
+      else
+        std::cout << e.dump() << "\n";
       last = e["event_id"].get<int64_t>();
+    }
+    if (common.output == "text" && (!table.empty() || !printed_header)) {
+      if (printed_header)
+        table.print_rows(std::cout);
+      else
+        table.print(std::cout, follow ? "" : "no events");
+      printed_header = true;
     }
     std::cout.flush();
     if (!follow) return 0;

@@ -63,6 +63,9 @@ expect_exit 0 mirage token list --output text
 table_of "$OUT"
 expect_exit 0 mirage policy list --output text
 table_of "$OUT" DEVICES
+expect_exit 0 mirage events --output text --device pc-bob
+table_of "$OUT" ID
+expect_contains "$OUT" "device.accepted"
 expect_exit 0 mirage policy show --output text
 expect_contains "$OUT" "user area: /home"
 expect_contains "$OUT" "retention:"
