@@ -30,10 +30,8 @@ int restore(const tool::Common& common, const Options& o) {
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
   tool::Progress bar(common, "restore");
   auto state = tool::ProgressState::of_bytes("restoring", 0, 0);
-  if (o.paths == std::vector<std::string>{"/"}) {  // the whole snapshot: its stats are the totals
-    state.bytes_total = snap.value("stats", json::object()).value("bytes", uint64_t(0));
-    state.files_total = snap.value("stats", json::object()).value("files", uint64_t(0));
-  }
+  // The whole snapshot: its stats give the total (the restorer reports bytes, not files).
+  if (o.paths == std::vector<std::string>{"/"}) state.bytes_total = snap.value("stats", json::object()).value("bytes", uint64_t(0));
   auto stats = endpoint::restore(
       client, snap, o.paths, o.to,
       [&](uint64_t bytes) {

@@ -105,7 +105,7 @@ PY
 mirage-restore --device pc-bob --path / --to "$T/back2" --output json --progress json 2>"$T/restore.err" |
   python3 -m json.tool >/dev/null || fail "restore's JSON does not pipe into json.tool"
 check jsonlines "$T/restore.err" >/dev/null
-python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1])]; assert l[-1]["total_bytes"] > 0 and "total_files" in l[-1], l' \
+python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1])]; assert l[-1]["total_bytes"] == l[-1]["bytes_done"] > 0 and l[-1]["files_done"] == 4, l' \
   "$T/restore.err" || fail "restore progress has no totals"
 
 # --wait says what it waits for (nobody syncs: it times out, exit 75).
