@@ -1,7 +1,10 @@
 #pragma once
 // Plumbing shared by every executable: common flags, --input expansion, the one catch
-// site that maps errors to exit codes, output rendering, progress on stderr.
+// site that maps errors to exit codes, output rendering (tables, sizes, times), progress
+// on stderr.
+#include <chrono>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,11 +22,16 @@ struct Common {
   std::string token;
   std::string output;  ///< "json", "text" or empty (JSON unless stdout is a terminal)
   std::string ca_file;
+  std::string progress = "auto";  ///< auto, text, json or none (see progress_mode)
   bool json() const;
 };
 
-/// Adds --server, --token, --output, --ca-file (and documents --input) to `app`.
+/// Adds --server, --token, --output, --ca-file (also $MIRAGE_CA_FILE) (and documents
+/// --input) to `app`.
 void add_common(CLI::App& app, Common& common);
+/// Adds --progress to `app`: for the tools that report progress (restore, capture,
+/// centralize, assign).
+void add_progress(CLI::App& app, Common& common);
 /// Connects to common.server (default: $MIRAGE_SERVER, else the embedded local store).
 /// For local: SIGPIPE is ignored first (a local server that exits must fail the write to
 /// its pipe, not kill this process): the library installs no signal handler.
@@ -38,11 +46,14 @@ struct Command {
 };
 
 /// Parses argv (after expanding --input FILE|- into flags), runs the chosen command,
-/// and maps every outcome to an exit code: help/version 0, parse errors 2, Error its
-/// kind, anything else 1. In JSON mode errors go to stderr as {"error":{...}}.
+/// and maps every outcome to an exit code: help/version 0, parse errors 2 (an unknown
+/// flag or command named, with the nearest known one), Error its kind, anything else 1.
+/// In JSON mode stderr carries JSON only: the error as {"error":{...}}, warnings as
+/// {"warning":{"message"}} lines.
 int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<Command>& commands);
 
-/// Prints `doc` as one JSON document, or through `text` on a terminal.
+/// Prints `doc` as one JSON document, or through `text` on a terminal (or with
+/// --output text); clears a progress line first.
 void print(const Common& common, const nlohmann::json& doc, const std::function<void(std::ostream&)>& text);
 
 /// A size as the executables' size flags take it (CLI11's: 1K = 1024, "64KiB", "0x100K");
@@ -56,22 +67,120 @@ void on_stop_signals(void (*handler)(int));
 
 /// Human-readable byte count ("1.5 GiB").
 std::string human_bytes(uint64_t bytes);
+/// A duration as "45s", "3m05s", "2h07m", "3d04h".
+std::string human_seconds(double seconds);
+/// An RFC 3339 time as a table shows it: "2026-12-03 07:51:28" (UTC, whole seconds);
+/// "-" for an empty one; anything else unchanged.
+std::string short_time(const std::string& rfc3339);
+/// A JSON value as a table cell: strings as they are, null and "" as "-", numbers,
+/// true/false as yes/no, arrays joined with ",".
+std::string cell(const nlohmann::json& value);
 
-/// A one-line progress display on stderr, shown only when stderr is a terminal.
-class Progress {
+/// A JSON document for a reader (`policy show`): "key: value" lines, '_' as ' ' in keys,
+/// nested objects indented, short lists of scalars on one line, long ones one item a
+/// line, an empty list as "none".
+void print_fields(std::ostream& out, const nlohmann::json& doc, int indent = 0);
+
+enum class Align { left, right };
+struct Column {
+  Column(const char* h) : header(h) {}  // NOLINT: implicit, so {"NAME", ...} reads well
+  Column(std::string h, Align a = Align::left) : header(std::move(h)), align(a) {}
+  std::string header;
+  Align align = Align::left;
+};
+
+/// The one text table of every list: a header row, columns two spaces apart and as wide
+/// as their widest cell (counted in UTF-8 characters; control characters print as '?'),
+/// numeric columns (Align::right) right-aligned, no trailing blanks.
+///   tool::Table t({"DEVICE", "STATE", {"FILES", tool::Align::right}});
+///   t.row({id, state, std::to_string(files)});
+///   t.print(out, "no devices");
+class Table {
  public:
-  Progress();
-  ~Progress();
-  void show(const std::string& line);
+  explicit Table(std::vector<Column> columns);
+  /// Adds a row; missing cells at the end are empty.
+  Table& row(std::vector<std::string> cells);
+  bool empty() const { return m_rows.empty(); }
+  size_t size() const { return m_rows.size(); }
+  /// Prints the table; with no rows, `when_empty` as a line instead (when given).
+  void print(std::ostream& out, const std::string& when_empty = "") const;
+  /// Prints the rows only (a stream's later batches, under the header printed first).
+  void print_rows(std::ostream& out) const;
 
  private:
-  bool m_enabled;
-  bool m_shown = false;
+  void print_lines(std::ostream& out, bool header) const;
+  std::vector<Column> m_columns;
+  std::vector<std::vector<std::string>> m_rows;
 };
+
+/// Where progress goes. auto: a redrawn line on stderr when it is a terminal and the
+/// output is text, else nothing. text: that line (on a terminal) or a line per second
+/// (elsewhere). json: a JSON line on stderr about once a second, {"type":"progress",...}.
+enum class ProgressMode { none, text, json };
+ProgressMode progress_mode(const Common& common);
+
+/// One report of a long operation. A total of 0 means not known (yet).
+struct ProgressState {
+  std::string phase;  ///< what it does now: "scanning", "restoring", "waiting", ...
+  uint64_t files = 0, files_total = 0;
+  uint64_t bytes = 0, bytes_total = 0;
+  std::optional<uint64_t> bytes_sent;  ///< for uploads
+  std::string detail;                  ///< e.g. what --wait waits for
+
+  /// A phase that counts bytes against a total (0: not known).
+  static ProgressState of_bytes(std::string phase, uint64_t bytes, uint64_t total) {
+    ProgressState s;
+    s.phase = std::move(phase);
+    s.bytes = bytes;
+    s.bytes_total = total;
+    return s;
+  }
+  /// Waiting for something that `detail` names ("for device pc-bob to ...").
+  static ProgressState waiting(std::string detail) {
+    ProgressState s;
+    s.phase = "waiting";
+    s.detail = std::move(detail);
+    return s;
+  }
+};
+
+/// The progress of one operation on stderr (see ProgressMode): throttled (text 4 times,
+/// JSON once a second), never past its total, with the rate and an ETA once a total is
+/// known. The line is cleared before anything else is printed (tool::print, warnings)
+/// and when it goes. Thread-safe.
+class Progress {
+ public:
+  Progress(const Common& common, std::string action);
+  ~Progress();
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+  void update(const ProgressState& state);
+  /// The last state goes out (a JSON line), the text line is cleared.
+  void finish();
+
+ private:
+  void emit(const ProgressState& state, double elapsed, double in_phase);
+  ProgressMode m_mode;
+  bool m_tty;
+  std::string m_action;
+  std::chrono::steady_clock::time_point m_start, m_last, m_phase_start;
+  uint64_t m_phase_bytes = 0, m_phase_files = 0;  ///< done when the phase began: the rate counts from there
+  bool m_any = false, m_finished = false;
+  std::optional<ProgressState> m_state;
+  std::mutex m_mutex;
+};
+
+/// Erases a progress line still on the terminal (stdout and stderr share it). Called by
+/// print() and the log sink; a tool that writes stdout itself calls it first.
+void clear_progress_line();
+
+/// The known name nearest to `given` by edit distance, when near enough to be a typo.
+std::optional<std::string> nearest(const std::string& given, const std::vector<std::string>& known);
 
 /// Expands --input into flags: each field of the JSON object becomes --field (with
 /// '_' as '-'); strings and numbers give a value, true a bare flag, arrays repeat.
-/// Throws Error(usage) on malformed JSON or a field that is not a scalar or array.
+/// Throws Error(usage) on malformed JSON, a field that is not a scalar or array, or a
+/// flag that is also on the command line (naming it).
 std::vector<std::string> expand_input(const std::vector<std::string>& args);
 
 }  // namespace mirage::tool

@@ -20,14 +20,80 @@ struct Options {
   double timeout = 3600;
 };
 
-json wait_for(client::Client& client, const std::string& order_id, double timeout) {
+/// Waits for an order to be carried out, saying so on `bar` ("k of n" orders done).
+json wait_for(client::Client& client, const std::string& order_id, double timeout, tool::Progress& bar, size_t k,
+              size_t n) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
   for (;;) {
     json o = client.call("order.get", {{"order_id", order_id}});
     if (o["state"] != "pending") return o;
+    bar.update(tool::ProgressState::waiting("for device " + o["device_id"].get<std::string>() + " to carry out order " +
+                          order_id + " on its next sync (" + std::to_string(k) + " of " +
+                          std::to_string(n) + " orders done)"));
     if (std::chrono::steady_clock::now() > deadline)
       throw Error(ErrorKind::unavailable, "order " + order_id + " still pending after " + std::to_string(int(timeout)) + " s");
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+}
+
+/// What an action does, in a dry run's words.
+std::string action_text(const std::string& action, bool first_assignment) {
+  if (action == "metadata") return "metadata only";
+  if (action == "keep_local") return first_assignment ? "keep (already here)" : "keep (changed here)";
+  if (action == "keep_user") return "keep (the device's own)";
+  return action;
+}
+
+/// A dry run's plan: every count, the bytes, every path and every package change that
+/// its JSON holds.
+void print_plan(std::ostream& os, const json& p, bool first_assignment) {
+  os << "  against snapshot " << p["against_snapshot"].get<std::string>() << "\n";
+  if (first_assignment)
+    os << "  first assignment: what the device has and the layers do not is its own, and is kept\n";
+  std::string counts;
+  for (const char* a : {"create", "replace", "metadata", "merge", "remove", "keep_local", "keep_user"})
+    if (p["counts"].contains(a))
+      counts += (counts.empty() ? "" : ", ") + p["counts"][a].dump() + " " + action_text(a, first_assignment);
+  os << "  " << (counts.empty() ? "nothing to change" : counts) << "\n";
+  os << "  fetch " << tool::human_bytes(p["fetch_bytes"].get<uint64_t>()) << ", reuse "
+     << tool::human_bytes(p["local_bytes"].get<uint64_t>()) << " found on the device\n";
+  if (!p["ops"].empty()) {
+    tool::Table t({"  ACTION", "PATH", {"FETCH", tool::Align::right}, "NOTE"});
+    for (const auto& op : p["ops"])
+      t.row({"  " + action_text(op["action"].get<std::string>(), first_assignment), tool::cell(op["path"]),
+             op.contains("fetch_bytes") ? tool::human_bytes(op["fetch_bytes"].get<uint64_t>()) : "",
+             op.contains("saved_as") ? "local version kept as " + op["saved_as"].get<std::string>() : ""});
+    t.print(os);
+  }
+  if (!p["packages"].empty()) {
+    tool::Table t({"  PACKAGE", "CHANGE", "FROM", "TO"});
+    for (const auto& pk : p["packages"])
+      t.row({"  " + pk["package"].get<std::string>(), tool::cell(pk["change"]), pk.value("from", "-"), pk.value("to", "-")});
+    t.print(os);
+  }
+}
+
+void print_orders(std::ostream& os, const json& out, const Options& o) {
+  if (out["orders"].empty()) {
+    os << "no devices to give layers to\n";
+    return;
+  }
+  if (!o.dry_run) {
+    tool::Table t({"DEVICE", "ORDER", "LAYERS", "STATE"});
+    for (const auto& e : out["orders"])
+      t.row({tool::cell(e["device_id"]), tool::cell(e["order_id"]), tool::cell(e["spec"]["layers"]),
+             e["state"].get<std::string>() + (o.wait ? "" : ", on its next sync")});
+    t.print(os);
+  }
+  for (const auto& e : out["orders"]) {
+    if (o.dry_run) os << "would give " << e["device_id"].get<std::string>() << ": " << tool::cell(e["spec"]["layers"]) << "\n";
+    for (const auto& c : e["conflicts"])
+      os << "  conflict on " << e["device_id"].get<std::string>() << ": " << c["path"].get<std::string>() << " in "
+         << c["layers"][0].get<std::string>() << " and " << c["layers"][1].get<std::string>() << " ("
+         << c["wins"].get<std::string>() << " wins)\n";
+    if (e.contains("plan")) print_plan(os, e["plan"], e.value("first_assignment", false));
+    if (e.contains("result") && e["result"].contains("error"))
+      os << "  " << e["device_id"].get<std::string>() << " failed: " << e["result"]["error"].get<std::string>() << "\n";
   }
 }
 
@@ -54,6 +120,8 @@ int assign(const tool::Common& common, const Options& o) {
   endpoint::LayerCache cache(client, *source);
   json out = {{"orders", json::array()}, {"warnings", created["warnings"]}};
   int status = 0;
+  tool::Progress bar(common, "assign");
+  size_t waited = 0;
   for (const auto& order : created["orders"]) {
     json entry = order;
     std::vector<std::string> refs = order["spec"]["layers"].get<std::vector<std::string>>();
@@ -61,41 +129,16 @@ int assign(const tool::Common& common, const Options& o) {
     if (o.dry_run) {
       json given = client.call("device.status", {{"device_id", order["device_id"]}})["given"];
       entry["plan"] = endpoint::dry_run(client, order["device_id"], order["spec"], given);
+      entry["first_assignment"] = given.value("layers", json::array()).empty();
     } else if (o.wait) {
-      entry = wait_for(client, order["order_id"], o.timeout);
+      entry = wait_for(client, order["order_id"], o.timeout, bar, waited++, created["orders"].size());
       entry["conflicts"] = cache.compose(refs, {}).conflicts;
       if (entry["state"] != "done") status = 1;
     }
     out["orders"].push_back(entry);
   }
-  tool::print(common, out, [&](std::ostream& os) {
-    for (const auto& e : out["orders"]) {
-      std::string layers;
-      for (const auto& l : e["spec"]["layers"]) layers += (layers.empty() ? "" : ", ") + l.get<std::string>();
-      os << (o.dry_run ? "would give " : "device ") << e["device_id"].get<std::string>() << ": " << layers;
-      if (!o.dry_run) os << "  [" << e["state"].get<std::string>() << (o.wait ? "" : ", on its next sync") << "]";
-      os << "\n";
-      for (const auto& c : e["conflicts"])
-        os << "  conflict: " << c["path"].get<std::string>() << " in " << c["layers"][0].get<std::string>() << " and "
-           << c["layers"][1].get<std::string>() << " (" << c["wins"].get<std::string>() << " wins)\n";
-      if (e.contains("plan")) {
-        const auto& p = e["plan"];
-        os << "  against snapshot " << p["against_snapshot"].get<std::string>() << ":";
-        for (const auto& [k, v] : p["counts"].items()) os << " " << k << " " << v;
-        os << "\n  fetch " << tool::human_bytes(p["fetch_bytes"].get<uint64_t>()) << ", reuse "
-           << tool::human_bytes(p["local_bytes"].get<uint64_t>()) << " found on the device\n";
-        for (const auto& op : p["ops"])
-          if (op["action"] != "keep_user")
-            os << "  " << op["action"].get<std::string>() << " " << op["path"].get<std::string>() << "\n";
-        for (const auto& pk : p["packages"])
-          if (pk["change"] == "downgrade" || pk["change"] == "remove")
-            os << "  package " << pk["package"].get<std::string>() << ": " << pk["change"].get<std::string>() << " "
-               << pk.value("from", "") << " -> " << pk.value("to", "") << "\n";
-      }
-      if (e.contains("result") && e["result"].contains("error"))
-        os << "  failed: " << e["result"]["error"].get<std::string>() << "\n";
-    }
-  });
+  bar.finish();
+  tool::print(common, out, [&](std::ostream& os) { print_orders(os, out, o); });
   return status;
 }
 
@@ -107,6 +150,7 @@ int main(int argc, char** argv) {
   Options o;
   tool::Common common;
   tool::add_common(app, common);
+  tool::add_progress(app, common);
   app.add_option("--device", o.devices, "Device id (repeat for several)");
   app.add_option("--collection", o.collections, "Every device of a collection (repeatable)");
   app.add_option("--base", o.base, "Base layer NAME[@VER]");
@@ -133,16 +177,18 @@ int main(int argc, char** argv) {
                        auto client = tool::connect(common);
                        std::vector<std::string> refs{o.base};
                        refs.insert(refs.end(), o.apps.begin(), o.apps.end());
-                       tool::Progress bar;
+                       tool::Progress bar(common, "render");
                        auto progress = [&](uint64_t done, uint64_t total) {
-                         bar.show("rendering: " + tool::human_bytes(done) + " of " + tool::human_bytes(total));
+                         bar.update(tool::ProgressState::of_bytes("rendering", done, total));
                        };
                        if (o.to == "-") {  // a tar stream on stdout: nothing else goes there
                          endpoint::render_tar(client, refs, progress, tool::connection_factory(common));
+                         bar.finish();
                          return 0;
                        }
                        json r = endpoint::render(client, refs, std::filesystem::absolute(o.to), progress,
                                                tool::connection_factory(common));
+                       bar.finish();
                        tool::print(common, r, [&](std::ostream& out) {
                          out << "rendered " << r["layers"].size() << " layers into " << r["to"].get<std::string>() << ": "
                              << r["written"] << " entries, " << tool::human_bytes(r["bytes_fetched"].get<uint64_t>())
@@ -155,12 +201,13 @@ int main(int argc, char** argv) {
                        auto client = tool::connect(common);
                        json r = client.call("device.status", {{"device_id", o.device}});
                        tool::print(common, r, [&](std::ostream& out) {
-                         out << "device " << o.device << "\n  layers:";
-                         for (const auto& l : r["given"].value("layers", json::array())) out << " " << l.get<std::string>();
-                         out << "\n  pending orders: " << r["pending"].size() << "\n";
-                         if (!r["last"].is_null())
-                           out << "  last order " << r["last"]["order_id"].get<std::string>() << ": "
-                               << r["last"]["state"].get<std::string>() << " at " << r["last"].value("finished", "") << "\n";
+                         tool::Table t({"DEVICE", "LAYERS", {"PENDING", tool::Align::right}, "LAST ORDER", "STATE", "FINISHED"});
+                         const json& last = r["last"];
+                         t.row({o.device, tool::cell(r["given"].value("layers", json::array())), std::to_string(r["pending"].size()),
+                                last.is_null() ? "-" : tool::cell(last["order_id"]),
+                                last.is_null() ? "-" : tool::cell(last["state"]),
+                                last.is_null() ? "-" : tool::short_time(last.value("finished", ""))});
+                         t.print(out);
                        });
                        return 0;
                      }},

@@ -63,14 +63,19 @@ int do_capture(const tool::Common& common, const Options& o, layer::LayerKind ki
   } else if (o.root.empty() == o.from.empty()) {
     throw Error(ErrorKind::usage, "give exactly one of --root DIR and --from DEVICE");
   }
-  tool::Progress bar;
+  tool::Progress bar(common, "capture");
   co.progress = [&](const scan::Progress& p) {
-    bar.show("scanning: " + std::to_string(p.files) + " files, read " + tool::human_bytes(p.bytes_read) + ", sent " +
-             tool::human_bytes(p.bytes_sent));
+    auto state = tool::ProgressState::of_bytes(p.walking ? "scanning" : "reading", p.bytes_read,
+                                               p.walking ? 0 : p.bytes_to_read);  // the total grows while walking
+    state.files = p.files;
+    state.bytes_sent = p.bytes_sent;
+    bar.update(state);
   };
   co.more_connections = tool::connection_factory(common);
   auto client = tool::connect(common);
+  bar.update(tool::ProgressState::of_bytes("scanning", 0, 0));  // at once: the first report comes after 250 ms
   json row = endpoint::capture(client, co);
+  bar.finish();
   tool::print(common, row, [&](std::ostream& out) {
     const auto& s = row["stats"];
     out << row["kind"].get<std::string>() << " layer " << row["ref"].get<std::string>() << ": " << s["files"] << " files, "
@@ -88,6 +93,7 @@ int main(int argc, char** argv) {
   Options o;
   tool::Common common;
   tool::add_common(app, common);
+  tool::add_progress(app, common);
   app.require_subcommand(1);
   app.fallthrough();
 
@@ -145,13 +151,11 @@ int main(int argc, char** argv) {
                        if (!o.name.empty()) params["name"] = o.name;
                        json r = client.call("layer.list", params);
                        tool::print(common, r, [&](std::ostream& out) {
-                         if (r["layers"].empty()) out << "no layers\n";
+                         tool::Table t({"LAYER", "KIND", "CREATED", "CAPTURED ON"});
                          for (const auto& l : r["layers"])
-                           out << l["ref"].get<std::string>() << "  " << l["kind"].get<std::string>() << "  "
-                               << l["created"].get<std::string>()
-                               << (l["captured_on"].get<std::string>().empty() ? ""
-                                                                               : "  on " + l["captured_on"].get<std::string>())
-                               << "\n";
+                           t.row({tool::cell(l["ref"]), tool::cell(l["kind"]), tool::short_time(l["created"].get<std::string>()),
+                                  l["captured_on"].get<std::string>().empty() ? "-" : tool::cell(l["captured_on"])});
+                         t.print(out, o.name.empty() ? "no layers" : "no layer " + o.name);
                        });
                        return 0;
                      }}});

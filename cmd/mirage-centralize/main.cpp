@@ -102,16 +102,23 @@ int sync_once(const tool::Common& common_in, const Options& o) {
   tool::Common common = endpoint_common(common_in, co.device_id, co.state_dir);
   co.compression_level = o.compression;
   co.threads = o.threads;
-  tool::Progress bar;
+  tool::Progress bar(common, "centralize");
   co.progress = [&](const scan::Progress& p) {
-    bar.show(std::string(p.walking ? "scanning" : "uploading") + ": " + std::to_string(p.files) + " files, read " +
-             tool::human_bytes(p.bytes_read) + " of " + tool::human_bytes(p.bytes_to_read) + ", sent " +
-             tool::human_bytes(p.bytes_sent));
+    auto state = tool::ProgressState::of_bytes(p.walking ? "scanning" : "uploading", p.bytes_read,
+                                               p.walking ? 0 : p.bytes_to_read);  // the total grows while walking
+    state.files = p.files;
+    state.bytes_sent = p.bytes_sent;
+    bar.update(state);
+  };
+  co.apply_progress = [&](uint64_t done, uint64_t total) {
+    bar.update(tool::ProgressState::of_bytes("applying", done, total));
   };
   co.more_connections = tool::connection_factory(common);
   co.crash_point = crash_hook_from_env();
   auto client = tool::connect(common);
+  bar.update(tool::ProgressState::of_bytes("scanning", 0, 0));  // at once: the first report comes after 250 ms
   auto result = endpoint::centralize(client, co);
+  bar.finish();
   json doc = result;
   if (o.watch) {
     json line = {{"time", util::rfc3339(util::now_ns())}, {"device_id", result.device_id}, {"state", result.state}};
@@ -120,6 +127,7 @@ int sync_once(const tool::Common& common_in, const Options& o) {
     line["bytes_sent"] = result.stats.bytes_sent;
     line["unreadable"] = result.stats.unreadable;
     line["seconds"] = result.seconds;
+    tool::clear_progress_line();
     std::cout << line.dump() << std::endl;
     if (!result.incomplete.empty()) util::warn(result.incomplete);  // the next sync tries again
     return result.state == "accepted" ? 0 : 5;
@@ -235,37 +243,45 @@ int request_snapshots(const tool::Common& common, const Options& o) {
   json r = client.call("snapshot.request", params);
   if (o.wait) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout);
+    tool::Progress bar(common, "request");
+    uint64_t done = 0, total = r["orders"].size();
     for (auto& order : r["orders"]) {
       for (;;) {
         order = client.call("order.get", {{"order_id", order["order_id"]}});
         if (order["state"] != "pending") break;
+        bar.update(tool::ProgressState::waiting("for device " + order["device_id"].get<std::string>() + " to take snapshot order " +
+                              order["order_id"].get<std::string>() + " on its next sync (" +
+                              std::to_string(done) + " of " + std::to_string(total) + " done)"));
         if (std::chrono::steady_clock::now() > deadline)
           throw Error(ErrorKind::unavailable, "order " + order["order_id"].get<std::string>() + " still pending after " +
                                                   std::to_string(int(o.timeout)) + " s (device " +
                                                   order["device_id"].get<std::string>() + " has not synced yet)");
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
       }
+      ++done;
     }
+    bar.finish();
   }
   tool::print(common, r, [&](std::ostream& out) {
-    for (const auto& order : r["orders"]) {
-      out << "device " << order["device_id"].get<std::string>() << ": snapshot order " << order["order_id"].get<std::string>()
-          << " " << order["state"].get<std::string>();
-      if (order["result"].contains("snapshot_id")) out << " (snapshot " << order["result"]["snapshot_id"].get<std::string>() << ")";
-      out << "\n";
-    }
+    tool::Table t({"DEVICE", "ORDER", "STATE", "SNAPSHOT"});
+    for (const auto& order : r["orders"])
+      t.row({tool::cell(order["device_id"]), tool::cell(order["order_id"]), tool::cell(order["state"]),
+             order["result"].contains("snapshot_id") ? tool::cell(order["result"]["snapshot_id"]) : "-"});
+    t.print(out, "no devices to ask");
+    if (!o.wait && !t.empty()) out << "each device takes its order on its next sync (--wait waits for that)\n";
   });
   return 0;
 }
 
 int sync(const tool::Common& common, const Options& o) { return o.watch ? watch(common, o) : sync_once(common, o); }
 
-void print_devices(const tool::Common& common, const json& devices) {
+void print_devices(const tool::Common& common, const json& devices, const std::string& when_empty) {
   tool::print(common, {{"devices", devices}}, [&](std::ostream& out) {
-    if (devices.empty()) out << "no devices\n";
+    tool::Table t({"DEVICE", "STATE", "HOSTNAME", "REGISTERED"});
     for (const auto& d : devices)
-      out << d["device_id"].get<std::string>() << "  " << d["state"].get<std::string>() << "  "
-          << d["hostname"].get<std::string>() << "  registered " << d["registered_at"].get<std::string>() << "\n";
+      t.row({tool::cell(d["device_id"]), tool::cell(d["state"]), tool::cell(d["hostname"]),
+             tool::short_time(d["registered_at"].get<std::string>())});
+    t.print(out, when_empty);
   });
 }
 
@@ -277,6 +293,7 @@ int main(int argc, char** argv) {
   Options o;
   tool::Common common;
   tool::add_common(app, common);
+  tool::add_progress(app, common);
   app.add_option("--root", o.root, "The endpoint's root directory (default /)");
   app.add_option("--device-id", o.device_id, "Device id (default: DMI UUID, else machine-id)");
   app.add_option("--state", o.state_dir, "Endpoint state directory (files cache)");
@@ -317,7 +334,8 @@ int main(int argc, char** argv) {
     auto client = tool::connect(common);
     json params = json::object();
     if (!state.empty()) params["state"] = state;
-    print_devices(common, client.call("device.list", params)["devices"]);
+    print_devices(common, client.call("device.list", params)["devices"],
+                  state == "pending" ? "no devices waiting to be accepted" : state.empty() ? "no devices" : "no " + state + " devices");
     return 0;
   };
   auto set_state = [&](const char* method) {

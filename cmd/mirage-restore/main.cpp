@@ -28,11 +28,22 @@ int restore(const tool::Common& common, const Options& o) {
     throw Error(ErrorKind::usage, "--to " + o.to + ": not a directory");
   auto client = tool::connect(common);
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
-  tool::Progress bar;
+  tool::Progress bar(common, "restore");
+  auto state = tool::ProgressState::of_bytes("restoring", 0, 0);
+  // The whole snapshot: its stats give the total (the restorer reports bytes, not files).
+  if (o.paths == std::vector<std::string>{"/"}) state.bytes_total = snap.value("stats", json::object()).value("bytes", uint64_t(0));
   // The restore makes --to when missing, and removes what it made if it fails.
-  auto stats = endpoint::restore(client, snap, o.paths, o.to,
-                               [&](uint64_t bytes) { bar.show("restored " + tool::human_bytes(bytes)); },
-                               tool::connection_factory(common), *materialize::overwrite_from_name(o.overwrite));
+  auto stats = endpoint::restore(
+      client, snap, o.paths, o.to,
+      [&](uint64_t bytes) {
+        state.bytes = bytes;
+        bar.update(state);
+      },
+      tool::connection_factory(common), *materialize::overwrite_from_name(o.overwrite));
+  state.bytes = stats.bytes;
+  state.files = stats.files;
+  bar.update(state);
+  bar.finish();
   json doc = {{"device_id", snap["device_id"]}, {"snapshot_id", snap["snapshot_id"]}, {"time", snap["time"]},
               {"to", o.to}, {"paths", o.paths}, {"overwrite", o.overwrite}, {"stats", stats}};
   try {  // the transaction log; a restore that worked is not failed for it
@@ -55,16 +66,17 @@ int snapshots(const tool::Common& common, const Options& o) {
   json list = client.call("snapshot.list", {{"device_id", client::resolve_device(client, o.device)}});
   for (auto& s : list["snapshots"]) s.erase("root");
   tool::print(common, list, [&](std::ostream& out) {
-    if (list["snapshots"].empty()) out << "no snapshots\n";
+    tool::Table t({"SNAPSHOT", "TIME", {"FILES", tool::Align::right}, {"SIZE", tool::Align::right}, {"CVD", tool::Align::right},
+                   "KEPT BY", "NOTE"});
     for (const auto& s : list["snapshots"]) {
       const auto& st = s["stats"];
-      out << s["snapshot_id"].get<std::string>() << "  " << s["time"].get<std::string>() << "  "
-          << st.value("files", 0) << " files  " << tool::human_bytes(st.value("bytes", uint64_t(0))) << "  cvd "
-          << s.value("cvd", 1) << "  kept by";
-      for (const auto& t : s.value("kept_by", json::array())) out << " " << t.get<std::string>();
-      if (uint64_t n = st.value("unreadable", uint64_t(0))) out << "  incomplete: " << n << " entries left out";
-      out << "\n";
+      uint64_t unreadable = st.value("unreadable", uint64_t(0));
+      t.row({s["snapshot_id"].get<std::string>(), tool::short_time(s["time"].get<std::string>()),
+             std::to_string(st.value("files", 0)), tool::human_bytes(st.value("bytes", uint64_t(0))),
+             std::to_string(s.value("cvd", 1)), tool::cell(s.value("kept_by", json::array())),
+             unreadable ? "incomplete: " + std::to_string(unreadable) + " entries left out" : ""});
     }
+    t.print(out, "no snapshots of device " + o.device);
   });
   return 0;
 }
@@ -77,6 +89,7 @@ int main(int argc, char** argv) {
   Options o;
   tool::Common common;
   tool::add_common(app, common);
+  tool::add_progress(app, common);
   app.add_option("--device", o.device, "Device id or unique hostname");
   app.add_option("--snapshot", o.snapshot, "Id or prefix, latest, or a time: the newest\nat or before "
                                            "it (2026-11-30 14:00, yesterday,\n2h, 3d, 1w)");

@@ -218,5 +218,11 @@ int main(int argc, char** argv) {
                        });
                        return 0;
                      }},
-                    {nullptr, [&] { return serve(o); }}});
+                    {nullptr,
+                     [&] {
+                       // Serving prints no result: its log (to a terminal, a journal, the
+                       // stderr of the client that spawned it) stays text unless asked.
+                       if (common.output.empty()) common.output = "text";
+                       return serve(o);
+                     }}});
 }

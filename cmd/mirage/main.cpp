@@ -59,7 +59,16 @@ int check(const tool::Common& common, bool read_data, bool repair) {
   return report["ok"].get<bool>() ? 0 : 6;
 }
 
-/// Events as JSON lines (one object per line, whatever --output says: they stream).
+/// An event's detail in a table cell: top-level scalars as key=value, the rest as JSON.
+std::string event_detail(const json& detail) {
+  std::string out;
+  for (const auto& [k, v] : detail.items())
+    out += (out.empty() ? "" : " ") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  return out.empty() ? "-" : out;
+}
+
+/// Events as JSON lines (they stream), or with --output text as a table (with --follow,
+/// each batch's rows under the first one's header).
 int events(const tool::Common& common, const std::string& device, const std::string& since, const std::string& type,
            bool follow, double poll) {
   auto client = tool::connect(common);
@@ -68,12 +77,25 @@ int events(const tool::Common& common, const std::string& device, const std::str
   if (!since.empty()) params["since"] = since;
   if (!type.empty()) params["type"] = type;
   int64_t last = 0;
+  bool printed_header = false;
   for (;;) {
     params["after_id"] = last;
     json r = client.call("events.list", params);
+    tool::Table table({{"ID", tool::Align::right}, "TIME", "TYPE", "DEVICE", "DETAIL"});
     for (const auto& e : r["events"]) {
-      std::cout << e.dump() << "\n";
+      if (common.output == "text")
+        table.row({tool::cell(e["event_id"]), tool::short_time(e["time"].get<std::string>()), tool::cell(e["type"]),
+                   tool::cell(e["device_id"]), event_detail(e["detail"])});
+      else
+        std::cout << e.dump() << "\n";
       last = e["event_id"].get<int64_t>();
+    }
+    if (common.output == "text" && (!table.empty() || !printed_header)) {
+      if (printed_header)
+        table.print_rows(std::cout);
+      else
+        table.print(std::cout, follow ? "" : "no events");
+      printed_header = true;
     }
     std::cout.flush();
     if (!follow) return 0;
@@ -108,6 +130,9 @@ int main(int argc, char** argv) {
   tool::Common common;
   tool::add_common(app, common);
   app.fallthrough();
+  // The tools, hidden: main execs them before parsing; listed so that a mistyped one
+  // ("mirage restor") is named with the nearest.
+  for (const char* t : k_tools) app.add_subcommand(t, "")->group("")->allow_extras();
   bool read_data = false;
   auto* check_cmd = app.add_subcommand("check", "Verify the catalog, packs and snapshots");
   check_cmd->add_flag("--read-data", read_data, "Also read and verify every chunk");
@@ -232,10 +257,11 @@ int main(int argc, char** argv) {
     if (!collections.empty()) p["collections"] = collections;
     return p;
   };
-  auto print_devices = [](std::ostream& out, const json& r) {
+  auto print_devices = [&](std::ostream& out, const json& r) {
+    tool::Table t({"DEVICE", "STATE", "HOSTNAME", "POLICY"});
     for (const auto& d : r["devices"])
-      out << d["device_id"].get<std::string>() << "  " << d["state"].get<std::string>() << "  "
-          << d["hostname"].get<std::string>() << "  policy " << d["policy"].get<std::string>() << "\n";
+      t.row({tool::cell(d["device_id"]), tool::cell(d["state"]), tool::cell(d["hostname"]), tool::cell(d["policy"])});
+    t.print(out, collections.empty() && device_state.empty() ? "no devices" : "no devices match");
   };
   return tool::run(
       argc, argv, app, common,
@@ -253,13 +279,12 @@ int main(int argc, char** argv) {
        {token_list,
         [&] {
           return call_print("token.list", json::object(), [](std::ostream& out, const json& r) {
+            tool::Table table({"NAME", "ROLE", "CREATED", "EXPIRES", "STATE"});
             for (const auto& t : r["tokens"])
-              out << t["name"].get<std::string>() << "  " << t["role"].get<std::string>() << "  "
-                  << t["created"].get<std::string>() << (t["revoked"].get<bool>() ? "  revoked" : "")
-                  << (t["expires"].is_string() ? (t["expired"].get<bool>() ? "  expired " : "  expires ") +
-                                                     t["expires"].get<std::string>()
-                                               : "")
-                  << "\n";
+              table.row({tool::cell(t["name"]), tool::cell(t["role"]), tool::short_time(t["created"].get<std::string>()),
+                         t["expires"].is_string() ? tool::short_time(t["expires"].get<std::string>()) : "never",
+                         t["revoked"].get<bool>() ? "revoked" : t["expired"].get<bool>() ? "expired" : "valid"});
+            table.print(out, "no tokens");
           });
         }},
        {token_revoke,
@@ -272,11 +297,18 @@ int main(int argc, char** argv) {
        {policy_list,
         [&] {
           return call_print("policy.list", json::object(), [](std::ostream& out, const json& r) {
-            for (const auto& p : r["policies"])
-              out << p["name"].get<std::string>() << "  " << p["devices"] << " devices\n";
+            tool::Table t({"POLICY", {"DEVICES", tool::Align::right}});
+            for (const auto& p : r["policies"]) t.row({tool::cell(p["name"]), tool::cell(p["devices"])});
+            t.print(out, "no policies");
           });
         }},
-       {policy_show, [&] { return call_print("policy.get", {{"name", policy_name}}, nullptr); }},
+       {policy_show,
+        [&] {
+          return call_print("policy.get", {{"name", policy_name}}, [](std::ostream& out, const json& r) {
+            out << "policy " << r["name"].get<std::string>() << "\n";
+            tool::print_fields(out, r["policy"], 2);
+          });
+        }},
        {policy_set,
         [&] { return call_print("policy.set", {{"name", policy_name}, {"policy", util::read_json_input(policy_file, "--file")}}, nullptr); }},
        {policy_assign,
@@ -306,16 +338,19 @@ int main(int argc, char** argv) {
        {coll_list,
         [&] {
           return call_print("collection.list", json::object(), [](std::ostream& out, const json& r) {
-            for (const auto& c : r["collections"])
-              out << c["name"].get<std::string>() << "  " << c["kind"].get<std::string>() << "  " << c["members"]
-                  << " devices\n";
+            tool::Table t({"COLLECTION", "KIND", {"DEVICES", tool::Align::right}});
+            for (const auto& c : r["collections"]) t.row({tool::cell(c["name"]), tool::cell(c["kind"]), tool::cell(c["members"])});
+            t.print(out, "no collections");
           });
         }},
        {coll_show,
         [&] {
           return call_print("collection.get", {{"name", coll_name}}, [](std::ostream& out, const json& r) {
-            out << r["kind"].get<std::string>() << " " << r["spec"].dump() << "\n";
-            for (const auto& m : r["members"]) out << "  " << m.get<std::string>() << "\n";
+            out << r["kind"].get<std::string>() << " collection " << r["name"].get<std::string>() << "\n";
+            tool::print_fields(out, r["spec"], 2);
+            tool::Table t({"MEMBER"});
+            for (const auto& m : r["members"]) t.row({tool::cell(m)});
+            t.print(out, "no members now");
           });
         }},
        {coll_delete,
@@ -364,11 +399,14 @@ int main(int argc, char** argv) {
        {volume_list,
         [&] {
           return call_print("volume.list", json::object(), [](std::ostream& out, const json& r) {
+            const auto right = tool::Align::right;
+            tool::Table t({{"VOLUME", right}, "PATH", {"FREE", right}, {"PACKS", right}, {"PACK BYTES", right},
+                           {"DEVICES", right}, "MODE"});
             for (const auto& v : r["volumes"])
-              out << v["volume_id"] << "  " << v["path"].get<std::string>() << "  "
-                  << tool::human_bytes(v["free_bytes"].get<uint64_t>()) << " free  " << v["packs"] << " packs  "
-                  << tool::human_bytes(v["pack_bytes"].get<uint64_t>()) << "  " << v["devices"] << " devices"
-                  << (v["read_only"].get<bool>() ? "  read-only" : "") << "\n";
+              t.row({tool::cell(v["volume_id"]), tool::cell(v["path"]), tool::human_bytes(v["free_bytes"].get<uint64_t>()),
+                     tool::cell(v["packs"]), tool::human_bytes(v["pack_bytes"].get<uint64_t>()), tool::cell(v["devices"]),
+                     v["read_only"].get<bool>() ? "read-only" : "writable"});
+            t.print(out, "no volumes");
           });
         }},
        {volume_add,

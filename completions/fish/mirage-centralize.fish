@@ -1,6 +1,7 @@
 complete -c mirage-centralize -l server -r -d 'Server: local:DIR or http(s)://HOST:PORT'
 complete -c mirage-centralize -l token -r -d 'Access token'
 complete -c mirage-centralize -l output -x -a 'json text' -d 'Output format'
+complete -c mirage-centralize -l progress -x -a 'auto text json none' -d 'Progress on stderr'
 complete -c mirage-centralize -l ca-file -r -F -d 'CA certificates'
 complete -c mirage-centralize -l input -r -F -d 'Read flags from a JSON object'
 complete -c mirage-centralize -l help -d 'Show help'

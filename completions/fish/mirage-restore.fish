@@ -1,6 +1,7 @@
 complete -c mirage-restore -l server -r -d 'Server: local:DIR or http(s)://HOST:PORT'
 complete -c mirage-restore -l token -r -d 'Access token'
 complete -c mirage-restore -l output -x -a 'json text' -d 'Output format'
+complete -c mirage-restore -l progress -x -a 'auto text json none' -d 'Progress on stderr'
 complete -c mirage-restore -l ca-file -r -F -d 'CA certificates'
 complete -c mirage-restore -l input -r -F -d 'Read flags from a JSON object'
 complete -c mirage-restore -l help -d 'Show help'

@@ -235,7 +235,7 @@ class Applier {
 
   /// Directories first (in path order, parents before children), then contents in batches.
   void stage_all() {
-    uint64_t total = m_plan.fetch_bytes + m_plan.local_bytes, done = 0;
+    uint64_t total = 0, done = 0;  // the bytes staged below (fetch + local bytes count a shared chunk once)
     std::vector<size_t> files, links;
     for (size_t i = 0; i < m_plan.ops.size(); ++i) {
       const Op& op = m_plan.ops[i];
@@ -250,6 +250,12 @@ class Applier {
         files.push_back(i);
       }
     }
+    auto size_of = [&](size_t i) {  // what progress counts of op i
+      const Op& op = m_plan.ops[i];
+      if (op.action == Action::merge) return uint64_t(op.content.size());
+      return op.entry.kind == tree::Kind::file ? op.entry.size : 0;
+    };
+    for (size_t i : files) total += size_of(i);
     size_t at = 0;
     while (at < files.size()) {
       std::vector<Digest> need;
@@ -295,7 +301,7 @@ class Applier {
         if (m_opts.before_stage) m_opts.before_stage(k);
         m_dirs.trim();
         stage(files[k], records);
-        done += m_plan.ops[files[k]].entry.size;
+        done += size_of(files[k]);
         if (m_opts.progress) m_opts.progress(done, total);
       }
       at = end;

@@ -262,7 +262,10 @@ class PlanBuilder {
     op.path = p;
     op.entry = ne;
     if (ee && do_not_override(p)) {
-      if (m_options.report_kept) m_plan.ops.push_back({Action::keep_user, p, ne, false, "", 0, 0});
+      if (m_options.report_kept) {  // counted as listed, like endpoint_ops' kept paths
+        count(Action::keep_user);
+        m_plan.ops.push_back({Action::keep_user, p, ne, false, "", 0, 0});
+      }
       return;
     }
     if (!ee) {
@@ -329,6 +332,7 @@ class PlanBuilder {
       if (is_identity(dir) || m_rules.in_user_area(dir) || m_rules.is_user_area_root(dir)) continue;
       auto ei = m_e.find(dir);
       if (ei == m_e.end() || ei->second.kind != tree::Kind::dir) continue;
+      count(Action::metadata);
       m_plan.ops.push_back({Action::metadata, dir, ni->second, false, "", 0, 0});
     }
   }

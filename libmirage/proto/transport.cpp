@@ -123,6 +123,11 @@ class HttpTransport : public Transport {
           throw Error(e.kind(), "server " + m_url + ": " + e.what() + " (connect timeout " +
                                     std::to_string(m_http.options().connect_timeout_ms) + " ms, idle timeout " +
                                     std::to_string(idle_s) + " s: see MIRAGE_CONNECT_TIMEOUT, MIRAGE_IDLE_TIMEOUT)");
+        if (e.reason() == util::k_untrusted_certificate)
+          throw Error(e.kind(),
+                      "server " + m_url + ": its TLS certificate is not trusted (" + e.what() +
+                          "): give the CA certificate that signed it with --ca-file FILE or MIRAGE_CA_FILE=FILE",
+                      e.reason());
         throw Error(e.kind(), "server " + m_url + ": " + e.what());
       }
       if (response.status == 503 && response.retry_after > 0 && waited + response.retry_after <= idle_s) {

@@ -76,7 +76,7 @@ HttpResponse HttpClient::post(const std::string& url, std::span<const uint8_t> b
     // Only a certificate that fails verification is a refusal; a handshake cut short (a
     // server restarting, a connection reset) is transient, and --watch retries it.
     if (rc == CURLE_SSL_CACERT || rc == CURLE_PEER_FAILED_VERIFICATION)
-      throw Error(ErrorKind::permission, curl_easy_strerror(rc));
+      throw Error(ErrorKind::permission, curl_easy_strerror(rc), k_untrusted_certificate);
     if (rc == CURLE_OPERATION_TIMEDOUT) throw Error(ErrorKind::unavailable, curl_easy_strerror(rc), k_http_timeout);
     throw Error(ErrorKind::unavailable, curl_easy_strerror(rc));
   }

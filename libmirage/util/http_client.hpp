@@ -24,6 +24,7 @@ struct HttpResponse {
 
 /// Reasons of the errors post() throws (Error::reason()).
 inline constexpr const char* k_http_timeout = "timeout";
+inline constexpr const char* k_untrusted_certificate = "untrusted_certificate";
 
 class HttpClient {
  public:
@@ -34,8 +35,8 @@ class HttpClient {
 
   /// POSTs `body` to `url` with `headers` ("Name: value"). Thread-safe. A reply of any
   /// status is returned; a transport failure throws Error(unavailable) (reason
-  /// k_http_timeout for a timeout), or Error(permission) for a certificate that fails
-  /// verification. The message is libcurl's.
+  /// k_http_timeout for a timeout), or Error(permission, reason k_untrusted_certificate)
+  /// for a certificate that fails verification. The message is libcurl's.
   HttpResponse post(const std::string& url, std::span<const uint8_t> body, const std::vector<std::string>& headers);
 
   const HttpClientOptions& options() const { return m_options; }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTPS: the server serves with --tls-cert/--tls-key (OpenSSL); a client that trusts the
 # CA (--ca-file) syncs and restores; one that does not, or trusts another CA, is refused
-# with a clear certificate error (exit 4); a bad certificate file stops the server with
+# with a certificate error that says how to trust it (exit 4); --ca-file or MIRAGE_CA_FILE
+# trusts it; a bad certificate file stops the server with
 # a usage error. A server that drops the connection in the middle of the handshake (as
 # one killed or restarting does) is unreachable (exit 75, retried), not a refusal.
 source "$(dirname "$0")/lib.sh"
@@ -21,14 +22,19 @@ export MIRAGE_SERVER="$SERVER_URL" MIRAGE_TOKEN="$ADMIN_TOKEN"
 src=$TEST_TMP/src; make_every_kind "$src"
 
 expect_exit 4 mirage-centralize --root "$src" --device-id dev-tls --output json
-expect_contains "$ERR" "certificate"
+expect_contains "$ERR" "certificate is not trusted"
+expect_contains "$ERR" "--ca-file FILE or MIRAGE_CA_FILE"
+expect_contains "$ERR" '"reason":"untrusted_certificate"'
+expect_exit 4 mirage device list --output text
+expect_contains "$ERR" "mirage: error: server $SERVER_URL: its TLS certificate is not trusted"
+MIRAGE_CA_FILE="$pki/ca.pem" mirage device list --output json >/dev/null || fail "MIRAGE_CA_FILE is not read"
 expect_exit 4 mirage-centralize --ca-file "$pki/other.pem" --root "$src" --device-id dev-tls --output json
 expect_contains "$ERR" "certificate"
 
 expect_exit 5 mirage-centralize --ca-file "$pki/ca.pem" --root "$src" --device-id dev-tls --output json
 mirage-centralize --ca-file "$pki/ca.pem" accept dev-tls >/dev/null
 expect_exit 0 mirage-centralize --ca-file "$pki/ca.pem" --root "$src" --device-id dev-tls --output json
-mirage-restore --ca-file "$pki/ca.pem" --device dev-tls --path / --to "$TEST_TMP/back" >/dev/null
+MIRAGE_CA_FILE="$pki/ca.pem" mirage-restore --device dev-tls --path / --to "$TEST_TMP/back" >/dev/null
 expect_same_tree "$src" "$TEST_TMP/back"
 
 python3 - "$TEST_TMP/drop-port" <<'PY' &

@@ -112,4 +112,23 @@ TEST_CASE("do-not-override paths are written only where missing") {
   CHECK(op_for(plan, "/etc/ld.so.cache")->action == Action::create);
 }
 
+TEST_CASE("a reported plan counts each action as often as it lists it") {
+  // A do-not-override path the endpoint has (kept), a path only the endpoint has (kept),
+  // and a directory whose contents change (its times set back: metadata only).
+  auto n = image_of(tree_of({{"/etc/ld.so.cache", file(1)}, {"/usr/bin/new", file(2)}}));
+  auto e = tree_of({{"/etc/ld.so.cache", file(3)}, {"/usr/bin/mine", file(4)}});
+  e["/usr/bin"].mtime_ns = 77;
+  Image o;
+  PlanOptions reported;
+  reported.report_kept = true;
+  auto plan = make_plan(o, n, e, {}, LayerRules::defaults(), reported);
+  REQUIRE(op_for(plan, "/etc/ld.so.cache"));
+  CHECK(op_for(plan, "/etc/ld.so.cache")->action == Action::keep_user);
+  REQUIRE(op_for(plan, "/usr/bin"));
+  CHECK(op_for(plan, "/usr/bin")->action == Action::metadata);
+  std::map<std::string, uint64_t> listed;
+  for (const auto& op : plan.ops) listed[std::string(action_name(op.action))]++;
+  CHECK(listed == plan.counts);
+}
+
 TEST_SUITE_END();
