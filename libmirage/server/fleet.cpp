@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "libmirage/policy/inventory_match.hpp"
@@ -39,8 +40,10 @@ json checked_match(const json& match) {
       throw Error(ErrorKind::usage, "collection match: unknown field '" + key + "' (hostname, os, os_version, tag, inventory)");
     if (key == "inventory") {
       if (!value.is_object() || value.empty()) throw Error(ErrorKind::usage, "collection match: 'inventory' must map fields to globs");
-      for (const auto& [k, v] : value.items())
+      for (const auto& [k, v] : value.items()) {
         if (!v.is_string() || k.empty()) throw Error(ErrorKind::usage, "collection match: inventory field '" + k + "' needs a glob");
+        policy::check_inventory_key(k, "collection match");
+      }
     } else if (!value.is_string() || value.get<std::string>().empty()) {
       throw Error(ErrorKind::usage, "collection match: '" + key + "' must be a non-empty string");
     }
@@ -164,6 +167,7 @@ PolicyAssigned policy_assign(Context& c, const PolicyAssign& p) {
 CollectionSet CollectionSet::parse(const Params& p) {
   CollectionSet s;
   s.name = p.text("name");
+  s.replace = p.flag("replace");
   if (!valid_name(s.name)) throw Error(ErrorKind::usage, "collection name '" + s.name + "': use letters, digits and - _ .");
   if (p.has("match")) {
     if (p.has("device_ids")) throw Error(ErrorKind::usage, "a collection is static (devices) or dynamic (match), not both");
@@ -181,6 +185,8 @@ void to_json(json& j, const CollectionReply& r) {
 
 CollectionReply collection_set(Context& c, const CollectionSet& p) {
   auto& cat = c.cat();
+  if (!p.replace && cat.collection(p.name))
+    throw Error(ErrorKind::precondition, "collection " + p.name + " exists; --replace replaces it");
   std::string kind = p.match ? "dynamic" : "static";
   json spec;
   if (p.match) {
@@ -239,7 +245,7 @@ json volume_list(Context& c, const NoParams&) {
 }
 
 VolumeAdd VolumeAdd::parse(const Params& p) {
-  VolumeAdd v{p.text("path")};
+  VolumeAdd v{p.text("path"), p.flag("create")};
   if (v.path[0] != '/') throw Error(ErrorKind::usage, "volume path '" + v.path + "': give an absolute path");
   return v;
 }
@@ -248,6 +254,9 @@ json volume_add(Context& c, const VolumeAdd& p) {
   auto& cat = c.cat();
   for (const auto& v : cat.volumes())
     if (v.path == p.path) throw Error(ErrorKind::precondition, "volume " + p.path + " is already volume " + std::to_string(v.id));
+  std::error_code ec;
+  if (!p.create && !std::filesystem::is_directory(p.path, ec))
+    throw Error(ErrorKind::not_found, "volume " + p.path + ": no such directory (--create makes it)");
   store::open_volume(p.path)->init();
   int64_t id = cat.add_volume(p.path);
   cat.add_event("volume.added", "", {{"volume_id", id}, {"path", p.path}, {"by", c.by()}});

@@ -4,6 +4,7 @@
 // to_json). registry.cpp gives each its row (roles, audit, concurrency, body limit);
 // the files beside this one implement them over plain domain operations (orders.cpp:
 // composing an order; snapshots.cpp: a commit's check).
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,9 @@ struct Context {
   const Caller& caller;
   const std::vector<uint8_t>& binary;
   std::vector<uint8_t>& reply_binary;
+  /// The device the call touched when its params do not name it (snapshot.forget), for
+  /// its audit event.
+  std::string device = {};
   catalog::Catalog& cat() { return repo.catalog(); }
   const Limits& limits() const { return service.limits(); }
   /// The caller's name for events: the token's ("local" over stdio).
@@ -118,22 +122,40 @@ struct DeviceId {
 };
 struct DeviceDelete {
   std::string device_id;
-  bool force;
+  bool force;  ///< also when it has pinned snapshots
   static DeviceDelete parse(const Params& p) { return {p.text("device_id"), p.flag("force")}; }
 };
 struct DeviceDeleted {
   std::string device_id;
   uint64_t snapshots;  ///< deleted with it
+  uint64_t pinned;     ///< of them, pinned
 };
 void to_json(nlohmann::json& j, const DeviceDeleted& r);
+/// Forgets a device with its CVD (snapshots, orders, credential); GC then frees the
+/// data no other snapshot or layer holds. Pinned snapshots need `force`.
 DeviceDeleted device_delete(Context& c, const DeviceDelete& p);
+
+struct DeviceRename {
+  std::string device_id;
+  std::string name;  ///< "" clears it
+  static DeviceRename parse(const Params& p);
+};
+struct DeviceRenamed {
+  std::string device_id;
+  std::string name, previous;
+};
+void to_json(nlohmann::json& j, const DeviceRenamed& r);
+DeviceRenamed device_rename(Context& c, const DeviceRename& p);
 
 struct DeviceList {
   std::optional<catalog::DeviceState> state;
+  std::optional<int64_t> stale_ns;  ///< only devices not synced for this long (or never)
   static DeviceList parse(const Params& p);
 };
 struct Devices {
   std::vector<catalog::Device> devices;
+  std::map<std::string, catalog::DeviceActivity> activity;
+  int64_t now;  ///< what the ages count from (ns)
 };
 void to_json(nlohmann::json& j, const Devices& r);
 Devices device_list(Context& c, const DeviceList& p);
@@ -196,6 +218,20 @@ struct SnapshotCommit {
 };
 nlohmann::json snapshot_commit(Context& c, const SnapshotCommit& p);
 nlohmann::json snapshot_list(Context& c, const DeviceId& p);
+struct SnapshotForget {
+  std::string snapshot_id;
+  bool force;  ///< also a pinned one
+  static SnapshotForget parse(const Params& p) { return {p.text("snapshot_id"), p.flag("force")}; }
+};
+struct SnapshotForgotten {
+  std::string snapshot_id;
+  std::string device_id;
+  bool pinned;
+};
+void to_json(nlohmann::json& j, const SnapshotForgotten& r);
+/// Forgets one snapshot (GC then frees what only it held); a pinned one needs `force`,
+/// the one an app capture started from is refused.
+SnapshotForgotten snapshot_forget(Context& c, const SnapshotForget& p);
 struct SnapshotRequest {
   Targets targets;
   std::string reason;
@@ -275,6 +311,18 @@ struct LayerGet {
   static LayerGet parse(const Params& p) { return {p.text("ref")}; }
 };
 nlohmann::json layer_get(Context& c, const LayerGet& p);
+struct LayerDelete {
+  std::string name;
+  uint32_t version;
+  static LayerDelete parse(const Params& p);
+};
+struct LayerDeleted {
+  std::string layer;  ///< NAME@VERSION
+};
+void to_json(nlohmann::json& j, const LayerDeleted& r);
+/// Forgets a layer version; Error(precondition) naming the devices while a device has
+/// it or a pending order names it.
+LayerDeleted layer_delete(Context& c, const LayerDelete& p);
 struct Capture {
   std::string device_id;
   std::string before;  ///< the snapshot the capture started from
@@ -317,6 +365,7 @@ PolicyAssigned policy_assign(Context& c, const PolicyAssign& p);
 
 struct CollectionSet {
   std::string name;
+  bool replace;                         ///< an existing collection is replaced, not refused
   std::optional<nlohmann::json> match;  ///< dynamic
   std::vector<std::string> device_ids;  ///< static
   static CollectionSet parse(const Params& p);
@@ -344,6 +393,7 @@ CollectionDeleted collection_delete(Context& c, const CollectionName& p);
 nlohmann::json volume_list(Context& c, const NoParams&);
 struct VolumeAdd {
   std::string path;
+  bool create;  ///< make a missing directory (else Error(not_found))
   static VolumeAdd parse(const Params& p);
 };
 nlohmann::json volume_add(Context& c, const VolumeAdd& p);
