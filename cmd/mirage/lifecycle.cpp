@@ -1,0 +1,94 @@
+// mirage's fleet-care commands: the device list with its sync state, renaming a device,
+// forgetting a snapshot, deleting a layer version.
+#include "cmd/mirage/lifecycle.hpp"
+
+#include <algorithm>
+#include <iostream>
+
+using nlohmann::json;
+
+namespace mirage::lifecycle {
+
+std::string age_text(int64_t seconds) {
+  if (seconds < 60) return std::to_string(seconds) + "s";
+  if (seconds < 3600) return std::to_string(seconds / 60) + "m";
+  if (seconds < 86400) return std::to_string(seconds / 3600) + "h";
+  return std::to_string(seconds / 86400) + "d";
+}
+
+void print_device_table(std::ostream& out, const json& devices) {
+  if (devices.empty()) {
+    out << "no devices\n";
+    return;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"DEVICE", "NAME", "STATE", "HOSTNAME", "LAST SYNC", "AGE", "SNAPSHOT", "LAYERS", "PENDING"}};
+  for (const auto& d : devices) {
+    std::string layers;
+    for (const auto& l : d.value("layers", json::array())) layers += (layers.empty() ? "" : ",") + l.get<std::string>();
+    auto text = [&](const char* key) { return d.contains(key) && d[key].is_string() ? d[key].get<std::string>() : "-"; };
+    auto blank = [](std::string s) { return s.empty() ? std::string("-") : s; };
+    rows.push_back({d["device_id"].get<std::string>(), blank(d.value("name", "")), d["state"].get<std::string>(),
+                    blank(d.value("hostname", "")), text("last_sync"),
+                    d.contains("last_sync_age_seconds") && d["last_sync_age_seconds"].is_number()
+                        ? age_text(d["last_sync_age_seconds"].get<int64_t>())
+                        : "-",
+                    text("last_snapshot"), blank(layers), std::to_string(d.value("pending_orders", 0))});
+  }
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) line += r[i] + (i + 1 < r.size() ? std::string(width[i] - r[i].size() + 2, ' ') : "");
+    out << line << "\n";
+  }
+}
+
+std::vector<tool::Command> add_commands(CLI::App& app, CLI::App& device, tool::Common& common) {
+  struct Args {
+    std::string device_id, name, snapshot_id, layer;
+    bool force = false;
+  };
+  static Args a;
+  auto* rename = device.add_subcommand("rename", "Give a device a name (\"\" clears it)");
+  rename->add_option("device", a.device_id, "Device id")->required();
+  rename->add_option("name", a.name, "The new name: letters, digits and - _ .")->required();
+  auto* snapshot = app.add_subcommand("snapshot", "Manage snapshots (list them with mirage-restore snapshots)");
+  snapshot->require_subcommand(1);
+  auto* forget = snapshot->add_subcommand("forget", "Forget a snapshot; the next gc frees what only it held");
+  forget->add_option("id", a.snapshot_id, "Snapshot id")->required();
+  forget->add_flag("--force", a.force, "Also a pinned snapshot");
+  auto* layer = app.add_subcommand("layer", "Manage layers (list them with mirage-capture list)");
+  layer->require_subcommand(1);
+  auto* del = layer->add_subcommand("delete", "Delete a layer version no device has or is ordered to get");
+  del->add_option("layer", a.layer, "NAME@VERSION")->required();
+  auto call = [&common](const char* method, json params, std::function<void(std::ostream&, const json&)> text) {
+    auto client = tool::connect(common);
+    json r = client.call(method, std::move(params));
+    tool::print(common, r, [&](std::ostream& out) { text(out, r); });
+    return 0;
+  };
+  return {{rename,
+           [call] {
+             return call("device.rename", {{"device_id", a.device_id}, {"name", a.name}}, [](std::ostream& out, const json& r) {
+               out << "device " << r["device_id"].get<std::string>() << " is named "
+                   << (r["name"].get<std::string>().empty() ? "nothing" : r["name"].get<std::string>()) << "\n";
+             });
+           }},
+          {forget,
+           [call] {
+             return call("snapshot.forget", {{"snapshot_id", a.snapshot_id}, {"force", a.force}},
+                         [](std::ostream& out, const json& r) {
+                           out << "snapshot " << r["snapshot_id"].get<std::string>() << " of device "
+                               << r["device_id"].get<std::string>() << " forgotten (mirage gc frees its data)\n";
+                         });
+           }},
+          {del, [call] {
+             return call("layer.delete", {{"ref", a.layer}}, [](std::ostream& out, const json& r) {
+               out << "layer " << r["layer"].get<std::string>() << " deleted (mirage gc frees its data)\n";
+             });
+           }}};
+}
+
+}  // namespace mirage::lifecycle
