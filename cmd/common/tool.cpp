@@ -128,12 +128,15 @@ void report_error(const std::string& tool, bool json_mode, ErrorKind kind, const
 int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<Command>& commands) {
   std::string tool = app.get_name();
   util::set_log_sink([tool, tty = ::isatty(2) != 0](util::LogLevel level, std::string_view msg) {
-    if (level == util::LogLevel::debug) return;
     if (level == util::LogLevel::progress) {
       if (tty) std::cerr << "\r\033[K" << msg.substr(0, 79) << std::flush;
       return;
     }
-    std::cerr << tool << ": " << (level == util::LogLevel::warning ? "warning: " : "") << msg << "\n";
+    // One write per line: lines of concurrent requests do not interleave.
+    std::string line = std::string(tool) + ": " +
+                       (level == util::LogLevel::warning ? "warning: " : level == util::LogLevel::debug ? "debug: " : "") +
+                       std::string(msg) + "\n";
+    std::cerr << line << std::flush;
   });
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
