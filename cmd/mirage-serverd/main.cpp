@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e9));
   app.add_option("--limit", o.limits, "Set a limit, e.g. upload-body=80M (repeatable)")
       ->option_text("NAME=VALUE");
-  app.add_option("--log-level", o.log_level, "error, warn, info (default: a line per request) or debug")
+  app.add_option("--log-level", o.log_level, "error, warn, info (default: logs requests), debug")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
   app.add_option("--output", common.output, "Output format: json or text")->check(CLI::IsMember({"json", "text"}));
   app.fallthrough();

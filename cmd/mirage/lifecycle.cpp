@@ -54,12 +54,12 @@ std::vector<tool::Command> add_commands(CLI::App& app, CLI::App& device, tool::C
   auto* rename = device.add_subcommand("rename", "Give a device a name (\"\" clears it)");
   rename->add_option("device", a.device_id, "Device id")->required();
   rename->add_option("name", a.name, "The new name: letters, digits and - _ .")->required();
-  auto* snapshot = app.add_subcommand("snapshot", "Manage snapshots (list them with mirage-restore snapshots)");
+  auto* snapshot = app.add_subcommand("snapshot", "Forget a snapshot");
   snapshot->require_subcommand(1);
   auto* forget = snapshot->add_subcommand("forget", "Forget a snapshot; the next gc frees what only it held");
   forget->add_option("id", a.snapshot_id, "Snapshot id")->required();
   forget->add_flag("--force", a.force, "Also a pinned snapshot");
-  auto* layer = app.add_subcommand("layer", "Manage layers (list them with mirage-capture list)");
+  auto* layer = app.add_subcommand("layer", "Delete a layer version");
   layer->require_subcommand(1);
   auto* del = layer->add_subcommand("delete", "Delete a layer version no device has or is ordered to get");
   del->add_option("layer", a.layer, "NAME@VERSION")->required();

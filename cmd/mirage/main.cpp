@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"pending", "accepted", "rejected"}));
   device_list->add_option("--collection", collections, "Only members of this collection");
   double device_stale = 0;
-  device_list->add_option("--stale", device_stale, "Only devices not synced for this long (24h), or never")
+  device_list->add_option("--stale", device_stale, "Only devices not synced for this long, or never")
       ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
                                         CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
       ->check(CLI::PositiveNumber);
