@@ -350,7 +350,16 @@ struct PolicySet {
   static PolicySet parse(const Params& p);
 };
 PolicyReply policy_set(Context& c, const PolicySet& p);
-nlohmann::json policy_list(Context& c, const NoParams&);
+struct PolicyUse {
+  std::string name;
+  uint64_t devices;  ///< devices that have it
+  bool stored;       ///< false for the built-in default never set
+};
+struct Policies {
+  std::vector<PolicyUse> policies;
+};
+void to_json(nlohmann::json& j, const Policies& r);
+Policies policy_list(Context& c, const NoParams&);
 struct PolicyAssign {
   std::string name;
   Targets targets;
@@ -383,20 +392,46 @@ struct CollectionName {
   static CollectionName parse(const Params& p) { return {p.text("name")}; }
 };
 CollectionReply collection_get(Context& c, const CollectionName& p);
-nlohmann::json collection_list(Context& c, const NoParams&);
+struct CollectionSummary {
+  std::string name;
+  std::string kind;  ///< static or dynamic
+  uint64_t members;  ///< now
+};
+struct Collections {
+  std::vector<CollectionSummary> collections;
+};
+void to_json(nlohmann::json& j, const Collections& r);
+Collections collection_list(Context& c, const NoParams&);
 struct CollectionDeleted {
   std::string name;
 };
 void to_json(nlohmann::json& j, const CollectionDeleted& r);
 CollectionDeleted collection_delete(Context& c, const CollectionName& p);
 
-nlohmann::json volume_list(Context& c, const NoParams&);
+struct VolumeUse {
+  int64_t volume_id;
+  std::string path;
+  bool read_only;
+  uint64_t free_bytes;  ///< 0 when the volume cannot tell
+  uint64_t packs, pack_bytes, devices;
+};
+struct Volumes {
+  std::vector<VolumeUse> volumes;
+};
+void to_json(nlohmann::json& j, const Volumes& r);
+Volumes volume_list(Context& c, const NoParams&);
 struct VolumeAdd {
   std::string path;
   bool create;  ///< make a missing directory (else Error(not_found))
   static VolumeAdd parse(const Params& p);
 };
-nlohmann::json volume_add(Context& c, const VolumeAdd& p);
+struct VolumeAdded {
+  int64_t volume_id;
+  std::string path;
+  uint64_t free_bytes;
+};
+void to_json(nlohmann::json& j, const VolumeAdded& r);
+VolumeAdded volume_add(Context& c, const VolumeAdd& p);
 struct VolumeSet {
   int64_t volume_id;
   bool read_only;
