@@ -342,9 +342,9 @@ EventsList EventsList::parse(const Params& p) {
   return e;
 }
 
-json events_list(Context& c, const EventsList& p) {
-  return {{"events", c.cat().events(p.device_id, p.since, p.after_id, p.type)}};
-}
+void to_json(json& j, const Events& r) { j = {{"events", r.events}}; }
+
+Events events_list(Context& c, const EventsList& p) { return {c.cat().events(p.device_id, p.since, p.after_id, p.type)}; }
 
 EventsReport EventsReport::parse(const Params& p) {
   std::string type = p.text("type");

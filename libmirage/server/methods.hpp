@@ -98,7 +98,11 @@ struct TokenReply {
 void to_json(nlohmann::json& j, const TokenReply& r);
 TokenReply token_create(Context& c, const TokenCreate& p);
 TokenReply token_rotate(Context& c, const TokenRotate& p);
-nlohmann::json token_list(Context& c, const NoParams&);
+struct Tokens {
+  std::vector<nlohmann::json> tokens;  ///< Catalog::tokens()'s rows: never a secret
+};
+void to_json(nlohmann::json& j, const Tokens& r);
+Tokens token_list(Context& c, const NoParams&);
 struct TokenRevoked {
   std::string name;
 };
@@ -458,7 +462,11 @@ struct EventsList {
   std::string type;       ///< "" all
   static EventsList parse(const Params& p);
 };
-nlohmann::json events_list(Context& c, const EventsList& p);
+struct Events {
+  std::vector<nlohmann::json> events;  ///< Catalog::events()'s, in id order
+};
+void to_json(nlohmann::json& j, const Events& r);
+Events events_list(Context& c, const EventsList& p);
 struct EventsReport {
   std::string device_id;
   std::string snapshot_id;
