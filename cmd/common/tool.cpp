@@ -247,7 +247,6 @@ std::optional<std::string> nearest(const std::string& given, const std::vector<s
 int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<Command>& commands) {
   std::string tool = app.get_name();
   util::set_log_sink([tool, &common](util::LogLevel level, std::string_view msg) {
-    if (level == util::LogLevel::debug) return;
     if (level == util::LogLevel::progress) {
       if (progress_mode(common) != ProgressMode::text || !::isatty(2)) return;
       std::lock_guard lock(g_line_mutex);
@@ -256,11 +255,16 @@ int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<
     }
     clear_progress_line();
     if (common.json()) {  // stderr stays JSON lines
-      json line = {{level == util::LogLevel::info ? "info" : "warning", {{"message", msg}}}};
-      std::cerr << line.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      const char* kind = level == util::LogLevel::info ? "info" : level == util::LogLevel::debug ? "debug" : "warning";
+      json line = {{kind, {{"message", msg}}}};
+      std::cerr << line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" << std::flush;
       return;
     }
-    std::cerr << tool << ": " << (level == util::LogLevel::warning ? "warning: " : "") << msg << "\n";
+    // One write per line: lines of concurrent requests do not interleave.
+    std::string line = std::string(tool) + ": " +
+                       (level == util::LogLevel::warning ? "warning: " : level == util::LogLevel::debug ? "debug: " : "") +
+                       std::string(msg) + "\n";
+    std::cerr << line << std::flush;
   });
   std::vector<std::string> args(argv + 1, argv + argc);
   try {

@@ -1,6 +1,7 @@
 // mirage-capture: capture base layers, app layers and driver profiles; list them.
 #include <iostream>
 
+#include "libmirage/policy/inventory_match.hpp"
 #include "libmirage/endpoint/layers.hpp"
 #include "cmd/common/tool.hpp"
 #include "libmirage/util/fd.hpp"
@@ -32,6 +33,7 @@ std::map<std::string, std::string> parse_match(const std::vector<std::string>& i
       auto eq = rule.find('=');
       if (eq == std::string::npos || eq == 0 || eq + 1 == rule.size())
         throw Error(ErrorKind::usage, "--match '" + rule + "': expected KEY=GLOB (e.g. sys_vendor=LENOVO)");
+      policy::check_inventory_key(rule.substr(0, eq), "--match '" + rule + "'");
       out[rule.substr(0, eq)] = rule.substr(eq + 1);
       if (comma == std::string::npos) break;
       start = comma + 1;

@@ -16,6 +16,7 @@
 #include "libmirage/server/registry.hpp"
 #include "libmirage/server/routes.hpp"
 #include "libmirage/server/service.hpp"
+#include "libmirage/util/log.hpp"
 #include "cmd/common/tool.hpp"
 
 using namespace mirage;
@@ -34,7 +35,15 @@ struct Options {
   size_t max_connections = server::HttpOptions{}.max_connections;
   uint64_t max_body_memory = server::HttpOptions{}.max_body_memory;
   std::vector<std::string> limits;  ///< --limit NAME=VALUE, in order (a later one wins)
+  std::string log_level = "info";
 };
+
+util::LogLevel log_level(const std::string& name) {
+  if (name == "error") return util::LogLevel::error;
+  if (name == "warn") return util::LogLevel::warning;
+  if (name == "debug") return util::LogLevel::debug;
+  return util::LogLevel::info;
+}
 
 /// The request limits: the defaults, then each --limit; body-wait follows
 /// --read-timeout unless set. Throws Error(usage) for a bad --limit.
@@ -107,6 +116,7 @@ std::function<void()> g_stop;
 std::atomic<bool> g_stop_ready{false};
 
 int serve(const Options& o) {
+  util::set_log_level(log_level(o.log_level));
   server::Limits limits = request_limits(o);
   if (o.stdio) {
     std::optional<server::Service> service;
@@ -187,6 +197,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e9));
   app.add_option("--limit", o.limits, "Set a limit, e.g. upload-body=80M (repeatable)")
       ->option_text("NAME=VALUE");
+  app.add_option("--log-level", o.log_level, "error, warn, info (default: logs requests), debug")
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
   app.add_option("--output", common.output, "Output format: json or text")->check(CLI::IsMember({"json", "text"}));
   app.fallthrough();
   auto* init = app.add_subcommand("init", "Create the data directory, print the admin token");

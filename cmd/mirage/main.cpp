@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cmd/common/tool.hpp"
+#include "cmd/mirage/lifecycle.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/json_input.hpp"
 
@@ -168,6 +169,8 @@ int main(int argc, char** argv) {
   coll_create->add_option("--os-version", match_os_version, "Dynamic: OS version glob");
   coll_create->add_option("--tag", match_tag, "Dynamic: devices with this tag");
   coll_create->add_option("--field", match_fields, "Dynamic: inventory KEY=GLOB (repeatable)");
+  bool coll_replace = false;
+  coll_create->add_flag("--replace", coll_replace, "Replace a collection of that name");
   auto* coll_list = coll->add_subcommand("list", "List collections");
   auto* coll_show = coll->add_subcommand("show", "Show a collection and its members now");
   coll_show->add_option("name", coll_name, "Collection name")->required();
@@ -175,12 +178,17 @@ int main(int argc, char** argv) {
   coll_delete->add_option("name", coll_name, "Collection name")->required();
   std::string device_id, device_state;
   std::vector<std::string> tags_add, tags_remove;
-  auto* device = app.add_subcommand("device", "List, tag or delete devices");
+  auto* device = app.add_subcommand("device", "List, tag, rename or delete devices");
   device->require_subcommand(1);
   auto* device_list = device->add_subcommand("list", "List devices");
   device_list->add_option("--state", device_state, "pending, accepted or rejected")
       ->check(CLI::IsMember({"pending", "accepted", "rejected"}));
   device_list->add_option("--collection", collections, "Only members of this collection");
+  double device_stale = 0;
+  device_list->add_option("--stale", device_stale, "Only devices not synced for this long, or never")
+      ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
+                                        CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
+      ->check(CLI::PositiveNumber);
   auto* device_tag = device->add_subcommand("tag", "Add or remove a device's tags");
   device_tag->add_option("device", device_id, "Device id")->required();
   device_tag->add_option("--add", tags_add, "Tag to add (repeatable)");
@@ -188,7 +196,7 @@ int main(int argc, char** argv) {
   bool device_force = false;
   auto* device_delete = device->add_subcommand("delete", "Forget a device (to re-enroll it, or for good)");
   device_delete->add_option("device", device_id, "Device id")->required();
-  device_delete->add_flag("--force", device_force, "Also when it has snapshots (they go with it)");
+  device_delete->add_flag("--force", device_force, "Also when it has pinned snapshots");
 
   // Storage volumes and GC.
   std::string vol_path;
@@ -199,6 +207,8 @@ int main(int argc, char** argv) {
   auto* volume_list = volume->add_subcommand("list", "List volumes with free space and use");
   auto* volume_add = volume->add_subcommand("add", "Add a storage volume (a directory, absolute path)");
   volume_add->add_option("path", vol_path, "Directory")->required();
+  bool vol_create = false;
+  volume_add->add_flag("--create", vol_create, "Make the directory if it is missing");
   auto* volume_set = volume->add_subcommand("set", "Set a volume read-only or writable");
   volume_set->add_option("id", vol_id, "Volume id")->required();
   auto* ro_flag = volume_set->add_flag("--read-only", vol_ro, "No new data goes there");
@@ -257,15 +267,8 @@ int main(int argc, char** argv) {
     if (!collections.empty()) p["collections"] = collections;
     return p;
   };
-  auto print_devices = [&](std::ostream& out, const json& r) {
-    tool::Table t({"DEVICE", "STATE", "HOSTNAME", "POLICY"});
-    for (const auto& d : r["devices"])
-      t.row({tool::cell(d["device_id"]), tool::cell(d["state"]), tool::cell(d["hostname"]), tool::cell(d["policy"])});
-    t.print(out, collections.empty() && device_state.empty() ? "no devices" : "no devices match");
-  };
-  return tool::run(
-      argc, argv, app, common,
-      {{check_cmd, [&] { return check(common, read_data, repair); }},
+  std::vector<tool::Command> commands = {
+      {check_cmd, [&] { return check(common, read_data, repair); }},
        {token_create,
         [&] {
           return call_print("token.create", {{"name", tok_name}, {"role", tok_role}, {"expires_seconds", tok_expires}},
@@ -327,7 +330,7 @@ int main(int argc, char** argv) {
           if (!match_os_version.empty()) match["os_version"] = match_os_version;
           if (!match_tag.empty()) match["tag"] = match_tag;
           if (!match_fields.empty()) match["inventory"] = key_globs(match_fields);
-          json p = {{"name", coll_name}};
+          json p = {{"name", coll_name}, {"replace", coll_replace}};
           if (!devices.empty()) p["device_ids"] = devices;
           if (!match.empty()) p["match"] = match;
           return call_print("collection.set", p, [](std::ostream& out, const json& r) {
@@ -364,6 +367,7 @@ int main(int argc, char** argv) {
           auto client = tool::connect(common);
           json params = json::object();
           if (!device_state.empty()) params["state"] = device_state;
+          if (device_stale > 0) params["stale_seconds"] = device_stale;
           json r = client.call("device.list", params);
           if (!collections.empty()) {
             std::set<std::string> keep;
@@ -376,7 +380,7 @@ int main(int argc, char** argv) {
               if (keep.count(d["device_id"].get<std::string>())) filtered.push_back(d);
             r["devices"] = filtered;
           }
-          tool::print(common, r, [&](std::ostream& out) { print_devices(out, r); });
+          tool::print(common, r, [&](std::ostream& out) { lifecycle::print_device_table(out, r["devices"]); });
           return 0;
         }},
        {device_tag,
@@ -393,7 +397,7 @@ int main(int argc, char** argv) {
           return call_print("device.delete", {{"device_id", device_id}, {"force", device_force}},
                             [](std::ostream& out, const json& r) {
                               out << "device " << r["device_id"].get<std::string>() << " deleted with " << r["snapshots"]
-                                  << " snapshots\n";
+                                  << " snapshots (mirage gc frees their data)\n";
                             });
         }},
        {volume_list,
@@ -412,7 +416,7 @@ int main(int argc, char** argv) {
        {volume_add,
         [&] {
           std::string abs = std::filesystem::absolute(vol_path).lexically_normal().string();
-          return call_print("volume.add", {{"path", abs}}, [](std::ostream& out, const json& r) {
+          return call_print("volume.add", {{"path", abs}, {"create", vol_create}}, [](std::ostream& out, const json& r) {
             out << "volume " << r["volume_id"] << " at " << r["path"].get<std::string>() << "\n";
           });
         }},
@@ -440,7 +444,9 @@ int main(int argc, char** argv) {
                                   << r[gc_dry ? "would_retire" : "retired"] << " retired, "
                                   << tool::human_bytes(r[gc_dry ? "would_free_bytes" : "freed_bytes"].get<uint64_t>())
                                   << (gc_dry ? " would be freed" : " freed") << "; " << r["snapshots_expired"]
-                                  << " snapshots expired\n";
+                                  << (gc_dry ? " snapshots would expire\n" : " snapshots expired\n");
                             });
-        }}});
+        }}};
+  for (auto& c : lifecycle::add_commands(app, *device, common)) commands.push_back(std::move(c));
+  return tool::run(argc, argv, app, common, commands);
 }

@@ -14,3 +14,4 @@ complete -c mirage-serverd -l read-timeout -x -d 'Seconds a connection may be si
 complete -c mirage-serverd -l max-body-memory -x -d 'Request bytes in memory at once'
 complete -c mirage-serverd -l max-connections -x -d 'Requests handled at once at most'
 complete -c mirage-serverd -l limit -x -a 'upload-body= read-body= layer-body= request-body= anonymous-body= inventory= stats= pending-devices= get-ids= delta-pairs= delta-chunk= delta-work= frame-header= frame-depth= body-wait=' -d 'Set a limit NAME=VALUE'
+complete -c mirage-serverd -l log-level -x -a 'error warn info debug' -d 'What the server logs (info: a line per request)'

@@ -30,7 +30,8 @@ void to_json(nlohmann::json& j, const Device& d) {
        {"registered_at", util::rfc3339(d.registered_at)},
        {"last_seen", util::rfc3339(d.last_seen)},
        {"tags", d.tags},
-       {"volume", d.volume}};
+       {"volume", d.volume},
+       {"name", d.name}};
 }
 
 void to_json(nlohmann::json& j, const Snapshot& s) {

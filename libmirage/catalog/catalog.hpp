@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -36,8 +37,19 @@ struct Device {
   int64_t last_seen = 0;
   std::vector<std::string> tags;  ///< set by admins, for dynamic collections
   int64_t volume = 0;             ///< where the CVD's new data goes (0: not placed yet)
+  std::string name;               ///< what admins call it (mirage device rename; "" none)
 };
 void to_json(nlohmann::json& j, const Device& d);
+
+/// What a device list shows beside a device, read for every device in one batch.
+struct DeviceActivity {
+  std::string last_snapshot;  ///< the newest snapshot's id ("" none)
+  int64_t last_sync = 0;      ///< when it was committed (ns; 0: never)
+  int64_t snapshots = 0;
+  int64_t pinned = 0;
+  int64_t pending_orders = 0;
+  std::vector<std::string> layers;  ///< what it was last given (NAME@VERSION)
+};
 
 struct Snapshot {
   std::string id;
@@ -201,7 +213,10 @@ class MarkSet {
   /// Marks an id (a tree object or a chunk) live.
   virtual void add_live(const Digest& id) = 0;
   virtual bool contains(const Digest& id) = 0;
-  /// Root trees of snapshots and layers not walked yet (each once).
+  /// Leaves these snapshots' roots out of new_roots(), as if they were gone: a dry
+  /// run's view of the retention a real run applies first.
+  virtual void skip_snapshots(std::span<const std::string> ids) = 0;
+  /// Root trees of snapshots (but skipped ones) and layers not walked yet (each once).
   virtual std::vector<Digest> new_roots() = 0;
   /// Up to `limit` indexed chunks after `after` (from the first when nullopt), in id
   /// order, each with whether it is marked live: the sweep's next page.
@@ -237,7 +252,13 @@ class Catalog {
   virtual void touch_device(const std::string& id, const std::string& hostname, const nlohmann::json& inventory) = 0;
   virtual void set_device_tags(const std::string& id, const std::vector<std::string>& tags) = 0;
   virtual void set_device_volume(const std::string& id, int64_t volume) = 0;
+  virtual void set_device_name(const std::string& id, const std::string& name) = 0;
   virtual int64_t device_count(DeviceState state) = 0;
+  /// Every device's activity by id, in one read batch (a device without any has none).
+  virtual std::map<std::string, DeviceActivity> device_activity() = 0;
+  /// When each device in `state` last synced (its newest snapshot, ns; 0: never), one
+  /// entry per device: /metrics buckets them.
+  virtual std::vector<int64_t> last_syncs(DeviceState state) = 0;
   /// Forgets a device: its row, snapshots, orders, assignment, capture, credential,
   /// CVD history and upload (GC then reclaims the data only it referenced). Call in a
   /// transaction.
@@ -247,6 +268,7 @@ class Catalog {
   /// Snapshots of a device, oldest first.
   virtual std::vector<Snapshot> snapshots(const std::string& device) = 0;
   virtual std::vector<Snapshot> all_snapshots() = 0;
+  virtual std::optional<Snapshot> snapshot(const std::string& id) = 0;
   virtual void delete_snapshot(const std::string& id) = 0;
 
   virtual std::vector<Volume> volumes() = 0;
@@ -321,6 +343,9 @@ class Catalog {
   virtual std::vector<LayerRow> layers(const std::string& name) = 0;
   /// Version `version` of `name`, or its latest when 0.
   virtual std::optional<LayerRow> layer(const std::string& name, uint32_t version) = 0;
+  /// Forgets a layer version (GC then reclaims what only it referenced); its number is
+  /// not given again while a newer version exists.
+  virtual void delete_layer(const std::string& name, uint32_t version) = 0;
 
   virtual void add_order(const Order& o) = 0;
   /// A device's orders, oldest first, in one state when given.

@@ -2,6 +2,10 @@
 
 #include <fnmatch.h>
 
+#include <algorithm>
+
+#include "libmirage/util/error.hpp"
+
 namespace mirage::policy {
 
 namespace {
@@ -16,6 +20,13 @@ bool value_matches(const nlohmann::json& v, const std::string& glob) {
   return ::fnmatch(glob.c_str(), text.c_str(), 0) == 0;
 }
 }  // namespace
+
+void check_inventory_key(const std::string& key, const std::string& what) {
+  if (std::any_of(std::begin(k_inventory_keys), std::end(k_inventory_keys), [&](const char* k) { return key == k; })) return;
+  std::string known;
+  for (const char* k : k_inventory_keys) known += (known.empty() ? "" : ", ") + std::string(k);
+  throw Error(ErrorKind::usage, what + ": unknown inventory key '" + key + "' (known: " + known + ")");
+}
 
 bool inventory_matches(const nlohmann::json& inventory, const std::string& field, const std::string& glob) {
   if (!inventory.is_object()) return false;

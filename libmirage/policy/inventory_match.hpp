@@ -7,6 +7,13 @@
 
 namespace mirage::policy {
 
+/// The fields an endpoint's inventory has (endpoint::inventory): what a match may name.
+inline constexpr const char* k_inventory_keys[] = {"arch",        "os_id",        "os_version",      "os_name",
+                                                   "sys_vendor",  "product_name", "product_version", "pci"};
+
+/// Throws Error(usage) for a key no inventory has, naming `what` and listing the known keys.
+void check_inventory_key(const std::string& key, const std::string& what);
+
 /// True when the inventory field `field` matches the glob (fnmatch): a string by its
 /// text, a number or boolean by its JSON text, an array when any element does (so
 /// pci=10de:* finds one device among many). A missing field (or null) matches nothing.

@@ -105,21 +105,48 @@ catalog::Device device_register(Context& c, const DeviceRegister& p) {
 }
 
 void to_json(json& j, const DeviceDeleted& r) {
-  j = {{"device_id", r.device_id}, {"deleted", true}, {"snapshots", r.snapshots}};
+  j = {{"device_id", r.device_id}, {"deleted", true}, {"snapshots", r.snapshots}, {"pinned", r.pinned}};
 }
 
 DeviceDeleted device_delete(Context& c, const DeviceDelete& p) {
   auto& cat = c.cat();
   catalog::Transaction tx(cat);
   registered_device(cat, p.device_id);
-  uint64_t snapshots = cat.snapshots(p.device_id).size();
-  if (snapshots > 0 && !p.force)
-    throw Error(ErrorKind::precondition, "device " + p.device_id + " has " + std::to_string(snapshots) +
-                                             " snapshots; --force deletes them with it");
+  auto snaps = cat.snapshots(p.device_id);
+  uint64_t pinned = static_cast<uint64_t>(std::count_if(snaps.begin(), snaps.end(), [](const auto& s) { return s.pinned; }));
+  if (pinned > 0 && !p.force)
+    throw Error(ErrorKind::precondition, "device " + p.device_id + " has " + std::to_string(pinned) +
+                                             " pinned snapshots; --force deletes them with it");
   cat.delete_device(p.device_id);
-  cat.add_event("device.deleted", p.device_id, {{"by", c.by()}, {"snapshots", snapshots}});
+  cat.add_event("device.deleted", p.device_id, {{"by", c.by()}, {"snapshots", snaps.size()}, {"pinned", pinned}});
   tx.commit();
-  return {p.device_id, snapshots};
+  return {p.device_id, snaps.size(), pinned};
+}
+
+DeviceRename DeviceRename::parse(const Params& p) {
+  DeviceRename r{p.text("device_id"), p.text_or("name")};
+  if (!r.name.empty() && !valid_name(r.name))
+    throw Error(ErrorKind::usage, "device name '" + printable(r.name, 100) + "': use letters, digits and - _ . (at most 100)");
+  return r;
+}
+
+void to_json(json& j, const DeviceRenamed& r) {
+  j = {{"device_id", r.device_id}, {"name", r.name}, {"previous", r.previous}};
+}
+
+DeviceRenamed device_rename(Context& c, const DeviceRename& p) {
+  auto& cat = c.cat();
+  catalog::Transaction tx(cat);
+  auto d = registered_device(cat, p.device_id);
+  // A name picks one device (the commands take it where they take an id): never two.
+  if (!p.name.empty())
+    for (const auto& other : cat.devices(std::nullopt))
+      if (other.id != p.device_id && (other.name == p.name || other.id == p.name))
+        throw Error(ErrorKind::precondition, "device name " + p.name + " is taken by device " + other.id);
+  cat.set_device_name(p.device_id, p.name);
+  cat.add_event("device.renamed", p.device_id, {{"name", p.name}, {"previous", d.name}, {"by", c.by()}});
+  tx.commit();
+  return {p.device_id, p.name, d.name};
 }
 
 DeviceList DeviceList::parse(const Params& p) {
@@ -131,18 +158,44 @@ DeviceList DeviceList::parse(const Params& p) {
     l.state = catalog::state_from_name(s);
   }
   l.hostname = p.optional_text("hostname");
+  if (p.has("stale_seconds")) l.stale_ns = static_cast<int64_t>(p.number("stale_seconds", 0, 1, 100.0 * 365 * 86400) * 1e9);
   return l;
 }
 
-void to_json(json& j, const Devices& r) { j = {{"devices", r.devices}}; }
+void to_json(json& j, const Devices& r) {
+  json list = json::array();
+  for (const auto& d : r.devices) {
+    json one = d;
+    auto it = r.activity.find(d.id);
+    catalog::DeviceActivity none;
+    const auto& a = it == r.activity.end() ? none : it->second;
+    one["last_sync"] = a.last_sync ? json(util::rfc3339(a.last_sync)) : json(nullptr);
+    one["last_sync_age_seconds"] = a.last_sync ? json(std::max<int64_t>(0, (r.now - a.last_sync) / 1000000000)) : json(nullptr);
+    one["last_snapshot"] = a.last_snapshot.empty() ? json(nullptr) : json(a.last_snapshot);
+    one["snapshots"] = a.snapshots;
+    one["pinned_snapshots"] = a.pinned;
+    one["layers"] = a.layers;
+    one["pending_orders"] = a.pending_orders;
+    list.push_back(std::move(one));
+  }
+  j = {{"devices", list}};
+}
 
 Devices device_list(Context& c, const DeviceList& p) {
-  auto devices = c.cat().devices(p.state);
+  auto& cat = c.cat();
+  // --stale is about devices that should sync: accepted ones, unless a state is asked for.
+  auto state = p.stale_ns && !p.state ? std::optional(catalog::DeviceState::accepted) : p.state;
+  Devices r{cat.devices(state), cat.device_activity(), util::now_ns()};
   // A client naming a device by its hostname (--device pc-bob) gets the few that match,
   // not the fleet.
   if (p.hostname)
-    std::erase_if(devices, [&](const catalog::Device& d) { return !iequals(d.hostname, *p.hostname); });
-  return {devices};
+    std::erase_if(r.devices, [&](const catalog::Device& d) { return !iequals(d.hostname, *p.hostname); });
+  if (p.stale_ns)
+    std::erase_if(r.devices, [&](const catalog::Device& d) {
+      auto it = r.activity.find(d.id);
+      return it != r.activity.end() && it->second.last_sync != 0 && r.now - it->second.last_sync < *p.stale_ns;
+    });
+  return r;
 }
 
 namespace {

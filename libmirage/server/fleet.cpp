@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "libmirage/policy/inventory_match.hpp"
@@ -39,8 +40,10 @@ json checked_match(const json& match) {
       throw Error(ErrorKind::usage, "collection match: unknown field '" + key + "' (hostname, os, os_version, tag, inventory)");
     if (key == "inventory") {
       if (!value.is_object() || value.empty()) throw Error(ErrorKind::usage, "collection match: 'inventory' must map fields to globs");
-      for (const auto& [k, v] : value.items())
+      for (const auto& [k, v] : value.items()) {
         if (!v.is_string() || k.empty()) throw Error(ErrorKind::usage, "collection match: inventory field '" + k + "' needs a glob");
+        policy::check_inventory_key(k, "collection match");
+      }
     } else if (!value.is_string() || value.get<std::string>().empty()) {
       throw Error(ErrorKind::usage, "collection match: '" + key + "' must be a non-empty string");
     }
@@ -134,15 +137,21 @@ PolicyReply policy_set(Context& c, const PolicySet& p) {
   return {p.name, p.policy};
 }
 
-json policy_list(Context& c, const NoParams&) {
+void to_json(json& j, const Policies& r) {
+  json list = json::array();
+  for (const auto& p : r.policies) list.push_back({{"name", p.name}, {"devices", p.devices}, {"stored", p.stored}});
+  j = {{"policies", list}};
+}
+
+Policies policy_list(Context& c, const NoParams&) {
   auto& cat = c.cat();
   std::map<std::string, uint64_t> users;
   for (const auto& d : cat.devices(std::nullopt)) users[d.policy]++;
-  json list = json::array();
+  Policies r;
   auto names = cat.policies();
   if (std::find(names.begin(), names.end(), "default") == names.end()) names.insert(names.begin(), "default");
-  for (const auto& n : names) list.push_back({{"name", n}, {"devices", users[n]}, {"stored", n != "default" || cat.policy(n)}});
-  return {{"policies", list}};
+  for (const auto& n : names) r.policies.push_back({n, users[n], n != "default" || cat.policy(n).has_value()});
+  return r;
 }
 
 void to_json(json& j, const PolicyAssigned& r) { j = {{"name", r.name}, {"devices", r.devices}}; }
@@ -164,6 +173,7 @@ PolicyAssigned policy_assign(Context& c, const PolicyAssign& p) {
 CollectionSet CollectionSet::parse(const Params& p) {
   CollectionSet s;
   s.name = p.text("name");
+  s.replace = p.flag("replace");
   if (!valid_name(s.name)) throw Error(ErrorKind::usage, "collection name '" + s.name + "': use letters, digits and - _ .");
   if (p.has("match")) {
     if (p.has("device_ids")) throw Error(ErrorKind::usage, "a collection is static (devices) or dynamic (match), not both");
@@ -181,6 +191,8 @@ void to_json(json& j, const CollectionReply& r) {
 
 CollectionReply collection_set(Context& c, const CollectionSet& p) {
   auto& cat = c.cat();
+  if (!p.replace && cat.collection(p.name))
+    throw Error(ErrorKind::precondition, "collection " + p.name + " exists; --replace replaces it");
   std::string kind = p.match ? "dynamic" : "static";
   json spec;
   if (p.match) {
@@ -200,13 +212,17 @@ CollectionReply collection_get(Context& c, const CollectionName& p) {
   return {p.name, coll.first, coll.second, members_now};
 }
 
-json collection_list(Context& c, const NoParams&) {
+void to_json(json& j, const Collections& r) {
   json list = json::array();
-  for (const auto& n : c.cat().collections()) {
-    auto coll = *c.cat().collection(n);
-    list.push_back({{"name", n}, {"kind", coll.first}, {"members", collection_members(c.cat(), n).size()}});
-  }
-  return {{"collections", list}};
+  for (const auto& s : r.collections) list.push_back({{"name", s.name}, {"kind", s.kind}, {"members", s.members}});
+  j = {{"collections", list}};
+}
+
+Collections collection_list(Context& c, const NoParams&) {
+  Collections r;
+  for (const auto& n : c.cat().collections())
+    r.collections.push_back({n, c.cat().collection(n)->first, collection_members(c.cat(), n).size()});
+  return r;
 }
 
 void to_json(json& j, const CollectionDeleted& r) { j = {{"name", r.name}, {"deleted", true}}; }
@@ -217,7 +233,20 @@ CollectionDeleted collection_delete(Context& c, const CollectionName& p) {
   return {p.name};
 }
 
-json volume_list(Context& c, const NoParams&) {
+void to_json(json& j, const Volumes& r) {
+  json list = json::array();
+  for (const auto& v : r.volumes)
+    list.push_back({{"volume_id", v.volume_id},
+                    {"path", v.path},
+                    {"read_only", v.read_only},
+                    {"free_bytes", v.free_bytes},
+                    {"packs", v.packs},
+                    {"pack_bytes", v.pack_bytes},
+                    {"devices", v.devices}});
+  j = {{"volumes", list}};
+}
+
+Volumes volume_list(Context& c, const NoParams&) {
   auto& cat = c.cat();
   std::map<int64_t, std::pair<uint64_t, uint64_t>> use;  // volume -> (packs, bytes)
   for (const auto& p : cat.packs()) {
@@ -226,32 +255,33 @@ json volume_list(Context& c, const NoParams&) {
   }
   std::map<int64_t, uint64_t> devices;
   for (const auto& d : cat.devices(std::nullopt)) devices[d.volume]++;
-  json list = json::array();
+  Volumes r;
   for (const auto& v : cat.volumes())
-    list.push_back({{"volume_id", v.id},
-                    {"path", v.path},
-                    {"read_only", v.read_only},
-                    {"free_bytes", free_bytes(v.path)},
-                    {"packs", use[v.id].first},
-                    {"pack_bytes", use[v.id].second},
-                    {"devices", devices[v.id]}});
-  return {{"volumes", list}};
+    r.volumes.push_back({v.id, v.path, v.read_only, free_bytes(v.path), use[v.id].first, use[v.id].second, devices[v.id]});
+  return r;
 }
 
 VolumeAdd VolumeAdd::parse(const Params& p) {
-  VolumeAdd v{p.text("path")};
+  VolumeAdd v{p.text("path"), p.flag("create")};
   if (v.path[0] != '/') throw Error(ErrorKind::usage, "volume path '" + v.path + "': give an absolute path");
   return v;
 }
 
-json volume_add(Context& c, const VolumeAdd& p) {
+void to_json(json& j, const VolumeAdded& r) {
+  j = {{"volume_id", r.volume_id}, {"path", r.path}, {"read_only", false}, {"free_bytes", r.free_bytes}};
+}
+
+VolumeAdded volume_add(Context& c, const VolumeAdd& p) {
   auto& cat = c.cat();
   for (const auto& v : cat.volumes())
     if (v.path == p.path) throw Error(ErrorKind::precondition, "volume " + p.path + " is already volume " + std::to_string(v.id));
+  std::error_code ec;
+  if (!p.create && !std::filesystem::is_directory(p.path, ec))
+    throw Error(ErrorKind::not_found, "volume " + p.path + ": no such directory (--create makes it)");
   store::open_volume(p.path)->init();
   int64_t id = cat.add_volume(p.path);
   cat.add_event("volume.added", "", {{"volume_id", id}, {"path", p.path}, {"by", c.by()}});
-  return {{"volume_id", id}, {"path", p.path}, {"read_only", false}, {"free_bytes", free_bytes(p.path)}};
+  return {id, p.path, free_bytes(p.path)};
 }
 
 VolumeSet VolumeSet::parse(const Params& p) {
@@ -312,9 +342,9 @@ EventsList EventsList::parse(const Params& p) {
   return e;
 }
 
-json events_list(Context& c, const EventsList& p) {
-  return {{"events", c.cat().events(p.device_id, p.since, p.after_id, p.type)}};
-}
+void to_json(json& j, const Events& r) { j = {{"events", r.events}}; }
+
+Events events_list(Context& c, const EventsList& p) { return {c.cat().events(p.device_id, p.since, p.after_id, p.type)}; }
 
 EventsReport EventsReport::parse(const Params& p) {
   std::string type = p.text("type");

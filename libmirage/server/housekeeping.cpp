@@ -25,34 +25,40 @@ std::vector<std::vector<std::string>> snapshot_tiers(catalog::Catalog& cat, cons
   return tiers;
 }
 
-std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::string& device) {
+std::vector<std::string> expiring_snapshots(catalog::Catalog& cat, const std::string& device) {
   auto d = cat.device(device);
   if (!d) return {};
   auto snapshots = cat.snapshots(device);
   auto tiers = snapshot_tiers(cat, *d, snapshots);
-  std::vector<std::string> expired;
-  for (size_t i = 0; i < snapshots.size(); ++i) {
-    if (!tiers[i].empty()) continue;
-    cat.delete_snapshot(snapshots[i].id);
-    expired.push_back(snapshots[i].id);
-  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < snapshots.size(); ++i)
+    if (tiers[i].empty()) out.push_back(snapshots[i].id);
+  return out;
+}
+
+std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::string& device) {
+  auto expired = expiring_snapshots(cat, device);
+  for (const auto& id : expired) cat.delete_snapshot(id);
   if (!expired.empty()) cat.add_event("snapshot.expired", device, {{"snapshots", expired}});
   return expired;
 }
 
-json run_gc(const std::filesystem::path& data, const store::GcOptions& options) {
+json run_gc(const std::filesystem::path& data, const store::GcOptions& given) {
   store::Repository repo(data, false);
   auto& cat = repo.catalog();
-  uint64_t expired = 0;
-  if (!options.dry_run) {
-    for (const auto& d : cat.devices(std::nullopt)) {
-      catalog::Transaction tx(cat);
-      expired += expire_snapshots(cat, d.id).size();
-      tx.commit();
-    }
+  store::GcOptions options = given;
+  std::vector<std::string> expired;
+  for (const auto& d : cat.devices(std::nullopt)) {
+    catalog::Transaction tx(cat, options.dry_run ? catalog::Transaction::Mode::read : catalog::Transaction::Mode::write);
+    auto ids = options.dry_run ? expiring_snapshots(cat, d.id) : expire_snapshots(cat, d.id);
+    tx.commit();
+    expired.insert(expired.end(), ids.begin(), ids.end());
   }
+  // A dry run marks as if those snapshots were gone, so that it counts what they alone hold.
+  if (options.dry_run) options.skip_snapshots.insert(options.skip_snapshots.end(), expired.begin(), expired.end());
   json report = store::collect_garbage(repo, options);
-  report["snapshots_expired"] = expired;
+  report["snapshots_expired"] = expired.size();
+  report["expired_snapshots"] = expired;
   if (!options.dry_run) {
     // In the transaction log like every other transfer: what repacking copied; GC adds no data.
     json detail = report;

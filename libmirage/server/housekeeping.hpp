@@ -23,12 +23,17 @@ policy::Retention device_retention(catalog::Catalog& cat, const catalog::Device&
 std::vector<std::vector<std::string>> snapshot_tiers(catalog::Catalog& cat, const catalog::Device& device,
                                                      const std::vector<catalog::Snapshot>& snapshots);
 
+/// The ids of the device's snapshots that no tier keeps (what expire_snapshots deletes).
+std::vector<std::string> expiring_snapshots(catalog::Catalog& cat, const std::string& device);
+
 /// Deletes the device's snapshots that no tier keeps, with an event; returns their ids.
 /// Call inside a write transaction.
 std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::string& device);
 
 /// Applies retention to every device, then collects garbage in the data directory
-/// (its own connection: centralization goes on meanwhile). Records a "gc" event.
+/// (its own connection: centralization goes on meanwhile). Records a "gc" event. A
+/// dry run changes nothing and reports what the run would do: the snapshots it would
+/// expire ("snapshots_expired", "expired_snapshots") and the data only they hold.
 nlohmann::json run_gc(const std::filesystem::path& data, const store::GcOptions& options);
 
 }  // namespace mirage::server

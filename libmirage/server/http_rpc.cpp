@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 
 #include "libmirage/server/http_server.hpp"
 #include "libmirage/server/registry.hpp"
+#include "libmirage/util/log.hpp"
 
 namespace mirage::server {
 
@@ -46,8 +48,19 @@ std::optional<std::string> bearer_token(const std::string& header) {
   return token;
 }
 
-HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcRequest& in, std::chrono::seconds wait) {
+namespace {
+
+/// What the request log says of a request: the registry's name of its method (never
+/// the text a client sent) and the caller's name (never a token).
+struct Seen {
+  std::string_view method = "-";
+  Caller caller{Role::anonymous, ""};
+};
+
+HttpRpcResponse serve(Service& service, BodyBudget& budget, const HttpRpcRequest& in, std::chrono::seconds wait,
+                      Seen& seen) {
   nlohmann::json id = nullptr;
+  if (const Method* m = find_method(in.method)) seen.method = m->name;
   auto refuse = [&](Error e, int status = 0) {
     HttpRpcResponse out{0, proto::Reply{id, nlohmann::json::object(), std::move(e), {}}};
     out.status = status ? status : http_status(out.reply);
@@ -64,6 +77,7 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
     if (!who) return refuse(Error(ErrorKind::permission, "unknown, expired or revoked token (or a device not accepted)"), 401);
     caller = *who;
   }
+  seen.caller = caller;
   // The method rides in a header too, so its body limit is known before the body
   // (without it, the largest limit, checked again once the method is known).
   const Limits& limits = service.limits();
@@ -85,8 +99,8 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
     // The body is read and dropped (no memory held) so that the reply reaches a client
     // still sending it: a connection closed on unread bytes is reset, reply and all.
     if (in.read_body) {
-      uint64_t seen = 0;
-      in.read_body([&](const char*, size_t n) { return (seen += n) <= declared; });
+      uint64_t dropped = 0;
+      in.read_body([&](const char*, size_t n) { return (dropped += n) <= declared; });
     }
     service.note_body_budget_refusal();
     auto out = refuse(Error(ErrorKind::unavailable, "server busy: too many request bodies in memory; retry later"));
@@ -117,6 +131,7 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
     auto request = proto::parse_request(proto::decode_frame(std::move(body), limits.frame()), &id);
     if (!in.method.empty() && request.method != in.method)
       throw Error(ErrorKind::usage, "X-Mirage-Method does not name the request's method");
+    if (const Method* m = find_method(request.method)) seen.method = m->name;
     if (in.method.empty() && length > limits.body_limit(request.method))
       throw Error(ErrorKind::usage, "request body is over the limit for " + request.method);
     out.reply = service.handle(std::move(request), caller);
@@ -124,6 +139,28 @@ HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcReq
     out.reply = proto::Reply{id, nlohmann::json::object(), e, {}};
   }
   out.status = http_status(out.reply);
+  return out;
+}
+
+}  // namespace
+
+HttpRpcResponse serve_rpc(Service& service, BodyBudget& budget, const HttpRpcRequest& in, std::chrono::seconds wait) {
+  if (!util::log_enabled(util::LogLevel::info)) {
+    Seen ignored;
+    return serve(service, budget, in, wait, ignored);
+  }
+  auto started = std::chrono::steady_clock::now();
+  Seen seen;
+  HttpRpcResponse out = serve(service, budget, in, wait, seen);
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
+  char ms[32];
+  std::snprintf(ms, sizeof ms, "%lld.%03lld", static_cast<long long>(us / 1000), static_cast<long long>(us % 1000));
+  std::string line = "request method=";
+  line.append(seen.method).append(" caller=").append(seen.caller.name.empty() ? "-" : seen.caller.name);
+  line.append(" role=").append(name(seen.caller.role)).append(" status=").append(std::to_string(out.status));
+  line.append(" ms=").append(ms);
+  if (out.reply.error) line.append(" error=").append(kind_name(out.reply.error->kind()));
+  util::log(util::LogLevel::info, line);
   return out;
 }
 

@@ -1,6 +1,9 @@
 // Layers and captures: a captured layer version is committed (its tree checked like a
 // snapshot's), listed and read (a device reads only the layers its orders name).
+#include <algorithm>
+
 #include "libmirage/layer/image.hpp"
+#include "libmirage/policy/inventory_match.hpp"
 #include "libmirage/server/methods.hpp"
 
 namespace mirage::server {
@@ -51,6 +54,8 @@ json layer_commit(Context& c, const LayerCommit& p) {
   } catch (const Error& e) {
     throw Error(ErrorKind::usage, e.what());
   }
+  // A driver profile matching a key no inventory has would never match: refused.
+  for (const auto& [key, glob] : l.match) policy::check_inventory_key(key, "layer " + p.name + " match");
   auto& cat = c.cat();
   catalog::Transaction tx(cat);
   std::string kind(layer::kind_name(l.kind));
@@ -98,6 +103,44 @@ Capture capture_get(Context& c, const DeviceId& p) {
   if (!snap)
     throw Error(ErrorKind::precondition, "device " + p.device_id + ": no capture begun (run mirage-capture app begin)");
   return {p.device_id, *snap};
+}
+
+LayerDelete LayerDelete::parse(const Params& p) {
+  std::string ref = p.text("ref");
+  auto [name, version] = layer::parse_ref(ref);
+  // Deleting "the newest" by accident would be too easy: the version is spelled out.
+  if (version == 0) throw Error(ErrorKind::usage, "layer '" + ref + "': give NAME@VERSION (see mirage-capture list)");
+  return {name, version};
+}
+
+void to_json(json& j, const LayerDeleted& r) { j = {{"layer", r.layer}, {"deleted", true}}; }
+
+LayerDeleted layer_delete(Context& c, const LayerDelete& p) {
+  auto& cat = c.cat();
+  catalog::Transaction tx(cat);
+  std::string ref = p.name + "@" + std::to_string(p.version);
+  if (!cat.layer(p.name, p.version)) throw Error(ErrorKind::not_found, "layer " + ref + ": not found");
+  std::vector<std::string> users;
+  for (const auto& d : cat.devices(std::nullopt)) {
+    auto given = cat.given(d.id).value("layers", json::array());
+    bool uses = std::find(given.begin(), given.end(), ref) != given.end();
+    for (const auto& o : cat.orders(d.id, name(OrderState::pending))) {
+      auto layers = o.spec.value("layers", json::array());
+      uses = uses || std::find(layers.begin(), layers.end(), ref) != layers.end();
+    }
+    if (uses) users.push_back(d.id);
+  }
+  if (!users.empty()) {
+    std::string list;
+    for (size_t i = 0; i < users.size() && i < 5; ++i) list += (i ? ", " : "") + users[i];
+    if (users.size() > 5) list += " and " + std::to_string(users.size() - 5) + " more";
+    throw Error(ErrorKind::precondition, "layer " + ref + " is assigned to " + std::to_string(users.size()) +
+                                             " devices (" + list + "); assign them another version first");
+  }
+  cat.delete_layer(p.name, p.version);
+  cat.add_event("layer.deleted", "", {{"layer", ref}, {"by", c.by()}});
+  tx.commit();
+  return {ref};
 }
 
 }  // namespace mirage::server

@@ -4,6 +4,7 @@
 // to_json). registry.cpp gives each its row (roles, audit, concurrency, body limit);
 // the files beside this one implement them over plain domain operations (orders.cpp:
 // composing an order; snapshots.cpp: a commit's check).
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,9 @@ struct Context {
   const Caller& caller;
   const std::vector<uint8_t>& binary;
   std::vector<uint8_t>& reply_binary;
+  /// The device the call touched when its params do not name it (snapshot.forget), for
+  /// its audit event.
+  std::string device = {};
   catalog::Catalog& cat() { return repo.catalog(); }
   const Limits& limits() const { return service.limits(); }
   /// The caller's name for events: the token's ("local" over stdio).
@@ -94,7 +98,11 @@ struct TokenReply {
 void to_json(nlohmann::json& j, const TokenReply& r);
 TokenReply token_create(Context& c, const TokenCreate& p);
 TokenReply token_rotate(Context& c, const TokenRotate& p);
-nlohmann::json token_list(Context& c, const NoParams&);
+struct Tokens {
+  std::vector<nlohmann::json> tokens;  ///< Catalog::tokens()'s rows: never a secret
+};
+void to_json(nlohmann::json& j, const Tokens& r);
+Tokens token_list(Context& c, const NoParams&);
 struct TokenRevoked {
   std::string name;
 };
@@ -118,23 +126,41 @@ struct DeviceId {
 };
 struct DeviceDelete {
   std::string device_id;
-  bool force;
+  bool force;  ///< also when it has pinned snapshots
   static DeviceDelete parse(const Params& p) { return {p.text("device_id"), p.flag("force")}; }
 };
 struct DeviceDeleted {
   std::string device_id;
   uint64_t snapshots;  ///< deleted with it
+  uint64_t pinned;     ///< of them, pinned
 };
 void to_json(nlohmann::json& j, const DeviceDeleted& r);
+/// Forgets a device with its CVD (snapshots, orders, credential); GC then frees the
+/// data no other snapshot or layer holds. Pinned snapshots need `force`.
 DeviceDeleted device_delete(Context& c, const DeviceDelete& p);
+
+struct DeviceRename {
+  std::string device_id;
+  std::string name;  ///< "" clears it
+  static DeviceRename parse(const Params& p);
+};
+struct DeviceRenamed {
+  std::string device_id;
+  std::string name, previous;
+};
+void to_json(nlohmann::json& j, const DeviceRenamed& r);
+DeviceRenamed device_rename(Context& c, const DeviceRename& p);
 
 struct DeviceList {
   std::optional<catalog::DeviceState> state;
   std::optional<std::string> hostname;  ///< only devices with this hostname (ASCII case-insensitive)
+  std::optional<int64_t> stale_ns;  ///< only devices not synced for this long (or never)
   static DeviceList parse(const Params& p);
 };
 struct Devices {
   std::vector<catalog::Device> devices;
+  std::map<std::string, catalog::DeviceActivity> activity;
+  int64_t now;  ///< what the ages count from (ns)
 };
 void to_json(nlohmann::json& j, const Devices& r);
 Devices device_list(Context& c, const DeviceList& p);
@@ -197,6 +223,20 @@ struct SnapshotCommit {
 };
 nlohmann::json snapshot_commit(Context& c, const SnapshotCommit& p);
 nlohmann::json snapshot_list(Context& c, const DeviceId& p);
+struct SnapshotForget {
+  std::string snapshot_id;
+  bool force;  ///< also a pinned one
+  static SnapshotForget parse(const Params& p) { return {p.text("snapshot_id"), p.flag("force")}; }
+};
+struct SnapshotForgotten {
+  std::string snapshot_id;
+  std::string device_id;
+  bool pinned;
+};
+void to_json(nlohmann::json& j, const SnapshotForgotten& r);
+/// Forgets one snapshot (GC then frees what only it held); a pinned one needs `force`,
+/// the one an app capture started from is refused.
+SnapshotForgotten snapshot_forget(Context& c, const SnapshotForget& p);
 struct SnapshotRequest {
   Targets targets;
   std::string reason;
@@ -276,6 +316,18 @@ struct LayerGet {
   static LayerGet parse(const Params& p) { return {p.text("ref")}; }
 };
 nlohmann::json layer_get(Context& c, const LayerGet& p);
+struct LayerDelete {
+  std::string name;
+  uint32_t version;
+  static LayerDelete parse(const Params& p);
+};
+struct LayerDeleted {
+  std::string layer;  ///< NAME@VERSION
+};
+void to_json(nlohmann::json& j, const LayerDeleted& r);
+/// Forgets a layer version; Error(precondition) naming the devices while a device has
+/// it or a pending order names it.
+LayerDeleted layer_delete(Context& c, const LayerDelete& p);
 struct Capture {
   std::string device_id;
   std::string before;  ///< the snapshot the capture started from
@@ -303,7 +355,16 @@ struct PolicySet {
   static PolicySet parse(const Params& p);
 };
 PolicyReply policy_set(Context& c, const PolicySet& p);
-nlohmann::json policy_list(Context& c, const NoParams&);
+struct PolicyUse {
+  std::string name;
+  uint64_t devices;  ///< devices that have it
+  bool stored;       ///< false for the built-in default never set
+};
+struct Policies {
+  std::vector<PolicyUse> policies;
+};
+void to_json(nlohmann::json& j, const Policies& r);
+Policies policy_list(Context& c, const NoParams&);
 struct PolicyAssign {
   std::string name;
   Targets targets;
@@ -318,6 +379,7 @@ PolicyAssigned policy_assign(Context& c, const PolicyAssign& p);
 
 struct CollectionSet {
   std::string name;
+  bool replace;                         ///< an existing collection is replaced, not refused
   std::optional<nlohmann::json> match;  ///< dynamic
   std::vector<std::string> device_ids;  ///< static
   static CollectionSet parse(const Params& p);
@@ -335,19 +397,46 @@ struct CollectionName {
   static CollectionName parse(const Params& p) { return {p.text("name")}; }
 };
 CollectionReply collection_get(Context& c, const CollectionName& p);
-nlohmann::json collection_list(Context& c, const NoParams&);
+struct CollectionSummary {
+  std::string name;
+  std::string kind;  ///< static or dynamic
+  uint64_t members;  ///< now
+};
+struct Collections {
+  std::vector<CollectionSummary> collections;
+};
+void to_json(nlohmann::json& j, const Collections& r);
+Collections collection_list(Context& c, const NoParams&);
 struct CollectionDeleted {
   std::string name;
 };
 void to_json(nlohmann::json& j, const CollectionDeleted& r);
 CollectionDeleted collection_delete(Context& c, const CollectionName& p);
 
-nlohmann::json volume_list(Context& c, const NoParams&);
+struct VolumeUse {
+  int64_t volume_id;
+  std::string path;
+  bool read_only;
+  uint64_t free_bytes;  ///< 0 when the volume cannot tell
+  uint64_t packs, pack_bytes, devices;
+};
+struct Volumes {
+  std::vector<VolumeUse> volumes;
+};
+void to_json(nlohmann::json& j, const Volumes& r);
+Volumes volume_list(Context& c, const NoParams&);
 struct VolumeAdd {
   std::string path;
+  bool create;  ///< make a missing directory (else Error(not_found))
   static VolumeAdd parse(const Params& p);
 };
-nlohmann::json volume_add(Context& c, const VolumeAdd& p);
+struct VolumeAdded {
+  int64_t volume_id;
+  std::string path;
+  uint64_t free_bytes;
+};
+void to_json(nlohmann::json& j, const VolumeAdded& r);
+VolumeAdded volume_add(Context& c, const VolumeAdd& p);
 struct VolumeSet {
   int64_t volume_id;
   bool read_only;
@@ -374,7 +463,11 @@ struct EventsList {
   std::string type;       ///< "" all
   static EventsList parse(const Params& p);
 };
-nlohmann::json events_list(Context& c, const EventsList& p);
+struct Events {
+  std::vector<nlohmann::json> events;  ///< Catalog::events()'s, in id order
+};
+void to_json(nlohmann::json& j, const Events& r);
+Events events_list(Context& c, const EventsList& p);
 /// A restore event names at most this many paths (a client restoring more sends the
 /// first ones and their count); each path and the target at most k_max_report_path bytes.
 constexpr size_t k_max_report_paths = 64, k_max_report_path = 4096;

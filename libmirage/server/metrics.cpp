@@ -9,6 +9,22 @@
 
 namespace mirage::server {
 
+std::array<int64_t, 6> sync_age_buckets(const std::vector<int64_t>& last_syncs, int64_t now) {
+  constexpr int64_t k_hour = 3600LL * 1000000000;
+  constexpr std::array<int64_t, 4> k_bounds = {k_hour, 24 * k_hour, 7 * 24 * k_hour, 30 * 24 * k_hour};
+  std::array<int64_t, 6> out{};
+  for (int64_t t : last_syncs) {
+    if (t == 0) {
+      out[5]++;
+      continue;
+    }
+    size_t i = 0;
+    while (i < k_bounds.size() && now - t > k_bounds[i]) ++i;
+    out[i]++;
+  }
+  return out;
+}
+
 void Metrics::request(const std::string& method, const std::string& outcome, double seconds) {
   std::lock_guard lock(m_mutex);
   m_requests[{method, outcome}]++;
@@ -82,6 +98,11 @@ std::string Metrics::render(catalog::Catalog& cat) {
   header(out, "mirage_devices", "gauge", "Devices by state.");
   for (auto state : {catalog::DeviceState::pending, catalog::DeviceState::accepted, catalog::DeviceState::rejected})
     out << "mirage_devices{state=\"" << catalog::state_name(state) << "\"} " << counts.devices[size_t(state)] << "\n";
+  header(out, "mirage_devices_last_sync", "gauge",
+         "Accepted devices by the age of their last sync (1h: within the hour, 1d, 7d, 30d, older, never).");
+  auto ages = sync_age_buckets(cat.last_syncs(catalog::DeviceState::accepted), util::now_ns());
+  for (size_t i = 0; i < ages.size(); ++i)
+    out << "mirage_devices_last_sync{age=\"" << k_sync_age_labels[i] << "\"} " << ages[i] << "\n";
   header(out, "mirage_snapshots", "gauge", "Snapshots in the catalog.");
   out << "mirage_snapshots " << counts.snapshots << "\n";
   header(out, "mirage_chunks", "gauge", "Chunks in the index.");

@@ -2,17 +2,25 @@
 // Prometheus metrics of a server process (text exposition format 0.0.4 at /metrics):
 // requests by method and outcome, their latency as histograms, bytes uploaded, GC runs,
 // requests refused for the body budget, and gauges read from the catalog when scraped
-// (devices by state, snapshots, chunks, pack bytes, uploads in flight) plus the
-// process's resident memory.
+// (devices by state and accepted devices by the age of their last sync, snapshots,
+// chunks, pack bytes, uploads in flight) plus the process's resident memory. No label
+// names a device: a fleet of any size gives the same few series.
 #include <array>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "libmirage/catalog/catalog.hpp"
 
 namespace mirage::server {
+
+/// The last-sync age buckets of /metrics, disjoint: synced within the last hour, day,
+/// week, 30 days, longer ago, never.
+inline constexpr std::array<const char*, 6> k_sync_age_labels = {"1h", "1d", "7d", "30d", "older", "never"};
+/// How many of `last_syncs` (ns, 0: never) fall in each k_sync_age_labels bucket at `now`.
+std::array<int64_t, 6> sync_age_buckets(const std::vector<int64_t>& last_syncs, int64_t now);
 
 class Metrics {
  public:

@@ -20,6 +20,15 @@ namespace {
 
 const std::string k_unknown_method = "unknown";
 thread_local store::Repository* t_repo = nullptr;  // the lease of the request this thread serves
+
+/// The device an audited call touches, for `events --device`: its device_id, or the one
+/// device of its targets; "" for none or several.
+std::string audited_device(const json& params) {
+  if (auto it = params.find("device_id"); it != params.end() && it->is_string()) return it->get<std::string>();
+  if (auto it = params.find("device_ids"); it != params.end() && it->is_array() && it->size() == 1 && (*it)[0].is_string())
+    return (*it)[0].get<std::string>();
+  return "";
+}
 }  // namespace
 
 Service::Service(std::filesystem::path data, bool create, Limits limits) : m_data(std::move(data)), m_limits(limits) {
@@ -145,16 +154,17 @@ proto::Reply Service::handle(proto::Request request, const Caller& caller) {
     if (!method) throw Error(ErrorKind::usage, "unknown method '" + printable(request.method, 100) + "'");
     check_access(*method, request.params, caller);
     Lease lease(*this);
+    Context context{*this, repo(), caller, request.binary, reply.binary};
     {
       auto lock = lock_for(*method, request.params, caller);
-      Context context{*this, repo(), caller, request.binary, reply.binary};
       method->run(context, request.params, reply.result);
     }
     if (audited(*method, request.params)) {
       json params = request.params;
       if (std::string text = params.dump(); text.size() > 4000) params = text.substr(0, 4000) + "...";
-      repo().catalog().add_event("audit", "", {{"method", request.method}, {"by", caller.name.empty() ? "local" : caller.name},
-                                               {"role", caller.role}, {"params", params}});
+      repo().catalog().add_event("audit", context.device.empty() ? audited_device(request.params) : context.device,
+                                 {{"method", request.method}, {"by", caller.name.empty() ? "local" : caller.name},
+                                  {"role", caller.role}, {"params", params}});
     }
   } catch (const Error& e) {
     reply = proto::Reply{request.id, json::object(), e, {}};

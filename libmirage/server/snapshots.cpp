@@ -213,4 +213,25 @@ OrdersReply snapshot_request(Context& c, const SnapshotRequest& p) {
   return r;
 }
 
+void to_json(json& j, const SnapshotForgotten& r) {
+  j = {{"snapshot_id", r.snapshot_id}, {"device_id", r.device_id}, {"pinned", r.pinned}, {"forgotten", true}};
+}
+
+SnapshotForgotten snapshot_forget(Context& c, const SnapshotForget& p) {
+  auto& cat = c.cat();
+  catalog::Transaction tx(cat);
+  auto s = cat.snapshot(p.snapshot_id);
+  if (!s) throw Error(ErrorKind::not_found, "snapshot " + printable(p.snapshot_id, 100) + ": not found");
+  if (auto capture = cat.capture(s->device); capture && *capture == s->id)
+    throw Error(ErrorKind::precondition, "snapshot " + s->id + " is where the app capture on device " + s->device +
+                                             " started; finish the capture first");
+  if (s->pinned && !p.force)
+    throw Error(ErrorKind::precondition, "snapshot " + s->id + " is pinned; --force forgets it anyway");
+  cat.delete_snapshot(s->id);
+  c.device = s->device;
+  cat.add_event("snapshot.forgotten", s->device, {{"snapshot_id", s->id}, {"pinned", s->pinned}, {"by", c.by()}});
+  tx.commit();
+  return {s->id, s->device, s->pinned};
+}
+
 }  // namespace mirage::server

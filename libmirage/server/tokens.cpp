@@ -87,7 +87,9 @@ TokenReply token_rotate(Context& c, const TokenRotate& p) {
   return {p.name, role, token, expires};
 }
 
-json token_list(Context& c, const NoParams&) { return {{"tokens", c.cat().tokens()}}; }
+void to_json(json& j, const Tokens& r) { j = {{"tokens", r.tokens}}; }
+
+Tokens token_list(Context& c, const NoParams&) { return {c.cat().tokens()}; }
 
 void to_json(json& j, const TokenRevoked& r) { j = {{"name", r.name}, {"revoked", true}}; }
 

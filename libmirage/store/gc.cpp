@@ -20,7 +20,9 @@ constexpr size_t k_sweep_batch = 20000;
 /// Marks what snapshots and layers reach, into the catalog's mark set.
 class Marker {
  public:
-  explicit Marker(Repository& repo) : m_repo(repo), m_marks(repo.catalog().begin_marks()) {}
+  Marker(Repository& repo, const std::vector<std::string>& skip) : m_repo(repo), m_marks(repo.catalog().begin_marks()) {
+    m_marks->skip_snapshots(skip);
+  }
 
   catalog::MarkSet& marks() { return *m_marks; }
 
@@ -96,7 +98,7 @@ class GarbageCollector {
     auto lock = m_cat.gc_lock();
     m_report = {{"dry_run", m_o.dry_run}, {"grace_seconds", m_o.grace_ns / 1000000000}};
     say("gc: marking what snapshots and layers reach");
-    Marker marker(m_repo);
+    Marker marker(m_repo, m_o.skip_snapshots);
     {
       catalog::Transaction reads(m_cat, Mode::read);  // one read snapshot, few commits of marks
       m_roots = marker.mark_new_roots();

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +37,8 @@ struct GcOptions {
   int64_t session_timeout_ns = 3600LL * 1000000000;  ///< an upload silent this long is abandoned
   double repack_below = 0.5;                ///< rewrite packs whose live share is below this
   uint64_t max_repack_bytes = 1ULL << 30;   ///< live bytes copied per run at most
+  /// Snapshots marked as if gone (a dry run passes those retention would expire first).
+  std::vector<std::string> skip_snapshots;
   std::function<void(const std::string&)> progress;
   /// Test seam: called once between the mark and the sweep, where a commit of another
   /// process can land unseen by the mark.

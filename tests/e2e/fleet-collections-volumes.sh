@@ -75,7 +75,7 @@ for i in 1 2 3; do [ "$(cat "$TEST_TMP/src$i/etc/motd")" = layered ] || fail "de
 # Volumes: a new one; with the first read-only, new CVDs and their uploads go to it.
 expect_exit 0 mirage volume list --output json
 expect_contains "$OUT" '"volume_id":1'
-expect_exit 0 mirage volume add "$TEST_TMP/vol2" --output json
+expect_exit 0 mirage volume add "$TEST_TMP/vol2" --create --output json
 expect_contains "$OUT" '"volume_id":2'
 expect_exit 5 mirage volume add "$TEST_TMP/vol2"
 expect_exit 0 mirage volume set 1 --read-only --output json

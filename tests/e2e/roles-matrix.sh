@@ -63,6 +63,9 @@ collection.get|{"name":"nocoll"}|A I P H
 collection.set|{"name":"c","device_ids":["nodev"]}|A I P
 collection.delete|{"name":"nocoll"}|A I P
 device.tag|{"device_id":"nodev"}|A I P
+device.rename|{"device_id":"nodev","name":"n"}|A I P
+snapshot.forget|{"snapshot_id":"nosnap"}|A P
+layer.delete|{"ref":"nolayer@1"}|A I
 volume.list|{}|A I P H
 volume.add|{"path":"relative"}|A
 volume.set|{"volume_id":999,"read_only":true}|A

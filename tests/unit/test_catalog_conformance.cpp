@@ -133,6 +133,36 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: devices", B, devices) {
   CHECK(cat->device_count(DeviceState::rejected) == 1);
   CHECK(cat->device_count(DeviceState::pending) == 0);
 
+  SUBCASE("a name, activity and last syncs") {
+    CHECK(a->name.empty());
+    cat->set_device_name("a", "kiosk-1");
+    CHECK(cat->device("a")->name == "kiosk-1");
+    CHECK(cat->devices(std::nullopt)[0].name == "kiosk-1");
+    CHECK(cat->device_activity().empty());
+    CHECK(cat->last_syncs(DeviceState::accepted) == std::vector<int64_t>{0});  // never
+    cat->add_snapshot(snapshot("s1", "a", k_t0 + 10, "t1"));
+    auto pinned = snapshot("s2", "a", k_t0 + 30, "t2");
+    pinned.pinned = true;
+    cat->add_snapshot(pinned);
+    cat->add_snapshot(snapshot("s3", "a", k_t0 + 20, "t3"));
+    cat->add_order({"o1", "a", {{"kind", "apply"}}, "pending", k_t0, 0, nlohmann::json::object()});
+    cat->add_order({"o2", "a", {{"kind", "apply"}}, "done", k_t0, 0, nlohmann::json::object()});
+    cat->add_order({"o3", "b", {{"kind", "apply"}}, "pending", k_t0, 0, nlohmann::json::object()});
+    cat->set_given("a", {{"layers", {"base@2", "app@1"}}});
+    auto act = cat->device_activity();
+    REQUIRE(act.count("a"));
+    CHECK(act["a"].last_snapshot == "s2");  // the newest by time, not by insertion
+    CHECK(act["a"].last_sync == k_t0 + 30);
+    CHECK(act["a"].snapshots == 3);
+    CHECK(act["a"].pinned == 1);
+    CHECK(act["a"].pending_orders == 1);
+    CHECK(act["a"].layers == std::vector<std::string>{"base@2", "app@1"});
+    CHECK(act["b"].last_sync == 0);
+    CHECK(act["b"].pending_orders == 1);
+    CHECK(cat->last_syncs(DeviceState::accepted) == std::vector<int64_t>{k_t0 + 30});
+    CHECK(cat->last_syncs(DeviceState::rejected) == std::vector<int64_t>{0});
+  }
+
   SUBCASE("delete_device forgets everything of that device, and only of it") {
     for (const char* id : {"a", "b"}) {
       std::string d = id;
@@ -195,6 +225,13 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: snapshots", B, snapshots) {
   REQUIRE(all.size() == 3);
   CHECK(all[0].id == "s1");
   CHECK(all[2].id == "s3");
+
+  auto one = cat->snapshot("s3");
+  REQUIRE(one);
+  CHECK(one->device == "b");
+  CHECK(one->pinned);
+  CHECK(one->tree == id_of("t3"));
+  CHECK_FALSE(cat->snapshot("never"));
 
   cat->delete_snapshot("s1");
   cat->delete_snapshot("never");  // absent: nothing happens
@@ -500,6 +537,17 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: layers, orders, given", B, layer
   CHECK(latest->created_at == k_t0);
   CHECK(cat->layer("nginx", 1)->tree == id_of("n1"));
   CHECK_FALSE(cat->layer("nginx", 3));
+  {
+    // A deleted version is gone; its number (even the newest's) is never given again.
+    Transaction tx(*cat);
+    cat->delete_layer("nginx", 2);
+    CHECK_FALSE(cat->layer("nginx", 2));
+    CHECK(cat->layer("nginx", 0)->version == 1);
+    CHECK(cat->add_layer("nginx", "app", id_of("n3"), nlohmann::json::object()) == 3);
+    cat->delete_layer("nginx", 1);
+    CHECK(cat->add_layer("nginx", "app", id_of("n4"), nlohmann::json::object()) == 4);
+    CHECK(cat->add_layer("other", "app", id_of("o1"), nlohmann::json::object()) == 1);
+  }
 
   CHECK(cat->orders("a", "").empty());
   CHECK_FALSE(cat->order("o1"));
@@ -673,6 +721,20 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: the GC lock and mark set", B, gc
   marks.reset();
   marks = cat->begin_marks();
   CHECK_FALSE(marks->contains(id_of("root1")));
+  CHECK(marks->new_roots().size() == 3);
+  // Skipped snapshots (a dry run's expired ones) are no roots; a tree another snapshot
+  // still has stays one.
+  marks.reset();
+  marks = cat->begin_marks();
+  std::vector<std::string> skip{"s1", "s3"};
+  marks->skip_snapshots(skip);
+  roots = marks->new_roots();
+  std::sort(roots.begin(), roots.end());
+  want = {id_of("root1"), id_of("layer1")};
+  std::sort(want.begin(), want.end());
+  CHECK(roots == want);
+  marks.reset();
+  marks = cat->begin_marks();  // and the skip list goes with its mark set
   CHECK(marks->new_roots().size() == 3);
   for (const auto& e : marks->sweep_candidates(std::nullopt, 100)) CHECK_FALSE(e.live);
 }

@@ -17,7 +17,8 @@ namespace {
 // 3: pack ids are never given twice (AUTOINCREMENT). A writer holds its pack's id
 // while GC may retire and delete that pack; a reused id would let it index records
 // under another process's pack.
-constexpr int k_schema_version = 4;
+// 5: devices have a name admins give them.
+constexpr int k_schema_version = 5;
 
 #define MIRAGE_PACKS_COLUMNS                                                                              \
   "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES " \
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS devices(
   id TEXT PRIMARY KEY, state TEXT NOT NULL, reference INTEGER NOT NULL DEFAULT 0,
   hostname TEXT NOT NULL DEFAULT '', policy TEXT NOT NULL DEFAULT 'default',
   inventory TEXT NOT NULL DEFAULT '{}', registered_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,
-  volume INTEGER NOT NULL DEFAULT 0, tags TEXT NOT NULL DEFAULT '[]');
+  volume INTEGER NOT NULL DEFAULT 0, tags TEXT NOT NULL DEFAULT '[]', name TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS snapshots(
   id TEXT PRIMARY KEY, device TEXT NOT NULL REFERENCES devices(id), tree BLOB NOT NULL,
   root BLOB NOT NULL, created_at INTEGER NOT NULL, stats TEXT NOT NULL DEFAULT '{}',
@@ -89,6 +90,7 @@ Device device_from(util::Stmt& s) {
     for (const auto& t : tags)
       if (t.is_string()) d.tags.push_back(t.get<std::string>());
   d.volume = s.int64(9);
+  d.name = s.text(10);
   return d;
 }
 
@@ -107,7 +109,7 @@ Snapshot snapshot_from(util::Stmt& s) {
 }
 
 constexpr const char* k_device_cols =
-    "id, state, reference, hostname, policy, inventory, registered_at, last_seen, tags, volume";
+    "id, state, reference, hostname, policy, inventory, registered_at, last_seen, tags, volume, name";
 constexpr const char* k_snapshot_cols = "id, device, tree, root, created_at, stats, pinned";
 
 std::string checked_path(const std::string& path, bool create) {
@@ -142,6 +144,7 @@ class SqliteMarkSet final : public MarkSet {
   bool add_tree(const Digest& id) override;
   void add_live(const Digest& id) override;
   bool contains(const Digest& id) override;
+  void skip_snapshots(std::span<const std::string> ids) override;
   std::vector<Digest> new_roots() override;
   std::vector<SweepEntry> sweep_candidates(const std::optional<Digest>& after, size_t limit) override;
 
@@ -188,11 +191,15 @@ class SqliteCatalog final : public Catalog {
   void set_device_tags(const std::string& id, const std::vector<std::string>& tags) override;
   void set_device_volume(const std::string& id, int64_t volume) override;
   int64_t device_count(DeviceState state) override;
+  void set_device_name(const std::string& id, const std::string& name) override;
+  std::map<std::string, DeviceActivity> device_activity() override;
+  std::vector<int64_t> last_syncs(DeviceState state) override;
   void delete_device(const std::string& id) override;
   void add_snapshot(const Snapshot& s) override;
   std::vector<Snapshot> snapshots(const std::string& device) override;
   std::vector<Snapshot> all_snapshots() override;
   void delete_snapshot(const std::string& id) override;
+  std::optional<Snapshot> snapshot(const std::string& id) override;
   std::vector<Volume> volumes() override;
   int64_t add_volume(const std::string& path) override;
   void set_volume_read_only(int64_t id, bool read_only) override;
@@ -226,6 +233,7 @@ class SqliteCatalog final : public Catalog {
   uint32_t add_layer(const std::string& name, const std::string& kind, const Digest& tree, const nlohmann::json& manifest) override;
   std::vector<LayerRow> layers(const std::string& name) override;
   std::optional<LayerRow> layer(const std::string& name, uint32_t version) override;
+  void delete_layer(const std::string& name, uint32_t version) override;
   void add_order(const Order& o) override;
   std::vector<Order> orders(const std::string& device, const std::string& state) override;
   std::optional<Order> order(const std::string& id) override;
@@ -293,6 +301,13 @@ SqliteCatalog::SqliteCatalog(const std::string& path, bool create, util::Db::Acc
       m_db.exec("ALTER TABLE tokens ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0");
     m_db.exec("UPDATE meta SET value = '4' WHERE key = 'schema'");
     version = "4";
+  }
+  if (version == "4") {
+    // 4 -> 5: devices have a name (mirage device rename).
+    if (util::Stmt(m_db, "SELECT count(*) FROM pragma_table_info('devices') WHERE name = 'name'").scalar() == 0)
+      m_db.exec("ALTER TABLE devices ADD COLUMN name TEXT NOT NULL DEFAULT ''");
+    m_db.exec("UPDATE meta SET value = '5' WHERE key = 'schema'");
+    version = "5";
   }
   if (!version)
     util::Stmt(m_db, "INSERT INTO meta(key, value) VALUES ('schema', ?)").bind(1, std::to_string(k_schema_version)).run();
@@ -378,6 +393,13 @@ std::vector<Snapshot> SqliteCatalog::all_snapshots() {
   std::vector<Snapshot> out;
   while (s.step()) out.push_back(snapshot_from(s));
   return out;
+}
+
+std::optional<Snapshot> SqliteCatalog::snapshot(const std::string& id) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_snapshot_cols + " FROM snapshots WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return snapshot_from(s);
 }
 
 void SqliteCatalog::delete_snapshot(const std::string& id) {
@@ -540,6 +562,43 @@ int SqliteCatalog::revoke_token(const std::string& name) {
   return m_db.changes();
 }
 
+void SqliteCatalog::set_device_name(const std::string& id, const std::string& name) {
+  util::Stmt(m_db, "UPDATE devices SET name = ? WHERE id = ?").bind(1, name).bind(2, id).run();
+}
+
+std::map<std::string, DeviceActivity> SqliteCatalog::device_activity() {
+  util::Transaction reads(m_db, util::Transaction::Mode::deferred);  // one state, one lock
+  std::map<std::string, DeviceActivity> out;
+  // SQLite takes a bare column (id) from the row max() picked.
+  util::Stmt snaps(m_db, "SELECT device, id, max(created_at), count(*), sum(pinned) FROM snapshots GROUP BY device");
+  while (snaps.step()) {
+    auto& a = out[snaps.text(0)];
+    a.last_snapshot = snaps.text(1);
+    a.last_sync = snaps.int64(2);
+    a.snapshots = snaps.int64(3);
+    a.pinned = snaps.int64(4);
+  }
+  util::Stmt orders(m_db, "SELECT device, count(*) FROM orders WHERE state = 'pending' GROUP BY device");
+  while (orders.step()) out[orders.text(0)].pending_orders = orders.int64(1);
+  util::Stmt given(m_db, "SELECT device, given FROM assignments");
+  while (given.step()) {
+    auto layers = parse_json_col(given.text(1)).value("layers", nlohmann::json::array());
+    auto& a = out[given.text(0)];
+    for (const auto& l : layers)
+      if (l.is_string()) a.layers.push_back(l.get<std::string>());
+  }
+  reads.commit();
+  return out;
+}
+
+std::vector<int64_t> SqliteCatalog::last_syncs(DeviceState state) {
+  util::Stmt s(m_db, "SELECT (SELECT max(created_at) FROM snapshots WHERE device = d.id) FROM devices d WHERE d.state = ?");
+  s.bind(1, std::string(state_name(state)));
+  std::vector<int64_t> out;
+  while (s.step()) out.push_back(s.int64(0));
+  return out;
+}
+
 int64_t SqliteCatalog::device_count(DeviceState state) {
   return util::Stmt(m_db, "SELECT count(*) FROM devices WHERE state = ?").bind(1, std::string(state_name(state))).scalar();
 }
@@ -669,7 +728,10 @@ constexpr const char* k_order_cols = "id, device, spec, state, created_at, finis
 
 uint32_t SqliteCatalog::add_layer(const std::string& name, const std::string& kind, const Digest& tree,
                             const nlohmann::json& manifest) {
-  util::Stmt max(m_db, "SELECT coalesce(max(version), 0) FROM layers WHERE name = ?");
+  // Past the highest ever given (a deleted newest version keeps its number: old orders
+  // and events name it).
+  util::Stmt max(m_db, "SELECT max(coalesce((SELECT max(version) FROM layers WHERE name = ?1), 0), "
+                       "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'layer_version:' || ?1), 0))");
   auto version = static_cast<uint32_t>(max.bind(1, name).scalar() + 1);
   util::Stmt(m_db, "INSERT INTO layers(name, version, kind, tree, manifest, created_at) VALUES (?, ?, ?, ?, ?, ?)")
       .bind(1, name)
@@ -689,6 +751,15 @@ std::vector<LayerRow> SqliteCatalog::layers(const std::string& name) {
   std::vector<LayerRow> out;
   while (s.step()) out.push_back(layer_from(s));
   return out;
+}
+
+void SqliteCatalog::delete_layer(const std::string& name, uint32_t version) {
+  util::Stmt(m_db, "INSERT INTO meta(key, value) VALUES ('layer_version:' || ?1, ?2) ON CONFLICT(key) DO UPDATE "
+                   "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))")
+      .bind(1, name)
+      .bind(2, int64_t(version))
+      .run();
+  util::Stmt(m_db, "DELETE FROM layers WHERE name = ? AND version = ?").bind(1, name).bind(2, int64_t(version)).run();
 }
 
 std::optional<LayerRow> SqliteCatalog::layer(const std::string& name, uint32_t version) {
@@ -943,7 +1014,8 @@ util::Db& with_empty_marks(util::Db& db) {
   db.exec(
       "CREATE TEMP TABLE IF NOT EXISTS gc_live(id BLOB PRIMARY KEY) WITHOUT ROWID;"
       "CREATE TEMP TABLE IF NOT EXISTS gc_trees(id BLOB PRIMARY KEY) WITHOUT ROWID;"
-      "DELETE FROM temp.gc_live; DELETE FROM temp.gc_trees;");
+      "CREATE TEMP TABLE IF NOT EXISTS gc_skip(id TEXT PRIMARY KEY) WITHOUT ROWID;"
+      "DELETE FROM temp.gc_live; DELETE FROM temp.gc_trees; DELETE FROM temp.gc_skip;");
   return db;
 }
 
@@ -964,9 +1036,15 @@ void SqliteMarkSet::add_live(const Digest& id) { m_live.bind_blob(1, id.bytes).r
 
 bool SqliteMarkSet::contains(const Digest& id) { return m_contains.bind_blob(1, id.bytes).scalar() != 0; }
 
+void SqliteMarkSet::skip_snapshots(std::span<const std::string> ids) {
+  util::Stmt add(m_db, "INSERT OR IGNORE INTO temp.gc_skip(id) VALUES (?)");
+  for (const auto& id : ids) add.bind(1, id).run();
+}
+
 std::vector<Digest> SqliteMarkSet::new_roots() {
   std::vector<Digest> roots;
-  for (const char* sql : {"SELECT DISTINCT tree FROM snapshots WHERE tree NOT IN (SELECT id FROM temp.gc_trees)",
+  for (const char* sql : {"SELECT DISTINCT tree FROM snapshots WHERE tree NOT IN (SELECT id FROM temp.gc_trees) "
+                          "AND id NOT IN (SELECT id FROM temp.gc_skip)",
                           "SELECT DISTINCT tree FROM layers WHERE tree NOT IN (SELECT id FROM temp.gc_trees)"}) {
     util::Stmt s(m_db, sql);
     while (s.step()) roots.push_back(digest_col(s, 0, "root tree id"));

@@ -1,0 +1,79 @@
+// mirage's fleet-care commands: the device list with its sync state, renaming a device,
+// forgetting a snapshot, deleting a layer version.
+#include "cmd/mirage/lifecycle.hpp"
+
+#include <algorithm>
+#include <iostream>
+
+using nlohmann::json;
+
+namespace mirage::lifecycle {
+
+std::string age_text(int64_t seconds) {
+  if (seconds < 60) return std::to_string(seconds) + "s";
+  if (seconds < 3600) return std::to_string(seconds / 60) + "m";
+  if (seconds < 86400) return std::to_string(seconds / 3600) + "h";
+  return std::to_string(seconds / 86400) + "d";
+}
+
+void print_device_table(std::ostream& out, const json& devices) {
+  tool::Table t({"DEVICE", "NAME", "STATE", "HOSTNAME", "LAST SYNC", "AGE", "SNAPSHOT", "LAYERS",
+                 {"PENDING", tool::Align::right}});
+  for (const auto& d : devices) {
+    const json& age = d.contains("last_sync_age_seconds") ? d["last_sync_age_seconds"] : json(nullptr);
+    const json& last = d.contains("last_sync") ? d["last_sync"] : json(nullptr);
+    t.row({tool::cell(d["device_id"]), tool::cell(d.value("name", "")), tool::cell(d["state"]), tool::cell(d.value("hostname", "")),
+           last.is_string() ? tool::short_time(last.get<std::string>()) : "-",
+           age.is_number() ? age_text(age.get<int64_t>()) : "-", tool::cell(d.value("last_snapshot", json(nullptr))),
+           tool::cell(d.value("layers", json::array())), std::to_string(d.value("pending_orders", 0))});
+  }
+  t.print(out, "no devices");
+}
+
+std::vector<tool::Command> add_commands(CLI::App& app, CLI::App& device, tool::Common& common) {
+  struct Args {
+    std::string device_id, name, snapshot_id, layer;
+    bool force = false;
+  };
+  static Args a;
+  auto* rename = device.add_subcommand("rename", "Give a device a name (\"\" clears it)");
+  rename->add_option("device", a.device_id, "Device id")->required();
+  rename->add_option("name", a.name, "The new name: letters, digits and - _ .")->required();
+  auto* snapshot = app.add_subcommand("snapshot", "Forget a snapshot");
+  snapshot->require_subcommand(1);
+  auto* forget = snapshot->add_subcommand("forget", "Forget a snapshot; the next gc frees what only it held");
+  forget->add_option("id", a.snapshot_id, "Snapshot id")->required();
+  forget->add_flag("--force", a.force, "Also a pinned snapshot");
+  auto* layer = app.add_subcommand("layer", "Delete a layer version");
+  layer->require_subcommand(1);
+  auto* del = layer->add_subcommand("delete", "Delete a layer version no device has or is ordered to get");
+  del->add_option("layer", a.layer, "NAME@VERSION")->required();
+  auto call = [&common](const char* method, json params, std::function<void(std::ostream&, const json&)> text) {
+    auto client = tool::connect(common);
+    json r = client.call(method, std::move(params));
+    tool::print(common, r, [&](std::ostream& out) { text(out, r); });
+    return 0;
+  };
+  return {{rename,
+           [call] {
+             return call("device.rename", {{"device_id", a.device_id}, {"name", a.name}}, [](std::ostream& out, const json& r) {
+               out << "device " << r["device_id"].get<std::string>() << " is named "
+                   << (r["name"].get<std::string>().empty() ? "nothing" : r["name"].get<std::string>()) << "\n";
+             });
+           }},
+          {forget,
+           [call] {
+             return call("snapshot.forget", {{"snapshot_id", a.snapshot_id}, {"force", a.force}},
+                         [](std::ostream& out, const json& r) {
+                           out << "snapshot " << r["snapshot_id"].get<std::string>() << " of device "
+                               << r["device_id"].get<std::string>() << " forgotten (mirage gc frees its data)\n";
+                         });
+           }},
+          {del, [call] {
+             return call("layer.delete", {{"ref", a.layer}}, [](std::ostream& out, const json& r) {
+               out << "layer " << r["layer"].get<std::string>() << " deleted (mirage gc frees its data)\n";
+             });
+           }}};
+}
+
+}  // namespace mirage::lifecycle
