@@ -22,7 +22,7 @@ ArchiveWriter::ArchiveWriter(int fd, ArchiveFormat format, std::string what) : m
   m_state->what = std::move(what);
   m_state->a = archive_write_new();
   if (!m_state->a) throw Error(ErrorKind::failed, m_state->what + ": out of memory");
-  int rc = format == ArchiveFormat::tar ? archive_write_set_format_pax_restricted(m_state->a)
+  int rc = format == ArchiveFormat::tar ? archive_write_set_format_pax(m_state->a)
                                         : archive_write_set_format_zip(m_state->a);
   if (rc != ARCHIVE_OK) m_state->fail("set format");
   // xattrs only as SCHILY.xattr (GNU tar and tarfile read it; GNU tar warns about
