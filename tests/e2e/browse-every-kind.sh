@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # mirage-restore ls, find, diff and dump on a tree with every kind of entry, checked
 # against an independent lister (Python's os.lstat, GNU tar, tarfile, zipfile): text and
-# JSON output, a missing path (3), '..' (2), a symlink in a path (not followed: 3), and
-# over HTTP a device credential reaching for another device's snapshots (4; 3 for its id).
+# JSON output, a missing path (3), '..' (2), a symlink in a path (not followed: 3), mirage
+# stats against the tree's own byte counts, and over HTTP a device credential reaching
+# for another device's snapshots (4; 3 for its id) or for stats (4).
 source "$(dirname "$0")/lib.sh"
 need python3 tar
 src="$TEST_TMP/src"
@@ -179,6 +180,32 @@ expect_exit 3 mirage-restore dump --device dev-b /missing
 expect_exit 2 mirage-restore dump --device dev-b /fifo --archive rar
 expect_exit 2 mirage-restore --device dev-b --path /dir --path /empty --to -
 
+# mirage stats: logical bytes are every snapshot's file bytes; the second snapshot
+# shares nearly everything (and the sparse file's zeros are one chunk), so unique bytes
+# are under half of them.
+expect_exit 0 mirage stats --output json
+python3 - "$OUT" "$TEST_TMP/v1" "$src" <<'PY' || fail "stats: $OUT"
+import json, os, stat, sys
+d = json.loads(sys.argv[1])
+def file_bytes(root):
+    total = 0
+    for dirpath, dirs, files, fd in os.fwalk(os.fsencode(root)):
+        for n in files:
+            st = os.lstat(n, dir_fd=fd)
+            if stat.S_ISREG(st.st_mode): total += st.st_size
+    return total
+dev = d["devices"][0]
+assert dev["device_id"] == "dev-b" and dev["snapshots"] == 2, dev
+assert dev["logical_bytes"] == file_bytes(sys.argv[2]) + file_bytes(sys.argv[3]), (dev, file_bytes(sys.argv[2]), file_bytes(sys.argv[3]))
+assert 3000000 < dev["unique_bytes"] < dev["logical_bytes"] / 2, dev
+assert 0 < dev["stored_bytes"] < dev["unique_bytes"] and dev["dedup_ratio"] > 2, dev
+assert d["store"]["unique_bytes"] == dev["unique_bytes"] and d["store"]["devices"] == 1, d
+PY
+expect_exit 0 mirage stats --output text
+head -1 <<<"$OUT" | grep -qE '^DEVICE +SNAPSHOTS +LOGICAL +UNIQUE +STORED +DEDUP +COMPRESSION$' || fail "stats header: $OUT"
+grep -qE '^dev-b +2 +49\.6 MiB +.* [0-9]+\.[0-9]{2}x +[0-9.]+x$' <<<"$OUT" || fail "stats row: $OUT"
+expect_exit 3 mirage stats --device no-such-device
+
 # Over HTTP: a device's credential browses its own CVD only.
 start_http_server "$TEST_TMP/server"
 export MIRAGE_SERVER="$SERVER_URL"
@@ -197,9 +224,12 @@ for cmd in "ls --device dev-c" "find --device dev-c f" "diff --device dev-c $b_s
   MIRAGE_TOKEN=$cred expect_exit 4 mirage-restore $cmd
   expect_contains "$ERR" "own CVD"
 done
+MIRAGE_TOKEN=$cred expect_exit 4 mirage stats --device dev-a
 # dev-c's snapshot id under dev-a's name: dev-a has no such snapshot.
 MIRAGE_TOKEN=$cred expect_exit 3 mirage-restore ls --device dev-a --snapshot "$b_snap"
 helpdesk=$(MIRAGE_TOKEN=$ADMIN_TOKEN mirage token create --role helpdesk --name desk --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 MIRAGE_TOKEN=$helpdesk expect_exit 0 mirage-restore find --device dev-c hello.txt --output json
 expect_contains "$OUT" '"/dir/hello.txt"'
+MIRAGE_TOKEN=$helpdesk expect_exit 0 mirage stats --output json
+expect_contains "$OUT" '"device_id":"dev-c"'
 echo ok
