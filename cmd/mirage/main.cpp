@@ -105,6 +105,51 @@ int events(const tool::Common& common, const std::string& device, const std::str
 }
 
 /// KEY=GLOB pairs into an object; Error(usage) naming a malformed one.
+/// Space per device and for the store: a table with a row per device and one for the store.
+int stats(const tool::Common& common, const std::string& device) {
+  auto client = tool::connect(common);
+  json params = json::object();
+  if (!device.empty()) params["device_id"] = device;
+  json r = client.call("store.stats", params);
+  tool::print(common, r, [&](std::ostream& out) {
+    auto ratio = [](double v) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.2fx", v);
+      return std::string(buf);
+    };
+    std::vector<std::vector<std::string>> rows{
+        {"DEVICE", "SNAPSHOTS", "LOGICAL", "UNIQUE", "STORED", "DEDUP", "COMPRESSION"}};
+    auto add = [&](const std::string& name, const json& u) {
+      rows.push_back({name, std::to_string(u["snapshots"].get<uint64_t>()),
+                      tool::human_bytes(u["logical_bytes"].get<uint64_t>()),
+                      tool::human_bytes(u["unique_bytes"].get<uint64_t>()),
+                      tool::human_bytes(u["stored_bytes"].get<uint64_t>()), ratio(u["dedup_ratio"].get<double>()),
+                      ratio(u["compression_ratio"].get<double>())});
+    };
+    for (const auto& d : r["devices"]) add(d["device_id"].get<std::string>(), d);
+    if (r.contains("store")) add("(store)", r["store"]);
+    if (rows.size() == 1) {
+      out << "no devices\n";
+      return;
+    }
+    std::vector<size_t> width(rows[0].size(), 0);
+    for (const auto& row : rows)
+      for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+    for (const auto& row : rows) {
+      std::string line;
+      for (size_t i = 0; i < row.size(); ++i) {
+        std::string pad(width[i] - row[i].size(), ' ');
+        line += i == 0 ? row[i] + pad : "  " + pad + row[i];  // numbers right-aligned
+      }
+      out << line << "\n";
+    }
+    if (r.contains("index"))
+      out << "\nall stored data (layers and unreferenced chunks too): " << r["index"]["chunks"].get<int64_t>()
+          << " chunks in " << tool::human_bytes(r["index"]["pack_bytes"].get<uint64_t>()) << " of packs\n";
+  });
+  return 0;
+}
+
 json key_globs(const std::vector<std::string>& pairs) {
   json out = json::object();
   for (const auto& p : pairs) {
@@ -226,6 +271,10 @@ int main(int argc, char** argv) {
   gc->add_option("--max-repack", gc_max_repack, "Bytes copied per run at most (1G)")
       ->transform(CLI::AsSizeValue(false));
 
+  std::string stats_device;
+  auto* stats_cmd = app.add_subcommand("stats", "Space per device and for the store");
+  stats_cmd->add_option("--device", stats_device, "Only this device (the store total needs all)");
+
   // Events and tokens.
   std::string ev_device, ev_since, ev_type;
   bool ev_follow = false;
@@ -269,6 +318,7 @@ int main(int argc, char** argv) {
   };
   std::vector<tool::Command> commands = {
       {check_cmd, [&] { return check(common, read_data, repair); }},
+      {stats_cmd, [&] { return stats(common, stats_device); }},
        {token_create,
         [&] {
           return call_print("token.create", {{"name", tok_name}, {"role", tok_role}, {"expires_seconds", tok_expires}},

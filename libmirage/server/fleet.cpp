@@ -10,6 +10,7 @@
 #include "libmirage/server/housekeeping.hpp"
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/server/methods.hpp"
+#include "libmirage/store/stats.hpp"
 #include "libmirage/store/volume.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/log.hpp"
@@ -385,6 +386,35 @@ RestoreDone events_report(Context& c, const EventsReport& p) {
                 p.paths, p.paths_total, p.to, p.host};
   c.cat().add_event("restore.done", p.device_id, r);
   return r;
+}
+
+json store_stats(Context& c, const StoreStats& p) {
+  auto& cat = c.cat();
+  std::vector<std::string> ids;
+  if (p.device_id) {
+    ids.push_back(registered_device(cat, *p.device_id).id);
+  } else {
+    for (const auto& d : cat.devices(std::nullopt)) ids.push_back(d.id);
+  }
+  auto counts = cat.counts(0);  // outside the transaction, as counts() asks
+  catalog::Transaction tx(cat, catalog::Transaction::Mode::read);  // one state, one lock for the lookups
+  store::ChunkSizes all;
+  std::vector<store::UsageStats> parts;
+  json devices = json::array();
+  for (const auto& id : ids) {
+    auto snapshots = cat.snapshots(id);
+    parts.push_back(store::usage(c.repo, snapshots, all));
+    json d = parts.back();
+    d["device_id"] = id;
+    devices.push_back(d);
+  }
+  json out = {{"devices", devices}};
+  if (!p.device_id) {
+    out["store"] = store::total(parts, all);
+    out["store"]["devices"] = ids.size();
+    out["index"] = {{"chunks", counts.chunks}, {"pack_bytes", counts.pack_bytes}};
+  }
+  return out;
 }
 
 json check(Context& c, const Check& p) {

@@ -491,6 +491,14 @@ struct RestoreDone {  ///< the event's detail, as recorded
 void to_json(nlohmann::json& j, const RestoreDone& r);
 RestoreDone events_report(Context& c, const EventsReport& p);
 
+struct StoreStats {
+  std::optional<std::string> device_id;  ///< that device only; none: every device and the store
+  static StoreStats parse(const Params& p) { return {p.optional_text("device_id")}; }
+};
+/// {"devices": [{"device_id", UsageStats...}], "store": UsageStats (without device_id), plus
+/// "index": {"chunks", "pack_bytes"} (everything stored, layers and garbage not yet collected too)}.
+nlohmann::json store_stats(Context& c, const StoreStats& p);
+
 struct Check {
   bool repair, read_data;
   static Check parse(const Params& p) { return {p.flag("repair"), p.flag("read_data")}; }

@@ -41,6 +41,7 @@ order.report|{"order_id":"noorder"}|A
 chunks.put|{"device_id":"nodev"}|A
 chunks.put|{}|A I
 check|{"read_data":false}|A
+store.stats|{"device_id":"nodev"}|A I P H
 token.create|{"name":"x"}|A
 token.list|{}|A
 token.revoke|{"name":"nosuch"}|A

@@ -1,0 +1,84 @@
+#include "libmirage/util/archive.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/sysmacros.h>
+
+#include "libmirage/util/error.hpp"
+
+namespace mirage::util {
+
+struct ArchiveWriter::State {
+  archive* a = nullptr;
+  std::string what;
+  bool finished = false;
+  [[noreturn]] void fail(const std::string& step) {
+    const char* msg = archive_error_string(a);
+    throw Error(ErrorKind::failed, what + ": " + step + ": " + (msg ? msg : "libarchive error"));
+  }
+};
+
+ArchiveWriter::ArchiveWriter(int fd, ArchiveFormat format, std::string what) : m_state(std::make_unique<State>()), m_format(format) {
+  m_state->what = std::move(what);
+  m_state->a = archive_write_new();
+  if (!m_state->a) throw Error(ErrorKind::failed, m_state->what + ": out of memory");
+  int rc = format == ArchiveFormat::tar ? archive_write_set_format_pax(m_state->a)
+                                        : archive_write_set_format_zip(m_state->a);
+  if (rc != ARCHIVE_OK) m_state->fail("set format");
+  // xattrs only as SCHILY.xattr (GNU tar and tarfile read it; GNU tar warns about
+  // libarchive's own LIBARCHIVE.xattr keywords).
+  if (format == ArchiveFormat::tar && archive_write_set_format_option(m_state->a, "pax", "xattrheader", "SCHILY") != ARCHIVE_OK)
+    m_state->fail("set xattr header");
+  // Streams go to a pipe: no padding of the last block beyond tar's own 10 KiB record.
+  if (format == ArchiveFormat::zip) archive_write_set_bytes_in_last_block(m_state->a, 1);
+  if (archive_write_open_fd(m_state->a, fd) != ARCHIVE_OK) m_state->fail("open");
+}
+
+ArchiveWriter::~ArchiveWriter() {
+  if (!m_state || !m_state->a) return;
+  if (!m_state->finished) archive_write_fail(m_state->a);  // no trailer for a broken stream
+  archive_write_free(m_state->a);
+}
+
+bool ArchiveWriter::has_hardlinks() const { return m_format == ArchiveFormat::tar; }
+
+void ArchiveWriter::add(const ArchiveMember& m) {
+  std::unique_ptr<archive_entry, void (*)(archive_entry*)> e(archive_entry_new(), archive_entry_free);
+  if (!e) throw Error(ErrorKind::failed, m_state->what + ": out of memory");
+  archive_entry_set_pathname(e.get(), m.path.c_str());
+  archive_entry_set_uid(e.get(), m.uid);
+  archive_entry_set_gid(e.get(), m.gid);
+  int64_t sec = m.mtime_ns / 1'000'000'000, nsec = m.mtime_ns % 1'000'000'000;
+  if (nsec < 0) {  // floor, for times before 1970
+    sec -= 1;
+    nsec += 1'000'000'000;
+  }
+  archive_entry_set_mtime(e.get(), sec, static_cast<long>(nsec));
+  archive_entry_set_mode(e.get(), static_cast<mode_t>(m.type | (m.mode & 07777)));
+  if (!m.hardlink.empty()) {
+    archive_entry_set_hardlink(e.get(), m.hardlink.c_str());
+    archive_entry_set_size(e.get(), 0);
+  } else {
+    archive_entry_set_size(e.get(), static_cast<la_int64_t>(m.size));
+  }
+  if (!m.symlink.empty()) archive_entry_set_symlink(e.get(), m.symlink.c_str());
+  if (m.rdev) archive_entry_set_rdev(e.get(), static_cast<dev_t>(m.rdev));
+  for (const auto& [name, value] : m.xattrs)
+    archive_entry_xattr_add_entry(e.get(), name.c_str(), value.data(), value.size());
+  if (archive_write_header(m_state->a, e.get()) < ARCHIVE_WARN) m_state->fail("write header of " + m.path);
+}
+
+void ArchiveWriter::data(std::span<const uint8_t> bytes) {
+  while (!bytes.empty()) {
+    la_ssize_t n = archive_write_data(m_state->a, bytes.data(), bytes.size());
+    if (n <= 0) m_state->fail("write data");
+    bytes = bytes.subspan(static_cast<size_t>(n));
+  }
+}
+
+void ArchiveWriter::finish() {
+  if (archive_write_close(m_state->a) != ARCHIVE_OK) m_state->fail("close");
+  m_state->finished = true;
+}
+
+}  // namespace mirage::util
