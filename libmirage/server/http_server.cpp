@@ -149,9 +149,16 @@ struct HttpServer::Impl {
     std::lock_guard lock(live_mutex);
     live.erase(id);
   }
+  /// The closers run outside live_mutex: a closer may hold a session's last reference
+  /// (its posted close already ran on an I/O thread), and the session's destructor takes
+  /// live_mutex to leave `live`: under the lock that was a deadlock at shutdown.
   void close_all() {
-    std::lock_guard lock(live_mutex);
-    for (auto& [id, closer] : live) closer();
+    std::vector<std::function<void()>> closers;
+    {
+      std::lock_guard lock(live_mutex);
+      for (auto& [id, closer] : live) closers.push_back(closer);
+    }
+    for (auto& closer : closers) closer();
   }
   void count(const std::function<void(HttpServerStats&)>& fn) {
     std::lock_guard lock(stats_mutex);

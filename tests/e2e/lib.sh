@@ -137,6 +137,9 @@ stop_server() {
   if kill -0 "$SERVER_PID" 2>/dev/null; then
     echo "the server ($SERVER_PID) still ran 10 s after SIGTERM: killed; its log ends:" >&2
     tail -20 "$TEST_TMP/server.log" >&2 2>/dev/null || true
+    if command -v gdb >/dev/null; then  # where it hangs, for the report
+      timeout 30 gdb -p "$SERVER_PID" -batch -ex "thread apply all bt 12" 2>/dev/null | grep -E "^Thread|^#" | head -120 >&2 || true
+    fi
     kill -9 "$SERVER_PID" 2>/dev/null || true
   fi
   wait "$SERVER_PID" 2>/dev/null || true
