@@ -13,6 +13,7 @@
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/clock.hpp"
 #include "tests/unit/check_error.hpp"
+#include "tests/unit/loopback_world.hpp"
 
 using namespace mirage;
 using nlohmann::json;
@@ -47,25 +48,7 @@ const json k_list = json::array({snapshot("ab11aa00", "2026-11-20T08:00:00Z"), s
 
 std::string picked(const std::string& spec) { return client::pick_snapshot(k_list, "pc-1", spec)["snapshot_id"]; }
 
-struct World {
-  fs::path dir;
-  std::string admin_token;
-  std::unique_ptr<server::Service> service;
-  World() {
-    std::string tmpl = (fs::temp_directory_path() / "mirage-resolve-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
-    admin_token = server::init_data_dir(dir / "data");
-    service = std::make_unique<server::Service>(dir / "data", false);
-  }
-  ~World() {
-    service.reset();
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  client::Client client(const std::string& token) {
-    return client::Client(std::make_unique<server::LoopbackTransport>(*service, token));
-  }
-};
+using World = test::LoopbackWorld;
 
 }  // namespace
 

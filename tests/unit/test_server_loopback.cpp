@@ -16,31 +16,14 @@
 #include "libmirage/server/service.hpp"
 #include "libmirage/util/clock.hpp"
 #include "tests/unit/check_error.hpp"
+#include "tests/unit/loopback_world.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct World {
-  fs::path dir;
-  std::string admin_token;
-  std::unique_ptr<server::Service> service;
-  World() {
-    std::string tmpl = (fs::temp_directory_path() / "mirage-loopback-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
-    admin_token = server::init_data_dir(dir / "data");
-    service = std::make_unique<server::Service>(dir / "data", false);
-  }
-  ~World() {
-    service.reset();
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  client::Client client(const std::string& token) {
-    return client::Client(std::make_unique<server::LoopbackTransport>(*service, token));
-  }
-};
+using World = test::LoopbackWorld;
 
 void write(const fs::path& p, const std::string& content) {
   fs::create_directories(p.parent_path());
