@@ -22,6 +22,7 @@
 #include "libmirage/server/service.hpp"
 #include "libmirage/store/volume.hpp"
 #include "tests/unit/check_error.hpp"
+#include "tests/unit/loopback_world.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
@@ -63,29 +64,15 @@ struct Crash {};
 
 /// A server whose packs live in memory (its file volume is read-only), an admin, and one
 /// endpoint root with its state directory.
-struct World {
-  fs::path dir;
-  std::string admin_token, volume;
-  std::unique_ptr<server::Service> service;
+struct World : test::LoopbackWorld {
+  std::string volume;
   World() {
-    std::string tmpl = (fs::temp_directory_path() / "mirage-agent-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
-    admin_token = server::init_data_dir(dir / "data");
-    service = std::make_unique<server::Service>(dir / "data", false);
     volume = "mem://agent-" + dir.filename().string();
     service->ensure_volume(volume);
     auto admin = client(admin_token);
     json volumes = admin.call("volume.list")["volumes"];  // a range-for over a temporary's member would dangle
     for (const auto& v : volumes)
       if (v["path"] != volume) admin.call("volume.set", {{"volume_id", v["volume_id"]}, {"read_only", true}});
-  }
-  ~World() {
-    service.reset();
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  client::Client client(const std::string& token) {
-    return client::Client(std::make_unique<server::LoopbackTransport>(*service, token));
   }
   fs::path root() const { return dir / "root"; }
   fs::path state() const { return dir / "state"; }
