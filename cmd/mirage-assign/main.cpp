@@ -104,7 +104,8 @@ int assign(const tool::Common& common, const Options& o) {
   if (o.enforce && (!o.base.empty() || !o.apps.empty())) throw Error(ErrorKind::usage, "--enforce takes no --base or --app");
   if (o.remove_user_apps && !o.enforce && !o.provision)
     throw Error(ErrorKind::usage, "--remove-user-apps goes with --enforce (--provision implies it)");
-  json params = {{"device_ids", o.devices},
+  auto client = tool::connect(common);
+  json params = {{"device_ids", client::resolve_devices(client, o.devices)},
                  {"collections", o.collections},
                  {"type", o.enforce ? "enforce" : o.provision ? "provision" : "assign"},
                  {"apps", o.apps},
@@ -112,7 +113,6 @@ int assign(const tool::Common& common, const Options& o) {
                  {"dry_run", o.dry_run}};
   if (!o.base.empty()) params["base"] = o.base;
   if (!o.remove_apps.empty()) params["remove_apps"] = o.remove_apps;
-  auto client = tool::connect(common);
   json created = client.call("order.create", params);
   for (const auto& w : created["warnings"]) util::warn(w.get<std::string>());
   // Conflicts between app layers, reported at assignment (a later layer wins).
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
   tool::Common common;
   tool::add_common(app, common);
   tool::add_progress(app, common);
-  app.add_option("--device", o.devices, "Device id (repeat for several)");
+  app.add_option("--device", o.devices, "Device id, name or hostname (repeat for\nseveral)");
   app.add_option("--collection", o.collections, "Every device of a collection (repeatable)");
   app.add_option("--base", o.base, "Base layer NAME[@VER]");
   app.add_option("--app", o.apps, "App layer NAME[@VER] (repeat; later wins)");
@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
   render->add_option("--app", o.apps, "App layer NAME[@VER] (repeat)");
   render->add_option("--to", o.to, "Target directory (missing or empty), - for tar")->required();
   auto* status = app.add_subcommand("status", "Layers, pending orders, last result");
-  status->add_option("--device", o.device, "Device id")->required();
+  status->add_option("--device", o.device, "Device id, name or hostname")->required();
 
   return tool::run(argc, argv, app, common,
                    {{render,
@@ -199,11 +199,12 @@ int main(int argc, char** argv) {
                     {status,
                      [&] {
                        auto client = tool::connect(common);
-                       json r = client.call("device.status", {{"device_id", o.device}});
+                       std::string id = client::resolve_device(client, o.device);
+                       json r = client.call("device.status", {{"device_id", id}});
                        tool::print(common, r, [&](std::ostream& out) {
                          tool::Table t({"DEVICE", "LAYERS", {"PENDING", tool::Align::right}, "LAST ORDER", "STATE", "FINISHED"});
                          const json& last = r["last"];
-                         t.row({o.device, tool::cell(r["given"].value("layers", json::array())), std::to_string(r["pending"].size()),
+                         t.row({id, tool::cell(r["given"].value("layers", json::array())), std::to_string(r["pending"].size()),
                                 last.is_null() ? "-" : tool::cell(last["order_id"]),
                                 last.is_null() ? "-" : tool::cell(last["state"]),
                                 last.is_null() ? "-" : tool::short_time(last.value("finished", ""))});

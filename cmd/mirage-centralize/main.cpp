@@ -238,7 +238,7 @@ int watch(const tool::Common& common, const Options& o) {
 int request_snapshots(const tool::Common& common, const Options& o) {
   auto client = tool::connect(common);
   json params = {{"reason", o.reason}};
-  if (!o.devices.empty()) params["device_ids"] = o.devices;
+  if (!o.devices.empty()) params["device_ids"] = client::resolve_devices(client, o.devices);
   if (!o.collections.empty()) params["collections"] = o.collections;
   json r = client.call("snapshot.request", params);
   if (o.wait) {
@@ -314,7 +314,7 @@ int main(int argc, char** argv) {
   app.fallthrough();
 
   auto* request = app.add_subcommand("request", "Ask devices for a snapshot now (pinned)");
-  request->add_option("--device", o.devices, "Device id (repeatable)");
+  request->add_option("--device", o.devices, "Device id, name or hostname (repeatable)");
   request->add_option("--collection", o.collections, "Every device of a collection (repeatable)");
   request->add_option("--reason", o.reason, "Why (kept with the order)");
   request->add_flag("--wait", o.wait, "Wait until every device has taken it");
@@ -324,11 +324,11 @@ int main(int argc, char** argv) {
   auto* devices = app.add_subcommand("devices", "List devices");
   devices->add_option("--state", o.state_filter, "Only pending, accepted or rejected");
   auto* accept = app.add_subcommand("accept", "Accept a pending device");
-  accept->add_option("device", o.device, "Device id")->required();
+  accept->add_option("device", o.device, "Device id, name or hostname")->required();
   accept->add_flag("--reference", o.reference, "Make it a reference device");
   accept->add_option("--policy", o.policy, "Upload policy to give it (default: default)");
   auto* reject = app.add_subcommand("reject", "Reject a device; it can no longer upload");
-  reject->add_option("device", o.device, "Device id")->required();
+  reject->add_option("device", o.device, "Device id, name or hostname")->required();
 
   auto list = [&](const std::string& state) {
     auto client = tool::connect(common);
@@ -340,11 +340,12 @@ int main(int argc, char** argv) {
   };
   auto set_state = [&](const char* method) {
     auto client = tool::connect(common);
-    json params = {{"device_id", o.device}, {"reference", o.reference}};
+    std::string id = client::resolve_device(client, o.device);
+    json params = {{"device_id", id}, {"reference", o.reference}};
     if (!o.policy.empty()) params["policy"] = o.policy;
     json d = client.call(method, params);
     tool::print(common, d, [&](std::ostream& out) {
-      out << "device " << o.device << " is " << d["state"].get<std::string>()
+      out << "device " << id << " is " << d["state"].get<std::string>()
           << (d["reference"].get<bool>() ? " (reference)" : "") << "\n";
     });
     return 0;

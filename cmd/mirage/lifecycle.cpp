@@ -32,45 +32,58 @@ void print_device_table(std::ostream& out, const json& devices) {
 
 std::vector<tool::Command> add_commands(CLI::App& app, CLI::App& device, tool::Common& common) {
   struct Args {
-    std::string device_id, name, snapshot_id, layer;
+    std::string device_id, name, snapshot_id, layer, snapshot_device;
     bool force = false;
   };
   static Args a;
   auto* rename = device.add_subcommand("rename", "Give a device a name (\"\" clears it)");
-  rename->add_option("device", a.device_id, "Device id")->required();
+  rename->add_option("device", a.device_id, "Device id, name or hostname")->required();
   rename->add_option("name", a.name, "The new name: letters, digits and - _ .")->required();
   auto* snapshot = app.add_subcommand("snapshot", "Forget a snapshot");
   snapshot->require_subcommand(1);
   auto* forget = snapshot->add_subcommand("forget", "Forget a snapshot; the next gc frees what only it held");
-  forget->add_option("id", a.snapshot_id, "Snapshot id")->required();
+  forget->add_option("id", a.snapshot_id, "Snapshot id; with --device also a prefix,\nlatest or a time (yesterday, 2h, 2026-11-30)")
+      ->required();
+  forget->add_option("--device", a.snapshot_device, "The snapshot's device: id, name or hostname");
   forget->add_flag("--force", a.force, "Also a pinned snapshot");
   auto* layer = app.add_subcommand("layer", "Delete a layer version");
   layer->require_subcommand(1);
   auto* del = layer->add_subcommand("delete", "Delete a layer version no device has or is ordered to get");
   del->add_option("layer", a.layer, "NAME@VERSION")->required();
-  auto call = [&common](const char* method, json params, std::function<void(std::ostream&, const json&)> text) {
+  // The params are made on the call's connection: --device names resolve there.
+  auto call = [&common](const char* method, std::function<json(client::Client&)> params,
+                        std::function<void(std::ostream&, const json&)> text) {
     auto client = tool::connect(common);
-    json r = client.call(method, std::move(params));
+    json r = client.call(method, params(client));
     tool::print(common, r, [&](std::ostream& out) { text(out, r); });
     return 0;
   };
   return {{rename,
            [call] {
-             return call("device.rename", {{"device_id", a.device_id}, {"name", a.name}}, [](std::ostream& out, const json& r) {
+             auto params = [](client::Client& client) {
+               return json{{"device_id", client::resolve_device(client, a.device_id)}, {"name", a.name}};
+             };
+             return call("device.rename", params, [](std::ostream& out, const json& r) {
                out << "device " << r["device_id"].get<std::string>() << " is named "
                    << (r["name"].get<std::string>().empty() ? "nothing" : r["name"].get<std::string>()) << "\n";
              });
            }},
           {forget,
            [call] {
-             return call("snapshot.forget", {{"snapshot_id", a.snapshot_id}, {"force", a.force}},
-                         [](std::ostream& out, const json& r) {
-                           out << "snapshot " << r["snapshot_id"].get<std::string>() << " of device "
-                               << r["device_id"].get<std::string>() << " forgotten (mirage gc frees its data)\n";
-                         });
+             auto params = [](client::Client& client) {
+               // With --device, the snapshot as restore names it (a prefix, latest, a time) on that device.
+               std::string id = a.snapshot_id;
+               if (!a.snapshot_device.empty())
+                 id = client::resolve_snapshot(client, a.snapshot_device, id)["snapshot_id"].get<std::string>();
+               return json{{"snapshot_id", id}, {"force", a.force}};
+             };
+             return call("snapshot.forget", params, [](std::ostream& out, const json& r) {
+               out << "snapshot " << r["snapshot_id"].get<std::string>() << " of device "
+                   << r["device_id"].get<std::string>() << " forgotten (mirage gc frees its data)\n";
+             });
            }},
           {del, [call] {
-             return call("layer.delete", {{"ref", a.layer}}, [](std::ostream& out, const json& r) {
+             return call("layer.delete", [](client::Client&) { return json{{"ref", a.layer}}; }, [](std::ostream& out, const json& r) {
                out << "layer " << r["layer"].get<std::string>() << " deleted (mirage gc frees its data)\n";
              });
            }}};

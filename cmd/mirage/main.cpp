@@ -74,7 +74,8 @@ int events(const tool::Common& common, const std::string& device, const std::str
            bool follow, double poll) {
   auto client = tool::connect(common);
   json params = json::object();
-  if (!device.empty()) params["device_id"] = device;
+  // A device deleted since keeps its events: its id is taken as it is.
+  if (!device.empty()) params["device_id"] = client::resolve_device(client, device, client::Unregistered::keep);
   if (!since.empty()) params["since"] = since;
   if (!type.empty()) params["type"] = type;
   int64_t last = 0;
@@ -109,7 +110,7 @@ int events(const tool::Common& common, const std::string& device, const std::str
 int stats(const tool::Common& common, const std::string& device) {
   auto client = tool::connect(common);
   json params = json::object();
-  if (!device.empty()) params["device_id"] = device;
+  if (!device.empty()) params["device_id"] = client::resolve_device(client, device);
   json r = client.call("store.stats", params);
   tool::print(common, r, [&](std::ostream& out) {
     auto ratio = [](double v) {
@@ -198,7 +199,7 @@ int main(int argc, char** argv) {
   policy_set->add_option("--file", policy_file, "JSON policy document (- for stdin)")->required();
   auto* policy_assign = policy->add_subcommand("assign", "Give devices a policy");
   policy_assign->add_option("name", policy_name, "Policy name")->required();
-  policy_assign->add_option("--device", devices, "Device id (repeatable)");
+  policy_assign->add_option("--device", devices, "Device id, name or hostname (repeatable)");
   policy_assign->add_option("--collection", collections, "Every device of a collection (repeatable)");
 
   // Collections and device tags.
@@ -208,7 +209,7 @@ int main(int argc, char** argv) {
   coll->require_subcommand(1);
   auto* coll_create = coll->add_subcommand("create", "Create a static (--device) or dynamic collection");
   coll_create->add_option("name", coll_name, "Collection name")->required();
-  coll_create->add_option("--device", devices, "A member device (repeatable): a static collection");
+  coll_create->add_option("--device", devices, "A member device: id, name or hostname\n(repeatable): a static collection");
   coll_create->add_option("--hostname", match_hostname, "Dynamic: hostname glob");
   coll_create->add_option("--os", match_os, "Dynamic: OS id glob (debian, ubuntu, ...)");
   coll_create->add_option("--os-version", match_os_version, "Dynamic: OS version glob");
@@ -235,12 +236,12 @@ int main(int argc, char** argv) {
                                         CLI::AsNumberWithUnit::CASE_SENSITIVE, "DURATION"))
       ->check(CLI::PositiveNumber);
   auto* device_tag = device->add_subcommand("tag", "Add or remove a device's tags");
-  device_tag->add_option("device", device_id, "Device id")->required();
+  device_tag->add_option("device", device_id, "Device id, name or hostname")->required();
   device_tag->add_option("--add", tags_add, "Tag to add (repeatable)");
   device_tag->add_option("--remove", tags_remove, "Tag to remove (repeatable)");
   bool device_force = false;
   auto* device_delete = device->add_subcommand("delete", "Forget a device (to re-enroll it, or for good)");
-  device_delete->add_option("device", device_id, "Device id")->required();
+  device_delete->add_option("device", device_id, "Device id, name or hostname")->required();
   device_delete->add_flag("--force", device_force, "Also when it has pinned snapshots");
 
   // Storage volumes and GC.
@@ -273,14 +274,14 @@ int main(int argc, char** argv) {
 
   std::string stats_device;
   auto* stats_cmd = app.add_subcommand("stats", "Space per device and for the store");
-  stats_cmd->add_option("--device", stats_device, "Only this device (the store total needs all)");
+  stats_cmd->add_option("--device", stats_device, "Only this device: id, name or hostname\n(the store total needs all)");
 
   // Events and tokens.
   std::string ev_device, ev_since, ev_type;
   bool ev_follow = false;
   double ev_poll = 1.0;
   auto* events_cmd = app.add_subcommand("events", "Print events as JSON lines");
-  events_cmd->add_option("--device", ev_device, "Only this device's events");
+  events_cmd->add_option("--device", ev_device, "Only this device's events: id, name or\nhostname");
   events_cmd->add_option("--since", ev_since, "From this UTC date or time on (2026-11-25T10:00)");
   events_cmd->add_option("--type", ev_type, "Only this type or family (audit, order, snapshot)");
   events_cmd->add_flag("--follow", ev_follow, "Keep printing new events as they come");
@@ -310,9 +311,17 @@ int main(int argc, char** argv) {
     tool::print(common, r, text ? std::function<void(std::ostream&)>([&](std::ostream& out) { text(out, r); }) : nullptr);
     return 0;
   };
-  auto targets = [&] {
+  // As call_print, with the params made on its connection (to resolve --device names).
+  auto call_resolved = [&](const char* method, const std::function<json(client::Client&)>& params,
+                           const std::function<void(std::ostream&, const json&)>& text) {
+    auto client = tool::connect(common);
+    json r = client.call(method, params(client));
+    tool::print(common, r, [&](std::ostream& out) { text(out, r); });
+    return 0;
+  };
+  auto targets = [&](client::Client& client) {
     json p = json::object();
-    if (!devices.empty()) p["device_ids"] = devices;
+    if (!devices.empty()) p["device_ids"] = client::resolve_devices(client, devices);
     if (!collections.empty()) p["collections"] = collections;
     return p;
   };
@@ -366,9 +375,12 @@ int main(int argc, char** argv) {
         [&] { return call_print("policy.set", {{"name", policy_name}, {"policy", util::read_json_input(policy_file, "--file")}}, nullptr); }},
        {policy_assign,
         [&] {
-          json p = targets();
-          p["name"] = policy_name;
-          return call_print("policy.assign", p, [](std::ostream& out, const json& r) {
+          auto params = [&](client::Client& client) {
+            json p = targets(client);
+            p["name"] = policy_name;
+            return p;
+          };
+          return call_resolved("policy.assign", params, [](std::ostream& out, const json& r) {
             out << "policy " << r["name"].get<std::string>() << " given to " << r["devices"].size() << " devices\n";
           });
         }},
@@ -380,10 +392,13 @@ int main(int argc, char** argv) {
           if (!match_os_version.empty()) match["os_version"] = match_os_version;
           if (!match_tag.empty()) match["tag"] = match_tag;
           if (!match_fields.empty()) match["inventory"] = key_globs(match_fields);
-          json p = {{"name", coll_name}, {"replace", coll_replace}};
-          if (!devices.empty()) p["device_ids"] = devices;
-          if (!match.empty()) p["match"] = match;
-          return call_print("collection.set", p, [](std::ostream& out, const json& r) {
+          auto params = [&](client::Client& client) {
+            json p = {{"name", coll_name}, {"replace", coll_replace}};
+            if (!devices.empty()) p["device_ids"] = client::resolve_devices(client, devices);
+            if (!match.empty()) p["match"] = match;
+            return p;
+          };
+          return call_resolved("collection.set", params, [](std::ostream& out, const json& r) {
             out << r["kind"].get<std::string>() << " collection " << r["name"].get<std::string>() << ": "
                 << r["members"].size() << " devices now\n";
           });
@@ -435,20 +450,24 @@ int main(int argc, char** argv) {
         }},
        {device_tag,
         [&] {
-          return call_print("device.tag", {{"device_id", device_id}, {"add", tags_add}, {"remove", tags_remove}},
-                            [](std::ostream& out, const json& r) {
-                              out << r["device_id"].get<std::string>() << " tags:";
-                              for (const auto& t : r["tags"]) out << " " << t.get<std::string>();
-                              out << "\n";
-                            });
+          auto params = [&](client::Client& client) {
+            return json{{"device_id", client::resolve_device(client, device_id)}, {"add", tags_add}, {"remove", tags_remove}};
+          };
+          return call_resolved("device.tag", params, [](std::ostream& out, const json& r) {
+            out << r["device_id"].get<std::string>() << " tags:";
+            for (const auto& t : r["tags"]) out << " " << t.get<std::string>();
+            out << "\n";
+          });
         }},
        {device_delete,
         [&] {
-          return call_print("device.delete", {{"device_id", device_id}, {"force", device_force}},
-                            [](std::ostream& out, const json& r) {
-                              out << "device " << r["device_id"].get<std::string>() << " deleted with " << r["snapshots"]
-                                  << " snapshots (mirage gc frees their data)\n";
-                            });
+          auto params = [&](client::Client& client) {
+            return json{{"device_id", client::resolve_device(client, device_id)}, {"force", device_force}};
+          };
+          return call_resolved("device.delete", params, [](std::ostream& out, const json& r) {
+            out << "device " << r["device_id"].get<std::string>() << " deleted with " << r["snapshots"]
+                << " snapshots (mirage gc frees their data)\n";
+          });
         }},
        {volume_list,
         [&] {

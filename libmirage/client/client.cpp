@@ -85,8 +85,8 @@ std::vector<uint8_t> chunks_delta(Client& client, std::span<const Digest> pairs)
   return out;
 }
 
-std::string resolve_device(Client& client, const std::string& spec) {
-  if (spec.empty()) throw Error(ErrorKind::usage, "--device is required (a device id or hostname)");
+std::string resolve_device(Client& client, const std::string& spec, Unregistered unregistered) {
+  if (spec.empty()) throw Error(ErrorKind::usage, "--device is required (a device id, name or hostname)");
   try {
     client.call("device.status", {{"device_id", spec}});
     return spec;
@@ -94,14 +94,26 @@ std::string resolve_device(Client& client, const std::string& spec) {
     if (e.kind() == ErrorKind::permission) return spec;  // a device's credential: only its own id works anyway
     if (e.kind() != ErrorKind::not_found) throw;
   }
+  json named = client.call("device.list", {{"name", spec}})["devices"];
+  if (!named.empty()) return named[0]["device_id"].get<std::string>();  // device.rename keeps names unique
   json devices = client.call("device.list", {{"hostname", spec}})["devices"];
   if (devices.size() == 1) return devices[0]["device_id"].get<std::string>();
-  if (devices.empty()) throw Error(ErrorKind::not_found, "device " + spec + ": no device has this id or hostname");
+  if (devices.empty()) {
+    if (unregistered == Unregistered::keep) return spec;
+    throw Error(ErrorKind::not_found, "device " + spec + ": no device has this id, name or hostname");
+  }
   std::string ids;
   for (const auto& d : devices)
     ids += "\n  " + d["device_id"].get<std::string>() + "  " + d.value("state", "") + ", last seen " + d.value("last_seen", "");
   throw Error(ErrorKind::usage, "device " + spec + ": " + std::to_string(devices.size()) +
                                     " devices have this hostname; give one of their ids:" + ids);
+}
+
+std::vector<std::string> resolve_devices(Client& client, const std::vector<std::string>& specs) {
+  std::vector<std::string> ids;
+  ids.reserve(specs.size());
+  for (const auto& spec : specs) ids.push_back(resolve_device(client, spec));
+  return ids;
 }
 
 namespace {

@@ -70,11 +70,21 @@ std::vector<uint8_t> chunks_delta(Client& client, std::span<const util::Digest> 
 
 // What --device and --snapshot name: every command that takes them resolves them here.
 
-/// The device id `spec` names: a registered device id, else the hostname of exactly one
-/// device (ASCII case-insensitive). Throws Error(usage) listing the ids when several
-/// devices have that hostname, Error(not_found) when none has. A caller that may not
-/// look devices up (a device's own credential) gets `spec` back: it names only itself.
-std::string resolve_device(Client& client, const std::string& spec);
+/// What resolve_device does with a spec that names no registered device.
+enum class Unregistered {
+  refuse,  ///< Error(not_found)
+  keep,    ///< `spec` itself: the id of a device gone since (its events stay)
+};
+
+/// The device id `spec` names: a registered device id, else the device of that name
+/// (device.rename keeps names unique), else the hostname of exactly one device (ASCII
+/// case-insensitive). Throws Error(usage) listing the ids when several devices have
+/// that hostname, Error(not_found) when none has (unless `unregistered` is keep). A
+/// caller that may not look devices up (a device's own credential) gets `spec` back: it
+/// names only itself.
+std::string resolve_device(Client& client, const std::string& spec, Unregistered unregistered = Unregistered::refuse);
+/// resolve_device of each, in order (the ids of --device given several times).
+std::vector<std::string> resolve_devices(Client& client, const std::vector<std::string>& specs);
 
 /// The snapshot `spec` names on `device` (an id or a hostname: resolve_device), as
 /// snapshot.list lists it (its "device_id" is the device's id): see pick_snapshot.

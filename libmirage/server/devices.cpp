@@ -158,6 +158,7 @@ DeviceList DeviceList::parse(const Params& p) {
     l.state = catalog::state_from_name(s);
   }
   l.hostname = p.optional_text("hostname");
+  l.name = p.optional_text("name");
   if (p.has("stale_seconds")) l.stale_ns = static_cast<int64_t>(p.number("stale_seconds", 0, 1, 100.0 * 365 * 86400) * 1e9);
   return l;
 }
@@ -190,6 +191,7 @@ Devices device_list(Context& c, const DeviceList& p) {
   // not the fleet.
   if (p.hostname)
     std::erase_if(r.devices, [&](const catalog::Device& d) { return !iequals(d.hostname, *p.hostname); });
+  if (p.name) std::erase_if(r.devices, [&](const catalog::Device& d) { return d.name != *p.name; });
   if (p.stale_ns)
     std::erase_if(r.devices, [&](const catalog::Device& d) {
       auto it = r.activity.find(d.id);

@@ -154,6 +154,7 @@ DeviceRenamed device_rename(Context& c, const DeviceRename& p);
 struct DeviceList {
   std::optional<catalog::DeviceState> state;
   std::optional<std::string> hostname;  ///< only devices with this hostname (ASCII case-insensitive)
+  std::optional<std::string> name;      ///< only the device of this name (device rename; unique)
   std::optional<int64_t> stale_ns;  ///< only devices not synced for this long (or never)
   static DeviceList parse(const Params& p);
 };

@@ -88,6 +88,21 @@ TEST_CASE("each form on an injected clock: now, yesterday, an age, a date, a tim
   }
 }
 
+TEST_CASE("parse_time_after: the same forms as a lower bound, each from its first ns") {
+  int64_t now = at("2026-12-02T10:30:00Z");
+  CHECK(util::parse_time_after("now", now) == now);
+  CHECK(util::parse_time_after("today", now) == at("2026-12-02T00:00:00Z"));
+  CHECK(util::parse_time_after("yesterday", now) == at("2026-12-01T00:00:00Z"));  // all of 1 December
+  CHECK(util::parse_time_after("2h", now) == at("2026-12-02T08:30:00Z"));
+  CHECK(util::parse_time_after("3d", now) == at("2026-11-29T10:30:00Z"));
+  CHECK(util::parse_time_after("2026-11-30", now) == at("2026-11-30T00:00:00Z"));
+  CHECK(util::parse_time_after("2026-11-30 14:00", now) == at("2026-11-30T14:00:00Z"));
+  for (const char* bad : {"", "latest", "tomorrow", "3 days", "2026-13-01", "ab12"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(util::parse_time_after(bad, now));
+  }
+}
+
 TEST_SUITE_END();
 
 TEST_SUITE_BEGIN("client::resolve_snapshot");
@@ -164,6 +179,23 @@ TEST_CASE("--device: an id, else a hostname one device has; several are listed")
   // The server filters: a caller asking by hostname gets those devices, not the fleet.
   CHECK(admin.call("device.list", {{"hostname", "pc-bob"}})["devices"].size() == 1);
   CHECK(admin.call("device.list")["devices"].size() == 4);
+}
+
+TEST_CASE("--device: a device's name, before another device's hostname; a gone id kept on request") {
+  World w;
+  auto anonymous = w.client("");
+  anonymous.call("device.register", {{"device_id", "dev-a"}, {"hostname", "pc-bob"}});
+  anonymous.call("device.register", {{"device_id", "dev-b"}, {"hostname", "front-desk"}});
+  auto admin = w.client(w.admin_token);
+  CHECK(client::resolve_device(admin, "front-desk") == "dev-b");
+  admin.call("device.rename", {{"device_id", "dev-a"}, {"name", "front-desk"}});
+  CHECK(client::resolve_device(admin, "front-desk") == "dev-a");  // names are unique: a name wins
+  CHECK(client::resolve_device(admin, "pc-bob") == "dev-a");
+  CHECK(client::resolve_device(admin, "Front-Desk") == "dev-b");  // names are exact: this is dev-b's hostname
+  CHECK(admin.call("device.list", {{"name", "front-desk"}})["devices"].size() == 1);
+  CHECK(client::resolve_devices(admin, {"front-desk", "dev-b"}) == std::vector<std::string>{"dev-a", "dev-b"});
+  CHECK_ERROR_KIND(client::resolve_device(admin, "dev-gone"), ErrorKind::not_found);
+  CHECK(client::resolve_device(admin, "dev-gone", client::Unregistered::keep) == "dev-gone");
 }
 
 TEST_CASE("a snapshot by the device's hostname carries the device's id") {
