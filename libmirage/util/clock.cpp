@@ -114,4 +114,13 @@ std::optional<int64_t> parse_time_before(std::string_view text, int64_t now) {
   return parse_time_upper(text);
 }
 
+std::optional<int64_t> parse_time_after(std::string_view text, int64_t now) {
+  constexpr int64_t k_day = int64_t(86400) * 1000000000;
+  if (text == "now") return now;
+  if (text == "today") return now - now % k_day;
+  if (text == "yesterday") return now - now % k_day - k_day;
+  if (auto ago = parse_duration(text)) return now - *ago;
+  return parse_time_lower(text);
+}
+
 }  // namespace mirage::util

@@ -41,5 +41,9 @@ std::optional<int64_t> parse_duration(std::string_view text);
 /// takes, "now"/"today" (`now`), "yesterday" (its last ns: the whole UTC day, as a date
 /// is) or a duration ago ("2h": `now` minus two hours). nullopt if none of these.
 std::optional<int64_t> parse_time_before(std::string_view text, int64_t now);
+/// The same specs as a lower bound ("at or after", find --newer): what parse_time_lower
+/// takes (a date from its first ns), "now" (`now`), "today" and "yesterday" (their first
+/// ns, UTC) or a duration ago. nullopt if none of these.
+std::optional<int64_t> parse_time_after(std::string_view text, int64_t now);
 
 }  // namespace mirage::util
