@@ -100,10 +100,16 @@ int ls(const tool::Common& common, const Options& o) {
   return 0;
 }
 
+/// --newer (a lower bound) or --older (an upper one): a date or time, or one relative to
+/// now as --snapshot takes it (yesterday, 2h, 3d).
 std::optional<int64_t> time_flag(const std::string& flag, const std::string& value, bool upper) {
   if (value.empty()) return std::nullopt;
-  auto t = upper ? util::parse_time_upper(value) : util::parse_time_lower(value);
-  if (!t) throw Error(ErrorKind::usage, flag + " " + value + ": not a date (YYYY-MM-DD[ HH:MM[:SS]])");
+  int64_t now = util::now_ns();
+  auto t = upper ? util::parse_time_before(value, now) : util::parse_time_after(value, now);
+  if (!t)
+    throw Error(ErrorKind::usage, flag + " " + value +
+                                      ": not a time (YYYY-MM-DD[ HH:MM[:SS]], now, today, yesterday, or an age "
+                                      "such as 2h, 3d, 1w)");
   return t;
 }
 
@@ -205,8 +211,11 @@ int restore(const tool::Common& common, const Options& o) {
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
   tool::Progress bar(common, "restore");
   auto state = tool::ProgressState::of_bytes("restoring", 0, 0);
-  // The whole snapshot: its stats give the total (the restorer reports bytes, not files).
-  if (o.paths == std::vector<std::string>{"/"}) state.bytes_total = snap.value("stats", json::object()).value("bytes", uint64_t(0));
+  // The total in bytes (the restorer reports bytes, not files), from the trees below the
+  // paths (read once more; they are small beside the data): the snapshot's stats count a
+  // hardlinked file at each of its names, the restore writes it once.
+  if (tool::progress_mode(common) != tool::ProgressMode::none)
+    state.bytes_total = endpoint::restore_bytes(client, snap, o.paths);
   // The restore makes --to when missing, and removes what it made if it fails.
   auto stats = endpoint::restore(
       client, snap, o.paths, o.to,
@@ -266,7 +275,7 @@ int main(int argc, char** argv) {
   tool::add_common(app, common);
   tool::add_progress(app, common);
   const char* snapshot_help = "Id or prefix, latest, or a time: the newest\nat or before it (2026-11-30 14:00, yesterday,\n2h, 3d, 1w)";
-  app.add_option("--device", o.device, "Device id or unique hostname");
+  app.add_option("--device", o.device, "Device id, name or unique hostname");
   app.add_option("--snapshot", o.snapshot, snapshot_help);
   app.add_option("--path", o.paths, "Path in the snapshot (repeatable; / for all)");
   app.add_option("--to", o.to, "Directory to restore into (- : dump to stdout)");
@@ -276,25 +285,25 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"always", "if-changed", "never"}));
   app.fallthrough();
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
-  list->add_option("--device", o.device, "Device id or unique hostname");
+  list->add_option("--device", o.device, "Device id, name or unique hostname");
   auto* ls_cmd = app.add_subcommand("ls", "List a directory of a snapshot");
-  ls_cmd->add_option("--device", o.device, "Device id or unique hostname");
+  ls_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
   ls_cmd->add_option("--snapshot", o.snapshot, snapshot_help);
   ls_cmd->add_option("path", o.path, "Path in the snapshot (default /)");
   ls_cmd->add_flag("--recursive,-R", o.recursive, "Everything below the path");
   ls_cmd->add_flag("--long,-l", o.long_format, "Mode, owner, size, mtime (text)");
   auto* find_cmd = app.add_subcommand("find", "Find paths by glob across snapshots");
-  find_cmd->add_option("--device", o.device, "Device id or unique hostname");
+  find_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
   find_cmd->add_option("--snapshot", o.find_snapshots, "Only this snapshot (repeatable)");
   find_cmd->add_flag("--all", o.all, "Every snapshot of the device (default)");
-  find_cmd->add_option("--newer", o.newer, "Only entries with mtime at or after T");
-  find_cmd->add_option("--older", o.older, "Only entries with mtime at or before T");
+  find_cmd->add_option("--newer", o.newer, "Only entries with mtime at or after T\n(2026-11-30, yesterday, 2h, 3d)");
+  find_cmd->add_option("--older", o.older, "Only entries with mtime at or before T\n(2026-11-30 14:00, yesterday, 1w)");
   find_cmd->add_option("pattern", o.patterns, "Glob on names, or on paths with a /")->required();
   auto* diff_cmd = app.add_subcommand("diff", "What changed between two snapshots");
-  diff_cmd->add_option("--device", o.device, "Device id or unique hostname");
+  diff_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
   diff_cmd->add_option("args", o.diff_args, "S1 S2 [PATH]")->required();
   auto* dump_cmd = app.add_subcommand("dump", "A file to stdout, a directory as tar or zip");
-  dump_cmd->add_option("--device", o.device, "Device id or unique hostname");
+  dump_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
   dump_cmd->add_option("--snapshot", o.snapshot, snapshot_help);
   dump_cmd->add_option("--archive", o.archive, "tar or zip (default: a file raw, else tar)")
       ->check(CLI::IsMember({"tar", "zip"}));

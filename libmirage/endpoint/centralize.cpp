@@ -199,6 +199,12 @@ materialize::RestoreStats restore(Client& client, const json& snapshot, const st
   return stats;
 }
 
+uint64_t restore_bytes(Client& client, const json& snapshot, const std::vector<std::string>& paths) {
+  auto source = object_source(client, nullptr);
+  return materialize::bytes_under(*source, tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root"),
+                                  paths);
+}
+
 json report_restore(Client& client, const json& snapshot, const std::vector<std::string>& paths, const fs::path& to,
                     const materialize::RestoreStats& stats) {
   constexpr size_t k_named = 64;  // server::k_max_report_paths: a whole device is "/", a long list is cut

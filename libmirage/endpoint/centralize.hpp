@@ -56,6 +56,10 @@ materialize::RestoreStats restore(Client& client, const nlohmann::json& snapshot
                                   ConnectionFactory more_connections = nullptr,
                                   materialize::Overwrite overwrite = materialize::Overwrite::always);
 
+/// The file bytes restore() of `paths` writes (materialize::bytes_under): a progress
+/// total, read from the snapshot's trees below them.
+uint64_t restore_bytes(Client& client, const nlohmann::json& snapshot, const std::vector<std::string>& paths);
+
 /// Records a restore done in the server's transaction log (events.report, event
 /// restore.done): the snapshot, the paths restored (the first 64, the server's bound, and
 /// how many in all), `to` made absolute and this machine's hostname, the counts. Returns

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/error.hpp"
@@ -487,6 +488,41 @@ std::optional<Overwrite> overwrite_from_name(std::string_view name) {
 }
 
 RestoreStats restore(const RestoreOptions& options, ObjectSource& source) { return Restorer(options, source).run(); }
+
+uint64_t bytes_under(ObjectSource& source, const tree::Entry& root, const std::vector<std::string>& paths) {
+  constexpr size_t k_trees_per_call = 1024;
+  uint64_t total = 0;
+  std::unordered_set<std::string> groups;
+  // A level's directories by tree id, with how often each occurs (copies of a directory
+  // share a tree, and each copy is restored).
+  std::unordered_map<Digest, uint64_t, util::DigestHash> level;
+  auto count = [&](const tree::Entry& e, uint64_t times) {
+    if (e.kind == tree::Kind::dir) level[e.subtree] += times;
+    if (e.kind != tree::Kind::file) return;
+    if (!e.link_group.empty()) {
+      if (!groups.insert(e.link_group).second) return;
+      times = 1;
+    }
+    for (const auto& c : e.chunks) total += c.size * times;
+  };
+  for (const auto& path : paths) {
+    auto e = lookup(source, root, path);
+    if (!e) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
+    count(*e, 1);
+  }
+  while (!level.empty()) {
+    auto this_level = std::move(level);
+    level.clear();
+    std::vector<Digest> ids;
+    for (const auto& [id, times] : this_level) ids.push_back(id);
+    for (size_t at = 0; at < ids.size(); at += k_trees_per_call) {
+      std::span<const Digest> part(ids.data() + at, std::min(k_trees_per_call, ids.size() - at));
+      for (const auto& [id, t] : source.trees(part))
+        for (const auto& e : t.entries) count(e, this_level.at(id));
+    }
+  }
+  return total;
+}
 
 std::optional<tree::Entry> lookup(ObjectSource& source, const tree::Entry& root, std::string_view path) {
   tree::Entry cur = root;

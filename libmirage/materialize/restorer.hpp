@@ -98,6 +98,11 @@ struct RestoreOptions {
 /// written whole before the failure and the directories holding them.
 RestoreStats restore(const RestoreOptions& options, ObjectSource& source);
 
+/// The file bytes a restore of `paths` writes (a hardlink group once), for a progress
+/// total: reads every tree below them, a level at a time. Throws Error(not_found) for a
+/// path the snapshot lacks.
+uint64_t bytes_under(ObjectSource& source, const tree::Entry& root, const std::vector<std::string>& paths);
+
 /// Looks up a snapshot path, reading only the trees on the way. nullopt when absent.
 std::optional<tree::Entry> lookup(ObjectSource& source, const tree::Entry& root, std::string_view path);
 
