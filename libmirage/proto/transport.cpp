@@ -4,13 +4,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 #include <utility>
 
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/http_client.hpp"
+#include "libmirage/util/log.hpp"
 #include "libmirage/util/spawn.hpp"
 
 namespace mirage::proto {
@@ -44,18 +49,96 @@ std::string find_serverd(const std::string& given) {
   return "mirage-serverd";  // found on PATH by util::spawn
 }
 
+/// The stderr of a local server: its log lines (JSON: it runs with --output json) go to
+/// this process's log sink at their level, so that a client in JSON mode writes only
+/// JSON to stderr; its error line, and a last plain line (a crash, a loader's message),
+/// are kept for the error its exit causes.
+class ChildLog {
+ public:
+  explicit ChildLog(util::Fd fd) : m_fd(std::move(fd)), m_thread([this] { run(); }) {}
+  ~ChildLog() { m_thread.join(); }  // the child has exited (its stderr is at EOF) first
+  ChildLog(const ChildLog&) = delete;
+  ChildLog& operator=(const ChildLog&) = delete;
+
+  /// What the child said last before it exited: ": its error" or "" (waits a little for
+  /// the child's last lines).
+  std::string last_words() {
+    std::unique_lock lock(m_mutex);
+    m_done_cv.wait_for(lock, std::chrono::seconds(2), [this] { return m_done; });
+    if (!m_error.empty()) return ": " + m_error;
+    if (!m_plain.empty()) return ": " + m_plain;
+    return "";
+  }
+
+ private:
+  void run() {
+    constexpr size_t k_max_line = 16384;
+    std::string pending;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(m_fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      pending.append(buf, static_cast<size_t>(n));
+      for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
+        line(pending.substr(0, std::min(nl, k_max_line)));
+        pending.erase(0, nl + 1);
+      }
+      if (pending.size() > k_max_line) {  // a line without end: its start, the rest dropped
+        line(pending.substr(0, k_max_line));
+        pending.clear();
+      }
+    }
+    if (!pending.empty()) line(pending);
+    std::lock_guard lock(m_mutex);
+    m_done = true;
+    m_done_cv.notify_all();
+  }
+
+  void line(const std::string& text) {
+    if (text.empty()) return;
+    auto doc = nlohmann::json::parse(text, nullptr, false);
+    if (doc.is_object() && doc.size() == 1) {
+      const auto& [key, body] = *doc.items().begin();
+      std::string message = body.is_object() ? body.value("message", std::string()) : std::string();
+      if (key == "error") {
+        std::lock_guard lock(m_mutex);
+        m_error = message;
+        return;
+      }
+      if (key == "warning" || key == "info" || key == "debug") {
+        util::log(key == "warning" ? util::LogLevel::warning : key == "info" ? util::LogLevel::info : util::LogLevel::debug,
+                  "mirage-serverd: " + message);
+        return;
+      }
+    }
+    util::warn("mirage-serverd: " + text);
+    std::lock_guard lock(m_mutex);
+    m_plain = text;
+  }
+
+  util::Fd m_fd;
+  std::mutex m_mutex;
+  std::condition_variable m_done_cv;
+  bool m_done = false;
+  std::string m_error, m_plain;
+  std::thread m_thread;  // last: started once the members it uses exist
+};
+
 class StdioTransport : public Transport {
  public:
   StdioTransport(const std::string& exe, const std::string& data) : m_data(data) {
     util::SpawnOptions so;
-    so.argv = {exe, "--stdio", "--data", data};
+    so.argv = {exe, "--stdio", "--data", data, "--output", "json"};
     so.in = util::SpawnOptions::Stream::pipe;
     so.out = util::SpawnOptions::Stream::pipe;
+    so.err = util::SpawnOptions::Stream::pipe;
     try {
       m_child = util::spawn(so);
     } catch (const Error& e) {
       throw Error(ErrorKind::unavailable, e.what());
     }
+    m_log = std::make_unique<ChildLog>(std::move(m_child.err));
     if (int err = m_child.exec_error()) {
       errno = err;
       throw_errno(ErrorKind::unavailable, "start " + exe);
@@ -68,6 +151,7 @@ class StdioTransport : public Transport {
     m_reader.reset();
     m_child.out = util::Fd();
     m_child.wait();
+    m_log.reset();
   }
 
   Reply call(const Request& request) override {
@@ -77,10 +161,12 @@ class StdioTransport : public Transport {
       util::write_all(m_child.in.get(), header, "request to mirage-serverd");
       util::write_all(m_child.in.get(), request.binary, "request to mirage-serverd");
     } catch (const Error& e) {
-      throw Error(ErrorKind::unavailable, std::string(e.what()) + " (local server for " + m_data + " exited)");
+      throw Error(ErrorKind::unavailable, "local server for " + m_data + " exited" + m_log->last_words() + " (" +
+                                              e.what() + ")");
     }
     auto reply = m_reader->next();
-    if (!reply) throw Error(ErrorKind::unavailable, "local server for " + m_data + " exited without replying");
+    if (!reply)
+      throw Error(ErrorKind::unavailable, "local server for " + m_data + " exited without replying" + m_log->last_words());
     return parse_reply(std::move(*reply));
   }
 
@@ -89,6 +175,7 @@ class StdioTransport : public Transport {
  private:
   std::string m_data;
   util::Child m_child;
+  std::unique_ptr<ChildLog> m_log;
   std::unique_ptr<FrameReader> m_reader;
   std::mutex m_mutex;
 };

@@ -35,6 +35,7 @@ bool move_to(int fd, int target) {
 Child::Child(Child&& other) noexcept
     : in(std::move(other.in)),
       out(std::move(other.out)),
+      err(std::move(other.err)),
       m_pid(std::exchange(other.m_pid, -1)),
       m_exec_error(other.m_exec_error),
       m_status(other.m_status) {}
@@ -44,6 +45,7 @@ Child& Child::operator=(Child&& other) noexcept {
     if (m_pid > 0) wait();
     in = std::move(other.in);
     out = std::move(other.out);
+    err = std::move(other.err);
     m_pid = std::exchange(other.m_pid, -1);
     m_exec_error = other.m_exec_error;
     m_status = other.m_status;
@@ -55,6 +57,7 @@ Child::~Child() {
   if (m_pid > 0 && !m_status) {
     in = Fd();
     out = Fd();
+    err = Fd();
     wait();
   }
 }
@@ -94,14 +97,15 @@ Child spawn(const SpawnOptions& opts) {
   envp.push_back(nullptr);
   std::string root = opts.chroot ? opts.chroot->string() : std::string();
 
-  int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+  int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1}, stderr_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
   auto close_all = [&] {
-    for (int* p : {in_pipe, out_pipe, err_pipe})
+    for (int* p : {in_pipe, out_pipe, stderr_pipe, err_pipe})
       for (int i : {0, 1})
         if (p[i] >= 0) ::close(p[i]);
   };
   if ((opts.in == SpawnOptions::Stream::pipe && ::pipe2(in_pipe, O_CLOEXEC) != 0) ||
-      (opts.out == SpawnOptions::Stream::pipe && ::pipe2(out_pipe, O_CLOEXEC) != 0) || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
+      (opts.out == SpawnOptions::Stream::pipe && ::pipe2(out_pipe, O_CLOEXEC) != 0) ||
+      (opts.err == SpawnOptions::Stream::pipe && ::pipe2(stderr_pipe, O_CLOEXEC) != 0) || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
     int err = errno;
     close_all();
     errno = err;
@@ -119,6 +123,7 @@ Child spawn(const SpawnOptions& opts) {
     if (opts.in == SpawnOptions::Stream::pipe && !move_to(in_pipe[0], 0)) child_fail(err_pipe[1]);
     if (opts.out == SpawnOptions::Stream::pipe && !move_to(out_pipe[1], 1)) child_fail(err_pipe[1]);
     if (opts.out == SpawnOptions::Stream::to_stderr && ::dup2(2, 1) != 1) child_fail(err_pipe[1]);
+    if (opts.err == SpawnOptions::Stream::pipe && !move_to(stderr_pipe[1], 2)) child_fail(err_pipe[1]);
     if (!root.empty() && (::chroot(root.c_str()) != 0 || ::chdir("/") != 0)) child_fail(err_pipe[1]);
     ::execvpe(argv[0], argv.data(), envp.data());
     child_fail(err_pipe[1]);
@@ -129,8 +134,10 @@ Child spawn(const SpawnOptions& opts) {
   err_pipe[1] = -1;
   if (in_pipe[0] >= 0) ::close(in_pipe[0]);
   if (out_pipe[1] >= 0) ::close(out_pipe[1]);
+  if (stderr_pipe[1] >= 0) ::close(stderr_pipe[1]);
   child.in = Fd(in_pipe[1]);
   child.out = Fd(out_pipe[0]);
+  child.err = Fd(stderr_pipe[0]);
   // The error pipe closes on a successful exec; else it carries the errno.
   int err = 0;
   ssize_t n;

@@ -25,6 +25,7 @@ struct SpawnOptions {
   enum class Stream { inherit, pipe, to_stderr };
   Stream in = Stream::inherit;   ///< pipe: Child::in writes to the child's stdin
   Stream out = Stream::inherit;  ///< pipe: Child::out reads its stdout; to_stderr: stdout goes to our stderr
+  Stream err = Stream::inherit;  ///< pipe: Child::err reads its stderr (to_stderr: as inherit)
 };
 
 /// A started process. Destroying one that was not waited for closes its pipes and
@@ -48,6 +49,7 @@ class Child {
 
   Fd in;   ///< the write end of its stdin with Stream::pipe
   Fd out;  ///< the read end of its stdout with Stream::pipe
+  Fd err;  ///< the read end of its stderr with Stream::pipe
 
  private:
   friend Child spawn(const SpawnOptions& options);
