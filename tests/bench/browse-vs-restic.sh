@@ -12,28 +12,14 @@
 #   diff of two snapshots 1% apart      restic diff A B          mirage-restore diff A B
 #   find of one name over 24 snapshots  restic find NAME         mirage-restore find NAME
 # Prints each time, the ratio and the target.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-build=$(cd "${1:-$here/../../build}" && pwd)
-export PATH="$build:$PATH"
-command -v restic >/dev/null || { echo "restic is not installed (apt-get install restic)" >&2; exit 1; }
-budget=${BENCH_BYTES:-2000000000}
+source "$(dirname "$0")/lib.sh"
+bench_init /var/tmp/bench-browse "${1:-}"
+trap 'rm -rf "$B"' EXIT
 runs=${BENCH_RUNS:-3}
 snapshots=${BENCH_SNAPSHOTS:-24}
-B=${BENCH_DIR:-/var/tmp/bench-browse}
-rm -rf "$B"; mkdir -p "$B"
-trap 'rm -rf "$B"' EXIT
-data="$B/data"; mkdir -p "$data"
-export MIRAGE_HOME="$B/mirage" RESTIC_REPOSITORY="$B/restic" RESTIC_PASSWORD=bench
-export RESTIC_CACHE_DIR="$B/restic-cache"
-state="$B/endpoint-state"
-unset MIRAGE_SERVER
 
-# ---- data (as centralize-vs-restic.sh) -------------------------------------
-echo "preparing ~$((budget / 1000000)) MB of real files in $data" >&2
-(cd / && find usr/share usr/lib \( -type f -o -type l \) -printf '%s %p\n' 2>/dev/null |
-  awk -v budget="$budget" '{ total += $1; if (total > budget) exit; sub(/^[0-9]+ /, ""); print }' |
-  cpio -pdm --quiet "$data" 2>/dev/null) || true
+# ---- data (as centralize-vs-restic.sh, plus one big directory) ----------------
+prepare_data
 big="$data/big-dir"; mkdir -p "$big"
 python3 - "$big" <<'PY'
 import os, sys
@@ -41,9 +27,7 @@ for i in range(10000):
     with open(os.path.join(sys.argv[1], "entry-%05d.txt" % i), "w") as f:
         f.write("entry %d\n" % i)
 PY
-total=$(du -sb "$data" | cut -f1)
-nfiles=$(find "$data" -type f | wc -l)
-echo "data: $total bytes in $nfiles files" >&2
+count_data
 # The name find looks for: one file's name, chosen at random but the same every run.
 name=$(cd "$data" && find usr -type f -printf '%f\n' | sort | awk 'NR % 997 == 1' | head -20 | tail -1)
 
@@ -90,7 +74,6 @@ best() {
     if [ -z "$BEST" ] || awk -v a="$t" -v b="$BEST" 'BEGIN { exit !(a < b) }'; then BEST=$t; fi
   done
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 rows=()
 row() { rows+=("$(printf '%-40s %10s %10s %8s  %s' "$1" "$2" "$3" "$4" "$5")"); }
 

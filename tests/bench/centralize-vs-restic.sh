@@ -7,30 +7,13 @@
 # before each tool (needs root), then with the data read into it beforehand;
 # then 1% of files changed in place, 0.5% added, 0.5% deleted; then a sibling copy
 # plus 200 MB of new data as a second device. Prints a table with the ratios.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-build=$(cd "${1:-$here/../../build}" && pwd)
-export PATH="$build:$PATH"
-command -v restic >/dev/null || { echo "restic is not installed (apt-get install restic)" >&2; exit 1; }
-budget=${BENCH_BYTES:-2000000000}
-B=${BENCH_DIR:-/var/tmp/mirage-bench}
-rm -rf "$B"; mkdir -p "$B"
+source "$(dirname "$0")/lib.sh"
+bench_init /var/tmp/mirage-bench "${1:-}"
 trap 'rm -rf "$B" /dev/shm/mirage-bench-*' EXIT
-data="$B/data"; mkdir -p "$data"
-export MIRAGE_HOME="$B/mirage" RESTIC_REPOSITORY="$B/restic" RESTIC_PASSWORD=bench
-export RESTIC_CACHE_DIR="$B/restic-cache"
-state="$B/endpoint-state"   # the endpoint's files cache, kept out of the measured store
-unset MIRAGE_SERVER
 
 # ---- data ----------------------------------------------------------------
-echo "preparing ~$((budget / 1000000)) MB of real files in $data" >&2
-# Whole files, /usr/share first then /usr/lib, until the budget is reached.
-(cd / && find usr/share usr/lib \( -type f -o -type l \) -printf '%s %p\n' 2>/dev/null |
-  awk -v budget="$budget" '{ total += $1; if (total > budget) exit; sub(/^[0-9]+ /, ""); print }' |
-  cpio -pdm --quiet "$data" 2>/dev/null) || true
-total=$(du -sb "$data" | cut -f1)
-nfiles=$(find "$data" -type f | wc -l)
-echo "data: $total bytes in $nfiles files" >&2
+prepare_data
+count_data
 
 # run LABEL CMD...: wall seconds, peak RSS (KiB) and CPU seconds of CMD into $SECS/$RSS/$CPU.
 run() {
@@ -41,7 +24,6 @@ run() {
 }
 size() { du -sb "$1" | cut -f1; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 rows=()
 row() { rows+=("$(printf '%-34s %14s %14s %8s' "$1" "$2" "$3" "$4")"); }
 
