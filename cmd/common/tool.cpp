@@ -105,6 +105,10 @@ std::vector<std::string> expand_input(const std::vector<std::string>& args) {
     if (given.count(flag))
       throw Error(ErrorKind::usage, flag + " is given both on the command line and in --input " + *source + "; give it once");
     auto scalar = [&](const json& v) {
+      // A command line cannot hold a NUL byte, and a path that does is cut short by the
+      // system (--to "a\u0000b" would write into a).
+      if (v.is_string() && v.get_ref<const std::string&>().find('\0') != std::string::npos)
+        throw Error(ErrorKind::usage, "--input: field '" + key + "' contains a NUL byte");
       if (v.is_string()) return v.get<std::string>();
       if (v.is_number()) return v.dump();
       throw Error(ErrorKind::usage, "--input: field '" + key + "' must be a string, number, boolean or array");

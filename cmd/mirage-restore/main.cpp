@@ -1,7 +1,9 @@
 // mirage-restore: list a device's snapshots; browse them (ls, find, diff, dump); restore
 // files or subtrees from one.
+#include <poll.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <iostream>
 #include <sstream>
 
@@ -186,11 +188,22 @@ int dump_to_stdout(const tool::Common& common, const Options& o, const std::stri
   std::string at = "/";
   for (const auto& part : tree::split_path(path)) at = tree::child_path(at, part);
   browse::DumpStats stats;
-  if (o.archive.empty() && entry.kind == tree::Kind::file)
-    stats = browse::dump_file(*source, entry, at, 1);
-  else
-    stats = browse::dump_archive(*source, entry, at, 1,
-                                 o.archive == "zip" ? util::ArchiveFormat::zip : util::ArchiveFormat::tar);
+  // A reader that goes away (| head -c1) is an error that says so, over HTTP too (where
+  // SIGPIPE would end the process without a word).
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    if (o.archive.empty() && entry.kind == tree::Kind::file)
+      stats = browse::dump_file(*source, entry, at, 1);
+    else
+      stats = browse::dump_archive(*source, entry, at, 1,
+                                   o.archive == "zip" ? util::ArchiveFormat::zip : util::ArchiveFormat::tar);
+  } catch (const Error& e) {
+    struct pollfd out{1, 0, 0};
+    if (::poll(&out, 1, 0) == 1 && (out.revents & POLLERR))  // a pipe without a reader
+      throw Error(ErrorKind::failed, "dump " + shown(at) + ": standard output was closed by its reader (broken pipe); "
+                                     "what it read is incomplete");
+    throw;
+  }
   for (const auto& p : stats.skipped) util::warn("dump: " + shown(p) + ": a socket, left out of the archive");
   return 0;
 }

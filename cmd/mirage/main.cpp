@@ -266,7 +266,9 @@ int main(int argc, char** argv) {
   uint64_t gc_max_repack = 1ULL << 30;
   auto* gc = app.add_subcommand("gc", "Expire snapshots, delete unreferenced data, repack");
   gc->add_flag("--dry-run", gc_dry, "Report what would go; change nothing");
-  gc->add_option("--grace", gc_grace, "Keep chunks younger than this (default 10m)")->transform(duration);
+  gc->add_option("--grace", gc_grace, "Keep chunks younger than this (default 10m)")
+      ->transform(duration)
+      ->check(CLI::NonNegativeNumber);
   gc->add_option("--repack-below", gc_repack_below, "Rewrite packs less live than this (0.5)")
       ->check(CLI::Range(0.0, 1.0));
   gc->add_option("--max-repack", gc_max_repack, "Bytes copied per run at most (1G)")

@@ -539,7 +539,7 @@ class Dumper {
       if (m_archive)
         m_archive->data(plain);
       else
-        util::write_all(m_fd, plain, "write " + q.path);
+        util::write_all(m_fd, plain, q.path);  // "write PATH: ..."
       m_stats.bytes += plain.size();
     }
   }

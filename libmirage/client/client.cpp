@@ -85,6 +85,21 @@ std::vector<uint8_t> chunks_delta(Client& client, std::span<const Digest> pairs)
   return out;
 }
 
+namespace {
+
+/// A user's spec in a message: control bytes as '?' (a newline or escape must not reach a
+/// terminal), and cut when long (a 100 KB argument is not echoed back).
+std::string shown(const std::string& spec) {
+  constexpr size_t k_shown = 64;
+  std::string out = spec.substr(0, k_shown);
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  if (spec.size() > k_shown) out += "... (" + std::to_string(spec.size()) + " bytes)";
+  return out;
+}
+
+}  // namespace
+
 std::string resolve_device(Client& client, const std::string& spec, Unregistered unregistered) {
   if (spec.empty()) throw Error(ErrorKind::usage, "--device is required (a device id, name or hostname)");
   try {
@@ -100,12 +115,12 @@ std::string resolve_device(Client& client, const std::string& spec, Unregistered
   if (devices.size() == 1) return devices[0]["device_id"].get<std::string>();
   if (devices.empty()) {
     if (unregistered == Unregistered::keep) return spec;
-    throw Error(ErrorKind::not_found, "device " + spec + ": no device has this id, name or hostname");
+    throw Error(ErrorKind::not_found, "device " + shown(spec) + ": no device has this id, name or hostname");
   }
   std::string ids;
   for (const auto& d : devices)
     ids += "\n  " + d["device_id"].get<std::string>() + "  " + d.value("state", "") + ", last seen " + d.value("last_seen", "");
-  throw Error(ErrorKind::usage, "device " + spec + ": " + std::to_string(devices.size()) +
+  throw Error(ErrorKind::usage, "device " + shown(spec) + ": " + std::to_string(devices.size()) +
                                     " devices have this hostname; give one of their ids:" + ids);
 }
 
@@ -128,11 +143,11 @@ json at_or_before(const json& list, const std::string& device, const std::string
   for (const auto& s : list)
     if (s["time_ns"].get<int64_t>() <= upper) best = s;
   if (!best.is_null()) return best;
-  std::string message = "device " + device + ": no snapshot at or before " + util::rfc3339(upper) + " (" + spec +
+  std::string message = "device " + device + ": no snapshot at or before " + util::rfc3339(upper) + " (" + shown(spec) +
                         "); the first is " + describe(list.front());
   for (const auto& s : list)
     if (s["snapshot_id"].get<std::string>().starts_with(spec)) {
-      message += "; for the snapshot whose id starts with " + spec + ", give more of its id";
+      message += "; for the snapshot whose id starts with " + shown(spec) + ", give more of its id";
       break;
     }
   throw Error(ErrorKind::not_found, message);
@@ -149,14 +164,14 @@ json pick_snapshot(const json& list, const std::string& device, const std::strin
     if (s["snapshot_id"].get<std::string>().starts_with(spec)) matches.push_back(s);
   if (matches.size() == 1) return matches.front();
   if (matches.empty())
-    throw Error(ErrorKind::not_found, "device " + device + ": no snapshot " + spec +
+    throw Error(ErrorKind::not_found, "device " + device + ": no snapshot " + shown(spec) +
                                           " (an id or id prefix, latest, a date or time such as 2026-11-30 14:00, "
                                           "yesterday, or an age such as 2h, 3d, 1w)");
   constexpr size_t k_listed = 10;
   std::string candidates;
   for (size_t i = 0; i < matches.size() && i < k_listed; ++i) candidates += "\n  " + describe(matches[i]);
   if (matches.size() > k_listed) candidates += "\n  (" + std::to_string(matches.size() - k_listed) + " more)";
-  throw Error(ErrorKind::usage, "device " + device + ": snapshot prefix " + spec + " is ambiguous; it starts " +
+  throw Error(ErrorKind::usage, "device " + device + ": snapshot prefix " + shown(spec) + " is ambiguous; it starts " +
                                     std::to_string(matches.size()) + " ids:" + candidates);
 }
 

@@ -40,8 +40,8 @@ double Params::number(const char* name, double fallback, double lo, double hi) c
   auto it = m_params.find(name);
   if (it == m_params.end()) return fallback;
   if (!it->is_number() || it->get<double>() < lo || it->get<double>() > hi)
-    throw Error(ErrorKind::usage, std::string("parameter '") + name + "' must be a number from " + std::to_string(lo) +
-                                      " to " + std::to_string(hi));
+    throw Error(ErrorKind::usage, std::string("parameter '") + name + "' must be a number from " + nlohmann::json(lo).dump() +
+                                      " to " + nlohmann::json(hi).dump());  // 0 to 31536000, not 0.000000
   return it->get<double>();
 }
 

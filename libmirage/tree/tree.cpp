@@ -353,8 +353,16 @@ std::vector<std::string> split_path(std::string_view path) {
     if (slash == std::string_view::npos) slash = path.size();
     std::string_view part = path.substr(pos, slash - pos);
     if (!part.empty() && part != ".") {
-      if (!valid_name(part))
-        throw Error(ErrorKind::usage, "path " + std::string(path) + ": invalid component '" + std::string(part) + "'");
+      if (!valid_name(part)) {
+        // A name past any limit is shown cut: the message must not carry a 100 KB argument twice.
+        auto cut = [](std::string_view s) {
+          constexpr size_t k_shown = 64;
+          return s.size() <= k_shown ? std::string(s)
+                                     : std::string(s.substr(0, k_shown)) + "... (" + std::to_string(s.size()) + " bytes)";
+        };
+        std::string why = part.size() > k_max_name ? ": a name has at most " + std::to_string(k_max_name) + " bytes" : "";
+        throw Error(ErrorKind::usage, "path " + cut(path) + ": invalid component '" + cut(part) + "'" + why);
+      }
       parts.emplace_back(part);
     }
     pos = slash + 1;
