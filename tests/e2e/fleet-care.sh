@@ -63,7 +63,7 @@ expect_contains "$ERR" "device name kiosk-1 is taken by device dev-a"
 expect_exit 2 mirage device rename dev-b 'bad name'
 expect_contains "$ERR" "device name 'bad name'"
 expect_exit 3 mirage device rename nodev kiosk-2
-expect_contains "$ERR" "device nodev: not registered"
+expect_contains "$ERR" "device nodev: no device has this id, name or hostname"
 expect_exit 0 mirage device list --output text
 expect_contains "$OUT" "kiosk-1"
 expect_exit 0 mirage events --device dev-a --type audit
