@@ -318,7 +318,7 @@ TEST_CASE_TEMPLATE("a pack id is never given twice: a writer whose pack gc delet
   CHECK(writer.check(true, nullptr).problems.empty());
 }
 
-TEST_CASE("a schema 2 catalog is upgraded to 5: its packs keep their ids and new ones are never reused") {
+TEST_CASE("a schema 2 catalog is upgraded to 6: its packs keep their ids and new ones are never reused") {
   TempDir dir;
   std::string a = blob('a', 30000);
   {
@@ -342,7 +342,7 @@ TEST_CASE("a schema 2 catalog is upgraded to 5: its packs keep their ids and new
   util::Db db(db_path);  // the SQLite backend's own record of its schema
   util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
-  CHECK(version.text(0) == "5");
+  CHECK(version.text(0) == "6");
 }
 
 TEST_CASE_TEMPLATE("a gc killed between deleting a retired pack's file and its row leaves a clean store", Vol, OnDisk,
