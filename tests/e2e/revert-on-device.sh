@@ -8,7 +8,7 @@
 # state follows (the device's layers are those it had at the snapshot). --dry-run lists
 # what would change and changes nothing. kill -9 while staging, then a sync: rolled back
 # to exactly the state before; kill -9 in the middle of the commit, then a sync: the
-# snapshot's tree.
+# snapshot's tree. The next enforce works from the snapshot's layers.
 source "$(dirname "$0")/lib.sh"
 need openssl python3 timeout
 T=$TEST_TMP
@@ -103,6 +103,10 @@ expect_same_tree "$T/home-now" "$ep/home"
 [ "$(stat -c %i "$ep/usr/lib/tool/lib.so")" = "$(stat -c %i "$ep/usr/lib/tool/lib.so.1")" ] || fail "the hardlink is not back"
 expect_exit 0 admin mirage-assign status --device ep-r --output json
 [ "$(json_field given.layers <<<"$OUT")" = '["ubase@1"]' ] || fail "the layers are not those of the snapshot: $OUT"
+# The next enforce works from them: layer v1's file, not v2's.
+echo drifted >"$ep/etc/layer.conf"
+expect_exit 0 admin timeout 90 mirage-assign --device ep-r --enforce --wait --timeout 60 --output json
+[ "$(cat "$ep/etc/layer.conf")" = layer-v1 ] || fail "enforce after the revert did not work from the snapshot's layers"
 # The state before was protected by a pinned snapshot, which still has the user's changes.
 expect_exit 0 admin mirage-restore snapshots --device ep-r --output json
 python3 - "$protected" <<PY || fail "the protecting snapshot is not pinned: $OUT"
