@@ -65,6 +65,11 @@ dpkg_ok() {
 }
 
 revert system
+# Only what changed moves: ls (about 150 KB) and the bashrc; the trees are in the
+# endpoint's cache, every other byte is on the device.
+wire=$(python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["wire_bytes"], r["apply"]["bytes_fetched"], r["apply"]["bytes_local"])' <<<"$OUT")
+echo "system revert: wire bytes, bytes fetched, bytes found on the device: $wire" >&2
+[ "${wire%% *}" -lt 1000000 ] || fail "the system revert moved ${wire%% *} bytes for a change of about 150 KB"
 expect_same_tree "$T/at-s" "$ep" home root srv "${unprotected[@]}"
 dpkg_ok system
 expect_same_tree "$T/home-now" "$ep/home"
