@@ -1,5 +1,5 @@
 // mirage-restore: list a device's snapshots; browse them (ls, find, diff, dump); restore
-// files or subtrees from one.
+// files or subtrees from one; revert a device to one on the device itself (--on-device).
 #include <poll.h>
 #include <unistd.h>
 
@@ -10,6 +10,7 @@
 #include "cmd/common/tool.hpp"
 #include "libmirage/browse/browse.hpp"
 #include "libmirage/endpoint/centralize.hpp"
+#include "libmirage/endpoint/revert.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/log.hpp"
@@ -31,6 +32,9 @@ struct Options {
   std::string newer, older;
   std::vector<std::string> diff_args;  ///< S1 S2 [PATH]
   std::string path;                    ///< ls, dump: one path
+  bool on_device = false, wait = false, dry_run = false;  ///< a revert on the device
+  std::string mode = "system";
+  double timeout = 3600;
 };
 
 void need_device(const Options& o) {
@@ -208,7 +212,64 @@ int dump_to_stdout(const tool::Common& common, const Options& o, const std::stri
   return 0;
 }
 
+/// A revert's plan as a dry run prints it: the counts, the bytes, every path.
+void print_revert_plan(std::ostream& out, const json& p) {
+  out << "would revert " << p["device_id"].get<std::string>() << " to snapshot " << p["snapshot_id"].get<std::string>()
+      << " (" << p["mode"].get<std::string>() << "), against its latest snapshot "
+      << p["against_snapshot"].get<std::string>() << "\n";
+  std::string counts;
+  for (const char* a : {"create", "replace", "metadata", "remove"})
+    if (p["counts"].contains(a)) counts += (counts.empty() ? "" : ", ") + p["counts"][a].dump() + " " + a;
+  out << "  " << (counts.empty() ? "nothing to change" : counts) << "\n";
+  out << "  fetch " << tool::human_bytes(p["fetch_bytes"].get<uint64_t>()) << ", reuse "
+      << tool::human_bytes(p["local_bytes"].get<uint64_t>()) << " found on the device\n";
+  tool::Table t({"  ACTION", "PATH", {"FETCH", tool::Align::right}});
+  for (const auto& op : p["ops"])
+    t.row({"  " + op["action"].get<std::string>(), shown(op["path"].get<std::string>()),
+           op.contains("fetch_bytes") ? tool::human_bytes(op["fetch_bytes"].get<uint64_t>()) : ""});
+  t.print(out);
+}
+
+/// --on-device: queues a revert order (or prints its plan), and with --wait waits for
+/// the device to report it.
+int revert(const tool::Common& common, const Options& o) {
+  need_device(o);
+  if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--on-device takes no --path or --to");
+  auto client = tool::connect(common);
+  json snap = client::resolve_snapshot(client, o.device, o.snapshot);
+  if (o.dry_run) {
+    json plan = endpoint::revert_dry_run(client, snap, o.mode);
+    tool::print(common, plan, [&](std::ostream& out) { print_revert_plan(out, plan); });
+    return 0;
+  }
+  json created = client.call("order.revert", {{"device", snap["device_id"]}, {"snapshot", snap["snapshot_id"]}, {"mode", o.mode}});
+  json order = created.at("orders").at(0);
+  int status = 0;
+  if (o.wait) {
+    tool::Progress bar(common, "revert");
+    order = tool::wait_for_order(client, order["order_id"], o.timeout, bar,
+                                 "to revert to snapshot " + snap["snapshot_id"].get<std::string>() + " on its next sync");
+    bar.finish();
+    if (order["state"] != "done") status = 1;
+  }
+  tool::print(common, order, [&](std::ostream& out) {
+    tool::Table t({"DEVICE", "ORDER", "SNAPSHOT", "MODE", "STATE"});
+    t.row({tool::cell(order["device_id"]), tool::cell(order["order_id"]), tool::cell(order["spec"]["snapshot_id"]),
+           tool::cell(order["spec"]["mode"]), order["state"].get<std::string>() + (o.wait ? "" : ", on its next sync")});
+    t.print(out);
+    const json& r = order.value("result", json::object());
+    if (r.contains("error")) out << "failed: " << r["error"].get<std::string>() << "\n";
+    if (r.contains("apply"))
+      out << "protected by snapshot " << tool::cell(r["protected_by"]) << "; wrote " << r["apply"]["written"] << ", removed "
+          << r["apply"]["removed"] << ", " << tool::human_bytes(r["apply"]["bytes_fetched"].get<uint64_t>())
+          << " fetched, " << tool::human_bytes(r["apply"]["bytes_local"].get<uint64_t>()) << " found on the device\n";
+  });
+  return status;
+}
+
 int restore(const tool::Common& common, const Options& o) {
+  if (o.on_device) return revert(common, o);
+  if (o.wait || o.dry_run || o.mode != "system") throw Error(ErrorKind::usage, "--mode, --wait and --dry-run go with --on-device");
   need_device(o);
   if (o.paths.empty()) throw Error(ErrorKind::usage, "--path is required (use --path / for everything)");
   if (o.to.empty()) throw Error(ErrorKind::usage, "--to is required");
@@ -296,6 +357,12 @@ int main(int argc, char** argv) {
   app.add_option("--overwrite", o.overwrite, "An existing file at the target: replace it\n(always, the default), "
                                              "unless its size and\nmtime match (if-changed), or keep it (never)")
       ->check(CLI::IsMember({"always", "if-changed", "never"}));
+  app.add_flag("--on-device", o.on_device, "Revert the device itself to the snapshot\n(an order its next sync carries out)");
+  app.add_option("--mode", o.mode, "With --on-device: system (the machine area,\nthe default), full, or user-data")
+      ->check(CLI::IsMember({"system", "full", "user-data"}));
+  app.add_flag("--wait", o.wait, "With --on-device: wait until the device reports");
+  app.add_option("--timeout", o.timeout, "Seconds --wait waits (default 3600)")->check(CLI::PositiveNumber);
+  app.add_flag("--dry-run", o.dry_run, "With --on-device: print what would change");
   app.fallthrough();
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
   list->add_option("--device", o.device, "Device id, name or unique hostname");

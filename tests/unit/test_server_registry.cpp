@@ -59,8 +59,11 @@ TEST_CASE("enums read and write their wire names and refuse any other") {
   auto message = usage_message([] { (void)nlohmann::json("Admin").get<Role>(); });
   CHECK(message == "role 'Admin': expected admin, image-manager, protection-manager, helpdesk, device or anonymous");
   CHECK(usage_message([] { (void)nlohmann::json("later").get<server::OrderKind>(); }) ==
-        "order type 'later': expected assign, enforce, provision or snapshot");
+        "order type 'later': expected assign, enforce, provision, snapshot or revert");
   CHECK(usage_message([] { (void)nlohmann::json(3).get<server::OrderState>(); }).find("order state") == 0);
+  CHECK(nlohmann::json("user-data").get<server::RevertMode>() == server::RevertMode::user_data);
+  CHECK(usage_message([] { (void)nlohmann::json("all").get<server::RevertMode>(); }) ==
+        "revert mode 'all': expected system, full or user-data");
 }
 
 TEST_CASE("every method has one row, with a body limit and at least one access case") {
@@ -71,7 +74,7 @@ TEST_CASE("every method has one row, with a body limit and at least one access c
     CHECK(!m.access.back().applies);  // the last case takes every call
     CHECK(bool(m.run));
   }
-  CHECK(names.size() == 48);  // a new method adds its row here, in roles-matrix.sh and in the man page
+  CHECK(names.size() == 49);  // a new method adds its row here, in roles-matrix.sh and in the man page
   CHECK(server::find_method("no.such") == nullptr);
 }
 
@@ -86,12 +89,16 @@ TEST_CASE("the rows decide who may call") {
     CHECK(refusal("order.create", {{"type", "assign"}}, Role::helpdesk) != "");
     CHECK(refusal("order.create", {}, Role::helpdesk) != "");
     CHECK(refusal("chunks.put", {}, Role::image_manager) == "");
+    CHECK(refusal("order.revert", {{"device", "d"}}, Role::helpdesk) == "");
+    CHECK(refusal("order.revert", {{"device", "d"}}, Role::protection_manager) == "");
+    CHECK(refusal("order.revert", {{"device", "d"}}, Role::image_manager) != "");
     CHECK(refusal("chunks.put", {{"device_id", "d"}}, Role::image_manager) != "");
   }
   SUBCASE("a device's credential: its own CVD, the rows marked for devices") {
     CHECK(refusal("snapshot.commit", {{"device_id", "d"}}, Role::device, "d") == "");
     CHECK(refusal("snapshot.commit", {{"device_id", "e"}}, Role::device, "d") == "device d may act on its own CVD only");
     CHECK(refusal("device.list", {}, Role::device, "d") == "device.list is not for device credentials");
+    CHECK(refusal("order.revert", {{"device", "d"}}, Role::device, "d") == "order.revert is not for device credentials");
     CHECK(refusal("chunks.put", {}, Role::device, "d") == "a device uploads to its own CVD only");
     CHECK(refusal("chunks.put", {{"device_id", "d"}}, Role::device, "d") == "");
   }
