@@ -312,10 +312,10 @@ int status(const tool::Common& common, const Options& o) {
       local["stage"] = "interrupted";  // run the same restore again: it goes on where it stopped
     doc["local"] = local;
   }
-  json latest;
-  for (const char* type : {"restore.usable", "restore.done"})
-    for (const auto& e : client.call("events.list", {{"device_id", device}, {"type", type}})["events"])
-      if (latest.is_null() || e.value("id", int64_t(0)) > latest.value("id", int64_t(0))) latest = e;
+  json latest;  // the newest restore.usable or restore.done (events come in id order)
+  json events = client.call("events.list", {{"device_id", device}, {"type", "restore."}});
+  for (const auto& e : events["events"])
+    if (e.value("type", "") == "restore.usable" || e.value("type", "") == "restore.done") latest = e;
   doc["server"] = latest;
   tool::print(common, doc, [&](std::ostream& out) {
     if (doc["local"].is_null()) {
