@@ -431,7 +431,7 @@ int main(int argc, char** argv) {
   app.add_flag("--stream", o.stream, "Write the minimal set, make the rest placeholders\nand fill them (reads first); usable early");
   app.add_option("--bwlimit", o.bwlimit, "With --stream: the background fill's rate\n(bytes a second, K/M/G)");
   app.fallthrough();
-  auto* status_cmd = app.add_subcommand("status", "A streaming restore's progress (here and on the server)");
+  auto* status_cmd = app.add_subcommand("status", "Progress of a streaming restore (--stream)");
   status_cmd->add_option("--device", o.device, "Device id or unique hostname");
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
   list->add_option("--device", o.device, "Device id or unique hostname");
