@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <unordered_map>
 
@@ -20,7 +21,8 @@
 namespace mirage::materialize {
 
 namespace {
-constexpr uint64_t k_batch_bytes = 8u << 20;  ///< chunks asked for at once while filling a file
+constexpr uint64_t k_batch_bytes = 8u << 20;  ///< chunks asked for at once
+constexpr size_t k_batch_files = 512;         ///< small files filled from one fetch
 }
 
 void mark_placeholder(int fd, const std::string& path) {
@@ -32,6 +34,19 @@ bool is_placeholder(int fd) {
   char value[4];
   return ::fgetxattr(fd, k_placeholder_xattr, value, sizeof value) >= 0;
 }
+
+namespace {
+/// Verifies chunk `c` (from `records`) and appends it to `out`.
+void write_chunk(ContentWriter& out, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
+                 const tree::ChunkRef& c, const std::string& path, std::vector<uint8_t>& plain) {
+  auto it = records.find(c.id);
+  if (it == records.end() || it->second.raw_size != c.size)
+    throw Error(ErrorKind::integrity, "restore " + path + ": chunk " + c.id.hex() + " is missing from the store");
+  plain.resize(c.size);
+  store::open_record_into(it->second, plain, "restore " + path);
+  out.write(plain);
+}
+}  // namespace
 
 void to_json(nlohmann::json& j, const StreamProgress& p) {
   j = {{"files_done", p.files_done}, {"files_total", p.files_total}, {"bytes_done", p.bytes_done},
@@ -144,10 +159,20 @@ StreamProgress Streamer::fill() {
     return a->entry.mtime_ns > b->entry.mtime_ns;
   });
   std::unique_ptr<ObjectSource> source;
-  for (Item* item : order) {
-    if (!claim(*item)) continue;
+  m_fill_start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < order.size();) {
+    // Small files go together (one fetch for many), as a plain restore batches them.
+    std::vector<Item*> batch;
+    uint64_t bytes = 0;
+    for (; i < order.size() && batch.size() < k_batch_files; ++i) {
+      if (!batch.empty() && bytes + order[i]->entry.size > k_batch_bytes) break;
+      if (!claim(*order[i])) continue;
+      batch.push_back(order[i]);
+      bytes += order[i]->entry.size;
+    }
+    if (batch.empty()) continue;
     if (!source) source = m_opts.source();
-    fill_item(*item, *source, true);
+    fill_batch(batch, *source);
   }
   std::unique_lock lock(m_mutex);
   m_changed.wait(lock, [&] {
@@ -165,10 +190,58 @@ std::vector<std::string> Streamer::warnings() const {
   return m_warnings;
 }
 
-/// Fills `item` in place and answers the reads it held; a failure (the file stays a
-/// placeholder) is kept for fill() to throw.
-void Streamer::fill_item(Item& item, ObjectSource& source, bool background) {
-  bool ok = false;
+void Streamer::fill_batch(const std::vector<Item*>& items, ObjectSource& source) {
+  if (items.size() == 1) return fill_item(*items.front(), source, true);
+  Records fetched;
+  std::vector<uint8_t> blob;
+  uint64_t bytes = 0;
+  try {
+    std::vector<Digest> ids;
+    for (const Item* item : items)
+      for (const auto& c : item->entry.chunks) {
+        ids.push_back(c.id);
+        bytes += c.size;
+      }
+    blob = source.records(ids);
+    store::RecordReader reader(blob, "restore");
+    while (auto rec = reader.next()) fetched.emplace(rec->id, *rec);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::unavailable) throw;
+    fetched.clear();  // each file asks for its own, and a failure names it
+  }
+  // Written all, made durable together (one syncfs, not an fsync a file), then unmarked.
+  std::vector<std::pair<Item*, util::Fd>> written;
+  for (Item* item : items) {
+    util::Fd fd = write_item(*item, source, true, fetched.empty() ? nullptr : &fetched);
+    if (fd) written.emplace_back(item, std::move(fd));
+  }
+  if (!written.empty() && ::syncfs(written.front().second.get()) != 0) {
+    record_error(std::make_exception_ptr(Error(ErrorKind::failed, "make the filled files durable: " + std::string(std::strerror(errno)))));
+    for (auto& [item, fd] : written) finish_item(*item, -1);
+    return;
+  }
+  for (auto& [item, fd] : written) finish_item(*item, fd.get());
+  throttle(bytes, nullptr);  // after: a read waiting on one of these is not held back
+}
+
+void Streamer::fill_item(Item& item, ObjectSource& source, bool background, const Records* fetched) {
+  util::Fd fd = write_item(item, source, background, fetched);
+  if (fd && ::fsync(fd.get()) != 0) {
+    record_error(std::make_exception_ptr(Error(ErrorKind::failed, "make " + item.path + " durable: " + std::strerror(errno))));
+    return finish_item(item, -1);
+  }
+  if (fd) finish_item(item, fd.get());
+}
+
+void Streamer::record_error(std::exception_ptr error) {
+  std::lock_guard lock(m_mutex);
+  if (!m_error) m_error = std::move(error);
+}
+
+/// Writes `item`'s content and metadata into its placeholder; returns the open file, or
+/// no fd when it is finished already (changed at the target: left, with a warning; or
+/// failed: kept for fill() to throw, the file still marked).
+util::Fd Streamer::write_item(Item& item, ObjectSource& source, bool background, const Records* fetched) {
   try {
     // Down the target without following a symlink: the tree may have changed since.
     util::Fd dir = util::open_dir(m_opts.to.string());
@@ -179,24 +252,37 @@ void Streamer::fill_item(Item& item, ObjectSource& source, bool background) {
     struct stat st;
     if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != item.entry.size ||
         !is_placeholder(fd.get())) {
-      std::lock_guard lock(m_mutex);
-      m_warnings.push_back(item.path + ": changed at the target while it was being restored; left as it is");
-    } else {
-      write_content(item, fd.get(), source, background);
-      if (::fsync(fd.get()) != 0) throw_errno("make " + item.path + " durable");
-      // Writing dropped any file capability and moved the times: the snapshot's again.
-      set_metadata_fd(fd.get(), dir.get(), name, item.entry, item.path, [this](std::string m) {
+      {
         std::lock_guard lock(m_mutex);
-        m_warnings.push_back(std::move(m));
-      });
-      if (::fremovexattr(fd.get(), k_placeholder_xattr) != 0 && errno != ENODATA)
-        throw_errno("unmark the placeholder of " + item.path);
-      if (m_group) m_group->unmark(fd.get());
+        m_warnings.push_back(item.path + ": changed at the target while it was being restored; left as it is");
+      }
+      finish_item(item, -2);
+      return {};
     }
-    ok = true;
+    write_content(item, fd.get(), source, background, fetched);
+    // Writing dropped any file capability and moved the times: the snapshot's again.
+    set_metadata_fd(fd.get(), dir.get(), name, item.entry, item.path, [this](std::string m) {
+      std::lock_guard lock(m_mutex);
+      m_warnings.push_back(std::move(m));
+    });
+    return fd;
   } catch (...) {
-    std::lock_guard lock(m_mutex);
-    if (!m_error) m_error = std::current_exception();
+    record_error(std::current_exception());
+    finish_item(item, -1);
+    return {};
+  }
+}
+
+/// Unmarks the filled file `fd` (durable by now) and answers the reads it held; -1: it
+/// failed (it stays a placeholder, reads fail with EIO); -2: left as it was.
+void Streamer::finish_item(Item& item, int fd) {
+  bool ok = fd != -1;
+  if (fd >= 0) {
+    if (::fremovexattr(fd, k_placeholder_xattr) != 0 && errno != ENODATA) {
+      record_error(std::make_exception_ptr(Error(ErrorKind::failed, "unmark the placeholder of " + item.path + ": " + std::strerror(errno))));
+      ok = false;
+    }
+    if (m_group) m_group->unmark(fd);
   }
   std::vector<util::PreContentGroup::Event> waiting;
   {
@@ -213,45 +299,46 @@ void Streamer::fill_item(Item& item, ObjectSource& source, bool background) {
   report();
 }
 
-void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool background) {
+void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched) {
   ContentWriter out(fd, item.entry, item.path);
   const auto& chunks = item.entry.chunks;
   std::vector<uint8_t> plain;
-  auto start = std::chrono::steady_clock::now();
-  uint64_t written = 0;
   for (size_t first = 0; first < chunks.size();) {
-    std::vector<Digest> ids;
-    uint64_t bytes = 0;
     size_t last = first;
-    while (last < chunks.size() && (ids.empty() || bytes < k_batch_bytes)) {
-      ids.push_back(chunks[last].id);
-      bytes += chunks[last].size;
-      ++last;
+    Records own;
+    const Records* records = fetched;
+    if (!records) {  // a large file, or a read waits: its chunks a batch at a time
+      std::vector<Digest> ids;
+      uint64_t bytes = 0;
+      while (last < chunks.size() && (ids.empty() || bytes < k_batch_bytes)) {
+        ids.push_back(chunks[last].id);
+        bytes += chunks[last].size;
+        ++last;
+      }
+      auto blob = source.records(ids);
+      store::RecordReader reader(blob, "restore " + item.path);
+      while (auto rec = reader.next()) own.emplace(rec->id, *rec);
+      records = &own;
+      for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
+      if (background) throttle(bytes, &item);
+    } else {
+      last = chunks.size();
+      for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
     }
-    auto blob = source.records(ids);
-    std::unordered_map<Digest, store::Record, util::DigestHash> records;
-    store::RecordReader reader(blob, "restore " + item.path);
-    while (auto rec = reader.next()) records.emplace(rec->id, *rec);
-    for (size_t i = first; i < last; ++i) {
-      auto it = records.find(chunks[i].id);
-      if (it == records.end() || it->second.raw_size != chunks[i].size)
-        throw Error(ErrorKind::integrity, "restore " + item.path + ": chunk " + chunks[i].id.hex() + " is missing from the store");
-      plain.resize(chunks[i].size);
-      store::open_record_into(it->second, plain, "restore " + item.path);
-      out.write(plain);
-    }
-    written += bytes;
     first = last;
-    if (background && m_opts.bytes_per_second) {
-      auto due = start + std::chrono::duration<double>(double(written) / double(m_opts.bytes_per_second));
-      std::unique_lock lock(m_mutex);
-      // Woken early when a read waits: the background fill yields to it by finishing
-      // this file without its limit.
-      m_changed.wait_until(lock, std::chrono::time_point_cast<std::chrono::steady_clock::duration>(due),
-                           [&] { return m_stopping || !item.waiting.empty(); });
-    }
   }
   out.finish();
+}
+
+void Streamer::throttle(uint64_t bytes, Item* item) {
+  if (!m_opts.bytes_per_second) return;
+  std::unique_lock lock(m_mutex);
+  m_fill_bytes += bytes;
+  auto due = m_fill_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                std::chrono::duration<double>(double(m_fill_bytes) / double(m_opts.bytes_per_second)));
+  // Woken early when a read waits for this file: the fill yields to it by finishing the
+  // file without its limit.
+  m_changed.wait_until(lock, due, [&] { return m_stopping || (item && !item->waiting.empty()); });
 }
 
 void Streamer::report() {

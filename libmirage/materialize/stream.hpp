@@ -17,6 +17,7 @@
 // exactly the files still marked.
 #include <sys/types.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -28,11 +29,13 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "libmirage/materialize/restorer.hpp"
+#include "libmirage/store/record.hpp"
 #include "libmirage/util/fanotify.hpp"
 
 namespace mirage::materialize {
@@ -89,8 +92,17 @@ class Streamer {
     std::vector<util::PreContentGroup::Event> waiting;  ///< reads held until it is filled
   };
   bool claim(Item& item);
-  void fill_item(Item& item, ObjectSource& source, bool background);
-  void write_content(Item& item, int fd, ObjectSource& source, bool background);
+  using Records = std::unordered_map<Digest, store::Record, util::DigestHash>;
+  /// Fills `items` (claimed), fetching their chunks in one call when they are small.
+  void fill_batch(const std::vector<Item*>& items, ObjectSource& source);
+  void fill_item(Item& item, ObjectSource& source, bool background, const Records* fetched = nullptr);
+  util::Fd write_item(Item& item, ObjectSource& source, bool background, const Records* fetched);
+  void finish_item(Item& item, int fd);
+  void record_error(std::exception_ptr error);
+  void write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched);
+  /// The background fill's rate limit: waits until `bytes` more are due (or a read of
+  /// `item` waits, or the stream stops).
+  void throttle(uint64_t bytes, Item* item);
   void listen();
   void serve_reads();
   void report();
@@ -111,7 +123,9 @@ class Streamer {
   std::exception_ptr m_error;
   StreamProgress m_progress;
   std::vector<std::string> m_warnings;
-  std::unique_ptr<ObjectSource> m_reader_source;  ///< the on-demand filler's
+  std::unique_ptr<ObjectSource> m_reader_source;
+  std::chrono::steady_clock::time_point m_fill_start;  ///< for the rate limit
+  uint64_t m_fill_bytes = 0;  ///< the on-demand filler's
   std::thread m_listener, m_reader;
 };
 
