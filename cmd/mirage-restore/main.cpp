@@ -3,6 +3,8 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <iostream>
 #include <sstream>
@@ -11,7 +13,11 @@
 #include "libmirage/browse/browse.hpp"
 #include "libmirage/endpoint/centralize.hpp"
 #include "libmirage/endpoint/revert.hpp"
+#include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/proto/transport.hpp"
 #include "libmirage/util/clock.hpp"
+#include "libmirage/util/fd.hpp"
+#include "libmirage/util/json_input.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/log.hpp"
 
@@ -35,6 +41,8 @@ struct Options {
   bool on_device = false, wait = false, dry_run = false;  ///< a revert on the device
   std::string mode = "system";
   double timeout = 3600;
+  bool stream = false;
+  std::string bwlimit;  ///< --stream: the background fill's rate (SIZE per second)
 };
 
 void need_device(const Options& o) {
@@ -265,6 +273,135 @@ int revert(const tool::Common& common, const Options& o) {
           << " fetched, " << tool::human_bytes(r["apply"]["bytes_local"].get<uint64_t>()) << " found on the device\n";
   });
   return status;
+/// Where a streaming restore of `device` keeps its progress on this machine.
+std::filesystem::path status_file(const std::string& device) {
+  return std::filesystem::path(proto::default_data_dir()) / "restore" / (device + ".json");
+
+void write_status(const std::filesystem::path& file, const json& doc) {
+  std::error_code ec;
+  std::filesystem::create_directories(file.parent_path(), ec);
+  util::AtomicFile out(file, 0600);
+  out.write(doc.dump(2) + "\n");
+  out.commit();
+
+/// --stream: the minimal set whole and placeholders for the rest, then the fill (see
+/// materialize/stream.hpp); progress kept in status_file() for `status`.
+int restore_stream(const tool::Common& common, const Options& o, client::Client& client, const json& snap) {
+  endpoint::StreamOptions so;
+  json pol = client.call("policy.get", {{"device_id", snap["device_id"]}});
+  so.policy = policy::UploadPolicy::from_json(pol.at("policy"));
+  if (!o.bwlimit.empty()) {
+    auto rate = tool::parse_size(o.bwlimit);
+    if (!rate || !*rate) throw Error(ErrorKind::usage, "--bwlimit " + o.bwlimit + ": expected a rate such as 20M (bytes a second)");
+    so.bytes_per_second = *rate;
+  const std::string device = snap["device_id"].get<std::string>();
+  auto file = status_file(device);
+  std::error_code ec;
+  json status = {{"device_id", device}, {"snapshot_id", snap["snapshot_id"]}, {"time", snap["time"]},
+                 {"to", std::filesystem::absolute(o.to, ec).lexically_normal().string()}, {"pid", ::getpid()},
+                 {"stage", "minimal-set"}, {"started", util::rfc3339(util::now_ns())}};
+  write_status(file, status);
+  tool::Progress bar(common, "restore");
+  auto state = tool::ProgressState::of_bytes("restoring the minimal set", 0, 0);
+  so.progress = [&](uint64_t bytes) {
+    state.bytes = bytes;
+    bar.update(state);
+  };
+  auto last_write = std::chrono::steady_clock::now();
+  so.usable = [&](const materialize::RestoreStats& stats, const materialize::Streamer& streamer) {
+    status["stage"] = "filling";
+    status["usable"] = util::rfc3339(util::now_ns());
+    status["on_demand"] = streamer.on_demand();
+    if (!streamer.on_demand()) status["on_demand_why_not"] = streamer.why_not();
+    write_status(file, status);
+    util::log(util::LogLevel::info, "the tree is usable: " + std::to_string(stats.placeholders) + " files are placeholders, filled now" +
+               (streamer.on_demand() ? " (a program that reads one waits for it)"
+                                     : "; " + streamer.why_not() + ": a program that reads one before it is filled sees zeros"));
+    try {
+      endpoint::report_restore(client, snap, o.paths, o.to, stats, "usable", stats.placeholders, 0);
+    } catch (const std::exception& e) {
+      util::warn(std::string("restore not logged: ") + e.what());
+    }
+    state = tool::ProgressState::of_bytes("filling placeholders", 0, 0);
+  };
+  so.fill_progress = [&](const materialize::StreamProgress& p) {
+    state.files = p.files_done;
+    state.files_total = p.files_total;
+    state.bytes = p.bytes_done;
+    state.bytes_total = p.bytes_total;
+    bar.update(state);
+    if (std::chrono::steady_clock::now() - last_write < std::chrono::seconds(1)) return;
+    last_write = std::chrono::steady_clock::now();
+    status["progress"] = p;
+    write_status(file, status);
+  };
+  endpoint::StreamResult r;
+  try {
+    r = endpoint::restore_streaming(client, snap, o.paths, o.to, tool::connection_factory(common), so);
+  } catch (...) {
+    status["stage"] = "failed";
+    write_status(file, status);
+    throw;
+  bar.finish();
+  status["stage"] = "done";
+  status["progress"] = r.fill;
+  status["finished"] = util::rfc3339(util::now_ns());
+  write_status(file, status);
+  auto total = r.stats;
+  total.bytes += r.fill.bytes_done;
+  total.wire_bytes += r.fill.wire_bytes;
+  try {
+    endpoint::report_restore(client, snap, o.paths, o.to, total);
+  } catch (const std::exception& e) {
+    util::warn(std::string("restore not logged: ") + e.what());
+  json doc = {{"device_id", snap["device_id"]}, {"snapshot_id", snap["snapshot_id"]}, {"time", snap["time"]},
+              {"to", o.to}, {"paths", o.paths}, {"stream", r}};
+  tool::print(common, doc, [&](std::ostream& out) {
+    out << "restored " << r.stats.files << " files from snapshot " << snap["snapshot_id"].get<std::string>() << " into "
+        << o.to << ": usable after " << tool::human_seconds(r.usable_seconds) << ", complete after "
+        << tool::human_seconds(r.seconds) << " (" << r.fill.files_done << " placeholders filled, " << r.fill.on_demand
+        << " first because a program read them)\n";
+  return 0;
+
+/// `status`: a streaming restore's progress, here and as the server last heard it.
+int status(const tool::Common& common, const Options& o) {
+  std::string device = client::resolve_device(client, o.device);
+  json doc = {{"device_id", device}, {"local", nullptr}, {"server", nullptr}};
+  auto file = status_file(device);
+  std::error_code ec;
+  if (std::filesystem::exists(file, ec)) {
+    json local = util::read_json_input(file.string(), "status file");
+    std::string stage = local.value("stage", "");
+    if (stage != "done" && stage != "failed" && local.contains("pid") &&
+        ::kill(local["pid"].get<pid_t>(), 0) != 0 && errno == ESRCH)
+      local["stage"] = "interrupted";  // run the same restore again: it goes on where it stopped
+    doc["local"] = local;
+  json latest;  // the newest restore.usable or restore.done (events come in id order)
+  json events = client.call("events.list", {{"device_id", device}, {"type", "restore."}});
+  for (const auto& e : events["events"])
+    if (e.value("type", "") == "restore.usable" || e.value("type", "") == "restore.done") latest = e;
+  doc["server"] = latest;
+  tool::print(common, doc, [&](std::ostream& out) {
+    if (doc["local"].is_null()) {
+      out << "no streaming restore of " << device << " on this machine\n";
+    } else {
+      const json& l = doc["local"];
+      json p = l.value("progress", json::object());
+      out << "here: " << l.value("stage", "?") << ", into " << l.value("to", "?") << " from snapshot "
+          << l.value("snapshot_id", "?") << ": " << p.value("files_done", 0) << " of " << p.value("files_total", 0)
+          << " files, " << tool::human_bytes(p.value("bytes_done", uint64_t(0))) << " of "
+          << tool::human_bytes(p.value("bytes_total", uint64_t(0))) << "\n";
+      if (l.value("stage", "") == "interrupted") out << "  interrupted: run the same restore again to go on\n";
+    }
+    if (latest.is_null()) {
+      out << "server: no restore of " << device << " reported\n";
+    } else {
+      out << "server: " << latest.value("type", "?") << " at " << latest.value("time", "?");
+      const json& d = latest.value("detail", json::object());
+      if (d.contains("files_left")) out << ", " << d["files_left"].get<uint64_t>() << " files left then";
+      out << " (into " << d.value("to", "?") << " on " << d.value("host", "?") << ")\n";
+    }
+  return 0;
 }
 
 int restore(const tool::Common& common, const Options& o) {
@@ -283,6 +420,8 @@ int restore(const tool::Common& common, const Options& o) {
     throw Error(ErrorKind::usage, "--to " + o.to + ": not a directory");
   auto client = tool::connect(common);
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
+  if (o.stream) return restore_stream(common, o, client, snap);
+  if (!o.bwlimit.empty()) throw Error(ErrorKind::usage, "--bwlimit is for --stream");
   tool::Progress bar(common, "restore");
   auto state = tool::ProgressState::of_bytes("restoring", 0, 0);
   // The total in bytes (the restorer reports bytes, not files), from the trees below the
@@ -363,7 +502,11 @@ int main(int argc, char** argv) {
   app.add_flag("--wait", o.wait, "With --on-device: wait until the device reports");
   app.add_option("--timeout", o.timeout, "Seconds --wait waits (default 3600)")->check(CLI::PositiveNumber);
   app.add_flag("--dry-run", o.dry_run, "With --on-device: print what would change");
+  app.add_flag("--stream", o.stream, "Write the minimal set, make the rest placeholders\nand fill them (reads first); usable early");
+  app.add_option("--bwlimit", o.bwlimit, "With --stream: the background fill's rate\n(bytes a second, K/M/G)");
   app.fallthrough();
+  auto* status_cmd = app.add_subcommand("status", "Progress of a streaming restore (--stream)");
+  status_cmd->add_option("--device", o.device, "Device id or unique hostname");
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
   list->add_option("--device", o.device, "Device id, name or unique hostname");
   auto* ls_cmd = app.add_subcommand("ls", "List a directory of a snapshot");
@@ -394,5 +537,6 @@ int main(int argc, char** argv) {
                     {find_cmd, [&] { return find(common, o); }},
                     {diff_cmd, [&] { return diff(common, o); }},
                     {dump_cmd, [&] { return dump_to_stdout(common, o, o.path); }},
+                    {status_cmd, [&] { return status(common, o); }},
                     {nullptr, [&] { return restore(common, o); }}});
 }

@@ -207,10 +207,66 @@ uint64_t restore_bytes(Client& client, const json& snapshot, const std::vector<s
   auto source = object_source(client, nullptr);
   return materialize::bytes_under(*source, tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root"),
                                   paths);
+namespace {
+/// An object source over a connection of its own (a streaming restore's fillers).
+class OwnSource : public materialize::ObjectSource {
+ public:
+  explicit OwnSource(std::unique_ptr<Client> client) : m_client(std::move(client)), m_source(object_source(*m_client, nullptr)) {}
+  std::vector<uint8_t> records(std::span<const Digest> ids) override { return m_source->records(ids); }
+  uint64_t bytes_received() const override { return m_source->bytes_received(); }
+
+ private:
+  std::unique_ptr<Client> m_client;
+  std::unique_ptr<materialize::ObjectSource> m_source;
+};
+}  // namespace
+
+void to_json(json& j, const StreamResult& r) {
+  j = {{"restore", r.stats}, {"fill", r.fill}, {"on_demand", r.on_demand}, {"usable_seconds", r.usable_seconds},
+       {"seconds", r.seconds}};
+  if (!r.on_demand) j["on_demand_why_not"] = r.why_not;
+}
+
+StreamResult restore_streaming(Client& client, const json& snapshot, const std::vector<std::string>& paths,
+                               const fs::path& to, ConnectionFactory more_connections, const StreamOptions& options) {
+  if (!more_connections) throw Error(ErrorKind::usage, "a streaming restore needs connections of its own to the server");
+  auto start = std::chrono::steady_clock::now();
+  materialize::Streamer::Options so;
+  so.to = to;
+  so.source = [more_connections] { return std::make_unique<OwnSource>(more_connections()); };
+  so.rank = [&options](const std::string& path, const tree::Entry&) { return options.policy.in_user_area(path) ? 0 : 1; };
+  so.bytes_per_second = options.bytes_per_second;
+  so.progress = options.fill_progress;
+  materialize::Streamer streamer(std::move(so));
+
+  materialize::RestoreOptions ro;
+  ro.to = to;
+  ro.overwrite = materialize::Overwrite::if_changed;  // a rerun keeps what is complete
+  ro.paths = paths;
+  ro.root = tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root");
+  ro.tree = ro.root.subtree;
+  ro.progress = options.progress;
+  ro.placeholder = [&options](const std::string& path, const tree::Entry&) { return !options.policy.restore_first(path); };
+  ro.on_placeholder = [&streamer](int dirfd, const std::string& name, const std::string& path, const tree::Entry& e) {
+    streamer.add(dirfd, name, path, e);
+  };
+  auto source = object_source(client, more_connections);
+  StreamResult r;
+  r.stats = materialize::restore(ro, *source);
+  r.stats.wire_bytes = source->bytes_received();
+  r.usable_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.on_demand = streamer.on_demand();
+  r.why_not = streamer.why_not();
+  if (options.usable) options.usable(r.stats, streamer);
+  r.fill = streamer.fill();
+  for (auto& w : streamer.warnings()) r.stats.warnings.push_back(std::move(w));
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
 }
 
 json report_restore(Client& client, const json& snapshot, const std::vector<std::string>& paths, const fs::path& to,
-                    const materialize::RestoreStats& stats) {
+                    const materialize::RestoreStats& stats, const std::string& stage, uint64_t files_left,
+                    uint64_t bytes_left) {
   constexpr size_t k_named = 64;  // server::k_max_report_paths: a whole device is "/", a long list is cut
   std::vector<std::string> named(paths.begin(), paths.begin() + std::min(paths.size(), k_named));
   char host[256] = {};
@@ -228,7 +284,10 @@ json report_restore(Client& client, const json& snapshot, const std::vector<std:
                                        {"paths", named},
                                        {"paths_total", paths.size()},
                                        {"to", ec ? to.string() : where.string()},
-                                       {"host", host}});
+                                       {"host", host},
+                                       {"stage", stage},
+                                       {"files_left", files_left},
+                                       {"bytes_left", bytes_left}});
 }
 
 }  // namespace mirage::endpoint

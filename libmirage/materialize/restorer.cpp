@@ -2,6 +2,7 @@
 
 #include "libmirage/materialize/content.hpp"
 #include "libmirage/materialize/metadata.hpp"
+#include "libmirage/materialize/stream.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -214,7 +215,10 @@ class Restorer {
       case tree::Kind::file:
         if (link_to_group(parent, e, path)) return;
         m_stats.files++;
-        queue({Job::Type::file, parent, e, path, nullptr, {}});
+        if (e.size > 0 && m_opts.placeholder && m_opts.placeholder(path, e))
+          make_placeholder(parent->get(), e, path);
+        else
+          queue({Job::Type::file, parent, e, path, nullptr, {}});
         break;
       default:
         if (link_to_group(parent, e, path)) return;
@@ -236,7 +240,7 @@ class Restorer {
       if (e.kind != tree::Kind::file || !same(st)) return false;
       // Through an fd opened without following a symlink: what was checked is what is changed.
       util::Fd fd(::openat(dirfd, e.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-      if (!fd || ::fstat(fd.get(), &st) != 0 || !same(st)) return false;
+      if (!fd || ::fstat(fd.get(), &st) != 0 || !same(st) || is_placeholder(fd.get())) return false;
       set_metadata_fd(fd.get(), dirfd, e.name, e, path, [this](std::string m) { warn(std::move(m)); });
     }
     m_stats.kept++;
@@ -324,6 +328,25 @@ class Restorer {
       throw;
     }
     install(dirfd, tmp, e.name, path);
+  }
+
+  /// A file of the entry's size that is all hole, with its metadata and the placeholder
+  /// mark, put in place; then handed to on_placeholder.
+  void make_placeholder(int dirfd, const tree::Entry& e, const std::string& path) {
+    std::string tmp = temp_name();
+    util::Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw_errno("create " + path);
+    try {
+      if (::ftruncate(fd.get(), static_cast<off_t>(e.size)) != 0) throw_errno("size the placeholder of " + path);
+      mark_placeholder(fd.get(), path);
+      set_metadata_fd(fd.get(), dirfd, tmp, e, path, [this](std::string m) { warn(std::move(m)); });
+    } catch (...) {
+      ::unlinkat(dirfd, tmp.c_str(), 0);
+      throw;
+    }
+    install(dirfd, tmp, e.name, path);
+    m_stats.placeholders++;
+    if (m_opts.on_placeholder) m_opts.on_placeholder(dirfd, e.name, path, e);
   }
 
   /// Fetches the chunks of the queued jobs, then hands them to a writer task while the
@@ -476,7 +499,7 @@ class Restorer {
 
 void to_json(nlohmann::json& j, const RestoreStats& s) {
   j = {{"files", s.files}, {"dirs", s.dirs}, {"symlinks", s.symlinks}, {"others", s.others},
-       {"hardlinks", s.hardlinks}, {"kept", s.kept}, {"bytes", s.bytes}, {"wire_bytes", s.wire_bytes},
+       {"hardlinks", s.hardlinks}, {"kept", s.kept}, {"bytes", s.bytes}, {"wire_bytes", s.wire_bytes}, {"placeholders", s.placeholders},
        {"warnings", s.warnings}};
 }
 

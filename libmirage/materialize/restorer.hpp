@@ -65,6 +65,7 @@ class ObjectSource {
 struct RestoreStats {
   uint64_t files = 0, dirs = 0, symlinks = 0, others = 0, hardlinks = 0;
   uint64_t kept = 0;  ///< entries already at the target and left as they were (Overwrite)
+  uint64_t placeholders = 0;  ///< files made as placeholders, to be filled later (stream.hpp)
   uint64_t bytes = 0;
   uint64_t wire_bytes = 0;  ///< received from the server (set by the protocol client)
   std::vector<std::string> warnings;
@@ -87,6 +88,13 @@ struct RestoreOptions {
   tree::Entry root;                ///< the snapshot's root directory entry
   std::function<void(uint64_t bytes)> progress;
   Overwrite overwrite = Overwrite::always;
+  /// Streaming (stream.hpp): a regular file with content for which `placeholder` returns
+  /// true is made as a placeholder (its final size as a hole, its final metadata, the
+  /// placeholder xattr) instead of being written, and handed to `on_placeholder` with
+  /// its parent's fd and its name once it is in place. A placeholder at the target is
+  /// never "unchanged" to Overwrite::if_changed.
+  std::function<bool(const std::string& path, const tree::Entry&)> placeholder;
+  std::function<void(int dirfd, const std::string& name, const std::string& path, const tree::Entry&)> on_placeholder;
 };
 
 /// Restores each path to `to/<path>` (the whole snapshot into `to` for "/"). The

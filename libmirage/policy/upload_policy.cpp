@@ -83,7 +83,8 @@ UploadPolicy UploadPolicy::from_json(const nlohmann::json& doc) {
   if (!doc.is_object()) throw Error(ErrorKind::usage, "upload policy: not a JSON object");
   for (const auto& [key, value] : doc.items()) {
     (void)value;
-    if (key != "version" && key != "unprotected" && key != "exceptions" && key != "user_area" && key != "retention")
+    if (key != "version" && key != "unprotected" && key != "exceptions" && key != "user_area" && key != "retention" &&
+        key != "restore_first")
       throw Error(ErrorKind::usage, "upload policy: unknown field '" + key + "'");
   }
   if (doc.contains("version") && doc.at("version") != 1)
@@ -94,6 +95,7 @@ UploadPolicy UploadPolicy::from_json(const nlohmann::json& doc) {
   if (auto l = string_list(doc, "unprotected", "upload policy")) p.m_unprotected = std::move(*l);
   if (auto l = string_list(doc, "exceptions", "upload policy")) p.m_exceptions = std::move(*l);
   if (auto l = string_list(doc, "user_area", "upload policy")) p.m_user_area = std::move(*l);
+  if (auto l = string_list(doc, "restore_first", "upload policy")) p.m_restore_first = std::move(*l);
   return p;
 }
 
@@ -110,7 +112,8 @@ nlohmann::json default_policy_document() {
 }
 
 nlohmann::json UploadPolicy::to_json() const {
-  return {{"version", 1}, {"unprotected", m_unprotected}, {"exceptions", m_exceptions}, {"user_area", m_user_area}};
+  return {{"version", 1}, {"unprotected", m_unprotected}, {"exceptions", m_exceptions}, {"user_area", m_user_area},
+          {"restore_first", m_restore_first}};
 }
 
 Decision UploadPolicy::classify(std::string_view path, bool inside_unprotected, Ancestors ancestors) const {
@@ -134,6 +137,20 @@ Decision UploadPolicy::classify(std::string_view path, bool inside_unprotected, 
 
 bool UploadPolicy::in_user_area(std::string_view path) const {
   for (const auto& r : m_user_area)
+    if (rule_matches(r, path)) return true;
+  return false;
+}
+
+const std::vector<std::string>& UploadPolicy::minimal_restore_set() {
+  static const std::vector<std::string> set = {"/etc",  "/usr",   "/bin",   "/sbin", "/lib",
+                                               "/lib32", "/lib64", "/libx32", "/boot", "/var/lib/dpkg"};
+  return set;
+}
+
+bool UploadPolicy::restore_first(std::string_view path) const {
+  for (const auto& r : minimal_restore_set())
+    if (rule_matches(r, path)) return true;
+  for (const auto& r : m_restore_first)
     if (rule_matches(r, path)) return true;
   return false;
 }

@@ -4,6 +4,7 @@
 //    "unprotected": ["/proc", "/tmp", "lost+found", ...],   // rules
 //    "exceptions":  ["/var/cache/keep-me"],                  // protected despite a rule
 //    "user_area":   ["/home", "/root", "/srv"],               // never touched by layers
+//    "restore_first": ["/opt/vpn"],                           // a streaming restore's minimal set, beyond the built-in one
 //    "retention":   {"hourly": 24, ...}}                      // which snapshots to keep (retention.hpp)
 // A rule that contains a '/' is anchored at the root ("/var/cache", "/var/log/*.gz") and
 // also covers everything below a matching directory; a rule without one matches a
@@ -44,6 +45,11 @@ class UploadPolicy {
   Decision classify(std::string_view path, bool inside_unprotected, Ancestors ancestors = Ancestors::unchecked) const;
   /// True when `path` is in the user area.
   bool in_user_area(std::string_view path) const;
+  /// What a streaming restore writes whole before anything else (what boots and reaches
+  /// the network): /etc /usr /bin /sbin /lib* /boot /var/lib/dpkg, and "restore_first".
+  static const std::vector<std::string>& minimal_restore_set();
+  /// True when `path` is in the minimal restore set (built in or this policy's).
+  bool restore_first(std::string_view path) const;
   /// Adds an anchored unprotected rule (e.g. a swap file found in /proc/swaps).
   void add_unprotected(std::string rule) { m_unprotected.push_back(std::move(rule)); }
 
@@ -51,6 +57,7 @@ class UploadPolicy {
   std::vector<std::string> m_unprotected;
   std::vector<std::string> m_exceptions;
   std::vector<std::string> m_user_area;
+  std::vector<std::string> m_restore_first;
 };
 
 /// A whole policy document (upload rules and "retention", see retention.hpp), validated

@@ -369,6 +369,11 @@ EventsReport EventsReport::parse(const Params& p) {
   e.host = p.text_or("host");
   if (e.host.size() > 253 || e.host != printable(e.host, 253))
     throw Error(ErrorKind::usage, "host: at most 253 printable characters");
+  e.stage = p.text_or("stage", "done");
+  if (e.stage != "done" && e.stage != "usable")
+    throw Error(ErrorKind::usage, "stage '" + printable(e.stage, 100) + "': done or usable");
+  e.files_left = static_cast<uint64_t>(p.number("files_left", 0, 0, 1e18));
+  e.bytes_left = static_cast<uint64_t>(p.number("bytes_left", 0, 0, 1e18));
   return e;
 }
 
@@ -376,6 +381,10 @@ void to_json(json& j, const RestoreDone& r) {
   j = {{"transaction", "restore"}, {"snapshot_id", r.snapshot_id}, {"bytes_moved", r.bytes_moved},
        {"unique_bytes", r.unique_bytes}, {"files", r.files}, {"by", r.by}, {"paths", r.paths},
        {"paths_total", r.paths_total}, {"to", r.to}, {"host", r.host}};
+  if (r.stage == "usable") {
+    j["files_left"] = r.files_left;
+    j["bytes_left"] = r.bytes_left;
+  }
 }
 
 // Clients report what they did without the server seeing it whole (a restore reads
@@ -383,8 +392,8 @@ void to_json(json& j, const RestoreDone& r) {
 RestoreDone events_report(Context& c, const EventsReport& p) {
   registered_device(c.cat(), p.device_id);
   RestoreDone r{p.snapshot_id, p.bytes_moved, p.unique_bytes, p.files, c.by().empty() ? "local" : c.by(),
-                p.paths, p.paths_total, p.to, p.host};
-  c.cat().add_event("restore.done", p.device_id, r);
+                p.paths, p.paths_total, p.to, p.host, p.stage, p.files_left, p.bytes_left};
+  c.cat().add_event("restore." + p.stage, p.device_id, r);
   return r;
 }
 

@@ -497,6 +497,11 @@ struct EventsReport {
   std::vector<std::string> paths;  ///< the snapshot paths restored (bounded: see above)
   uint64_t paths_total;            ///< how many were restored in all
   std::string to, host;            ///< the target directory, and the machine it is on
+  /// A streaming restore reports twice: "usable" (the minimal set and the placeholders
+  /// are in place; files_left and bytes_left still to fill) and "done". Event
+  /// restore.<stage>.
+  std::string stage = "done";
+  uint64_t files_left = 0, bytes_left = 0;
   static EventsReport parse(const Params& p);
 };
 struct RestoreDone {  ///< the event's detail, as recorded
@@ -506,6 +511,8 @@ struct RestoreDone {  ///< the event's detail, as recorded
   std::vector<std::string> paths;
   uint64_t paths_total;
   std::string to, host;
+  std::string stage;
+  uint64_t files_left, bytes_left;
 };
 void to_json(nlohmann::json& j, const RestoreDone& r);
 RestoreDone events_report(Context& c, const EventsReport& p);

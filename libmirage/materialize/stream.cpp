@@ -1,0 +1,355 @@
+#include "libmirage/materialize/stream.hpp"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <chrono>
+#include <unordered_map>
+
+#include "libmirage/materialize/content.hpp"
+#include "libmirage/materialize/metadata.hpp"
+#include "libmirage/store/record.hpp"
+#include "libmirage/tree/tree.hpp"
+#include "libmirage/util/error.hpp"
+
+namespace mirage::materialize {
+
+namespace {
+constexpr uint64_t k_batch_bytes = 8u << 20;  ///< chunks asked for at once
+constexpr size_t k_batch_files = 512;         ///< small files filled from one fetch
+}
+
+void mark_placeholder(int fd, const std::string& path) {
+  if (::fsetxattr(fd, k_placeholder_xattr, "1", 1, 0) != 0)
+    throw_errno("mark the placeholder of " + path + " (streaming needs user xattrs on the target's file system)");
+}
+
+bool is_placeholder(int fd) {
+  char value[4];
+  return ::fgetxattr(fd, k_placeholder_xattr, value, sizeof value) >= 0;
+}
+
+namespace {
+/// Verifies chunk `c` (from `records`) and appends it to `out`.
+void write_chunk(ContentWriter& out, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
+                 const tree::ChunkRef& c, const std::string& path, std::vector<uint8_t>& plain) {
+  auto it = records.find(c.id);
+  if (it == records.end() || it->second.raw_size != c.size)
+    throw Error(ErrorKind::integrity, "restore " + path + ": chunk " + c.id.hex() + " is missing from the store");
+  plain.resize(c.size);
+  store::open_record_into(it->second, plain, "restore " + path);
+  out.write(plain);
+}
+}  // namespace
+
+void to_json(nlohmann::json& j, const StreamProgress& p) {
+  j = {{"files_done", p.files_done}, {"files_total", p.files_total}, {"bytes_done", p.bytes_done},
+       {"bytes_total", p.bytes_total}, {"on_demand", p.on_demand},   {"wire_bytes", p.wire_bytes}};
+}
+
+Streamer::Streamer(Options options) : m_opts(std::move(options)) {
+  m_group = util::PreContentGroup::open(&m_why_not);
+  if (!m_group) return;
+  m_on_demand = true;
+  m_stop = util::Fd(::eventfd(0, EFD_CLOEXEC));
+  if (!m_stop) throw_errno("eventfd");
+  m_listener = std::thread([this] { listen(); });
+  m_reader = std::thread([this] { serve_reads(); });
+}
+
+Streamer::~Streamer() {
+  {
+    std::lock_guard lock(m_mutex);
+    m_stopping = true;
+  }
+  m_changed.notify_all();
+  if (m_stop) {
+    uint64_t one = 1;
+    (void)!::write(m_stop.get(), &one, sizeof one);
+  }
+  if (m_reader.joinable()) m_reader.join();
+  if (m_listener.joinable()) m_listener.join();
+  // Reads still held get their answer: the file stays a placeholder, and they go on.
+  if (m_group)
+    for (auto& item : m_items)
+      for (auto& ev : item->waiting) m_group->answer(ev, item->state == Item::State::done);
+}
+
+void Streamer::add(int dirfd, const std::string& name, const std::string& path, const tree::Entry& entry) {
+  struct stat st;
+  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("stat the placeholder of " + path);
+  auto item = std::make_unique<Item>();
+  item->path = path;
+  item->entry = entry;
+  item->rank = m_opts.rank ? m_opts.rank(path, entry) : 0;
+  std::lock_guard lock(m_mutex);
+  m_by_inode[{st.st_dev, st.st_ino}] = item.get();
+  m_progress.files_total++;
+  m_progress.bytes_total += entry.size;
+  m_items.push_back(std::move(item));
+  // A file system that does not take the mark: no file there can wait for its bytes.
+  if (m_on_demand && !m_group->mark(dirfd, name, &m_why_not)) m_on_demand = false;
+}
+
+bool Streamer::claim(Item& item) {
+  std::lock_guard lock(m_mutex);
+  if (item.state != Item::State::pending) return false;
+  item.state = Item::State::filling;
+  return true;
+}
+
+/// Answers every read: our own (the filler's writes raise events too) at once, others
+/// when their file is filled.
+void Streamer::listen() {
+  const pid_t self = ::getpid();
+  while (auto ev = m_group->next(m_stop.get())) {
+    if (ev->pid == self) {
+      m_group->answer(*ev, true);
+      continue;
+    }
+    std::unique_lock lock(m_mutex);
+    auto it = m_by_inode.find({ev->dev, ev->ino});
+    if (it == m_by_inode.end() || it->second->state == Item::State::done ||
+        it->second->state == Item::State::failed) {
+      bool allow = it == m_by_inode.end() || it->second->state == Item::State::done;
+      lock.unlock();
+      m_group->answer(*ev, allow);
+      continue;
+    }
+    Item* item = it->second;
+    if (item->state == Item::State::pending && item->waiting.empty()) m_urgent.push_back(item);
+    item->waiting.push_back(std::move(*ev));
+    m_progress.on_demand += item->waiting.size() == 1;
+    lock.unlock();
+    m_changed.notify_all();
+  }
+}
+
+/// The on-demand filler: files a program is waiting on, one at a time.
+void Streamer::serve_reads() {
+  for (;;) {
+    Item* item = nullptr;
+    {
+      std::unique_lock lock(m_mutex);
+      m_changed.wait(lock, [&] { return m_stopping || !m_urgent.empty(); });
+      if (m_stopping) return;
+      item = m_urgent.front();
+      m_urgent.pop_front();
+    }
+    if (!claim(*item)) continue;  // the background fill has it, and answers its readers
+    if (!m_reader_source) m_reader_source = m_opts.source();
+    fill_item(*item, *m_reader_source, false);
+  }
+}
+
+StreamProgress Streamer::fill() {
+  std::vector<Item*> order;
+  {
+    std::lock_guard lock(m_mutex);
+    for (auto& item : m_items) order.push_back(item.get());
+  }
+  std::stable_sort(order.begin(), order.end(), [](const Item* a, const Item* b) {
+    if (a->rank != b->rank) return a->rank < b->rank;
+    return a->entry.mtime_ns > b->entry.mtime_ns;
+  });
+  std::unique_ptr<ObjectSource> source;
+  m_fill_start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < order.size();) {
+    // Small files go together (one fetch for many), as a plain restore batches them.
+    std::vector<Item*> batch;
+    uint64_t bytes = 0;
+    for (; i < order.size() && batch.size() < k_batch_files; ++i) {
+      if (!batch.empty() && bytes + order[i]->entry.size > k_batch_bytes) break;
+      if (!claim(*order[i])) continue;
+      batch.push_back(order[i]);
+      bytes += order[i]->entry.size;
+    }
+    if (batch.empty()) continue;
+    if (!source) source = m_opts.source();
+    fill_batch(batch, *source);
+  }
+  std::unique_lock lock(m_mutex);
+  m_changed.wait(lock, [&] {
+    return std::all_of(m_items.begin(), m_items.end(), [](const auto& i) {
+      return i->state == Item::State::done || i->state == Item::State::failed;
+    });
+  });
+  if (m_error) std::rethrow_exception(m_error);
+  m_progress.wire_bytes = (source ? source->bytes_received() : 0) + (m_reader_source ? m_reader_source->bytes_received() : 0);
+  return m_progress;
+}
+
+std::vector<std::string> Streamer::warnings() const {
+  std::lock_guard lock(m_mutex);
+  return m_warnings;
+}
+
+void Streamer::fill_batch(const std::vector<Item*>& items, ObjectSource& source) {
+  if (items.size() == 1) return fill_item(*items.front(), source, true);
+  Records fetched;
+  std::vector<uint8_t> blob;
+  uint64_t bytes = 0;
+  try {
+    std::vector<Digest> ids;
+    for (const Item* item : items)
+      for (const auto& c : item->entry.chunks) {
+        ids.push_back(c.id);
+        bytes += c.size;
+      }
+    blob = source.records(ids);
+    store::RecordReader reader(blob, "restore");
+    while (auto rec = reader.next()) fetched.emplace(rec->id, *rec);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::unavailable) throw;
+    fetched.clear();  // each file asks for its own, and a failure names it
+  }
+  // Written all, made durable together (one syncfs, not an fsync a file), then unmarked.
+  std::vector<std::pair<Item*, util::Fd>> written;
+  for (Item* item : items) {
+    util::Fd fd = write_item(*item, source, true, fetched.empty() ? nullptr : &fetched);
+    if (fd) written.emplace_back(item, std::move(fd));
+  }
+  if (!written.empty() && ::syncfs(written.front().second.get()) != 0) {
+    record_error(std::make_exception_ptr(Error(ErrorKind::failed, "make the filled files durable: " + std::string(std::strerror(errno)))));
+    for (auto& [item, fd] : written) finish_item(*item, -1);
+    return;
+  }
+  for (auto& [item, fd] : written) finish_item(*item, fd.get());
+  throttle(bytes, nullptr);  // after: a read waiting on one of these is not held back
+}
+
+void Streamer::fill_item(Item& item, ObjectSource& source, bool background, const Records* fetched) {
+  util::Fd fd = write_item(item, source, background, fetched);
+  if (fd && ::fsync(fd.get()) != 0) {
+    record_error(std::make_exception_ptr(Error(ErrorKind::failed, "make " + item.path + " durable: " + std::strerror(errno))));
+    return finish_item(item, -1);
+  }
+  if (fd) finish_item(item, fd.get());
+}
+
+void Streamer::record_error(std::exception_ptr error) {
+  std::lock_guard lock(m_mutex);
+  if (!m_error) m_error = std::move(error);
+}
+
+/// Writes `item`'s content and metadata into its placeholder; returns the open file, or
+/// no fd when it is finished already (changed at the target: left, with a warning; or
+/// failed: kept for fill() to throw, the file still marked).
+util::Fd Streamer::write_item(Item& item, ObjectSource& source, bool background, const Records* fetched) {
+  try {
+    // Down the target without following a symlink: the tree may have changed since.
+    util::Fd dir = util::open_dir(m_opts.to.string());
+    auto parts = tree::split_path(item.path);
+    for (size_t i = 0; i + 1 < parts.size(); ++i) dir = util::open_dir_at(dir.get(), parts[i], item.path);
+    const std::string& name = parts.back();
+    util::Fd fd(::openat(dir.get(), name.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != item.entry.size ||
+        !is_placeholder(fd.get())) {
+      {
+        std::lock_guard lock(m_mutex);
+        m_warnings.push_back(item.path + ": changed at the target while it was being restored; left as it is");
+      }
+      finish_item(item, -2);
+      return {};
+    }
+    write_content(item, fd.get(), source, background, fetched);
+    // Writing dropped any file capability and moved the times: the snapshot's again.
+    set_metadata_fd(fd.get(), dir.get(), name, item.entry, item.path, [this](std::string m) {
+      std::lock_guard lock(m_mutex);
+      m_warnings.push_back(std::move(m));
+    });
+    return fd;
+  } catch (...) {
+    record_error(std::current_exception());
+    finish_item(item, -1);
+    return {};
+  }
+}
+
+/// Unmarks the filled file `fd` (durable by now) and answers the reads it held; -1: it
+/// failed (it stays a placeholder, reads fail with EIO); -2: left as it was.
+void Streamer::finish_item(Item& item, int fd) {
+  bool ok = fd != -1;
+  if (fd >= 0) {
+    if (::fremovexattr(fd, k_placeholder_xattr) != 0 && errno != ENODATA) {
+      record_error(std::make_exception_ptr(Error(ErrorKind::failed, "unmark the placeholder of " + item.path + ": " + std::strerror(errno))));
+      ok = false;
+    }
+    if (m_group) m_group->unmark(fd);
+  }
+  std::vector<util::PreContentGroup::Event> waiting;
+  {
+    std::lock_guard lock(m_mutex);
+    item.state = ok ? Item::State::done : Item::State::failed;
+    waiting.swap(item.waiting);
+    if (ok) {
+      m_progress.files_done++;
+      m_progress.bytes_done += item.entry.size;
+    }
+  }
+  for (auto& ev : waiting) m_group->answer(ev, ok);  // only a group holds reads
+  m_changed.notify_all();
+  report();
+}
+
+void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched) {
+  ContentWriter out(fd, item.entry, item.path);
+  const auto& chunks = item.entry.chunks;
+  std::vector<uint8_t> plain;
+  for (size_t first = 0; first < chunks.size();) {
+    size_t last = first;
+    Records own;
+    const Records* records = fetched;
+    if (!records) {  // a large file, or a read waits: its chunks a batch at a time
+      std::vector<Digest> ids;
+      uint64_t bytes = 0;
+      while (last < chunks.size() && (ids.empty() || bytes < k_batch_bytes)) {
+        ids.push_back(chunks[last].id);
+        bytes += chunks[last].size;
+        ++last;
+      }
+      auto blob = source.records(ids);
+      store::RecordReader reader(blob, "restore " + item.path);
+      while (auto rec = reader.next()) own.emplace(rec->id, *rec);
+      records = &own;
+      for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
+      if (background) throttle(bytes, &item);
+    } else {
+      last = chunks.size();
+      for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
+    }
+    first = last;
+  }
+  out.finish();
+}
+
+void Streamer::throttle(uint64_t bytes, Item* item) {
+  if (!m_opts.bytes_per_second) return;
+  std::unique_lock lock(m_mutex);
+  m_fill_bytes += bytes;
+  auto due = m_fill_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                std::chrono::duration<double>(double(m_fill_bytes) / double(m_opts.bytes_per_second)));
+  // Woken early when a read waits for this file: the fill yields to it by finishing the
+  // file without its limit.
+  m_changed.wait_until(lock, due, [&] { return m_stopping || (item && !item->waiting.empty()); });
+}
+
+void Streamer::report() {
+  if (!m_opts.progress) return;
+  std::lock_guard report_lock(m_report_mutex);
+  StreamProgress p;
+  {
+    std::lock_guard lock(m_mutex);
+    p = m_progress;
+  }
+  m_opts.progress(p);
+}
+
+}  // namespace mirage::materialize

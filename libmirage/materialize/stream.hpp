@@ -1,0 +1,132 @@
+#pragma once
+// Streaming restore: a whole tree is usable before its bytes are all there.
+//
+// The restore writes a minimal set whole and every other regular file as a placeholder
+// (restorer.hpp: RestoreOptions::placeholder): its final size as a hole, its final
+// owner, mode, xattrs and times, and the xattr `user.mirage.placeholder`. A Streamer
+// then fills the placeholders in the background, in rank order (the caller's: the user
+// area first) and newest first within a rank; a program that reads a placeholder gets
+// it filled first. Where the kernel gives fanotify pre-content events (Linux 6.14 on
+// ext4, xfs, btrfs: util/fanotify.hpp) its read waits until the file is filled; where
+// not, it reads zeros until the background fill reaches the file (on_demand() is false
+// and why_not() says why).
+//
+// A file is filled in place (a reader may hold it open), made durable, given its
+// metadata again (a write drops file capabilities), and only then loses the mark: a
+// placeholder never looks complete, and a restore run again after a kill refills
+// exactly the files still marked.
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/materialize/restorer.hpp"
+#include "libmirage/store/record.hpp"
+#include "libmirage/util/fanotify.hpp"
+
+namespace mirage::materialize {
+
+inline constexpr const char* k_placeholder_xattr = "user.mirage.placeholder";
+/// Marks the open file `fd` as a placeholder; throws naming `path`.
+void mark_placeholder(int fd, const std::string& path);
+/// True when the open file `fd` carries the placeholder mark.
+bool is_placeholder(int fd);
+
+struct StreamProgress {
+  uint64_t files_done = 0, files_total = 0, bytes_done = 0, bytes_total = 0;
+  uint64_t on_demand = 0;  ///< files filled first because a program read them
+  uint64_t wire_bytes = 0;
+};
+void to_json(nlohmann::json& j, const StreamProgress& p);
+
+class Streamer {
+ public:
+  struct Options {
+    std::filesystem::path to;  ///< the restore's target
+    /// A source per filling thread (two: the background and the on-demand one).
+    std::function<std::unique_ptr<ObjectSource>()> source;
+    /// Lower ranks are filled first (e.g. 0 for the user area, 1 for the rest).
+    std::function<int(const std::string& path, const tree::Entry&)> rank;
+    uint64_t bytes_per_second = 0;  ///< the background fill's limit (0: none); reads are never held back
+    std::function<void(const StreamProgress&)> progress;
+  };
+  explicit Streamer(Options options);
+  ~Streamer();
+  Streamer(const Streamer&) = delete;
+  Streamer& operator=(const Streamer&) = delete;
+
+  /// Whether a read of a placeholder waits for its content; why not, when not.
+  bool on_demand() const { return m_on_demand; }
+  const std::string& why_not() const { return m_why_not; }
+
+  /// RestoreOptions::on_placeholder: takes the placeholder `name` in `dirfd` (at `path`
+  /// in the target) to fill.
+  void add(int dirfd, const std::string& name, const std::string& path, const tree::Entry& entry);
+  /// Fills every placeholder added; returns when all are filled. A file that cannot be
+  /// filled stays a placeholder, and the first such error is thrown after the rest were
+  /// tried. A file changed at the target since it was made (no longer a placeholder of
+  /// its size) is left as it is, with a warning.
+  StreamProgress fill();
+  std::vector<std::string> warnings() const;
+
+ private:
+  struct Item {
+    std::string path;
+    tree::Entry entry;
+    int rank = 0;
+    enum class State { pending, filling, done, failed } state = State::pending;
+    std::vector<util::PreContentGroup::Event> waiting;  ///< reads held until it is filled
+  };
+  bool claim(Item& item);
+  using Records = std::unordered_map<Digest, store::Record, util::DigestHash>;
+  /// Fills `items` (claimed), fetching their chunks in one call when they are small.
+  void fill_batch(const std::vector<Item*>& items, ObjectSource& source);
+  void fill_item(Item& item, ObjectSource& source, bool background, const Records* fetched = nullptr);
+  util::Fd write_item(Item& item, ObjectSource& source, bool background, const Records* fetched);
+  void finish_item(Item& item, int fd);
+  void record_error(std::exception_ptr error);
+  void write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched);
+  /// The background fill's rate limit: waits until `bytes` more are due (or a read of
+  /// `item` waits, or the stream stops).
+  void throttle(uint64_t bytes, Item* item);
+  void listen();
+  void serve_reads();
+  void report();
+
+  Options m_opts;
+  std::optional<util::PreContentGroup> m_group;
+  bool m_on_demand = false;  ///< every placeholder so far took the mark
+  std::mutex m_report_mutex;  ///< one progress call at a time
+  std::string m_why_not;
+  util::Fd m_stop;  ///< an eventfd: the listener's stop signal
+
+  mutable std::mutex m_mutex;
+  std::condition_variable m_changed;
+  std::vector<std::unique_ptr<Item>> m_items;
+  std::map<std::pair<dev_t, ino_t>, Item*> m_by_inode;
+  std::deque<Item*> m_urgent;
+  bool m_stopping = false;
+  std::exception_ptr m_error;
+  StreamProgress m_progress;
+  std::vector<std::string> m_warnings;
+  std::unique_ptr<ObjectSource> m_reader_source;
+  std::chrono::steady_clock::time_point m_fill_start;  ///< for the rate limit
+  uint64_t m_fill_bytes = 0;  ///< the on-demand filler's
+  std::thread m_listener, m_reader;
+};
+
+}  // namespace mirage::materialize

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Benchmark (not a test; never fails on a number): a streaming restore of a whole device
+# against a full restore, mirage's and restic 0.14's, on the same data in one run.
+#   tests/bench/stream-restore.sh [BUILD_DIR]
+# Data: the debootstrap bookworm root the tests cache (made by tests/e2e/lib.sh's
+# make_bookworm; debootstrap is run once when the cache is missing) plus BENCH_USER_BYTES
+# (default 1 GB) of real files (/usr/share, /usr/lib) under /home/u, and a 10 MB file
+# under /opt (outside the minimal set and the user area: filled last). Both tools back it
+# up to local repositories; then each restore runs with caches warm and with caches
+# dropped (echo 3 > /proc/sys/vm/drop_caches, as root):
+#   usable        mirage-restore --stream: until the minimal set and placeholders are in
+#   complete      the same run, until every placeholder is filled
+#   full          mirage-restore --path / (no streaming)
+#   restic        restic restore latest
+#   placeholder   cat of the 10 MB placeholder right after "usable" (target <= 200 ms)
+# Prints the times and the ratios.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "${1:-$here/../../build}" && pwd)
+export PATH="$build:$PATH"
+command -v restic >/dev/null || { echo "restic is not installed (apt-get install restic)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root (a whole root's owners, dropping caches)" >&2; exit 1; }
+user_bytes=${BENCH_USER_BYTES:-1000000000}
+B=${BENCH_DIR:-/var/tmp/bench-stream}
+rm -rf "$B"; mkdir -p "$B"
+trap 'rm -rf "$B"' EXIT
+export MIRAGE_HOME="$B/mirage" RESTIC_REPOSITORY="$B/restic" RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$B/restic-cache"
+unset MIRAGE_SERVER
+
+# ---- data ------------------------------------------------------------------
+tarball=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}/bookworm-minbase.tar
+if [ ! -s "$tarball" ]; then
+  echo "making the bookworm root once (tests/e2e/lib.sh make_bookworm)" >&2
+  ( export MIRAGE_BIN=$build; source "$here/../e2e/lib.sh"; make_bookworm "$B/.tmp-root" ) >/dev/null
+  rm -rf "$B/.tmp-root"
+fi
+root="$B/root"; mkdir -p "$root"
+tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$root" -xpf "$tarball"
+mkdir -p "$root/home/u" "$root/opt/app"
+(cd / && find usr/share usr/lib \( -type f -o -type l \) -printf '%s %p\n' 2>/dev/null |
+  awk -v budget="$user_bytes" '{ total += $1; if (total > budget) exit; sub(/^[0-9]+ /, ""); print }' |
+  cpio -pdm --quiet "$root/home/u" 2>/dev/null) || true
+head -c 10M /dev/urandom >"$root/opt/app/data.bin"
+echo "data: $(du -sb "$root" | cut -f1) bytes in $(find "$root" -type f | wc -l) files" >&2
+
+restic init >/dev/null
+restic backup --compression auto "$root" >/dev/null
+mirage-centralize --root "$root" --device-id bench >/dev/null 2>&1 || true
+mirage-centralize accept bench >/dev/null
+mirage-centralize --root "$root" --device-id bench >/dev/null
+
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+secs() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$2"; }
+stage() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("stage",""))' "$MIRAGE_HOME/restore/bench.json" 2>/dev/null || true; }
+
+run() {  # run warm|cold: prints "usable complete full restic read_ms"
+  local mode=$1 t0 t1 usable complete full restic_t read_ms pid
+  rm -rf "$B/out"; [ "$mode" = cold ] && drop
+  t0=$(now); mirage-restore --device bench --path / --to "$B/out" --output json >/dev/null; full=$(secs "$t0" "$(now)")
+  rm -rf "$B/out"; [ "$mode" = cold ] && drop
+  t0=$(now); restic restore latest --target "$B/out" >/dev/null; restic_t=$(secs "$t0" "$(now)")
+  rm -rf "$B/out" "$MIRAGE_HOME/restore"; [ "$mode" = cold ] && drop
+  t0=$(now)
+  mirage-restore --device bench --path / --to "$B/out" --stream --output json >"$B/stream.json" 2>/dev/null &
+  pid=$!
+  while [ "$(stage)" != filling ] && kill -0 $pid 2>/dev/null; do sleep 0.02; done
+  usable=$(secs "$t0" "$(now)")
+  t1=$(now); cat "$B/out/opt/app/data.bin" >/dev/null; read_ms=$(python3 -c "import sys; print(int((float(sys.argv[2]) - float(sys.argv[1])) * 1000))" "$t1" "$(now)")
+  wait $pid
+  complete=$(secs "$t0" "$(now)")
+  cmp -s "$root/opt/app/data.bin" "$B/out/opt/app/data.bin" || echo "WRONG BYTES in the placeholder read" >&2
+  echo "$usable $complete $full $restic_t $read_ms"
+}
+echo "caches warm, then dropped" >&2
+read -r wu wc wf wr wms < <(run warm)
+read -r cu cc cf cr cms < <(run cold)
+python3 - "$wu" "$wc" "$wf" "$wr" "$wms" "$cu" "$cc" "$cf" "$cr" "$cms" <<'PY'
+import sys
+v = list(map(float, sys.argv[1:]))
+for label, (u, c, f, r, ms) in (("warm", v[:5]), ("cold", v[5:])):
+    print(f"caches {label}: usable after {u:.2f} s, complete {c:.2f} s; full restore {f:.2f} s; restic restore {r:.2f} s")
+    print(f"  usable / full restore = {u / f:.2f}x, usable / restic = {u / r:.2f}x, full / restic = {f / r:.2f}x")
+    print(f"  read of a 10 MB placeholder not yet filled: {ms:.0f} ms (target <= 200 ms)")
+PY
