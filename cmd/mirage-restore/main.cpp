@@ -273,9 +273,12 @@ int revert(const tool::Common& common, const Options& o) {
           << " fetched, " << tool::human_bytes(r["apply"]["bytes_local"].get<uint64_t>()) << " found on the device\n";
   });
   return status;
+}
+
 /// Where a streaming restore of `device` keeps its progress on this machine.
 std::filesystem::path status_file(const std::string& device) {
   return std::filesystem::path(proto::default_data_dir()) / "restore" / (device + ".json");
+}
 
 void write_status(const std::filesystem::path& file, const json& doc) {
   std::error_code ec;
@@ -283,6 +286,7 @@ void write_status(const std::filesystem::path& file, const json& doc) {
   util::AtomicFile out(file, 0600);
   out.write(doc.dump(2) + "\n");
   out.commit();
+}
 
 /// --stream: the minimal set whole and placeholders for the rest, then the fill (see
 /// materialize/stream.hpp); progress kept in status_file() for `status`.
@@ -294,6 +298,7 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
     auto rate = tool::parse_size(o.bwlimit);
     if (!rate || !*rate) throw Error(ErrorKind::usage, "--bwlimit " + o.bwlimit + ": expected a rate such as 20M (bytes a second)");
     so.bytes_per_second = *rate;
+  }
   const std::string device = snap["device_id"].get<std::string>();
   auto file = status_file(device);
   std::error_code ec;
@@ -342,6 +347,7 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
     status["stage"] = "failed";
     write_status(file, status);
     throw;
+  }
   bar.finish();
   status["stage"] = "done";
   status["progress"] = r.fill;
@@ -354,6 +360,7 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
     endpoint::report_restore(client, snap, o.paths, o.to, total);
   } catch (const std::exception& e) {
     util::warn(std::string("restore not logged: ") + e.what());
+  }
   json doc = {{"device_id", snap["device_id"]}, {"snapshot_id", snap["snapshot_id"]}, {"time", snap["time"]},
               {"to", o.to}, {"paths", o.paths}, {"stream", r}};
   tool::print(common, doc, [&](std::ostream& out) {
@@ -361,10 +368,14 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
         << o.to << ": usable after " << tool::human_seconds(r.usable_seconds) << ", complete after "
         << tool::human_seconds(r.seconds) << " (" << r.fill.files_done << " placeholders filled, " << r.fill.on_demand
         << " first because a program read them)\n";
+  });
   return 0;
+}
 
 /// `status`: a streaming restore's progress, here and as the server last heard it.
 int status(const tool::Common& common, const Options& o) {
+  need_device(o);
+  auto client = tool::connect(common);
   std::string device = client::resolve_device(client, o.device);
   json doc = {{"device_id", device}, {"local", nullptr}, {"server", nullptr}};
   auto file = status_file(device);
@@ -376,6 +387,7 @@ int status(const tool::Common& common, const Options& o) {
         ::kill(local["pid"].get<pid_t>(), 0) != 0 && errno == ESRCH)
       local["stage"] = "interrupted";  // run the same restore again: it goes on where it stopped
     doc["local"] = local;
+  }
   json latest;  // the newest restore.usable or restore.done (events come in id order)
   json events = client.call("events.list", {{"device_id", device}, {"type", "restore."}});
   for (const auto& e : events["events"])
@@ -401,6 +413,7 @@ int status(const tool::Common& common, const Options& o) {
       if (d.contains("files_left")) out << ", " << d["files_left"].get<uint64_t>() << " files left then";
       out << " (into " << d.value("to", "?") << " on " << d.value("host", "?") << ")\n";
     }
+  });
   return 0;
 }
 
@@ -506,7 +519,7 @@ int main(int argc, char** argv) {
   app.add_option("--bwlimit", o.bwlimit, "With --stream: the background fill's rate\n(bytes a second, K/M/G)");
   app.fallthrough();
   auto* status_cmd = app.add_subcommand("status", "Progress of a streaming restore (--stream)");
-  status_cmd->add_option("--device", o.device, "Device id or unique hostname");
+  status_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
   list->add_option("--device", o.device, "Device id, name or unique hostname");
   auto* ls_cmd = app.add_subcommand("ls", "List a directory of a snapshot");

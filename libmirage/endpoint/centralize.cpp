@@ -207,6 +207,8 @@ uint64_t restore_bytes(Client& client, const json& snapshot, const std::vector<s
   auto source = object_source(client, nullptr);
   return materialize::bytes_under(*source, tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root"),
                                   paths);
+}
+
 namespace {
 /// An object source over a connection of its own (a streaming restore's fillers).
 class OwnSource : public materialize::ObjectSource {
