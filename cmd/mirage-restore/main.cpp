@@ -29,6 +29,9 @@ struct Options {
   std::string newer, older;
   std::vector<std::string> diff_args;  ///< S1 S2 [PATH]
   std::string path;                    ///< ls, dump: one path
+  std::string from_device;             ///< the device whose CVD --device takes over
+  std::string mode;                    ///< with --from-device: full (default) or user-data
+  bool no_revert = false;              ///< with --from-device: take over only
 };
 
 void need_device(const Options& o) {
@@ -235,6 +238,33 @@ int restore(const tool::Common& common, const Options& o) {
   return 0;
 }
 
+/// --from-device: --device takes over the CVD (device.replace), then gets its content
+/// by a revert order to the CVD's newest snapshot, carried out on its next sync.
+int take_over(const tool::Common& common, const Options& o) {
+  need_device(o);
+  if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--from-device takes no --path or --to");
+  json params = {{"device_id", o.device}, {"from_device", o.from_device}};
+  if (!o.mode.empty() && o.mode != "full" && o.mode != "user-data")
+    throw Error(ErrorKind::usage, "--mode " + o.mode + " with --from-device: full or user-data");
+  if (o.no_revert && !o.mode.empty()) throw Error(ErrorKind::usage, "--no-revert and --mode exclude each other");
+  if (!o.no_revert) params["mode"] = o.mode.empty() ? "full" : o.mode;
+  auto client = tool::connect(common);
+  json r = client.call("device.replace", params);
+  tool::print(common, r, [&](std::ostream& out) {
+    if (r["already"].get<bool>())
+      out << "device " << o.device << " had already taken over the CVD of device " << o.from_device << "\n";
+    else
+      out << "device " << o.device << " took over the CVD of device " << o.from_device << ": "
+          << r["snapshots"].get<uint64_t>() << " snapshots (newest " << r["latest"].get<std::string>()
+          << "), its layers and policy; device " << o.from_device << " is replaced and can no longer sync\n";
+    if (r.contains("orders"))
+      for (const auto& order : r["orders"])
+        out << "order " << order["order_id"].get<std::string>() << " (" << order["spec"].value("type", "") << ") queued: "
+            << "device " << o.device << " carries it out on its next sync\n";
+  });
+  return 0;
+}
+
 int snapshots(const tool::Common& common, const Options& o) {
   need_device(o);
   auto client = tool::connect(common);
@@ -274,6 +304,9 @@ int main(int argc, char** argv) {
   app.add_option("--overwrite", o.overwrite, "An existing file at the target: replace it\n(always, the default), "
                                              "unless its size and\nmtime match (if-changed), or keep it (never)")
       ->check(CLI::IsMember({"always", "if-changed", "never"}));
+  auto* from = app.add_option("--from-device", o.from_device, "Replacement: --device takes over this\ndevice's CVD (history, layers, policy)");
+  app.add_option("--mode", o.mode, "With --from-device: full (OLD's whole\nmachine, default) or user-data");
+  app.add_flag("--no-revert", o.no_revert, "With --from-device: take over only; queue\nno revert (restored offline)")->needs(from);
   app.fallthrough();
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
   list->add_option("--device", o.device, "Device id or unique hostname");
@@ -305,5 +338,5 @@ int main(int argc, char** argv) {
                     {find_cmd, [&] { return find(common, o); }},
                     {diff_cmd, [&] { return diff(common, o); }},
                     {dump_cmd, [&] { return dump_to_stdout(common, o, o.path); }},
-                    {nullptr, [&] { return restore(common, o); }}});
+                    {nullptr, [&] { return o.from_device.empty() ? restore(common, o) : take_over(common, o); }}});
 }
