@@ -11,6 +11,7 @@
 #include <iostream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/json_input.hpp"
@@ -567,6 +568,19 @@ void on_stop_signals(void (*handler)(int)) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+}
+
+json wait_for_order(client::Client& client, const std::string& order_id, double timeout, Progress& bar,
+                    const std::string& what) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+  for (;;) {
+    json o = client.call("order.get", {{"order_id", order_id}});
+    if (o["state"] != "pending") return o;
+    bar.update(ProgressState::waiting("for device " + o["device_id"].get<std::string>() + " " + what));
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error(ErrorKind::unavailable, "order " + order_id + " still pending after " + std::to_string(int(timeout)) + " s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
 }
 
 }  // namespace mirage::tool

@@ -170,6 +170,12 @@ class Progress {
   std::mutex m_mutex;
 };
 
+/// Waits (polling order.get) until order `order_id` is no longer pending and returns it,
+/// saying on `bar` what it waits for (`what`: "to carry out order X", after "for device D ").
+/// Error(unavailable) when it is still pending after `timeout` seconds.
+nlohmann::json wait_for_order(client::Client& client, const std::string& order_id, double timeout, Progress& bar,
+                              const std::string& what);
+
 /// Erases a progress line still on the terminal (stdout and stderr share it). Called by
 /// print() and the log sink; a tool that writes stdout itself calls it first.
 void clear_progress_line();

@@ -1,8 +1,6 @@
 // mirage-assign: assign base and app layers to devices (as orders the endpoints carry
 // out on their next sync), enforce them, provision, render an image, show status.
-#include <chrono>
 #include <iostream>
-#include <thread>
 
 #include "libmirage/endpoint/layers.hpp"
 #include "cmd/common/tool.hpp"
@@ -19,22 +17,6 @@ struct Options {
   bool enforce = false, remove_user_apps = false, provision = false, dry_run = false, wait = false;
   double timeout = 3600;
 };
-
-/// Waits for an order to be carried out, saying so on `bar` ("k of n" orders done).
-json wait_for(client::Client& client, const std::string& order_id, double timeout, tool::Progress& bar, size_t k,
-              size_t n) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
-  for (;;) {
-    json o = client.call("order.get", {{"order_id", order_id}});
-    if (o["state"] != "pending") return o;
-    bar.update(tool::ProgressState::waiting("for device " + o["device_id"].get<std::string>() + " to carry out order " +
-                          order_id + " on its next sync (" + std::to_string(k) + " of " +
-                          std::to_string(n) + " orders done)"));
-    if (std::chrono::steady_clock::now() > deadline)
-      throw Error(ErrorKind::unavailable, "order " + order_id + " still pending after " + std::to_string(int(timeout)) + " s");
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  }
-}
 
 /// What an action does, in a dry run's words.
 std::string action_text(const std::string& action, bool first_assignment) {
@@ -131,7 +113,10 @@ int assign(const tool::Common& common, const Options& o) {
       entry["plan"] = endpoint::dry_run(client, order["device_id"], order["spec"], given);
       entry["first_assignment"] = given.value("layers", json::array()).empty();
     } else if (o.wait) {
-      entry = wait_for(client, order["order_id"], o.timeout, bar, waited++, created["orders"].size());
+      entry = tool::wait_for_order(client, order["order_id"], o.timeout, bar,
+                                   "to carry out order " + order["order_id"].get<std::string>() +
+                                       " on its next sync (" + std::to_string(waited++) + " of " +
+                                       std::to_string(created["orders"].size()) + " orders done)");
       entry["conflicts"] = cache.compose(refs, {}).conflicts;
       if (entry["state"] != "done") status = 1;
     }

@@ -1,5 +1,5 @@
 // mirage-restore: list a device's snapshots; browse them (ls, find, diff, dump); restore
-// files or subtrees from one.
+// files or subtrees from one; revert a device to one on the device itself (--on-device).
 #include <unistd.h>
 
 #include <iostream>
@@ -8,6 +8,7 @@
 #include "cmd/common/tool.hpp"
 #include "libmirage/browse/browse.hpp"
 #include "libmirage/endpoint/centralize.hpp"
+#include "libmirage/endpoint/revert.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/log.hpp"
@@ -29,9 +30,13 @@ struct Options {
   std::string newer, older;
   std::vector<std::string> diff_args;  ///< S1 S2 [PATH]
   std::string path;                    ///< ls, dump: one path
-  std::string from_device;             ///< the device whose CVD --device takes over
-  std::string mode;                    ///< with --from-device: full (default) or user-data
-  bool no_revert = false;              ///< with --from-device: take over only
+  bool on_device = false, wait = false, dry_run = false;  ///< a revert on the device
+  std::string mode = "system";  ///< with --from-device: full unless given (mode_given)
+  bool mode_given = false;
+  double timeout = 3600;
+  std::string from_device;  ///< the device whose CVD --device takes over
+  bool no_revert = false;   ///< with --from-device: take over only
+  bool latest = false;      ///< --latest: --snapshot's default (the newest), said explicitly
 };
 
 void need_device(const Options& o) {
@@ -192,7 +197,64 @@ int dump_to_stdout(const tool::Common& common, const Options& o, const std::stri
   return 0;
 }
 
+/// A revert's plan as a dry run prints it: the counts, the bytes, every path.
+void print_revert_plan(std::ostream& out, const json& p) {
+  out << "would revert " << p["device_id"].get<std::string>() << " to snapshot " << p["snapshot_id"].get<std::string>()
+      << " (" << p["mode"].get<std::string>() << "), against its latest snapshot "
+      << p["against_snapshot"].get<std::string>() << "\n";
+  std::string counts;
+  for (const char* a : {"create", "replace", "metadata", "remove"})
+    if (p["counts"].contains(a)) counts += (counts.empty() ? "" : ", ") + p["counts"][a].dump() + " " + a;
+  out << "  " << (counts.empty() ? "nothing to change" : counts) << "\n";
+  out << "  fetch " << tool::human_bytes(p["fetch_bytes"].get<uint64_t>()) << ", reuse "
+      << tool::human_bytes(p["local_bytes"].get<uint64_t>()) << " found on the device\n";
+  tool::Table t({"  ACTION", "PATH", {"FETCH", tool::Align::right}});
+  for (const auto& op : p["ops"])
+    t.row({"  " + op["action"].get<std::string>(), shown(op["path"].get<std::string>()),
+           op.contains("fetch_bytes") ? tool::human_bytes(op["fetch_bytes"].get<uint64_t>()) : ""});
+  t.print(out);
+}
+
+/// --on-device: queues a revert order (or prints its plan), and with --wait waits for
+/// the device to report it.
+int revert(const tool::Common& common, const Options& o) {
+  need_device(o);
+  if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--on-device takes no --path or --to");
+  auto client = tool::connect(common);
+  json snap = client::resolve_snapshot(client, o.device, o.snapshot);
+  if (o.dry_run) {
+    json plan = endpoint::revert_dry_run(client, snap, o.mode);
+    tool::print(common, plan, [&](std::ostream& out) { print_revert_plan(out, plan); });
+    return 0;
+  }
+  json created = client.call("order.revert", {{"device", snap["device_id"]}, {"snapshot", snap["snapshot_id"]}, {"mode", o.mode}});
+  json order = created.at("orders").at(0);
+  int status = 0;
+  if (o.wait) {
+    tool::Progress bar(common, "revert");
+    order = tool::wait_for_order(client, order["order_id"], o.timeout, bar,
+                                 "to revert to snapshot " + snap["snapshot_id"].get<std::string>() + " on its next sync");
+    bar.finish();
+    if (order["state"] != "done") status = 1;
+  }
+  tool::print(common, order, [&](std::ostream& out) {
+    tool::Table t({"DEVICE", "ORDER", "SNAPSHOT", "MODE", "STATE"});
+    t.row({tool::cell(order["device_id"]), tool::cell(order["order_id"]), tool::cell(order["spec"]["snapshot_id"]),
+           tool::cell(order["spec"]["mode"]), order["state"].get<std::string>() + (o.wait ? "" : ", on its next sync")});
+    t.print(out);
+    const json& r = order.value("result", json::object());
+    if (r.contains("error")) out << "failed: " << r["error"].get<std::string>() << "\n";
+    if (r.contains("apply"))
+      out << "protected by snapshot " << tool::cell(r["protected_by"]) << "; wrote " << r["apply"]["written"] << ", removed "
+          << r["apply"]["removed"] << ", " << tool::human_bytes(r["apply"]["bytes_fetched"].get<uint64_t>())
+          << " fetched, " << tool::human_bytes(r["apply"]["bytes_local"].get<uint64_t>()) << " found on the device\n";
+  });
+  return status;
+}
+
 int restore(const tool::Common& common, const Options& o) {
+  if (o.on_device) return revert(common, o);
+  if (o.wait || o.dry_run || o.mode != "system") throw Error(ErrorKind::usage, "--mode, --wait and --dry-run go with --on-device");
   need_device(o);
   if (o.paths.empty()) throw Error(ErrorKind::usage, "--path is required (use --path / for everything)");
   if (o.to.empty()) throw Error(ErrorKind::usage, "--to is required");
@@ -244,12 +306,23 @@ int take_over(const tool::Common& common, const Options& o) {
   need_device(o);
   if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--from-device takes no --path or --to");
   json params = {{"device_id", o.device}, {"from_device", o.from_device}};
-  if (!o.mode.empty() && o.mode != "full" && o.mode != "user-data")
-    throw Error(ErrorKind::usage, "--mode " + o.mode + " with --from-device: full or user-data");
-  if (o.no_revert && !o.mode.empty()) throw Error(ErrorKind::usage, "--no-revert and --mode exclude each other");
-  if (!o.no_revert) params["mode"] = o.mode.empty() ? "full" : o.mode;
+  std::string mode = o.mode_given ? o.mode : "full";
+  if (mode != "full" && mode != "user-data")
+    throw Error(ErrorKind::usage, "--mode " + mode + " with --from-device: full or user-data");
+  if (o.dry_run || o.snapshot != "latest") throw Error(ErrorKind::usage, "--from-device takes no --dry-run or --snapshot");
+  if (!o.no_revert) params["mode"] = mode;
   auto client = tool::connect(common);
   json r = client.call("device.replace", params);
+  int status = 0;
+  if (o.wait && r.contains("orders")) {
+    tool::Progress bar(common, "replace");
+    for (auto& order : r["orders"]) {
+      order = tool::wait_for_order(client, order["order_id"], o.timeout, bar,
+                                   "to carry out its " + order["spec"].value("type", std::string("revert")) + " order on its next sync");
+      if (order["state"] != "done") status = 1;
+    }
+    bar.finish();
+  }
   tool::print(common, r, [&](std::ostream& out) {
     if (r["already"].get<bool>())
       out << "device " << o.device << " had already taken over the CVD of device " << o.from_device << "\n";
@@ -259,10 +332,11 @@ int take_over(const tool::Common& common, const Options& o) {
           << "), its layers and policy; device " << o.from_device << " is replaced and can no longer sync\n";
     if (r.contains("orders"))
       for (const auto& order : r["orders"])
-        out << "order " << order["order_id"].get<std::string>() << " (" << order["spec"].value("type", "") << ") queued: "
-            << "device " << o.device << " carries it out on its next sync\n";
+        out << "order " << order["order_id"].get<std::string>() << " (" << order["spec"].value("type", "") << " "
+            << order["spec"].value("mode", "") << ") " << order["state"].get<std::string>()
+            << (order["state"] == "pending" ? ": device " + o.device + " carries it out on its next sync" : "") << "\n";
   });
-  return 0;
+  return status;
 }
 
 int snapshots(const tool::Common& common, const Options& o) {
@@ -297,16 +371,26 @@ int main(int argc, char** argv) {
   tool::add_progress(app, common);
   const char* snapshot_help = "Id or prefix, latest, or a time: the newest\nat or before it (2026-11-30 14:00, yesterday,\n2h, 3d, 1w)";
   app.add_option("--device", o.device, "Device id or unique hostname");
-  app.add_option("--snapshot", o.snapshot, snapshot_help);
+  auto* snapshot_opt = app.add_option("--snapshot", o.snapshot, snapshot_help);
   app.add_option("--path", o.paths, "Path in the snapshot (repeatable; / for all)");
   app.add_option("--to", o.to, "Directory to restore into (- : dump to stdout)");
   app.add_option("--archive", o.archive, "With --to -: tar or zip")->check(CLI::IsMember({"tar", "zip"}));
   app.add_option("--overwrite", o.overwrite, "An existing file at the target: replace it\n(always, the default), "
                                              "unless its size and\nmtime match (if-changed), or keep it (never)")
       ->check(CLI::IsMember({"always", "if-changed", "never"}));
-  auto* from = app.add_option("--from-device", o.from_device, "Replacement: --device takes over this\ndevice's CVD (history, layers, policy)");
-  app.add_option("--mode", o.mode, "With --from-device: full (OLD's whole\nmachine, default) or user-data");
-  app.add_flag("--no-revert", o.no_revert, "With --from-device: take over only; queue\nno revert (restored offline)")->needs(from);
+  auto* on_device = app.add_flag("--on-device", o.on_device, "Revert the device itself to the snapshot\n(an order its next sync carries out)");
+  auto* mode = app.add_option("--mode", o.mode, "With --on-device: system (the machine area,\nthe default), full, or user-data;\n"
+                                                "with --from-device: full (default), user-data")
+                   ->check(CLI::IsMember({"system", "full", "user-data"}));
+  app.add_flag("--wait", o.wait, "With --on-device: wait until the device reports");
+  app.add_option("--timeout", o.timeout, "Seconds --wait waits (default 3600)")->check(CLI::PositiveNumber);
+  app.add_flag("--dry-run", o.dry_run, "With --on-device: print what would change");
+  app.add_flag("--latest", o.latest, "With --on-device: the newest snapshot (as\n--snapshot latest, the default)")->needs(on_device)->excludes(snapshot_opt);
+  auto* from = app.add_option("--from-device", o.from_device, "Replacement: --device takes over this\ndevice's CVD (history, layers, policy)")
+                   ->excludes(on_device);
+  app.add_flag("--no-revert", o.no_revert, "With --from-device: take over only; queue\nno revert (restored offline)")
+      ->needs(from)
+      ->excludes(mode);
   app.fallthrough();
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
   list->add_option("--device", o.device, "Device id or unique hostname");
@@ -338,5 +422,8 @@ int main(int argc, char** argv) {
                     {find_cmd, [&] { return find(common, o); }},
                     {diff_cmd, [&] { return diff(common, o); }},
                     {dump_cmd, [&] { return dump_to_stdout(common, o, o.path); }},
-                    {nullptr, [&] { return o.from_device.empty() ? restore(common, o) : take_over(common, o); }}});
+                    {nullptr, [&] {
+                       o.mode_given = mode->count() > 0;
+                       return o.from_device.empty() ? restore(common, o) : take_over(common, o);
+                     }}});
 }

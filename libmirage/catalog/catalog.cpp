@@ -41,6 +41,7 @@ void to_json(nlohmann::json& j, const Snapshot& s) {
   j = {{"snapshot_id", s.id},     {"device_id", s.device}, {"tree", s.tree.hex()},
        {"time", util::rfc3339(s.created_at)}, {"time_ns", s.created_at}, {"stats", s.stats},
        {"pinned", s.pinned}};
+  if (s.given.contains("layers")) j["layers"] = s.given["layers"];
 }
 
 void to_json(nlohmann::json& j, const LayerRow& l) {

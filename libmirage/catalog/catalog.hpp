@@ -76,6 +76,10 @@ struct Snapshot {
   int64_t created_at = 0;
   nlohmann::json stats = nlohmann::json::object();
   bool pinned = false;
+  /// What the device had been given when the snapshot was committed (Catalog::given's
+  /// {"layers", "id_map", ...}); {} before any assignment and for snapshots committed
+  /// before schema 6 recorded it. A revert to the snapshot gives the device this again.
+  nlohmann::json given = nlohmann::json::object();
 };
 void to_json(nlohmann::json& j, const Snapshot& s);
 

@@ -8,6 +8,7 @@
 
 #include "libmirage/endpoint/identity.hpp"
 #include "libmirage/endpoint/layers.hpp"
+#include "libmirage/endpoint/revert.hpp"
 #include "libmirage/layer/apply.hpp"
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/util/digest.hpp"
@@ -151,7 +152,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   if (result.state != "accepted") return result;
 
   auto policy = upload_policy(client, opts);
-  // An apply a crash interrupted is finished or rolled back before anything else.
+  // An apply (or revert) a crash interrupted is finished or rolled back before anything else.
   std::string recovered = layer::recover(opts.root, opts.state_dir / "apply.journal");
   if (recovered != "none") util::warn("an interrupted layer apply was " + std::string(recovered == "resumed" ? "finished" : "rolled back"));
   json next = client.call("order.next", {{"device_id", opts.device_id}});
@@ -176,7 +177,10 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     ao.more_connections = opts.more_connections;
     ao.progress = opts.apply_progress;
     ao.crash_point = opts.crash_point;
-    result.order = apply_order(client, next, ao);
+    if (next["order"]["spec"].value("type", "") == "revert")
+      result.order = revert_order(client, next, ao, policy);
+    else
+      result.order = apply_order(client, next, ao);
     result.protected_by = result.snapshot;
     take_snapshot(client, opts, policy, false, result);  // the state after the apply
   } else {

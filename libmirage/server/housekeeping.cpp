@@ -1,5 +1,7 @@
 #include "libmirage/server/housekeeping.hpp"
 
+#include <algorithm>
+
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/store/repository.hpp"
 
@@ -20,8 +22,14 @@ std::vector<std::vector<std::string>> snapshot_tiers(catalog::Catalog& cat, cons
   for (const auto& s : snapshots) times.push_back({s.created_at, s.pinned});
   auto tiers = policy::retention_tiers(times, device_retention(cat, device));
   auto capture = cat.capture(device.id);
-  for (size_t i = 0; i < snapshots.size(); ++i)
+  // A snapshot a pending revert goes back to is kept until the device has reverted.
+  std::vector<std::string> reverts;
+  for (const auto& o : cat.orders(device.id, "pending"))
+    if (o.spec.value("type", "") == "revert") reverts.push_back(o.spec.value("snapshot_id", ""));
+  for (size_t i = 0; i < snapshots.size(); ++i) {
     if (capture && snapshots[i].id == *capture) tiers[i].push_back("capture");
+    if (std::find(reverts.begin(), reverts.end(), snapshots[i].id) != reverts.end()) tiers[i].push_back("revert");
+  }
   return tiers;
 }
 

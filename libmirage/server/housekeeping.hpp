@@ -19,7 +19,8 @@ namespace mirage::server {
 policy::Retention device_retention(catalog::Catalog& cat, const catalog::Device& device);
 
 /// For each of `snapshots` (a device's, as Catalog::snapshots gives them), the tiers
-/// that keep it; "capture" marks the snapshot an app capture in progress started from.
+/// that keep it; "capture" marks the snapshot an app capture in progress started from,
+/// "revert" one a pending revert order goes back to.
 std::vector<std::vector<std::string>> snapshot_tiers(catalog::Catalog& cat, const catalog::Device& device,
                                                      const std::vector<catalog::Snapshot>& snapshots);
 

@@ -17,6 +17,7 @@ E parse(std::string_view text) {
 template Role parse<Role>(std::string_view);
 template OrderKind parse<OrderKind>(std::string_view);
 template OrderState parse<OrderState>(std::string_view);
+template RevertMode parse<RevertMode>(std::string_view);
 
 namespace {
 
@@ -34,5 +35,7 @@ void to_json(nlohmann::json& j, OrderKind k) { j = name(k); }
 void from_json(const nlohmann::json& j, OrderKind& k) { read(j, k); }
 void to_json(nlohmann::json& j, OrderState s) { j = name(s); }
 void from_json(const nlohmann::json& j, OrderState& s) { read(j, s); }
+void to_json(nlohmann::json& j, RevertMode m) { j = name(m); }
+void from_json(const nlohmann::json& j, RevertMode& m) { read(j, m); }
 
 }  // namespace mirage::server

@@ -17,9 +17,13 @@ namespace mirage::server {
 /// credential) and a caller without a token. The local user over stdio is admin.
 enum class Role : uint8_t { admin, image_manager, protection_manager, helpdesk, device, anonymous };
 /// What an order asks of its device: layers to apply (assign: base and apps; enforce:
-/// the layers it has, again; provision: a base, user apps removed, a new CVD), or a
-/// snapshot now.
-enum class OrderKind : uint8_t { assign, enforce, provision, snapshot };
+/// the layers it has, again; provision: a base, user apps removed, a new CVD), a
+/// snapshot now, or a revert to one of its snapshots.
+enum class OrderKind : uint8_t { assign, enforce, provision, snapshot, revert };
+/// What a revert puts back: the machine area (system, the default: the user area stays
+/// as it is), everything (full: what the snapshot lacks is removed too), or the user
+/// area only (user-data). The unprotected area is never touched.
+enum class RevertMode : uint8_t { system, full, user_data };
 /// pending until the device reports done or failed, or a newer order supersedes it.
 enum class OrderState : uint8_t { pending, done, failed, superseded };
 
@@ -39,10 +43,17 @@ struct EnumNames<Role> {
 template <>
 struct EnumNames<OrderKind> {
   static constexpr const char* what = "order type";
-  static constexpr std::array<std::pair<OrderKind, const char*>, 4> names = {{{OrderKind::assign, "assign"},
+  static constexpr std::array<std::pair<OrderKind, const char*>, 5> names = {{{OrderKind::assign, "assign"},
                                                                               {OrderKind::enforce, "enforce"},
                                                                               {OrderKind::provision, "provision"},
-                                                                              {OrderKind::snapshot, "snapshot"}}};
+                                                                              {OrderKind::snapshot, "snapshot"},
+                                                                              {OrderKind::revert, "revert"}}};
+};
+template <>
+struct EnumNames<RevertMode> {
+  static constexpr const char* what = "revert mode";
+  static constexpr std::array<std::pair<RevertMode, const char*>, 3> names = {
+      {{RevertMode::system, "system"}, {RevertMode::full, "full"}, {RevertMode::user_data, "user-data"}}};
 };
 template <>
 struct EnumNames<OrderState> {
@@ -83,5 +94,7 @@ void to_json(nlohmann::json& j, OrderKind k);
 void from_json(const nlohmann::json& j, OrderKind& k);
 void to_json(nlohmann::json& j, OrderState s);
 void from_json(const nlohmann::json& j, OrderState& s);
+void to_json(nlohmann::json& j, RevertMode m);
+void from_json(const nlohmann::json& j, RevertMode& m);
 
 }  // namespace mirage::server

@@ -351,6 +351,24 @@ struct PendingOrders {
   std::string device_id;
   uint64_t pending;
 };
+
+/// order.revert: {"device", "snapshot", "mode"}. `snapshot` is a snapshot id of the
+/// device or "latest" (its newest); `mode` system (default), full or user-data.
+struct OrderRevert {
+  std::string device;
+  std::string snapshot;
+  RevertMode mode;
+  static OrderRevert parse(const Params& p);
+};
+/// Queues a revert of `p.device` to one of its snapshots in `cat`'s open transaction:
+/// its spec names the snapshot, the mode and, for system and full, the layers the
+/// device had been given at that snapshot ("given", "layers"; absent when the snapshot
+/// predates that record: the device keeps what it has). A newer pending revert
+/// supersedes an older one; layer orders stay queued (they run first). Error(not_found)
+/// for an unknown snapshot or one of another device, the device errors of
+/// accepted_device.
+catalog::Order compose_revert(catalog::Catalog& cat, const OrderRevert& p, const std::string& by);
+OrdersReply order_revert(Context& c, const OrderRevert& p);
 void to_json(nlohmann::json& j, const PendingOrders& r);
 PendingOrders order_pending(Context& c, const DeviceId& p);
 

@@ -110,13 +110,17 @@ OrdersReply compose_orders(catalog::Catalog& cat, const OrderCreate& p, const st
   for (const auto& device : target_devices(cat, p.targets)) {
     auto d = accepted_device(cat, device);
     std::vector<std::string> current = cat.given(device).value("layers", std::vector<std::string>{});
-    // The newest pending order is what the device will have: later orders build on it.
+    // The newest pending order that names layers (a layer order, a revert giving back
+    // a snapshot's) is what the device will have: later orders build on it.
     auto pending = cat.orders(device, name(OrderState::pending));
-    std::erase_if(pending, [](const catalog::Order& o) { return o.spec.value("type", "") == name(OrderKind::snapshot); });
+    std::erase_if(pending, [](const catalog::Order& o) { return !o.spec.contains("layers"); });
     if (!pending.empty()) current = pending.back().spec.value("layers", std::vector<std::string>{});
     json refs = json::array();
     for (const auto& row : choose_layers(cat, p, d, current, *r.warnings)) refs.push_back(ref_of(row));
-    for (const auto& o : pending) cat.finish_order(o.id, name(OrderState::superseded), json::object());
+    // A revert queued stays: the help desk asked for it, and it runs in its turn.
+    for (const auto& o : pending)
+      if (o.spec.value("type", "") != name(OrderKind::revert))
+        cat.finish_order(o.id, name(OrderState::superseded), json::object());
     catalog::Order o;
     o.id = util::random_hex(8);
     o.device = device;
@@ -180,9 +184,17 @@ catalog::Order order_report(Context& c, const OrderReport& p) {
   cat.finish_order(p.order_id, state, result);
   OrderKind type = o->spec.contains("type") ? o->spec["type"].get<OrderKind>() : OrderKind::assign;
   bool done = p.state == OrderState::done;
-  if (done && type != OrderKind::snapshot)
+  if (done && type == OrderKind::revert) {
+    // The layers the device had at the snapshot, when it recorded them (system, full).
+    if (o->spec.contains("given")) {
+      json given = o->spec["given"];
+      given["order_id"] = p.order_id;
+      cat.set_given(o->device, given);
+    }
+  } else if (done && type != OrderKind::snapshot) {
     cat.set_given(o->device, {{"layers", o->spec["layers"]}, {"id_map", result.value("id_map", json::object())},
                               {"order_id", p.order_id}});
+  }
   cat.add_event("order." + state, o->device,
                 {{"order_id", p.order_id},
                  {"transaction", type == OrderKind::assign ? std::string("layer_update") : name(type)},
@@ -196,6 +208,54 @@ catalog::Order order_report(Context& c, const OrderReport& p) {
   }
   tx.commit();
   return *cat.order(p.order_id);
+}
+
+OrderRevert OrderRevert::parse(const Params& p) {
+  OrderRevert r;
+  r.device = p.text("device");
+  if (!valid_device_id(r.device)) throw Error(ErrorKind::usage, "device '" + printable(r.device, 100) + "': not a device id");
+  r.snapshot = p.text("snapshot");
+  if (r.snapshot.size() > 128) throw Error(ErrorKind::usage, "snapshot '" + printable(r.snapshot, 100) + "': too long");
+  r.mode = p.choice("mode", RevertMode::system);
+  return r;
+}
+
+catalog::Order compose_revert(catalog::Catalog& cat, const OrderRevert& p, const std::string& by) {
+  accepted_device(cat, p.device);
+  std::optional<catalog::Snapshot> snap;
+  if (p.snapshot == "latest") {
+    auto all = cat.snapshots(p.device);
+    if (!all.empty()) snap = all.back();
+  } else {
+    snap = cat.snapshot(p.snapshot);
+  }
+  if (!snap || snap->device != p.device)
+    throw Error(ErrorKind::not_found, "snapshot " + printable(p.snapshot, 100) + " of device " + p.device + ": not found");
+  json spec = {{"type", OrderKind::revert}, {"snapshot_id", snap->id}, {"mode", p.mode}};
+  // The layer state follows the machine area; user-data leaves both as they are.
+  if (p.mode != RevertMode::user_data && snap->given.contains("layers")) {
+    spec["given"] = {{"layers", snap->given["layers"]}, {"id_map", snap->given.value("id_map", json::object())}};
+    spec["layers"] = snap->given["layers"];
+  }
+  for (const auto& o : cat.orders(p.device, name(OrderState::pending)))
+    if (o.spec.value("type", "") == name(OrderKind::revert)) cat.finish_order(o.id, name(OrderState::superseded), json::object());
+  catalog::Order o;
+  o.id = util::random_hex(8);
+  o.device = p.device;
+  o.spec = spec;
+  o.state = name(OrderState::pending);
+  o.created_at = util::now_ns();
+  cat.add_order(o);
+  cat.add_event("order.created", p.device, {{"order_id", o.id}, {"spec", o.spec}, {"by", by}});
+  return o;
+}
+
+OrdersReply order_revert(Context& c, const OrderRevert& p) {
+  c.device = p.device;  // its params name it "device": the audit event's device
+  catalog::Transaction tx(c.cat());
+  OrdersReply r{{compose_revert(c.cat(), p, c.by())}, std::nullopt};
+  tx.commit();
+  return r;
 }
 
 void to_json(json& j, const PendingOrders& r) { j = {{"device_id", r.device_id}, {"pending", r.pending}}; }

@@ -131,7 +131,6 @@ DeviceReplace DeviceReplace::parse(const Params& p) {
   DeviceReplace r{p.text("device_id"), p.text("from_device"), p.optional_text("mode")};
   if (r.mode && *r.mode != "full" && *r.mode != "user-data")
     throw Error(ErrorKind::usage, "mode '" + printable(*r.mode, 100) + "': expected full or user-data");
-  if (r.mode) throw Error(ErrorKind::usage, "this server queues no revert orders yet: take over only (no mode)");
   if (r.device_id == r.from_device)
     throw Error(ErrorKind::usage, "device " + printable(r.device_id, 140) + " cannot take over its own CVD: give another --from-device");
   return r;
@@ -161,6 +160,33 @@ void check_takeover(catalog::Catalog& cat, const catalog::Device& nw, const cata
                                              "(mirage device delete " + nw.id + ", then it registers again)");
 }
 
+/// The content NEW gets once it holds the CVD, queued in the takeover's transaction:
+/// a revert to the CVD's newest snapshot (compose_revert, as order.revert queues it),
+/// then, when the CVD has a base layer, an assign order of the same layers that matches
+/// the driver profiles again against NEW's inventory (compose_orders; it runs after the
+/// revert, orders being carried out oldest first): full gives NEW OLD's machine with
+/// NEW's own drivers; user-data keeps NEW's system (and its own record of layers) and
+/// assigns it OLD's layers.
+std::vector<catalog::Order> queue_content(Context& c, const catalog::Device& nw, const std::string& mode,
+                                          const json& cvd_given) {
+  auto& cat = c.cat();
+  std::vector<catalog::Order> out;
+  OrderRevert revert{nw.id, "latest", mode == "full" ? RevertMode::full : RevertMode::user_data};
+  out.push_back(compose_revert(cat, revert, c.by()));
+  json layers = out.back().spec.contains("layers") ? out.back().spec["layers"] : cvd_given.value("layers", json::array());
+  std::string base;
+  for (const auto& ref : layers)
+    if (resolve_layer(cat, ref.get<std::string>()).kind == "base") base = ref.get<std::string>();
+  if (base.empty()) return out;
+  OrderCreate assign{{{nw.id}, {}, false}, OrderKind::assign, base, {}, {}, false, false, false};
+  if (mode == "user-data") {  // OLD's apps too: compose_orders starts from NEW's own (none)
+    for (const auto& ref : layers)
+      if (auto row = resolve_layer(cat, ref.get<std::string>()); row.kind == "app") assign.apps.push_back(ref.get<std::string>());
+  }
+  for (auto& o : compose_orders(cat, assign, c.by()).orders) out.push_back(std::move(o));
+  return out;
+}
+
 }  // namespace
 
 DeviceReplaced device_replace(Context& c, const DeviceReplace& p) {
@@ -172,12 +198,19 @@ DeviceReplaced device_replace(Context& c, const DeviceReplace& p) {
     return snaps.empty() ? std::string() : snaps.back().id;
   };
   // A rerun (the order after the takeover failed, say) finds the takeover done.
-  if (old.state == catalog::DeviceState::replaced && old.replaced_by == nw.id)
-    return {nw, old.id, 0, latest_of(nw.id), 0, true};
+  if (old.state == catalog::DeviceState::replaced && old.replaced_by == nw.id) {
+    std::vector<catalog::Order> orders;
+    if (p.mode) orders = queue_content(c, nw, *p.mode, cat.given(nw.id));
+    tx.commit();
+    return {nw, old.id, 0, latest_of(nw.id), 0, true, orders};
+  }
   check_takeover(cat, nw, old);
   auto snaps = cat.snapshots(old.id);
   if (snaps.empty()) throw Error(ErrorKind::precondition, "device " + old.id + " has no snapshots to take over");
+  json own_given = cat.given(nw.id), cvd_given = cat.given(old.id);
   cat.move_cvd(old.id, nw.id);
+  // user-data keeps NEW's system: the layers it actually has stay its record.
+  if (p.mode == "user-data") cat.set_given(nw.id, own_given);
   // What was queued for the old machine is not for the new one (its orders carried out
   // moved with the CVD).
   auto pending = cat.orders(old.id, name(OrderState::pending));
@@ -198,8 +231,10 @@ DeviceReplaced device_replace(Context& c, const DeviceReplace& p) {
   cat.add_event("device.replaced", old.id, {{"replaced_by", nw.id}, {"snapshots", snaps.size()}, {"by", c.by()}});
   cat.add_event("device.took_over", nw.id, {{"from_device", old.id}, {"snapshots", snaps.size()},
                                             {"latest", snaps.back().id}, {"by", c.by()}});
+  std::vector<catalog::Order> orders;
+  if (p.mode) orders = queue_content(c, *cat.device(nw.id), *p.mode, cvd_given);
   tx.commit();
-  return {*cat.device(nw.id), old.id, snaps.size(), snaps.back().id, pending.size(), false};
+  return {*cat.device(nw.id), old.id, snaps.size(), snaps.back().id, pending.size(), false, orders};
 }
 
 }  // namespace mirage::server

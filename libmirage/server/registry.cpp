@@ -31,6 +31,7 @@ constexpr RoleSet k_admin = {Role::admin};
 constexpr RoleSet k_images = {Role::admin, Role::image_manager};
 constexpr RoleSet k_protection = {Role::admin, Role::protection_manager};
 constexpr RoleSet k_managers = {Role::admin, Role::image_manager, Role::protection_manager};
+constexpr RoleSet k_restorers = {Role::admin, Role::protection_manager, Role::helpdesk};
 
 bool with_device_id(const nlohmann::json& p) { return p.contains("device_id"); }
 bool reference(const nlohmann::json& p) { return p.value("reference", false) == true; }
@@ -95,6 +96,7 @@ const std::vector<Method>& table() {
       row<capture_begin>(       "capture.begin",     no_dev, no_anon, audit,          device,   req,    all(k_images)),
       row<capture_get>(         "capture.get",       no_dev, no_anon, quiet,          parallel, req,    all(k_images)),
       row<order_create>(        "order.create",      no_dev, no_anon, unless_dry_run, fleet,    req,    order_cases()),
+      row<order_revert>(        "order.revert",      no_dev, no_anon, audit,          fleet,    req,    all(k_restorers)),
       row<order_next>(          "order.next",        dev,    no_anon, quiet,          parallel, req,    all(k_admin)),
       row<order_get>(           "order.get",         no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<order_report>(        "order.report",      dev,    no_anon, quiet,          device,   req,    all(k_admin)),

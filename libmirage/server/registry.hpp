@@ -9,7 +9,8 @@
 //
 // Roles: admin may call everything; image-manager manages layers, captures, reference
 // devices and assignments; protection-manager upload policies and device acceptance;
-// helpdesk views, restores and enforces. A device's credential reaches only the rows
+// helpdesk views, restores, enforces and reverts devices (so do admin and protection-manager:
+// order.revert). A device's credential reaches only the rows
 // marked for devices, on its own CVD; without a token only the anonymous rows.
 #include <cstdint>
 #include <initializer_list>

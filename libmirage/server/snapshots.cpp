@@ -156,6 +156,7 @@ json snapshot_commit(Context& c, const SnapshotCommit& p) {
   if (!previous.empty() && snap.created_at <= previous.back().created_at) snap.created_at = previous.back().created_at + 1;
   snap.stats = p.stats;
   snap.pinned = p.pinned;
+  snap.given = cat.given(device);  // a revert to this snapshot gives these layers back
   cat.add_snapshot(snap);
   // The transaction log: the first upload of a CVD is its centralization.
   cat.add_event("snapshot.created", device,

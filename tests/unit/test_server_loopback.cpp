@@ -92,6 +92,53 @@ TEST_CASE("an endpoint enrolls, syncs on its own credential, and restores what i
   CHECK(again.stats.bytes_new == 0);
 }
 
+TEST_CASE("a revert order: queued by the help desk, carried out by the device's sync, superseded by a newer one") {
+  World w;
+  fs::path root = w.dir / "root", state = w.dir / "state";
+  write(root / "etc/app.conf", "at s\n");
+  write(root / "usr/bin/tool", std::string(200000, 't'));
+  write(root / "home/alice/notes.txt", "notes at s\n");
+  endpoint::CentralizeOptions co;
+  co.root = root;
+  co.device_id = "rev-1";
+  co.state_dir = state;
+  co.threads = 1;
+  auto anonymous = w.client("");
+  endpoint::centralize(anonymous, co);
+  auto admin = w.client(w.admin_token);
+  admin.call("device.accept", {{"device_id", "rev-1"}});
+  auto device = w.client("mdc_rev-1." + endpoint::device_secret(state));
+  std::string s = endpoint::centralize(device, co).snapshot["snapshot_id"];
+  auto helpdesk = w.client(admin.call("token.create", {{"name", "hd2"}, {"role", "helpdesk"}})["token"]);
+
+  // Refused: a device's own credential, an unknown snapshot, a bad mode.
+  CHECK_ERROR_KIND(device.call("order.revert", {{"device", "rev-1"}, {"snapshot", s}}), ErrorKind::permission);
+  CHECK_ERROR_KIND(helpdesk.call("order.revert", {{"device", "rev-1"}, {"snapshot", "ffffffffffffffff"}}), ErrorKind::not_found);
+  CHECK_ERROR_KIND(helpdesk.call("order.revert", {{"device", "rev-1"}, {"snapshot", s}, {"mode", "all"}}), ErrorKind::usage);
+
+  fs::remove(root / "usr/bin/tool");
+  write(root / "etc/app.conf", "changed\n");
+  write(root / "home/alice/notes.txt", "notes now\n");
+  endpoint::centralize(device, co);
+  auto first = helpdesk.call("order.revert", {{"device", "rev-1"}, {"snapshot", s}, {"mode", "full"}})["orders"][0];
+  auto order = helpdesk.call("order.revert", {{"device", "rev-1"}, {"snapshot", s}})["orders"][0];
+  CHECK(order["spec"]["type"] == "revert");
+  CHECK(order["spec"]["mode"] == "system");
+  CHECK(order["spec"]["snapshot_id"] == s);
+  CHECK(admin.call("order.get", {{"order_id", first["order_id"]}})["state"] == "superseded");
+
+  auto result = endpoint::centralize(device, co);
+  REQUIRE(result.order.value("order_id", "") == order["order_id"]);
+  CHECK(result.order["mode"] == "system");
+  CHECK(read(root / "usr/bin/tool") == std::string(200000, 't'));
+  CHECK(read(root / "etc/app.conf") == "at s\n");
+  CHECK(read(root / "home/alice/notes.txt") == "notes now\n");  // the user area stays
+  CHECK(admin.call("order.get", {{"order_id", order["order_id"]}})["state"] == "done");
+  // The state before was kept by a pinned snapshot.
+  auto before = client::resolve_snapshot(admin, "rev-1", result.protected_by["snapshot_id"].get<std::string>());
+  CHECK(before["pinned"] == true);
+}
+
 TEST_CASE("a dynamic collection matches an inventory array field as driver profiles do: any element") {
   World w;
   auto anonymous = w.client("");

@@ -71,7 +71,7 @@ TEST_CASE("every method has one row, with a body limit and at least one access c
     CHECK(!m.access.back().applies);  // the last case takes every call
     CHECK(bool(m.run));
   }
-  CHECK(names.size() == 50);  // a new method adds its row here, in roles-matrix.sh and in the man page
+  CHECK(names.size() == 51);  // a new method adds its row here, in roles-matrix.sh and in the man page
   CHECK(server::find_method("no.such") == nullptr);
 }
 
@@ -86,12 +86,16 @@ TEST_CASE("the rows decide who may call") {
     CHECK(refusal("order.create", {{"type", "assign"}}, Role::helpdesk) != "");
     CHECK(refusal("order.create", {}, Role::helpdesk) != "");
     CHECK(refusal("chunks.put", {}, Role::image_manager) == "");
+    CHECK(refusal("order.revert", {{"device", "d"}}, Role::helpdesk) == "");
+    CHECK(refusal("order.revert", {{"device", "d"}}, Role::protection_manager) == "");
+    CHECK(refusal("order.revert", {{"device", "d"}}, Role::image_manager) != "");
     CHECK(refusal("chunks.put", {{"device_id", "d"}}, Role::image_manager) != "");
   }
   SUBCASE("a device's credential: its own CVD, the rows marked for devices") {
     CHECK(refusal("snapshot.commit", {{"device_id", "d"}}, Role::device, "d") == "");
     CHECK(refusal("snapshot.commit", {{"device_id", "e"}}, Role::device, "d") == "device d may act on its own CVD only");
     CHECK(refusal("device.list", {}, Role::device, "d") == "device.list is not for device credentials");
+    CHECK(refusal("order.revert", {{"device", "d"}}, Role::device, "d") == "order.revert is not for device credentials");
     CHECK(refusal("chunks.put", {}, Role::device, "d") == "a device uploads to its own CVD only");
     CHECK(refusal("chunks.put", {{"device_id", "d"}}, Role::device, "d") == "");
   }

@@ -318,7 +318,7 @@ TEST_CASE_TEMPLATE("a pack id is never given twice: a writer whose pack gc delet
   CHECK(writer.check(true, nullptr).problems.empty());
 }
 
-TEST_CASE("a schema 2 catalog is upgraded to 6: its packs keep their ids and new ones are never reused") {
+TEST_CASE("a schema 2 catalog is upgraded to 7: its packs keep their ids and new ones are never reused") {
   TempDir dir;
   std::string a = blob('a', 30000);
   {
@@ -342,10 +342,40 @@ TEST_CASE("a schema 2 catalog is upgraded to 6: its packs keep their ids and new
   util::Db db(db_path);  // the SQLite backend's own record of its schema
   util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
-  CHECK(version.text(0) == "6");
+  CHECK(version.text(0) == "7");
 }
 
-TEST_CASE("a schema 5 catalog is upgraded to 6: its devices keep their rows and may be replaced") {
+TEST_CASE("a schema 5 catalog is upgraded to 7: its snapshots record no layers (unknown), new ones do") {
+  TempDir dir;
+  std::string a = blob('a', 30000);
+  std::string old_id;
+  {
+    store::Repository repo(dir.path, true);
+    old_id = snapshot_of(repo, {a}, "0000000000000001");
+  }
+  std::string db_path = (dir.path / "catalog.db").string();
+  {
+    util::Db db(db_path);  // what schema 5 had: snapshots without the given column
+    db.exec("ALTER TABLE snapshots DROP COLUMN given; UPDATE meta SET value = '5' WHERE key = 'schema';");
+  }
+  store::Repository repo(dir.path, false);
+  auto old = repo.catalog().snapshot(old_id);
+  REQUIRE(old);
+  CHECK(old->given == nlohmann::json::object());
+  repo.catalog().set_given("d", {{"layers", {"base@1"}}});
+  catalog::Snapshot s = *old;
+  s.id = "0000000000000002";
+  s.created_at += 1;
+  s.given = repo.catalog().given("d");
+  repo.catalog().add_snapshot(s);
+  CHECK(repo.catalog().snapshot(s.id)->given["layers"] == nlohmann::json::array({"base@1"}));
+  util::Db db(db_path);
+  util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
+  REQUIRE(version.step());
+  CHECK(version.text(0) == "7");
+}
+
+TEST_CASE("a schema 6 catalog is upgraded to 7: its devices keep their rows and may be replaced") {
   TempDir dir;
   {
     store::Repository repo(dir.path, true);
@@ -357,10 +387,10 @@ TEST_CASE("a schema 5 catalog is upgraded to 6: its devices keep their rows and 
   }
   std::string db_path = (dir.path / "catalog.db").string();
   {
-    // What schema 5 had: devices without replaced_by, no reenrolments table.
+    // What schema 6 had: devices without replaced_by, no reenrolments table.
     util::Db db(db_path);
     db.exec("DROP TABLE reenrolments; ALTER TABLE devices DROP COLUMN replaced_by; "
-            "UPDATE meta SET value = '5' WHERE key = 'schema';");
+            "UPDATE meta SET value = '6' WHERE key = 'schema';");
   }
   store::Repository repo(dir.path, false);
   auto& cat = repo.catalog();
@@ -372,7 +402,7 @@ TEST_CASE("a schema 5 catalog is upgraded to 6: its devices keep their rows and 
   util::Db db(db_path);
   util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
-  CHECK(version.text(0) == "6");
+  CHECK(version.text(0) == "7");
 }
 
 TEST_CASE_TEMPLATE("a gc killed between deleting a retired pack's file and its row leaves a clean store", Vol, OnDisk,

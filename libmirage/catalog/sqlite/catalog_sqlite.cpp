@@ -18,9 +18,10 @@ namespace {
 // while GC may retire and delete that pack; a reused id would let it index records
 // under another process's pack.
 // 5: devices have a name admins give them.
-// 6: a device may be replaced by another (replaced_by), and an enrolled device's id
+// 6: a snapshot records the layers its device had been given (a revert gives them back).
+// 7: a device may be replaced by another (replaced_by), and an enrolled device's id
 //    registered without its credential waits for re-enrolment (reenrolments).
-constexpr int k_schema_version = 6;
+constexpr int k_schema_version = 7;
 
 #define MIRAGE_PACKS_COLUMNS                                                                              \
   "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES " \
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS devices(
 CREATE TABLE IF NOT EXISTS snapshots(
   id TEXT PRIMARY KEY, device TEXT NOT NULL REFERENCES devices(id), tree BLOB NOT NULL,
   root BLOB NOT NULL, created_at INTEGER NOT NULL, stats TEXT NOT NULL DEFAULT '{}',
-  pinned INTEGER NOT NULL DEFAULT 0);
+  pinned INTEGER NOT NULL DEFAULT 0, given TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS snapshots_by_device ON snapshots(device, created_at);
 CREATE TABLE IF NOT EXISTS volumes(id INTEGER PRIMARY KEY, path TEXT NOT NULL, read_only INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS packs)sql" MIRAGE_PACKS_COLUMNS R"sql(;
@@ -113,12 +114,13 @@ Snapshot snapshot_from(util::Stmt& s) {
   snap.created_at = s.int64(4);
   snap.stats = parse_json_col(s.text(5));
   snap.pinned = s.int64(6) != 0;
+  snap.given = parse_json_col(s.text(7));
   return snap;
 }
 
 constexpr const char* k_device_cols =
     "id, state, reference, hostname, policy, inventory, registered_at, last_seen, tags, volume, name, replaced_by";
-constexpr const char* k_snapshot_cols = "id, device, tree, root, created_at, stats, pinned";
+constexpr const char* k_snapshot_cols = "id, device, tree, root, created_at, stats, pinned, given";
 
 std::string checked_path(const std::string& path, bool create) {
   if (!create && !std::filesystem::exists(path))
@@ -324,11 +326,18 @@ SqliteCatalog::SqliteCatalog(const std::string& path, bool create, util::Db::Acc
     version = "5";
   }
   if (version == "5") {
-    // 5 -> 6: replaced devices (the reenrolments table is made by k_schema above).
-    if (util::Stmt(m_db, "SELECT count(*) FROM pragma_table_info('devices') WHERE name = 'replaced_by'").scalar() == 0)
-      m_db.exec("ALTER TABLE devices ADD COLUMN replaced_by TEXT NOT NULL DEFAULT ''");
+    // 5 -> 6: snapshots record the layers given (older ones: {}, unknown).
+    if (util::Stmt(m_db, "SELECT count(*) FROM pragma_table_info('snapshots') WHERE name = 'given'").scalar() == 0)
+      m_db.exec("ALTER TABLE snapshots ADD COLUMN given TEXT NOT NULL DEFAULT '{}'");
     m_db.exec("UPDATE meta SET value = '6' WHERE key = 'schema'");
     version = "6";
+  }
+  if (version == "6") {
+    // 6 -> 7: replaced devices (the reenrolments table is made by k_schema above).
+    if (util::Stmt(m_db, "SELECT count(*) FROM pragma_table_info('devices') WHERE name = 'replaced_by'").scalar() == 0)
+      m_db.exec("ALTER TABLE devices ADD COLUMN replaced_by TEXT NOT NULL DEFAULT ''");
+    m_db.exec("UPDATE meta SET value = '7' WHERE key = 'schema'");
+    version = "7";
   }
   if (!version)
     util::Stmt(m_db, "INSERT INTO meta(key, value) VALUES ('schema', ?)").bind(1, std::to_string(k_schema_version)).run();
@@ -390,7 +399,8 @@ void SqliteCatalog::touch_device(const std::string& id, const std::string& hostn
 }
 
 void SqliteCatalog::add_snapshot(const Snapshot& s) {
-  util::Stmt(m_db, "INSERT INTO snapshots(id, device, tree, root, created_at, stats, pinned) VALUES (?, ?, ?, ?, ?, ?, ?)")
+  util::Stmt(m_db, "INSERT INTO snapshots(id, device, tree, root, created_at, stats, pinned, given) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
       .bind(1, s.id)
       .bind(2, s.device)
       .bind_blob(3, s.tree.bytes)
@@ -398,6 +408,7 @@ void SqliteCatalog::add_snapshot(const Snapshot& s) {
       .bind(5, s.created_at)
       .bind(6, s.stats.dump())
       .bind(7, int64_t(s.pinned))
+      .bind(8, s.given.dump())
       .run();
 }
 
