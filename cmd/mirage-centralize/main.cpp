@@ -158,7 +158,10 @@ int sync_once(const tool::Common& common_in, const Options& o) {
       const auto& ord = doc["order"];
       const auto& a = ord["apply"];
       std::string layers;
-      for (const auto& l : ord["layers"]) layers += (layers.empty() ? "" : ", ") + l.get<std::string>();
+      for (const auto& l : ord.value("layers", json::array())) layers += (layers.empty() ? "" : ", ") + l.get<std::string>();
+      // A revert names its snapshot and mode; a layer order its layers.
+      if (ord.contains("mode"))
+        layers = "reverted to snapshot " + ord["snapshot_id"].get<std::string>() + " (" + ord["mode"].get<std::string>() + ")";
       out << "order " << ord["order_id"].get<std::string>() << " carried out: " << layers << "\n"
           << "  written " << a["written"] << ", metadata " << a["metadata"] << ", removed " << a["removed"]
           << ", merged " << a["merged"] << ", set aside " << a["saved_local"] << "; "

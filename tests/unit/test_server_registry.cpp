@@ -59,8 +59,11 @@ TEST_CASE("enums read and write their wire names and refuse any other") {
   auto message = usage_message([] { (void)nlohmann::json("Admin").get<Role>(); });
   CHECK(message == "role 'Admin': expected admin, image-manager, protection-manager, helpdesk, device or anonymous");
   CHECK(usage_message([] { (void)nlohmann::json("later").get<server::OrderKind>(); }) ==
-        "order type 'later': expected assign, enforce, provision or snapshot");
+        "order type 'later': expected assign, enforce, provision, snapshot or revert");
   CHECK(usage_message([] { (void)nlohmann::json(3).get<server::OrderState>(); }).find("order state") == 0);
+  CHECK(nlohmann::json("user-data").get<server::RevertMode>() == server::RevertMode::user_data);
+  CHECK(usage_message([] { (void)nlohmann::json("all").get<server::RevertMode>(); }) ==
+        "revert mode 'all': expected system, full or user-data");
 }
 
 TEST_CASE("every method has one row, with a body limit and at least one access case") {
