@@ -29,6 +29,8 @@ struct Options {
   unsigned threads = 2;
   std::string device;  // accept/reject argument
   bool reference = false;
+  bool reenroll = false;    // accept/reject: the machine waiting for the device's re-enrolment
+  std::string fingerprint;  // with --reenroll: the waiting machine's, as it printed it
   std::string policy;
   std::string state_filter;
   bool watch = false;
@@ -133,6 +135,10 @@ int sync_once(const tool::Common& common_in, const Options& o) {
     return result.state == "accepted" ? 0 : 5;
   }
   tool::print(common, doc, [&](std::ostream& out) {
+    if (result.state == "reenroll") {
+      out << result.message << "\n";
+      return;
+    }
     if (result.state != "accepted") {
       out << "device " << result.device_id << " is " << result.state
           << "; an admin must run: mirage-centralize accept " << result.device_id << "\n";
@@ -278,14 +284,49 @@ int request_snapshots(const tool::Common& common, const Options& o) {
 
 int sync(const tool::Common& common, const Options& o) { return o.watch ? watch(common, o) : sync_once(common, o); }
 
+/// Devices as a table; one whose re-enrolment waits shows as "reenroll" with the
+/// waiting machine's hostname, time and fingerprint.
 void print_devices(const tool::Common& common, const json& devices, const std::string& when_empty) {
   tool::print(common, {{"devices", devices}}, [&](std::ostream& out) {
-    tool::Table t({"DEVICE", "STATE", "HOSTNAME", "REGISTERED"});
-    for (const auto& d : devices)
+    tool::Table t({"DEVICE", "STATE", "HOSTNAME", "REGISTERED", "FINGERPRINT"});
+    bool waiting = false;
+    for (const auto& d : devices) {
+      const json& w = d.value("reenroll", json());
+      if (w.is_object()) {
+        waiting = true;
+        std::string fp = w["fingerprint"].get<std::string>();
+        if (w.value("contested", 0) > 0) fp += " (contested by " + tool::cell(w["contender_fingerprint"]) + ")";
+        t.row({tool::cell(d["device_id"]), "reenroll", tool::cell(w["hostname"]),
+               tool::short_time(w["requested_at"].get<std::string>()), fp});
+        continue;
+      }
       t.row({tool::cell(d["device_id"]), tool::cell(d["state"]), tool::cell(d["hostname"]),
-             tool::short_time(d["registered_at"].get<std::string>())});
+             tool::short_time(d["registered_at"].get<std::string>()), "-"});
+    }
     t.print(out, when_empty);
+    if (waiting)
+      out << "reenroll: enrolled, registered again by a machine without its credential; compare the fingerprint it\n"
+             "printed, then: mirage-centralize accept DEVICE --reenroll --fingerprint F (or reject DEVICE --reenroll)\n";
   });
+}
+
+/// accept/reject --reenroll: give the device's id to the waiting machine, or drop it.
+int reenroll(const tool::Common& common, const Options& o, bool reject) {
+  auto client = tool::connect(common);
+  json params = {{"device_id", o.device}, {"reject", reject}};
+  if (!o.fingerprint.empty()) params["fingerprint"] = o.fingerprint;
+  json d = client.call("device.reenroll", params);
+  tool::print(common, d, [&](std::ostream& out) {
+    if (reject) {
+      out << "device " << o.device << ": the registration of machine " << d["fingerprint"].get<std::string>()
+          << " was dropped; the device keeps its credential\n";
+      return;
+    }
+    out << "device " << o.device << " re-enrolled: machine " << d["fingerprint"].get<std::string>()
+        << " now holds its credential" << (d["revoked"].get<bool>() ? " (the earlier one is revoked)" : "")
+        << "; its snapshots, layers and policy are kept\n";
+  });
+  return 0;
 }
 
 }  // namespace
@@ -325,19 +366,30 @@ int main(int argc, char** argv) {
 
   auto* pending = app.add_subcommand("pending", "List devices waiting to be accepted");
   auto* devices = app.add_subcommand("devices", "List devices");
-  devices->add_option("--state", o.state_filter, "Only pending, accepted or rejected");
+  devices->add_option("--state", o.state_filter, "Only pending, accepted, rejected, replaced\nor reenroll");
   auto* accept = app.add_subcommand("accept", "Accept a pending device");
   accept->add_option("device", o.device, "Device id, name or hostname")->required();
-  accept->add_flag("--reference", o.reference, "Make it a reference device");
-  accept->add_option("--policy", o.policy, "Upload policy to give it (default: default)");
+  auto* reference = accept->add_flag("--reference", o.reference, "Make it a reference device");
+  auto* policy = accept->add_option("--policy", o.policy, "Upload policy to give it (default: default)");
+  auto* reenroll_flag = accept->add_flag("--reenroll", o.reenroll, "Give an enrolled device's credential to the\nmachine waiting for it (disk loss)")
+                            ->excludes(reference)
+                            ->excludes(policy);
+  accept->add_option("--fingerprint", o.fingerprint, "With --reenroll: the waiting machine's,\nas it printed it")->needs(reenroll_flag);
   auto* reject = app.add_subcommand("reject", "Reject a device; it can no longer upload");
   reject->add_option("device", o.device, "Device id, name or hostname")->required();
+  auto* drop_flag = reject->add_flag("--reenroll", o.reenroll, "Drop the registration waiting for\nre-enrolment instead");
+  reject->add_option("--fingerprint", o.fingerprint, "With --reenroll: only if it is this machine's")->needs(drop_flag);
 
   auto list = [&](const std::string& state) {
     auto client = tool::connect(common);
     json params = json::object();
     if (!state.empty()) params["state"] = state;
-    print_devices(common, client.call("device.list", params)["devices"],
+    json found = client.call("device.list", params)["devices"];
+    if (state == "pending") {  // and the enrolled devices a machine asks to be re-enrolled
+      json waiting = client.call("device.list", {{"state", "reenroll"}});
+      for (const auto& d : waiting["devices"]) found.push_back(d);
+    }
+    print_devices(common, found,
                   state == "pending" ? "no devices waiting to be accepted" : state.empty() ? "no devices" : "no " + state + " devices");
     return 0;
   };
@@ -357,7 +409,7 @@ int main(int argc, char** argv) {
                    {{request, [&] { return request_snapshots(common, o); }},
                     {pending, [&] { return list("pending"); }},
                     {devices, [&] { return list(o.state_filter); }},
-                    {accept, [&] { return set_state("device.accept"); }},
-                    {reject, [&] { return set_state("device.reject"); }},
+                    {accept, [&] { return o.reenroll ? reenroll(common, o, false) : set_state("device.accept"); }},
+                    {reject, [&] { return o.reenroll ? reenroll(common, o, true) : set_state("device.reject"); }},
                     {nullptr, [&] { return sync(common, o); }}});
 }

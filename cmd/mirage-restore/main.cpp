@@ -39,10 +39,14 @@ struct Options {
   std::vector<std::string> diff_args;  ///< S1 S2 [PATH]
   std::string path;                    ///< ls, dump: one path
   bool on_device = false, wait = false, dry_run = false;  ///< a revert on the device
-  std::string mode = "system";
+  std::string mode = "system";  ///< with --from-device: full unless given (mode_given)
+  bool mode_given = false;
   double timeout = 3600;
   bool stream = false;
   std::string bwlimit;  ///< --stream: the background fill's rate (SIZE per second)
+  std::string from_device;  ///< the device whose CVD --device takes over
+  bool no_revert = false;   ///< with --from-device: take over only
+  bool latest = false;      ///< --latest: --snapshot's default (the newest), said explicitly
 };
 
 void need_device(const Options& o) {
@@ -470,6 +474,45 @@ int restore(const tool::Common& common, const Options& o) {
   return 0;
 }
 
+/// --from-device: --device takes over the CVD (device.replace), then gets its content
+/// by a revert order to the CVD's newest snapshot, carried out on its next sync.
+int take_over(const tool::Common& common, const Options& o) {
+  need_device(o);
+  if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--from-device takes no --path or --to");
+  json params = {{"device_id", o.device}, {"from_device", o.from_device}};
+  std::string mode = o.mode_given ? o.mode : "full";
+  if (mode != "full" && mode != "user-data")
+    throw Error(ErrorKind::usage, "--mode " + mode + " with --from-device: full or user-data");
+  if (o.dry_run || o.snapshot != "latest") throw Error(ErrorKind::usage, "--from-device takes no --dry-run or --snapshot");
+  if (!o.no_revert) params["mode"] = mode;
+  auto client = tool::connect(common);
+  json r = client.call("device.replace", params);
+  int status = 0;
+  if (o.wait && r.contains("orders")) {
+    tool::Progress bar(common, "replace");
+    for (auto& order : r["orders"]) {
+      order = tool::wait_for_order(client, order["order_id"], o.timeout, bar,
+                                   "to carry out its " + order["spec"].value("type", std::string("revert")) + " order on its next sync");
+      if (order["state"] != "done") status = 1;
+    }
+    bar.finish();
+  }
+  tool::print(common, r, [&](std::ostream& out) {
+    if (r["already"].get<bool>())
+      out << "device " << o.device << " had already taken over the CVD of device " << o.from_device << "\n";
+    else
+      out << "device " << o.device << " took over the CVD of device " << o.from_device << ": "
+          << r["snapshots"].get<uint64_t>() << " snapshots (newest " << r["latest"].get<std::string>()
+          << "), its layers and policy; device " << o.from_device << " is replaced and can no longer sync\n";
+    if (r.contains("orders"))
+      for (const auto& order : r["orders"])
+        out << "order " << order["order_id"].get<std::string>() << " (" << order["spec"].value("type", "") << " "
+            << order["spec"].value("mode", "") << ") " << order["state"].get<std::string>()
+            << (order["state"] == "pending" ? ": device " + o.device + " carries it out on its next sync" : "") << "\n";
+  });
+  return status;
+}
+
 int snapshots(const tool::Common& common, const Options& o) {
   need_device(o);
   auto client = tool::connect(common);
@@ -502,21 +545,28 @@ int main(int argc, char** argv) {
   tool::add_progress(app, common);
   const char* snapshot_help = "Id or prefix, latest, or a time: the newest\nat or before it (2026-11-30 14:00, yesterday,\n2h, 3d, 1w)";
   app.add_option("--device", o.device, "Device id, name or unique hostname");
-  app.add_option("--snapshot", o.snapshot, snapshot_help);
+  auto* snapshot_opt = app.add_option("--snapshot", o.snapshot, snapshot_help);
   app.add_option("--path", o.paths, "Path in the snapshot (repeatable; / for all)");
   app.add_option("--to", o.to, "Directory to restore into (- : dump to stdout)");
   app.add_option("--archive", o.archive, "With --to -: tar or zip")->check(CLI::IsMember({"tar", "zip"}));
   app.add_option("--overwrite", o.overwrite, "An existing file at the target: replace it\n(always, the default), "
                                              "unless its size and\nmtime match (if-changed), or keep it (never)")
       ->check(CLI::IsMember({"always", "if-changed", "never"}));
-  app.add_flag("--on-device", o.on_device, "Revert the device itself to the snapshot\n(an order its next sync carries out)");
-  app.add_option("--mode", o.mode, "With --on-device: system (the machine area,\nthe default), full, or user-data")
-      ->check(CLI::IsMember({"system", "full", "user-data"}));
+  auto* on_device = app.add_flag("--on-device", o.on_device, "Revert the device itself to the snapshot\n(an order its next sync carries out)");
+  auto* mode = app.add_option("--mode", o.mode, "With --on-device: system (the machine area,\nthe default), full, or user-data;\n"
+                                                "with --from-device: full (default), user-data")
+                   ->check(CLI::IsMember({"system", "full", "user-data"}));
   app.add_flag("--wait", o.wait, "With --on-device: wait until the device reports");
   app.add_option("--timeout", o.timeout, "Seconds --wait waits (default 3600)")->check(CLI::PositiveNumber);
   app.add_flag("--dry-run", o.dry_run, "With --on-device: print what would change");
   app.add_flag("--stream", o.stream, "Write the minimal set, make the rest placeholders\nand fill them (reads first); usable early");
   app.add_option("--bwlimit", o.bwlimit, "With --stream: the background fill's rate\n(bytes a second, K/M/G)");
+  app.add_flag("--latest", o.latest, "With --on-device: the newest snapshot (as\n--snapshot latest, the default)")->needs(on_device)->excludes(snapshot_opt);
+  auto* from = app.add_option("--from-device", o.from_device, "Replacement: --device takes over this\ndevice's CVD (history, layers, policy)")
+                   ->excludes(on_device);
+  app.add_flag("--no-revert", o.no_revert, "With --from-device: take over only; queue\nno revert (restored offline)")
+      ->needs(from)
+      ->excludes(mode);
   app.fallthrough();
   auto* status_cmd = app.add_subcommand("status", "Progress of a streaming restore (--stream)");
   status_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
@@ -551,5 +601,8 @@ int main(int argc, char** argv) {
                     {diff_cmd, [&] { return diff(common, o); }},
                     {dump_cmd, [&] { return dump_to_stdout(common, o, o.path); }},
                     {status_cmd, [&] { return status(common, o); }},
-                    {nullptr, [&] { return restore(common, o); }}});
+                    {nullptr, [&] {
+                       o.mode_given = mode->count() > 0;
+                       return o.from_device.empty() ? restore(common, o) : take_over(common, o);
+                     }}});
 }

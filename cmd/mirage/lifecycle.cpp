@@ -22,7 +22,11 @@ void print_device_table(std::ostream& out, const json& devices) {
   for (const auto& d : devices) {
     const json& age = d.contains("last_sync_age_seconds") ? d["last_sync_age_seconds"] : json(nullptr);
     const json& last = d.contains("last_sync") ? d["last_sync"] : json(nullptr);
-    t.row({tool::cell(d["device_id"]), tool::cell(d.value("name", "")), tool::cell(d["state"]), tool::cell(d.value("hostname", "")),
+    // An accepted device a machine without its credential asks for, and a replaced one, say so.
+    std::string state = tool::cell(d["state"]);
+    if (d.value("reenroll", json()).is_object()) state += ", reenroll " + tool::cell(d["reenroll"]["fingerprint"]);
+    if (d.value("replaced_by", json()).is_string()) state += " by " + d["replaced_by"].get<std::string>();
+    t.row({tool::cell(d["device_id"]), tool::cell(d.value("name", "")), state, tool::cell(d.value("hostname", "")),
            last.is_string() ? tool::short_time(last.get<std::string>()) : "-",
            age.is_number() ? age_text(age.get<int64_t>()) : "-", tool::cell(d.value("last_snapshot", json(nullptr))),
            tool::cell(d.value("layers", json::array())), std::to_string(d.value("pending_orders", 0))});

@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
   auto* device = app.add_subcommand("device", "List, tag, rename or delete devices");
   device->require_subcommand(1);
   auto* device_list = device->add_subcommand("list", "List devices");
-  device_list->add_option("--state", device_state, "pending, accepted or rejected")
+  device_list->add_option("--state", device_state, "pending, accepted, rejected, replaced or\nreenroll")
       ->check(CLI::IsMember({"pending", "accepted", "rejected"}));
   device_list->add_option("--collection", collections, "Only members of this collection");
   double device_stale = 0;

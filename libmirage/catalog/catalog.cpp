@@ -10,6 +10,7 @@ std::string_view state_name(DeviceState s) {
     case DeviceState::pending: return "pending";
     case DeviceState::accepted: return "accepted";
     case DeviceState::rejected: return "rejected";
+    case DeviceState::replaced: return "replaced";
   }
   return "pending";
 }
@@ -17,6 +18,7 @@ std::string_view state_name(DeviceState s) {
 DeviceState state_from_name(std::string_view name) {
   if (name == "accepted") return DeviceState::accepted;
   if (name == "rejected") return DeviceState::rejected;
+  if (name == "replaced") return DeviceState::replaced;
   return DeviceState::pending;
 }
 
@@ -31,7 +33,8 @@ void to_json(nlohmann::json& j, const Device& d) {
        {"last_seen", util::rfc3339(d.last_seen)},
        {"tags", d.tags},
        {"volume", d.volume},
-       {"name", d.name}};
+       {"name", d.name},
+       {"replaced_by", d.replaced_by.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.replaced_by)}};
 }
 
 void to_json(nlohmann::json& j, const Snapshot& s) {

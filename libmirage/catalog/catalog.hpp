@@ -22,7 +22,9 @@ namespace mirage::catalog {
 
 using util::Digest;
 
-enum class DeviceState { pending, accepted, rejected };
+/// replaced: another device took over its CVD (mirage-restore --from-device); it may no
+/// longer sync, and its row stays so that it is told so.
+enum class DeviceState { pending, accepted, rejected, replaced };
 std::string_view state_name(DeviceState s);
 DeviceState state_from_name(std::string_view name);
 
@@ -38,8 +40,23 @@ struct Device {
   std::vector<std::string> tags;  ///< set by admins, for dynamic collections
   int64_t volume = 0;             ///< where the CVD's new data goes (0: not placed yet)
   std::string name;               ///< what admins call it (mirage device rename; "" none)
+  std::string replaced_by;        ///< the device that took over its CVD ("" none)
 };
 void to_json(nlohmann::json& j, const Device& d);
+
+/// A registration of an accepted device's id by a machine without its credential (the
+/// disk was lost or replaced): it waits until an admin re-enrolls the device (the
+/// credential `hash` then becomes the device's) or drops it. One per device.
+struct Reenrolment {
+  std::string device;
+  std::string hash;      ///< SHA-256 (hex) of the waiting machine's secret
+  std::string hostname;  ///< what the waiting machine reported
+  nlohmann::json inventory = nlohmann::json::object();
+  int64_t requested_at = 0;
+  int64_t last_seen = 0;
+  int64_t contested = 0;        ///< registrations of the id with another secret since
+  std::string contender_hash;  ///< the last of those ("" none)
+};
 
 /// What a device list shows beside a device, read for every device in one batch.
 struct DeviceActivity {
@@ -171,7 +188,7 @@ class ChunkIndex {
 
 /// Gauges for /metrics, read in one batch.
 struct Counts {
-  std::array<int64_t, 3> devices{};  ///< by DeviceState (pending, accepted, rejected)
+  std::array<int64_t, 4> devices{};  ///< by DeviceState (pending, accepted, rejected, replaced)
   int64_t snapshots = 0;
   int64_t chunks = 0;
   int64_t pack_bytes = 0;          ///< bytes of packs the index covers
@@ -267,6 +284,19 @@ class Catalog {
   /// CVD history and upload (GC then reclaims the data only it referenced). Call in a
   /// transaction.
   virtual void delete_device(const std::string& id) = 0;
+  /// Marks `id` replaced by `by` (state replaced, replaced_by).
+  virtual void set_device_replaced(const std::string& id, const std::string& by) = 0;
+  /// Moves a CVD from one device to another: its snapshots, CVD history, assignment
+  /// and finished orders (pending ones stay with `from`). Call in a transaction.
+  virtual void move_cvd(const std::string& from, const std::string& to) = 0;
+
+  /// The registration waiting for a device's re-enrolment, if any.
+  virtual std::optional<Reenrolment> reenrolment(const std::string& device) = 0;
+  /// Every waiting re-enrolment, oldest first.
+  virtual std::vector<Reenrolment> reenrolments() = 0;
+  /// Inserts or replaces the device's waiting re-enrolment.
+  virtual void set_reenrolment(const Reenrolment& r) = 0;
+  virtual void delete_reenrolment(const std::string& device) = 0;
 
   virtual void add_snapshot(const Snapshot& s) = 0;
   /// Snapshots of a device, oldest first.

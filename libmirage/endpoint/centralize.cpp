@@ -24,6 +24,7 @@ using util::Digest;
 
 void to_json(json& j, const CentralizeResult& r) {
   j = {{"device_id", r.device_id}, {"state", r.state}, {"seconds", r.seconds}};
+  if (!r.message.empty()) j["message"] = r.message;
   if (!r.snapshot.is_null()) {
     j["snapshot"] = r.snapshot;
     j["stats"] = r.stats;
@@ -36,8 +37,9 @@ void to_json(json& j, const CentralizeResult& r) {
 namespace {
 
 /// Registers the device (or refreshes its inventory); its state, "pending" when the
-/// server refuses a pending device's credential.
-std::string register_device(Client& client, const CentralizeOptions& opts) {
+/// server refuses a pending device's credential, "reenroll" (with the server's message)
+/// when the device is enrolled and this machine lacks its credential.
+std::string register_device(Client& client, const CentralizeOptions& opts, std::string& message) {
   std::string hostname;
   json inv = inventory(opts.root, &hostname);
   try {
@@ -50,7 +52,9 @@ std::string register_device(Client& client, const CentralizeOptions& opts) {
     // The server refuses a pending device's credential as a precondition before any
     // method runs: the same answer as a registration that left it pending.
     if (e.kind() != ErrorKind::precondition) throw;
-    return "pending";
+    if (e.reason() != proto::k_reason_reenroll) return "pending";
+    message = e.what();
+    return "reenroll";
   }
 }
 
@@ -143,7 +147,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   } private_after{opts.state_dir};
   CentralizeResult result;
   result.device_id = opts.device_id;
-  result.state = register_device(client, opts);
+  result.state = register_device(client, opts, result.message);
   if (result.state == "rejected") throw Error(ErrorKind::permission, "device " + opts.device_id + ": rejected by an admin");
   if (result.state != "accepted") return result;
 

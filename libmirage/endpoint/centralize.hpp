@@ -32,7 +32,8 @@ struct CentralizeOptions {
 
 struct CentralizeResult {
   std::string device_id;
-  std::string state;  ///< pending, accepted, rejected
+  std::string state;  ///< pending, accepted, rejected, reenroll (waits for an admin's re-enrolment)
+  std::string message;  ///< with reenroll: the server's word on it (the fingerprint to compare)
   nlohmann::json snapshot;  ///< the committed snapshot, when accepted (after an apply: the one after it)
   nlohmann::json order;         ///< the order carried out (its report), or pending hooks
   nlohmann::json protected_by;  ///< the pinned snapshot taken before the order

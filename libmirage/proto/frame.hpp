@@ -52,6 +52,9 @@ struct Request {
 /// snapshot.commit (and layer commits) refused because the server lacks objects the
 /// tree names (precondition): an endpoint whose files cache vouched for them rescans.
 inline constexpr std::string_view k_reason_incomplete = "incomplete";
+/// A registration or credential of an accepted device's id from a machine without the
+/// device's credential (precondition): it waits until an admin re-enrolls the device.
+inline constexpr std::string_view k_reason_reenroll = "reenroll";
 
 struct Reply {
   nlohmann::json id = 0;

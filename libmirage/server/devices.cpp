@@ -47,6 +47,7 @@ catalog::Device registered_device(catalog::Catalog& cat, const std::string& id) 
 catalog::Device accepted_device(catalog::Catalog& cat, const std::string& id) {
   auto d = registered_device(cat, id);
   if (d.state == catalog::DeviceState::rejected) throw Error(ErrorKind::permission, "device " + id + ": rejected");
+  if (d.state == catalog::DeviceState::replaced) throw replaced_error(d);
   if (d.state == catalog::DeviceState::pending)
     throw Error(ErrorKind::precondition, "device " + id + ": pending (an admin must accept it)");
   return d;
@@ -75,14 +76,21 @@ catalog::Device device_register(Context& c, const DeviceRegister& p) {
   auto enrolled = cat.device_credential(id);
   bool admin = c.caller.role == Role::admin, itself = c.caller.role == Role::device && c.caller.name == id;
   // Anyone may register a new device (it waits, pending, for an admin); an enrolled
-  // one is re-registered only by itself (its credential) or an admin. A known device
-  // without a credential on file is never given one by whoever asks first: an admin
-  // re-enrolls it (mirage device delete, then it registers anew).
-  if (d && enrolled && !admin && !itself)
-    throw Error(ErrorKind::permission, "device " + id + " is already enrolled; it must use its credential");
-  if (d && !enrolled && !admin)
-    throw Error(ErrorKind::permission, "device " + id + " has no credential on file; an admin must re-enroll it "
-                                       "(mirage device delete " + id + ")");
+  // one is re-registered only by itself (its credential) or an admin. An accepted
+  // device's id from a machine without its credential (a lost or replaced disk) is
+  // never given to whoever asks first: the registration waits until an admin
+  // re-enrolls the device (device.reenroll), and the device's credential stays valid.
+  if (d && !admin && !itself && (enrolled || d->state != catalog::DeviceState::pending)) {
+    if (d->state == catalog::DeviceState::replaced) throw replaced_error(*d);
+    if (d->state == catalog::DeviceState::accepted && !p.credential_hash.empty()) {
+      auto waiting = request_reenrolment(cat, p);
+      tx.commit();
+      throw waiting;
+    }
+    if (d->state == catalog::DeviceState::rejected) throw Error(ErrorKind::permission, "device " + id + ": rejected");
+    throw Error(ErrorKind::permission, "device " + id + " is already registered; it must use its credential "
+                                       "(an admin may delete it: mirage device delete " + id + ")");
+  }
   uint64_t max_pending = c.limits().pending_devices;
   if (!d && !admin && static_cast<uint64_t>(cat.device_count(catalog::DeviceState::pending)) >= max_pending)
     throw Error(ErrorKind::unavailable, "too many devices wait for acceptance (" + std::to_string(max_pending) +
@@ -153,9 +161,10 @@ DeviceList DeviceList::parse(const Params& p) {
   DeviceList l;
   if (p.has("state")) {
     std::string s = p.text("state");
-    if (s != "pending" && s != "accepted" && s != "rejected")
-      throw Error(ErrorKind::usage, "state '" + printable(s, 100) + "': expected pending, accepted or rejected");
-    l.state = catalog::state_from_name(s);
+    if (s != "pending" && s != "accepted" && s != "rejected" && s != "replaced" && s != "reenroll")
+      throw Error(ErrorKind::usage, "state '" + printable(s, 100) + "': expected pending, accepted, rejected, replaced or reenroll");
+    l.reenroll = s == "reenroll";
+    l.state = catalog::state_from_name(l.reenroll ? "accepted" : s);
   }
   l.hostname = p.optional_text("hostname");
   l.name = p.optional_text("name");
@@ -177,6 +186,17 @@ void to_json(json& j, const Devices& r) {
     one["pinned_snapshots"] = a.pinned;
     one["layers"] = a.layers;
     one["pending_orders"] = a.pending_orders;
+    auto w = r.reenrolments.find(d.id);
+    one["reenroll"] = w == r.reenrolments.end()
+                          ? json(nullptr)
+                          : json{{"fingerprint", credential_fingerprint(w->second.hash)},
+                                 {"hostname", w->second.hostname},
+                                 {"requested_at", util::rfc3339(w->second.requested_at)},
+                                 {"last_seen", util::rfc3339(w->second.last_seen)},
+                                 {"contested", w->second.contested},
+                                 {"contender_fingerprint", w->second.contender_hash.empty()
+                                                               ? json(nullptr)
+                                                               : json(credential_fingerprint(w->second.contender_hash))}};
     list.push_back(std::move(one));
   }
   j = {{"devices", list}};
@@ -187,6 +207,9 @@ Devices device_list(Context& c, const DeviceList& p) {
   // --stale is about devices that should sync: accepted ones, unless a state is asked for.
   auto state = p.stale_ns && !p.state ? std::optional(catalog::DeviceState::accepted) : p.state;
   Devices r{cat.devices(state), cat.device_activity(), util::now_ns()};
+  for (auto& w : cat.reenrolments())
+    if (auto d = cat.device(w.device); d && d->state == catalog::DeviceState::accepted) r.reenrolments[w.device] = std::move(w);
+  if (p.reenroll) std::erase_if(r.devices, [&](const catalog::Device& d) { return !r.reenrolments.contains(d.id); });
   // A client naming a device by its hostname (--device pc-bob) gets the few that match,
   // not the fleet.
   if (p.hostname)
@@ -205,6 +228,8 @@ namespace {
 catalog::Device decide(Context& c, const DeviceDecision& p, catalog::DeviceState state) {
   auto& cat = c.cat();
   auto d = registered_device(cat, p.device_id);
+  if (d.state == catalog::DeviceState::replaced)
+    throw Error(ErrorKind::precondition, "device " + d.id + " was replaced by device " + d.replaced_by + "; it stays so");
   bool reference = state == catalog::DeviceState::accepted && p.reference;
   if (p.policy) {
     if (*p.policy != "default" && !cat.policy(*p.policy)) throw Error(ErrorKind::not_found, "policy " + *p.policy + ": not found");

@@ -43,6 +43,15 @@ struct Context {
 catalog::Device accepted_device(catalog::Catalog& cat, const std::string& id);
 /// A registered device; Error(not_found) otherwise.
 catalog::Device registered_device(catalog::Catalog& cat, const std::string& id);
+/// What a replaced device's calls get: Error(permission) naming the device that took
+/// over its CVD.
+Error replaced_error(const catalog::Device& d);
+struct DeviceRegister;
+/// Records (or refreshes) the waiting re-enrolment of an accepted device whose id a
+/// machine without its credential registered, or counts that machine as contending
+/// with the one already waiting; returns the Error(precondition, reason "reenroll")
+/// the caller throws once its transaction is committed.
+Error request_reenrolment(catalog::Catalog& cat, const DeviceRegister& p);
 /// The devices `targets` names: its device ids and the members of its collections,
 /// each once, in order; Error(usage) when there are none, Error(precondition) when the
 /// collections given have no members, Error(not_found) for an unknown collection.
@@ -153,6 +162,7 @@ DeviceRenamed device_rename(Context& c, const DeviceRename& p);
 
 struct DeviceList {
   std::optional<catalog::DeviceState> state;
+  bool reenroll = false;  ///< only accepted devices whose re-enrolment waits (state "reenroll")
   std::optional<std::string> hostname;  ///< only devices with this hostname (ASCII case-insensitive)
   std::optional<std::string> name;      ///< only the device of this name (device rename; unique)
   std::optional<int64_t> stale_ns;  ///< only devices not synced for this long (or never)
@@ -162,6 +172,7 @@ struct Devices {
   std::vector<catalog::Device> devices;
   std::map<std::string, catalog::DeviceActivity> activity;
   int64_t now;  ///< what the ages count from (ns)
+  std::map<std::string, catalog::Reenrolment> reenrolments = {};
 };
 void to_json(nlohmann::json& j, const Devices& r);
 Devices device_list(Context& c, const DeviceList& p);
@@ -191,6 +202,53 @@ struct DeviceTag {
   static DeviceTag parse(const Params& p) { return {p.text("device_id"), p.texts("add"), p.texts("remove")}; }
 };
 catalog::Device device_tag(Context& c, const DeviceTag& p);
+
+/// The fingerprint a machine and an admin compare before a re-enrolment: the first 16
+/// hex digits of its credential's SHA-256.
+std::string credential_fingerprint(const std::string& hash);
+
+struct DeviceReenroll {  ///< device.reenroll
+  std::string device_id;
+  std::optional<std::string> fingerprint;  ///< the waiting machine's, as it printed it
+  bool reject = false;                     ///< drop the waiting registration instead
+  static DeviceReenroll parse(const Params& p);
+};
+struct DeviceReenrolled {
+  catalog::Device device;
+  std::string fingerprint;
+  bool rejected;
+  bool revoked;  ///< an earlier credential was on file and is no longer valid
+};
+void to_json(nlohmann::json& j, const DeviceReenrolled& r);
+/// Gives an accepted device's id to the machine that registered it without the
+/// credential (its new secret becomes the device's; the old one is revoked) or drops
+/// that registration (reject). Error(precondition) when none waits, when the
+/// fingerprint differs, or when another machine contested the id and no fingerprint
+/// was given.
+DeviceReenrolled device_reenroll(Context& c, const DeviceReenroll& p);
+
+struct DeviceReplace {  ///< device.replace
+  std::string device_id;    ///< NEW: registered, not yet holding snapshots of its own
+  std::string from_device;  ///< OLD: accepted, with a CVD
+  std::optional<std::string> mode;  ///< full or user-data: also queue NEW's revert to the CVD's newest
+  static DeviceReplace parse(const Params& p);
+};
+struct DeviceReplaced {
+  catalog::Device device;  ///< NEW, as it is now
+  std::string from_device;
+  uint64_t snapshots;         ///< moved to NEW
+  std::string latest;         ///< the CVD's newest snapshot id
+  uint64_t orders_cancelled;  ///< OLD's pending orders, ended
+  bool already;               ///< OLD was already replaced by NEW: nothing moved now
+  std::vector<catalog::Order> orders = {};  ///< queued for NEW (with a mode)
+};
+void to_json(nlohmann::json& j, const DeviceReplaced& r);
+/// NEW takes over OLD's CVD: its snapshots, CVD history, layer assignment, policy and
+/// volume continue under NEW, NEW is accepted, and OLD is marked replaced (its
+/// credential then gets Error(permission)). Error(usage) for NEW == OLD,
+/// Error(precondition) for an OLD already replaced by another, a NEW with snapshots
+/// of its own or rejected, an OLD without snapshots.
+DeviceReplaced device_replace(Context& c, const DeviceReplace& p);
 
 // ---- chunks and snapshots (chunks.cpp, snapshots.cpp) ---------------------------
 

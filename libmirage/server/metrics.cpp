@@ -96,7 +96,8 @@ std::string Metrics::render(catalog::Catalog& cat) {
   }
   auto counts = cat.counts(util::now_ns() - 3600LL * 1000000000);
   header(out, "mirage_devices", "gauge", "Devices by state.");
-  for (auto state : {catalog::DeviceState::pending, catalog::DeviceState::accepted, catalog::DeviceState::rejected})
+  for (auto state : {catalog::DeviceState::pending, catalog::DeviceState::accepted, catalog::DeviceState::rejected,
+                     catalog::DeviceState::replaced})
     out << "mirage_devices{state=\"" << catalog::state_name(state) << "\"} " << counts.devices[size_t(state)] << "\n";
   header(out, "mirage_devices_last_sync", "gauge",
          "Accepted devices by the age of their last sync (1h: within the hour, 1d, 7d, 30d, older, never).");

@@ -75,6 +75,8 @@ const std::vector<Method>& table() {
       row<device_tag>(          "device.tag",        no_dev, no_anon, audit,          fleet,    req,    all(k_managers)),
       row<device_delete>(       "device.delete",     no_dev, no_anon, audit,          device,   req,    all(k_admin)),
       row<device_rename>(       "device.rename",     no_dev, no_anon, audit,          fleet,    req,    all(k_managers)),
+      row<device_reenroll>(     "device.reenroll",   no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
+      row<device_replace>(      "device.replace",    no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
       row<policy_get>(          "policy.get",        dev,    no_anon, quiet,          parallel, req,    all(k_all)),
       row<policy_list>(         "policy.list",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<policy_set>(          "policy.set",        no_dev, no_anon, audit,          fleet,    req,    all(k_protection)),

@@ -5,6 +5,7 @@
 #include <cassert>
 #include <chrono>
 
+#include "libmirage/proto/frame.hpp"
 #include "libmirage/server/housekeeping.hpp"
 #include "libmirage/server/methods.hpp"
 #include "libmirage/server/registry.hpp"
@@ -73,9 +74,24 @@ std::optional<Caller> Service::authenticate(const std::string& token) {
     auto dot = token.rfind('.');
     if (dot == std::string::npos || dot < 5) return std::nullopt;
     std::string device = token.substr(4, dot - 4);
-    auto hash = repo().catalog().device_credential(device);
-    auto d = repo().catalog().device(device);
-    if (!hash || !d || *hash != util::sha256_hex(token.substr(dot + 1))) return std::nullopt;
+    auto& cat = repo().catalog();
+    auto hash = cat.device_credential(device);
+    auto d = cat.device(device);
+    std::string given = util::sha256_hex(token.substr(dot + 1));
+    if (d && (!hash || *hash != given)) {
+      // The secret of a machine that waits for the device's re-enrolment (or contends
+      // for it): it waits (5) and says which fingerprint the admin compares.
+      auto w = cat.reenrolment(device);
+      if (w && d->state == catalog::DeviceState::accepted && (w->hash == given || w->contender_hash == given))
+        throw Error(ErrorKind::precondition, "device " + device + ": " +
+                                                 (w->hash == given ? "this machine" : "another machine (" + credential_fingerprint(w->hash) + ")") +
+                                                 " awaits re-enrolment; this machine's fingerprint is " + credential_fingerprint(given) +
+                                                 "; an admin must run: mirage-centralize accept " + device +
+                                                 " --reenroll --fingerprint " + credential_fingerprint(given),
+                    std::string(proto::k_reason_reenroll));
+    }
+    if (!hash || !d || *hash != given) return std::nullopt;
+    if (d->state == catalog::DeviceState::replaced) throw replaced_error(*d);
     // The right secret of a device not (or no longer) accepted: say which, so that a
     // pending endpoint waits (exit 5) instead of taking its credential for revoked.
     if (d->state == catalog::DeviceState::pending)

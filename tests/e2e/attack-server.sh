@@ -30,16 +30,21 @@ kill -0 "$SERVER_PID" || fail "server died under attack"
 [ "$(stat -c %a "$TEST_TMP/server/catalog.db")" = 600 ] || fail "catalog mode $(stat -c %a "$TEST_TMP/server/catalog.db")"
 
 # Device takeover: an accepted device with no credential on file is not given one by
-# whoever registers first.
+# whoever registers first: the registration waits for an admin's re-enrolment (409,
+# reason reenroll), and its secret reads nothing meanwhile.
 [ "$(rpc "$ADMIN_TOKEN" '{"v":1,"id":1,"method":"device.register","params":{"device_id":"victim"}}')" = 200 ] || fail "register victim"
 mirage-centralize accept victim >/dev/null
 hash=$(printf attacker-secret | sha256sum | cut -c1-64)
-[ "$(rpc "" '{"v":1,"id":1,"method":"device.register","params":{"device_id":"victim","credential_hash":"'"$(printf %s "$hash")"'"}}')" = 403 ] \
+[ "$(rpc "" '{"v":1,"id":1,"method":"device.register","params":{"device_id":"victim","credential_hash":"'"$(printf %s "$hash")"'"}}')" = 409 ] \
   || fail "an anonymous register set the credential of an accepted device: $(cat "$TEST_TMP/reply")"
-expect_contains "$(cat "$TEST_TMP/reply")" "re-enroll"
-[ "$(rpc "mdc_victim.attacker-secret" '{"v":1,"id":1,"method":"snapshot.list","params":{"device_id":"victim"}}')" = 401 ] \
+expect_contains "$(cat "$TEST_TMP/reply")" '"reason":"reenroll"'
+[ "$(rpc "mdc_victim.attacker-secret" '{"v":1,"id":1,"method":"snapshot.list","params":{"device_id":"victim"}}')" = 409 ] \
   || fail "the attacker's credential works"
-# An admin re-enrolls it: delete, then the device registers anew.
+expect_contains "$(cat "$TEST_TMP/reply")" "awaits re-enrolment"
+expect_exit 0 mirage-centralize reject victim --reenroll --output json
+[ "$(rpc "mdc_victim.attacker-secret" '{"v":1,"id":1,"method":"snapshot.list","params":{"device_id":"victim"}}')" = 401 ] \
+  || fail "the attacker's credential works once its registration was dropped"
+# An admin may also delete it; then the device registers anew.
 expect_exit 0 mirage device delete victim --output json
 expect_contains "$OUT" '"deleted":true'
 expect_exit 3 mirage device delete victim

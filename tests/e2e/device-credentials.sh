@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Device credentials over HTTP: an endpoint registers without a token (pending); once an
 # admin accepts it, it syncs with its own credential (STATE/credential, only its SHA-256
-# on the server) and nothing else: another device's CVD, admin methods and a second
-# registration of its id without the credential are refused (exit 4).
+# on the server) and nothing else: another device's CVD and admin methods are refused
+# (exit 4); a second registration of its id without the credential waits for an admin
+# (exit 5) and gets nothing.
 source "$(dirname "$0")/lib.sh"
 need python3
 start_http_server "$TEST_TMP/server"
@@ -42,9 +43,12 @@ expect_contains "$ERR" "own CVD"
 expect_exit 4 env MIRAGE_TOKEN="mdc_dev-a.$secret" mirage-centralize devices --output json
 expect_exit 4 env MIRAGE_TOKEN="mdc_dev-a.$secret" mirage-restore snapshots --device dev-b
 expect_exit 4 env MIRAGE_TOKEN="mdc_dev-a.wrongsecret" mirage-centralize --root "$a" --device-id dev-a --output json
-# Someone else claiming dev-a's id without its credential.
-expect_exit 4 mirage-centralize --root "$a" --device-id dev-a --state "$TEST_TMP/impostor" --output json
-expect_contains "$ERR" "already enrolled"
+# Someone else claiming dev-a's id without its credential waits for an admin's
+# re-enrolment (tests/e2e/recovery-disk-loss.sh), gets nothing, and dev-a still syncs.
+expect_exit 5 mirage-centralize --root "$a" --device-id dev-a --state "$TEST_TMP/impostor" --output json
+expect_contains "$OUT" '"state":"reenroll"'
+expect_exit 5 env MIRAGE_TOKEN="mdc_dev-a.$(cat "$TEST_TMP/impostor/credential")" mirage-restore snapshots --device dev-a
+expect_exit 0 mirage-centralize --root "$a" --device-id dev-a --output json
 # Without any token only registration is open.
 expect_exit 4 mirage-restore snapshots --device dev-a
 expect_contains "$ERR" "token"

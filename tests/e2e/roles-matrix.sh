@@ -66,6 +66,8 @@ collection.set|{"name":"c","device_ids":["nodev"]}|A I P
 collection.delete|{"name":"nocoll"}|A I P
 device.tag|{"device_id":"nodev"}|A I P
 device.rename|{"device_id":"nodev","name":"n"}|A I P
+device.reenroll|{"device_id":"nodev"}|A
+device.replace|{"device_id":"nodev","from_device":"nodev2"}|A
 snapshot.forget|{"snapshot_id":"nosnap"}|A P
 layer.delete|{"ref":"nolayer@1"}|A I
 volume.list|{}|A I P H

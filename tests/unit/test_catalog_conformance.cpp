@@ -194,6 +194,75 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: devices", B, devices) {
     CHECK(cat->device_credential("b") == "hash-b");
     CHECK(cat->cvds("b").size() == 1);
   }
+
+  SUBCASE("move_cvd moves snapshots, CVD history, assignment and finished orders; pending orders stay") {
+    cat->add_device(device("c"));
+    cat->add_snapshot(snapshot("s1", "a", k_t0, "t1"));
+    cat->add_snapshot(snapshot("s2", "a", k_t0 + 1, "t2"));
+    cat->add_snapshot(snapshot("s-b", "b", k_t0, "tb"));
+    cat->add_order({"o-done", "a", {{"type", "assign"}}, "done", k_t0, 0, nlohmann::json::object()});
+    cat->add_order({"o-wait", "a", {{"type", "assign"}}, "pending", k_t0 + 1, 0, nlohmann::json::object()});
+    cat->set_given("a", {{"layers", {"base@1"}}});
+    cat->set_given("c", {{"layers", {"own@1"}}});
+    cat->start_cvd("a", "provision");
+    cat->set_device_credential("a", "hash-a");
+    {
+      Transaction tx(*cat);
+      cat->move_cvd("a", "c");
+      cat->set_device_replaced("a", "c");
+      tx.commit();
+    }
+    CHECK(cat->snapshots("a").empty());
+    auto moved = cat->snapshots("c");
+    REQUIRE(moved.size() == 2);
+    CHECK(moved[0].id == "s1");
+    CHECK(moved[1].device == "c");
+    CHECK(cat->snapshots("b").size() == 1);
+    CHECK(cat->given("c") == nlohmann::json{{"layers", {"base@1"}}});
+    CHECK(cat->given("a") == nlohmann::json::object());
+    CHECK(cat->cvds("c").size() == 1);
+    CHECK(cat->cvds("a").empty());
+    CHECK(cat->orders("c", "").size() == 1);
+    CHECK(cat->orders("a", "pending").size() == 1);
+    auto old = cat->device("a");
+    REQUIRE(old);
+    CHECK(old->state == DeviceState::replaced);
+    CHECK(old->replaced_by == "c");
+    CHECK(cat->device_credential("a") == "hash-a");  // kept: its next sync is told it was replaced
+    CHECK(cat->devices(DeviceState::replaced).size() == 1);
+    CHECK(cat->device_count(DeviceState::replaced) == 1);
+  }
+
+  SUBCASE("a waiting re-enrolment: one per device, replaced, listed oldest first, deleted with its device") {
+    CHECK_FALSE(cat->reenrolment("a"));
+    catalog::Reenrolment r{"a", "hash-1", "new-a", {{"os", "debian"}}, k_t0 + 5, k_t0 + 5, 0, ""};
+    cat->set_reenrolment(r);
+    cat->set_reenrolment({"b", "hash-b", "new-b", nlohmann::json::object(), k_t0 + 1, k_t0 + 1, 0, ""});
+    r.contested = 2;
+    r.contender_hash = "hash-2";
+    r.last_seen = k_t0 + 9;
+    cat->set_reenrolment(r);
+    auto got = cat->reenrolment("a");
+    REQUIRE(got);
+    CHECK(got->hash == "hash-1");
+    CHECK(got->hostname == "new-a");
+    CHECK(got->inventory == nlohmann::json{{"os", "debian"}});
+    CHECK(got->requested_at == k_t0 + 5);
+    CHECK(got->last_seen == k_t0 + 9);
+    CHECK(got->contested == 2);
+    CHECK(got->contender_hash == "hash-2");
+    auto waiting = cat->reenrolments();
+    REQUIRE(waiting.size() == 2);
+    CHECK(waiting[0].device == "b");
+    cat->delete_reenrolment("b");
+    CHECK_FALSE(cat->reenrolment("b"));
+    {
+      Transaction tx(*cat);
+      cat->delete_device("a");
+      tx.commit();
+    }
+    CHECK(cat->reenrolments().empty());
+  }
 }
 
 TEST_CASE_TEMPLATE_DEFINE("catalog conformance: snapshots", B, snapshots) {
@@ -622,7 +691,7 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: counts", B, counts) {
   B backend;
   auto cat = backend.open();
   auto zero = cat->counts(0);
-  CHECK(zero.devices == std::array<int64_t, 3>{0, 0, 0});
+  CHECK(zero.devices == std::array<int64_t, 4>{0, 0, 0, 0});
   CHECK(zero.snapshots == 0);
   CHECK(zero.chunks == 0);
   CHECK(zero.pack_bytes == 0);
@@ -635,6 +704,8 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: counts", B, counts) {
   cat->set_device_state("b", DeviceState::accepted, false);
   cat->set_device_state("c", DeviceState::rejected, false);
   cat->add_device(device("d"));
+  cat->add_device(device("e", DeviceState::accepted));
+  cat->set_device_replaced("e", "b");
   cat->add_snapshot(snapshot("s1", "a", k_t0, "t"));
   int64_t v = cat->add_volume("mem://v");
   int64_t p1 = cat->add_pack("p1", v), p2 = cat->add_pack("p2", v);
@@ -648,7 +719,7 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: counts", B, counts) {
   cat->touch_upload("b");
 
   auto c = cat->counts(k_t0 + 50 * k_s);
-  CHECK(c.devices == std::array<int64_t, 3>{2, 1, 1});
+  CHECK(c.devices == std::array<int64_t, 4>{2, 1, 1, 1});
   CHECK(c.snapshots == 1);
   CHECK(c.chunks == 1);
   CHECK(c.pack_bytes == 1116);

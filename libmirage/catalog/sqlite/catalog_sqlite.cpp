@@ -19,7 +19,9 @@ namespace {
 // under another process's pack.
 // 5: devices have a name admins give them.
 // 6: a snapshot records the layers its device had been given (a revert gives them back).
-constexpr int k_schema_version = 6;
+// 7: a device may be replaced by another (replaced_by), and an enrolled device's id
+//    registered without its credential waits for re-enrolment (reenrolments).
+constexpr int k_schema_version = 7;
 
 #define MIRAGE_PACKS_COLUMNS                                                                              \
   "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES " \
@@ -32,7 +34,8 @@ CREATE TABLE IF NOT EXISTS devices(
   id TEXT PRIMARY KEY, state TEXT NOT NULL, reference INTEGER NOT NULL DEFAULT 0,
   hostname TEXT NOT NULL DEFAULT '', policy TEXT NOT NULL DEFAULT 'default',
   inventory TEXT NOT NULL DEFAULT '{}', registered_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,
-  volume INTEGER NOT NULL DEFAULT 0, tags TEXT NOT NULL DEFAULT '[]', name TEXT NOT NULL DEFAULT '');
+  volume INTEGER NOT NULL DEFAULT 0, tags TEXT NOT NULL DEFAULT '[]', name TEXT NOT NULL DEFAULT '',
+  replaced_by TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS snapshots(
   id TEXT PRIMARY KEY, device TEXT NOT NULL REFERENCES devices(id), tree BLOB NOT NULL,
   root BLOB NOT NULL, created_at INTEGER NOT NULL, stats TEXT NOT NULL DEFAULT '{}',
@@ -65,6 +68,10 @@ CREATE INDEX IF NOT EXISTS orders_by_device ON orders(device, created_at);
 CREATE TABLE IF NOT EXISTS assignments(device TEXT PRIMARY KEY, given TEXT NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS captures(device TEXT PRIMARY KEY, snapshot TEXT NOT NULL, started_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS device_credentials(device TEXT PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reenrolments(
+  device TEXT PRIMARY KEY, hash TEXT NOT NULL, hostname TEXT NOT NULL DEFAULT '', inventory TEXT NOT NULL DEFAULT '{}',
+  requested_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, contested INTEGER NOT NULL DEFAULT 0,
+  contender_hash TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS cvds(
   device TEXT NOT NULL, number INTEGER NOT NULL, started_at INTEGER NOT NULL, reason TEXT NOT NULL,
   PRIMARY KEY(device, number));
@@ -92,6 +99,7 @@ Device device_from(util::Stmt& s) {
       if (t.is_string()) d.tags.push_back(t.get<std::string>());
   d.volume = s.int64(9);
   d.name = s.text(10);
+  d.replaced_by = s.text(11);
   return d;
 }
 
@@ -111,7 +119,7 @@ Snapshot snapshot_from(util::Stmt& s) {
 }
 
 constexpr const char* k_device_cols =
-    "id, state, reference, hostname, policy, inventory, registered_at, last_seen, tags, volume, name";
+    "id, state, reference, hostname, policy, inventory, registered_at, last_seen, tags, volume, name, replaced_by";
 constexpr const char* k_snapshot_cols = "id, device, tree, root, created_at, stats, pinned, given";
 
 std::string checked_path(const std::string& path, bool create) {
@@ -197,6 +205,12 @@ class SqliteCatalog final : public Catalog {
   std::map<std::string, DeviceActivity> device_activity() override;
   std::vector<int64_t> last_syncs(DeviceState state) override;
   void delete_device(const std::string& id) override;
+  void set_device_replaced(const std::string& id, const std::string& by) override;
+  void move_cvd(const std::string& from, const std::string& to) override;
+  std::optional<Reenrolment> reenrolment(const std::string& device) override;
+  std::vector<Reenrolment> reenrolments() override;
+  void set_reenrolment(const Reenrolment& r) override;
+  void delete_reenrolment(const std::string& device) override;
   void add_snapshot(const Snapshot& s) override;
   std::vector<Snapshot> snapshots(const std::string& device) override;
   std::vector<Snapshot> all_snapshots() override;
@@ -317,6 +331,13 @@ SqliteCatalog::SqliteCatalog(const std::string& path, bool create, util::Db::Acc
       m_db.exec("ALTER TABLE snapshots ADD COLUMN given TEXT NOT NULL DEFAULT '{}'");
     m_db.exec("UPDATE meta SET value = '6' WHERE key = 'schema'");
     version = "6";
+  }
+  if (version == "6") {
+    // 6 -> 7: replaced devices (the reenrolments table is made by k_schema above).
+    if (util::Stmt(m_db, "SELECT count(*) FROM pragma_table_info('devices') WHERE name = 'replaced_by'").scalar() == 0)
+      m_db.exec("ALTER TABLE devices ADD COLUMN replaced_by TEXT NOT NULL DEFAULT ''");
+    m_db.exec("UPDATE meta SET value = '7' WHERE key = 'schema'");
+    version = "7";
   }
   if (!version)
     util::Stmt(m_db, "INSERT INTO meta(key, value) VALUES ('schema', ?)").bind(1, std::to_string(k_schema_version)).run();
@@ -615,10 +636,66 @@ int64_t SqliteCatalog::device_count(DeviceState state) {
 }
 
 void SqliteCatalog::delete_device(const std::string& id) {
-  for (const char* table : {"snapshots", "orders", "assignments", "captures", "device_credentials", "cvds"})
+  for (const char* table : {"snapshots", "orders", "assignments", "captures", "device_credentials", "cvds", "reenrolments"})
     util::Stmt(m_db, std::string("DELETE FROM ") + table + " WHERE device = ?").bind(1, id).run();
   util::Stmt(m_db, "DELETE FROM uploads WHERE source = ?").bind(1, id).run();
   util::Stmt(m_db, "DELETE FROM devices WHERE id = ?").bind(1, id).run();
+}
+
+void SqliteCatalog::set_device_replaced(const std::string& id, const std::string& by) {
+  util::Stmt(m_db, "UPDATE devices SET state = 'replaced', replaced_by = ? WHERE id = ?").bind(1, by).bind(2, id).run();
+}
+
+void SqliteCatalog::move_cvd(const std::string& from, const std::string& to) {
+  // The receiving device's own assignment and CVD history (if any) give way to the CVD's.
+  for (const char* table : {"assignments", "cvds"})
+    util::Stmt(m_db, std::string("DELETE FROM ") + table + " WHERE device = ?").bind(1, to).run();
+  for (const char* table : {"snapshots", "assignments", "cvds"})
+    util::Stmt(m_db, std::string("UPDATE ") + table + " SET device = ?1 WHERE device = ?2").bind(1, to).bind(2, from).run();
+  util::Stmt(m_db, "UPDATE orders SET device = ?1 WHERE device = ?2 AND state <> 'pending'").bind(1, to).bind(2, from).run();
+}
+
+namespace {
+
+Reenrolment reenrolment_from(util::Stmt& s) {
+  return {s.text(0), s.text(1), s.text(2), parse_json_col(s.text(3)), s.int64(4), s.int64(5), s.int64(6), s.text(7)};
+}
+
+constexpr const char* k_reenrolment_cols =
+    "device, hash, hostname, inventory, requested_at, last_seen, contested, contender_hash";
+
+}  // namespace
+
+std::optional<Reenrolment> SqliteCatalog::reenrolment(const std::string& device) {
+  util::Stmt s(m_db, std::string("SELECT ") + k_reenrolment_cols + " FROM reenrolments WHERE device = ?");
+  s.bind(1, device);
+  if (!s.step()) return std::nullopt;
+  return reenrolment_from(s);
+}
+
+std::vector<Reenrolment> SqliteCatalog::reenrolments() {
+  util::Stmt s(m_db, std::string("SELECT ") + k_reenrolment_cols + " FROM reenrolments ORDER BY requested_at, device");
+  std::vector<Reenrolment> out;
+  while (s.step()) out.push_back(reenrolment_from(s));
+  return out;
+}
+
+void SqliteCatalog::set_reenrolment(const Reenrolment& r) {
+  util::Stmt(m_db, std::string("INSERT OR REPLACE INTO reenrolments(") + k_reenrolment_cols +
+                       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+      .bind(1, r.device)
+      .bind(2, r.hash)
+      .bind(3, r.hostname)
+      .bind(4, r.inventory.dump())
+      .bind(5, r.requested_at)
+      .bind(6, r.last_seen)
+      .bind(7, r.contested)
+      .bind(8, r.contender_hash)
+      .run();
+}
+
+void SqliteCatalog::delete_reenrolment(const std::string& device) {
+  util::Stmt(m_db, "DELETE FROM reenrolments WHERE device = ?").bind(1, device).run();
 }
 
 std::optional<nlohmann::json> SqliteCatalog::policy(const std::string& name) {
@@ -978,7 +1055,7 @@ UploadsInFlight SqliteCatalog::uploads_in_flight(int64_t touched_since) {
 Counts SqliteCatalog::counts(int64_t uploads_since) {
   util::Transaction reads(m_db, util::Transaction::Mode::deferred);  // one state, one lock
   Counts c;
-  for (auto state : {DeviceState::pending, DeviceState::accepted, DeviceState::rejected})
+  for (auto state : {DeviceState::pending, DeviceState::accepted, DeviceState::rejected, DeviceState::replaced})
     c.devices[static_cast<size_t>(state)] = device_count(state);
   c.snapshots = util::Stmt(m_db, "SELECT count(*) FROM snapshots").scalar();
   c.chunks = util::Stmt(m_db, "SELECT count(*) FROM chunks").scalar();
