@@ -226,19 +226,22 @@ fuse_lowlevel_ops operations() {
 }
 
 /// Refuses a mountpoint that is missing, not a directory, not empty, or a mount left
-/// behind by a killed one (its stat fails with ENOTCONN); and a missing /dev/fuse.
+/// behind by a killed one (ENOTCONN); and a missing /dev/fuse.
 void check_mountpoint(const std::string& path) {
+  auto stale = [&] {
+    return Error(ErrorKind::precondition,
+                 path + ": a mount whose process is gone is still there: unmount it (fusermount3 -u " + path + ")");
+  };
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOTCONN)
-      throw Error(ErrorKind::precondition,
-                  path + ": a mount whose process is gone is still there: unmount it (fusermount3 -u " + path + ")");
+    if (errno == ENOTCONN) throw stale();
     if (errno == ENOENT) throw Error(ErrorKind::usage, path + ": no such directory (make an empty one to mount on)");
     throw_errno(ErrorKind::usage, path);
   }
   if (!S_ISDIR(st.st_mode)) throw Error(ErrorKind::usage, path + ": not a directory");
   std::error_code ec;
   std::filesystem::directory_iterator it(path, ec);
+  if (ec == std::errc::not_connected) throw stale();  // stat may still answer from the kernel's cache
   if (ec) throw Error(ErrorKind::usage, path + ": " + ec.message());
   if (it != std::filesystem::directory_iterator()) throw Error(ErrorKind::usage, path + ": not an empty directory");
   if (::access("/dev/fuse", R_OK | W_OK) != 0)
