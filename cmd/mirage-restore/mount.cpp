@@ -132,7 +132,8 @@ void read_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_
         st.st_mode = S_IFDIR;
       } else if (plus) {
         st = fs.lookup_item(dir, i - 2);
-      } else {
+      } else {  // d_ino as stat will give it: a reader skips entries whose d_ino is 0
+        st.st_ino = dir.items[i - 2].ino;
         st.st_mode = dir.items[i - 2].type;
       }
       if (plus) {

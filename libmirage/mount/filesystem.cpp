@@ -7,6 +7,7 @@
 #include "libmirage/browse/browse.hpp"
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/clock.hpp"
+#include "libmirage/util/digest.hpp"
 #include "libmirage/util/error.hpp"
 
 namespace mirage::mount {
@@ -255,19 +256,31 @@ struct Filesystem::Impl {
     auto t = dir_tree(parent);
     const tree::Entry* e = t->find(name);
     if (!e) throw Error(ErrorKind::not_found, tree::child_path(parent.path, name) + ": not in the snapshot");
-    std::string key = !e->link_group.empty() && e->kind != Kind::dir
-                          ? "h" + std::to_string(parent.snapshot) + ":" + e->link_group
-                          : "p" + std::to_string(parent_ino) + ":" + name;
+    int snapshot = parent.snapshot;
+    std::string path = tree::child_path(parent.path, name);
+    std::string key = key_of(snapshot, path, *e);
     if (auto it = keys.find(key); it != keys.end()) return it->second;
-    uint64_t ino = next_ino++;
+    uint64_t ino = ino_of(key);
+    while (nodes.count(ino)) ino = (ino + 1) | k_hashed;  // a collision: the next free number
     Node& n = nodes[ino];
     n.entry = *e;
-    n.snapshot = node(parent_ino).snapshot;  // `parent` may have moved with the insert
-    n.path = tree::child_path(node(parent_ino).path, name);
+    n.snapshot = snapshot;
+    n.path = std::move(path);
     n.key = key;
     keys.emplace(std::move(key), ino);
     return ino;
   }
+
+  /// What names an entry's inode: its hardlink group, or its path, in its snapshot.
+  static std::string key_of(int snapshot, const std::string& path, const tree::Entry& e) {
+    return !e.link_group.empty() && e.kind != Kind::dir ? "h" + std::to_string(snapshot) + ":" + e.link_group
+                                                        : "p" + std::to_string(snapshot) + ":" + path;
+  }
+  /// An entry's inode number follows from its key, so a listing gives the same number
+  /// (d_ino) before the entry is looked up as stat does after, and a number stays the
+  /// same after the kernel forgets it. The top bit keeps them apart from the layout's.
+  static constexpr uint64_t k_hashed = uint64_t(1) << 63;
+  static uint64_t ino_of(const std::string& key) { return util::xxh3(key) | k_hashed; }
 
   /// The decoded chunks `want` of a file (each index once), fetched together with
   /// `ahead` (prefetched into the cache only) when not cached.
@@ -351,12 +364,13 @@ std::unique_ptr<DirHandle> Filesystem::opendir(uint64_t ino) {
   auto d = std::make_unique<DirHandle>();
   d->ino = ino;
   if (n.snapshot < 0) {
-    for (const auto& [name, child] : n.children) d->items.push_back({name, type_bits(m->node(child).entry.kind)});
+    for (const auto& [name, child] : n.children) d->items.push_back({name, type_bits(m->node(child).entry.kind), child});
     return d;
   }
   auto t = m->dir_tree(n);
   d->items.reserve(t->entries.size());
-  for (const auto& e : t->entries) d->items.push_back({e.name, type_bits(e.kind)});
+  for (const auto& e : t->entries)
+    d->items.push_back({e.name, type_bits(e.kind), Impl::ino_of(Impl::key_of(n.snapshot, tree::child_path(n.path, e.name), e))});
   return d;
 }
 

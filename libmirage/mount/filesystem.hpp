@@ -18,7 +18,9 @@
 // member is looked up). A sparse file reports the blocks of its non-zero chunks.
 //
 // Memory is bounded: decoded directories and file chunks are kept in two LRU caches of
-// a set size (Options), and inodes live while the kernel holds them (forget()). Reads
+// a set size (Options), and inodes live while the kernel holds them (forget()). An
+// entry's inode number is a hash of its snapshot and path (or hardlink group), so it is
+// the same in a listing, in stat, and after the kernel forgot and looked it up again. Reads
 // fetch only the chunks covering the requested range; a read that continues where the
 // last one on the same open file ended also fetches the next `readahead_bytes` in the
 // same request. Not thread-safe: one caller at a time.
@@ -54,10 +56,12 @@ struct Options {
   uint32_t uid = 0, gid = 0;                ///< owner of the layout's own directories and links
 };
 
-/// One name in a directory listing: its inode number (0 while not looked up) and type.
+/// One name in a directory listing: its type and the inode number lookup() will give it
+/// (a hash of its path or hardlink group: rarely, on a collision, lookup gives another).
 struct DirItem {
   std::string name;
   mode_t type = 0;  ///< S_IFDIR, S_IFREG, ...
+  uint64_t ino = 0;
 };
 
 /// An open directory: its names in order (stable while it is open).

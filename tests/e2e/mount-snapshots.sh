@@ -45,6 +45,9 @@ cp -a "$src" "$TEST_TMP/v1"
 printf 'changed\n' >>"$src/dir/text.txt"
 printf 'second\n' >"$src/only-in-2"
 rm "$src/hard2"  # the group of hello.txt is two now
+# More names than one FUSE listing reply holds (about 190 with attributes).
+python3 -c 'import os, sys
+for i in range(1500): open(os.path.join(sys.argv[1], "n%04d" % i), "w").close()' "$(mkdir -p "$src/many" && echo "$src/many")"
 mirage-centralize --root "$src" --device-id dev-m --output json >/dev/null
 read -r s1 s2 < <(mirage-restore snapshots --device dev-m --output json |
   python3 -c 'import json,sys; l=json.load(sys.stdin)["snapshots"]; print(l[0]["snapshot_id"], l[1]["snapshot_id"])')
@@ -81,6 +84,7 @@ same_listing() {
 }
 same_listing "$TEST_TMP/restored2" "$mnt/snapshots/$s2"
 same_listing "$TEST_TMP/restored1" "$mnt/snapshots/$s1"
+[ "$(ls "$mnt/latest/many" | wc -l)" = 1500 ] || fail "ls of a 1,500-entry directory: $(ls "$mnt/latest/many" | wc -l)"
 # latest is a link to the newest: the same inodes.
 [ "$(stat -c %i "$mnt/latest/dir/hello.txt")" = "$(stat -c %i "$mnt/snapshots/$s2/dir/hello.txt")" ] ||
   fail "latest/ is not snapshots/$s2"
