@@ -1,6 +1,8 @@
 #include "libmirage/mount/filesystem.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <future>
 #include <list>
 #include <map>
 
@@ -282,6 +284,66 @@ struct Filesystem::Impl {
   static constexpr uint64_t k_hashed = uint64_t(1) << 63;
   static uint64_t ino_of(const std::string& key) { return util::xxh3(key) | k_hashed; }
 
+  /// Decodes the records in `blob` that `sizes` asks for into the cache (each verified);
+  /// returns them by id.
+  std::unordered_map<Digest, std::shared_ptr<const std::vector<uint8_t>>, util::DigestHash> take(
+      const std::vector<uint8_t>& blob, const std::unordered_map<Digest, uint64_t, util::DigestHash>& sizes,
+      const std::string& what) {
+    std::unordered_map<Digest, std::shared_ptr<const std::vector<uint8_t>>, util::DigestHash> got;
+    store::RecordReader reader(blob, what);
+    while (auto rec = reader.next()) {
+      auto size = sizes.find(rec->id);
+      if (size == sizes.end() || got.count(rec->id)) continue;
+      if (rec->raw_size != size->second)
+        throw Error(ErrorKind::integrity, what + ": chunk " + rec->id.hex() + " has the wrong size");
+      auto plain = std::make_shared<std::vector<uint8_t>>(rec->raw_size);
+      store::open_record_into(*rec, *plain, what);
+      got.emplace(rec->id, plain);
+      chunks.put(rec->id, plain, plain->size());
+    }
+    return got;
+  }
+
+  /// A fetch running in the background: the window after a sequential read's, so the
+  /// next reads find it cached (the request travels while this thread decodes and
+  /// serves). Its records are decoded here, when collected; a failed one is dropped
+  /// (the read that needs the chunks fetches them again and reports the error).
+  struct Background {
+    std::unordered_map<Digest, uint64_t, util::DigestHash> sizes;
+    std::future<std::vector<uint8_t>> blob;
+    std::string what;
+  };
+  std::optional<Background> background;
+
+  void collect(bool wait) {
+    if (!background) return;
+    if (!wait && background->blob.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+    Background b = std::move(*background);
+    background.reset();
+    try {
+      take(b.blob.get(), b.sizes, b.what);
+    } catch (const Error&) {
+    }
+  }
+
+  /// Starts fetching the chunks of `f` from index `from` up to `until` bytes that are
+  /// not cached, unless a fetch is running already.
+  void prefetch(const FileHandle& f, size_t from, uint64_t until) {
+    collect(false);
+    if (background) return;
+    Background b;
+    std::vector<Digest> ids;
+    for (size_t i = from; i < f.starts.size() && f.starts[i] < until; ++i) {
+      const auto& ref = f.entry.chunks[i];
+      if (!chunks.contains(ref.id) && b.sizes.emplace(ref.id, ref.size).second) ids.push_back(ref.id);
+    }
+    if (ids.empty()) return;
+    ++fetches;
+    b.what = "read " + f.entry.name;
+    b.blob = std::async(std::launch::async, [this, ids = std::move(ids)] { return source.records(ids); });
+    background = std::move(b);
+  }
+
   /// The decoded chunks `want` of a file (each index once), fetched together with
   /// `ahead` (prefetched into the cache only) when not cached.
   std::vector<std::shared_ptr<const std::vector<uint8_t>>> chunks_for(const FileHandle& f, size_t first, size_t last,
@@ -295,23 +357,15 @@ struct Filesystem::Impl {
       if (!out[i - first] && sizes.emplace(refs[i].id, refs[i].size).second) missing.push_back(refs[i].id);
     }
     if (missing.empty()) return out;
+    if (background) {  // what is missing may be on its way
+      collect(true);
+      return chunks_for(f, first, last, ahead_last);
+    }
     for (size_t i = last + 1; i <= ahead_last && i < refs.size(); ++i)
       if (!chunks.contains(refs[i].id) && sizes.emplace(refs[i].id, refs[i].size).second) missing.push_back(refs[i].id);
     std::string what = "read " + f.entry.name;
     ++fetches;
-    auto blob = source.records(missing);
-    std::unordered_map<Digest, std::shared_ptr<const std::vector<uint8_t>>, util::DigestHash> got;
-    store::RecordReader reader(blob, what);
-    while (auto rec = reader.next()) {
-      auto size = sizes.find(rec->id);
-      if (size == sizes.end() || got.count(rec->id)) continue;
-      if (rec->raw_size != size->second)
-        throw Error(ErrorKind::integrity, what + ": chunk " + rec->id.hex() + " has the wrong size");
-      auto plain = std::make_shared<std::vector<uint8_t>>(rec->raw_size);
-      store::open_record_into(*rec, *plain, what);
-      got.emplace(rec->id, plain);
-      chunks.put(rec->id, plain, plain->size());
-    }
+    auto got = take(source.records(missing), sizes, what);
     for (size_t i = first; i <= last; ++i) {
       if (out[i - first]) continue;
       auto it = got.find(refs[i].id);
@@ -330,7 +384,9 @@ Filesystem::Filesystem(ObjectSource& source, std::vector<Snapshot> snapshots, Op
   m->build_layout();
 }
 
-Filesystem::~Filesystem() = default;
+Filesystem::~Filesystem() {
+  if (m && m->background) m->background->blob.wait();  // its thread reads the source
+}
 
 struct stat Filesystem::lookup(uint64_t parent, std::string_view name) {
   uint64_t ino = m->child(parent, std::string(name));
@@ -399,11 +455,14 @@ size_t Filesystem::read(FileHandle& f, uint64_t offset, std::span<uint8_t> out) 
     return static_cast<size_t>(std::upper_bound(f.starts.begin(), f.starts.end(), pos) - f.starts.begin() - 1);
   };
   size_t first = chunk_at(offset), last = chunk_at(end - 1), ahead = last;
-  if (offset == f.next) {  // sequential: fetch the next readahead_bytes in the same request
+  bool sequential = offset == f.next;
+  if (sequential) {  // fetch the next readahead_bytes in the same request
     uint64_t until = end + m->options.readahead_bytes;
     while (ahead + 1 < f.starts.size() && f.starts[ahead + 1] < until) ++ahead;
   }
   auto data = m->chunks_for(f, first, last, ahead);
+  // and the window after that in the background, while these are served
+  if (sequential && m->options.background) m->prefetch(f, last + 1, end + 2 * m->options.readahead_bytes);
   size_t written = 0;
   for (size_t i = first; i <= last; ++i) {
     const auto& plain = *data[i - first];

@@ -23,7 +23,9 @@
 // the same in a listing, in stat, and after the kernel forgot and looked it up again. Reads
 // fetch only the chunks covering the requested range; a read that continues where the
 // last one on the same open file ended also fetches the next `readahead_bytes` in the
-// same request. Not thread-safe: one caller at a time.
+// same request, and starts fetching the window after that in the background (one such
+// fetch at a time; its records are decoded by the caller's thread when needed). Not
+// thread-safe: one caller at a time.
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -52,6 +54,10 @@ struct Options {
   uint64_t tree_cache_bytes = 64u << 20;    ///< decoded directories (estimated size)
   uint64_t chunk_cache_bytes = 128u << 20;  ///< decoded file chunks
   uint64_t readahead_bytes = 8u << 20;      ///< fetched ahead of a sequential read
+  /// A sequential read also starts fetching the readahead window after its own on
+  /// another thread (the source's records() must then be thread-safe; the protocol
+  /// client's is).
+  bool background = true;
   bool single = false;                      ///< the root is the (one) snapshot's tree
   uint32_t uid = 0, gid = 0;                ///< owner of the layout's own directories and links
 };

@@ -3,6 +3,7 @@
 #include <sys/sysmacros.h>
 
 #include <map>
+#include <mutex>
 
 #include "libmirage/mount/filesystem.hpp"
 #include "libmirage/store/record.hpp"
@@ -23,6 +24,7 @@ class Source : public materialize::ObjectSource {
     return id;
   }
   std::vector<uint8_t> records(std::span<const util::Digest> ids) override {
+    std::lock_guard lock(mutex);  // background reads call from another thread
     std::vector<uint8_t> out;
     requests++;
     for (const auto& id : ids) {
@@ -64,6 +66,7 @@ class Source : public materialize::ObjectSource {
   std::map<util::Digest, std::string> objects;
   std::vector<util::Digest> asked;
   size_t requests = 0;
+  std::mutex mutex;
 };
 
 Entry symlink_to(const std::string& name, const std::string& target) {
@@ -188,6 +191,7 @@ TEST_CASE("a read fetches only the chunks of its range, and reads ahead when seq
   mount::Options o;
   o.single = true;
   o.readahead_bytes = 3000;
+  o.background = false;  // the counts below are of the reads' own fetches
   mount::Filesystem fs(src, {{"s", 0, root}}, o);
   auto big = fs.lookup(mount::Filesystem::k_root, "big");
   auto f = fs.open(big.st_ino);
@@ -225,6 +229,7 @@ TEST_CASE("the chunk cache stays within its bound") {
   o.single = true;
   o.chunk_cache_bytes = 35'000;
   o.readahead_bytes = 0;
+  o.background = false;
   mount::Filesystem fs(src, {{"s", 0, root}}, o);
   auto f = fs.open(fs.lookup(mount::Filesystem::k_root, "big").st_ino);
   std::string buf(4096, '\0');
@@ -261,4 +266,34 @@ TEST_CASE("xattrs, devices and a sparse file's blocks are as stored") {
   auto d = fs.lookup(mount::Filesystem::k_root, "null");
   CHECK(d.st_mode == (S_IFCHR | 0666));
   CHECK(d.st_rdev == makedev(1, 3));
+}
+
+TEST_CASE("sequential reads fetch the next window in the background, and get every byte") {
+  Source src;
+  std::vector<std::string> parts;
+  std::string whole;
+  for (int i = 0; i < 200; ++i) {
+    parts.push_back(std::string(1000 + i, static_cast<char>(i)));
+    whole += parts.back();
+  }
+  auto root = src.dir("", {src.file("big", parts)});
+  mount::Options o;
+  o.single = true;
+  o.readahead_bytes = 8000;
+  mount::Filesystem fs(src, {{"s", 0, root}}, o);
+  auto f = fs.open(fs.lookup(mount::Filesystem::k_root, "big").st_ino);
+  size_t trees = src.requests;
+  src.asked.clear();
+  std::string got, buf(4096, '\0');
+  for (uint64_t off = 0;;) {
+    size_t n = fs.read(*f, off, std::span(reinterpret_cast<uint8_t*>(buf.data()), buf.size()));
+    if (n == 0) break;
+    got += buf.substr(0, n);
+    off += n;
+  }
+  CHECK(got == whole);
+  std::lock_guard lock(src.mutex);
+  CHECK(src.asked.size() == 200);       // each chunk once
+  CHECK(src.requests - trees <= 200 / 6);  // in windows of about 7 chunks
+  CHECK(fs.stats().fetches == src.requests - trees);
 }
