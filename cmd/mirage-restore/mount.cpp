@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <unordered_map>
 
 #include "libmirage/endpoint/transfer.hpp"
 #include "libmirage/mount/filesystem.hpp"
@@ -27,6 +29,25 @@ using nlohmann::json;
 constexpr double k_cache_seconds = 3600;
 
 mount::Filesystem& fs_of(fuse_req_t req) { return *static_cast<mount::Filesystem*>(fuse_req_userdata(req)); }
+
+/// Open directories and files by handle number. Owned here, not by the kernel's
+/// release: one the kernel releases after the session ended is still freed.
+template <class T>
+class Handles {
+ public:
+  uint64_t add(std::unique_ptr<T> h) {
+    m_open.emplace(++m_last, std::move(h));
+    return m_last;
+  }
+  T& at(uint64_t fh) { return *m_open.at(fh); }
+  void erase(uint64_t fh) { m_open.erase(fh); }
+
+ private:
+  std::unordered_map<uint64_t, std::unique_ptr<T>> m_open;
+  uint64_t m_last = 0;
+};
+Handles<mount::DirHandle> g_dirs;  // the loop is single-threaded
+Handles<mount::FileHandle> g_files;
 
 /// The errno for what an operation threw; failures that are not the caller's (a store
 /// that lacks a chunk, a server gone) are logged, as a reader sees only EIO.
@@ -100,7 +121,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, ENOTDIR, [&] {
-    fi->fh = reinterpret_cast<uint64_t>(fs_of(req).opendir(ino).release());
+    fi->fh = g_dirs.add(fs_of(req).opendir(ino));
     fi->cache_readdir = 1;  // the kernel may keep the listing: it never changes
     fi->keep_cache = 1;
     fuse_reply_open(req, fi);
@@ -108,7 +129,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<mount::DirHandle*>(fi->fh);
+  g_dirs.erase(fi->fh);
   fuse_reply_err(req, 0);
 }
 
@@ -116,7 +137,7 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 /// directory's names from 2) while they fit in `size` bytes.
 void read_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   guarded(req, EIO, [&] {
-    auto& dir = *reinterpret_cast<mount::DirHandle*>(fi->fh);
+    auto& dir = g_dirs.at(fi->fh);
     auto& fs = fs_of(req);
     std::vector<char> buf(size);
     size_t used = 0;
@@ -163,14 +184,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   guarded(req, EINVAL, [&] {
-    fi->fh = reinterpret_cast<uint64_t>(fs_of(req).open(ino).release());
+    fi->fh = g_files.add(fs_of(req).open(ino));
     fi->keep_cache = 1;  // a snapshot's file never changes: the page cache stays valid
     fuse_reply_open(req, fi);
   });
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<mount::FileHandle*>(fi->fh);
+  g_files.erase(fi->fh);
   fuse_reply_err(req, 0);
 }
 
@@ -178,7 +199,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   guarded(req, EIO, [&] {
     static std::vector<uint8_t> buf;  // one request at a time (the single-threaded loop)
     buf.resize(size);
-    size_t n = fs_of(req).read(*reinterpret_cast<mount::FileHandle*>(fi->fh), static_cast<uint64_t>(off), buf);
+    size_t n = fs_of(req).read(g_files.at(fi->fh), static_cast<uint64_t>(off), buf);
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });
 }
