@@ -93,7 +93,13 @@ void op_init(void*, fuse_conn_info* conn) {
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   guarded(req, ENOTDIR, [&] {
-    auto e = entry_of(fs_of(req).lookup(parent, name));
+    fuse_entry_param e{};
+    try {
+      e = entry_of(fs_of(req).lookup(parent, name));
+    } catch (const Error& err) {
+      if (err.kind() != ErrorKind::not_found) throw;
+      e.entry_timeout = k_cache_seconds;  // node 0: "no such name", which the kernel may keep as long
+    }
     fuse_reply_entry(req, &e);
   });
 }
