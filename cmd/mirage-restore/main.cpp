@@ -1,5 +1,6 @@
 // mirage-restore: list a device's snapshots; browse them (ls, find, diff, dump); restore
-// files or subtrees from one; revert a device to one on the device itself (--on-device).
+// files or subtrees from one; revert a device to one on the device itself (--on-device);
+// mount them read-only (mount.cpp).
 #include <poll.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "cmd/common/tool.hpp"
+#include "cmd/mirage-restore/mount.hpp"
 #include "libmirage/browse/browse.hpp"
 #include "libmirage/endpoint/centralize.hpp"
 #include "libmirage/endpoint/revert.hpp"
@@ -594,6 +596,15 @@ int main(int argc, char** argv) {
   dump_cmd->add_option("--archive", o.archive, "tar or zip (default: a file raw, else tar)")
       ->check(CLI::IsMember({"tar", "zip"}));
   dump_cmd->add_option("path", o.path, "Path in the snapshot")->required();
+  restore_cmd::MountOptions mo;
+  auto* mount_cmd = app.add_subcommand("mount", "Mount the snapshots read-only (FUSE)");
+  mount_cmd->add_option("--device", mo.device, "Device id or unique hostname");
+  mount_cmd->add_option("--snapshot", mo.snapshot, "Only this snapshot, at the root\n(default: every one, see the man page)");
+  mount_cmd->add_option("mountpoint", mo.mountpoint, "An empty directory")->required();
+  bool foreground = true;
+  mount_cmd->add_flag("--foreground,-f", foreground, "Stay in the foreground (the default and only way)");
+  mount_cmd->add_flag("--allow-other", mo.allow_other, "Other users may read it too (their modes checked)");
+  mount_cmd->add_flag("--debug", mo.debug, "libfuse's log of every request on stderr");
   return tool::run(argc, argv, app, common,
                    {{list, [&] { return snapshots(common, o); }},
                     {ls_cmd, [&] { return ls(common, o); }},
@@ -601,6 +612,7 @@ int main(int argc, char** argv) {
                     {diff_cmd, [&] { return diff(common, o); }},
                     {dump_cmd, [&] { return dump_to_stdout(common, o, o.path); }},
                     {status_cmd, [&] { return status(common, o); }},
+                    {mount_cmd, [&] { return restore_cmd::mount(common, mo); }},
                     {nullptr, [&] {
                        o.mode_given = mode->count() > 0;
                        return o.from_device.empty() ? restore(common, o) : take_over(common, o);

@@ -33,3 +33,8 @@ complete -c mirage-restore -l older -x -a 'yesterday today now 1h 2h 1d 3d 1w' -
 complete -c mirage-restore -n __fish_use_subcommand -f -a 'status' -d 'A streaming restore\'s progress'
 complete -c mirage-restore -l stream -d 'Minimal set first, the rest as placeholders filled after'
 complete -c mirage-restore -l bwlimit -x -d 'With --stream: the background fill\'s bytes a second'
+complete -c mirage-restore -n __fish_use_subcommand -f -a 'mount' -d 'Mount the snapshots read-only (FUSE)'
+complete -c mirage-restore -n '__fish_seen_subcommand_from mount' -a '(__fish_complete_directories)' -d 'Mountpoint'
+complete -c mirage-restore -s f -l foreground -d 'mount: stay in the foreground (the default)'
+complete -c mirage-restore -l allow-other -d 'mount: other users may read it too'
+complete -c mirage-restore -l debug -d 'mount: log every FUSE request'
