@@ -3,15 +3,36 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "libmirage/util/error.hpp"
 
 namespace mirage::util {
 
+
 struct ArchiveWriter::State {
   archive* a = nullptr;
   std::string what;
+  int fd = -1;
   bool finished = false;
+  bool discard = false;  ///< a broken stream's close: its trailer goes nowhere
+  /// Writes what libarchive hands over to `fd`, or drops it once the stream is abandoned
+  /// (archive_write_open_fd's own writer cannot drop it, and skipping its close with
+  /// archive_write_fail leaks its buffers).
+  static la_ssize_t write_to_fd(archive* a, void* data, const void* buf, size_t len) {
+    auto* state = static_cast<State*>(data);
+    if (state->discard) return static_cast<la_ssize_t>(len);
+    for (;;) {
+      ssize_t n = ::write(state->fd, buf, len);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      archive_set_error(a, errno, "%s", std::strerror(errno));
+      return -1;
+    }
+  }
   [[noreturn]] void fail(const std::string& step) {
     const char* msg = archive_error_string(a);
     throw Error(ErrorKind::failed, what + ": " + step + ": " + (msg ? msg : "libarchive error"));
@@ -31,12 +52,17 @@ ArchiveWriter::ArchiveWriter(int fd, ArchiveFormat format, std::string what) : m
     m_state->fail("set xattr header");
   // Streams go to a pipe: no padding of the last block beyond tar's own 10 KiB record.
   if (format == ArchiveFormat::zip) archive_write_set_bytes_in_last_block(m_state->a, 1);
-  if (archive_write_open_fd(m_state->a, fd) != ARCHIVE_OK) m_state->fail("open");
+  m_state->fd = fd;
+  if (archive_write_open2(m_state->a, m_state.get(), nullptr, State::write_to_fd, nullptr, nullptr) != ARCHIVE_OK)
+    m_state->fail("open");
 }
 
 ArchiveWriter::~ArchiveWriter() {
   if (!m_state || !m_state->a) return;
-  if (!m_state->finished) archive_write_fail(m_state->a);  // no trailer for a broken stream
+  if (!m_state->finished) {  // no trailer for a broken stream: closed with its output dropped
+    m_state->discard = true;
+    archive_write_close(m_state->a);
+  }
   archive_write_free(m_state->a);
 }
 
@@ -80,5 +106,6 @@ void ArchiveWriter::finish() {
   if (archive_write_close(m_state->a) != ARCHIVE_OK) m_state->fail("close");
   m_state->finished = true;
 }
+
 
 }  // namespace mirage::util
