@@ -99,7 +99,9 @@ class ChildLog {
     if (text.empty()) return;
     auto doc = nlohmann::json::parse(text, nullptr, false);
     if (doc.is_object() && doc.size() == 1) {
-      const auto& [key, body] = *doc.items().begin();
+      auto it = doc.begin();  // (a structured binding of *doc.items().begin() outlives its proxy)
+      const std::string key = it.key();
+      const auto& body = it.value();
       std::string message = body.is_object() ? body.value("message", std::string()) : std::string();
       if (key == "error") {
         std::lock_guard lock(m_mutex);
