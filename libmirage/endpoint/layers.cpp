@@ -310,6 +310,32 @@ bool run_pending_hooks(const fs::path& root, const fs::path& state_dir, json* re
   return ok;
 }
 
+layer::ApplyResult apply_plan(const layer::Plan& plan, const layer::Flat& e, materialize::ObjectSource& source,
+                              const ApplyOrderOptions& opts) {
+  layer::ApplyOptions ao;
+  ao.root = opts.root;
+  ao.journal = opts.state_dir / "apply.journal";
+  ao.progress = opts.progress;
+  if (opts.crash_point) {
+    ao.before_stage = [hook = opts.crash_point](size_t i) { hook("apply_stage", i); };
+    ao.before_step = [hook = opts.crash_point](size_t i) { hook("apply_step", i); };
+  }
+  auto result = layer::apply(plan, e, source, ao);
+  for (const auto& w : result.warnings) util::warn(w);
+  if (!result.installed.empty()) {
+    // What the apply wrote has known chunks: the snapshot after it need not read it.
+    fs::path cache_file = opts.state_dir / "files.cache";
+    auto files = scan::FilesCache::load(cache_file);
+    for (auto& [dir, file] : result.installed) files.set_file(dir, std::move(file));
+    try {
+      files.save(cache_file);
+    } catch (const Error& err) {
+      util::warn(std::string("files cache not updated: ") + err.what());
+    }
+  }
+  return result;
+}
+
 json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts) {
   const json& order = next.at("order");
   std::string order_id = order.at("order_id");
@@ -326,27 +352,7 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     auto n = cache.compose(refs_of(spec), ids);
     auto e = layer::flatten(cached, snapshot_root(opts.snapshot));
     auto plan = layer::make_plan(o, n, e, records_from_disk(opts.root), layer::LayerRules::defaults(), plan_options(spec));
-    layer::ApplyOptions ao;
-    ao.root = opts.root;
-    ao.journal = opts.state_dir / "apply.journal";
-    ao.progress = opts.progress;
-    if (opts.crash_point) {
-      ao.before_stage = [hook = opts.crash_point](size_t i) { hook("apply_stage", i); };
-      ao.before_step = [hook = opts.crash_point](size_t i) { hook("apply_step", i); };
-    }
-    auto result = layer::apply(plan, e, *source, ao);
-    for (const auto& w : result.warnings) util::warn(w);
-    if (!result.installed.empty()) {
-      // What the apply wrote has known chunks: the snapshot after it need not read it.
-      fs::path cache_file = opts.state_dir / "files.cache";
-      auto files = scan::FilesCache::load(cache_file);
-      for (auto& [dir, file] : result.installed) files.set_file(dir, std::move(file));
-      try {
-        files.save(cache_file);
-      } catch (const Error& err) {
-        util::warn(std::string("files cache not updated: ") + err.what());
-      }
-    }
+    auto result = apply_plan(plan, e, *source, opts);
     for (const auto& [from, to] : plan.new_ids.uid) ids.uid[from] = to;
     for (const auto& [from, to] : plan.new_ids.gid) ids.gid[from] = to;
     util::AtomicFile(opts.state_dir / "hooks.pending").commit();

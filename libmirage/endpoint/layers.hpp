@@ -103,6 +103,12 @@ struct ApplyOrderOptions {
   ConnectionFactory more_connections;
   util::CrashHook crash_point;  ///< crash tests: called at "apply_stage" N and "apply_step" N
 };
+/// Carries out `plan` from E with the journaled apply as an order does (its journal in the
+/// state directory, the crash hooks), warns its warnings, and records what it installed
+/// in the files cache (the snapshot after it need not read those files). A layer order
+/// and a revert both run through it.
+layer::ApplyResult apply_plan(const layer::Plan& plan, const layer::Flat& e, materialize::ObjectSource& source,
+                              const ApplyOrderOptions& options);
 /// Carries out `next` (order.next's reply: order, given) and reports the outcome to
 /// the server. Returns the report. A failure is reported and rethrown.
 nlohmann::json apply_order(Client& client, const nlohmann::json& next, const ApplyOrderOptions& options);

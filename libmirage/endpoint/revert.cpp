@@ -66,28 +66,8 @@ json carry_out(Client& client, const json& order, const ApplyOrderOptions& opts,
   auto s = layer::flatten(cached, root_of(target));
   auto e = layer::flatten(cached, root_of(opts.snapshot));
   auto plan = layer::make_revert_plan(s, e, scope, policy);
-  layer::ApplyOptions ao;
-  ao.root = opts.root;
-  ao.journal = opts.state_dir / "apply.journal";
-  ao.progress = opts.progress;
-  if (opts.crash_point) {
-    ao.before_stage = [hook = opts.crash_point](size_t i) { hook("apply_stage", i); };
-    ao.before_step = [hook = opts.crash_point](size_t i) { hook("apply_step", i); };
-  }
-  auto result = layer::apply(plan, e, *source, ao);
+  auto result = apply_plan(plan, e, *source, opts);
   revert_root(opts.root, s, e, plan, scope);
-  for (const auto& w : result.warnings) util::warn(w);
-  if (!result.installed.empty()) {
-    // What the revert wrote has known chunks: the snapshot after it need not read it.
-    fs::path cache_file = opts.state_dir / "files.cache";
-    auto files = scan::FilesCache::load(cache_file);
-    for (auto& [dir, file] : result.installed) files.set_file(dir, std::move(file));
-    try {
-      files.save(cache_file);
-    } catch (const Error& err) {
-      util::warn(std::string("files cache not updated: ") + err.what());
-    }
-  }
   return {{"snapshot_id", snapshot_id},
           {"mode", layer::scope_name(scope)},
           {"plan", layer::plan_json(plan, false)},
