@@ -440,18 +440,6 @@ namespace {
 constexpr uint64_t k_window_bytes = 32u << 20;
 constexpr size_t k_queue_entries = 2048;
 
-uint32_t type_bits(Kind kind) {
-  switch (kind) {
-    case Kind::file: return S_IFREG;
-    case Kind::dir: return S_IFDIR;
-    case Kind::symlink: return S_IFLNK;
-    case Kind::chardev: return S_IFCHR;
-    case Kind::blockdev: return S_IFBLK;
-    case Kind::fifo: return S_IFIFO;
-    case Kind::socket: return S_IFSOCK;
-  }
-  return 0;
-}
 
 /// Writes entries in order, their file contents fetched in windows of about 32 MiB of
 /// chunks: a window is fetched when the writer reaches a chunk it lacks, reading ahead
@@ -506,7 +494,7 @@ class Dumper {
     }
     m_stats.entries++;
     if (m_archive) {
-      util::ArchiveMember m{q.name, type_bits(e.kind), e.mode, e.uid, e.gid, e.mtime_ns, e.size, e.rdev, {}, {}, {}};
+      util::ArchiveMember m{q.name, tree::type_bits(e.kind), e.mode, e.uid, e.gid, e.mtime_ns, e.size, e.rdev, {}, {}, {}};
       if (e.kind == Kind::symlink) m.symlink = e.target;
       for (const auto& x : e.xattrs) m.xattrs.push_back({x.name, x.value});
       if (!e.link_group.empty() && e.kind != Kind::dir && m_archive->has_hardlinks()) {

@@ -75,19 +75,6 @@ uint64_t tree_cost(const tree::Tree& t) {
   return cost;
 }
 
-mode_t type_bits(Kind kind) {
-  switch (kind) {
-    case Kind::file: return S_IFREG;
-    case Kind::dir: return S_IFDIR;
-    case Kind::symlink: return S_IFLNK;
-    case Kind::chardev: return S_IFCHR;
-    case Kind::blockdev: return S_IFBLK;
-    case Kind::fifo: return S_IFIFO;
-    case Kind::socket: return S_IFSOCK;
-  }
-  return S_IFREG;
-}
-
 }  // namespace
 
 struct Filesystem::Impl {
@@ -227,7 +214,7 @@ struct Filesystem::Impl {
     const auto& e = n.entry;
     struct stat st {};
     st.st_ino = ino;
-    st.st_mode = type_bits(e.kind) | (e.mode & 07777);
+    st.st_mode = tree::type_bits(e.kind) | (e.mode & 07777);
     st.st_nlink = 1;
     if (!e.link_group.empty() && e.kind != Kind::dir && n.snapshot >= 0) st.st_nlink = group_size(n.snapshot, e.link_group);
     st.st_uid = e.uid;
@@ -420,13 +407,13 @@ std::unique_ptr<DirHandle> Filesystem::opendir(uint64_t ino) {
   auto d = std::make_unique<DirHandle>();
   d->ino = ino;
   if (n.snapshot < 0) {
-    for (const auto& [name, child] : n.children) d->items.push_back({name, type_bits(m->node(child).entry.kind), child});
+    for (const auto& [name, child] : n.children) d->items.push_back({name, tree::type_bits(m->node(child).entry.kind), child});
     return d;
   }
   auto t = m->dir_tree(n);
   d->items.reserve(t->entries.size());
   for (const auto& e : t->entries)
-    d->items.push_back({e.name, type_bits(e.kind), Impl::ino_of(Impl::key_of(n.snapshot, tree::child_path(n.path, e.name), e))});
+    d->items.push_back({e.name, tree::type_bits(e.kind), Impl::ino_of(Impl::key_of(n.snapshot, tree::child_path(n.path, e.name), e))});
   return d;
 }
 

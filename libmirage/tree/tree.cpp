@@ -1,5 +1,7 @@
 #include "libmirage/tree/tree.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 #include "libmirage/util/bytes.hpp"
@@ -105,6 +107,19 @@ std::string_view kind_name(Kind kind) {
     case Kind::socket: return "socket";
   }
   return "unknown";
+}
+
+uint32_t type_bits(Kind kind) {
+  switch (kind) {
+    case Kind::file: return S_IFREG;
+    case Kind::dir: return S_IFDIR;
+    case Kind::symlink: return S_IFLNK;
+    case Kind::chardev: return S_IFCHR;
+    case Kind::blockdev: return S_IFBLK;
+    case Kind::fifo: return S_IFIFO;
+    case Kind::socket: return S_IFSOCK;
+  }
+  return 0;  // decode() refuses any other kind
 }
 
 const Entry* Tree::find(std::string_view name) const {

@@ -51,6 +51,8 @@ using util::Digest;
 enum class Kind : uint8_t { file = 1, dir = 2, symlink = 3, chardev = 4, blockdev = 5, fifo = 6, socket = 7 };
 
 std::string_view kind_name(Kind kind);
+/// The S_IF* file type bits of `kind` (as st_mode carries them).
+uint32_t type_bits(Kind kind);
 
 struct ChunkRef {
   Digest id;
