@@ -324,7 +324,7 @@ GcRun GcRun::parse(const Params& p) {
   return g;
 }
 
-json gc_run(Context& c, const GcRun& p) {
+GcRan gc_run(Context& c, const GcRun& p) {
   // Its own connection and no lock: syncs go on meanwhile.
   return c.service.run_gc(p.options);
 }
@@ -426,21 +426,25 @@ json store_stats(Context& c, const StoreStats& p) {
   return out;
 }
 
-json check(Context& c, const Check& p) {
+void to_json(json& j, const Checked& r) {
+  j = r.check;
+  if (r.repair) j["repair"] = *r.repair;
+}
+
+Checked check(Context& c, const Check& p) {
   // Progress goes to the log sink: over stdio that is the user's terminal.
-  json repaired;
+  Checked out;
   if (p.repair) {
-    repaired = c.repo.repair([](uint64_t done, uint64_t total) {
+    out.repair = c.repo.repair([](uint64_t done, uint64_t total) {
       util::log(util::LogLevel::progress, "repairing: " + std::to_string(done) + " of " + std::to_string(total) + " packs");
     });
-    c.cat().add_event("check.repair", "", repaired);
+    c.cat().add_event("check.repair", "", *out.repair);
   }
-  json j = c.repo.check(p.read_data, [](uint64_t done, uint64_t total) {
+  out.check = c.repo.check(p.read_data, [](uint64_t done, uint64_t total) {
     util::log(util::LogLevel::progress, "checking: " + std::to_string(done) + " of " + std::to_string(total) + " chunks");
   });
   util::log(util::LogLevel::progress, "");
-  if (!repaired.is_null()) j["repair"] = repaired;
-  return j;
+  return out;
 }
 
 }  // namespace mirage::server

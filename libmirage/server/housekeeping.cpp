@@ -51,31 +51,36 @@ std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::stri
   return expired;
 }
 
-json run_gc(const std::filesystem::path& data, const store::GcOptions& given) {
+void to_json(json& j, const GcRan& r) {
+  j = r.gc;
+  j["snapshots_expired"] = r.expired_snapshots.size();
+  j["expired_snapshots"] = r.expired_snapshots;
+}
+
+GcRan run_gc(const std::filesystem::path& data, const store::GcOptions& given) {
   store::Repository repo(data, false);
   auto& cat = repo.catalog();
   store::GcOptions options = given;
-  std::vector<std::string> expired;
+  GcRan out;
   for (const auto& d : cat.devices(std::nullopt)) {
     catalog::Transaction tx(cat, options.dry_run ? catalog::Transaction::Mode::read : catalog::Transaction::Mode::write);
     auto ids = options.dry_run ? expiring_snapshots(cat, d.id) : expire_snapshots(cat, d.id);
     tx.commit();
-    expired.insert(expired.end(), ids.begin(), ids.end());
+    out.expired_snapshots.insert(out.expired_snapshots.end(), ids.begin(), ids.end());
   }
   // A dry run marks as if those snapshots were gone, so that it counts what they alone hold.
-  if (options.dry_run) options.skip_snapshots.insert(options.skip_snapshots.end(), expired.begin(), expired.end());
-  json report = store::collect_garbage(repo, options);
-  report["snapshots_expired"] = expired.size();
-  report["expired_snapshots"] = expired;
+  if (options.dry_run)
+    options.skip_snapshots.insert(options.skip_snapshots.end(), out.expired_snapshots.begin(), out.expired_snapshots.end());
+  out.gc = store::collect_garbage(repo, options);
   if (!options.dry_run) {
     // In the transaction log like every other transfer: what repacking copied; GC adds no data.
-    json detail = report;
+    json detail = out;
     detail["transaction"] = "gc";
-    detail["bytes_moved"] = report.value("moved_bytes", uint64_t(0));
+    detail["bytes_moved"] = out.gc.moved_bytes;
     detail["unique_bytes"] = 0;
     cat.add_event("gc", "", detail);
   }
-  return report;
+  return out;
 }
 
 }  // namespace mirage::server

@@ -31,10 +31,18 @@ std::vector<std::string> expiring_snapshots(catalog::Catalog& cat, const std::st
 /// Call inside a write transaction.
 std::vector<std::string> expire_snapshots(catalog::Catalog& cat, const std::string& device);
 
+/// A GC run: retention's expired snapshots, then the collection.
+struct GcRan {
+  store::GcReport gc;
+  std::vector<std::string> expired_snapshots;
+};
+/// The collection's report plus "snapshots_expired" (a count) and "expired_snapshots".
+void to_json(nlohmann::json& j, const GcRan& r);
+
 /// Applies retention to every device, then collects garbage in the data directory
 /// (its own connection: centralization goes on meanwhile). Records a "gc" event. A
 /// dry run changes nothing and reports what the run would do: the snapshots it would
-/// expire ("snapshots_expired", "expired_snapshots") and the data only they hold.
-nlohmann::json run_gc(const std::filesystem::path& data, const store::GcOptions& options);
+/// expire and the data only they hold.
+GcRan run_gc(const std::filesystem::path& data, const store::GcOptions& options);
 
 }  // namespace mirage::server

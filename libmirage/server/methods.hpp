@@ -556,7 +556,7 @@ struct GcRun {
   store::GcOptions options;
   static GcRun parse(const Params& p);
 };
-nlohmann::json gc_run(Context& c, const GcRun& p);
+GcRan gc_run(Context& c, const GcRun& p);
 
 struct EventsList {
   std::string device_id;  ///< "" all
@@ -612,6 +612,12 @@ struct Check {
   bool repair, read_data;
   static Check parse(const Params& p) { return {p.flag("repair"), p.flag("read_data")}; }
 };
-nlohmann::json check(Context& c, const Check& p);
+/// The check's report, with "repair" when it repaired first.
+struct Checked {
+  store::CheckReport check;
+  std::optional<store::RepairReport> repair;
+};
+void to_json(nlohmann::json& j, const Checked& r);
+Checked check(Context& c, const Check& p);
 
 }  // namespace mirage::server

@@ -109,8 +109,8 @@ std::string Service::metrics_text() {
   return m_metrics.render(repo().catalog());
 }
 
-json Service::run_gc(const store::GcOptions& options) {
-  json report = server::run_gc(m_data, options);
+GcRan Service::run_gc(const store::GcOptions& options) {
+  GcRan report = server::run_gc(m_data, options);
   if (options.dry_run) return report;
   {
     // The packs GC deleted keep their disk space while this process holds them open:
@@ -119,7 +119,7 @@ json Service::run_gc(const store::GcOptions& options) {
     m_generation++;
     for (auto& r : m_pool) r->close_read_fds();
   }
-  m_metrics.gc_run(report.value("deleted_bytes", uint64_t(0)), report.value("freed_bytes", uint64_t(0)));
+  m_metrics.gc_run(report.gc.deleted_bytes, report.gc.freed_bytes);
   return report;
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "libmirage/proto/frame.hpp"
+#include "libmirage/server/housekeeping.hpp"
 #include "libmirage/server/kinds.hpp"
 #include "libmirage/server/limits.hpp"
 #include "libmirage/server/metrics.hpp"
@@ -57,7 +58,7 @@ class Service {
   void note_body_budget_refusal() { m_metrics.busy(); }
   Metrics& metrics() { return m_metrics; }
   /// One GC run (retention first) on its own connection; counted in the metrics.
-  nlohmann::json run_gc(const store::GcOptions& options);
+  GcRan run_gc(const store::GcOptions& options);
   /// Adds a storage volume at `path` unless the catalog has it already.
   void ensure_volume(const std::string& path);
 

@@ -98,8 +98,8 @@ void serve_http(Service& service, const HttpOptions& options, std::vector<HttpRo
         lock.unlock();
         try {
           auto r = service.run_gc(store::GcOptions{});
-          util::log(util::LogLevel::info, "scheduled gc: deleted " + std::to_string(r.value("deleted", 0)) + " chunks, freed " +
-                                              std::to_string(r.value("freed_bytes", uint64_t(0))) + " bytes");
+          util::log(util::LogLevel::info, "scheduled gc: deleted " + std::to_string(r.gc.deleted) + " chunks, freed " +
+                                              std::to_string(r.gc.freed_bytes) + " bytes");
         } catch (const std::exception& e) {
           util::warn(std::string("scheduled gc failed: ") + e.what());
         }

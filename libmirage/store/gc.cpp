@@ -93,10 +93,11 @@ class GarbageCollector {
   GarbageCollector(Repository& repo, const GcOptions& o)
       : m_repo(repo), m_cat(repo.catalog()), m_o(o), m_now(util::now_ns()), m_cutoff(m_now - o.grace_ns) {}
 
-  json run() {
+  GcReport run() {
     auto started = std::chrono::steady_clock::now();
     auto lock = m_cat.gc_lock();
-    m_report = {{"dry_run", m_o.dry_run}, {"grace_seconds", m_o.grace_ns / 1000000000}};
+    m_report.dry_run = m_o.dry_run;
+    m_report.grace_seconds = m_o.grace_ns / 1000000000;
     say("gc: marking what snapshots and layers reach");
     Marker marker(m_repo, m_o.skip_snapshots);
     {
@@ -109,14 +110,8 @@ class GarbageCollector {
     auto packs = pack_uses();
     for (const auto& p : packs) rewrite(p);
     if (!m_o.dry_run) delete_retired();
-    m_report["packs"] = packs.size();
-    m_report[m_o.dry_run ? "would_repack" : "repacked"] = m_repacked;
-    m_report[m_o.dry_run ? "would_retire" : "retired"] = m_retired;
-    m_report["moved_bytes"] = m_moved_bytes;
-    m_report[m_o.dry_run ? "would_free_bytes" : "freed_bytes"] = m_freed_bytes;
-    m_report["pack_files_deleted"] = m_files_deleted;
-    m_report["packs_awaiting_deletion"] = m_awaiting;
-    m_report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    m_report.packs = packs.size();
+    m_report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     say("");
     return m_report;
   }
@@ -159,14 +154,14 @@ class GarbageCollector {
       more = page.size() == k_sweep_batch;
       tx.commit();
     }
-    m_report["roots"] = m_roots;
-    m_report["trees"] = marker.trees();
-    m_report["chunks"] = scanned;
-    m_report["unreferenced"] = unreferenced;
-    m_report["pinned"] = pinned;
-    m_report["uploads_in_flight"] = in_flight;
-    m_report[m_o.dry_run ? "would_delete" : "deleted"] = deleted;
-    m_report[m_o.dry_run ? "would_delete_bytes" : "deleted_bytes"] = deleted_bytes;
+    m_report.roots = m_roots;
+    m_report.trees = marker.trees();
+    m_report.chunks = scanned;
+    m_report.unreferenced = unreferenced;
+    m_report.pinned = pinned;
+    m_report.uploads_in_flight = in_flight;
+    m_report.deleted = deleted;
+    m_report.deleted_bytes = deleted_bytes;
   }
 
   /// How much of each pack is live.
@@ -199,8 +194,8 @@ class GarbageCollector {
     if (!empty && (payload == 0 || double(p.live_bytes) >= m_o.repack_below * double(payload))) return;
     if (!empty && p.live_bytes > m_budget) return;
     if (m_o.dry_run) {
-      (empty ? m_retired : m_repacked)++;
-      m_freed_bytes += p.size - p.live_bytes;
+      (empty ? m_report.retired : m_report.repacked)++;
+      m_report.freed_bytes += p.size - p.live_bytes;
       return;
     }
     say("gc: rewriting pack " + p.name);
@@ -230,10 +225,10 @@ class GarbageCollector {
     bool took = m_cat.retire_pack(p.id, p.size, m_now);
     tx.commit();
     if (!took) return;
-    (empty ? m_retired : m_repacked)++;
-    m_moved_bytes += m_buf.size();
+    (empty ? m_report.retired : m_report.repacked)++;
+    m_report.moved_bytes += m_buf.size();
     m_budget -= std::min<uint64_t>(m_budget, m_buf.size());
-    m_freed_bytes += p.size - m_buf.size();
+    m_report.freed_bytes += p.size - m_buf.size();
   }
 
   /// Retired packs whose grace has passed: deletes the files, then the rows.
@@ -242,7 +237,7 @@ class GarbageCollector {
     for (const auto& p : m_cat.packs()) {
       if (!p.retired_at) continue;
       if (p.retired_at > m_cutoff) {
-        m_awaiting++;
+        m_report.packs_awaiting_deletion++;
         continue;
       }
       gone.push_back(p);
@@ -255,7 +250,7 @@ class GarbageCollector {
       m_repo.pack_volume(p).remove(p.name);  // gone already (a GC killed after this) is fine
       m_cat.delete_pack(p.id);
       tx.commit();
-      m_files_deleted++;
+      m_report.pack_files_deleted++;
     }
   }
 
@@ -264,13 +259,35 @@ class GarbageCollector {
   const GcOptions& m_o;
   const int64_t m_now;
   int64_t m_cutoff;
-  json m_report;
+  GcReport m_report;
   uint64_t m_roots = 0;
-  uint64_t m_repacked = 0, m_retired = 0, m_moved_bytes = 0, m_freed_bytes = 0, m_files_deleted = 0, m_awaiting = 0;
   uint64_t m_budget = m_o.max_repack_bytes;
   std::vector<uint8_t> m_buf;
 };
 
-json collect_garbage(Repository& repo, const GcOptions& o) { return GarbageCollector(repo, o).run(); }
+GcReport collect_garbage(Repository& repo, const GcOptions& o) { return GarbageCollector(repo, o).run(); }
+
+void to_json(json& j, const GcReport& r) {
+  // A dry run names what it counts as what it would do.
+  auto key = [&](const char* done, const char* would) { return r.dry_run ? would : done; };
+  j = {{"dry_run", r.dry_run},
+       {"grace_seconds", r.grace_seconds},
+       {"roots", r.roots},
+       {"trees", r.trees},
+       {"chunks", r.chunks},
+       {"unreferenced", r.unreferenced},
+       {"pinned", r.pinned},
+       {"uploads_in_flight", r.uploads_in_flight},
+       {key("deleted", "would_delete"), r.deleted},
+       {key("deleted_bytes", "would_delete_bytes"), r.deleted_bytes},
+       {"packs", r.packs},
+       {key("repacked", "would_repack"), r.repacked},
+       {key("retired", "would_retire"), r.retired},
+       {"moved_bytes", r.moved_bytes},
+       {key("freed_bytes", "would_free_bytes"), r.freed_bytes},
+       {"pack_files_deleted", r.pack_files_deleted},
+       {"packs_awaiting_deletion", r.packs_awaiting_deletion},
+       {"seconds", r.seconds}};
+}
 
 }  // namespace mirage::store

@@ -45,10 +45,32 @@ struct GcOptions {
   std::function<void()> after_mark;
 };
 
-/// Runs one collection; returns a report (JSON: chunks and bytes found live, unreferenced,
-/// deleted, pinned; packs repacked, retired, deleted; bytes freed). Throws
-/// Error(precondition) when another GC holds the lock, Error(integrity) when a tree
-/// cannot be read (then nothing is deleted).
-nlohmann::json collect_garbage(Repository& repo, const GcOptions& options);
+/// What one collection found and did. In a dry run the counts of what it would delete,
+/// repack, retire and free (their JSON keys then read would_delete, would_repack...).
+struct GcReport {
+  bool dry_run = false;
+  int64_t grace_seconds = 0;
+  uint64_t roots = 0;               ///< snapshots and layers marked from
+  uint64_t trees = 0;               ///< tree objects read by the mark
+  uint64_t chunks = 0;              ///< index entries swept
+  uint64_t unreferenced = 0;        ///< of those, reached by nothing
+  uint64_t pinned = 0;              ///< unreferenced but kept (grace, uploads in flight)
+  uint64_t uploads_in_flight = 0;
+  uint64_t deleted = 0;             ///< index entries dropped
+  uint64_t deleted_bytes = 0;
+  uint64_t packs = 0;               ///< packs looked at for repacking
+  uint64_t repacked = 0;
+  uint64_t retired = 0;
+  uint64_t moved_bytes = 0;         ///< live bytes copied by repacking
+  uint64_t freed_bytes = 0;
+  uint64_t pack_files_deleted = 0;
+  uint64_t packs_awaiting_deletion = 0;
+  double seconds = 0;
+};
+void to_json(nlohmann::json& j, const GcReport& r);
+
+/// Runs one collection. Throws Error(precondition) when another GC holds the lock,
+/// Error(integrity) when a tree cannot be read (then nothing is deleted).
+GcReport collect_garbage(Repository& repo, const GcOptions& options);
 
 }  // namespace mirage::store

@@ -11,6 +11,7 @@
 #   ls of the 10,000-entry directory    restic ls latest DIR     mirage-restore ls DIR
 #   diff of two snapshots 1% apart      restic diff A B          mirage-restore diff A B
 #   find of one name over 24 snapshots  restic find NAME         mirage-restore find NAME
+# Each measure twice: caches warm, and caches dropped before every run (root only).
 # Prints each time, the ratio and the target.
 source "$(dirname "$0")/lib.sh"
 bench_init /var/tmp/bench-browse "${1:-}"
@@ -64,33 +65,40 @@ read -r m_a m_b < <(mirage-restore snapshots --device bench --output json |
 read -r r_a r_b < <(restic snapshots --json |
   python3 -c 'import json,sys; l=json.load(sys.stdin); print(l[4]["short_id"], l[5]["short_id"])')
 
-# best LABEL CMD...: the least wall seconds of $runs runs into $BEST (output to $B/LABEL.out).
+# best LABEL CMD...: the least wall seconds of $runs runs into $BEST (output to $B/LABEL.out);
+# with COLD=1 the page cache is dropped before each run (the repositories read from disk).
 best() {
   local label=$1; shift
   BEST=""
   for _ in $(seq 1 "$runs"); do
+    [ "${COLD:-0}" = 1 ] && drop_caches
     /usr/bin/time -f '%e' -o "$B/time" "$@" >"$B/$label.out" 2>"$B/$label.err" || { cat "$B/$label.err" >&2; exit 1; }
     local t; t=$(cat "$B/time")
     if [ -z "$BEST" ] || awk -v a="$t" -v b="$BEST" 'BEGIN { exit !(a < b) }'; then BEST=$t; fi
   done
 }
 rows=()
-row() { rows+=("$(printf '%-40s %10s %10s %8s  %s' "$1" "$2" "$3" "$4" "$5")"); }
+row() { rows+=("$(printf '%-46s %10s %10s %8s  %s' "$1" "$2" "$3" "$4" "$5")"); }
 
-best restic-ls restic ls latest "$big"; r=$BEST
-best mirage-ls mirage-restore ls --device bench "${big#"$data"}" --output json; m=$BEST
-[ "$(wc -l <"$B/mirage-ls.out")" = 10000 ] || { echo "mirage ls listed $(wc -l <"$B/mirage-ls.out") entries" >&2; exit 1; }
-row "ls of a 10,000-entry directory (s)" "$r" "$m" "$(ratio "$m" "$r")" "target <= 0.100 s"
-best restic-diff restic diff "$r_a" "$r_b"; r=$BEST
-best mirage-diff mirage-restore diff --device bench "$m_a" "$m_b" --output json; m=$BEST
-changes=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["changes"]))' "$B/mirage-diff.out")
-row "diff of two snapshots, 1% apart (s)" "$r" "$m" "$(ratio "$m" "$r")" "target <= 0.2x ($changes changes)"
-best restic-find restic find "$name"; r=$BEST
-best mirage-find mirage-restore find --device bench "$name" --output json; m=$BEST
-found=$(wc -l <"$B/mirage-find.out")
-row "find of one name over $snapshots snapshots (s)" "$r" "$m" "$(ratio "$m" "$r")" "target <= 0.2x ($found versions of $name)"
-
+measure() {  # warm|cold: every measure once with caches warm, once dropped
+  local how=$1 COLD=0
+  [ "$how" = cold ] && COLD=1
+  best restic-ls restic ls latest "$big"; r=$BEST
+  best mirage-ls mirage-restore ls --device bench "${big#"$data"}" --output json; m=$BEST
+  [ "$(wc -l <"$B/mirage-ls.out")" = 10000 ] || { echo "mirage ls listed $(wc -l <"$B/mirage-ls.out") entries" >&2; exit 1; }
+  row "ls of a 10,000-entry directory (s), $how" "$r" "$m" "$(ratio "$m" "$r")" "target <= 0.100 s"
+  best restic-diff restic diff "$r_a" "$r_b"; r=$BEST
+  best mirage-diff mirage-restore diff --device bench "$m_a" "$m_b" --output json; m=$BEST
+  changes=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["changes"]))' "$B/mirage-diff.out")
+  row "diff of two snapshots 1% apart (s), $how" "$r" "$m" "$(ratio "$m" "$r")" "target <= 0.2x ($changes changes)"
+  best restic-find restic find "$name"; r=$BEST
+  best mirage-find mirage-restore find --device bench "$name" --output json; m=$BEST
+  found=$(wc -l <"$B/mirage-find.out")
+  row "find of one name, $snapshots snapshots (s), $how" "$r" "$m" "$(ratio "$m" "$r")" "target <= 0.2x ($found versions of $name)"
+}
+measure warm
+measure cold
 echo
 echo "data: $total bytes, $nfiles files; $snapshots snapshots; best of $runs runs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-40s %10s %10s %8s\n' "measure" "restic" "mirage" "ratio"
+printf '%-46s %10s %10s %8s\n' "measure" "restic" "mirage" "ratio"
 printf '%s\n' "${rows[@]}"

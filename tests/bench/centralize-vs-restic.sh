@@ -28,7 +28,6 @@ rows=()
 row() { rows+=("$(printf '%-34s %14s %14s %8s' "$1" "$2" "$3" "$4")"); }
 
 # ---- first backup: once with the page cache dropped, once with it warm ----------
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "note: cannot drop caches (not root)" >&2; }
 warm_caches() { find "$data" -type f -print0 | xargs -0 cat >/dev/null; }
 first_backup() {  # cold|warm: fresh repositories, then restic and mirage each once
   local how=$1
@@ -91,10 +90,10 @@ row "incremental stored (MB)" "$(mb $r_inc)" "$(mb $m_inc)" "$(ratio $m_inc $r_i
 row "  changed bytes (MB)" "$(mb "$changed")" "$(mb "$changed")" "$(ratio $m_inc "$changed")"
 
 # ---- full restore to tmpfs ----------------------------------------------------
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+drop_caches
 run restic3 restic restore latest --target /dev/shm/mirage-bench-restic; r_t3=$SECS
 rm -rf /dev/shm/mirage-bench-restic
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+drop_caches
 run mirage3 mirage-restore --device bench --path / --to /dev/shm/mirage-bench-mirage; m_t3=$SECS
 diff -r --no-dereference -q "$data" /dev/shm/mirage-bench-mirage >/dev/null || echo "WARNING: mirage restore differs" >&2
 rm -rf /dev/shm/mirage-bench-mirage

@@ -28,13 +28,12 @@ PY
 victim="$data/big/file-$(printf '%07d' $((n / 2)))-$(printf 'x%.0s' $(seq 190))"
 size() { du -sb "$1" | cut -f1; }
 secs() { /usr/bin/time -f %e -o "$B/t" "$@" >/dev/null 2>"$B/err" || { cat "$B/err" >&2; exit 1; }; cat "$B/t"; }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 restic init >/dev/null
-drop; r_t1=$(secs restic backup "$data")
+drop_caches; r_t1=$(secs restic backup "$data")
 mirage-centralize --root "$data" --device-id huge --state "$B/state" >/dev/null 2>&1 || true
 mirage-centralize accept huge >/dev/null
-drop; m_t1=$(secs mirage-centralize --root "$data" --device-id huge --state "$B/state")
+drop_caches; m_t1=$(secs mirage-centralize --root "$data" --device-id huge --state "$B/state")
 r_s1=$(size "$RESTIC_REPOSITORY"); m_s1=$(size "$MIRAGE_HOME")
 echo edited >"$victim"
 r_t2=$(secs restic backup "$data")

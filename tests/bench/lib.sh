@@ -39,4 +39,6 @@ count_data() {
 }
 
 # ratio A B: A / B with two decimals, "-" when B is 0.
+# drop_caches: the page cache emptied (root only), so the next reads come from the disk.
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "note: cannot drop caches (not root)" >&2; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
