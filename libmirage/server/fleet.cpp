@@ -397,7 +397,22 @@ RestoreDone events_report(Context& c, const EventsReport& p) {
   return r;
 }
 
-json store_stats(Context& c, const StoreStats& p) {
+void to_json(json& j, const StoreUsage& r) {
+  json devices = json::array();
+  for (const auto& [id, usage] : r.devices) {
+    json d = usage;
+    d["device_id"] = id;
+    devices.push_back(std::move(d));
+  }
+  j = {{"devices", std::move(devices)}};
+  if (r.store) {
+    j["store"] = *r.store;
+    j["store"]["devices"] = r.devices.size();
+    j["index"] = {{"chunks", r.index_chunks}, {"pack_bytes", r.index_pack_bytes}};
+  }
+}
+
+StoreUsage store_stats(Context& c, const StoreStats& p) {
   auto& cat = c.cat();
   std::vector<std::string> ids;
   if (p.device_id) {
@@ -408,20 +423,16 @@ json store_stats(Context& c, const StoreStats& p) {
   auto counts = cat.counts(0);  // outside the transaction, as counts() asks
   catalog::Transaction tx(cat, catalog::Transaction::Mode::read);  // one state, one lock for the lookups
   store::ChunkSizes all;
+  StoreUsage out;
   std::vector<store::UsageStats> parts;
-  json devices = json::array();
   for (const auto& id : ids) {
-    auto snapshots = cat.snapshots(id);
-    parts.push_back(store::usage(c.repo, snapshots, all));
-    json d = parts.back();
-    d["device_id"] = id;
-    devices.push_back(d);
+    parts.push_back(store::usage(c.repo, cat.snapshots(id), all));
+    out.devices.emplace_back(id, parts.back());
   }
-  json out = {{"devices", devices}};
   if (!p.device_id) {
-    out["store"] = store::total(parts, all);
-    out["store"]["devices"] = ids.size();
-    out["index"] = {{"chunks", counts.chunks}, {"pack_bytes", counts.pack_bytes}};
+    out.store = store::total(parts, all);
+    out.index_chunks = counts.chunks;
+    out.index_pack_bytes = counts.pack_bytes;
   }
   return out;
 }

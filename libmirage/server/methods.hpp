@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "libmirage/server/params.hpp"
 #include "libmirage/server/service.hpp"
 #include "libmirage/store/repository.hpp"
+#include "libmirage/store/stats.hpp"
 
 namespace mirage::server {
 
@@ -606,7 +608,13 @@ struct StoreStats {
 };
 /// {"devices": [{"device_id", UsageStats...}], "store": UsageStats (without device_id), plus
 /// "index": {"chunks", "pack_bytes"} (everything stored, layers and garbage not yet collected too)}.
-nlohmann::json store_stats(Context& c, const StoreStats& p);
+struct StoreUsage {
+  std::vector<std::pair<std::string, store::UsageStats>> devices;
+  std::optional<store::UsageStats> store;  ///< all devices (not when one was asked for)
+  uint64_t index_chunks = 0, index_pack_bytes = 0;
+};
+void to_json(nlohmann::json& j, const StoreUsage& r);
+StoreUsage store_stats(Context& c, const StoreStats& p);
 
 struct Check {
   bool repair, read_data;
