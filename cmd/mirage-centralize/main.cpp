@@ -1,5 +1,6 @@
 // mirage-centralize: register this endpoint and upload a snapshot of it; accept or
 // reject pending devices.
+#include <charconv>
 #include <csignal>
 #include <cstdlib>
 #include <optional>
@@ -12,6 +13,7 @@
 
 #include "libmirage/endpoint/centralize.hpp"
 #include "libmirage/endpoint/identity.hpp"
+#include "libmirage/proto/transport.hpp"
 #include "cmd/common/tool.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/log.hpp"
@@ -25,7 +27,7 @@ struct Options {
   std::string root = "/";
   std::string device_id;
   std::string state_dir;
-  int compression = 3;
+  std::string compression = "auto";  // or a zstd level
   unsigned threads = 2;
   std::string device;  // accept/reject argument
   bool reference = false;
@@ -95,6 +97,17 @@ util::CrashHook crash_hook_from_env() {
   };
 }
 
+/// The zstd level of --compression: "auto" is 1 for a local store, where the CPU bounds a
+/// first backup, and 3 over the network, where the link does (and the server keeps what
+/// came); nullopt when it is neither auto nor a level from -7 to 19.
+std::optional<int> compression_level(const std::string& given, const std::string& server) {
+  if (given == "auto") return server.rfind("local:", 0) == 0 ? 1 : 3;
+  int level = 0;
+  auto [end, ec] = std::from_chars(given.data(), given.data() + given.size(), level);
+  if (ec != std::errc() || end != given.data() + given.size() || level < -7 || level > 19) return std::nullopt;
+  return level;
+}
+
 /// One sync: its result, printed (in --watch as one JSON line per sync). Returns the exit status.
 int sync_once(const tool::Common& common_in, const Options& o) {
   endpoint::CentralizeOptions co;
@@ -102,7 +115,7 @@ int sync_once(const tool::Common& common_in, const Options& o) {
   co.device_id = device_id_of(o);
   co.state_dir = state_dir_of(o, co.device_id);
   tool::Common common = endpoint_common(common_in, co.device_id, co.state_dir);
-  co.compression_level = o.compression;
+  co.compression_level = *compression_level(o.compression, common.server.empty() ? proto::default_server() : common.server);
   co.threads = o.threads;
   tool::Progress bar(common, "centralize");
   co.progress = [&](const scan::Progress& p) {
@@ -341,7 +354,9 @@ int main(int argc, char** argv) {
   app.add_option("--root", o.root, "The endpoint's root directory (default /)");
   app.add_option("--device-id", o.device_id, "Device id (default: DMI UUID, else machine-id)");
   app.add_option("--state", o.state_dir, "Endpoint state directory (files cache)");
-  app.add_option("--compression", o.compression, "zstd level for new chunks (default 3)")->check(CLI::Range(-7, 19));
+  app.add_option("--compression", o.compression,
+                 "zstd level for new chunks, -7 to 19, or auto (the default: 1 to a local store, 3 over the network)")
+      ->check([](const std::string& v) { return compression_level(v, "").has_value() ? std::string() : "expected auto or a level from -7 to 19"; });
   app.add_option("--threads", o.threads, "Worker threads (default 2)")->check(CLI::Range(1, 64));
   auto* watch_flag = app.add_flag("--watch", o.watch, "Keep syncing (every --interval, at once on orders)");
   app.add_option("--interval", o.interval, "With --watch: time between syncs (default 60m)")
