@@ -324,6 +324,22 @@ NewBase describe_base(TreeReader& tree, const std::string& ref, uint64_t size_by
   return b;
 }
 
+NewBase base_from_layer(materialize::ObjectSource& source, const util::Digest& tree, const std::string& ref,
+                        const nlohmann::json& manifest) {
+  tree::Entry root;
+  root.kind = tree::Kind::dir;
+  root.subtree = tree;
+  SnapshotReader reader(source, root);
+  // A layer carries its dpkg database as records, not as file content (layer/image.hpp).
+  std::string status;
+  const char* path = "/var/lib/dpkg/status";
+  if (manifest.contains("records") && manifest["records"].contains(path)) {
+    auto delta = layer::delta_from_json(layer::RecordFormat::dpkg_status, manifest["records"][path], ref + " " + path);
+    status = layer::format_records(layer::RecordFormat::dpkg_status, delta.upsert);
+  }
+  return describe_base(reader, ref, materialize::bytes_under(source, root, {"/"}), status);
+}
+
 Report preflight(TreeReader& device, const PreflightInput& input) {
   Report r;
   check_release(device, r);

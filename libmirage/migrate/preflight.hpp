@@ -105,6 +105,12 @@ struct NewBase {
 /// Reads what NewBase needs from a base layer's tree and its dpkg status text.
 NewBase describe_base(TreeReader& tree, const std::string& ref, uint64_t size_bytes, const std::string& dpkg_status);
 
+/// What NewBase needs from a stored base layer: its tree (read through `source`), its
+/// manifest's dpkg records, its files' bytes.
+NewBase base_from_layer(materialize::ObjectSource& source, const util::Digest& tree, const std::string& ref,
+                        const nlohmann::json& manifest);
+
+/// The device's own snapshot check: its latest snapshot's tree through `source`.
 struct PreflightInput {
   std::optional<NewBase> base;          ///< nullopt: no --base given
   std::optional<uint64_t> free_bytes;   ///< from the inventory ("root_free_bytes")

@@ -135,7 +135,7 @@ TEST_CASE("bare names match at any depth and lose to anchored patterns") {
 TEST_CASE("the shipped default rules parse and carry what the issue lists") {
   auto r = Rules::defaults();
   CHECK(r.name() == "debian-12-to-13");
-  CHECK(json::parse(default_rules_text()) == json::parse(default_rules_text()));  // valid JSON
+  CHECK(json::parse(default_rules_text())["name"] == "debian-12-to-13");  // the text printed as it is
   struct Want {
     const char* path;
     const char* component;
