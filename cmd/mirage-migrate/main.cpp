@@ -15,7 +15,7 @@ namespace {
 struct Options {
   std::vector<std::string> devices, collections, explain;
   std::string base, rules_file, check_file;
-  bool show_default = false, dry_run = false, wait = false, rollback = false;
+  bool show_default = false, dry_run = false, wait = false, rollback = false, stored = false;
 };
 
 /// What a finding concerns, in a table cell: its paths, else its packages.
@@ -72,10 +72,11 @@ int check_status(const json& r) {
 int check(const tool::Common& common, const Options& o) {
   if (o.devices.empty() && o.collections.empty())
     throw Error(ErrorKind::usage, "give --device ID or --collection NAME (one or more)");
+  if (o.stored && !o.base.empty()) throw Error(ErrorKind::usage, "--stored prints the reports kept; it takes no --base");
   auto client = tool::connect(common);
   json params = {{"device_ids", client::resolve_devices(client, o.devices)}, {"collections", o.collections}};
   if (!o.base.empty()) params["base"] = o.base;
-  json r = client.call("migrate.check", params);
+  json r = client.call(o.stored ? "migrate.reports" : "migrate.check", params);
   tool::print(common, r, [&](std::ostream& os) { print_check(os, r); });
   return check_status(r);
 }
@@ -136,6 +137,7 @@ int main(int argc, char** argv) {
   check_cmd->add_option("--device", o.devices, "Device id, name or hostname (repeatable)");
   check_cmd->add_option("--collection", o.collections, "Every device of a collection (repeatable)");
   check_cmd->add_option("--base", o.base, "The new base layer NAME[@VER] (size, packages)");
+  check_cmd->add_flag("--stored", o.stored, "Print the reports the last checks kept");
   auto* rules_cmd = app.add_subcommand("rules", "Print, check or explain migration rules");
   rules_cmd->add_flag("--default", o.show_default, "Print the shipped Debian 12 -> 13 rules");
   rules_cmd->add_option("--check", o.check_file, "Validate a rules file (- for stdin)");

@@ -458,6 +458,9 @@ struct MigrateCheckReply {
 };
 void to_json(nlohmann::json& j, const MigrateCheckReply& r);
 MigrateCheckReply migrate_check(Context& c, const MigrateCheck& p);
+/// migrate.reports: {"device_ids", "collections"}: the reports the last checks stored,
+/// in migrate.check's reply ("base" null); a device never checked has an error (not_found).
+MigrateCheckReply migrate_reports(Context& c, const Targets& p);
 
 // ---- fleet: policies, collections, volumes, events, GC, check (fleet.cpp) --------
 

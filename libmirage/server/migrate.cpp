@@ -47,7 +47,38 @@ json check_device(Context& c, const std::string& id, const std::optional<migrate
   return report;
 }
 
+json device_error(const std::string& id, const Error& e) {
+  return {{"device_id", id}, {"error", {{"kind", kind_name(e.kind())}, {"message", e.what()}}}};
+}
+
+/// How many devices are blocked, clean or not checked, and per code how many have it.
+json summary(const json& devices) {
+  json s = {{"devices", devices.size()}, {"inhibited", 0}, {"clean", 0}, {"errors", 0}, {"codes", json::object()}};
+  std::map<std::string, int> codes;
+  for (const auto& d : devices) {
+    std::string state = d.contains("error") ? "errors" : d["inhibited"].get<bool>() ? "inhibited" : "clean";
+    s[state] = s[state].get<int>() + 1;
+    for (const auto& f : d.value("findings", json::array())) ++codes[f["code"].get<std::string>()];
+  }
+  for (const auto& [code, n] : codes) s["codes"][code] = n;
+  return s;
+}
+
 }  // namespace
+
+MigrateCheckReply migrate_reports(Context& c, const Targets& p) {
+  auto& cat = c.cat();
+  MigrateCheckReply r;
+  for (const auto& id : target_devices(cat, p)) {
+    auto stored = cat.migration_check(id);
+    if (stored)
+      r.devices.push_back(stored->first);
+    else
+      r.devices.push_back(device_error(id, Error(ErrorKind::not_found, "device " + id + " has not been checked yet (mirage-migrate check)")));
+  }
+  r.summary = summary(r.devices);
+  return r;
+}
 
 MigrateCheckReply migrate_check(Context& c, const MigrateCheck& p) {
   auto& cat = c.cat();
@@ -61,25 +92,14 @@ MigrateCheckReply migrate_check(Context& c, const MigrateCheck& p) {
     migrate::RepositorySource source(c.repo);
     base = migrate::base_from_layer(source, row.tree, r.base, row.manifest);
   }
-  json summary = {{"devices", devices.size()}, {"inhibited", 0}, {"clean", 0}, {"errors", 0}, {"codes", json::object()}};
-  std::map<std::string, int> codes;
   for (const auto& id : devices) {
-    json entry;
     try {
-      entry = check_device(c, id, base);
+      r.devices.push_back(check_device(c, id, base));
     } catch (const Error& e) {
-      entry = {{"device_id", id}, {"error", {{"kind", kind_name(e.kind())}, {"message", e.what()}}}};
-      summary["errors"] = summary["errors"].get<int>() + 1;
-      r.devices.push_back(std::move(entry));
-      continue;
+      r.devices.push_back(device_error(id, e));
     }
-    std::string state = entry["inhibited"].get<bool>() ? "inhibited" : "clean";
-    summary[state] = summary[state].get<int>() + 1;
-    for (const auto& f : entry["findings"]) ++codes[f["code"].get<std::string>()];
-    r.devices.push_back(std::move(entry));
   }
-  for (const auto& [code, n] : codes) summary["codes"][code] = n;
-  r.summary = std::move(summary);
+  r.summary = summary(r.devices);
   cat.add_event("migrate.check", devices.size() == 1 ? devices[0] : "",
                 {{"devices", devices.size()}, {"base", r.base}, {"inhibited", r.summary["inhibited"]}, {"by", c.by()}});
   return r;

@@ -105,9 +105,20 @@ mirage-centralize --root "$TEST_TMP/risky" --device-id pc-risky --output json >/
 expect_exit 5 mirage-migrate check --device pc-risky --base trixie --output json
 [ "$(codes <<<"$OUT")" = "pc-risky dpkg.audit,packages.held,packages.no-candidate True" ] || fail "after fix: $(codes <<<"$OUT")"
 
-# Only admins; the call is audited.
+# The server kept each device's latest report: --stored prints them without checking (any role).
+expect_exit 5 mirage-migrate check --stored --collection office --output json
+python3 - "$OUT" <<'PY' || fail "stored: $OUT"
+import json, sys
+d = {x["device_id"]: x for x in json.loads(sys.argv[1])["devices"]}
+assert [f["code"] for f in d["pc-risky"]["findings"]] == ["dpkg.audit", "packages.held", "packages.no-candidate"], d
+assert d["pc-clean"]["findings"] == [] and d["pc-clean"]["base"] == "trixie@1", d["pc-clean"]
+PY
+expect_exit 2 mirage-migrate check --stored --base trixie --device pc-clean
+
+# Only admins check; the call is audited.
 desk=$(mirage token create --role helpdesk --name desk --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 expect_exit 4 env MIRAGE_TOKEN="$desk" mirage-migrate check --device pc-clean --output json
+expect_exit 5 env MIRAGE_TOKEN="$desk" mirage-migrate check --stored --device pc-risky --output json
 expect_exit 0 mirage events --output json
 expect_contains "$OUT" '"migrate.check"'
 # An unknown base layer exits 3.
