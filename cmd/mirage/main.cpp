@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
       if (first == t) return exec_tool(first, argc, argv);
   }
   CLI::App app{"Mirage: layered image management and endpoint protection.\n"
-               "Tools: centralize capture assign restore serverd\n"
+               "Tools: centralize capture assign restore migrate serverd\n"
                "(mirage TOOL ... runs mirage-TOOL ...)",
                "mirage"};
   app.set_version_flag("--version", MIRAGE_VERSION);

@@ -401,6 +401,11 @@ class Catalog {
   /// The CVDs started after the first: (number, started_at ns), in order.
   virtual std::vector<std::pair<int64_t, int64_t>> cvds(const std::string& device) = 0;
 
+  /// A device's latest OS-migration preflight report (migrate/preflight.hpp's JSON) and
+  /// when it was stored (ns); nullopt before any. A new report replaces the old one.
+  virtual std::optional<std::pair<nlohmann::json, int64_t>> migration_check(const std::string& device) = 0;
+  virtual void set_migration_check(const std::string& device, const nlohmann::json& report) = 0;
+
   /// An app capture in progress on a reference device: the snapshot before the install.
   virtual void set_capture(const std::string& device, const std::string& snapshot) = 0;
   virtual std::optional<std::string> capture(const std::string& device) = 0;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -174,6 +175,11 @@ json inventory(const fs::path& root, std::string* hostname) {
     if (key == "VERSION_ID") inv["os_version"] = value;
     if (key == "PRETTY_NAME") inv["os_name"] = value;
   }
+  // Free bytes (for an unprivileged user) of the filesystem holding the root: what an OS
+  // migration's preflight compares with the new base's size.
+  struct statvfs fs_stat;
+  if (::statvfs(root.c_str(), &fs_stat) == 0)
+    inv["root_free_bytes"] = static_cast<uint64_t>(fs_stat.f_bavail) * static_cast<uint64_t>(fs_stat.f_frsize);
   if (is_real_root(root)) {
     for (const char* field : {"sys_vendor", "product_name", "product_version"})
       if (auto v = read_trimmed(fs::path("/sys/class/dmi/id") / field)) inv[field] = *v;

@@ -17,7 +17,8 @@ std::optional<std::string> detect_device_id(const std::filesystem::path& root);
 /// Throws Error(usage) unless `id` is a valid device id (letters, digits, - _ . :, at
 /// most 128, not "." or ".."): it names a directory under the endpoint's data dir.
 void check_device_id(const std::string& id);
-/// Hostname, OS release, architecture and (for the real root) DMI fields. Files under
+/// Hostname, OS release, architecture, the free bytes of the filesystem holding ROOT
+/// ("root_free_bytes") and (for the real root) DMI fields. Files under
 /// ROOT are opened without leaving it (symlinks resolve inside ROOT), and only small
 /// regular files are read: a FIFO, a device or a huge file is skipped with a warning.
 nlohmann::json inventory(const std::filesystem::path& root, std::string* hostname);

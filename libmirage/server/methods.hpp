@@ -440,6 +440,30 @@ void to_json(nlohmann::json& j, const Capture& r);
 Capture capture_begin(Context& c, const DeviceId& p);
 Capture capture_get(Context& c, const DeviceId& p);
 
+// ---- OS migration (migrate.cpp) --------------------------------------------------
+
+/// migrate.check: {"device_ids", "collections", "base"?}: the migration preflight of
+/// each device's latest snapshot (migrate/preflight.hpp) against the base layer
+/// NAME[@VER] when given; each report is stored as the device's latest.
+struct MigrateCheck {
+  Targets targets;
+  std::string base;  ///< "" when not given
+  static MigrateCheck parse(const Params& p);
+};
+/// {"base", "devices": [{device_id, hostname, snapshot_id, checked_at, inhibited,
+/// findings, counts} or {device_id, hostname, error: {kind, message}}], "summary":
+/// {devices, inhibited, clean, errors, codes: {code: devices}}}.
+struct MigrateCheckReply {
+  std::string base;
+  nlohmann::json devices = nlohmann::json::array();
+  nlohmann::json summary = nlohmann::json::object();
+};
+void to_json(nlohmann::json& j, const MigrateCheckReply& r);
+MigrateCheckReply migrate_check(Context& c, const MigrateCheck& p);
+/// migrate.reports: {"device_ids", "collections"}: the reports the last checks stored,
+/// in migrate.check's reply ("base" null); a device never checked has an error (not_found).
+MigrateCheckReply migrate_reports(Context& c, const Targets& p);
+
 // ---- fleet: policies, collections, volumes, events, GC, check (fleet.cpp) --------
 
 struct PolicyGet {

@@ -5,8 +5,8 @@
 source "$(dirname "$0")/lib.sh"
 cd "$MIRAGE_SOURCE"
 declare -A subs=([mirage]="check stats policy events token gc collection device volume" [mirage-serverd]="init repair limits methods" [mirage-centralize]="request pending devices accept reject"
-  [mirage-restore]="snapshots ls find diff dump mount" [mirage-capture]="base app driver list" [mirage-assign]="render status")
-for tool in mirage mirage-serverd mirage-centralize mirage-restore mirage-capture mirage-assign; do
+  [mirage-restore]="snapshots ls find diff dump mount" [mirage-capture]="base app driver list" [mirage-assign]="render status" [mirage-migrate]="check rules")
+for tool in mirage mirage-serverd mirage-centralize mirage-restore mirage-capture mirage-assign mirage-migrate; do
   expect_exit 0 "$tool" --help
   [ -n "$OUT" ] || fail "$tool --help printed nothing on stdout"
   helps="$OUT"

@@ -58,6 +58,8 @@ order.create|{"device_ids":["nodev"],"base":"b"}|A I
 order.create|{"device_ids":["nodev"],"type":"provision","base":"b"}|A I
 order.create|{"device_ids":["nodev"],"type":"enforce"}|A I H
 order.revert|{"device":"nodev","snapshot":"nosnap"}|A P H
+migrate.check|{"device_ids":["nodev"]}|A
+migrate.reports|{"device_ids":["nodev"]}|A I P H
 policy.list|{}|A I P H
 policy.assign|{"name":"nopolicy","device_ids":["nodev"]}|A P
 collection.list|{}|A I P H

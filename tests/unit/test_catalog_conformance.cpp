@@ -170,6 +170,7 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: devices", B, devices) {
       cat->add_order({"o-" + d, d, {{"kind", "apply"}}, "pending", k_t0, 0, nlohmann::json::object()});
       cat->set_given(d, {{"layers", {d}}});
       cat->set_capture(d, "s-" + d);
+      cat->set_migration_check(d, {{"device", d}});
       cat->set_device_credential(d, "hash-" + d);
       cat->start_cvd(d, "provision");
       cat->touch_upload(d);
@@ -184,6 +185,7 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: devices", B, devices) {
     CHECK(cat->orders("a", "").empty());
     CHECK(cat->given("a") == nlohmann::json::object());
     CHECK_FALSE(cat->capture("a"));
+    CHECK_FALSE(cat->migration_check("a"));
     CHECK_FALSE(cat->device_credential("a"));
     CHECK(cat->cvds("a").empty());
     CHECK(cat->uploads_in_flight(0).count == 1);
@@ -191,6 +193,7 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: devices", B, devices) {
     CHECK(cat->snapshots("b").size() == 1);
     CHECK(cat->orders("b", "").size() == 1);
     CHECK(cat->capture("b") == "s-b");
+    CHECK(cat->migration_check("b")->first == nlohmann::json{{"device", "b"}});
     CHECK(cat->device_credential("b") == "hash-b");
     CHECK(cat->cvds("b").size() == 1);
   }
@@ -660,6 +663,15 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: credentials, CVDs, captures, upl
   CHECK(cat->start_cvd("b", "provision") == 2);
   CHECK(cat->cvds("a") == std::vector<std::pair<int64_t, int64_t>>{{2, k_t0}, {3, k_t0 + k_s}});
 
+  // The latest migration preflight report, one per device, replaced by the next.
+  CHECK_FALSE(cat->migration_check("a"));
+  int64_t before = util::now_ns();
+  cat->set_migration_check("a", {{"inhibited", true}});
+  cat->set_migration_check("a", {{"inhibited", false}, {"findings", nlohmann::json::array()}});
+  REQUIRE(cat->migration_check("a"));
+  CHECK(cat->migration_check("a")->first == nlohmann::json{{"inhibited", false}, {"findings", nlohmann::json::array()}});
+  CHECK(cat->migration_check("a")->second >= before);
+  CHECK_FALSE(cat->migration_check("b"));
   CHECK_FALSE(cat->capture("a"));
   cat->set_capture("a", "s1");
   cat->set_capture("a", "s2");

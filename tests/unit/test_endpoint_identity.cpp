@@ -68,6 +68,9 @@ TEST_CASE("a link that stays inside the root is followed") {
   auto inv = endpoint::inventory(t.root(), &host);
   CHECK(host == "inner-host");
   CHECK(inv.value("os_id", "") == "testos");
+  // The free space of the root's filesystem, for a migration's preflight.
+  REQUIRE(inv.contains("root_free_bytes"));
+  CHECK(inv["root_free_bytes"].get<uint64_t>() > 0);
 }
 
 TEST_CASE("FIFOs, devices and oversized files are skipped without blocking") {

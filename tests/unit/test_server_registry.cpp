@@ -74,7 +74,7 @@ TEST_CASE("every method has one row, with a body limit and at least one access c
     CHECK(!m.access.back().applies);  // the last case takes every call
     CHECK(bool(m.run));
   }
-  CHECK(names.size() == 51);  // a new method adds its row here, in roles-matrix.sh and in the man page
+  CHECK(names.size() == 53);  // a new method adds its row here, in roles-matrix.sh and in the man page
   CHECK(server::find_method("no.such") == nullptr);
 }
 
@@ -93,6 +93,9 @@ TEST_CASE("the rows decide who may call") {
     CHECK(refusal("order.revert", {{"device", "d"}}, Role::protection_manager) == "");
     CHECK(refusal("order.revert", {{"device", "d"}}, Role::image_manager) != "");
     CHECK(refusal("chunks.put", {{"device_id", "d"}}, Role::image_manager) != "");
+    CHECK(refusal("migrate.check", {{"device_ids", {"d"}}}, Role::admin) == "");
+    CHECK(refusal("migrate.check", {{"device_ids", {"d"}}}, Role::image_manager) ==
+          "migrate.check needs one of the roles admin (this token is image-manager)");
   }
   SUBCASE("a device's credential: its own CVD, the rows marked for devices") {
     CHECK(refusal("snapshot.commit", {{"device_id", "d"}}, Role::device, "d") == "");

@@ -320,7 +320,7 @@ TEST_CASE_TEMPLATE("a pack id is never given twice: a writer whose pack gc delet
   CHECK(writer.check(true, nullptr).problems.empty());
 }
 
-TEST_CASE("a schema 2 catalog is upgraded to 7: its packs keep their ids and new ones are never reused") {
+TEST_CASE("a schema 2 catalog is upgraded to 8: its packs keep their ids and new ones are never reused") {
   TempDir dir;
   std::string a = blob('a', 30000);
   {
@@ -344,10 +344,10 @@ TEST_CASE("a schema 2 catalog is upgraded to 7: its packs keep their ids and new
   util::Db db(db_path);  // the SQLite backend's own record of its schema
   util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
-  CHECK(version.text(0) == "7");
+  CHECK(version.text(0) == "8");
 }
 
-TEST_CASE("a schema 5 catalog is upgraded to 7: its snapshots record no layers (unknown), new ones do") {
+TEST_CASE("a schema 5 catalog is upgraded to 8: its snapshots record no layers (unknown), new ones do") {
   TempDir dir;
   std::string a = blob('a', 30000);
   std::string old_id;
@@ -374,10 +374,10 @@ TEST_CASE("a schema 5 catalog is upgraded to 7: its snapshots record no layers (
   util::Db db(db_path);
   util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
-  CHECK(version.text(0) == "7");
+  CHECK(version.text(0) == "8");
 }
 
-TEST_CASE("a schema 6 catalog is upgraded to 7: its devices keep their rows and may be replaced") {
+TEST_CASE("a schema 6 catalog is upgraded to 8: its devices keep their rows and may be replaced") {
   TempDir dir;
   {
     store::Repository repo(dir.path, true);
@@ -404,7 +404,34 @@ TEST_CASE("a schema 6 catalog is upgraded to 7: its devices keep their rows and 
   util::Db db(db_path);
   util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
   REQUIRE(version.step());
-  CHECK(version.text(0) == "7");
+  CHECK(version.text(0) == "8");
+}
+
+TEST_CASE("a schema 7 catalog is upgraded to 8: its devices get migration preflight reports") {
+  TempDir dir;
+  {
+    store::Repository repo(dir.path, true);
+    catalog::Device d;
+    d.id = "pc-1";
+    d.state = catalog::DeviceState::accepted;
+    d.registered_at = d.last_seen = 1;
+    repo.catalog().add_device(d);
+  }
+  std::string db_path = (dir.path / "catalog.db").string();
+  {
+    util::Db db(db_path);  // what schema 7 had: no migration_checks table
+    db.exec("DROP TABLE migration_checks; UPDATE meta SET value = '7' WHERE key = 'schema';");
+  }
+  store::Repository repo(dir.path, false);
+  auto& cat = repo.catalog();
+  REQUIRE(cat.device("pc-1"));
+  CHECK_FALSE(cat.migration_check("pc-1"));
+  cat.set_migration_check("pc-1", {{"inhibited", false}});
+  CHECK(cat.migration_check("pc-1")->first == nlohmann::json{{"inhibited", false}});
+  util::Db db(db_path);
+  util::Stmt version(db, "SELECT value FROM meta WHERE key = 'schema'");
+  REQUIRE(version.step());
+  CHECK(version.text(0) == "8");
 }
 
 TEST_CASE_TEMPLATE("a gc killed between deleting a retired pack's file and its row leaves a clean store", Vol, OnDisk,

@@ -21,7 +21,8 @@ namespace {
 // 6: a snapshot records the layers its device had been given (a revert gives them back).
 // 7: a device may be replaced by another (replaced_by), and an enrolled device's id
 //    registered without its credential waits for re-enrolment (reenrolments).
-constexpr int k_schema_version = 7;
+// 8: the latest migration preflight report per device (migration_checks).
+constexpr int k_schema_version = 8;
 
 #define MIRAGE_PACKS_COLUMNS                                                                              \
   "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES " \
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS reenrolments(
 CREATE TABLE IF NOT EXISTS cvds(
   device TEXT NOT NULL, number INTEGER NOT NULL, started_at INTEGER NOT NULL, reason TEXT NOT NULL,
   PRIMARY KEY(device, number));
+CREATE TABLE IF NOT EXISTS migration_checks(device TEXT PRIMARY KEY, report TEXT NOT NULL, checked_at INTEGER NOT NULL);
 )sql";
 
 /// A JSON column; {} when it does not parse (a damaged row is shown empty, not fatal).
@@ -261,6 +263,8 @@ class SqliteCatalog final : public Catalog {
   int64_t start_cvd(const std::string& device, const std::string& reason) override;
   std::vector<std::pair<int64_t, int64_t>> cvds(const std::string& device) override;
   void set_capture(const std::string& device, const std::string& snapshot) override;
+  std::optional<std::pair<nlohmann::json, int64_t>> migration_check(const std::string& device) override;
+  void set_migration_check(const std::string& device, const nlohmann::json& report) override;
   std::optional<std::string> capture(const std::string& device) override;
   Counts counts(int64_t uploads_since) override;
   std::unique_ptr<Lock> gc_lock() override;
@@ -338,6 +342,11 @@ SqliteCatalog::SqliteCatalog(const std::string& path, bool create, util::Db::Acc
       m_db.exec("ALTER TABLE devices ADD COLUMN replaced_by TEXT NOT NULL DEFAULT ''");
     m_db.exec("UPDATE meta SET value = '7' WHERE key = 'schema'");
     version = "7";
+  }
+  if (version == "7") {
+    // 7 -> 8: migration preflight reports (the table is made by k_schema above).
+    m_db.exec("UPDATE meta SET value = '8' WHERE key = 'schema'");
+    version = "8";
   }
   if (!version)
     util::Stmt(m_db, "INSERT INTO meta(key, value) VALUES ('schema', ?)").bind(1, std::to_string(k_schema_version)).run();
@@ -636,7 +645,8 @@ int64_t SqliteCatalog::device_count(DeviceState state) {
 }
 
 void SqliteCatalog::delete_device(const std::string& id) {
-  for (const char* table : {"snapshots", "orders", "assignments", "captures", "device_credentials", "cvds", "reenrolments"})
+  for (const char* table : {"snapshots", "orders", "assignments", "captures", "device_credentials", "cvds", "reenrolments",
+                            "migration_checks"})
     util::Stmt(m_db, std::string("DELETE FROM ") + table + " WHERE device = ?").bind(1, id).run();
   util::Stmt(m_db, "DELETE FROM uploads WHERE source = ?").bind(1, id).run();
   util::Stmt(m_db, "DELETE FROM devices WHERE id = ?").bind(1, id).run();
@@ -915,6 +925,21 @@ void SqliteCatalog::set_capture(const std::string& device, const std::string& sn
   util::Stmt(m_db, "INSERT OR REPLACE INTO captures(device, snapshot, started_at) VALUES (?, ?, ?)")
       .bind(1, device)
       .bind(2, snapshot)
+      .bind(3, util::now_ns())
+      .run();
+}
+
+std::optional<std::pair<nlohmann::json, int64_t>> SqliteCatalog::migration_check(const std::string& device) {
+  util::Stmt s(m_db, "SELECT report, checked_at FROM migration_checks WHERE device = ?");
+  s.bind(1, device);
+  if (!s.step()) return std::nullopt;
+  return std::make_pair(parse_json_col(s.text(0)), s.int64(1));
+}
+
+void SqliteCatalog::set_migration_check(const std::string& device, const nlohmann::json& report) {
+  util::Stmt(m_db, "INSERT OR REPLACE INTO migration_checks(device, report, checked_at) VALUES (?, ?, ?)")
+      .bind(1, device)
+      .bind(2, report.dump())
       .bind(3, util::now_ns())
       .run();
 }
