@@ -568,7 +568,7 @@ int main(int argc, char** argv) {
   app.add_flag("--wait", o.wait, "With --on-device: wait until the device reports");
   app.add_option("--timeout", o.timeout, "Seconds --wait waits (default 3600)")->check(CLI::PositiveNumber);
   app.add_flag("--dry-run", o.dry_run, "With --on-device: print what would change");
-  app.add_flag("--stream", o.stream, "Write the minimal set, make the rest placeholders\nand fill them (reads first); usable early");
+  app.add_flag("--stream", o.stream, "With --to: write the minimal set, make the rest\nplaceholders and fill them (reads first); usable\nearly (not with --on-device)");
   app.add_option("--bwlimit", o.bwlimit, "With --stream: the background fill's rate\n(bytes a second, K/M/G)");
   app.add_flag("--latest", o.latest, "With --on-device: the newest snapshot (as\n--snapshot latest, the default)")->needs(on_device)->excludes(snapshot_opt);
   auto* from = app.add_option("--from-device", o.from_device, "Replacement: --device takes over this\ndevice's CVD (history, layers, policy)")

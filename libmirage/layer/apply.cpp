@@ -247,8 +247,8 @@ class Applier {
     json temps_json = json::array(), made_json = json::array();
     for (const auto& t : temps) temps_json.push_back(name_out(t));
     for (const auto& d : made) made_json.push_back(name_out(d));
-    m_staging = {{"state", "staging"}, {"names", "hex"},         {"temps", temps_json},
-                 {"dirs", made_json},  {"dir_times", times},     {"set_aside", json::array()}};
+    m_staging = {{"state", "staging"}, {"names", "hex"},   {"temps", temps_json},
+                 {"dirs", made_json},  {"dir_times", times}, {"set_aside", json::array()}};
     write_journal(m_opts.journal, m_staging);
   }
 
@@ -340,7 +340,9 @@ class Applier {
       const Op& op = m_plan.ops[i];
       auto t = m_tmp.find(i);
       if (t != m_tmp.end())
-        steps.push_back({{"op", m_linked.count(i) ? "link" : "install"}, {"path", name_out(op.path)}, {"tmp", name_out(t->second)},
+        steps.push_back({{"op", m_linked.count(i) ? "link" : "install"},
+                         {"path", name_out(op.path)},
+                         {"tmp", name_out(t->second)},
                          {"save_local", op.save_local}});
       else if (op.action == Action::metadata && op.entry.kind != tree::Kind::dir)
         steps.push_back({{"op", "meta"}, {"path", name_out(op.path)}, {"entry", entry_hex(op.entry)}});
