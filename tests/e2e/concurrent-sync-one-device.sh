@@ -16,7 +16,7 @@ mirage-assign --device one --base lb --output json >/dev/null
 MIRAGE_TEST_HOLD_BEFORE_COMMIT=$T/gate mirage-centralize --root "$ep" --device-id one --output json \
   >"$T/first.out" 2>"$T/first.err" &
 first=$!
-for _ in $(seq 1 200); do [ -e "$T/gate.held" ] && break; sleep 0.05; done
+for _ in $(seq 1 600); do [ -e "$T/gate.held" ] && break; sleep 0.05; done
 [ -e "$T/gate.held" ] || fail "the first sync never reached its commit: $(cat "$T/first.err")"
 expect_exit 75 timeout 60 mirage-centralize --root "$ep" --device-id one --output json
 expect_contains "$ERR" "another mirage-centralize (pid $first) is syncing device one"
