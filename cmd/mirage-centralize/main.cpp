@@ -3,6 +3,7 @@
 #include <charconv>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <optional>
 #include <iostream>
 #include <random>
@@ -79,6 +80,8 @@ tool::Common endpoint_common(const tool::Common& common_in, const std::string& d
 /// environment; the sync dies there like kill -9 (exit 99, nothing flushed or unwound):
 /// MIRAGE_TEST_CRASH_BEFORE_COMMIT (any value), MIRAGE_TEST_CRASH_AT_STAGE=N and
 /// MIRAGE_TEST_CRASH_AT_STEP=N (before staging entry N, before commit step N of an apply).
+/// MIRAGE_TEST_HOLD_BEFORE_COMMIT=PREFIX holds the sync there instead (a concurrency test's
+/// gate): it creates PREFIX.held and waits up to 60 s for PREFIX.go.
 util::CrashHook crash_hook_from_env() {
   auto index_of = [](const char* var) -> std::optional<size_t> {
     const char* v = getenv(var);
@@ -89,8 +92,15 @@ util::CrashHook crash_hook_from_env() {
   bool at_commit = before_commit && *before_commit;
   auto stage = index_of("MIRAGE_TEST_CRASH_AT_STAGE");
   auto step = index_of("MIRAGE_TEST_CRASH_AT_STEP");
-  if (!at_commit && !stage && !step) return nullptr;
-  return [at_commit, stage, step](std::string_view point, size_t i) {
+  const char* hold_env = getenv("MIRAGE_TEST_HOLD_BEFORE_COMMIT");
+  std::string hold = hold_env ? hold_env : "";
+  if (!at_commit && !stage && !step && hold.empty()) return nullptr;
+  return [at_commit, stage, step, hold](std::string_view point, size_t i) {
+    if (point == "before_commit" && !hold.empty()) {
+      std::ofstream(hold + ".held").put('\n');
+      for (int n = 0; n < 1200 && !std::filesystem::exists(hold + ".go"); ++n)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     if ((point == "before_commit" && at_commit) || (point == "apply_stage" && stage == i) ||
         (point == "apply_step" && step == i))
       ::_exit(99);
@@ -108,8 +118,10 @@ std::optional<int> compression_level(const std::string& given, const std::string
   return level;
 }
 
-/// One sync: its result, printed (in --watch as one JSON line per sync). Returns the exit status.
-int sync_once(const tool::Common& common_in, const Options& o) {
+/// One sync: its result, printed (in --watch as one JSON line per sync). Returns the exit
+/// status; `state_out` and `message_out`, when given, get the device's state and the server's word.
+int sync_once(const tool::Common& common_in, const Options& o, std::string* state_out = nullptr,
+              std::string* message_out = nullptr) {
   endpoint::CentralizeOptions co;
   co.root = o.root;
   co.device_id = device_id_of(o);
@@ -134,11 +146,14 @@ int sync_once(const tool::Common& common_in, const Options& o) {
   bar.update(tool::ProgressState::of_bytes("scanning", 0, 0));  // at once: the first report comes after 250 ms
   auto result = endpoint::centralize(client, co);
   bar.finish();
+  if (state_out) *state_out = result.state;
+  if (message_out) *message_out = result.message;
   json doc = result;
   if (o.watch) {
     json line = {{"time", util::rfc3339(util::now_ns())}, {"device_id", result.device_id}, {"state", result.state}};
     if (!doc["snapshot"].is_null()) line["snapshot_id"] = doc["snapshot"]["snapshot_id"];
     if (!doc["order"].is_null()) line["order"] = doc["order"].value("order_id", "");
+    if (!result.message.empty()) line["message"] = result.message;
     line["bytes_sent"] = result.stats.bytes_sent;
     line["unreadable"] = result.stats.unreadable;
     line["seconds"] = result.seconds;
@@ -205,9 +220,10 @@ bool nap(double seconds) {
 
 /// --watch: a sync now, then one every interval (with jitter, so a fleet does not come
 /// in step), and one at once whenever an order is queued for this device (checked every
-/// --poll). A pending device syncs again every --poll until an admin accepts it. Failures
-/// are logged and retried with backoff; only a rejection or bad flags stop it (exit 4,
-/// 2). SIGINT/SIGTERM stop between syncs.
+/// --poll). A pending device syncs again every --poll until an admin accepts it; one
+/// awaiting re-enrolment logs once what the admin must run and backs off (--poll doubling
+/// up to 5 minutes). Failures are logged and retried with backoff; only a rejection or bad
+/// flags stop it (exit 4, 2). SIGINT/SIGTERM stop between syncs.
 int watch(const tool::Common& common, const Options& o) {
   tool::on_stop_signals([](int) { g_stop = 1; });
   std::mt19937_64 rng(std::random_device{}());
@@ -223,20 +239,34 @@ int watch(const tool::Common& common, const Options& o) {
     last_pending_log = now;
     util::log(util::LogLevel::info, why + "; syncing again every " + seconds_text(o.poll) + " until accepted");
   };
+  // Awaiting re-enrolment only an admin ends (accept --reenroll with the fingerprint the
+  // server's message names): said once per message, and asked again less and less often.
+  std::string reenroll_said;
+  double reenroll_wait = 0;
   while (!g_stop) {
     enum class Outcome { accepted, pending, failed } outcome = Outcome::failed;
+    std::string device_state, message;
     try {
-      int rc = sync_once(common, o);
+      int rc = sync_once(common, o, &device_state, &message);
       outcome = rc == 0 ? Outcome::accepted : Outcome::pending;
       backoff = 0;
-      if (outcome == Outcome::pending) log_pending("device " + device + ": pending (an admin must accept it)");
+      if (device_state == "reenroll") {
+        if (message != reenroll_said) util::warn(message + " (asking again less and less often)");
+        reenroll_said = message;
+        reenroll_wait = std::min(std::max(reenroll_wait * 2, o.poll), std::max(o.poll, std::min(o.interval, 300.0)));
+      } else {
+        reenroll_said.clear();
+        reenroll_wait = 0;
+        if (outcome == Outcome::pending) log_pending("device " + device + ": pending (an admin must accept it)");
+      }
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::permission || e.kind() == ErrorKind::usage) throw;  // rejected, bad flags: stop
       util::warn(std::string("sync failed: ") + e.what() + " (retrying)");
       backoff = std::min(std::max(backoff * 2, 5.0), o.interval);
     }
     if (outcome == Outcome::accepted) last_pending_log = k_never;
-    double wait = outcome == Outcome::pending ? std::min(o.poll, o.interval)
+    double wait = reenroll_wait > 0             ? reenroll_wait
+                  : outcome == Outcome::pending ? std::min(o.poll, o.interval)
                   : backoff > 0              ? backoff
                                              : o.interval * (1 + spread(rng));
     auto next = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait);

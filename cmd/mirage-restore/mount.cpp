@@ -4,6 +4,7 @@
 #include <fuse_lowlevel.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,6 +28,9 @@ using nlohmann::json;
 
 /// How long the kernel may cache names and attributes: a snapshot never changes.
 constexpr double k_cache_seconds = 3600;
+/// The layout (snapshots/, latest, by-date/) follows new snapshots: asked for again at
+/// most this often, and cached by the kernel no longer.
+constexpr double k_refresh_seconds = 5;
 
 mount::Filesystem& fs_of(fuse_req_t req) { return *static_cast<mount::Filesystem*>(fuse_req_userdata(req)); }
 
@@ -79,11 +83,14 @@ void guarded(fuse_req_t req, int usage_errno, F op) {
   }
 }
 
-fuse_entry_param entry_of(const struct stat& st) {
+/// How long the kernel may keep `ino` (its attributes, its names).
+double ttl(mount::Filesystem& fs, uint64_t ino) { return fs.changing(ino) ? k_refresh_seconds : k_cache_seconds; }
+
+fuse_entry_param entry_of(mount::Filesystem& fs, const struct stat& st) {
   fuse_entry_param e{};
   e.ino = st.st_ino;
   e.attr = st;
-  e.attr_timeout = e.entry_timeout = k_cache_seconds;
+  e.attr_timeout = e.entry_timeout = ttl(fs, st.st_ino);
   return e;
 }
 
@@ -95,10 +102,10 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   guarded(req, ENOTDIR, [&] {
     fuse_entry_param e{};
     try {
-      e = entry_of(fs_of(req).lookup(parent, name));
+      e = entry_of(fs_of(req), fs_of(req).lookup(parent, name));
     } catch (const Error& err) {
       if (err.kind() != ErrorKind::not_found) throw;
-      e.entry_timeout = k_cache_seconds;  // node 0: "no such name", which the kernel may keep as long
+      e.entry_timeout = ttl(fs_of(req), parent);  // node 0: "no such name", which the kernel may keep as long
     }
     fuse_reply_entry(req, &e);
   });
@@ -117,7 +124,7 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   guarded(req, EINVAL, [&] {
     auto st = fs_of(req).getattr(ino);
-    fuse_reply_attr(req, &st, k_cache_seconds);
+    fuse_reply_attr(req, &st, ttl(fs_of(req), ino));
   });
 }
 
@@ -128,8 +135,9 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, ENOTDIR, [&] {
     fi->fh = g_dirs.add(fs_of(req).opendir(ino));
-    fi->cache_readdir = 1;  // the kernel may keep the listing: it never changes
-    fi->keep_cache = 1;
+    bool fixed = !fs_of(req).changing(ino);  // the kernel may keep a snapshot's listing: it never changes
+    fi->cache_readdir = fixed;
+    fi->keep_cache = fixed;
     fuse_reply_open(req, fi);
   });
 }
@@ -164,7 +172,7 @@ void read_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_
         st.st_mode = dir.items[i - 2].type;
       }
       if (plus) {
-        fuse_entry_param e = i < 2 ? fuse_entry_param{} : entry_of(st);
+        fuse_entry_param e = i < 2 ? fuse_entry_param{} : entry_of(fs, st);
         if (i < 2) e.attr = st;
         fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
       } else {
@@ -233,6 +241,20 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   });
 }
 
+/// df: the listed snapshots' sizes, nothing free (read-only).
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  guarded(req, EIO, [&] {
+    auto u = fs_of(req).usage();
+    struct statvfs st {};
+    st.f_bsize = st.f_frsize = 4096;
+    st.f_blocks = (u.bytes + st.f_frsize - 1) / st.f_frsize;
+    st.f_files = u.entries;
+    st.f_namemax = 255;
+    st.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+    fuse_reply_statfs(req, &st);
+  });
+}
+
 fuse_lowlevel_ops operations() {
   fuse_lowlevel_ops ops{};
   ops.init = op_init;
@@ -250,6 +272,7 @@ fuse_lowlevel_ops operations() {
   ops.release = op_release;
   ops.getxattr = op_getxattr;
   ops.listxattr = op_listxattr;
+  ops.statfs = op_statfs;
   return ops;
 }
 
@@ -278,8 +301,19 @@ void check_mountpoint(const std::string& path) {
 }
 
 mount::Snapshot snapshot_of(const json& s) {
-  return {s.at("snapshot_id").get<std::string>(), s.at("time_ns").get<int64_t>(),
-          tree::decode_entry_hex(s.at("root").get<std::string>(), "snapshot " + s.at("snapshot_id").get<std::string>())};
+  mount::Snapshot out{s.at("snapshot_id").get<std::string>(), s.at("time_ns").get<int64_t>(),
+                      tree::decode_entry_hex(s.at("root").get<std::string>(), "snapshot " + s.at("snapshot_id").get<std::string>())};
+  const json& st = s.value("stats", json::object());
+  out.bytes = st.value("bytes", uint64_t(0));
+  for (const char* k : {"files", "dirs", "symlinks", "others"}) out.entries += st.value(k, uint64_t(0));
+  return out;
+}
+
+std::vector<mount::Snapshot> list_snapshots(client::Client& client, const std::string& device_id) {
+  std::vector<mount::Snapshot> snaps;
+  json list = client.call("snapshot.list", {{"device_id", device_id}});
+  for (const auto& s : list["snapshots"]) snaps.push_back(snapshot_of(s));
+  return snaps;
 }
 
 /// The FUSE session, unmounted and destroyed however the mount ends.
@@ -338,8 +372,16 @@ int mount(const tool::Common& common, const MountOptions& o) {
     options.single = true;
     snaps.push_back(snapshot_of(latest));
   } else {
-    json list = client.call("snapshot.list", {{"device_id", device_id}});
-    for (const auto& s : list["snapshots"]) snaps.push_back(snapshot_of(s));
+    snaps = list_snapshots(client, device_id);
+    options.refresh_seconds = k_refresh_seconds;
+    options.refresh = [&client, device_id]() -> std::vector<mount::Snapshot> {
+      try {
+        return list_snapshots(client, device_id);
+      } catch (const Error& e) {
+        util::warn(std::string("the snapshot list was not refreshed (the mount shows the last one): ") + e.what());
+        return {};
+      }
+    };
   }
   auto source = endpoint::object_source(client, tool::connection_factory(common));
   mount::Filesystem fs(*source, snaps, options);

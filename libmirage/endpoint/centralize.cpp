@@ -1,5 +1,7 @@
 #include "libmirage/endpoint/centralize.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/util/digest.hpp"
 #include "libmirage/util/error.hpp"
+#include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
 #include "libmirage/util/log.hpp"
 
@@ -35,6 +38,35 @@ void to_json(json& j, const CentralizeResult& r) {
 }
 
 namespace {
+
+/// One sync at a time on an endpoint state directory: two would both take the same
+/// order (the second failing it on the first's apply journal) and write one files cache.
+/// A flock on STATE/sync.lock, released when the process ends however it ends; the file
+/// holds the holder's pid for the refusal's message.
+class SyncLock {
+ public:
+  SyncLock(const fs::path& state_dir, const std::string& device) {
+    fs::path file = state_dir / "sync.lock";
+    m_fd = util::Fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!m_fd) throw_errno("open " + file.string());
+    if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) throw_errno("lock " + file.string());
+      char pid[32] = {};
+      ssize_t n = ::pread(m_fd.get(), pid, sizeof pid - 1, 0);
+      std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+      throw Error(ErrorKind::unavailable,
+                  "another mirage-centralize" + (holder.empty() ? "" : " (pid " + holder + ")") + " is syncing device " +
+                      device + " on the state directory " + state_dir.string() + "; try again when it has finished",
+                  "busy");
+    }
+    std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(m_fd.get(), 0) == 0) (void)!::pwrite(m_fd.get(), pid.data(), pid.size(), 0);
+  }
+
+ private:
+  util::Fd m_fd;
+};
 
 /// Registers the device (or refreshes its inventory); its state, "pending" when the
 /// server refuses a pending device's credential, "reenroll" (with the server's message)
@@ -145,6 +177,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
       }
     }
   } private_after{opts.state_dir};
+  SyncLock lock(opts.state_dir, opts.device_id);
   CentralizeResult result;
   result.device_id = opts.device_id;
   result.state = register_device(client, opts, result.message);

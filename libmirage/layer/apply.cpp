@@ -41,6 +41,21 @@ using tree::parent_path;
 
 std::string entry_hex(const tree::Entry& e) { return util::to_hex(tree::encode_entry(e)); }
 
+// A Linux name is bytes, not always UTF-8 (which JSON strings must be): the journal
+// carries every path and temporary name as the hex of its bytes, as it carries entries.
+// A journal without "names": "hex" (written before) holds them as plain strings.
+std::string name_out(const std::string& name) {
+  return util::to_hex(std::span(reinterpret_cast<const uint8_t*>(name.data()), name.size()));
+}
+std::string name_in(const json& j, bool hex) {
+  std::string text = j.get<std::string>();
+  if (!hex) return text;
+  auto bytes = util::from_hex(text);
+  if (!bytes) throw Error(ErrorKind::integrity, "apply journal: a name is not hex: " + text.substr(0, 80));
+  return *bytes;
+}
+bool hex_names(const json& journal) { return journal.value("names", "") == "hex"; }
+
 /// Directory fds below a root, opened component by component without following symlinks.
 class Dirs {
  public:
@@ -113,15 +128,16 @@ void finish_commit(const fs::path& root, const json& journal, ApplyResult* resul
     if (result) result->warnings.push_back(m);
   };
   const auto& steps = journal.at("steps");
+  bool hex = hex_names(journal);
   for (size_t i = 0; i < steps.size(); ++i) {
     if (before_step) before_step(i);
     dirs.trim();
     const auto& s = steps[i];
-    std::string op = s.at("op"), path = s.at("path");
+    std::string op = s.at("op"), path = name_in(s.at("path"), hex);
     int dirfd = dirs.get(parent_path(path));
     std::string name = base_name(path);
     if (op == "install") {
-      std::string tmp = s.at("tmp");
+      std::string tmp = name_in(s.at("tmp"), hex);
       if (!exists_at(dirfd, tmp)) continue;  // done before the crash
       if (s.value("save_local", false) && exists_at(dirfd, name)) {
         set_aside(dirfd, name, path);
@@ -136,7 +152,7 @@ void finish_commit(const fs::path& root, const json& journal, ApplyResult* resul
       }
       if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) throw_errno("put " + path + " in place");
     } else if (op == "link") {
-      std::string tmp = s.at("tmp");
+      std::string tmp = name_in(s.at("tmp"), hex);
       if (!exists_at(dirfd, tmp)) continue;
       if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) throw_errno("put " + path + " in place");
     } else if (op == "meta") {
@@ -198,7 +214,7 @@ class Applier {
  private:
   /// Names every temporary and new directory before making any, so a crash can be undone.
   void begin_staging() {
-    json temps = json::array(), made = json::array();
+    std::vector<std::string> temps, made;
     for (size_t i = 0; i < m_plan.ops.size(); ++i) {
       const Op& op = m_plan.ops[i];
       bool write = op.action == Action::create || op.action == Action::replace || op.action == Action::merge;
@@ -212,10 +228,9 @@ class Applier {
     }
     // The times of the existing directories staging writes in (making a temporary or a
     // directory there changes their mtime): a rollback sets them back.
-    std::set<std::string> touched, made_set;
-    for (const auto& d : made) made_set.insert(d.get<std::string>());
-    for (const auto& t : temps) touched.insert(parent_path(t.get<std::string>()));
-    for (const auto& d : made) touched.insert(parent_path(d.get<std::string>()));
+    std::set<std::string> touched, made_set(made.begin(), made.end());
+    for (const auto& t : temps) touched.insert(parent_path(t));
+    for (const auto& d : made) touched.insert(parent_path(d));
     json times = json::array();
     for (const auto& dir : touched) {
       if (made_set.count(dir)) continue;
@@ -226,10 +241,14 @@ class Applier {
       } catch (const Error&) {
         continue;  // not there yet: made by this apply, under a directory it makes
       }
-      times.push_back({dir, int64_t(st.st_atim.tv_sec) * 1000000000 + st.st_atim.tv_nsec,
+      times.push_back({name_out(dir), int64_t(st.st_atim.tv_sec) * 1000000000 + st.st_atim.tv_nsec,
                        int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
     }
-    m_staging = {{"state", "staging"}, {"temps", temps}, {"dirs", made}, {"dir_times", times}, {"set_aside", json::array()}};
+    json temps_json = json::array(), made_json = json::array();
+    for (const auto& t : temps) temps_json.push_back(name_out(t));
+    for (const auto& d : made) made_json.push_back(name_out(d));
+    m_staging = {{"state", "staging"}, {"names", "hex"},   {"temps", temps_json},
+                 {"dirs", made_json},  {"dir_times", times}, {"set_aside", json::array()}};
     write_journal(m_opts.journal, m_staging);
   }
 
@@ -321,12 +340,14 @@ class Applier {
       const Op& op = m_plan.ops[i];
       auto t = m_tmp.find(i);
       if (t != m_tmp.end())
-        steps.push_back({{"op", m_linked.count(i) ? "link" : "install"}, {"path", op.path}, {"tmp", t->second},
+        steps.push_back({{"op", m_linked.count(i) ? "link" : "install"},
+                         {"path", name_out(op.path)},
+                         {"tmp", name_out(t->second)},
                          {"save_local", op.save_local}});
       else if (op.action == Action::metadata && op.entry.kind != tree::Kind::dir)
-        steps.push_back({{"op", "meta"}, {"path", op.path}, {"entry", entry_hex(op.entry)}});
+        steps.push_back({{"op", "meta"}, {"path", name_out(op.path)}, {"entry", entry_hex(op.entry)}});
       else if (op.action == Action::remove)
-        steps.push_back({{"op", "remove"}, {"path", op.path}, {"save_local", op.save_local}});
+        steps.push_back({{"op", "remove"}, {"path", name_out(op.path)}, {"save_local", op.save_local}});
     }
     // Directory metadata last, deepest first, so writing inside does not change it after.
     std::vector<const Op*> dir_ops;
@@ -335,8 +356,9 @@ class Applier {
           (op.action == Action::create || op.action == Action::replace || op.action == Action::metadata))
         dir_ops.push_back(&op);
     std::sort(dir_ops.begin(), dir_ops.end(), [](const Op* a, const Op* b) { return a->path > b->path; });
-    for (const Op* op : dir_ops) steps.push_back({{"op", "meta"}, {"path", op->path}, {"entry", entry_hex(op->entry)}});
-    json journal = {{"state", "commit"}, {"steps", steps}};
+    for (const Op* op : dir_ops)
+      steps.push_back({{"op", "meta"}, {"path", name_out(op->path)}, {"entry", entry_hex(op->entry)}});
+    json journal = {{"state", "commit"}, {"names", "hex"}, {"steps", steps}};
     write_journal(m_opts.journal, journal);
     finish_commit(m_opts.root, journal, &m_result, m_opts.before_step);
     for (const auto& op : m_plan.ops) {
@@ -385,7 +407,7 @@ class Applier {
       if (S_ISDIR(st.st_mode)) return;
       // A file where the layer has a directory: journaled before it moves.
       set_aside(parent, name, op.path, [&](const std::string& local) {
-        m_staging["set_aside"].push_back({op.path, local});
+        m_staging["set_aside"].push_back({name_out(op.path), name_out(local)});
         write_journal(m_opts.journal, m_staging);
       });
       m_result.saved_local++;
@@ -623,10 +645,11 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
     throw Error(ErrorKind::integrity, "apply journal " + journal_file.string() + ": " + e.what());
   }
   std::string state = journal.value("state", "");
+  bool hex = hex_names(journal);
   if (state == "staging") {
     Dirs dirs(root);
     for (const auto& t : journal.at("temps")) {
-      std::string p = t.get<std::string>();
+      std::string p = name_in(t, hex);
       dirs.trim();
       try {
         ::unlinkat(dirs.get(parent_path(p)), base_name(p).c_str(), 0);
@@ -634,7 +657,8 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
         // Its directory was never made.
       }
     }
-    auto made = journal.at("dirs").get<std::vector<std::string>>();
+    std::vector<std::string> made;
+    for (const auto& d : journal.at("dirs")) made.push_back(name_in(d, hex));
     std::sort(made.rbegin(), made.rend());
     for (const auto& d : made) {
       dirs.trim();
@@ -648,7 +672,7 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
     // directory made in its place being gone (removed above when empty).
     auto aside = journal.value("set_aside", json::array());
     for (auto it = aside.rbegin(); it != aside.rend(); ++it) {
-      std::string path = it->at(0), local = it->at(1);
+      std::string path = name_in(it->at(0), hex), local = name_in(it->at(1), hex);
       dirs.trim();
       try {
         int dirfd = dirs.get(parent_path(path));
@@ -660,6 +684,7 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
     // Then the directories staging wrote in get their times back, deepest first (setting
     // a directory's times does not change its parent's).
     auto times = journal.value("dir_times", json::array());
+    for (auto& t : times) t[0] = name_in(t.at(0), hex);  // (a JSON string holds any bytes until dumped)
     std::sort(times.begin(), times.end(), [](const json& a, const json& b) { return a.at(0) > b.at(0); });
     for (const auto& t : times) {
       dirs.trim();

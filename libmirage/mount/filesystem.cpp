@@ -6,7 +6,6 @@
 #include <list>
 #include <map>
 
-#include "libmirage/browse/browse.hpp"
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/digest.hpp"
@@ -89,18 +88,26 @@ struct Filesystem::Impl {
     std::optional<uint64_t> blocks;
   };
 
-  Impl(ObjectSource& s, std::vector<Snapshot> list, Options o)
-      : source(s), snapshots(std::move(list)), options(o), trees(o.tree_cache_bytes), chunks(o.chunk_cache_bytes) {
-    groups.resize(snapshots.size());
-  }
+  Impl(ObjectSource& s, Options o)
+      : source(s), options(std::move(o)), trees(options.tree_cache_bytes), chunks(options.chunk_cache_bytes) {}
+
+  using Counts = std::map<std::string, uint32_t>;  ///< members per hardlink group
 
   ObjectSource& source;
-  std::vector<Snapshot> snapshots;
+  std::vector<Snapshot> snapshots;  ///< every one ever listed (a node's index stays valid)
+  std::vector<size_t> listed;       ///< those in the last list, oldest first
   Options options;
   std::unordered_map<uint64_t, Node> nodes;
   std::unordered_map<std::string, uint64_t> keys;
   uint64_t next_ino = k_root;
-  std::vector<std::optional<std::unordered_map<std::string, uint32_t>>> groups;  ///< per snapshot
+  std::vector<std::shared_ptr<const Counts>> groups;  ///< per snapshot, once counted
+  /// Group sizes below each directory object counted so far (shared between snapshots).
+  std::unordered_map<Digest, std::shared_ptr<const Counts>, util::DigestHash> link_index;
+  // The layout's inodes; a snapshot's root and by-date link by snapshot id.
+  uint64_t root_ino = 0, by_date_ino = 0, snaps_ino = 0, latest_ino = 0;
+  std::string latest_id;
+  std::map<std::string, uint64_t> snap_ino, date_ino;
+  std::chrono::steady_clock::time_point last_refresh;
   Lru<tree::Tree> trees;
   Lru<std::vector<uint8_t>> chunks;
   std::map<uint64_t, Digest> zero_ids;  ///< the id of an all-zero chunk, by size
@@ -134,26 +141,66 @@ struct Filesystem::Impl {
     return e;
   }
 
-  void build_layout() {
+  void build_layout(std::vector<Snapshot> list) {
     if (options.single) {
+      snapshots = std::move(list);
+      listed = {0};
+      groups.resize(1);
       add_fixed(snapshots.front().root, 0);
       return;
     }
-    int64_t newest = snapshots.back().time_ns;
-    uint64_t root = add_fixed(layout_dir(newest), -1);
-    uint64_t by_date = add_fixed(layout_dir(newest), -1);
-    uint64_t latest = add_fixed(layout_link("snapshots/" + snapshots.back().id, newest), -1);
-    uint64_t snaps = add_fixed(layout_dir(newest), -1);
-    nodes[root].children = {{"by-date", by_date}, {"latest", latest}, {"snapshots", snaps}};
-    auto dates = date_names(snapshots);
-    for (size_t i = 0; i < snapshots.size(); ++i) {
-      const auto& s = snapshots[i];
-      uint64_t ino = add_fixed(s.root, static_cast<int>(i));
-      nodes[snaps].children.emplace_back(s.id, ino);
-      uint64_t link = add_fixed(layout_link("../snapshots/" + s.id, s.time_ns), -1);
-      nodes[by_date].children.emplace_back(dates[i], link);
+    root_ino = add_fixed(layout_dir(0), -1);
+    by_date_ino = add_fixed(layout_dir(0), -1);
+    snaps_ino = add_fixed(layout_dir(0), -1);
+    relist(list);
+    last_refresh = std::chrono::steady_clock::now();
+  }
+
+  /// Makes the layout list `list` (oldest first): new snapshots get their nodes, the
+  /// listings and `latest` follow. Nodes of snapshots no longer listed stay (the kernel
+  /// may still hold them).
+  void relist(const std::vector<Snapshot>& list) {
+    listed.clear();
+    std::vector<std::pair<std::string, uint64_t>> snaps, by_date;
+    auto dates = date_names(list);
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto& s = list[i];
+      auto it = snap_ino.find(s.id);
+      if (it == snap_ino.end()) {
+        snapshots.push_back(s);
+        groups.emplace_back();
+        it = snap_ino.emplace(s.id, add_fixed(s.root, static_cast<int>(snapshots.size() - 1))).first;
+      }
+      listed.push_back(static_cast<size_t>(nodes[it->second].snapshot));
+      snaps.emplace_back(s.id, it->second);
+      auto link = date_ino.find(dates[i] + '/' + s.id);
+      if (link == date_ino.end())
+        link = date_ino.emplace(dates[i] + '/' + s.id, add_fixed(layout_link("../snapshots/" + s.id, s.time_ns), -1)).first;
+      by_date.emplace_back(dates[i], link->second);
     }
-    for (uint64_t dir : {snaps, by_date}) std::sort(nodes[dir].children.begin(), nodes[dir].children.end());
+    std::sort(snaps.begin(), snaps.end());
+    std::sort(by_date.begin(), by_date.end());
+    int64_t newest = list.back().time_ns;
+    if (list.back().id != latest_id) {  // a new inode: the kernel's cached target stays right for the old one
+      latest_id = list.back().id;
+      latest_ino = add_fixed(layout_link("snapshots/" + latest_id, newest), -1);
+    }
+    nodes[snaps_ino].children = std::move(snaps);
+    nodes[by_date_ino].children = std::move(by_date);
+    nodes[root_ino].children = {{"by-date", by_date_ino}, {"latest", latest_ino}, {"snapshots", snaps_ino}};
+    for (uint64_t dir : {root_ino, by_date_ino, snaps_ino}) nodes[dir].entry.mtime_ns = newest;
+  }
+
+  /// Asks for the snapshot list again when it is due (see Options::refresh). Invalidates
+  /// Node references.
+  void maybe_refresh() {
+    if (options.single || !options.refresh) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_refresh < std::chrono::duration<double>(options.refresh_seconds)) return;
+    last_refresh = now;
+    collect(true);  // the source is the caller's: no fetch of ours runs meanwhile
+    auto list = options.refresh();
+    if (!list.empty()) relist(list);
   }
 
   Node& node(uint64_t ino) {
@@ -176,15 +223,32 @@ struct Filesystem::Impl {
     return t;
   }
 
-  /// Members per hardlink group of snapshot `s`, counted by one walk the first time.
+  /// The group sizes below the directory object `subtree` (at `path`, for messages),
+  /// counted once per object.
+  std::shared_ptr<const Counts> counts_below(const Digest& subtree, const std::string& path) {
+    if (auto it = link_index.find(subtree); it != link_index.end()) return it->second;
+    Node dir;
+    dir.entry.subtree = subtree;
+    dir.path = path;
+    auto t = dir_tree(dir);
+    auto counts = std::make_shared<Counts>();
+    for (const auto& e : t->entries) {
+      if (e.kind == Kind::dir) {
+        for (const auto& [group, n] : *counts_below(e.subtree, tree::child_path(path, e.name))) (*counts)[group] += n;
+      } else if (!e.link_group.empty()) {
+        ++(*counts)[e.link_group];
+      }
+    }
+    static const auto k_none = std::make_shared<const Counts>();  // most directories: one shared empty map
+    auto shared = counts->empty() ? k_none : std::shared_ptr<const Counts>(std::move(counts));
+    link_index.emplace(subtree, shared);
+    return shared;
+  }
+
+  /// Members per hardlink group of snapshot `s`.
   uint32_t group_size(int s, const std::string& group) {
     auto& counts = groups[static_cast<size_t>(s)];
-    if (!counts) {
-      counts.emplace();
-      browse::list(source, snapshots[static_cast<size_t>(s)].root, "/", true, [&](const browse::Item& item) {
-        if (!item.entry.link_group.empty() && item.entry.kind != Kind::dir) ++(*counts)[item.entry.link_group];
-      });
-    }
+    if (!counts) counts = counts_below(snapshots[static_cast<size_t>(s)].root.subtree, "/");
     auto it = counts->find(group);
     return it == counts->end() ? 1 : it->second;
   }
@@ -367,8 +431,8 @@ struct Filesystem::Impl {
 Filesystem::Filesystem(ObjectSource& source, std::vector<Snapshot> snapshots, Options options) {
   if (snapshots.empty()) throw Error(ErrorKind::usage, "no snapshots to mount");
   if (options.single && snapshots.size() != 1) throw Error(ErrorKind::usage, "a single-snapshot mount takes one snapshot");
-  m = std::make_unique<Impl>(source, std::move(snapshots), options);
-  m->build_layout();
+  m = std::make_unique<Impl>(source, std::move(options));
+  m->build_layout(std::move(snapshots));
 }
 
 Filesystem::~Filesystem() {
@@ -376,6 +440,7 @@ Filesystem::~Filesystem() {
 }
 
 struct stat Filesystem::lookup(uint64_t parent, std::string_view name) {
+  if (changing(parent)) m->maybe_refresh();
   uint64_t ino = m->child(parent, std::string(name));
   auto& n = m->node(ino);
   auto st = m->stat_of(ino, n);
@@ -402,6 +467,7 @@ std::string Filesystem::readlink(uint64_t ino) {
 }
 
 std::unique_ptr<DirHandle> Filesystem::opendir(uint64_t ino) {
+  if (changing(ino)) m->maybe_refresh();
   auto& n = m->node(ino);
   if (n.entry.kind != Kind::dir) throw Error(ErrorKind::usage, n.path + ": not a directory");
   auto d = std::make_unique<DirHandle>();
@@ -480,7 +546,24 @@ CacheStats Filesystem::stats() const {
           m->chunks.bytes, m->chunks.hits, m->chunks.misses, m->fetches};
 }
 
-size_t Filesystem::snapshot_count() const { return m->snapshots.size(); }
+size_t Filesystem::snapshot_count() const { return m->listed.size(); }
+
+Usage Filesystem::usage() {
+  m->maybe_refresh();
+  Usage u;
+  for (size_t i : m->listed) {
+    u.bytes += m->snapshots[i].bytes;
+    u.entries += m->snapshots[i].entries;
+  }
+  u.snapshots = m->listed.size();
+  return u;
+}
+
+bool Filesystem::changing(uint64_t ino) const {
+  if (m->options.single || !m->options.refresh) return false;
+  auto it = m->nodes.find(ino);
+  return it != m->nodes.end() && it->second.snapshot < 0;
+}
 
 std::vector<std::string> date_names(const std::vector<Snapshot>& snapshots) {
   std::vector<std::string> names;

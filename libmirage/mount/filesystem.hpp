@@ -12,10 +12,19 @@
 //                             a second snapshot in the same second gets "-1", then "-2"
 // With `single`, the root is that one snapshot's tree instead.
 //
+// With a `refresh` (Options), the layout follows the device: a lookup or listing in it
+// asks for the snapshot list again when the last time is `refresh_seconds` past, so a
+// snapshot committed after the mount appears (and an expired one leaves the listing), and
+// `latest` becomes a new link inode when the newest changes (the kernel's cached link
+// stays right for the old inode). changing() names the inodes a caller must not let the
+// kernel cache for long.
+//
 // Entries keep their owner, mode, ns mtime (also atime and ctime), xattrs, symlink target,
 // device number; members of a hardlink group share one inode, whose link count is the
-// group's size in the snapshot (counted by one walk of that snapshot, the first time a
-// member is looked up). A sparse file reports the blocks of its non-zero chunks.
+// group's size in the snapshot. The group sizes are counted per directory object, once
+// per object, the first time a member is looked up: a directory several snapshots share
+// (unchanged between them) is counted once for all, so a later snapshot's count walks
+// only what changed. A sparse file reports the blocks of its non-zero chunks.
 //
 // Memory is bounded: decoded directories and file chunks are kept in two LRU caches of
 // a set size (Options), and inodes live while the kernel holds them (forget()). An
@@ -29,6 +38,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -48,6 +58,7 @@ struct Snapshot {
   std::string id;
   int64_t time_ns = 0;
   tree::Entry root;  ///< the snapshot's root directory entry
+  uint64_t bytes = 0, entries = 0;  ///< its file bytes and entries (the snapshot's stats), for statfs
 };
 
 struct Options {
@@ -60,6 +71,15 @@ struct Options {
   bool background = true;
   bool single = false;                      ///< the root is the (one) snapshot's tree
   uint32_t uid = 0, gid = 0;                ///< owner of the layout's own directories and links
+  /// The device's snapshots now, oldest first; an empty list keeps the last one (the
+  /// caller reports its own failure). Not with `single`. Called on the caller's thread.
+  std::function<std::vector<Snapshot>()> refresh;
+  double refresh_seconds = 5;  ///< at most one refresh in this time
+};
+
+/// What statfs reports: the listed snapshots' sizes added up.
+struct Usage {
+  uint64_t bytes = 0, entries = 0, snapshots = 0;
 };
 
 /// One name in a directory listing: its type and the inode number lookup() will give it
@@ -130,6 +150,11 @@ class Filesystem {
 
   CacheStats stats() const;
   size_t snapshot_count() const;
+  /// The listed snapshots' sizes (refreshing the list as a lookup in the layout does).
+  Usage usage();
+  /// True for an inode of the layout (root, snapshots/, by-date/, latest) when it can
+  /// change, i.e. with a refresh: the kernel may cache it only briefly.
+  bool changing(uint64_t ino) const;
 
  private:
   struct Impl;

@@ -3,7 +3,8 @@
 # the mount's listing (os.lstat: type, mode, owner, size, ns mtime, rdev, symlink
 # targets, content hashes, sparseness, hardlink groups by inode and link count, xattrs
 # and ACLs) equals that of `mirage-restore --path / --to DIR` of the same snapshot. The
-# layout (snapshots/<id>, latest, by-date), --snapshot, read-only, SIGTERM unmounting,
+# layout (snapshots/<id>, latest, by-date) and a snapshot committed after the mount
+# appearing in it, df, --snapshot, read-only, SIGTERM unmounting,
 # the refusals (a mountpoint not empty or missing, a stale mount, no /dev/fuse) and, over
 # HTTP, a device credential mounting only its own device.
 source "$(dirname "$0")/lib.sh"
@@ -98,6 +99,20 @@ h = [os.lstat(os.path.join(b, p)) for p in ("dir/hello.txt", "dir/sub/hard1")]
 assert len({s.st_ino for s in h}) == 1 and all(s.st_nlink == 2 for s in h), h
 assert os.lstat(os.path.join(a, "dir/hello.txt")).st_ino != h[0].st_ino  # another snapshot, another inode
 PY
+# df: the snapshots' sizes, nothing free, read-only.
+df_line=$(df -B1 --output=size,avail,target "$mnt" | tail -1)
+read -r df_size df_avail _ <<<"$df_line"
+[ "$df_size" -gt 20000000 ] && [ "$df_avail" = 0 ] || fail "df on the mount: $df_line"
+python3 -c 'import os, sys; assert os.statvfs(sys.argv[1]).f_flag & os.ST_RDONLY' "$mnt" || fail "statvfs: not read-only"
+# A snapshot committed after the mount appears within seconds, and latest follows it.
+printf 'third\n' >"$src/only-in-3"
+mirage-centralize --root "$src" --device-id dev-m --output json >"$TEST_TMP/s3.json"
+s3=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot"]["snapshot_id"])' <"$TEST_TMP/s3.json")
+for _ in $(seq 1 150); do [ "$(readlink "$mnt/latest")" = "snapshots/$s3" ] && break; sleep 0.1; done
+[ "$(readlink "$mnt/latest")" = "snapshots/$s3" ] || fail "latest did not follow a new snapshot: $(readlink "$mnt/latest")"
+ls "$mnt/snapshots" | grep -qx "$s3" || fail "snapshots/ does not list the new snapshot: $(ls "$mnt/snapshots")"
+[ "$(cat "$mnt/latest/only-in-3")" = third ] || fail "latest/only-in-3"
+[ "$(ls "$mnt/by-date" | wc -l)" = 3 ] || fail "by-date after the new snapshot: $(ls "$mnt/by-date")"
 # Read-only: nothing can be written, made or removed.
 touch "$mnt/latest/new" 2>/dev/null && fail "a file was made in the mount"
 printf x 2>/dev/null >>"$mnt/latest/dir/hello.txt" && fail "a file in the mount was written"

@@ -297,3 +297,87 @@ TEST_CASE("sequential reads fetch the next window in the background, and get eve
   CHECK(src.requests - trees <= 200 / 6);  // in windows of about 7 chunks
   CHECK(fs.stats().fetches == src.requests - trees);
 }
+
+TEST_CASE("with a refresh, a snapshot committed after the mount appears, and latest follows it") {
+  Source src;
+  auto a = src.dir("", {src.file("f", {"one"})});
+  auto b = src.dir("", {src.file("f", {"two"})});
+  std::vector<mount::Snapshot> now = {{"aaaa", 1'000'000'000, a, 3, 2}};
+  size_t asked = 0;
+  mount::Options o;
+  o.refresh_seconds = 0;  // every lookup in the layout asks
+  o.refresh = [&] {
+    ++asked;
+    return now;
+  };
+  mount::Filesystem fs(src, now, o);
+  auto snaps = fs.lookup(mount::Filesystem::k_root, "snapshots");
+  CHECK(fs.changing(snaps.st_ino));
+  CHECK(fs.changing(mount::Filesystem::k_root));
+  CHECK(names(fs, snaps.st_ino) == std::vector<std::string>{"aaaa"});
+  auto latest1 = fs.lookup(mount::Filesystem::k_root, "latest");
+  CHECK(fs.readlink(latest1.st_ino) == "snapshots/aaaa");
+  CHECK(fs.usage().bytes == 3);
+
+  now.push_back({"bbbb", 2'000'000'000, b, 3, 2});
+  CHECK(names(fs, snaps.st_ino) == std::vector<std::string>{"aaaa", "bbbb"});
+  auto root_b = fs.lookup(snaps.st_ino, "bbbb");
+  CHECK_FALSE(fs.changing(root_b.st_ino));  // a snapshot's own tree never changes
+  CHECK(read_all(fs, fs.lookup(root_b.st_ino, "f").st_ino, 0, 10) == "two");
+  auto latest2 = fs.lookup(mount::Filesystem::k_root, "latest");
+  CHECK(latest2.st_ino != latest1.st_ino);  // a new link: the kernel's cached target stays right
+  CHECK(fs.readlink(latest2.st_ino) == "snapshots/bbbb");
+  CHECK(fs.readlink(latest1.st_ino) == "snapshots/aaaa");
+  CHECK(fs.getattr(mount::Filesystem::k_root).st_mtim.tv_sec == 2);
+  CHECK(names(fs, fs.lookup(mount::Filesystem::k_root, "by-date").st_ino).size() == 2);
+  auto u = fs.usage();
+  CHECK(u.bytes == 6);
+  CHECK(u.entries == 4);
+  CHECK(u.snapshots == 2);
+
+  // An expired snapshot leaves the listing; a failed refresh (an empty list) keeps the last.
+  now.erase(now.begin());
+  CHECK(names(fs, snaps.st_ino) == std::vector<std::string>{"bbbb"});
+  now.clear();
+  CHECK(names(fs, snaps.st_ino) == std::vector<std::string>{"bbbb"});
+  CHECK(asked > 5);
+
+  // Not asked more often than refresh_seconds.
+  mount::Options slow = o;
+  slow.refresh_seconds = 3600;
+  now = {{"aaaa", 1'000'000'000, a, 3, 2}};
+  mount::Filesystem fs2(src, now, slow);
+  size_t before = asked;
+  auto snaps2 = fs2.lookup(mount::Filesystem::k_root, "snapshots");
+  now.push_back({"bbbb", 2'000'000'000, b, 3, 2});
+  CHECK(names(fs2, snaps2.st_ino) == std::vector<std::string>{"aaaa"});
+  CHECK(asked == before);
+  // Without a refresh nothing in the layout changes, so the kernel may keep it all.
+  mount::Filesystem fixed(src, now, {});
+  CHECK_FALSE(fixed.changing(mount::Filesystem::k_root));
+}
+
+TEST_CASE("hardlink group sizes are counted once per directory object, shared between snapshots") {
+  Source src;
+  std::vector<Entry> many;
+  for (int i = 0; i < 50; ++i) many.push_back(src.dir("d" + std::to_string(i), {src.file("x", {"x"})}));
+  auto big = src.dir("big", many);  // unchanged between the snapshots
+  auto h1 = src.file("h1", {"same"});
+  h1.link_group = "/a/h1";
+  auto h2 = h1;
+  h2.name = "h2";
+  auto s1 = src.dir("", {src.dir("a", {h1, h2}), big});
+  auto h3 = h1;
+  h3.name = "h3";
+  auto s2 = src.dir("", {src.dir("a", {h1, h2, h3}), big});
+  mount::Filesystem fs(src, {{"s1", 1, s1}, {"s2", 2, s2}}, {});
+  auto snaps = fs.lookup(mount::Filesystem::k_root, "snapshots");
+  auto a1 = fs.lookup(fs.lookup(snaps.st_ino, "s1").st_ino, "a");
+  auto a2 = fs.lookup(fs.lookup(snaps.st_ino, "s2").st_ino, "a");
+  CHECK(fs.lookup(a1.st_ino, "h1").st_nlink == 2);
+  size_t after_first = src.asked.size();
+  CHECK(fs.lookup(a2.st_ino, "h1").st_nlink == 3);
+  // The second snapshot's count read no directory of `big` again (at most its own root and a/).
+  CHECK(src.asked.size() - after_first <= 2);
+  CHECK(fs.lookup(a2.st_ino, "h3").st_nlink == 3);
+}
