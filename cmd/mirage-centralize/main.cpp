@@ -385,7 +385,7 @@ int main(int argc, char** argv) {
   app.add_option("--device-id", o.device_id, "Device id (default: DMI UUID, else machine-id)");
   app.add_option("--state", o.state_dir, "Endpoint state directory (files cache)");
   app.add_option("--compression", o.compression,
-                 "zstd level -7..19, or auto (1 to a local store, else 3)")
+                 "zstd level -7..19 or auto (1 local, 3 network)")
       ->check([](const std::string& v) { return compression_level(v, "").has_value() ? std::string() : "expected auto or a level from -7 to 19"; });
   app.add_option("--threads", o.threads, "Worker threads (default 2)")->check(CLI::Range(1, 64));
   auto* watch_flag = app.add_flag("--watch", o.watch, "Keep syncing (every --interval, at once on orders)");
