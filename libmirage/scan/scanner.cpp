@@ -131,7 +131,9 @@ int open_beneath(int rootfd, const std::string& relpath) {
 /// One worker's put in flight: the worker reads, chunks and compresses its next batch
 /// while the server verifies, writes and syncs this one (a put is mostly the server's
 /// work and its fdatasync, time the worker's core would otherwise sit idle). At most one
-/// per worker, so memory stays at two batches a worker.
+/// per worker, so memory stays at two batches a worker. A put that fails reports it at
+/// once through `on_error` (the pipeline stops every worker and the walk then), not only
+/// when its worker next waits for it.
 class PendingPut {
  public:
   PendingPut() = default;
@@ -145,9 +147,16 @@ class PendingPut {
   }
 
   /// Waits for the previous put (rethrowing its error), then starts this one.
-  void start(ChunkSink& sink, std::vector<uint8_t> records) {
+  void start(ChunkSink& sink, std::vector<uint8_t> records, const std::function<void()>& on_error) {
     wait();
-    m_put = std::async(std::launch::async, [&sink, r = std::move(records)]() mutable { sink.put(std::move(r)); });
+    m_put = std::async(std::launch::async, [&sink, &on_error, r = std::move(records)]() mutable {
+      try {
+        sink.put(std::move(r));
+      } catch (...) {
+        on_error();  // inside the handler: std::current_exception() is this error
+        throw;
+      }
+    });
   }
 
   /// Waits for the put in flight, if any; rethrows its error.
@@ -206,8 +215,10 @@ class Pipeline {
   }
 
   /// Sends a batch of objects the server may lack (used for trees too), then empties it;
-  /// with `pending`, the put runs in the background (pending.wait() joins it).
+  /// with `pending`, the put runs in the background (pending.wait() joins it). Once the
+  /// pipeline has failed it only empties the batch: the scan ends with the first error.
   void upload(Batch& batch, std::atomic<uint64_t>* counter, PendingPut* pending = nullptr) {
+    if (m_failed) batch.clear();
     if (batch.empty()) return;
     std::vector<Digest> ids;
     ids.reserve(batch.items.size());
@@ -229,12 +240,15 @@ class Pipeline {
     if (!records.empty()) {
       m_bytes_sent += records.size();
       if (pending)
-        pending->start(m_sink, std::move(records));
+        pending->start(m_sink, std::move(records), m_on_put_error);
       else
         m_sink.put(std::move(records));
     }
     batch.clear();
   }
+
+  /// True once a worker or a put has failed: the walk stops, the workers drop their jobs.
+  bool failed() const { return m_failed; }
 
   /// True the first time this run sees `id` (so a chunk shared by two files is sent once).
   bool first_sighting(const Digest& id) {
@@ -298,11 +312,14 @@ class Pipeline {
     }
   }
 
+  /// Records the exception being handled (the first one wins) and stops the pipeline:
+  /// queued jobs are dropped and every wait (finish, an idle worker) wakes.
   void record_error() {
     std::lock_guard lock(m_mutex);
     if (!m_error) m_error = std::current_exception();
     m_failed = true;
     m_jobs.clear();
+    m_cv.notify_all();
     m_done_cv.notify_all();
   }
 
@@ -326,6 +343,7 @@ class Pipeline {
     bool eof = false;
     const size_t max = chunker.params().max_size;
     while (!eof || have > 0) {
+      if (m_failed) return;  // the scan ends with the first error: no use reading on
       while (!eof && have < max) {
         size_t n = 0;
         try {
@@ -377,6 +395,7 @@ class Pipeline {
   int m_active = 0;
   std::exception_ptr m_error;  ///< guarded by m_mutex; read after the workers are joined
   std::atomic<bool> m_failed{false};
+  const std::function<void()> m_on_put_error = [this] { record_error(); };
   std::vector<std::thread> m_threads;
   std::mutex m_seen_mutex;
   std::unordered_set<Digest, util::DigestHash> m_seen;
@@ -479,7 +498,7 @@ class Scan {
     std::vector<Frame> stack;
     stack.push_back({0, util::Fd(::dup(m_rootfd.get())), false});
     if (m_opts.threads) m_pipeline.start();
-    while (!stack.empty()) {
+    while (!stack.empty() && !m_pipeline.failed()) {  // a failed upload ends the walk: finish() throws it
       Frame frame = std::move(stack.back());
       stack.pop_back();
       const std::string dir_path = m_nodes[frame.node].path;
