@@ -10,16 +10,18 @@ namespace mirage::server {
 
 using nlohmann::json;
 
-namespace {
-
-json layer_json(const catalog::LayerRow& row, bool with_manifest) {
-  json j = row;
+void to_json(json& j, const LayerInfo& r) {
+  const auto& row = r.row;
+  j = row;
   j["captured_on"] = row.manifest.value("captured_on", "");
   if (row.manifest.contains("match")) j["match"] = row.manifest["match"];
   j["whiteouts"] = row.manifest.contains("whiteouts") ? row.manifest["whiteouts"].size() : 0;
-  if (with_manifest) j["manifest"] = row.manifest;
-  return j;
+  if (r.with_manifest) j["manifest"] = row.manifest;
 }
+
+void to_json(json& j, const Layers& r) { j = {{"layers", r.layers}}; }
+
+namespace {
 
 /// True when `ref` (NAME@VERSION) is in the device's given image or one of its orders.
 bool names_layer(catalog::Catalog& cat, const std::string& device, const std::string& ref) {
@@ -47,7 +49,7 @@ LayerCommit LayerCommit::parse(const Params& p) {
   return l;
 }
 
-json layer_commit(Context& c, const LayerCommit& p) {
+LayerInfo layer_commit(Context& c, const LayerCommit& p) {
   layer::Layer l;
   try {
     layer::parse_manifest(p.manifest, l, "layer " + p.name);
@@ -68,20 +70,20 @@ json layer_commit(Context& c, const LayerCommit& p) {
   cat.add_event("layer.captured", p.device_id,
                 {{"layer", row.name + "@" + std::to_string(version)}, {"kind", row.kind}, {"by", c.by()}, {"stats", p.stats}});
   tx.commit();
-  return layer_json(row, false);
+  return {std::move(row), false};
 }
 
-json layer_list(Context& c, const LayerList& p) {
-  json list = json::array();
-  for (const auto& row : c.cat().layers(p.name)) list.push_back(layer_json(row, false));
-  return {{"layers", list}};
+Layers layer_list(Context& c, const LayerList& p) {
+  Layers r;
+  for (auto& row : c.cat().layers(p.name)) r.layers.push_back({std::move(row), false});
+  return r;
 }
 
-json layer_get(Context& c, const LayerGet& p) {
+LayerInfo layer_get(Context& c, const LayerGet& p) {
   auto row = resolve_layer(c.cat(), p.ref);
   if (c.caller.role == Role::device && !names_layer(c.cat(), c.caller.name, row.name + "@" + std::to_string(row.version)))
     throw Error(ErrorKind::permission, "device " + c.caller.name + " may read only the layers its orders name");
-  return layer_json(row, true);
+  return {std::move(row), true};
 }
 
 void to_json(json& j, const Capture& r) { j = {{"device_id", r.device_id}, {"before", r.before}}; }

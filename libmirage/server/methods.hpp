@@ -221,8 +221,23 @@ struct SnapshotCommit {
   bool pinned;
   static SnapshotCommit parse(const Params& p);
 };
-nlohmann::json snapshot_commit(Context& c, const SnapshotCommit& p);
-nlohmann::json snapshot_list(Context& c, const DeviceId& p);
+struct SnapshotCommitted {
+  catalog::Snapshot snapshot;
+  std::vector<std::string> expired;  ///< ids of the snapshots no retention tier keeps any more, deleted
+};
+void to_json(nlohmann::json& j, const SnapshotCommitted& r);
+SnapshotCommitted snapshot_commit(Context& c, const SnapshotCommit& p);
+struct ListedSnapshot {
+  catalog::Snapshot snapshot;
+  std::vector<std::string> kept_by;  ///< the retention tiers that keep it
+  int64_t cvd;                       ///< the CVD it belongs to (a provision starts the next)
+};
+struct Snapshots {
+  std::string device_id;
+  std::vector<ListedSnapshot> snapshots;  ///< oldest first
+};
+void to_json(nlohmann::json& j, const Snapshots& r);
+Snapshots snapshot_list(Context& c, const DeviceId& p);
 struct SnapshotForget {
   std::string snapshot_id;
   bool force;  ///< also a pinned one
@@ -305,17 +320,27 @@ struct LayerCommit {
   nlohmann::json stats;
   static LayerCommit parse(const Params& p);
 };
-nlohmann::json layer_commit(Context& c, const LayerCommit& p);
+/// One layer version as layer.commit, layer.list and layer.get show it.
+struct LayerInfo {
+  catalog::LayerRow row;
+  bool with_manifest;  ///< layer.get: the whole manifest too
+};
+void to_json(nlohmann::json& j, const LayerInfo& r);
+LayerInfo layer_commit(Context& c, const LayerCommit& p);
 struct LayerList {
   std::string name;  ///< "" all
   static LayerList parse(const Params& p) { return {p.text_or("name")}; }
 };
-nlohmann::json layer_list(Context& c, const LayerList& p);
+struct Layers {
+  std::vector<LayerInfo> layers;
+};
+void to_json(nlohmann::json& j, const Layers& r);
+Layers layer_list(Context& c, const LayerList& p);
 struct LayerGet {
   std::string ref;
   static LayerGet parse(const Params& p) { return {p.text("ref")}; }
 };
-nlohmann::json layer_get(Context& c, const LayerGet& p);
+LayerInfo layer_get(Context& c, const LayerGet& p);
 struct LayerDelete {
   std::string name;
   uint32_t version;

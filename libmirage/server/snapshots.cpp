@@ -138,7 +138,13 @@ SnapshotCommit SnapshotCommit::parse(const Params& p) {
   return s;
 }
 
-json snapshot_commit(Context& c, const SnapshotCommit& p) {
+void to_json(json& j, const SnapshotCommitted& r) {
+  j = r.snapshot;
+  j["expired"] = r.expired;
+  j["root"] = util::to_hex(r.snapshot.root);
+}
+
+SnapshotCommitted snapshot_commit(Context& c, const SnapshotCommit& p) {
   const std::string& device = p.device_id;
   accepted_device(c.cat(), device);
   auto& cat = c.cat();
@@ -167,31 +173,35 @@ json snapshot_commit(Context& c, const SnapshotCommit& p) {
   cat.end_upload(device);
   tx.commit();
   c.repo.note_commit(snap.id, device);
-  json j = snap;
-  j["expired"] = expired;
-  j["root"] = util::to_hex(snap.root);
-  return j;
+  return {std::move(snap), std::move(expired)};
 }
 
-json snapshot_list(Context& c, const DeviceId& p) {
+void to_json(json& j, const Snapshots& r) {
+  json list = json::array();
+  for (const auto& s : r.snapshots) {
+    json one = s.snapshot;
+    one["kept_by"] = s.kept_by;
+    one["root"] = util::to_hex(s.snapshot.root);
+    one["cvd"] = s.cvd;
+    list.push_back(std::move(one));
+  }
+  j = {{"device_id", r.device_id}, {"snapshots", list}};
+}
+
+Snapshots snapshot_list(Context& c, const DeviceId& p) {
   auto& cat = c.cat();
   auto d = registered_device(cat, p.device_id);
-  json list = json::array();
   auto cvds = cat.cvds(p.device_id);
   auto snapshots = cat.snapshots(p.device_id);
   auto tiers = snapshot_tiers(cat, d, snapshots);
+  Snapshots r{p.device_id, {}};
   for (size_t i = 0; i < snapshots.size(); ++i) {
-    const auto& s = snapshots[i];
-    json j = s;
-    j["kept_by"] = tiers[i];
-    j["root"] = util::to_hex(s.root);
     int64_t cvd = 1;  // a provision starts a new CVD; its snapshots count from then on
     for (const auto& [number, started] : cvds)
-      if (s.created_at >= started) cvd = number;
-    j["cvd"] = cvd;
-    list.push_back(j);
+      if (snapshots[i].created_at >= started) cvd = number;
+    r.snapshots.push_back({std::move(snapshots[i]), std::move(tiers[i]), cvd});
   }
-  return {{"device_id", p.device_id}, {"snapshots", list}};
+  return r;
 }
 
 OrdersReply snapshot_request(Context& c, const SnapshotRequest& p) {
