@@ -8,10 +8,11 @@ source "$(dirname "$0")/lib.sh"
 need python3 timeout pgrep
 # stored_bytes: what the data directory holds (grows as packs are written).
 stored_bytes() { du -sb "$1" 2>/dev/null | cut -f1; }
-# make_tree DIR: 48 MB of incompressible data in 24 files, new to the server.
+# make_tree DIR: 96 MB of incompressible data in 24 files, new to the server: enough
+# upload left after the kill's threshold that it lands in the middle of it.
 make_tree() {
   mkdir -p "$1"
-  for i in $(seq 1 24); do head -c 2000000 /dev/urandom >"$1/f$i"; done
+  for i in $(seq 1 24); do head -c 4000000 /dev/urandom >"$1/f$i"; done
 }
 # run_and_kill GROWTH CMD...: starts CMD (a centralize), waits (at most 60 s) until the
 # data directory has grown by GROWTH bytes, then runs $KILL; CMD must end within 30 s
@@ -48,7 +49,7 @@ DATA=$MIRAGE_HOME KILL=kill_stdio_servers
 mkdir -p "$TEST_TMP/empty"
 expect_exit 5 mirage-centralize --root "$TEST_TMP/empty" --device-id dev-k --output json
 mirage-centralize accept dev-k >/dev/null
-for growth in 1 4000000 16000000; do
+for growth in 1 4000000 12000000; do
   make_tree "$TEST_TMP/src-$growth"
   run_and_kill "$growth" mirage-centralize --root "$TEST_TMP/src-$growth" --device-id dev-k --threads 2 --output json
   [ "$RC" = 75 ] || fail "exit $RC after the local server was killed (75 expected): $(tail -c 400 "$TEST_TMP/run.err")"
