@@ -113,7 +113,8 @@ void take_snapshot(Client& client, const CentralizeOptions& opts, const policy::
   bool damaged = false;
   scan::FilesCache cache = scan::FilesCache::load(cache_file, &damaged);
   if (damaged) util::warn("files cache " + cache_file.string() + " is damaged or from another version; reading every file");
-  auto sink = chunk_sink(client, opts.device_id, opts.more_connections, opts.threads);
+  // Two connections a worker: its put in flight in the background and its next question.
+  auto sink = chunk_sink(client, opts.device_id, opts.more_connections, 2 * size_t{opts.threads});
   for (int attempt = 0;; ++attempt) {
     scan::ScanOptions so;
     so.root = opts.root;

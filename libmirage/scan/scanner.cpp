@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -127,6 +128,46 @@ int open_beneath(int rootfd, const std::string& relpath) {
   return fd;
 }
 
+/// One worker's put in flight: the worker reads, chunks and compresses its next batch
+/// while the server verifies, writes and syncs this one (a put is mostly the server's
+/// work and its fdatasync, time the worker's core would otherwise sit idle). At most one
+/// per worker, so memory stays at two batches a worker. A put that fails reports it at
+/// once through `on_error` (the pipeline stops every worker and the walk then), not only
+/// when its worker next waits for it.
+class PendingPut {
+ public:
+  PendingPut() = default;
+  PendingPut(const PendingPut&) = delete;
+  PendingPut& operator=(const PendingPut&) = delete;
+  ~PendingPut() {
+    try {
+      wait();
+    } catch (...) {  // already failing; the first error was recorded
+    }
+  }
+
+  /// Waits for the previous put (rethrowing its error), then starts this one.
+  void start(ChunkSink& sink, std::vector<uint8_t> records, const std::function<void()>& on_error) {
+    wait();
+    m_put = std::async(std::launch::async, [&sink, &on_error, r = std::move(records)]() mutable {
+      try {
+        sink.put(std::move(r));
+      } catch (...) {
+        on_error();  // inside the handler: std::current_exception() is this error
+        throw;
+      }
+    });
+  }
+
+  /// Waits for the put in flight, if any; rethrows its error.
+  void wait() {
+    if (m_put.valid()) m_put.get();
+  }
+
+ private:
+  std::future<void> m_put;
+};
+
 class Pipeline {
  public:
   Pipeline(const ScanOptions& opts, ChunkSink& sink, int rootfd) : m_opts(opts), m_sink(sink), m_rootfd(rootfd) {}
@@ -173,8 +214,11 @@ class Pipeline {
     for (auto& t : m_threads) t.join();
   }
 
-  /// Sends a batch of objects the server may lack (used for trees too), then empties it.
-  void upload(Batch& batch, std::atomic<uint64_t>* counter) {
+  /// Sends a batch of objects the server may lack (used for trees too), then empties it;
+  /// with `pending`, the put runs in the background (pending.wait() joins it). Once the
+  /// pipeline has failed it only empties the batch: the scan ends with the first error.
+  void upload(Batch& batch, std::atomic<uint64_t>* counter, PendingPut* pending = nullptr) {
+    if (m_failed) batch.clear();
     if (batch.empty()) return;
     std::vector<Digest> ids;
     ids.reserve(batch.items.size());
@@ -195,10 +239,16 @@ class Pipeline {
     }
     if (!records.empty()) {
       m_bytes_sent += records.size();
-      m_sink.put(std::move(records));
+      if (pending)
+        pending->start(m_sink, std::move(records), m_on_put_error);
+      else
+        m_sink.put(std::move(records));
     }
     batch.clear();
   }
+
+  /// True once a worker or a put has failed: the walk stops, the workers drop their jobs.
+  bool failed() const { return m_failed; }
 
   /// True the first time this run sees `id` (so a chunk shared by two files is sent once).
   bool first_sighting(const Digest& id) {
@@ -228,6 +278,7 @@ class Pipeline {
     batch.bytes.reserve(k_batch_bytes + chunk::Params{}.max_size);
     std::vector<uint8_t> buf(k_read_size + chunk::Params{}.max_size);
     chunk::Chunker chunker;
+    PendingPut pending;  // declared after the batch: destroyed (joined) first
     for (;;) {
       FileJob job;
       {
@@ -237,7 +288,8 @@ class Pipeline {
           // Closed: flush what this worker holds before leaving.
           lock.unlock();
           try {
-            upload(batch, nullptr);
+            upload(batch, nullptr, &pending);
+            pending.wait();
           } catch (...) {
             record_error();
           }
@@ -248,7 +300,7 @@ class Pipeline {
         m_active++;
       }
       try {
-        if (!m_failed) process(job, chunker, buf, batch);
+        if (!m_failed) process(job, chunker, buf, batch, pending);
       } catch (...) {
         record_error();
       }
@@ -260,11 +312,14 @@ class Pipeline {
     }
   }
 
+  /// Records the exception being handled (the first one wins) and stops the pipeline:
+  /// queued jobs are dropped and every wait (finish, an idle worker) wakes.
   void record_error() {
     std::lock_guard lock(m_mutex);
     if (!m_error) m_error = std::current_exception();
     m_failed = true;
     m_jobs.clear();
+    m_cv.notify_all();
     m_done_cv.notify_all();
   }
 
@@ -273,7 +328,7 @@ class Pipeline {
     m_warnings.push_back(std::move(message));
   }
 
-  void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf, Batch& batch) {
+  void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf, Batch& batch, PendingPut& pending) {
     util::Fd fd(open_beneath(m_rootfd, job.relpath));
     tree::Entry& entry = *job.target;
     if (!fd) {
@@ -288,6 +343,7 @@ class Pipeline {
     bool eof = false;
     const size_t max = chunker.params().max_size;
     while (!eof || have > 0) {
+      if (m_failed) return;  // the scan ends with the first error: no use reading on
       while (!eof && have < max) {
         size_t n = 0;
         try {
@@ -308,7 +364,7 @@ class Pipeline {
         chunks.push_back({id, len});
         if (first_sighting(id)) {
           batch.add(id, piece);
-          if (batch.bytes.size() >= k_batch_bytes) upload(batch, nullptr);
+          if (batch.bytes.size() >= k_batch_bytes) upload(batch, nullptr, &pending);
         }
         pos += len;
         total += len;
@@ -339,6 +395,7 @@ class Pipeline {
   int m_active = 0;
   std::exception_ptr m_error;  ///< guarded by m_mutex; read after the workers are joined
   std::atomic<bool> m_failed{false};
+  const std::function<void()> m_on_put_error = [this] { record_error(); };
   std::vector<std::thread> m_threads;
   std::mutex m_seen_mutex;
   std::unordered_set<Digest, util::DigestHash> m_seen;
@@ -388,143 +445,178 @@ tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct sta
   return e;
 }
 
-ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
-  ScanResult result;
-  ScanStats& stats = result.stats;
-  util::Fd rootfd = util::open_dir(opts.root.string());
-  struct stat root_st;
-  if (::fstat(rootfd.get(), &root_st) != 0) throw_errno("stat " + opts.root.string());
+namespace {
 
-  std::vector<DirNode> nodes;
-  Pipeline pipeline(opts, sink, rootfd.get());
-  nodes.reserve(1024);
-  nodes.push_back({"/", SIZE_MAX, 0, {}, {}});
+/// One scan: pass 1 walks the tree (pre-order) and hands files to the pipeline, pass 2
+/// builds the trees bottom-up once every file is read.
+class Scan {
+ public:
+  Scan(const ScanOptions& opts, ChunkSink& sink)
+      : m_opts(opts),
+        m_stats(m_result.stats),
+        m_rootfd(util::open_dir(opts.root.string())),
+        m_pipeline(opts, sink, m_rootfd.get()) {
+    if (::fstat(m_rootfd.get(), &m_root_st) != 0) throw_errno("stat " + opts.root.string());
+    m_nodes.reserve(1024);
+    m_nodes.push_back({"/", SIZE_MAX, 0, {}, {}});
+  }
+
+  ScanResult run() {
+    walk();
+    share_hardlinks();
+    build_trees();
+    m_result.root = entry_from_stat(m_rootfd.get(), ".", m_root_st);
+    m_result.root.name.clear();
+    m_result.root.subtree = m_result.tree;
+    collect_stats();
+    return std::move(m_result);
+  }
+
+ private:
   struct Link {
     size_t node, entry;
     std::string path;
   };
-  std::map<std::pair<dev_t, ino_t>, Link> link_heads;
-  std::vector<std::pair<Link, Link>> link_members;  // (member, head)
-  std::vector<FileJob> pending;
-
-  auto last_tick = std::chrono::steady_clock::now();
-  auto tick = [&](bool walking) {
-    if (!opts.progress) return;
-    auto now = std::chrono::steady_clock::now();
-    if (walking && now - last_tick < std::chrono::milliseconds(250)) return;
-    last_tick = now;
-    opts.progress({stats.files, pipeline.m_bytes_read.load(), pipeline.m_bytes_sent.load(), pipeline.m_bytes_to_read,
-                   walking});
-  };
-
-  // Pass 1: walk (pre-order), queue files that the cache does not vouch for.
   struct Frame {
     size_t node;
     util::Fd fd;
     bool unprotected;
   };
-  std::vector<Frame> stack;
-  stack.push_back({0, util::Fd(::dup(rootfd.get())), false});
-  if (opts.threads) pipeline.start();
-  while (!stack.empty()) {
-    Frame frame = std::move(stack.back());
-    stack.pop_back();
-    const std::string dir_path = nodes[frame.node].path;
+  using Subdirs = std::vector<std::pair<size_t, std::string>>;  // (entry index, name)
+
+  void tick(bool walking) {
+    if (!m_opts.progress) return;
+    auto now = std::chrono::steady_clock::now();
+    if (walking && now - m_last_tick < std::chrono::milliseconds(250)) return;
+    m_last_tick = now;
+    m_opts.progress({m_stats.files, m_pipeline.m_bytes_read.load(), m_pipeline.m_bytes_sent.load(),
+                     m_pipeline.m_bytes_to_read, walking});
+  }
+
+  /// Pass 1: walk (pre-order), queue files that the cache does not vouch for.
+  void walk() {
+    std::vector<Frame> stack;
+    stack.push_back({0, util::Fd(::dup(m_rootfd.get())), false});
+    if (m_opts.threads) m_pipeline.start();
+    while (!stack.empty() && !m_pipeline.failed()) {  // a failed upload ends the walk: finish() throws it
+      Frame frame = std::move(stack.back());
+      stack.pop_back();
+      const std::string dir_path = m_nodes[frame.node].path;
+      std::vector<std::string> names = list_directory(frame, dir_path);
+      const std::vector<CachedFile>* cached_dir = m_opts.cache ? m_opts.cache->directory(dir_path) : nullptr;
+      Subdirs subdirs;
+      for (auto& name : names) add_entry(frame, dir_path, name, cached_dir, subdirs);
+      // Files go to the workers once their entry has its final place in the vector.
+      for (auto& job : m_pending) {
+        job.target = &m_nodes[job.node].entries[job.entry];
+        m_pipeline.submit(std::move(job));
+      }
+      m_pending.clear();
+      open_subdirectories(frame, dir_path, subdirs, stack);
+      tick(true);
+    }
+    if (!m_opts.threads) m_pipeline.start();
+    m_pipeline.finish([&] { tick(false); });
+  }
+
+  /// The directory's names, sorted ("." and ".." left out); none if it cannot be read.
+  std::vector<std::string> list_directory(const Frame& frame, const std::string& dir_path) {
     std::vector<std::string> names;
-    {
-      int dupfd = ::dup(frame.fd.get());
-      DIR* dir = dupfd >= 0 ? ::fdopendir(dupfd) : nullptr;
-      if (!dir) throw_errno("open directory " + dir_path);
-      ::rewinddir(dir);
-      errno = 0;
-      while (dirent* de = ::readdir(dir)) {
-        std::string n = de->d_name;
-        if (n != "." && n != "..") names.push_back(std::move(n));
-      }
-      int err = errno;
-      ::closedir(dir);
-      if (err) {
-        pipeline.note_unreadable(dir_path, std::string("read directory: ") + std::strerror(err) + " (kept empty)");
-        names.clear();
-      }
+    int dupfd = ::dup(frame.fd.get());
+    DIR* dir = dupfd >= 0 ? ::fdopendir(dupfd) : nullptr;
+    if (!dir) throw_errno("open directory " + dir_path);
+    ::rewinddir(dir);
+    errno = 0;
+    while (dirent* de = ::readdir(dir)) {
+      std::string n = de->d_name;
+      if (n != "." && n != "..") names.push_back(std::move(n));
+    }
+    int err = errno;
+    ::closedir(dir);
+    if (err) {
+      m_pipeline.note_unreadable(dir_path, std::string("read directory: ") + std::strerror(err) + " (kept empty)");
+      names.clear();
     }
     std::sort(names.begin(), names.end());
-    const std::vector<CachedFile>* cached_dir = opts.cache ? opts.cache->directory(dir_path) : nullptr;
-    std::vector<std::pair<size_t, std::string>> subdirs;  // (entry index, name)
-    for (auto& name : names) {
-      std::string path = child_path(dir_path, name);
-      auto decision = opts.policy.classify(path, frame.unprotected, policy::Ancestors::checked);
-      struct stat st;
-      if (::fstatat(frame.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        if (errno == ENOENT) continue;  // vanished since readdir
-        pipeline.note_unreadable(path, std::string("stat: ") + std::strerror(errno) + " (left out)");
-        continue;
-      }
-      bool is_dir = S_ISDIR(st.st_mode);
-      if (decision == policy::Decision::skip || (decision == policy::Decision::exceptions && !is_dir)) {
-        stats.skipped++;
-        if (!is_dir) continue;  // an unprotected directory stays, empty
-      }
-      tree::Entry entry;
-      try {
-        entry = entry_from_stat(frame.fd.get(), name, st);
-      } catch (const Error& e) {
-        if (e.kind() != ErrorKind::not_found) pipeline.note_unreadable(path, std::string(e.what()) + " (left out)");
-        continue;  // not_found: vanished since readdir
-      }
-      if (auto problem = tree::entry_problem(entry)) {
-        pipeline.note_unreadable(path, "cannot be stored: " + *problem + " (left out)");
-        continue;
-      }
-      // nodes may grow below (an unprotected directory gets its node here), so index afresh.
-      size_t idx = nodes[frame.node].entries.size();
-      if (is_dir) {
-        stats.dirs++;
-        if (decision != policy::Decision::skip)
-          subdirs.push_back({idx, name});
-        else
-          nodes.push_back({path, frame.node, idx, {}, {}});  // kept as an empty directory
-      } else if (entry.kind == tree::Kind::symlink) {
-        stats.symlinks++;
-      } else if (entry.kind != tree::Kind::file) {
-        stats.others++;
-      }
-      if (!is_dir && st.st_nlink > 1) {
-        auto key = std::make_pair(st.st_dev, st.st_ino);
-        auto it = link_heads.find(key);
-        if (it == link_heads.end()) {
-          link_heads.emplace(key, Link{frame.node, idx, path});
-          entry.link_group = path;
-        } else {
-          entry.link_group = it->second.path;
-          link_members.push_back({Link{frame.node, idx, path}, it->second});
-          stats.hardlinks++;
-          if (entry.kind == tree::Kind::file) stats.files++;
-          nodes[frame.node].stamps.push_back(
-              {entry.size, entry.mtime_ns, ns(st.st_ctim), static_cast<uint64_t>(st.st_ino)});
-          nodes[frame.node].entries.push_back(std::move(entry));
-          continue;
-        }
-      }
-      FileStamp stamp{entry.size, entry.mtime_ns, ns(st.st_ctim), static_cast<uint64_t>(st.st_ino)};
-      if (entry.kind == tree::Kind::file) {
-        stats.files++;
-        const std::vector<tree::ChunkRef>* cached = FilesCache::lookup(cached_dir, name, stamp);
-        if (cached)
-          entry.chunks = *cached;
-        else if (entry.size > 0)
-          pending.push_back(FileJob{frame.node, idx, nullptr, path.substr(1), path, stamp});
-      }
-      nodes[frame.node].stamps.push_back(stamp);
-      nodes[frame.node].entries.push_back(std::move(entry));
+    return names;
+  }
+
+  /// Adds one name of the directory to its node: a subdirectory to `subdirs`, a file
+  /// the cache does not vouch for to the pending jobs, a second name of a file to the
+  /// hardlink members.
+  void add_entry(const Frame& frame, const std::string& dir_path, const std::string& name,
+                 const std::vector<CachedFile>* cached_dir, Subdirs& subdirs) {
+    std::string path = child_path(dir_path, name);
+    auto decision = m_opts.policy.classify(path, frame.unprotected, policy::Ancestors::checked);
+    struct stat st;
+    if (::fstatat(frame.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) return;  // vanished since readdir
+      m_pipeline.note_unreadable(path, std::string("stat: ") + std::strerror(errno) + " (left out)");
+      return;
     }
-    // Files go to the workers once their entry has its final place in the vector.
-    for (auto& job : pending) {
-      job.target = &nodes[job.node].entries[job.entry];
-      pipeline.submit(std::move(job));
+    bool is_dir = S_ISDIR(st.st_mode);
+    if (decision == policy::Decision::skip || (decision == policy::Decision::exceptions && !is_dir)) {
+      m_stats.skipped++;
+      if (!is_dir) return;  // an unprotected directory stays, empty
     }
-    pending.clear();
-    // Push subdirectories in reverse so they are walked in name order.
+    tree::Entry entry;
+    try {
+      entry = entry_from_stat(frame.fd.get(), name, st);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::not_found) m_pipeline.note_unreadable(path, std::string(e.what()) + " (left out)");
+      return;  // not_found: vanished since readdir
+    }
+    if (auto problem = tree::entry_problem(entry)) {
+      m_pipeline.note_unreadable(path, "cannot be stored: " + *problem + " (left out)");
+      return;
+    }
+    // nodes may grow below (an unprotected directory gets its node here), so index afresh.
+    size_t idx = m_nodes[frame.node].entries.size();
+    if (is_dir) {
+      m_stats.dirs++;
+      if (decision != policy::Decision::skip)
+        subdirs.push_back({idx, name});
+      else
+        m_nodes.push_back({path, frame.node, idx, {}, {}});  // kept as an empty directory
+    } else if (entry.kind == tree::Kind::symlink) {
+      m_stats.symlinks++;
+    } else if (entry.kind != tree::Kind::file) {
+      m_stats.others++;
+    }
+    FileStamp stamp{entry.size, entry.mtime_ns, ns(st.st_ctim), static_cast<uint64_t>(st.st_ino)};
+    if (!is_dir && st.st_nlink > 1 && !link_head(frame.node, idx, path, st, entry)) {
+      m_stats.hardlinks++;  // a second name: shares its head's content after the walk
+      if (entry.kind == tree::Kind::file) m_stats.files++;
+    } else if (entry.kind == tree::Kind::file) {
+      m_stats.files++;
+      const std::vector<tree::ChunkRef>* cached = FilesCache::lookup(cached_dir, name, stamp);
+      if (cached)
+        entry.chunks = *cached;
+      else if (entry.size > 0)
+        m_pending.push_back(FileJob{frame.node, idx, nullptr, path.substr(1), path, stamp});
+    }
+    m_nodes[frame.node].stamps.push_back(stamp);
+    m_nodes[frame.node].entries.push_back(std::move(entry));
+  }
+
+  /// For an inode with several names: true for the first name seen (the head, read as
+  /// usual), false for a later one (recorded as a member of the head's link group).
+  bool link_head(size_t node, size_t idx, const std::string& path, const struct stat& st, tree::Entry& entry) {
+    auto key = std::make_pair(st.st_dev, st.st_ino);
+    auto it = m_link_heads.find(key);
+    if (it == m_link_heads.end()) {
+      m_link_heads.emplace(key, Link{node, idx, path});
+      entry.link_group = path;
+      return true;
+    }
+    entry.link_group = it->second.path;
+    m_link_members.push_back({Link{node, idx, path}, it->second});
+    return false;
+  }
+
+  /// Opens the subdirectories and pushes them (in reverse, so they are walked in name order).
+  void open_subdirectories(const Frame& frame, const std::string& dir_path, const Subdirs& subdirs,
+                           std::vector<Frame>& stack) {
     for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) {
       const auto& [idx, name] = *it;
       std::string path = child_path(dir_path, name);
@@ -533,100 +625,115 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
         fd = util::open_dir_at(frame.fd.get(), name, path);
       } catch (const Error& e) {
         if (e.kind() == ErrorKind::not_found) {  // vanished since it was listed
-          nodes[frame.node].entries[idx].name.clear();
+          m_nodes[frame.node].entries[idx].name.clear();
           continue;
         }
         if (e.kind() == ErrorKind::permission) {
-          pipeline.note_unreadable(path, std::string(e.what()) + " (kept empty)");
-          nodes.push_back({path, frame.node, idx, {}, {}});
+          m_pipeline.note_unreadable(path, std::string(e.what()) + " (kept empty)");
+          m_nodes.push_back({path, frame.node, idx, {}, {}});
           continue;
         }
         throw;
       }
       bool unprotected =
-          opts.policy.classify(path, frame.unprotected, policy::Ancestors::checked) == policy::Decision::exceptions;
-      nodes.push_back({path, frame.node, idx, {}, {}});
-      stack.push_back({nodes.size() - 1, std::move(fd), unprotected || frame.unprotected});
-    }
-    tick(true);
-  }
-  if (!opts.threads) pipeline.start();
-  pipeline.finish([&] { tick(false); });
-
-  // Hardlink members share their head's content.
-  for (auto& [member, head] : link_members) {
-    auto& h = nodes[head.node].entries[head.entry];
-    auto& m = nodes[member.node].entries[member.entry];
-    if (h.kind == tree::Kind::file && !h.name.empty()) {
-      m.kind = h.kind;
-      m.size = h.size;
-      m.chunks = h.chunks;
-      m.sparse = h.sparse;
-    } else if (h.kind == tree::Kind::file && m.kind == tree::Kind::file && !m.name.empty()) {
-      // The head could not be read: neither can this name of the same file.
-      m.name.clear();
-      pipeline.note_unreadable(member.path, "hardlink of " + head.path + ", which could not be read (left out)");
+          m_opts.policy.classify(path, frame.unprotected, policy::Ancestors::checked) == policy::Decision::exceptions;
+      m_nodes.push_back({path, frame.node, idx, {}, {}});
+      stack.push_back({m_nodes.size() - 1, std::move(fd), unprotected || frame.unprotected});
     }
   }
 
-  // Pass 2: trees bottom-up (reverse pre-order puts children before parents).
-  std::unordered_set<std::string> uncacheable(pipeline.m_uncacheable.begin(), pipeline.m_uncacheable.end());
-  Batch batch;
-  std::atomic<uint64_t> trees_new{0};
-  for (size_t i = nodes.size(); i-- > 0;) {
-    auto& node = nodes[i];
-    tree::Tree t;
-    std::vector<CachedFile> cached_files;  // entries are in name order, so this is too
-    for (size_t k = 0; k < node.entries.size(); ++k) {
-      auto& e = node.entries[k];
-      if (e.name.empty()) continue;  // left out (unreadable)
-      if (e.kind == tree::Kind::file) {
-        stats.bytes += e.size;
-        if (!e.chunks.empty() && (uncacheable.empty() || !uncacheable.count(child_path(node.path, e.name))))
-          cached_files.push_back({e.name, node.stamps[k], e.chunks});
-      }
-      t.entries.push_back(std::move(e));
-    }
-    result.next_cache.add_directory(node.path, std::move(cached_files));
-    // A large directory is several objects (its pieces, then their index), each sent
-    // and cached on its own: an edit there sends one piece and the index.
-    auto objects = tree::encode_dir(std::move(t));
-    Digest id = objects.top.id;
-    objects.pieces.push_back(std::move(objects.top));
-    for (auto& [object_id, encoded] : objects.pieces) {
-      if (opts.on_tree) opts.on_tree(object_id, encoded);
-      result.next_cache.add_tree(object_id);
-      if (!(opts.cache && opts.cache->has_tree(object_id)) && pipeline.first_sighting(object_id)) {
-        batch.add(object_id, encoded);
-        if (batch.bytes.size() >= k_batch_bytes) pipeline.upload(batch, &trees_new);
+  /// Hardlink members share their head's content.
+  void share_hardlinks() {
+    for (auto& [member, head] : m_link_members) {
+      auto& h = m_nodes[head.node].entries[head.entry];
+      auto& m = m_nodes[member.node].entries[member.entry];
+      if (h.kind == tree::Kind::file && !h.name.empty()) {
+        m.kind = h.kind;
+        m.size = h.size;
+        m.chunks = h.chunks;
+        m.sparse = h.sparse;
+      } else if (h.kind == tree::Kind::file && m.kind == tree::Kind::file && !m.name.empty()) {
+        // The head could not be read: neither can this name of the same file.
+        m.name.clear();
+        m_pipeline.note_unreadable(member.path, "hardlink of " + head.path + ", which could not be read (left out)");
       }
     }
-    if (node.parent == SIZE_MAX) {
-      result.tree = id;
-    } else {
-      nodes[node.parent].entries[node.parent_entry].subtree = id;
-    }
-    node.entries = {};
-    node.stamps = {};
   }
-  pipeline.upload(batch, &trees_new);
 
-  result.root = entry_from_stat(rootfd.get(), ".", root_st);
-  result.root.name.clear();
-  result.root.subtree = result.tree;
-  stats.files_read = pipeline.m_files_read;
-  stats.bytes_read = pipeline.m_bytes_read;
-  stats.chunks_new = pipeline.m_chunks_new;
-  stats.bytes_new = pipeline.m_bytes_new;
-  stats.bytes_sent = pipeline.m_bytes_sent;
-  stats.trees_new = trees_new;
-  stats.warnings = pipeline.m_warnings;
-  stats.unreadable = pipeline.m_unreadable;
-  stats.unreadable_entries = pipeline.m_unreadable_entries;
-  // Workers note files as they finish: sorted, the names (and "first") do not depend on timing.
-  std::sort(stats.unreadable_entries.begin(), stats.unreadable_entries.end(),
-            [](const Unreadable& a, const Unreadable& b) { return a.path < b.path; });
-  return result;
-}
+  /// Pass 2: trees bottom-up (reverse pre-order puts children before parents), each
+  /// sent unless the cache or this run already has it.
+  void build_trees() {
+    std::unordered_set<std::string> uncacheable(m_pipeline.m_uncacheable.begin(), m_pipeline.m_uncacheable.end());
+    Batch batch;
+    for (size_t i = m_nodes.size(); i-- > 0;) {
+      auto& node = m_nodes[i];
+      tree::Tree t;
+      std::vector<CachedFile> cached_files;  // entries are in name order, so this is too
+      for (size_t k = 0; k < node.entries.size(); ++k) {
+        auto& e = node.entries[k];
+        if (e.name.empty()) continue;  // left out (unreadable)
+        if (e.kind == tree::Kind::file) {
+          m_stats.bytes += e.size;
+          if (!e.chunks.empty() && (uncacheable.empty() || !uncacheable.count(child_path(node.path, e.name))))
+            cached_files.push_back({e.name, node.stamps[k], e.chunks});
+        }
+        t.entries.push_back(std::move(e));
+      }
+      m_result.next_cache.add_directory(node.path, std::move(cached_files));
+      // A large directory is several objects (its pieces, then their index), each sent
+      // and cached on its own: an edit there sends one piece and the index.
+      auto objects = tree::encode_dir(std::move(t));
+      Digest id = objects.top.id;
+      objects.pieces.push_back(std::move(objects.top));
+      for (auto& [object_id, encoded] : objects.pieces) {
+        if (m_opts.on_tree) m_opts.on_tree(object_id, encoded);
+        m_result.next_cache.add_tree(object_id);
+        if (!(m_opts.cache && m_opts.cache->has_tree(object_id)) && m_pipeline.first_sighting(object_id)) {
+          batch.add(object_id, encoded);
+          if (batch.bytes.size() >= k_batch_bytes) m_pipeline.upload(batch, &m_trees_new);
+        }
+      }
+      if (node.parent == SIZE_MAX)
+        m_result.tree = id;
+      else
+        m_nodes[node.parent].entries[node.parent_entry].subtree = id;
+      node.entries = {};
+      node.stamps = {};
+    }
+    m_pipeline.upload(batch, &m_trees_new);
+  }
+
+  void collect_stats() {
+    m_stats.files_read = m_pipeline.m_files_read;
+    m_stats.bytes_read = m_pipeline.m_bytes_read;
+    m_stats.chunks_new = m_pipeline.m_chunks_new;
+    m_stats.bytes_new = m_pipeline.m_bytes_new;
+    m_stats.bytes_sent = m_pipeline.m_bytes_sent;
+    m_stats.trees_new = m_trees_new;
+    m_stats.warnings = m_pipeline.m_warnings;
+    m_stats.unreadable = m_pipeline.m_unreadable;
+    m_stats.unreadable_entries = m_pipeline.m_unreadable_entries;
+    // Workers note files as they finish: sorted, the names (and "first") do not depend on timing.
+    std::sort(m_stats.unreadable_entries.begin(), m_stats.unreadable_entries.end(),
+              [](const Unreadable& a, const Unreadable& b) { return a.path < b.path; });
+  }
+
+  const ScanOptions& m_opts;
+  ScanResult m_result;
+  ScanStats& m_stats;
+  util::Fd m_rootfd;
+  struct stat m_root_st {};
+  std::vector<DirNode> m_nodes;
+  Pipeline m_pipeline;  // after the nodes: its workers (joined first) write into their entries
+  std::map<std::pair<dev_t, ino_t>, Link> m_link_heads;
+  std::vector<std::pair<Link, Link>> m_link_members;  // (member, head)
+  std::vector<FileJob> m_pending;
+  std::atomic<uint64_t> m_trees_new{0};
+  std::chrono::steady_clock::time_point m_last_tick = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+ScanResult scan(const ScanOptions& opts, ChunkSink& sink) { return Scan(opts, sink).run(); }
 
 }  // namespace mirage::scan

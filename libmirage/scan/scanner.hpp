@@ -5,9 +5,10 @@
 // The walk is one thread (metadata only: openat/fstatat relative to directory fds,
 // never following a symlink); file contents go to worker threads, each reading,
 // chunking, hashing, asking the server which chunks it lacks (in batches) and
-// compressing and sending only those. Trees are built bottom-up once every file of
-// the walk is done. The endpoint holds no global index: only the ids of the last
-// committed snapshot, in the files cache.
+// compressing and sending only those (a batch's send runs in the background while the
+// worker goes on with its next batch; at most one in flight a worker). Trees are built
+// bottom-up once every file of the walk is done. The endpoint holds no global index:
+// only the ids of the last committed snapshot, in the files cache.
 #include <sys/stat.h>
 
 #include <atomic>

@@ -2,13 +2,17 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <random>
 #include <set>
 #include <string>
 
+#include "check_error.hpp"
 #include "libmirage/scan/scanner.hpp"
+#include "libmirage/util/error.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
@@ -38,9 +42,54 @@ class CwdSink : public scan::ChunkSink {
   std::mutex m_mutex;
 };
 
+/// Lacks every chunk; every put fails (a server killed under the upload). Counts the
+/// questions asked once a put had failed.
+class DeadServerSink : public scan::ChunkSink {
+ public:
+  std::vector<bool> missing(std::span<const util::Digest> ids) override {
+    if (m_put_failed) asked_after_failure++;
+    return std::vector<bool>(ids.size(), true);
+  }
+  void put(std::vector<uint8_t>) override {
+    m_put_failed = true;
+    throw Error(ErrorKind::unavailable, "local server exited without replying");
+  }
+  std::atomic<int> asked_after_failure{0};
+
+ private:
+  std::atomic<bool> m_put_failed{false};
+};
+
 }  // namespace
 
 TEST_SUITE_BEGIN("scan::scan");
+
+TEST_CASE("a put that fails in the background stops the scan at once, not at its worker's next batch") {
+  // A worker's put runs in the background. When it fails, the walk and every worker stop
+  // then: before, the error waited for that worker's next upload or its flush at the end,
+  // so the scan read every remaining file and asked the dead server again first.
+  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
+  fs::path dir = ::mkdtemp(tmpl.data());
+  std::mt19937_64 rng(7);
+  auto random_file = [&](const fs::path& path, size_t size) {
+    std::string data(size, '\0');
+    for (auto& c : data) c = static_cast<char>(rng());
+    std::ofstream(path, std::ios::binary) << data;
+  };
+  fs::create_directories(dir / "root/b");
+  random_file(dir / "root/a-big", 5u << 20);  // walked first: fills a 4 MiB batch, whose put fails
+  for (int i = 0; i < 300; ++i) random_file(dir / "root/b" / ("f" + std::to_string(i)), 4096);
+  for (unsigned threads : {1u, 2u}) {
+    CAPTURE(threads);
+    DeadServerSink sink;
+    scan::ScanOptions o;
+    o.root = dir / "root";
+    o.threads = threads;
+    CHECK(test::thrown_kind([&] { scan::scan(o, sink); }) == "unavailable");
+    CHECK(sink.asked_after_failure == 0);
+  }
+  fs::remove_all(dir);
+}
 
 TEST_CASE("the walk never changes the process's working directory") {
   // chdir is process-wide: upload threads and, in a server, other requests would see it.

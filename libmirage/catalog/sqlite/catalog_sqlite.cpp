@@ -134,7 +134,11 @@ std::string checked_path(const std::string& path, bool create) {
 class SqliteChunkIndex final : public ChunkIndex {
  public:
   explicit SqliteChunkIndex(util::Db& db)
-      : m_db(db), m_find_chunk(db, "SELECT pack, offset, stored, raw, codec FROM chunks WHERE id = ?") {}
+      : m_db(db),
+        m_find_chunk(db, "SELECT pack, offset, stored, raw, codec FROM chunks WHERE id = ?"),
+        m_add_chunk(db,
+                    "INSERT OR IGNORE INTO chunks(id, pack, offset, stored, raw, codec, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+        m_set_pack_size(db, "UPDATE packs SET size = ?, written_at = ? WHERE id = ? AND retired_at = 0") {}
   std::optional<ChunkLocation> find_chunk(const Digest& id) override;
   bool add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size) override;
   void for_each_chunk(const std::function<void(const Digest&, const ChunkLocation&)>& fn) override;
@@ -147,6 +151,7 @@ class SqliteChunkIndex final : public ChunkIndex {
  private:
   util::Db& m_db;
   util::Stmt m_find_chunk;  ///< prepared once: the hot lookup
+  util::Stmt m_add_chunk, m_set_pack_size;  ///< prepared once: every upload's index write
 };
 
 /// GC's mark set: two temporary tables (on disk, per connection).
@@ -506,8 +511,7 @@ std::optional<ChunkLocation> SqliteChunkIndex::find_chunk(const Digest& id) {
 
 bool SqliteChunkIndex::add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size) {
   util::Transaction tx(m_db);
-  util::Stmt ins(m_db,
-                 "INSERT OR IGNORE INTO chunks(id, pack, offset, stored, raw, codec, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  auto& ins = m_add_chunk;
   int64_t now = util::now_ns();
   for (const auto& [id, loc] : chunks) {
     ins.bind_blob(1, id.bytes)
@@ -521,8 +525,7 @@ bool SqliteChunkIndex::add_chunks(std::span<const std::pair<Digest, ChunkLocatio
   }
   // A pack that GC retired meanwhile (it took this writer for gone) must not gain
   // records: the caller writes them again into a new pack.
-  util::Stmt upd(m_db, "UPDATE packs SET size = ?, written_at = ? WHERE id = ? AND retired_at = 0");
-  upd.bind(1, static_cast<int64_t>(pack_size)).bind(2, now).bind(3, pack).run();
+  m_set_pack_size.bind(1, static_cast<int64_t>(pack_size)).bind(2, now).bind(3, pack).run();
   if (m_db.changes() == 0) return false;  // rolls back
   tx.commit();
   return true;
