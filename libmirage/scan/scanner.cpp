@@ -476,6 +476,15 @@ ScanResult scan(const ScanOptions& opts, ChunkSink& sink) {
         pipeline.note_unreadable(path, "cannot be stored: " + *problem + " (left out)");
         continue;
       }
+      // A streaming restore's placeholder not filled yet (its restore killed, or running
+      // without fanotify): its bytes are a hole, and backing them up would store zeros
+      // as the file and the mark with it.
+      if (entry.kind == tree::Kind::file &&
+          std::any_of(entry.xattrs.begin(), entry.xattrs.end(), [](const tree::Xattr& x) { return x.name == tree::k_placeholder_xattr; })) {
+        pipeline.note_unreadable(path, "a placeholder of a streaming restore, not filled yet: its bytes are not there "
+                                       "(left out; run the restore again to finish it)");
+        continue;
+      }
       // nodes may grow below (an unprotected directory gets its node here), so index afresh.
       size_t idx = nodes[frame.node].entries.size();
       if (is_dir) {
