@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Attacks on disaster recovery's streaming restore, over HTTPS with the device on its
+# own credential:
+# 1. While placeholders are being filled, whoever may write a directory of the target
+#    swaps a placeholder for a file of their own (marked, same size, with a second link
+#    kept elsewhere) and another for a FIFO: the fill writes only the inodes the restore
+#    made (the swapped file gets none of the snapshot's bytes, the FIFO does not hold
+#    the fill), warns, and ends.
+# 2. A streaming restore killed with -9, then the half-restored tree centralized (the
+#    restored machine's own sync after a reboot): the placeholders are left out of the
+#    snapshot as unreadable (the snapshot is incomplete: exit 1), never stored as files of zeros carrying the mark; a rerun
+#    of the restore then finishes the tree.
+# 3. A damaged or hostile status file: `status` says so (exit 0, the server's view
+#    still shown), never a JSON library's message, and a bogus pid is not "running".
+source "$(dirname "$0")/lib.sh"
+need_root
+need openssl python3 setfattr timeout
+pki=$TEST_TMP/pki
+make_pki "$pki"
+start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
+export MIRAGE_SERVER="$SERVER_URL" MIRAGE_CA_FILE="$pki/ca.pem"
+admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
+is_placeholder() { python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder", follow_symlinks=False)' "$1" 2>/dev/null; }
+
+src=$TEST_TMP/src
+mkdir -p "$src/etc" "$src/home/u/docs" "$src/opt"
+echo host >"$src/etc/hostname"
+head -c 8M /dev/urandom >"$src/home/u/docs/big.bin"          # filled first (newest), slowly
+head -c 300K /dev/urandom >"$src/home/u/docs/secret.bin"
+chmod 600 "$src/home/u/docs/secret.bin"                        # root's, in a directory u may write
+head -c 200K /dev/urandom >"$src/home/u/docs/fifo-target.bin"
+head -c 1M /dev/urandom >"$src/opt/c.bin"
+chown 4321:4321 "$src/home/u/docs"
+touch -d '2020-01-01' "$src/home/u/docs/secret.bin" "$src/home/u/docs/fifo-target.bin" "$src/opt/c.bin"
+expect_exit 5 mirage-centralize --root "$src" --device-id dev-a --state "$TEST_TMP/state-a" --output json
+admin mirage-centralize accept dev-a >/dev/null
+expect_exit 0 mirage-centralize --root "$src" --device-id dev-a --state "$TEST_TMP/state-a" --output json
+
+status_file=$MIRAGE_HOME/restore/dev-a.json
+stage() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("stage",""))' "$status_file" 2>/dev/null || true; }
+wait_stage() {  # wait_stage STAGE PID: at most 60 s
+  for _ in $(seq 1 600); do
+    [ "$(stage)" = "$1" ] && return 0
+    kill -0 "$2" 2>/dev/null || fail "the restore ended before stage $1: $(cat "$TEST_TMP/r.err")"
+    sleep 0.1
+  done
+  fail "no stage $1 within 60 s: $(cat "$TEST_TMP/r.err")"
+}
+wait_exit() {  # wait_exit PID: at most 60 s, then its exit code in $RC
+  for _ in $(seq 1 600); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$1" 2>/dev/null && { kill -9 "$1"; fail "the restore still ran after 60 s: $(tail -5 "$TEST_TMP/r.err")"; }
+  RC=0; wait "$1" || RC=$?
+}
+
+# 1. Swaps during the fill. 8 MB at 2 MB/s: the fill of big.bin holds ~4 s, and the
+# older files wait behind it.
+back=$TEST_TMP/back
+MIRAGE_TOKEN=$ADMIN_TOKEN mirage-restore --device dev-a --path / --to "$back" --stream --bwlimit 2M --output json \
+  >"$TEST_TMP/r.out" 2>"$TEST_TMP/r.err" &
+pid=$!
+wait_stage filling $pid
+docs=$back/home/u/docs
+is_placeholder "$docs/secret.bin" || fail "secret.bin was filled before the attack could start (the fill was too fast)"
+mine=$docs/.mine
+head -c 300K /dev/zero >"$mine"
+setfattr -n user.mirage.placeholder -v 1 "$mine"
+chown 65534:65534 "$mine"; chmod 666 "$mine"
+ln "$mine" "$TEST_TMP/stolen"
+mv "$mine" "$docs/secret.bin"
+rm "$docs/fifo-target.bin"; mkfifo "$docs/fifo-target.bin"
+wait_exit $pid
+[ "$RC" = 0 ] || fail "the restore failed after the swaps (exit $RC): $(tail -5 "$TEST_TMP/r.err")"
+cmp -s "$TEST_TMP/stolen" "$src/home/u/docs/secret.bin" && fail "the fill wrote secret.bin's bytes into a file put in its place"
+cmp -s "$TEST_TMP/stolen" <(head -c 300K /dev/zero) || fail "the swapped-in file was written to"
+[ "$(stat -c %u "$TEST_TMP/stolen")" = 65534 ] || fail "the swapped-in file was given the snapshot's owner"
+[ -p "$docs/fifo-target.bin" ] || fail "the FIFO was replaced"
+expect_contains "$(cat "$TEST_TMP/r.out" "$TEST_TMP/r.err")" "secret.bin: changed at the target"
+cmp "$src/home/u/docs/big.bin" "$docs/big.bin" || fail "big.bin was not restored"
+cmp "$src/opt/c.bin" "$back/opt/c.bin" || fail "c.bin was not restored"
+
+# 2. Killed mid-fill, then the half-restored tree centralized as a device of its own.
+back2=$TEST_TMP/back2
+MIRAGE_TOKEN=$ADMIN_TOKEN mirage-restore --device dev-a --path / --to "$back2" --stream --bwlimit 1M --output json \
+  >"$TEST_TMP/r.out" 2>"$TEST_TMP/r.err" &
+pid=$!
+wait_stage filling $pid
+kill -9 $pid; wait $pid 2>/dev/null || true
+is_placeholder "$back2/opt/c.bin" || fail "c.bin was filled before the kill (the fill was too fast)"
+expect_exit 5 mirage-centralize --root "$back2" --device-id dev-b --state "$TEST_TMP/state-b" --output json
+admin mirage-centralize accept dev-b >/dev/null
+expect_exit 1 mirage-centralize --root "$back2" --device-id dev-b --state "$TEST_TMP/state-b" --output json
+python3 - "$OUT" <<'PY' || fail "the snapshot of a half-restored tree: $OUT"
+import json, sys
+st = json.loads(sys.argv[1])["snapshot"]["stats"]
+names = [u["path"] for u in st["unreadable_entries"]]
+assert "/opt/c.bin" in names and "/home/u/docs/secret.bin" in names, names
+assert all("placeholder" in u["reason"] for u in st["unreadable_entries"]), st["unreadable_entries"]
+PY
+admin mirage-restore --device dev-b --path / --to "$TEST_TMP/b-back" --output json >/dev/null
+[ -e "$TEST_TMP/b-back/opt/c.bin" ] && fail "a placeholder's zeros were backed up as /opt/c.bin"
+python3 - "$TEST_TMP/b-back" <<'PY' || fail "a restored file carries the placeholder mark"
+import os, sys
+for d, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        assert "user.mirage.placeholder" not in os.listxattr(os.path.join(d, f), follow_symlinks=False), f
+PY
+expect_exit 0 admin mirage-restore status --device dev-a --output json
+expect_contains "$OUT" '"stage":"interrupted"'
+admin mirage-restore --device dev-a --path / --to "$back2" --stream --output json >/dev/null 2>"$TEST_TMP/r.err" \
+  || fail "the rerun failed: $(cat "$TEST_TMP/r.err")"
+expect_same_tree "$src" "$back2"
+
+# 3. Damaged and hostile status files.
+for doc in '{"pid":"x","stage":"filling"}' '[1,2]' '"text"' 'garbage{' '{"progress":{"files_done":"lots"},"stage":"filling"}' \
+  '{"pid":-1,"stage":"filling"}' '{"pid":0,"stage":"filling"}' '{"pid":99999999999,"stage":"filling"}'; do
+  printf '%s' "$doc" >"$status_file"
+  expect_exit 0 admin mirage-restore status --device dev-a --output json
+  python3 - "$OUT" "$doc" <<'PY' || fail "status with the status file $doc: $OUT $ERR"
+import json, sys
+s = json.loads(sys.argv[1])
+assert s["server"]["type"] in ("restore.usable", "restore.done"), s
+local = s["local"]
+assert local.get("stage") in ("damaged", "interrupted"), local
+PY
+  expect_exit 0 admin mirage-restore status --device dev-a
+  case "$OUT" in *json.exception*|*type_error*) fail "status shows a JSON library's message: $OUT" ;; esac
+done
