@@ -251,6 +251,9 @@ void print_revert_plan(std::ostream& out, const json& p) {
 int revert(const tool::Common& common, const Options& o) {
   need_device(o);
   if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--on-device takes no --path or --to");
+  // Not ignored: a revert on the device is not streamed (yet); one that says so is honest.
+  if (o.stream || !o.bwlimit.empty())
+    throw Error(ErrorKind::usage, "--stream and --bwlimit go with --to DIR; a revert on the device is not streamed");
   auto client = tool::connect(common);
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
   if (o.dry_run) {
@@ -506,7 +509,8 @@ int restore(const tool::Common& common, const Options& o) {
 /// by a revert order to the CVD's newest snapshot, carried out on its next sync.
 int take_over(const tool::Common& common, const Options& o) {
   need_device(o);
-  if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--from-device takes no --path or --to");
+  if (!o.paths.empty() || !o.to.empty() || o.stream || !o.bwlimit.empty())
+    throw Error(ErrorKind::usage, "--from-device takes no --path, --to, --stream or --bwlimit");
   json params = {{"device_id", o.device}, {"from_device", o.from_device}};
   std::string mode = o.mode_given ? o.mode : "full";
   if (mode != "full" && mode != "user-data")

@@ -125,3 +125,10 @@ PY
   expect_exit 0 admin mirage-restore status --device dev-a
   case "$OUT" in *json.exception*|*type_error*) fail "status shows a JSON library's message: $OUT" ;; esac
 done
+
+# 4. --stream where nothing streams: refused, not ignored (a revert order queued).
+expect_exit 2 admin mirage-restore --device dev-a --on-device --mode full --stream
+expect_exit 2 admin mirage-restore --device dev-a --on-device --bwlimit 1M
+expect_exit 2 admin mirage-restore --device dev-b --from-device dev-a --stream
+expect_exit 0 admin mirage-assign status --device dev-a --output json
+python3 -c 'import json,sys; assert json.loads(sys.argv[1])["pending"] == [], sys.argv[1]' "$OUT" || fail "an order was queued: $OUT"
