@@ -334,7 +334,9 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
                (streamer.on_demand() ? " (a program that reads one waits for it)"
                                      : "; " + streamer.why_not() + ": a program that reads one before it is filled sees zeros"));
     try {
-      endpoint::report_restore(client, snap, o.paths, o.to, stats, "usable", stats.placeholders, 0);
+      auto left = streamer.progress();  // the server's bytes_left was always 0
+      endpoint::report_restore(client, snap, o.paths, o.to, stats, "usable", left.files_total - left.files_done,
+                               left.bytes_total - left.bytes_done);
     } catch (const std::exception& e) {
       util::warn(std::string("restore not logged: ") + e.what());
     }

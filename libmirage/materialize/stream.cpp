@@ -187,6 +187,11 @@ StreamProgress Streamer::fill() {
   return m_progress;
 }
 
+StreamProgress Streamer::progress() const {
+  std::lock_guard lock(m_mutex);
+  return m_progress;
+}
+
 std::vector<std::string> Streamer::warnings() const {
   std::lock_guard lock(m_mutex);
   return m_warnings;

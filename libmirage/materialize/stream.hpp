@@ -83,6 +83,8 @@ class Streamer {
   /// its size) is left as it is, with a warning.
   StreamProgress fill();
   std::vector<std::string> warnings() const;
+  /// The progress so far (files and bytes of every placeholder added, and done).
+  StreamProgress progress() const;
 
  private:
   struct Item {
