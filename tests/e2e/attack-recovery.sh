@@ -9,9 +9,13 @@
 # 2. A streaming restore killed with -9, then the half-restored tree centralized (the
 #    restored machine's own sync after a reboot): the placeholders are left out of the
 #    snapshot as unreadable (the snapshot is incomplete: exit 1), never stored as files of zeros carrying the mark; a rerun
-#    of the restore then finishes the tree.
+#    of the restore then finishes the tree. The server heard the bytes left at "usable".
 # 3. A damaged or hostile status file: `status` says so (exit 0, the server's view
 #    still shown), never a JSON library's message, and a bogus pid is not "running".
+# 4. --stream or --bwlimit with --on-device or --from-device: refused, no order queued.
+# 5. device.replace, device.reenroll and order.revert on a device's credential or none:
+#    refused; malformed and guessed fingerprints; a replaced device's sync and takeovers
+#    by or of a replaced device refused.
 source "$(dirname "$0")/lib.sh"
 need_root
 need openssl python3 setfattr timeout
@@ -106,6 +110,9 @@ for d, _, files in os.walk(sys.argv[1]):
 PY
 expect_exit 0 admin mirage-restore status --device dev-a --output json
 expect_contains "$OUT" '"stage":"interrupted"'
+# The server heard at "usable" what was left: the 4 placeholders' bytes (it said 0).
+python3 -c 'import json,sys; d=json.loads(sys.argv[1])["server"]["detail"]; assert (d["files_left"], d["bytes_left"]) == (4, 9949184), d' \
+  "$OUT" || fail "the usable event's files and bytes left: $OUT"
 admin mirage-restore --device dev-a --path / --to "$back2" --stream --output json >/dev/null 2>"$TEST_TMP/r.err" \
   || fail "the rerun failed: $(cat "$TEST_TMP/r.err")"
 expect_same_tree "$src" "$back2"
@@ -132,3 +139,23 @@ expect_exit 2 admin mirage-restore --device dev-a --on-device --bwlimit 1M
 expect_exit 2 admin mirage-restore --device dev-b --from-device dev-a --stream
 expect_exit 0 admin mirage-assign status --device dev-a --output json
 python3 -c 'import json,sys; assert json.loads(sys.argv[1])["pending"] == [], sys.argv[1]' "$OUT" || fail "an order was queued: $OUT"
+
+# 5. Re-enrolment and replacement are an admin's: refused to a device's own credential
+# and to no token at all; a fingerprint of the wrong form or a guessed one is refused;
+# a replaced device neither syncs nor takes a CVD back (A -> C, then C -> A).
+cred_a="mdc_dev-a.$(cat "$TEST_TMP/state-a/credential")"
+for token in "$cred_a" ""; do
+  expect_exit 4 env MIRAGE_TOKEN="$token" mirage-restore --device dev-b --from-device dev-a --no-revert
+  expect_exit 4 env MIRAGE_TOKEN="$token" mirage-restore --device dev-a --on-device --mode full
+  expect_exit 4 env MIRAGE_TOKEN="$token" mirage-centralize accept dev-a --reenroll
+done
+expect_exit 2 admin mirage-centralize accept dev-a --reenroll --fingerprint abc
+expect_exit 2 admin mirage-centralize accept dev-a --reenroll --fingerprint "$(printf 'z%.0s' $(seq 16))"
+expect_exit 5 admin mirage-centralize accept dev-a --reenroll --fingerprint 0123456789abcdef
+mkdir -p "$TEST_TMP/c/etc"
+expect_exit 5 mirage-centralize --root "$TEST_TMP/c" --device-id dev-c --state "$TEST_TMP/state-c" --output json
+expect_exit 0 admin mirage-restore --device dev-c --from-device dev-b --no-revert --output json
+expect_exit 4 mirage-centralize --root "$back2" --device-id dev-b --state "$TEST_TMP/state-b" --output json
+expect_exit 5 admin mirage-restore --device dev-b --from-device dev-c --no-revert
+expect_exit 5 admin mirage-restore --device dev-a --from-device dev-b --no-revert
+expect_exit 2 admin mirage-restore --device dev-c --from-device dev-c --no-revert
