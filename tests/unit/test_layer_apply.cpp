@@ -93,4 +93,32 @@ TEST_CASE("a local chunk's file below a directory swapped for a symlink: fetched
   fs::remove_all(outside);
 }
 
+// A revert that writes into a directory someone swapped for a symlink (to a directory
+// outside) since the scan: refused, and nothing is written outside.
+TEST_CASE("a directory the revert writes into swapped for a symlink: refused, nothing written through it") {
+  fs::path root = fs::temp_directory_path() / ("mirage-apply-" + std::to_string(::getpid()));
+  fs::path outside = root.string() + "-outside";
+  fs::remove_all(root);
+  fs::create_directories(root / "home/u");
+  fs::create_directories(outside);
+  testing::MemorySource source;
+  auto f = source.file("f", "new bytes");
+  f.name.clear();
+  layer::Flat e{{"/", dir()}, {"/home", dir()}, {"/home/u", dir()}, {"/home/u/d", dir()}};
+  layer::Flat s = e;
+  s["/home/u/d/f"] = f;
+  auto plan = layer::make_revert_plan(s, e, layer::RevertScope::full, policy::UploadPolicy::defaults());
+  REQUIRE(!plan.ops.empty());
+  fs::create_directory_symlink(outside, root / "home/u/d");
+  layer::ApplyOptions ao;
+  ao.root = root;
+  ao.journal = root.string() + ".journal";
+  CHECK_THROWS(layer::apply(plan, e, source, ao));
+  CHECK(fs::is_empty(outside));
+  CHECK(fs::is_symlink(root / "home/u/d"));
+  fs::remove_all(root);
+  fs::remove_all(outside);
+  fs::remove(ao.journal);
+}
+
 TEST_SUITE_END();
