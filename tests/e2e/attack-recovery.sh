@@ -159,3 +159,29 @@ expect_exit 4 mirage-centralize --root "$back2" --device-id dev-b --state "$TEST
 expect_exit 5 admin mirage-restore --device dev-b --from-device dev-c --no-revert
 expect_exit 5 admin mirage-restore --device dev-a --from-device dev-b --no-revert
 expect_exit 2 admin mirage-restore --device dev-c --from-device dev-c --no-revert
+
+# 6. The mount: modes as stored hold for other local users (--allow-other with
+# default_permissions), and SIGTERM while a read waits on a server that does not answer
+# (stopped) unmounts within seconds, not after the HTTP idle timeout (300 s).
+if [ -e /dev/fuse ] && command -v setpriv >/dev/null && command -v mountpoint >/dev/null; then
+  mp=$TEST_TMP/mnt
+  mkdir -p "$mp"; chmod 755 "$TEST_TMP"
+  MIRAGE_TOKEN=$ADMIN_TOKEN mirage-restore mount --device dev-a --allow-other "$mp" >"$TEST_TMP/m.out" 2>"$TEST_TMP/m.err" &
+  mpid=$!
+  unmount_left() { mountpoint -q "$mp" && { umount -l "$mp" 2>/dev/null || true; }; kill -CONT "$SERVER_PID" 2>/dev/null || true; }
+  for _ in $(seq 1 300); do mountpoint -q "$mp" && break; kill -0 $mpid 2>/dev/null || break; sleep 0.1; done
+  mountpoint -q "$mp" || fail "the mount did not come up: $(cat "$TEST_TMP/m.err")"
+  as() { local id=$1; shift; setpriv --reuid "$id" --regid "$id" --clear-groups "$@"; }
+  as 65534 cat "$mp/latest/home/u/docs/secret.bin" >/dev/null 2>&1 && { unmount_left; fail "nobody read root's 0600 file through the mount"; }
+  as 65534 ls "$mp/latest/home/u/docs" >/dev/null || { unmount_left; fail "nobody cannot list a 0755 directory"; }
+  kill -STOP "$SERVER_PID"
+  (timeout 60 cat "$mp/latest/opt/c.bin" >/dev/null 2>&1 || true) &
+  sleep 1
+  kill -TERM $mpid
+  for _ in $(seq 1 150); do kill -0 $mpid 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $mpid 2>/dev/null; then unmount_left; kill -9 $mpid; fail "the mount still ran 15 s after SIGTERM with a read in flight"; fi
+  kill -CONT "$SERVER_PID"
+  wait $mpid || fail "the mount exited $? after SIGTERM: $(cat "$TEST_TMP/m.err")"
+  mountpoint -q "$mp" && { unmount_left; fail "still mounted after SIGTERM"; }
+  expect_contains "$(cat "$TEST_TMP/m.err")" "abandoned"
+fi
