@@ -4,8 +4,10 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <limits>
 #include <csignal>
 #include <iostream>
 #include <sstream>
@@ -336,7 +338,9 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
                (streamer.on_demand() ? " (a program that reads one waits for it)"
                                      : "; " + streamer.why_not() + ": a program that reads one before it is filled sees zeros"));
     try {
-      endpoint::report_restore(client, snap, o.paths, o.to, stats, "usable", stats.placeholders, 0);
+      auto left = streamer.progress();  // the server's bytes_left was always 0
+      endpoint::report_restore(client, snap, o.paths, o.to, stats, "usable", left.files_total - left.files_done,
+                               left.bytes_total - left.bytes_done);
     } catch (const std::exception& e) {
       util::warn(std::string("restore not logged: ") + e.what());
     }
@@ -385,6 +389,34 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
   return 0;
 }
 
+/// The status file as `status` shows it: "interrupted" when its restore no longer runs;
+/// a file that is not what write_status() writes (cut short, edited, another program's)
+/// is "damaged", with why, not a JSON library's message or a kill(2) of a bogus pid.
+json read_status(const std::filesystem::path& file) {
+  try {
+    json local = util::read_json_input(file.string(), "status file");
+    auto is_count = [](const json& v) { return v.is_number_unsigned(); };
+    if (!local.is_object()) throw Error(ErrorKind::integrity, "not a JSON object");
+    for (const char* key : {"stage", "to", "snapshot_id", "device_id"})
+      if (local.contains(key) && !local[key].is_string()) throw Error(ErrorKind::integrity, std::string(key) + " is not a string");
+    if (local.contains("progress")) {
+      const json& p = local["progress"];
+      if (!p.is_object() || !std::all_of(p.begin(), p.end(), is_count))
+        throw Error(ErrorKind::integrity, "progress holds something other than counts");
+    }
+    if (local.contains("pid") && (!is_count(local["pid"]) || local["pid"].get<uint64_t>() == 0 ||
+                                  local["pid"].get<uint64_t>() > uint64_t(std::numeric_limits<pid_t>::max())))
+      throw Error(ErrorKind::integrity, "pid is not a process id");
+    std::string stage = local.value("stage", "");
+    if (stage != "done" && stage != "failed" && local.contains("pid") &&
+        ::kill(local["pid"].get<pid_t>(), 0) != 0 && errno == ESRCH)
+      local["stage"] = "interrupted";  // run the same restore again: it goes on where it stopped
+    return local;
+  } catch (const Error& e) {
+    return {{"stage", "damaged"}, {"file", file.string()}, {"error", e.what()}};
+  }
+}
+
 /// `status`: a streaming restore's progress, here and as the server last heard it.
 int status(const tool::Common& common, const Options& o) {
   need_device(o);
@@ -393,24 +425,20 @@ int status(const tool::Common& common, const Options& o) {
   json doc = {{"device_id", device}, {"local", nullptr}, {"server", nullptr}};
   auto file = status_file(device);
   std::error_code ec;
-  if (std::filesystem::exists(file, ec)) {
-    json local = util::read_json_input(file.string(), "status file");
-    std::string stage = local.value("stage", "");
-    if (stage != "done" && stage != "failed" && local.contains("pid") &&
-        ::kill(local["pid"].get<pid_t>(), 0) != 0 && errno == ESRCH)
-      local["stage"] = "interrupted";  // run the same restore again: it goes on where it stopped
-    doc["local"] = local;
-  }
+  if (std::filesystem::exists(file, ec)) doc["local"] = read_status(file);
   json latest;  // the newest restore.usable or restore.done (events come in id order)
   json events = client.call("events.list", {{"device_id", device}, {"type", "restore."}});
   for (const auto& e : events["events"])
     if (e.value("type", "") == "restore.usable" || e.value("type", "") == "restore.done") latest = e;
   doc["server"] = latest;
   tool::print(common, doc, [&](std::ostream& out) {
-    if (doc["local"].is_null()) {
+    const json& l = doc["local"];
+    if (l.is_null()) {
       out << "no streaming restore of " << device << " on this machine\n";
+    } else if (l["stage"] == "damaged") {
+      out << "here: the status file " << l["file"].get<std::string>() << " is damaged (" << l["error"].get<std::string>()
+          << "); run the restore again to go on and rewrite it\n";
     } else {
-      const json& l = doc["local"];
       json p = l.value("progress", json::object());
       out << "here: " << l.value("stage", "?") << ", into " << l.value("to", "?") << " from snapshot "
           << l.value("snapshot_id", "?") << ": " << p.value("files_done", 0) << " of " << p.value("files_total", 0)
@@ -487,7 +515,8 @@ int restore(const tool::Common& common, const Options& o) {
 /// by a revert order to the CVD's newest snapshot, carried out on its next sync.
 int take_over(const tool::Common& common, const Options& o) {
   need_device(o);
-  if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--from-device takes no --path or --to");
+  if (!o.paths.empty() || !o.to.empty() || o.stream || !o.bwlimit.empty())
+    throw Error(ErrorKind::usage, "--from-device takes no --path, --to, --stream or --bwlimit");
   json params = {{"device_id", o.device}, {"from_device", o.from_device}};
   std::string mode = o.mode_given ? o.mode : "full";
   if (mode != "full" && mode != "user-data")

@@ -7,11 +7,15 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <thread>
 #include <unordered_map>
 
 #include "libmirage/endpoint/transfer.hpp"
@@ -331,28 +335,71 @@ class Session {
     m_se = fuse_session_new(&args, &ops, sizeof ops, &fs);
     fuse_opt_free_args(&args);
     if (!m_se) throw Error(ErrorKind::failed, "mount " + o.mountpoint + ": libfuse refused the options " + opts);
-    if (fuse_set_signal_handlers(m_se) != 0) throw Error(ErrorKind::failed, "mount: cannot set signal handlers");
-    m_handlers = true;
-    sigset_t stop;  // a mask inherited from the starter must not keep them pending for ever
-    sigemptyset(&stop);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop, sig);
-    pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
+    // The stop signals are blocked (in every thread: the loop's inherits it) and taken by
+    // loop()'s sigwait; blocked before the mount, one that comes early waits for it.
+    block_stop_signals();
     if (fuse_session_mount(m_se, o.mountpoint.c_str()) != 0)
       throw Error(ErrorKind::failed, "mount " + o.mountpoint + ": the kernel refused the mount (see the message above)");
     m_mounted = true;
   }
   ~Session() {
     if (m_mounted) fuse_session_unmount(m_se);
-    if (m_handlers) fuse_remove_signal_handlers(m_se);
     if (m_se) fuse_session_destroy(m_se);
   }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
-  int loop() { return fuse_session_loop(m_se); }
+
+  /// Serves until unmounted from outside or stopped by SIGINT, SIGTERM or SIGHUP. The
+  /// loop runs in a thread of its own and this one waits for a signal: a stop unmounts
+  /// at once even while a read waits on a server that does not answer (libfuse's own
+  /// handlers only ask the loop to end, which it did after that read, up to the HTTP
+  /// idle timeout: 300 s). Returns false when such a read was still waiting 3 s after
+  /// the unmount: the caller then ends the process (nothing is left to write).
+  static void block_stop_signals() { pthread_sigmask(SIG_BLOCK, &stop_signals(), nullptr); }
+
+  bool loop(int& rc) {
+    std::atomic<bool> ended{false};
+    pthread_t waiter = pthread_self();
+    std::thread serve([&] {
+      rc = fuse_session_loop(m_se);
+      ended = true;
+      pthread_kill(waiter, SIGUSR1);
+    });
+    int sig = 0;
+    while (sigwait(&stop_signals(), &sig) != 0) {
+    }
+    if (sig != SIGUSR1) {  // stopped: the unmount ends the kernel's connection and so the loop
+      fuse_session_exit(m_se);
+      fuse_session_unmount(m_se);
+      m_mounted = false;
+      for (int i = 0; i < 30 && !ended; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (!ended) {
+        serve.detach();
+        return false;
+      }
+    }
+    serve.join();
+    return true;
+  }
 
  private:
+  static const sigset_t& stop_signals() {
+    static const sigset_t set = [] {
+      sigset_t s;
+      sigemptyset(&s);
+      sigaddset(&s, SIGUSR1);  // the loop's end
+      // One the tool was started with ignored stays ignored (a blocked signal is queued,
+      // ignored or not: it must not be in the set).
+      for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+        struct sigaction was {};
+        if (sigaction(sig, nullptr, &was) == 0 && was.sa_handler != SIG_IGN) sigaddset(&s, sig);
+      }
+      return s;
+    }();
+    return set;
+  }
   fuse_session* m_se = nullptr;
-  bool m_handlers = false, m_mounted = false;
+  bool m_mounted = false;
 };
 
 }  // namespace
@@ -361,6 +408,7 @@ int mount(const tool::Common& common, const MountOptions& o) {
   if (o.device.empty()) throw Error(ErrorKind::usage, "--device is required");
   if (o.mountpoint.empty()) throw Error(ErrorKind::usage, "MOUNTPOINT is required");
   check_mountpoint(o.mountpoint);
+  Session::block_stop_signals();  // before any thread: none may take a stop signal but loop()'s sigwait
   auto client = tool::connect(common);
   std::vector<mount::Snapshot> snaps;
   mount::Options options;
@@ -402,7 +450,12 @@ int mount(const tool::Common& common, const MountOptions& o) {
   });
   std::cout.flush();
   util::log(util::LogLevel::info, "serving " + o.mountpoint + " until Ctrl-C, SIGTERM or fusermount3 -u " + o.mountpoint);
-  int rc = session.loop();
+  int rc = 0;
+  if (!session.loop(rc)) {
+    util::warn("unmounted " + o.mountpoint + " while a read still waited on the server; that read was abandoned");
+    std::cout.flush();
+    std::_Exit(0);  // the abandoned read's thread still uses the filesystem and its source
+  }
   auto st = fs.stats();
   util::log(util::LogLevel::info, "unmounting " + o.mountpoint + " (" + std::to_string(st.chunk_misses) +
                                       " chunks and " + std::to_string(st.tree_misses) + " directories fetched)");

@@ -17,6 +17,7 @@
 
 #include "libmirage/materialize/content.hpp"
 #include "libmirage/materialize/metadata.hpp"
+#include "libmirage/scan/scanner.hpp"
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/bytes.hpp"
 #include "libmirage/util/clock.hpp"
@@ -466,7 +467,12 @@ class Applier {
       const std::string& src = *at.path;
       out.resize(at.size);
       if (src != m_open_path) {
-        m_open = util::Fd(::open((m_opts.root / src.substr(1)).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        // Where the scan saw it, but something else may stand there now: never through a
+        // symlink (out of the root, or to a device node, whose open can act), never a
+        // FIFO's wait; only a regular file is read (a miss: the chunk is fetched).
+        struct stat st;
+        m_open = util::Fd(scan::open_beneath(m_dirs.get("/"), src.substr(1)));
+        if (m_open && (::fstat(m_open.get(), &st) != 0 || !S_ISREG(st.st_mode))) m_open = util::Fd();
         m_open_path = src;
       }
       if (!m_open) continue;

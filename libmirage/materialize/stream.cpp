@@ -87,6 +87,8 @@ void Streamer::add(int dirfd, const std::string& name, const std::string& path, 
   auto item = std::make_unique<Item>();
   item->path = path;
   item->entry = entry;
+  item->dev = st.st_dev;
+  item->ino = st.st_ino;
   item->rank = m_opts.rank ? m_opts.rank(path, entry) : 0;
   std::lock_guard lock(m_mutex);
   m_by_inode[{st.st_dev, st.st_ino}] = item.get();
@@ -185,6 +187,11 @@ StreamProgress Streamer::fill() {
   return m_progress;
 }
 
+StreamProgress Streamer::progress() const {
+  std::lock_guard lock(m_mutex);
+  return m_progress;
+}
+
 std::vector<std::string> Streamer::warnings() const {
   std::lock_guard lock(m_mutex);
   return m_warnings;
@@ -248,10 +255,15 @@ util::Fd Streamer::write_item(Item& item, ObjectSource& source, bool background,
     auto parts = tree::split_path(item.path);
     for (size_t i = 0; i + 1 < parts.size(); ++i) dir = util::open_dir_at(dir.get(), parts[i], item.path);
     const std::string& name = parts.back();
-    util::Fd fd(::openat(dir.get(), name.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+    // O_NONBLOCK: a FIFO put in its place must not hold the fill (no effect on a file).
+    util::Fd fd(::openat(dir.get(), name.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     struct stat st;
-    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != item.entry.size ||
-        !is_placeholder(fd.get())) {
+    // Only the inode the restore made: a file put in its place (by whoever may write the
+    // directory, marked and of the same size) would get the snapshot's bytes before its
+    // owner and mode are the snapshot's, readable through a descriptor held open, or
+    // through another link to it.
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != item.dev || st.st_ino != item.ino ||
+        uint64_t(st.st_size) != item.entry.size || !is_placeholder(fd.get())) {
       {
         std::lock_guard lock(m_mutex);
         m_warnings.push_back(item.path + ": changed at the target while it was being restored; left as it is");

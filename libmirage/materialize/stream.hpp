@@ -36,11 +36,12 @@
 
 #include "libmirage/materialize/restorer.hpp"
 #include "libmirage/store/record.hpp"
+#include "libmirage/tree/tree.hpp"
 #include "libmirage/util/fanotify.hpp"
 
 namespace mirage::materialize {
 
-inline constexpr const char* k_placeholder_xattr = "user.mirage.placeholder";
+inline constexpr const char* k_placeholder_xattr = tree::k_placeholder_xattr;
 /// Marks the open file `fd` as a placeholder; throws naming `path`.
 void mark_placeholder(int fd, const std::string& path);
 /// True when the open file `fd` carries the placeholder mark.
@@ -82,11 +83,15 @@ class Streamer {
   /// its size) is left as it is, with a warning.
   StreamProgress fill();
   std::vector<std::string> warnings() const;
+  /// The progress so far (files and bytes of every placeholder added, and done).
+  StreamProgress progress() const;
 
  private:
   struct Item {
     std::string path;
     tree::Entry entry;
+    dev_t dev = 0;  ///< the placeholder the restore made: only that inode is filled
+    ino_t ino = 0;
     int rank = 0;
     enum class State { pending, filling, done, failed } state = State::pending;
     std::vector<util::PreContentGroup::Event> waiting;  ///< reads held until it is filled

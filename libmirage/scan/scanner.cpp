@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <climits>
 #include <chrono>
 #include <condition_variable>
@@ -107,25 +108,6 @@ int open_deep(int rootfd, const std::string& relpath) {
     at = dir.get();
   }
   return ::openat(at, relpath.c_str() + start, k_open_flags);
-}
-
-/// Opens a file below the root without following any symlink on the way, at any depth.
-int open_beneath(int rootfd, const std::string& relpath) {
-  if (relpath.size() >= PATH_MAX) {
-    int fd = open_deep(rootfd, relpath);
-    if (fd >= 0) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    return fd;
-  }
-  open_how how{};
-  how.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  int fd = static_cast<int>(::syscall(SYS_openat2, rootfd, relpath.c_str(), &how, sizeof how));
-  if (fd < 0 && errno == ENOSYS) fd = ::openat(rootfd, relpath.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-  if (fd >= 0) {
-    int flags = ::fcntl(fd, F_GETFL);
-    ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  }
-  return fd;
 }
 
 /// One worker's put in flight: the worker reads, chunks and compresses its next batch
@@ -403,7 +385,38 @@ class Pipeline {
 
 using tree::child_path;
 
+/// Why `entry` (as read) cannot go into a snapshot, if it cannot.
+std::optional<std::string> why_left_out(const tree::Entry& entry) {
+  if (auto problem = tree::entry_problem(entry)) return "cannot be stored: " + *problem + " (left out)";
+  // A streaming restore's placeholder not filled yet (its restore killed, or running
+  // without fanotify): its bytes are a hole, and backing them up would store zeros as
+  // the file, and the mark with it.
+  auto marked = [](const tree::Xattr& x) { return x.name == tree::k_placeholder_xattr; };
+  if (entry.kind == tree::Kind::file && std::any_of(entry.xattrs.begin(), entry.xattrs.end(), marked))
+    return "a placeholder of a streaming restore, not filled yet: its bytes are not there (left out; run the "
+           "restore again to finish it)";
+  return std::nullopt;
+}
+
 }  // namespace
+
+int open_beneath(int rootfd, const std::string& relpath) {
+  if (relpath.size() >= PATH_MAX) {
+    int fd = open_deep(rootfd, relpath);
+    if (fd >= 0) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+  }
+  open_how how{};
+  how.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, rootfd, relpath.c_str(), &how, sizeof how));
+  if (fd < 0 && errno == ENOSYS) fd = ::openat(rootfd, relpath.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd >= 0) {
+    int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  }
+  return fd;
+}
 
 tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st) {
   tree::Entry e;
@@ -566,8 +579,8 @@ class Scan {
       if (e.kind() != ErrorKind::not_found) m_pipeline.note_unreadable(path, std::string(e.what()) + " (left out)");
       return;  // not_found: vanished since readdir
     }
-    if (auto problem = tree::entry_problem(entry)) {
-      m_pipeline.note_unreadable(path, "cannot be stored: " + *problem + " (left out)");
+    if (auto why = why_left_out(entry)) {
+      m_pipeline.note_unreadable(path, *why);
       return;
     }
     // nodes may grow below (an unprotected directory gets its node here), so index afresh.

@@ -106,5 +106,9 @@ ScanResult scan(const ScanOptions& options, ChunkSink& sink);
 /// Reads an entry's metadata (not contents): kind, mode, owner, times, rdev, symlink
 /// target, xattrs (util::list_xattrs). `st` is its lstat.
 tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st);
+/// Opens `relpath` (no leading /) below `rootfd` for reading without following any
+/// symlink on the way or leaving the root, at any depth, and without waiting on a FIFO
+/// (the fd is blocking again once open); -1 with errno otherwise.
+int open_beneath(int rootfd, const std::string& relpath);
 
 }  // namespace mirage::scan

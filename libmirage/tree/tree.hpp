@@ -101,6 +101,11 @@ uint64_t entry_count(std::span<const uint8_t> data, const std::string& what);
 /// including unsafe names ("..", "/" inside, NUL) and non-canonical order.
 Tree decode(std::span<const uint8_t> data, const std::string& what);
 
+/// The xattr a streaming restore's placeholder carries until it is filled
+/// (materialize/stream.hpp): a file that has it holds a hole, not its bytes. Here
+/// because the scanner leaves such a file out (a snapshot of zeros would be data loss).
+inline constexpr const char* k_placeholder_xattr = "user.mirage.placeholder";
+
 /// When a directory is split, and the average size of its pieces.
 constexpr size_t k_split_entries = 8192;
 constexpr size_t k_split_bytes = 16u << 20;

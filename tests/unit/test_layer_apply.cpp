@@ -1,0 +1,124 @@
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+
+#include "libmirage/layer/apply.hpp"
+#include "libmirage/layer/revert.hpp"
+#include "tests/unit/memory_source.hpp"
+
+using namespace mirage;
+namespace fs = std::filesystem;
+
+TEST_SUITE_BEGIN("layer::apply");
+
+namespace {
+
+tree::Entry dir() {
+  tree::Entry e;
+  e.kind = tree::Kind::dir;
+  e.mode = 0755;
+  e.mtime_ns = 1;
+  return e;
+}
+
+const std::string k_bytes = "the bytes a revert wants back";
+
+/// Reverts ROOT to a snapshot with /home/u/a, the endpoint's own copy of its bytes at
+/// `local` (the scan saw a file there; `prepare` puts something else in its place);
+/// returns the apply's result, failing the test when the apply waits (10 s).
+layer::ApplyResult revert_with_local(const fs::path& root, const std::string& local, testing::MemorySource& source,
+                                     const std::function<void()>& prepare) {
+  fs::remove_all(root);
+  fs::create_directories(root / "home/u");
+  auto a = source.file("a", k_bytes);
+  a.name.clear();
+  layer::Flat s{{"/", dir()}, {"/home", dir()}, {"/home/u", dir()}, {"/home/u/a", a}};
+  layer::Flat e{{"/", dir()}, {"/home", dir()}, {"/home/u", dir()}, {local, a}};
+  for (auto p = tree::parent_path(local); p != "/home/u"; p = tree::parent_path(p)) s[p] = e[p] = dir();
+  s[local] = a;
+  auto plan = layer::make_revert_plan(s, e, layer::RevertScope::full, policy::UploadPolicy::defaults());
+  REQUIRE(plan.local_bytes == k_bytes.size());
+  prepare();
+  layer::ApplyOptions ao;
+  ao.root = root;
+  ao.journal = root.string() + ".journal";
+  auto run = std::async(std::launch::async, [&] { return layer::apply(plan, e, source, ao); });
+  bool finished = run.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  if (!finished) {  // a writer on the FIFO lets the reader go, so the test ends
+    int w = ::open((root / local.substr(1)).c_str(), O_WRONLY | O_NONBLOCK);
+    if (w >= 0) ::close(w);
+  }
+  CHECK(finished);
+  auto r = run.get();
+  std::ifstream in(root / "home/u/a");
+  CHECK(std::string((std::istreambuf_iterator<char>(in)), {}) == k_bytes);
+  fs::remove(ao.journal);
+  return r;
+}
+
+}  // namespace
+
+// The endpoint's own copy of a chunk the plan reuses is read where the scan saw it; by
+// then something else may stand there: the read must neither wait on a FIFO nor go
+// through a symlink (out of the root, or to a device node: opening one can act), and
+// the chunk is fetched instead.
+TEST_CASE("a local chunk's file swapped for a FIFO: fetched, not waited on") {
+  fs::path root = fs::temp_directory_path() / ("mirage-apply-" + std::to_string(::getpid()));
+  testing::MemorySource source;
+  auto r = revert_with_local(root, "/home/u/b", source, [&] { REQUIRE(::mkfifo((root / "home/u/b").c_str(), 0644) == 0); });
+  CHECK(r.bytes_local == 0);
+  CHECK(source.asked > 0);
+  fs::remove_all(root);
+}
+
+TEST_CASE("a local chunk's file below a directory swapped for a symlink: fetched, the link not followed") {
+  fs::path root = fs::temp_directory_path() / ("mirage-apply-" + std::to_string(::getpid()));
+  fs::path outside = root.string() + "-outside";
+  testing::MemorySource source;
+  auto r = revert_with_local(root, "/home/u/d/x", source, [&] {
+    fs::create_directories(outside);
+    std::ofstream(outside / "x") << k_bytes;
+    fs::create_directory_symlink(outside, root / "home/u/d");
+  });
+  CHECK(r.bytes_local == 0);
+  CHECK(source.asked > 0);
+  fs::remove_all(root);
+  fs::remove_all(outside);
+}
+
+// A revert that writes into a directory someone swapped for a symlink (to a directory
+// outside) since the scan: refused, and nothing is written outside.
+TEST_CASE("a directory the revert writes into swapped for a symlink: refused, nothing written through it") {
+  fs::path root = fs::temp_directory_path() / ("mirage-apply-" + std::to_string(::getpid()));
+  fs::path outside = root.string() + "-outside";
+  fs::remove_all(root);
+  fs::create_directories(root / "home/u");
+  fs::create_directories(outside);
+  testing::MemorySource source;
+  auto f = source.file("f", "new bytes");
+  f.name.clear();
+  layer::Flat e{{"/", dir()}, {"/home", dir()}, {"/home/u", dir()}, {"/home/u/d", dir()}};
+  layer::Flat s = e;
+  s["/home/u/d/f"] = f;
+  auto plan = layer::make_revert_plan(s, e, layer::RevertScope::full, policy::UploadPolicy::defaults());
+  REQUIRE(!plan.ops.empty());
+  fs::create_directory_symlink(outside, root / "home/u/d");
+  layer::ApplyOptions ao;
+  ao.root = root;
+  ao.journal = root.string() + ".journal";
+  CHECK_THROWS(layer::apply(plan, e, source, ao));
+  CHECK(fs::is_empty(outside));
+  CHECK(fs::is_symlink(root / "home/u/d"));
+  fs::remove_all(root);
+  fs::remove_all(outside);
+  fs::remove(ao.journal);
+}
+
+TEST_SUITE_END();
