@@ -5,6 +5,7 @@
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,6 +91,7 @@ struct FileJob {
   std::string relpath;  // relative to the root fd, no leading slash
   std::string path;     // root-relative with a leading slash (cache key, messages)
   FileStamp stamp;
+  uint64_t seq = 0;     // its place in the queue (the prefetch's cursor compares it)
 };
 
 constexpr int k_open_flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
@@ -157,13 +159,17 @@ class Pipeline {
   void start() {
     unsigned n = std::max(1u, m_opts.threads);
     for (unsigned i = 0; i < n; ++i) m_threads.emplace_back([this] { worker(); });
+    m_threads.emplace_back([this] { prefetcher(); });
   }
 
   void submit(FileJob job) {
     std::lock_guard lock(m_mutex);
     m_bytes_to_read += job.stamp.size;
+    job.seq = m_submitted++;
+    m_prefetch.push_back({job.seq, job.relpath, job.stamp.size});
     m_jobs.push_back(std::move(job));
     m_cv.notify_one();
+    m_prefetch_cv.notify_one();
   }
 
   /// Waits for every job; rethrows the first worker error.
@@ -172,6 +178,7 @@ class Pipeline {
       std::unique_lock lock(m_mutex);
       m_closed = true;
       m_cv.notify_all();
+      m_prefetch_cv.notify_all();
     }
     for (;;) {
       {
@@ -191,7 +198,9 @@ class Pipeline {
       std::lock_guard lock(m_mutex);
       m_closed = true;
       m_jobs.clear();
+      m_prefetch.clear();
       m_cv.notify_all();
+      m_prefetch_cv.notify_all();
     }
     for (auto& t : m_threads) t.join();
   }
@@ -280,6 +289,10 @@ class Pipeline {
         job = std::move(m_jobs.front());
         m_jobs.pop_front();
         m_active++;
+        m_taken = job.seq + 1;
+        bool moved = !m_window.empty() && m_window.front().first <= job.seq;  // the window ahead moves on
+        for (; !m_window.empty() && m_window.front().first <= job.seq; m_window.pop_front()) m_ahead -= m_window.front().second;
+        if (moved || (m_closed && m_taken == m_submitted)) m_prefetch_cv.notify_one();
       }
       try {
         if (!m_failed) process(job, chunker, buf, batch, pending);
@@ -301,8 +314,49 @@ class Pipeline {
     if (!m_error) m_error = std::current_exception();
     m_failed = true;
     m_jobs.clear();
+    m_prefetch.clear();
     m_cv.notify_all();
     m_done_cv.notify_all();
+    m_prefetch_cv.notify_all();
+  }
+
+  /// Asks the kernel to start reading the files next in the queue, up to k_prefetch_bytes
+  /// ahead of the workers: with only the workers' own reads in flight, a first backup
+  /// from a cold page cache waits on one small file's read at a time per worker. It runs
+  /// only while workers find files out of the page cache (credit from their misses): with
+  /// the data cached (a warm run) its opens would be CPU spent for nothing.
+  void prefetcher() {
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+      m_prefetch_cv.wait(lock, [&] {
+        return m_failed || (m_closed && m_taken == m_submitted) ||
+               (!m_prefetch.empty() && m_ahead < k_prefetch_bytes && m_prefetch_credit.load(std::memory_order_relaxed) > 0);
+      });
+      // Done once the walk is over and every file is a worker's (the rest is stale).
+      if (m_failed || (m_closed && m_taken == m_submitted) || m_prefetch.empty()) return;
+      Prefetch p = std::move(m_prefetch.front());
+      m_prefetch.pop_front();
+      if (p.seq < m_taken) continue;  // a worker has it already
+      m_prefetch_credit.fetch_sub(1, std::memory_order_relaxed);
+      m_window.emplace_back(p.seq, std::min(p.size, k_prefetch_file));
+      m_ahead += m_window.back().second;
+      lock.unlock();
+      if (util::Fd fd(open_beneath(m_rootfd, p.relpath)); fd)
+        ::posix_fadvise(fd.get(), 0, static_cast<off_t>(std::min(p.size, k_prefetch_file)), POSIX_FADV_WILLNEED);
+      lock.lock();
+    }
+  }
+
+  /// Whether the file's first page is in the page cache (a read that may not wait): a
+  /// miss gives the prefetch credit for the next k_prefetch_credit files.
+  void note_cache_probe(int fd) {
+    uint8_t byte;
+    iovec v{&byte, 1};
+    if (::preadv2(fd, &v, 1, 0, RWF_NOWAIT) < 0 && errno == EAGAIN &&
+        m_prefetch_credit.exchange(k_prefetch_credit, std::memory_order_relaxed) <= 0) {
+      std::lock_guard lock(m_mutex);  // the prefetch may be waiting for credit
+      m_prefetch_cv.notify_one();
+    }
   }
 
   void warn(std::string message) {
@@ -319,6 +373,7 @@ class Pipeline {
       return;
     }
     ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    note_cache_probe(fd.get());
     std::vector<tree::ChunkRef> chunks;
     uint64_t total = 0;
     size_t have = 0;
@@ -373,6 +428,20 @@ class Pipeline {
   std::mutex m_mutex;
   std::condition_variable m_cv, m_done_cv;
   std::deque<FileJob> m_jobs;
+  // The prefetch (guarded by m_mutex): files in queue order, the queue places taken by
+  // workers, and the files (and bytes) asked for that no worker took yet.
+  struct Prefetch {
+    uint64_t seq;
+    std::string relpath;
+    uint64_t size;
+  };
+  static constexpr uint64_t k_prefetch_bytes = 64ull << 20, k_prefetch_file = 8ull << 20;
+  std::deque<Prefetch> m_prefetch;
+  uint64_t m_submitted = 0, m_taken = 0, m_ahead = 0;
+  std::deque<std::pair<uint64_t, uint64_t>> m_window;  ///< prefetched, not taken yet: (seq, bytes asked)
+  std::condition_variable m_prefetch_cv;
+  static constexpr int k_prefetch_credit = 512;
+  std::atomic<int> m_prefetch_credit{k_prefetch_credit};
   bool m_closed = false;
   int m_active = 0;
   std::exception_ptr m_error;  ///< guarded by m_mutex; read after the workers are joined

@@ -120,4 +120,22 @@ TEST_CASE("the walk never changes the process's working directory") {
   fs::remove_all(dir);
 }
 
+TEST_CASE("a scan of more files than the prefetch's credit, all in the page cache, ends") {
+  // The prefetch runs on credit from page-cache misses; with every file cached it stops
+  // asking and must still end with the walk (a scan of this size hung once).
+  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
+  fs::path dir = ::mkdtemp(tmpl.data());
+  for (int d = 0; d < 12; ++d) {
+    fs::create_directories(dir / std::to_string(d));
+    for (int f = 0; f < 100; ++f) std::ofstream(dir / std::to_string(d) / std::to_string(f)) << d << " file " << f;
+  }
+  CwdSink sink;
+  scan::ScanOptions so;
+  so.root = dir;
+  so.threads = 2;
+  auto result = scan::scan(so, sink);
+  CHECK(result.stats.files == 1200);
+  fs::remove_all(dir);
+}
+
 TEST_SUITE_END();
