@@ -39,6 +39,20 @@ count_data() {
 }
 
 # ratio A B: A / B with two decimals, "-" when B is 0.
+# unpack_bookworm ROOT: the debootstrap bookworm root the tests cache (made once by
+# tests/e2e/lib.sh's make_bookworm with the binaries of $build) unpacked into ROOT.
+unpack_bookworm() {
+  local root=$1 here tarball
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  tarball=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}/bookworm-minbase.tar
+  if [ ! -s "$tarball" ]; then
+    echo "making the bookworm root once (tests/e2e/lib.sh make_bookworm)" >&2
+    ( export MIRAGE_BIN=$build; source "$here/../e2e/lib.sh"; make_bookworm "$root.tmp" ) >/dev/null
+    rm -rf "$root.tmp"
+  fi
+  mkdir -p "$root"
+  tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$root" -xpf "$tarball"
+}
 # drop_caches: the page cache emptied (root only), so the next reads come from the disk.
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "note: cannot drop caches (not root)" >&2; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }

@@ -28,14 +28,8 @@ trap 'rm -rf "$B"' EXIT
 export MIRAGE_HOME="$B/mirage"
 unset MIRAGE_SERVER MIRAGE_TOKEN
 
-tarball=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}/bookworm-minbase.tar
-if [ ! -s "$tarball" ]; then
-  echo "making the bookworm root once (tests/e2e/lib.sh make_bookworm)" >&2
-  ( export MIRAGE_BIN=$build; source "$here/../e2e/lib.sh"; make_bookworm "$B/.tmp-root" ) >/dev/null
-  rm -rf "$B/.tmp-root"
-fi
-root="$B/root"; mkdir -p "$root"
-tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$root" -xpf "$tarball"
+root="$B/root"
+unpack_bookworm "$root"
 mkdir -p "$root/home/u"
 (cd / && find usr/share/doc \( -type f \) -printf '%s %p\n' 2>/dev/null |
   awk '{ total += $1; if (total > 50000000) exit; sub(/^[0-9]+ /, ""); print }' |

@@ -16,6 +16,7 @@
 # Prints the times and the ratios.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
 build=$(cd "${1:-$here/../../build}" && pwd)
 export PATH="$build:$PATH"
 command -v restic >/dev/null || { echo "restic is not installed (apt-get install restic)" >&2; exit 1; }
@@ -28,14 +29,8 @@ export MIRAGE_HOME="$B/mirage" RESTIC_REPOSITORY="$B/restic" RESTIC_PASSWORD=ben
 unset MIRAGE_SERVER
 
 # ---- data ------------------------------------------------------------------
-tarball=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}/bookworm-minbase.tar
-if [ ! -s "$tarball" ]; then
-  echo "making the bookworm root once (tests/e2e/lib.sh make_bookworm)" >&2
-  ( export MIRAGE_BIN=$build; source "$here/../e2e/lib.sh"; make_bookworm "$B/.tmp-root" ) >/dev/null
-  rm -rf "$B/.tmp-root"
-fi
-root="$B/root"; mkdir -p "$root"
-tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$root" -xpf "$tarball"
+root="$B/root"
+unpack_bookworm "$root"
 mkdir -p "$root/home/u" "$root/opt/app"
 (cd / && find usr/share usr/lib \( -type f -o -type l \) -printf '%s %p\n' 2>/dev/null |
   awk -v budget="$user_bytes" '{ total += $1; if (total > budget) exit; sub(/^[0-9]+ /, ""); print }' |
@@ -49,18 +44,17 @@ mirage-centralize --root "$root" --device-id bench >/dev/null 2>&1 || true
 mirage-centralize accept bench >/dev/null
 mirage-centralize --root "$root" --device-id bench >/dev/null
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 secs() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$2"; }
 stage() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("stage",""))' "$MIRAGE_HOME/restore/bench.json" 2>/dev/null || true; }
 
 run() {  # run warm|cold: prints "usable complete full restic read_ms"
   local mode=$1 t0 t1 usable complete full restic_t read_ms pid
-  rm -rf "$B/out"; [ "$mode" = cold ] && drop
+  rm -rf "$B/out"; [ "$mode" = cold ] && drop_caches
   t0=$(now); mirage-restore --device bench --path / --to "$B/out" --output json >/dev/null; full=$(secs "$t0" "$(now)")
-  rm -rf "$B/out"; [ "$mode" = cold ] && drop
+  rm -rf "$B/out"; [ "$mode" = cold ] && drop_caches
   t0=$(now); restic restore latest --target "$B/out" >/dev/null; restic_t=$(secs "$t0" "$(now)")
-  rm -rf "$B/out" "$MIRAGE_HOME/restore"; [ "$mode" = cold ] && drop
+  rm -rf "$B/out" "$MIRAGE_HOME/restore"; [ "$mode" = cold ] && drop_caches
   t0=$(now)
   mirage-restore --device bench --path / --to "$B/out" --stream --output json >"$B/stream.json" 2>/dev/null &
   pid=$!
