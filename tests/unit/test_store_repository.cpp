@@ -377,16 +377,19 @@ TEST_CASE("a schema 5 catalog is upgraded to 8: its snapshots record no layers (
   CHECK(version.text(0) == "8");
 }
 
+/// A new store at `dir` holding one accepted device (the catalog as the current schema makes it).
+static void new_store_with_device(const fs::path& dir, const std::string& id) {
+  store::Repository repo(dir, true);
+  catalog::Device d;
+  d.id = id;
+  d.state = catalog::DeviceState::accepted;
+  d.registered_at = d.last_seen = 1;
+  repo.catalog().add_device(d);
+}
+
 TEST_CASE("a schema 6 catalog is upgraded to 8: its devices keep their rows and may be replaced") {
   TempDir dir;
-  {
-    store::Repository repo(dir.path, true);
-    catalog::Device d;
-    d.id = "pc-1";
-    d.state = catalog::DeviceState::accepted;
-    d.registered_at = d.last_seen = 1;
-    repo.catalog().add_device(d);
-  }
+  new_store_with_device(dir.path, "pc-1");
   std::string db_path = (dir.path / "catalog.db").string();
   {
     // What schema 6 had: devices without replaced_by, no reenrolments table.
@@ -409,14 +412,7 @@ TEST_CASE("a schema 6 catalog is upgraded to 8: its devices keep their rows and 
 
 TEST_CASE("a schema 7 catalog is upgraded to 8: its devices get migration preflight reports") {
   TempDir dir;
-  {
-    store::Repository repo(dir.path, true);
-    catalog::Device d;
-    d.id = "pc-1";
-    d.state = catalog::DeviceState::accepted;
-    d.registered_at = d.last_seen = 1;
-    repo.catalog().add_device(d);
-  }
+  new_store_with_device(dir.path, "pc-1");
   std::string db_path = (dir.path / "catalog.db").string();
   {
     util::Db db(db_path);  // what schema 7 had: no migration_checks table
