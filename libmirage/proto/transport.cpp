@@ -127,6 +127,13 @@ class ChildLog {
   std::thread m_thread;  // last: started once the members it uses exist
 };
 
+/// A put carries 4 MiB of records: through a pipe of the default 64 KiB that is sixty-odd
+/// sleeps and wake-ups of each side per batch, a third of a first backup's context switches
+/// (and each costs more in a VM). 1 MiB (pipe-max-size's default, so any user may) cuts them
+/// sixteenfold. Only a hint: where the limit is lower (a tuned system, a user over its
+/// pipe-user-pages quota) the pipe keeps its size and works as before.
+void widen_pipe(int fd) { (void)::fcntl(fd, F_SETPIPE_SZ, 1 << 20); }
+
 class StdioTransport : public Transport {
  public:
   StdioTransport(const std::string& exe, const std::string& data) : m_data(data) {
@@ -141,6 +148,8 @@ class StdioTransport : public Transport {
       throw Error(ErrorKind::unavailable, e.what());
     }
     m_log = std::make_unique<ChildLog>(std::move(m_child.err));
+    widen_pipe(m_child.in.get());
+    widen_pipe(m_child.out.get());
     if (int err = m_child.exec_error()) {
       errno = err;
       throw_errno(ErrorKind::unavailable, "start " + exe);

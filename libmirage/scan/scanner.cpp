@@ -166,10 +166,11 @@ class Pipeline {
     std::lock_guard lock(m_mutex);
     m_bytes_to_read += job.stamp.size;
     job.seq = m_submitted++;
-    m_prefetch.push_back({job.seq, job.relpath, job.stamp.size});
     m_jobs.push_back(std::move(job));
     m_cv.notify_one();
-    m_prefetch_cv.notify_one();
+    // Only a prefetch with credit can act on a new file. Waking it for every file of a
+    // warm run (no credit) cost two context switches and a turn on this lock per file.
+    if (m_prefetch_credit.load(std::memory_order_relaxed) > 0) m_prefetch_cv.notify_one();
   }
 
   /// Waits for every job; rethrows the first worker error.
@@ -198,7 +199,6 @@ class Pipeline {
       std::lock_guard lock(m_mutex);
       m_closed = true;
       m_jobs.clear();
-      m_prefetch.clear();
       m_cv.notify_all();
       m_prefetch_cv.notify_all();
     }
@@ -314,7 +314,6 @@ class Pipeline {
     if (!m_error) m_error = std::current_exception();
     m_failed = true;
     m_jobs.clear();
-    m_prefetch.clear();
     m_cv.notify_all();
     m_done_cv.notify_all();
     m_prefetch_cv.notify_all();
@@ -328,21 +327,26 @@ class Pipeline {
   void prefetcher() {
     std::unique_lock lock(m_mutex);
     for (;;) {
+      // The queue's front is the job of seq m_taken (workers take it in order): the next
+      // file to ask for is read there, not kept twice. None when the cursor is past the
+      // queue's end (or the queue was emptied: a failure, the pipeline's destruction).
+      auto queued_beyond = [&] { return std::max(m_prefetch_next, m_taken) - m_taken < m_jobs.size(); };
       m_prefetch_cv.wait(lock, [&] {
-        return m_failed || (m_closed && m_taken == m_submitted) ||
-               (!m_prefetch.empty() && m_ahead < k_prefetch_bytes && m_prefetch_credit.load(std::memory_order_relaxed) > 0);
+        return m_failed || (m_closed && !queued_beyond()) ||
+               (queued_beyond() && m_ahead < k_prefetch_bytes && m_prefetch_credit.load(std::memory_order_relaxed) > 0);
       });
-      // Done once the walk is over and every file is a worker's (the rest is stale).
-      if (m_failed || (m_closed && m_taken == m_submitted) || m_prefetch.empty()) return;
-      Prefetch p = std::move(m_prefetch.front());
-      m_prefetch.pop_front();
-      if (p.seq < m_taken) continue;  // a worker has it already
+      // Done once the walk is over and no file is left to ask for.
+      if (m_failed || !queued_beyond()) return;
+      m_prefetch_next = std::max(m_prefetch_next, m_taken);
+      const FileJob& next = m_jobs[m_prefetch_next - m_taken];
+      uint64_t seq = m_prefetch_next++, bytes = std::min(next.stamp.size, k_prefetch_file);
+      std::string relpath = next.relpath;
       m_prefetch_credit.fetch_sub(1, std::memory_order_relaxed);
-      m_window.emplace_back(p.seq, std::min(p.size, k_prefetch_file));
-      m_ahead += m_window.back().second;
+      m_window.emplace_back(seq, bytes);
+      m_ahead += bytes;
       lock.unlock();
-      if (util::Fd fd(open_beneath(m_rootfd, p.relpath)); fd)
-        ::posix_fadvise(fd.get(), 0, static_cast<off_t>(std::min(p.size, k_prefetch_file)), POSIX_FADV_WILLNEED);
+      if (util::Fd fd(open_beneath(m_rootfd, relpath)); fd)
+        ::posix_fadvise(fd.get(), 0, static_cast<off_t>(bytes), POSIX_FADV_WILLNEED);
       lock.lock();
     }
   }
@@ -428,16 +432,11 @@ class Pipeline {
   std::mutex m_mutex;
   std::condition_variable m_cv, m_done_cv;
   std::deque<FileJob> m_jobs;
-  // The prefetch (guarded by m_mutex): files in queue order, the queue places taken by
-  // workers, and the files (and bytes) asked for that no worker took yet.
-  struct Prefetch {
-    uint64_t seq;
-    std::string relpath;
-    uint64_t size;
-  };
+  // The prefetch (guarded by m_mutex): the queue places given and taken by workers, the
+  // next place to ask the kernel for, and the files (and bytes) asked for that no worker
+  // took yet.
   static constexpr uint64_t k_prefetch_bytes = 64ull << 20, k_prefetch_file = 8ull << 20;
-  std::deque<Prefetch> m_prefetch;
-  uint64_t m_submitted = 0, m_taken = 0, m_ahead = 0;
+  uint64_t m_submitted = 0, m_taken = 0, m_ahead = 0, m_prefetch_next = 0;
   std::deque<std::pair<uint64_t, uint64_t>> m_window;  ///< prefetched, not taken yet: (seq, bytes asked)
   std::condition_variable m_prefetch_cv;
   static constexpr int k_prefetch_credit = 512;
