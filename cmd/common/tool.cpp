@@ -1,5 +1,6 @@
 #include "cmd/common/tool.hpp"
 
+#include <malloc.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -560,6 +561,12 @@ void Progress::emit(const ProgressState& in, double elapsed, double in_phase) {
   }
   std::lock_guard lock(g_line_mutex);
   draw_line_locked(text);
+}
+
+void keep_freed_memory_for_reuse() {
+  // A fixed mmap threshold also stops glibc from moving its own (up to 32 MiB) as it goes.
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }
 
 void on_stop_signals(void (*handler)(int)) {

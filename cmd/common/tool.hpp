@@ -65,6 +65,14 @@ std::optional<uint64_t> parse_size(const std::string& text);
 /// pending for ever.
 void on_stop_signals(void (*handler)(int));
 
+/// For a process that moves a backup's data in MiB buffers (mirage-centralize, and
+/// mirage-serverd --stdio on the other end of its pipe): glibc's allocator keeps up to
+/// 64 MiB of freed memory instead of giving it back at once. Each 4 MiB batch was
+/// otherwise handed back to the kernel when freed and faulted in again, page by page,
+/// when the next one was allocated (half of a first backup's page faults). Process-wide,
+/// so called by a main, never by libmirage; not by the long-running HTTP server.
+void keep_freed_memory_for_reuse();
+
 /// Human-readable byte count ("1.5 GiB").
 std::string human_bytes(uint64_t bytes);
 /// A duration as "45s", "3m05s", "2h07m", "3d04h".

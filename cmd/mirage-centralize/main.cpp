@@ -375,6 +375,7 @@ int reenroll(const tool::Common& common, const Options& o, bool reject) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tool::keep_freed_memory_for_reuse();
   CLI::App app{"Register this endpoint and upload a snapshot of it", "mirage-centralize"};
   app.set_version_flag("--version", MIRAGE_VERSION);
   Options o;

@@ -119,6 +119,7 @@ int serve(const Options& o) {
   util::set_log_level(log_level(o.log_level));
   server::Limits limits = request_limits(o);
   if (o.stdio) {
+    tool::keep_freed_memory_for_reuse();  // a client's uploads come through in MiB frames
     std::optional<server::Service> service;
     try {
       service.emplace(data_dir(o), true, limits);
