@@ -105,8 +105,8 @@ struct Composed {
 
 Composed compose(LayerCache& cache, materialize::ObjectSource& trees, const json& spec, const json& given,
                  const tree::Entry& e_root, const std::map<std::string, layer::RecordSet>& e_records) {
-  Composed c{spec.value("rules", json()).is_null() ? migrate::Rules::defaults()
-                                                   : migrate::Rules::from_json(spec["rules"])};
+  Composed c{spec.value("rules", json()).is_null() ? migrate::Rules::defaults() : migrate::Rules::from_json(spec["rules"]),
+             layer::LayerRules::defaults(), {}, {}, {}, {}, {}};
   c.ids = id_map_of(given);
   c.o = cache.compose(spec.value("from_layers", std::vector<std::string>{}), c.ids);
   c.n = cache.compose(refs_of(spec), c.ids);
