@@ -154,9 +154,10 @@ void print_orders(std::ostream& os, const json& out, const Options& o) {
          << " days), " << r.value("wire_bytes", uint64_t(0)) << " bytes received\n";
     for (const auto& p : r.value("removed_identity", json::array()))
       os << "  not carried (identity): " << p.get<std::string>() << "\n";
-    for (const auto& p : r.value("packages", json::array()))
-      if (p.value("change", "") == "reinstall")
-        os << "  package " << p["package"].get<std::string>() << ": " << p.value("note", "") << "\n";
+    for (const auto& p : r.value("reinstalled", json::array()))
+      os << "  package " << p["package"].get<std::string>() << ": "
+         << (p.value("installed", false) ? "installed again from the new release" : "not reinstalled: " + p.value("reason", ""))
+         << "\n";
     for (const auto& a : r.value("recapture", json::array()))
       os << "  app layer to recapture on the new base: " << a.get<std::string>() << "\n";
   }

@@ -14,6 +14,7 @@
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/log.hpp"
+#include "libmirage/util/spawn.hpp"
 
 namespace mirage::endpoint {
 
@@ -121,8 +122,51 @@ json packages_json(const std::vector<layer::PackageChange>& list) {
     json j = {{"package", c.package}, {"change", c.change}};
     if (!c.from.empty()) j["from"] = c.from;
     if (!c.to.empty()) j["to"] = c.to;
-    if (c.change == "reinstall") j["note"] = "installed by the user: not reinstalled by this version (reinstall it with apt)";
+    if (c.change == "reinstall") j["note"] = "installed by the user: installed again from the new release by apt";
     out.push_back(j);
+  }
+  return out;
+}
+
+/// Runs apt-get with `args` on the endpoint (in a chroot of ROOT unless ROOT is "/"),
+/// its output on stderr; returns its exit status and, when it could not run, why.
+std::pair<int, std::string> apt_get(const fs::path& root, std::vector<std::string> args) {
+  util::SpawnOptions so;
+  so.argv = {"/usr/bin/apt-get", "-q", "-y"};
+  so.argv.insert(so.argv.end(), args.begin(), args.end());
+  so.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, {"DEBIAN_FRONTEND", "noninteractive"}};
+  std::error_code ec;
+  if (!fs::equivalent(root, "/", ec)) so.chroot = root;
+  so.out = util::SpawnOptions::Stream::to_stderr;
+  auto child = util::spawn(so);
+  int status = child.wait();
+  if (child.exec_error()) return {status, std::string("apt-get could not be run: ") + std::strerror(child.exec_error())};
+  return {status, ""};
+}
+
+/// Step 4b: the packages the user installed on top of the old base, installed again
+/// from the new release's apt sources (the migrated sources.list: bookworm's suites are
+/// trixie's there). Each one that cannot be is reported with the reason.
+json reinstall_packages(const fs::path& root, const std::vector<layer::PackageChange>& changes) {
+  std::vector<std::string> names;
+  for (const auto& c : changes)
+    if (c.change == "reinstall") names.push_back(c.package.substr(0, c.package.find(':')));
+  json out = json::array();
+  if (names.empty()) return out;
+  auto [update, why] = apt_get(root, {"update"});
+  for (const auto& name : names) {
+    if (update != 0) {
+      out.push_back({{"package", name}, {"installed", false},
+                     {"reason", why.empty() ? "apt-get update failed (exit " + std::to_string(update) + ")" : why}});
+      continue;
+    }
+    auto [status, reason] = apt_get(root, {"install", "--no-install-recommends", name});
+    json r = {{"package", name}, {"installed", status == 0}};
+    if (status != 0)
+      r["reason"] = !reason.empty() ? reason
+                    : status == 100 ? "no installable candidate in the new release's apt sources (apt-get exit 100)"
+                                    : "apt-get install failed (exit " + std::to_string(status) + ")";
+    out.push_back(r);
   }
   return out;
 }
@@ -144,9 +188,15 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
   const json& spec = order.at("spec");
   std::string id = spec.at("migration_id"), order_id = order.at("order_id");
   json st = load_json(state_file(opts.state_dir), json::object());
-  if (st.value("order_id", "") != order_id) st = {{"migration_id", id}, {"order_id", order_id}, {"phase", "protected"}};
+  if (st.value("order_id", "") != order_id) {
+    // The first run's snapshot is the one that protects the state before the migration
+    // (a rerun's may hold a partial /old-root or the migrated system): rollback's target.
+    st = {{"migration_id", id}, {"order_id", order_id}, {"phase", "protected"},
+          {"protected_by", opts.snapshot.value("snapshot_id", "")}};
+    save_json(state_file(opts.state_dir), st);
+  }
   json steps = json::array();
-  steps.push_back({{"step", "protected"}, {"snapshot_id", opts.snapshot.value("snapshot_id", "")}, {"bytes_moved", 0}});
+  steps.push_back({{"step", "protected"}, {"snapshot_id", st["protected_by"]}, {"bytes_moved", 0}});
   auto source = object_source(client, opts.more_connections);
   TreeCache tree_cache(opts.state_dir / "trees.db");
   CachingSource cached(*source, tree_cache);
@@ -180,6 +230,17 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
   }
   steps.push_back({{"step", "applied"}, {"bytes_moved", st.value("apply_bytes", uint64_t(0))},
                    {"seconds", st.value("apply_seconds", 0.0)}, {"apply", st.value("apply", json::object())}});
+  if (!st.contains("packages")) {
+    auto t = std::chrono::steady_clock::now();
+    st["packages"] = reinstall_packages(opts.root, c.mp.packages);
+    st["packages_seconds"] = seconds_since(t);
+    save_json(state_file(opts.state_dir), st);
+  }
+  steps.push_back({{"step", "packages"}, {"bytes_moved", 0}, {"seconds", st["packages_seconds"]},
+                   {"reinstalled", st["packages"]}});
+  for (const auto& p : st["packages"])
+    if (!p["installed"].get<bool>())
+      util::warn("package " + p["package"].get<std::string>() + " not reinstalled: " + p["reason"].get<std::string>());
   json hooks = json::array();
   for (const auto& h : layer::run_hooks(opts.root, "/etc/mirage/post-migration.d")) {
     hooks.push_back({{"hook", h.hook}, {"status", h.status}});
@@ -195,6 +256,7 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
           {"plan", layer::plan_json(c.mp.plan, false)},
           {"removed_identity", c.mp.removed_identity},
           {"packages", packages_json(c.mp.packages)},
+          {"reinstalled", st["packages"]},
           {"recapture", spec.value("recapture", json::array())},
           {"old_root", st["old_root"]},
           {"apply", st.value("apply", json::object())},
@@ -203,7 +265,7 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
           {"steps", steps},
           {"wire_bytes", source->bytes_received() + cache.manifest_bytes()},
           {"seconds", seconds_since(start)},
-          {"protected_by", opts.snapshot["snapshot_id"]}};
+          {"protected_by", st["protected_by"]}};
 }
 
 }  // namespace

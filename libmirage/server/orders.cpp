@@ -142,9 +142,9 @@ OrdersReply compose_orders(catalog::Catalog& cat, const OrderCreate& p, const st
     if (!pending.empty()) current = pending.back().spec.value("layers", std::vector<std::string>{});
     json refs = json::array();
     for (const auto& row : choose_layers(cat, p, d, current, *r.warnings)) refs.push_back(ref_of(row));
-    // A revert queued stays: the help desk asked for it, and it runs in its turn.
+    // A revert or a migration queued stays: it was asked for, and it runs in its turn.
     for (const auto& o : pending)
-      if (o.spec.value("type", "") != name(OrderKind::revert))
+      if (o.spec.value("type", "") != name(OrderKind::revert) && o.spec.value("type", "") != name(OrderKind::migrate))
         cat.finish_order(o.id, name(OrderState::superseded), json::object());
     catalog::Order o;
     o.id = util::random_hex(8);

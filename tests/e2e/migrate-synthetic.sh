@@ -6,7 +6,8 @@
 # /old-root and during the apply's commit, then reruns finish the migration; after it:
 # the new release's files, the user area byte-identical, identity, fstab and the carried
 # settings kept, the DSA key gone and reported, the user's package reported, the old
-# system under /old-root/<id> (hard links), fewer bytes on the wire than the new big
+# system under /old-root/<id> (hard links), the user's package reported as not
+# reinstalled (no apt-get in the tree) with the reason, fewer bytes on the wire than the new big
 # file, the device given the new base, app layers reported for recapture, an event per
 # step. Rollback (killed once, rerun): the old system area back, a file the user made
 # after the migration kept, /old-root/<id> gone; a second rollback refused. Two
@@ -179,8 +180,11 @@ assert sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/
 assert r["recapture"] == ["tool@1"], r["recapture"]
 assert r["old_root"]["path"] == "/old-root/" + sys.argv[2] and r["old_root"]["bytes"] > 600000, r["old_root"]
 assert r["old_root"]["keep_days"] == 5, r["old_root"]
-assert [s["step"] for s in r["steps"]] == ["protected", "images", "old_root", "applied", "hooks"], r["steps"]
+assert [s["step"] for s in r["steps"]] == ["protected", "images", "old_root", "applied", "packages", "hooks"], r["steps"]
 assert any(p["package"] == "userpkg" and p["change"] == "reinstall" for p in r["packages"]), r["packages"]
+# The tree has no apt-get: the user's package is reported by name with the reason.
+[u] = r["reinstalled"]
+assert u["package"] == "userpkg" and not u["installed"] and u["reason"].startswith("apt-get could not be run"), u
 PY
 # Bytes on the wire: the shared chunks of big were not sent (order event).
 expect_exit 0 mirage events --device ep1 --type migrate
@@ -188,7 +192,8 @@ python3 - "$OUT" <<'PY' || fail "events: $OUT"
 import json, sys
 ev = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 kinds = [e["type"] for e in ev]
-for k in ["migrate.protected", "migrate.images", "migrate.old_root", "migrate.applied", "migrate.hooks", "migrate.done"]:
+for k in ["migrate.protected", "migrate.images", "migrate.old_root", "migrate.applied", "migrate.packages",
+          "migrate.hooks", "migrate.done"]:
     assert k in kinds, (k, kinds)
 done = [e for e in ev if e["type"] == "migrate.done"][0]
 data = done.get("detail", done)
