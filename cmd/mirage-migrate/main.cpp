@@ -7,6 +7,7 @@
 #include "libmirage/endpoint/migrate.hpp"
 #include "libmirage/migrate/rules.hpp"
 #include "libmirage/util/json_input.hpp"
+#include "libmirage/util/log.hpp"
 
 using namespace mirage;
 using nlohmann::json;
