@@ -147,10 +147,10 @@ std::pair<int, std::string> apt_get(const fs::path& root, std::vector<std::strin
 /// Step 4b: the packages the user installed on top of the old base, installed again
 /// from the new release's apt sources (the migrated sources.list: bookworm's suites are
 /// trixie's there). Each one that cannot be is reported with the reason.
-json reinstall_packages(const fs::path& root, const std::vector<layer::PackageChange>& changes) {
+json reinstall_packages(const fs::path& root, const json& changes) {
   std::vector<std::string> names;
   for (const auto& c : changes)
-    if (c.change == "reinstall") names.push_back(c.package.substr(0, c.package.find(':')));
+    if (c.value("change", "") == "reinstall") names.push_back(c["package"].get<std::string>());
   json out = json::array();
   if (names.empty()) return out;
   auto [update, why] = apt_get(root, {"update"});
@@ -218,6 +218,10 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
   steps.push_back({{"step", "old_root"}, {"bytes_moved", 0}, {"seconds", st.value("old_root_seconds", 0.0)}});
   steps.back().update(st["old_root"]);
   if (phase == "linked" || phase == "applying") {
+    // What the plan found before the apply (a rerun after it plans against the new system).
+    st["plan"] = layer::plan_json(c.mp.plan, false);
+    st["removed_identity"] = c.mp.removed_identity;
+    st["package_changes"] = packages_json(c.mp.packages);
     st["phase"] = "applying";
     save_json(state_file(opts.state_dir), st);
     auto t = std::chrono::steady_clock::now();
@@ -232,7 +236,7 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
                    {"seconds", st.value("apply_seconds", 0.0)}, {"apply", st.value("apply", json::object())}});
   if (!st.contains("packages")) {
     auto t = std::chrono::steady_clock::now();
-    st["packages"] = reinstall_packages(opts.root, c.mp.packages);
+    st["packages"] = reinstall_packages(opts.root, st["package_changes"]);
     st["packages_seconds"] = seconds_since(t);
     save_json(state_file(opts.state_dir), st);
   }
@@ -253,9 +257,9 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
   return {{"migration_id", id},
           {"base", spec.value("base", "")},
           {"from_layers", spec.value("from_layers", json::array())},
-          {"plan", layer::plan_json(c.mp.plan, false)},
-          {"removed_identity", c.mp.removed_identity},
-          {"packages", packages_json(c.mp.packages)},
+          {"plan", st["plan"]},
+          {"removed_identity", st["removed_identity"]},
+          {"packages", st["package_changes"]},
           {"reinstalled", st["packages"]},
           {"recapture", spec.value("recapture", json::array())},
           {"old_root", st["old_root"]},

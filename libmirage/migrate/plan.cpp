@@ -55,6 +55,7 @@ class Builder {
       decide(std::move(op));
     }
     endpoint_only();
+    keep_parents();
     std::stable_sort(m_writes.begin(), m_writes.end(), [](const Op& a, const Op& b) { return a.path < b.path; });
     std::sort(m_removes.begin(), m_removes.end(), [](const Op& a, const Op& b) { return a.path > b.path; });
     for (auto& op : m_writes) m_out.plan.ops.push_back(std::move(op));
@@ -123,6 +124,29 @@ class Builder {
     }
   }
 
+  /// A directory to remove that holds a path that stays (carried, runtime state) stays.
+  void keep_parents() {
+    std::set<std::string> removed;
+    for (const auto& op : m_removes) removed.insert(op.path);
+    std::set<std::string> kept;
+    for (const auto& op : m_removes) {
+      if (op.entry.kind != tree::Kind::dir) continue;
+      std::string prefix = op.path + "/";
+      for (auto it = m_e.lower_bound(prefix); it != m_e.end() && it->first.starts_with(prefix); ++it)
+        if (!removed.count(it->first)) {
+          kept.insert(op.path);
+          break;
+        }
+    }
+    std::erase_if(m_removes, [&](const Op& op) { return kept.count(op.path) > 0; });
+    m_out.plan.counts["remove"] -= kept.size();
+    for (auto& d : m_out.decisions)
+      if (kept.count(d.path)) {
+        d.op = "keep";
+        d.why = "it holds paths that stay; " + d.why;
+      }
+  }
+
   /// What the writes fetch and what they find here, once per chunk.
   void count_bytes() {
     std::set<util::Digest> here, counted;
@@ -167,16 +191,17 @@ std::vector<layer::PackageChange> package_changes(const layer::Image& o, const l
                                                   const std::map<std::string, layer::RecordSet>& e_records) {
   auto ov = versions(o.records), nv = versions(n.records), ev = versions(e_records);
   std::vector<layer::PackageChange> out;
+  auto name = [](const std::string& key) { return key.substr(0, key.find(':')); };  // "bash:amd64" -> "bash"
   for (const auto& [pkg, to] : nv) {
     auto e = ev.find(pkg);
     if (e == ev.end()) {
-      out.push_back({pkg, "", to, "install"});
+      out.push_back({name(pkg), "", to, "install"});
     } else if (int c = layer::compare_versions(e->second, to); c != 0) {
-      out.push_back({pkg, e->second, to, c < 0 ? "upgrade" : "downgrade"});
+      out.push_back({name(pkg), e->second, to, c < 0 ? "upgrade" : "downgrade"});
     }
   }
   for (const auto& [pkg, from] : ev)
-    if (!nv.count(pkg)) out.push_back({pkg, from, "", ov.count(pkg) ? "removed" : "reinstall"});
+    if (!nv.count(pkg)) out.push_back({name(pkg), from, "", ov.count(pkg) ? "removed" : "reinstall"});
   return out;
 }
 

@@ -123,17 +123,12 @@ MigrateStart MigrateStart::parse(const Params& p) {
 namespace {
 
 /// One device's migration order (MigrateStart's comment has the spec).
-catalog::Order migration_order(Context& c, const MigrateStart& p, const catalog::LayerRow& base,
-                               const std::optional<migrate::NewBase>& new_base, const std::string& id) {
+catalog::Order migration_order(Context& c, const MigrateStart& p, const catalog::LayerRow& base, const std::string& id) {
   auto& cat = c.cat();
   auto d = accepted_device(cat, id);
   for (const auto& o : cat.orders(id, name(OrderState::pending)))
     if (o.spec.value("type", "") == name(OrderKind::migrate))
       throw Error(ErrorKind::precondition, "device " + id + " has a migration queued already (order " + o.id + ")");
-  json report = check_device(c, id, new_base);
-  if (report.value("inhibited", false) && !p.force)
-    throw Error(ErrorKind::precondition, "device " + id + " has migration inhibitors (see mirage-migrate check --device " +
-                                             id + "); give --force to migrate anyway");
   std::vector<std::string> from = cat.given(id).value("layers", std::vector<std::string>{});
   json layers = {base.name + "@" + std::to_string(base.version)}, recapture = json::array();
   for (const auto& driver : matching_drivers(cat, d)) layers.push_back(driver.name + "@" + std::to_string(driver.version));
@@ -155,15 +150,23 @@ catalog::Order migration_order(Context& c, const MigrateStart& p, const catalog:
 
 OrdersReply migrate_start(Context& c, const MigrateStart& p) {
   auto& cat = c.cat();
-  catalog::Transaction tx(cat);
   auto base = resolve_layer(cat, p.base);
   if (base.kind != "base") throw Error(ErrorKind::usage, "layer " + p.base + " is a " + base.kind + " layer, not a base layer");
   std::string ref = base.name + "@" + std::to_string(base.version);
   migrate::RepositorySource source(c.repo);
   auto new_base = migrate::base_from_layer(source, base.tree, ref, base.manifest);
+  auto devices = target_devices(cat, p.targets);
+  // The preflight first (each report kept, as migrate.check keeps it): an inhibitor refuses.
+  for (const auto& id : devices) {
+    json report = check_device(c, id, new_base);
+    if (report.value("inhibited", false) && !p.force)
+      throw Error(ErrorKind::precondition, "device " + id + " has migration inhibitors (see mirage-migrate check --device " +
+                                               id + "); give --force to migrate anyway");
+  }
+  catalog::Transaction tx(cat);
   OrdersReply r{{}, std::vector<std::string>{}};
-  for (const auto& id : target_devices(cat, p.targets)) {
-    r.orders.push_back(migration_order(c, p, base, new_base, id));
+  for (const auto& id : devices) {
+    r.orders.push_back(migration_order(c, p, base, id));
     for (const auto& app : r.orders.back().spec["recapture"])
       r.warnings->push_back("device " + id + ": app layer " + app.get<std::string>() + " was captured on the old base: recapture it on " + ref);
   }
