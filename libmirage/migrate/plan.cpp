@@ -149,7 +149,7 @@ class Builder {
 
   /// What the writes fetch and what they find here, once per chunk.
   void count_bytes() {
-    std::set<util::Digest> here, counted;
+    layer::ChunkSet here, counted;
     for (const auto& [p, entry] : m_e)
       if (entry.kind == tree::Kind::file)
         for (const auto& c : entry.chunks) here.insert(c.id);
@@ -157,15 +157,8 @@ class Builder {
     plan.fetch_bytes = plan.local_bytes = 0;
     for (auto& op : plan.ops) {
       op.fetch_bytes = op.local_bytes = 0;
-      if (op.entry.kind != tree::Kind::file || (op.action != OpAction::create && op.action != OpAction::replace)) continue;
-      for (const auto& c : op.entry.chunks) {
-        if (here.count(c.id))
-          op.local_bytes += c.size;
-        else if (counted.insert(c.id).second)
-          op.fetch_bytes += c.size;
-      }
-      plan.fetch_bytes += op.fetch_bytes;
-      plan.local_bytes += op.local_bytes;
+      if (op.entry.kind == tree::Kind::file && (op.action == OpAction::create || op.action == OpAction::replace))
+        layer::count_bytes(op, here, counted, plan);
     }
   }
 
