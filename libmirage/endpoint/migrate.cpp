@@ -132,7 +132,9 @@ json packages_json(const std::vector<layer::PackageChange>& list) {
 /// its output on stderr; returns its exit status and, when it could not run, why.
 std::pair<int, std::string> apt_get(const fs::path& root, std::vector<std::string> args) {
   util::SpawnOptions so;
-  so.argv = {"/usr/bin/apt-get", "-q", "-y"};
+  // Conffiles the migration carried (cron.d, ...) are kept without a prompt.
+  so.argv = {"/usr/bin/apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confdef", "-o",
+             "Dpkg::Options::=--force-confold"};
   so.argv.insert(so.argv.end(), args.begin(), args.end());
   so.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, {"DEBIAN_FRONTEND", "noninteractive"}};
   std::error_code ec;
