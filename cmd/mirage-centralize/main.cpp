@@ -92,17 +92,18 @@ util::CrashHook crash_hook_from_env() {
   bool at_commit = before_commit && *before_commit;
   auto stage = index_of("MIRAGE_TEST_CRASH_AT_STAGE");
   auto step = index_of("MIRAGE_TEST_CRASH_AT_STEP");
+  auto link = index_of("MIRAGE_TEST_CRASH_AT_LINK");
   const char* hold_env = getenv("MIRAGE_TEST_HOLD_BEFORE_COMMIT");
   std::string hold = hold_env ? hold_env : "";
-  if (!at_commit && !stage && !step && hold.empty()) return nullptr;
-  return [at_commit, stage, step, hold](std::string_view point, size_t i) {
+  if (!at_commit && !stage && !step && !link && hold.empty()) return nullptr;
+  return [at_commit, stage, step, link, hold](std::string_view point, size_t i) {
     if (point == "before_commit" && !hold.empty()) {
       std::ofstream(hold + ".held").put('\n');
       for (int n = 0; n < 1200 && !std::filesystem::exists(hold + ".go"); ++n)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if ((point == "before_commit" && at_commit) || (point == "apply_stage" && stage == i) ||
-        (point == "apply_step" && step == i))
+        (point == "apply_step" && step == i) || (point == "migrate_link" && link == i))
       ::_exit(99);
   };
 }

@@ -10,6 +10,7 @@
 
 #include "libmirage/endpoint/identity.hpp"
 #include "libmirage/endpoint/layers.hpp"
+#include "libmirage/endpoint/migrate.hpp"
 #include "libmirage/endpoint/revert.hpp"
 #include "libmirage/layer/apply.hpp"
 #include "libmirage/policy/upload_policy.hpp"
@@ -189,6 +190,9 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   // An apply (or revert) a crash interrupted is finished or rolled back before anything else.
   std::string recovered = layer::recover(opts.root, opts.state_dir / "apply.journal");
   if (recovered != "none") util::warn("an interrupted layer apply was " + std::string(recovered == "resumed" ? "finished" : "rolled back"));
+  migration_recovered(opts.state_dir, recovered);
+  for (const auto& gone : expire_old_roots(opts.root, opts.state_dir, std::chrono::system_clock::now()))
+    util::log(util::LogLevel::info, "removed /old-root/" + gone["migration_id"].get<std::string>() + " (its retention has passed)");
   json next = client.call("order.next", {{"device_id", opts.device_id}});
   bool has_order = next.contains("order");
 
@@ -211,10 +215,15 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     ao.more_connections = opts.more_connections;
     ao.progress = opts.apply_progress;
     ao.crash_point = opts.crash_point;
-    if (next["order"]["spec"].value("type", "") == "revert")
+    const json& spec = next["order"]["spec"];
+    if (spec.value("type", "") == "revert") {
       result.order = revert_order(client, next, ao, policy);
-    else
+      old_root_rolled_back(opts.root, opts.state_dir, spec.value("migration_id", ""));
+    } else if (spec.value("type", "") == "migrate") {
+      result.order = migrate_order(client, next, ao);
+    } else {
       result.order = apply_order(client, next, ao);
+    }
     result.protected_by = result.snapshot;
     take_snapshot(client, opts, policy, false, result);  // the state after the apply
   } else {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <unistd.h>
 
+#include "libmirage/endpoint/revert.hpp"
 #include "libmirage/materialize/metadata.hpp"
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/store/record.hpp"
@@ -21,14 +22,15 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using util::Digest;
 
-namespace {
-
 tree::Entry snapshot_root(const json& snapshot) {
   return tree::decode_entry_hex(snapshot.at("root").get<std::string>(), "snapshot root");
 }
 
+namespace {
 
 bool same(const tree::Entry& a, const tree::Entry& b) { return layer::same_content(a, b) && layer::same_metadata(a, b); }
+
+}  // namespace
 
 /// Merge-driver files of a flat tree, parsed, reading their content from the store.
 std::map<std::string, layer::RecordSet> records_from_store(materialize::ObjectSource& source, const layer::Flat& flat) {
@@ -66,8 +68,6 @@ std::vector<std::string> refs_of(const json& j) {
     for (const auto& r : j["layers"]) out.push_back(r.get<std::string>());
   return out;
 }
-
-}  // namespace
 
 struct TreeCache::Impl {
   util::Db db;
@@ -367,14 +367,7 @@ json apply_order(Client& client, const json& next, const ApplyOrderOptions& opts
     report["layers"] = spec["layers"];
     return report;
   } catch (const Error& e) {
-    try {
-      client.call("order.report", {{"order_id", order_id},
-                                   {"device_id", opts.device_id},
-                                   {"state", "failed"},
-                                   {"result", {{"error", e.what()}, {"exit", static_cast<int>(e.kind())}}}});
-    } catch (const Error&) {
-      // The server is gone: the order stays pending and is tried again next sync.
-    }
+    report_failed(client, order_id, opts.device_id, e);  // unreachable: stays pending
     throw;
   }
 }

@@ -87,6 +87,17 @@ class LayerCache {
   uint64_t m_manifest_bytes = 0;
 };
 
+/// A snapshot's root entry (snapshot.list's "root").
+tree::Entry snapshot_root(const nlohmann::json& snapshot);
+/// Merge-driver files of a flat tree, parsed, their content read from the store.
+std::map<std::string, layer::RecordSet> records_from_store(materialize::ObjectSource& source, const layer::Flat& flat);
+/// Merge-driver files of an endpoint, parsed from disk (never through a symlink).
+std::map<std::string, layer::RecordSet> records_from_disk(const std::filesystem::path& root);
+/// The id map a device was given ({"id_map"}), empty when none.
+layer::IdMap id_map_of(const nlohmann::json& given);
+/// The "layers" refs of an order spec or a given.
+std::vector<std::string> refs_of(const nlohmann::json& j);
+
 /// Plan options for an order ({"type": assign|enforce|provision, "remove_user_apps"}).
 layer::PlanOptions plan_options(const nlohmann::json& spec);
 

@@ -42,18 +42,6 @@ void revert_root(const fs::path& root, const layer::Flat& s, const layer::Flat& 
   materialize::set_metadata_fd(fd.get(), fd.get(), ".", want, root.string(), [](const std::string& m) { util::warn(m); });
 }
 
-/// Tells the server the order failed (when it can be reached: else it stays pending and
-/// is tried again on the next sync).
-void report_failed(Client& client, const std::string& order_id, const std::string& device, const Error& e) {
-  try {
-    client.call("order.report", {{"order_id", order_id},
-                                 {"device_id", device},
-                                 {"state", "failed"},
-                                 {"result", {{"error", e.what()}, {"exit", static_cast<int>(e.kind())}}}});
-  } catch (const Error&) {
-  }
-}
-
 json carry_out(Client& client, const json& order, const ApplyOrderOptions& opts, const policy::UploadPolicy& policy) {
   auto start = std::chrono::steady_clock::now();
   const json& spec = order.at("spec");
@@ -78,6 +66,16 @@ json carry_out(Client& client, const json& order, const ApplyOrderOptions& opts,
 }
 
 }  // namespace
+
+void report_failed(Client& client, const std::string& order_id, const std::string& device, const Error& e) {
+  try {
+    client.call("order.report", {{"order_id", order_id},
+                                 {"device_id", device},
+                                 {"state", "failed"},
+                                 {"result", {{"error", e.what()}, {"exit", static_cast<int>(e.kind())}}}});
+  } catch (const Error&) {
+  }
+}
 
 json revert_order(Client& client, const json& next, const ApplyOrderOptions& opts, const policy::UploadPolicy& policy) {
   const json& order = next.at("order");

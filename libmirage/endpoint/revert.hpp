@@ -8,6 +8,7 @@
 
 #include "libmirage/endpoint/layers.hpp"
 #include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/util/error.hpp"
 
 namespace mirage::endpoint {
 
@@ -20,6 +21,10 @@ namespace mirage::endpoint {
 /// before carrying the still pending order out again.
 nlohmann::json revert_order(Client& client, const nlohmann::json& next, const ApplyOrderOptions& options,
                             const policy::UploadPolicy& policy);
+
+/// Tells the server the order failed (when it can be reached: else it stays pending and
+/// is tried again on the next sync).
+void report_failed(Client& client, const std::string& order_id, const std::string& device, const Error& e);
 
 /// What a revert of `device` to `snapshot` (client::resolve_snapshot's JSON) in `mode`
 /// would change on the device as its latest snapshot has it: plan_json with every path,

@@ -713,9 +713,9 @@ std::string recover(const fs::path& root, const fs::path& journal_file) {
   throw Error(ErrorKind::integrity, "apply journal " + journal_file.string() + ": unknown state '" + state + "'");
 }
 
-std::vector<HookResult> run_hooks(const fs::path& root) {
+std::vector<HookResult> run_hooks(const fs::path& root, const std::string& hooks_dir) {
   std::vector<HookResult> out;
-  fs::path dir = root / "etc/mirage/post-layer.d";
+  fs::path dir = root / hooks_dir.substr(1);
   std::error_code ec;
   if (!fs::is_directory(fs::symlink_status(dir, ec))) return out;
   std::vector<std::string> names;
@@ -729,7 +729,7 @@ std::vector<HookResult> run_hooks(const fs::path& root) {
   bool real_root = fs::equivalent(root, "/", ec);
   for (const auto& name : names) {
     util::SpawnOptions so;
-    so.argv = {"/etc/mirage/post-layer.d/" + name};
+    so.argv = {hooks_dir + "/" + name};
     so.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, {"MIRAGE_ROOT", root.string()}};
     if (!real_root) so.chroot = root;
     so.out = util::SpawnOptions::Stream::to_stderr;

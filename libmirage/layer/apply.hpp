@@ -71,8 +71,10 @@ struct HookResult {
   std::string hook;
   int status = 0;  ///< exit status; -1 when it could not be started
 };
-/// Runs the executables in ROOT/etc/mirage/post-layer.d in name order (in a chroot
-/// when ROOT is not "/"), their output on stderr.
-std::vector<HookResult> run_hooks(const std::filesystem::path& root);
+/// Runs the executables in ROOT/`hooks_dir` (absolute within ROOT: post-layer hooks, or
+/// an OS migration's /etc/mirage/post-migration.d) in name order (in a chroot when ROOT
+/// is not "/"), their output on stderr.
+std::vector<HookResult> run_hooks(const std::filesystem::path& root,
+                                  const std::string& hooks_dir = "/etc/mirage/post-layer.d");
 
 }  // namespace mirage::layer

@@ -90,6 +90,17 @@ json plan_json(const Plan& p, bool with_paths) {
   return j;
 }
 
+void count_bytes(Op& op, const ChunkSet& here, ChunkSet& counted, Plan& plan) {
+  for (const auto& c : op.entry.chunks) {
+    if (here.count(c.id))
+      op.local_bytes += c.size;
+    else if (counted.insert(c.id).second)
+      op.fetch_bytes += c.size;
+  }
+  plan.fetch_bytes += op.fetch_bytes;
+  plan.local_bytes += op.local_bytes;
+}
+
 namespace {
 
 /// make_plan's steps, in order: merge-driver files (their records merged 3-way), account
@@ -286,17 +297,8 @@ class PlanBuilder {
       bool both_changed = under_etc(p) && m_options.keep_local_changes && oe && !same(*ee, *oe);
       op.save_local = (both_changed && ee->kind != tree::Kind::dir) || (ee->kind == tree::Kind::dir);
     }
-    if (ne.kind == tree::Kind::file && (op.action == Action::create || op.action == Action::replace)) {
-      for (const auto& c : ne.chunks) {
-        if (m_chunks_here.count(c.id)) {
-          op.local_bytes += c.size;
-        } else if (m_counted.insert(c.id).second) {
-          op.fetch_bytes += c.size;
-        }
-      }
-      m_plan.fetch_bytes += op.fetch_bytes;
-      m_plan.local_bytes += op.local_bytes;
-    }
+    if (ne.kind == tree::Kind::file && (op.action == Action::create || op.action == Action::replace))
+      count_bytes(op, m_chunks_here, m_counted, m_plan);
     count(op.action);
     m_plan.ops.push_back(std::move(op));
   }

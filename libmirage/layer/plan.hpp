@@ -14,12 +14,14 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "libmirage/layer/image.hpp"
 #include "libmirage/layer/rules.hpp"
+#include "libmirage/util/digest.hpp"
 
 namespace mirage::layer {
 
@@ -64,6 +66,12 @@ struct Plan {
   std::map<std::string, uint64_t> counts;  ///< per action name
 };
 nlohmann::json plan_json(const Plan& p, bool with_paths);
+
+using ChunkSet = std::unordered_set<util::Digest, util::DigestHash>;
+/// Counts a file write's bytes: its chunks found in `here` (the endpoint's own) as
+/// local, the others as fetched once each across the plan (`counted`); adds both to
+/// `plan`'s totals.
+void count_bytes(Op& op, const ChunkSet& here, ChunkSet& counted, Plan& plan);
 
 /// `e_records` are the endpoint's merge-driver files, parsed. `n` may be changed
 /// (its entries are translated when accounts are remapped).

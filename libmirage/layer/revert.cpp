@@ -96,21 +96,12 @@ class RevertPlanner {
   }
 
   void emit_writes() {
-    std::unordered_set<util::Digest, util::DigestHash> counted;
+    ChunkSet counted;
     std::vector<std::string> set_aside;
     for (const auto& [p, action] : m_writes) {
       const auto& se = m_s.at(p);
       Op op{action, p, se, false, "", 0, 0};
-      if (se.kind == tree::Kind::file && action != Action::metadata) {
-        for (const auto& c : se.chunks) {
-          if (m_chunks_here.count(c.id))
-            op.local_bytes += c.size;
-          else if (counted.insert(c.id).second)
-            op.fetch_bytes += c.size;
-        }
-        m_plan.fetch_bytes += op.fetch_bytes;
-        m_plan.local_bytes += op.local_bytes;
-      }
+      if (se.kind == tree::Kind::file && action != Action::metadata) count_bytes(op, m_chunks_here, counted, m_plan);
       // A file of E where S has a directory: the apply sets it aside as PATH.mirage-local
       // to make the directory; a revert does not keep it.
       auto ei = m_e.find(p);

@@ -18,8 +18,8 @@ namespace mirage::server {
 enum class Role : uint8_t { admin, image_manager, protection_manager, helpdesk, device, anonymous };
 /// What an order asks of its device: layers to apply (assign: base and apps; enforce:
 /// the layers it has, again; provision: a base, user apps removed, a new CVD), a
-/// snapshot now, or a revert to one of its snapshots.
-enum class OrderKind : uint8_t { assign, enforce, provision, snapshot, revert };
+/// snapshot now, a revert to one of its snapshots, or an OS migration to a new base.
+enum class OrderKind : uint8_t { assign, enforce, provision, snapshot, revert, migrate };
 /// What a revert puts back: the machine area (system, the default: the user area stays
 /// as it is), everything (full: what the snapshot lacks is removed too), or the user
 /// area only (user-data). The unprotected area is never touched.
@@ -43,11 +43,12 @@ struct EnumNames<Role> {
 template <>
 struct EnumNames<OrderKind> {
   static constexpr const char* what = "order type";
-  static constexpr std::array<std::pair<OrderKind, const char*>, 5> names = {{{OrderKind::assign, "assign"},
+  static constexpr std::array<std::pair<OrderKind, const char*>, 6> names = {{{OrderKind::assign, "assign"},
                                                                               {OrderKind::enforce, "enforce"},
                                                                               {OrderKind::provision, "provision"},
                                                                               {OrderKind::snapshot, "snapshot"},
-                                                                              {OrderKind::revert, "revert"}}};
+                                                                              {OrderKind::revert, "revert"},
+                                                                              {OrderKind::migrate, "migrate"}}};
 };
 template <>
 struct EnumNames<RevertMode> {

@@ -63,6 +63,8 @@ std::vector<std::string> target_devices(catalog::Catalog& cat, const Targets& ta
 std::vector<std::string> collection_members(catalog::Catalog& cat, const std::string& name);
 /// The stored layer NAME@VERSION (NAME: the newest); Error(not_found) otherwise.
 catalog::LayerRow resolve_layer(catalog::Catalog& cat, const std::string& ref);
+/// The newest version of each driver layer whose match fits the device's inventory.
+std::vector<catalog::LayerRow> matching_drivers(catalog::Catalog& cat, const catalog::Device& d);
 /// Checks that every object the tree `tree` reaches is stored, skipping what equals
 /// `previous` (already checked); Error(precondition, reason "incomplete") otherwise.
 void verify_closure(store::Repository& repo, const util::Digest& tree, const std::optional<util::Digest>& previous,
@@ -376,6 +378,7 @@ struct OrderRevert {
   std::string device;
   std::string snapshot;
   RevertMode mode;
+  std::string migration_id;  ///< a migration's rollback (migrate.rollback): named in the spec
   static OrderRevert parse(const Params& p);
 };
 /// Queues a revert of `p.device` to one of its snapshots in `cat`'s open transaction:
@@ -463,6 +466,30 @@ MigrateCheckReply migrate_check(Context& c, const MigrateCheck& p);
 /// migrate.reports: {"device_ids", "collections"}: the reports the last checks stored,
 /// in migrate.check's reply ("base" null); a device never checked has an error (not_found).
 MigrateCheckReply migrate_reports(Context& c, const Targets& p);
+
+/// migrate.start: {"device_ids", "collections", "base", "rules"?, "keep_old_root_days"?,
+/// "force"?, "dry_run"?}: queues a migration order per device (OrderKind::migrate): its
+/// spec names the new base and the drivers matching the device ("layers"), the layers it
+/// has now ("from_layers"), the app layers to recapture ("recapture": captured on the old
+/// base, not carried over), the rules (null: the shipped default), the migration id and
+/// how long /old-root/<id> is kept (2-60 days, default 10). The preflight runs first: a
+/// device with an inhibitor is refused (Error(precondition)) unless `force`. A dry run
+/// composes the orders and stores nothing.
+struct MigrateStart {
+  Targets targets;
+  std::string base;
+  nlohmann::json rules;  ///< null: the default
+  int keep_old_root_days = 10;
+  bool force = false;
+  bool dry_run = false;
+  static MigrateStart parse(const Params& p);
+};
+OrdersReply migrate_start(Context& c, const MigrateStart& p);
+/// migrate.rollback: {"device"}: queues the rollback of the device's latest migration: a
+/// revert (mode system) to the snapshot that protected the state before it, its spec
+/// naming the migration ("migration_id"). Error(not_found) when the device has no
+/// finished migration, Error(precondition) when it was rolled back already.
+OrdersReply migrate_rollback(Context& c, const DeviceId& p);
 
 // ---- fleet: policies, collections, volumes, events, GC, check (fleet.cpp) --------
 

@@ -16,7 +16,8 @@ namespace {
 
 std::string ref_of(const catalog::LayerRow& row) { return row.name + "@" + std::to_string(row.version); }
 
-/// The newest version of each driver layer whose match fits the device's inventory.
+}  // namespace
+
 std::vector<catalog::LayerRow> matching_drivers(catalog::Catalog& cat, const catalog::Device& d) {
   std::vector<catalog::LayerRow> out;
   for (const auto& row : cat.layers("")) {
@@ -29,6 +30,8 @@ std::vector<catalog::LayerRow> matching_drivers(catalog::Catalog& cat, const cat
   }
   return out;
 }
+
+namespace {
 
 /// The layers one device's new order names: for enforce, those it will have; else a
 /// new base replaces its base, apps join its app layers (replacing an earlier version
@@ -69,6 +72,28 @@ std::vector<catalog::LayerRow> choose_layers(catalog::Catalog& cat, const OrderC
     chosen.push_back(a);
   }
   return chosen;
+}
+
+/// A migration's steps as events ("migrate.<step>", each with its bytes moved), then
+/// "migrate.done" (the app layers to recapture), "migrate.failed" or "migrate.rolled_back".
+void migration_events(catalog::Catalog& cat, const catalog::Order& o, const std::string& state, const json& result) {
+  json base = {{"order_id", o.id}, {"migration_id", o.spec.value("migration_id", "")}};
+  bool rollback = o.spec.value("type", "") == name(OrderKind::revert);
+  for (const auto& step : result.value("steps", json::array())) {
+    json data = base;
+    data.update(step);
+    cat.add_event("migrate." + step.value("step", std::string("step")), o.device, data);
+  }
+  json data = base;
+  data["bytes_moved"] = result.value("wire_bytes", uint64_t(0));
+  if (state == name(OrderState::failed)) data["error"] = result.value("error", "");
+  if (!rollback && state == name(OrderState::done)) {
+    data["base"] = o.spec.value("base", "");
+    data["recapture"] = o.spec.value("recapture", json::array());
+    data["old_root"] = result.value("old_root", json::object());
+  }
+  cat.add_event(rollback && state == name(OrderState::done) ? std::string("migrate.rolled_back") : "migrate." + state,
+                o.device, data);
 }
 
 }  // namespace
@@ -117,9 +142,9 @@ OrdersReply compose_orders(catalog::Catalog& cat, const OrderCreate& p, const st
     if (!pending.empty()) current = pending.back().spec.value("layers", std::vector<std::string>{});
     json refs = json::array();
     for (const auto& row : choose_layers(cat, p, d, current, *r.warnings)) refs.push_back(ref_of(row));
-    // A revert queued stays: the help desk asked for it, and it runs in its turn.
+    // A revert or a migration queued stays: it was asked for, and it runs in its turn.
     for (const auto& o : pending)
-      if (o.spec.value("type", "") != name(OrderKind::revert))
+      if (o.spec.value("type", "") != name(OrderKind::revert) && o.spec.value("type", "") != name(OrderKind::migrate))
         cat.finish_order(o.id, name(OrderState::superseded), json::object());
     catalog::Order o;
     o.id = util::random_hex(8);
@@ -202,6 +227,7 @@ catalog::Order order_report(Context& c, const OrderReport& p) {
                  {"unique_bytes", result.value("apply", json::object()).value("bytes_fetched", uint64_t(0))},
                  {"spec", o->spec},
                  {"result", result}});
+  if (type == OrderKind::migrate || o->spec.contains("migration_id")) migration_events(cat, *o, state, result);
   if (done && type == OrderKind::provision) {
     int64_t cvd = cat.start_cvd(o->device, "provision order " + p.order_id);
     cat.add_event("cvd.started", o->device, {{"cvd", cvd}, {"order_id", p.order_id}});
@@ -232,6 +258,7 @@ catalog::Order compose_revert(catalog::Catalog& cat, const OrderRevert& p, const
   if (!snap || snap->device != p.device)
     throw Error(ErrorKind::not_found, "snapshot " + printable(p.snapshot, 100) + " of device " + p.device + ": not found");
   json spec = {{"type", OrderKind::revert}, {"snapshot_id", snap->id}, {"mode", p.mode}};
+  if (!p.migration_id.empty()) spec["migration_id"] = p.migration_id;
   // The layer state follows the machine area; user-data leaves both as they are.
   if (p.mode != RevertMode::user_data && snap->given.contains("layers")) {
     spec["given"] = {{"layers", snap->given["layers"]}, {"id_map", snap->given.value("id_map", json::object())}};

@@ -102,6 +102,8 @@ const std::vector<Method>& table() {
       row<order_report>(        "order.report",      dev,    no_anon, quiet,          device,   req,    all(k_admin)),
       row<order_pending>(       "order.pending",     dev,    no_anon, quiet,          parallel, req,    all(k_admin)),
       row<migrate_check>(       "migrate.check",     no_dev, no_anon, audit,          parallel, req,    all(k_admin)),
+      row<migrate_start>(       "migrate.start",     no_dev, no_anon, unless_dry_run, fleet,    req,    all(k_admin)),
+      row<migrate_rollback>(    "migrate.rollback",  no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
       row<migrate_reports>(     "migrate.reports",   no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<events_list>(         "events.list",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<events_report>(       "events.report",     no_dev, no_anon, quiet,          device,   req,    all(k_all)),

@@ -41,13 +41,15 @@ count_data() {
 # ratio A B: A / B with two decimals, "-" when B is 0.
 # unpack_bookworm ROOT: the debootstrap bookworm root the tests cache (made once by
 # tests/e2e/lib.sh's make_bookworm with the binaries of $build) unpacked into ROOT.
-unpack_bookworm() {
-  local root=$1 here tarball
+unpack_bookworm() { unpack_debian bookworm "$1"; }
+# unpack_debian SUITE ROOT: the same for another suite (trixie: the OS migration's new release).
+unpack_debian() {
+  local suite=$1 root=$2 here tarball
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-  tarball=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}/bookworm-minbase.tar
+  tarball=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}/$suite-minbase.tar
   if [ ! -s "$tarball" ]; then
-    echo "making the bookworm root once (tests/e2e/lib.sh make_bookworm)" >&2
-    ( export MIRAGE_BIN=$build; source "$here/../e2e/lib.sh"; make_bookworm "$root.tmp" ) >/dev/null
+    echo "making the $suite root once (tests/e2e/lib.sh make_debian)" >&2
+    ( export MIRAGE_BIN=$build; source "$here/../e2e/lib.sh"; make_debian "$suite" "$root.tmp" ) >/dev/null
     rm -rf "$root.tmp"
   fi
   mkdir -p "$root"

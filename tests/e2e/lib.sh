@@ -181,14 +181,18 @@ start_http_server() {
 # A bookworm minbase root in $1, made by debootstrap once and then unpacked from a
 # cached tarball (MIRAGE_TEST_CACHE, default /var/cache/mirage-tests). Skips (77) when
 # the mirror cannot be reached.
-make_bookworm() {
-  local dest=$1 cache=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}
-  local tarball="$cache/bookworm-minbase.tar"
+make_bookworm() { make_debian bookworm "$1"; }
+# A trixie minbase root in $1, cached the same way (the OS migration's new release).
+make_trixie() { make_debian trixie "$1"; }
+# make_debian SUITE DEST: a minbase root of SUITE, cached as SUITE-minbase.tar.
+make_debian() {
+  local suite=$1 dest=$2 cache=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests}
+  local tarball="$cache/$suite-minbase.tar"
   if [ ! -s "$tarball" ]; then
     local mirror=${MIRAGE_DEBIAN_MIRROR:-$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)}
     mirror=${mirror:-http://deb.debian.org/debian}
     mkdir -p "$cache"
-    if ! debootstrap --variant=minbase bookworm "$TEST_TMP/.bootstrap" "$mirror" >"$TEST_TMP/debootstrap.log" 2>&1; then
+    if ! debootstrap --variant=minbase "$suite" "$TEST_TMP/.bootstrap" "$mirror" >"$TEST_TMP/debootstrap.log" 2>&1; then
       tail -5 "$TEST_TMP/debootstrap.log" >&2
       skip "debootstrap could not reach $mirror"
     fi

@@ -5,7 +5,7 @@
 # exact finding codes, exits 5 when a device has an inhibitor and 0 when none has; the
 # server keeps each device's latest report and a collection is summarized. Also the
 # rules subcommand: the shipped default, a file checked (errors name the field), paths
-# explained; and the migration itself refused as not available yet.
+# explained; and a migration of a blocked device refused.
 source "$(dirname "$0")/lib.sh"
 need python3 openssl
 pki=$TEST_TMP/pki
@@ -151,9 +151,12 @@ printf '{"version":1,"components":[{"name":"all","action":"take-new","include":[
 expect_contains "$(cat "$TEST_TMP/explain.json")" '"component":"all"'
 expect_exit 2 mirage-migrate rules --default --check x
 
-# The migration itself is not there yet, and says so.
-expect_exit 2 mirage-migrate --device pc-clean --base trixie
-expect_contains "$ERR" "not available yet"
-expect_exit 2 mirage migrate --rollback --device pc-clean
-expect_contains "$ERR" "not available yet"
+# The migration (migrate-synthetic.sh carries one out): a blocked device is refused
+# without --force (exit 5) and nothing is queued; there is nothing to roll back (exit 3).
+expect_exit 5 mirage-migrate --device pc-risky --base trixie
+expect_contains "$ERR" "inhibitors"
+expect_exit 0 mirage-assign status --device pc-risky --output json
+expect_contains "$OUT" '"pending":[]'
+expect_exit 3 mirage migrate --rollback --device pc-clean
+expect_contains "$ERR" "no finished migration"
 echo ok

@@ -60,6 +60,8 @@ order.create|{"device_ids":["nodev"],"type":"enforce"}|A I H
 order.revert|{"device":"nodev","snapshot":"nosnap"}|A P H
 migrate.check|{"device_ids":["nodev"]}|A
 migrate.reports|{"device_ids":["nodev"]}|A I P H
+migrate.start|{"device_ids":["nodev"],"base":"b"}|A
+migrate.rollback|{"device_id":"nodev"}|A
 policy.list|{}|A I P H
 policy.assign|{"name":"nopolicy","device_ids":["nodev"]}|A P
 collection.list|{}|A I P H

@@ -1,47 +1,22 @@
 #include <doctest/doctest.h>
 
 #include "libmirage/layer/plan.hpp"
+#include "tests/unit/flat_entries.hpp"
 
 using namespace mirage;
 using namespace mirage::layer;
 
 namespace {
 
-tree::Entry dir() {
-  tree::Entry e;
-  e.kind = tree::Kind::dir;
-  e.mode = 0755;
-  return e;
-}
-
-tree::Entry file(uint8_t content, int64_t mtime = 1) {
-  tree::Entry e;
-  e.kind = tree::Kind::file;
-  e.mode = 0644;
-  e.size = 10;
-  e.mtime_ns = mtime;
-  util::Digest d;
-  d.bytes.fill(content);
-  e.chunks = {{d, 10}};
-  return e;
-}
+using test::image_of;
+using test::op_for;
+tree::Entry dir() { return test::dir_entry(); }
+tree::Entry file(uint8_t content, int64_t mtime = 1) { return test::file_entry(content, mtime); }
 
 Flat tree_of(std::initializer_list<std::pair<const std::string, tree::Entry>> files) {
   Flat f{{"/", dir()}, {"/etc", dir()}, {"/usr", dir()}, {"/usr/bin", dir()}, {"/home", dir()}, {"/home/u", dir()}};
   for (const auto& [p, e] : files) f[p] = e;
   return f;
-}
-
-Image image_of(Flat f) {
-  Image img;
-  img.entries = std::move(f);
-  return img;
-}
-
-const Op* op_for(const Plan& p, const std::string& path) {
-  for (const auto& op : p.ops)
-    if (op.path == path) return &op;
-  return nullptr;
 }
 
 }  // namespace

@@ -1,0 +1,56 @@
+#pragma once
+// The migration plan: what makes the endpoint E (on the old base O) into the new base N
+// with the migration rules (rules.hpp) deciding per path who wins. It starts from the
+// layer plan of O -> N over E (layer/plan.hpp: 3-way for /etc, records merged, account
+// clashes remapped, identity and user area never written) and then, per path, by
+// Rules::explain:
+//   keep-endpoint, keep-in-place   E's version stays wherever E has one (no write, no
+//                                  removal); N's is created only where E has none
+//   merge-3way, merge-records      the layer plan's 3-way outcome (PATH.mirage-local on
+//                                  conflict; records merged)
+//   take-new, not carried          N's version; a local change is not kept; a path only
+//                                  E has is removed (the old system keeps it under
+//                                  /old-root/<id>/, which the caller links first)
+// Identity paths the rules do not carry (the DSA host keys) are removed too. Ops are
+// ordered as the apply wants them: writes parents first, then removes children first.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "libmirage/layer/plan.hpp"
+#include "libmirage/migrate/rules.hpp"
+
+namespace mirage::migrate {
+
+/// One path's row in the report (and the dry run): what the plan does and why.
+struct PathDecision {
+  std::string path;
+  std::string op;         ///< the plan's action ("replace", "remove", "keep", ...)
+  std::string component;  ///< "" when no component claims it
+  std::string rule;       ///< the rules' action, or "not-carried"
+  std::string why;
+};
+void to_json(nlohmann::json& j, const PathDecision& d);
+
+struct MigrationPlan {
+  layer::Plan plan;                       ///< for layer::apply
+  std::vector<PathDecision> decisions;    ///< every path an op or a kept path concerns
+  std::vector<std::string> removed_identity;  ///< identity paths not carried (DSA keys)
+  /// Per package of the endpoint's or the new release's database: "install",
+  /// "upgrade", "downgrade" (to the new release's), "removed" (the old base had it, the
+  /// new one has not), "reinstall" (the user installed it: not in the old base).
+  std::vector<layer::PackageChange> packages;
+};
+
+/// `e_records`: the endpoint's merge-driver files, parsed. `n` may be changed (accounts
+/// remapped), as in layer::make_plan.
+MigrationPlan make_migration_plan(const layer::Image& o, layer::Image& n, const layer::Flat& e,
+                                  const std::map<std::string, layer::RecordSet>& e_records, const Rules& rules,
+                                  const layer::LayerRules& layer_rules);
+
+/// Whether the old system keeps `path` under /old-root/<id>/: every path of E but the
+/// root, the ones the rules keep in place and the layer rules' user area.
+bool goes_to_old_root(const Rules& rules, const layer::LayerRules& layer_rules, const std::string& path);
+
+}  // namespace mirage::migrate

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# The OS migration on small synthetic trees (no debootstrap): an endpoint on the "12"
+# base migrated to the "13" base by mirage-migrate. Checked: the preflight inhibitor
+# (DSA key) refuses without --force; the dry run lists per path the component, action
+# and why, and per package what happens, and changes nothing; kill -9 while linking
+# /old-root and during the apply's commit, then reruns finish the migration; after it:
+# the new release's files, the user area byte-identical, identity, fstab and the carried
+# settings kept, the DSA key gone and reported, the user's package reported, the old
+# system under /old-root/<id> (hard links), the user's package reported as not
+# reinstalled (no apt-get in the tree) with the reason, fewer bytes on the wire than the new big
+# file, the device given the new base, app layers reported for recapture, an event per
+# step. Rollback (killed once, rerun): the old system area back, a file the user made
+# after the migration kept, /old-root/<id> gone; a second rollback refused. Two
+# endpoints by --collection, --keep-old-root bounds, the retention removing an expired
+# /old-root.
+source "$(dirname "$0")/lib.sh"
+need python3
+T=$TEST_TMP
+json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin)
+for k in sys.argv[1].split("."): d = d[int(k)] if k.isdigit() else d[k]
+print(d if not isinstance(d,(dict,list)) else json.dumps(d))' "$1"; }
+
+mkroot() {  # ROOT VERSION: a tiny Debian-like system of release VERSION
+  local r=$1 v=$2
+  mkdir -p "$r"/{etc/ssh,etc/sudoers.d,etc/cron.d,etc/systemd/system/multi-user.target.wants,usr/bin,usr/share/doc/base}
+  mkdir -p "$r"/{var/lib/dpkg,home,root,srv,tmp,var/log,var/cache/apt}
+  chmod 1777 "$r/tmp"
+  printf 'root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n' >"$r/etc/passwd"
+  printf 'root:x:0:\ndaemon:x:1:\nsudo:x:27:\n' >"$r/etc/group"
+  printf 'root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n' >"$r/etc/shadow"; chmod 640 "$r/etc/shadow"
+  printf 'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: %s\n\n' "$v" >"$r/var/lib/dpkg/status"
+  printf 'Package: coreutils\nStatus: install ok installed\nArchitecture: amd64\nVersion: 9.%s\n\n' "$v" >>"$r/var/lib/dpkg/status"
+  echo "$v" >"$r/etc/debian_version"
+  printf 'PRETTY_NAME="Debian %s"\n' "$v" >"$r/etc/os-release"
+  printf '#!/bin/sh\necho ls %s\n' "$v" >"$r/usr/bin/ls"; chmod 755 "$r/usr/bin/ls"
+  printf 'sshd config %s\n' "$v" >"$r/etc/ssh/sshd_config"
+  printf 'site tuning %s\n' "$v" >"$r/etc/site.conf"
+  printf 'sudoers readme %s\n' "$v" >"$r/etc/sudoers.d/README"
+  printf 'ref-host\n' >"$r/etc/hostname"
+}
+
+old=$T/old; mkroot "$old" 12.8
+head -c 600000 /dev/urandom >"$old/usr/bin/big"; chmod 755 "$old/usr/bin/big"
+printf 'only in 12\n' >"$old/usr/share/doc/base/old-only.txt"
+mirage-capture base --root "$old" --name deb12 --output json >/dev/null
+new=$T/new; mkroot "$new" 13.1
+cp -a "$old/usr/bin/big" "$new/usr/bin/big"
+printf 'patch13' | dd of="$new/usr/bin/big" bs=1 seek=300000 conv=notrunc status=none
+printf 'only in 13\n' >"$new/usr/share/doc/base/new-only.txt"
+printf '_newsvc:x:990:990::/nonexistent:/usr/sbin/nologin\n' >>"$new/etc/passwd"
+printf '_newsvc:x:990:\n' >>"$new/etc/group"
+printf '_newsvc:!:20000::::::\n' >>"$new/etc/shadow"
+mirage-capture base --root "$new" --name deb13 --output json >/dev/null
+# An app layer captured on the old base: reported for recapture, not carried.
+after=$T/after; cp -a "$old" "$after"
+printf '#!/bin/sh\necho app\n' >"$after/usr/bin/app"; chmod 755 "$after/usr/bin/app"
+mirage-capture app --before-root "$old" --after-root "$after" --name tool --on-base deb12@1 --output json >/dev/null
+
+# The endpoint: the old base given, then a user, her files, an admin, settings, identity.
+ep=$T/ep; cp -a "$old" "$ep"
+printf 'ep-host\n' >"$ep/etc/hostname"
+printf 'ffffffffffffffffffffffffffffffff\n' >"$ep/etc/machine-id"
+printf 'UUID=1234 / ext4 defaults 0 1\n' >"$ep/etc/fstab"
+printf 'alice:x:1000:1000::/home/alice:/bin/sh\nadmin:x:1001:1001::/home/admin:/bin/sh\n' >>"$ep/etc/passwd"
+printf 'alice:x:1000:\nadmin:x:1001:\n' >>"$ep/etc/group"
+sed -i 's/^sudo:x:27:$/sudo:x:27:admin/' "$ep/etc/group"
+printf 'alice:!:19000:0:99999:7:::\nadmin:!:19000:0:99999:7:::\n' >>"$ep/etc/shadow"
+mkdir -p "$ep/home/alice/docs"; head -c 100000 /dev/urandom >"$ep/home/alice/docs/thesis.pdf"
+printf 'notes\n' >"$ep/home/alice/notes.txt"
+if [ "$(id -u)" = 0 ]; then chown -R 1000:1000 "$ep/home/alice"; fi
+printf 'ed25519 key\n' >"$ep/etc/ssh/ssh_host_ed25519_key"
+printf 'dsa key\n' >"$ep/etc/ssh/ssh_host_dsa_key"; printf 'dsa pub\n' >"$ep/etc/ssh/ssh_host_dsa_key.pub"
+mkdir -p "$ep/etc/NetworkManager/system-connections" "$ep/etc/cups" "$ep/var/spool/cron/crontabs" "$ep/usr/local/bin"
+printf '[connection]\nid=office\n' >"$ep/etc/NetworkManager/system-connections/office.nmconnection"
+chmod 600 "$ep/etc/NetworkManager/system-connections/office.nmconnection"
+printf '<Printer laser>\n</Printer>\n' >"$ep/etc/cups/printers.conf"
+printf '0 * * * * echo hi\n' >"$ep/var/spool/cron/crontabs/alice"
+printf '%%sudo ALL=(ALL) ALL\n' >"$ep/etc/sudoers.d/admins"; chmod 440 "$ep/etc/sudoers.d/admins"
+printf '[Service]\nExecStart=/usr/local/bin/tool\n' >"$ep/etc/systemd/system/local.service"
+ln -s /etc/systemd/system/local.service "$ep/etc/systemd/system/multi-user.target.wants/local.service"
+printf '#!/bin/sh\necho tool\n' >"$ep/usr/local/bin/tool"; chmod 755 "$ep/usr/local/bin/tool"
+printf 'site tuning LOCAL\n' >"$ep/etc/site.conf"
+printf 'user program\n' >"$ep/usr/bin/userprog"
+printf 'Package: userpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n' >>"$ep/var/lib/dpkg/status"
+printf 'cached\n' >"$ep/var/cache/apt/pkgcache.bin"
+cp -a "$ep/home/alice" "$T/alice-before"
+centralize_accepted "$ep" ep1 >/dev/null
+mirage-assign --device ep1 --base deb12@1 --app tool@1 --output json >/dev/null
+mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null
+listing "$ep" >"$T/ep-before"
+
+# The preflight finds the DSA key: the migration is refused without --force (exit 5).
+expect_exit 5 mirage-migrate check --device ep1 --base deb13 --output json
+expect_contains "$OUT" '"ssh.dsa-host-key"'
+expect_exit 5 mirage-migrate --device ep1 --base deb13 --output json
+expect_contains "$ERR" "inhibitors"
+expect_exit 2 mirage-migrate --device ep1 --output json
+expect_exit 2 mirage-migrate --device ep1 --base deb13 --keep-old-root 61
+expect_exit 3 mirage-migrate --device ep1 --base no-such --force
+
+# The dry run: per path and package, nothing changed, nothing queued.
+expect_exit 0 mirage-migrate --device ep1 --base deb13 --force --dry-run --output json
+python3 - "$OUT" <<'PY' || fail "dry run: $OUT"
+import json, sys
+r = json.loads(sys.argv[1])["orders"][0]["plan"]
+p = {d["path"]: d for d in r["paths"]}
+def is_(path, op, comp, action):
+    d = p[path]
+    assert (d["op"], d["component"], d["action"]) == (op, comp, action), d
+    assert d["why"], d
+is_("/etc/debian_version", "replace", "", "not-carried")
+is_("/usr/bin/userprog", "remove", "", "not-carried")
+is_("/etc/ssh/ssh_host_dsa_key", "remove", "", "not-carried")
+is_("/etc/site.conf", "replace", "", "not-carried")
+is_("/usr/share/doc/base/old-only.txt", "remove", "", "not-carried")
+is_("/usr/share/doc/base/new-only.txt", "create", "", "not-carried")
+assert "/etc/hostname" not in p or p["/etc/hostname"]["op"] == "keep", p.get("/etc/hostname")
+pk = {x["package"]: x for x in r["packages"]}
+assert pk["userpkg"]["change"] == "reinstall", pk
+assert pk["coreutils"]["change"] == "upgrade" and pk["coreutils"]["to"] == "9.13.1", pk
+assert r["removed_identity"] == ["/etc/ssh/ssh_host_dsa_key.pub", "/etc/ssh/ssh_host_dsa_key"] or \
+       sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r["removed_identity"]
+assert r["recapture"] == ["tool@1"], r["recapture"]
+assert 0 < r["fetch_bytes"] < 300000, r["fetch_bytes"]
+PY
+expect_exit 0 mirage-migrate --device ep1 --base deb13 --force --dry-run --output text
+expect_contains "$OUT" "not carried (identity): /etc/ssh/ssh_host_dsa_key"
+expect_contains "$OUT" "userpkg"
+listing "$ep" >"$T/ep-dry"
+diff -u "$T/ep-before" "$T/ep-dry" >&2 || fail "the dry run changed the endpoint"
+
+# Queued; the sync is killed while linking /old-root, then in the apply's commit.
+expect_exit 0 mirage-migrate --device ep1 --base deb13 --force --keep-old-root 5 --output json
+mid=$(json_get orders.0.spec.migration_id <<<"$OUT")
+[ -n "$mid" ] || fail "no migration id"
+expect_exit 99 env MIRAGE_TEST_CRASH_AT_LINK=5 mirage-centralize --root "$ep" --device-id ep1 --output json
+[ -d "$ep/old-root/$mid" ] || fail "the crash left no partial /old-root/$mid"
+[ "$(cat "$ep/etc/debian_version")" = 12.8 ] || fail "the system changed before the apply"
+expect_exit 99 env MIRAGE_TEST_CRASH_AT_STEP=3 mirage-centralize --root "$ep" --device-id ep1 --output json
+expect_exit 0 mirage-centralize --root "$ep" --device-id ep1 --output json
+expect_contains "$ERR" "finished"
+R=$OUT
+
+# The new release, the user's and the machine's own things kept.
+[ "$(cat "$ep/etc/debian_version")" = 13.1 ] || fail "debian_version: $(cat "$ep/etc/debian_version")"
+cmp "$ep/usr/bin/big" "$new/usr/bin/big" || fail "big is not the new release's"
+[ "$("$ep/usr/bin/ls")" = "ls 13.1" ] || fail "ls is not the new release's"
+grep -q 'Version: 9.13.1' "$ep/var/lib/dpkg/status" || fail "dpkg status is not the new release's"
+[ ! -e "$ep/usr/share/doc/base/old-only.txt" ] && [ -e "$ep/usr/share/doc/base/new-only.txt" ] || fail "docs"
+[ "$(cat "$ep/etc/site.conf")" = "site tuning 13.1" ] || fail "an unclaimed /etc file kept its local version"
+expect_same_tree "$T/alice-before" "$ep/home/alice"
+[ "$(cat "$ep/etc/hostname")" = ep-host ] || fail "hostname"
+grep -q ffffffff "$ep/etc/machine-id" || fail "machine-id"
+[ "$(cat "$ep/etc/fstab")" = "UUID=1234 / ext4 defaults 0 1" ] || fail "fstab"
+[ -e "$ep/etc/ssh/ssh_host_ed25519_key" ] || fail "ed25519 host key lost"
+[ ! -e "$ep/etc/ssh/ssh_host_dsa_key" ] && [ ! -e "$ep/etc/ssh/ssh_host_dsa_key.pub" ] || fail "DSA key carried"
+grep -q '^alice:x:1000:1000:' "$ep/etc/passwd" && grep -q '^admin:x:1001:' "$ep/etc/passwd" || fail "accounts"
+grep -q '^_newsvc:x:990:' "$ep/etc/passwd" || fail "the new release's system account is missing"
+grep -q '^sudo:x:27:admin$' "$ep/etc/group" || fail "sudo membership lost"
+[ -e "$ep/etc/NetworkManager/system-connections/office.nmconnection" ] || fail "NM connection"
+[ -e "$ep/etc/cups/printers.conf" ] && [ -e "$ep/var/spool/cron/crontabs/alice" ] || fail "printers/crontab"
+[ -e "$ep/etc/sudoers.d/admins" ] && [ "$(cat "$ep/etc/sudoers.d/README")" = "sudoers readme 13.1" ] || fail "sudoers.d"
+[ -L "$ep/etc/systemd/system/multi-user.target.wants/local.service" ] || fail "unit enablement"
+[ -x "$ep/usr/local/bin/tool" ] || fail "/usr/local"
+[ ! -e "$ep/usr/bin/userprog" ] && [ ! -e "$ep/etc/site.conf.mirage-local" ] || fail "not-carried files stayed"
+[ -e "$ep/var/cache/apt/pkgcache.bin" ] || fail "the unprotected area was touched"
+# The old system under /old-root/<id>: the same inodes (links), user area not there.
+o=$ep/old-root/$mid
+[ "$(cat "$o/etc/debian_version")" = 12.8 ] || fail "old-root debian_version"
+cmp "$o/usr/bin/big" "$old/usr/bin/big" && [ -e "$o/usr/bin/userprog" ] && [ -e "$o/etc/ssh/ssh_host_dsa_key" ] ||
+  fail "old-root lacks the old system"
+[ "$(cat "$o/etc/site.conf")" = "site tuning LOCAL" ] || fail "old-root lacks the local edit"
+[ ! -e "$o/home/alice" ] && [ ! -e "$o/usr/local" ] || fail "old-root holds the user area or /usr/local"
+[ "$(stat -c %h "$o/usr/share/doc/base/old-only.txt")" = 1 ] || fail "old-only doc not moved"
+python3 - "$R" "$mid" <<'PY' || fail "report: $R"
+import json, sys
+r = json.loads(sys.argv[1])["order"]
+assert r["migration_id"] == sys.argv[2] and r["base"] == "deb13@1", r
+assert sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r
+assert r["recapture"] == ["tool@1"], r["recapture"]
+assert r["old_root"]["path"] == "/old-root/" + sys.argv[2] and r["old_root"]["bytes"] > 600000, r["old_root"]
+assert r["old_root"]["keep_days"] == 5, r["old_root"]
+assert [s["step"] for s in r["steps"]] == ["protected", "images", "old_root", "applied", "packages", "hooks"], r["steps"]
+assert any(p["package"] == "userpkg" and p["change"] == "reinstall" for p in r["packages"]), r["packages"]
+# The tree has no apt-get: the user's package is reported by name with the reason.
+[u] = r["reinstalled"]
+assert u["package"] == "userpkg" and not u["installed"] and u["reason"].startswith("apt-get could not be run"), u
+PY
+# Bytes on the wire: the shared chunks of big were not sent (order event).
+expect_exit 0 mirage events --device ep1 --type migrate
+python3 - "$OUT" <<'PY' || fail "events: $OUT"
+import json, sys
+ev = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+kinds = [e["type"] for e in ev]
+for k in ["migrate.protected", "migrate.images", "migrate.old_root", "migrate.applied", "migrate.packages",
+          "migrate.hooks", "migrate.done"]:
+    assert k in kinds, (k, kinds)
+done = [e for e in ev if e["type"] == "migrate.done"][0]
+data = done.get("detail", done)
+assert data["recapture"] == ["tool@1"], data
+assert 0 < data["bytes_moved"] < 600000, data["bytes_moved"]
+assert all("bytes_moved" in e.get("detail", e) for e in ev if e["type"] != "migrate.check"), ev
+PY
+expect_exit 0 mirage-assign status --device ep1 --output json
+expect_contains "$OUT" '"deb13@1"'
+
+# Rollback: the old system area back; a file the user made after the migration stays.
+printf 'written after the migration\n' >"$ep/home/alice/after.txt"
+expect_exit 0 mirage-migrate --rollback --device ep1 --output json
+expect_exit 99 env MIRAGE_TEST_CRASH_AT_STEP=2 mirage-centralize --root "$ep" --device-id ep1 --output json
+expect_exit 0 mirage-centralize --root "$ep" --device-id ep1 --output json
+[ "$(cat "$ep/etc/debian_version")" = 12.8 ] || fail "rollback: debian_version $(cat "$ep/etc/debian_version")"
+cmp "$ep/usr/bin/big" "$old/usr/bin/big" && [ -e "$ep/usr/bin/userprog" ] && [ -e "$ep/etc/ssh/ssh_host_dsa_key" ] ||
+  fail "rollback: old system area not back"
+[ "$(cat "$ep/etc/site.conf")" = "site tuning LOCAL" ] || fail "rollback: local edit not back"
+[ "$(cat "$ep/home/alice/after.txt")" = "written after the migration" ] || fail "rollback lost the user's new file"
+[ ! -e "$ep/old-root/$mid" ] || fail "rollback left /old-root/$mid"
+expect_exit 0 mirage-assign status --device ep1 --output json
+expect_contains "$OUT" '"deb12@1"'
+expect_exit 0 mirage events --device ep1 --type migrate
+expect_contains "$OUT" '"type":"migrate.rolled_back"'
+expect_exit 5 mirage-migrate --rollback --device ep1
+expect_contains "$ERR" "rolled back already"
+expect_exit 2 mirage-migrate --rollback --device ep1 --base deb13
+
+# Two endpoints by --collection; the retention removes an expired /old-root.
+for n in 2 3; do
+  e=$T/ep$n; cp -a "$old" "$e"; printf 'host%s\n' "$n" >"$e/etc/hostname"
+  centralize_accepted "$e" ep$n >/dev/null
+done
+mirage collection create lab --device ep2 --device ep3 >/dev/null
+expect_exit 0 mirage-migrate --collection lab --base deb13 --keep-old-root 2 --output json
+[ "$(python3 -c 'import json,sys; print(len(json.load(sys.stdin)["orders"]))' <<<"$OUT")" = 2 ] || fail "collection: $OUT"
+for n in 2 3; do
+  mirage-centralize --root "$T/ep$n" --device-id ep$n --output json >/dev/null
+  [ "$(cat "$T/ep$n/etc/debian_version")" = 13.1 ] || fail "ep$n not migrated"
+  [ "$(cat "$T/ep$n/etc/hostname")" = host$n ] || fail "ep$n hostname"
+done
+state=$MIRAGE_HOME/endpoint/ep2/old-roots.json
+[ -f "$state" ] || fail "no retention record"
+python3 - "$state" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for v in d.values():
+    assert v["keep_days"] == 2, v
+    v["created_at"] -= 3 * 86400 * 10**9
+json.dump(d, open(sys.argv[1], "w"))
+PY
+ls "$T/ep2/old-root" | grep -q . || fail "ep2 has no /old-root"
+mirage-centralize --root "$T/ep2" --device-id ep2 --output json >/dev/null
+[ -z "$(ls "$T/ep2/old-root")" ] || fail "the expired /old-root was not removed"
+[ -n "$(ls "$T/ep3/old-root")" ] || fail "ep3's /old-root went too"
+echo ok

@@ -1,0 +1,139 @@
+#include <doctest/doctest.h>
+
+#include "libmirage/migrate/plan.hpp"
+#include "tests/unit/flat_entries.hpp"
+
+using namespace mirage;
+using namespace mirage::layer;
+
+namespace {
+
+using test::image_of;
+using test::op_for;
+tree::Entry dir() { return test::dir_entry(); }
+tree::Entry file(uint8_t content) { return test::file_entry(content); }
+
+Flat tree_of(std::initializer_list<std::pair<const std::string, tree::Entry>> files) {
+  Flat f{{"/", dir()},        {"/etc", dir()},       {"/etc/ssh", dir()},         {"/usr", dir()},
+         {"/usr/bin", dir()}, {"/home", dir()},      {"/home/u", dir()},          {"/etc/sudoers.d", dir()},
+         {"/usr/local", dir()}, {"/etc/cron.d", dir()}};
+  for (const auto& [p, e] : files) f[p] = e;
+  return f;
+}
+
+const migrate::PathDecision* decision(const migrate::MigrationPlan& p, const std::string& path) {
+  for (const auto& d : p.decisions)
+    if (d.path == path) return &d;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_SUITE_BEGIN("migrate::plan");
+
+TEST_CASE("the rules decide per path over the layer plan") {
+  auto o = image_of(tree_of({{"/usr/bin/ls", file(1)}, {"/usr/bin/old-only", file(2)}, {"/etc/site.conf", file(3)},
+                             {"/etc/sudoers.d/README", file(4)}, {"/etc/ssh/sshd_config", file(5)}}));
+  auto n = image_of(tree_of({{"/usr/bin/ls", file(11)}, {"/usr/bin/new-only", file(12)}, {"/etc/site.conf", file(13)},
+                             {"/etc/sudoers.d/README", file(14)}, {"/etc/ssh/sshd_config", file(15)}}));
+  auto e = tree_of({{"/usr/bin/ls", file(1)},
+                    {"/usr/bin/old-only", file(2)},
+                    {"/etc/site.conf", file(23)},  // changed here, and by the new release
+                    {"/etc/sudoers.d/README", file(4)},
+                    {"/etc/sudoers.d/admins", file(24)},
+                    {"/etc/ssh/sshd_config", file(25)},  // changed here only... and N changed it: not carried
+                    {"/etc/ssh/ssh_host_dsa_key", file(26)},
+                    {"/etc/ssh/ssh_host_ed25519_key", file(27)},
+                    {"/etc/hostname", file(28)},
+                    {"/etc/cron.d/local", file(29)},
+                    {"/usr/bin/userprog", file(30)},
+                    {"/usr/local/tool", file(31)},
+                    {"/home/u/thesis", file(32)},
+                    {"/etc/cups", dir()},
+                    {"/etc/cups/printers.conf", file(33)},  // carried
+                    {"/etc/cups/subscriptions.conf", file(34)},  // not
+                    {"/opt-like", dir()},
+                    {"/opt-like/x", file(35)}});
+  auto mp = migrate::make_migration_plan(o, n, e, {}, migrate::Rules::defaults(), LayerRules::defaults());
+  auto& plan = mp.plan;
+  CHECK(op_for(plan, "/usr/bin/ls")->action == Action::replace);
+  CHECK(op_for(plan, "/usr/bin/new-only")->action == Action::create);
+  CHECK(op_for(plan, "/usr/bin/old-only")->action == Action::remove);
+  // Not carried: the new release's version, the local one not kept beside it.
+  REQUIRE(op_for(plan, "/etc/site.conf"));
+  CHECK(op_for(plan, "/etc/site.conf")->action == Action::replace);
+  CHECK_FALSE(op_for(plan, "/etc/site.conf")->save_local);
+  CHECK(op_for(plan, "/etc/ssh/sshd_config")->action == Action::replace);
+  // Excluded from the sudoers component: the new release's README; the local rule stays.
+  CHECK(op_for(plan, "/etc/sudoers.d/README")->action == Action::replace);
+  CHECK_FALSE(op_for(plan, "/etc/sudoers.d/admins"));
+  CHECK(decision(mp, "/etc/sudoers.d/admins")->op == "keep");
+  CHECK(decision(mp, "/etc/sudoers.d/admins")->component == "sudoers");
+  // Identity: kept, but the DSA key goes (unconditional exclude) and is reported.
+  CHECK_FALSE(op_for(plan, "/etc/hostname"));
+  CHECK_FALSE(op_for(plan, "/etc/ssh/ssh_host_ed25519_key"));
+  REQUIRE(op_for(plan, "/etc/ssh/ssh_host_dsa_key"));
+  CHECK(op_for(plan, "/etc/ssh/ssh_host_dsa_key")->action == Action::remove);
+  CHECK(mp.removed_identity == std::vector<std::string>{"/etc/ssh/ssh_host_dsa_key"});
+  // The user's program is not carried (it stays under /old-root); /usr/local and the user
+  // area are never touched; a local cron job stays (3-way: the endpoint's own).
+  CHECK(op_for(plan, "/usr/bin/userprog")->action == Action::remove);
+  CHECK(decision(mp, "/usr/bin/userprog")->rule == "not-carried");
+  CHECK_FALSE(op_for(plan, "/usr/local/tool"));
+  CHECK_FALSE(op_for(plan, "/home/u/thesis"));
+  CHECK_FALSE(op_for(plan, "/etc/cron.d/local"));
+  // A directory that holds a carried path stays; one all of whose paths go, goes.
+  CHECK(op_for(plan, "/etc/cups/subscriptions.conf")->action == Action::remove);
+  CHECK_FALSE(op_for(plan, "/etc/cups/printers.conf"));
+  CHECK_FALSE(op_for(plan, "/etc/cups"));
+  CHECK(decision(mp, "/etc/cups")->op == "keep");
+  CHECK(op_for(plan, "/opt-like")->action == Action::remove);
+  CHECK(op_for(plan, "/opt-like/x")->action == Action::remove);
+  // Writes first (parents first), then removes (children first).
+  bool removing = false;
+  for (const auto& op : plan.ops) {
+    if (op.action == Action::remove) removing = true;
+    CHECK((op.action == Action::remove) == removing);
+  }
+  // Nothing of N's files is on E: every byte of ls, new-only, site.conf, README, sshd_config comes.
+  CHECK(plan.fetch_bytes == 50);
+}
+
+TEST_CASE("the old-root holds the system area, not the user area nor what stays in place") {
+  auto rules = migrate::Rules::defaults();
+  auto lr = LayerRules::defaults();
+  CHECK(migrate::goes_to_old_root(rules, lr, "/etc/passwd"));
+  CHECK(migrate::goes_to_old_root(rules, lr, "/usr/bin/ls"));
+  CHECK(migrate::goes_to_old_root(rules, lr, "/etc/ssh/ssh_host_dsa_key"));
+  CHECK_FALSE(migrate::goes_to_old_root(rules, lr, "/"));
+  CHECK_FALSE(migrate::goes_to_old_root(rules, lr, "/home"));
+  CHECK_FALSE(migrate::goes_to_old_root(rules, lr, "/home/u/thesis"));
+  CHECK_FALSE(migrate::goes_to_old_root(rules, lr, "/usr/local/bin/tool"));
+  CHECK_FALSE(migrate::goes_to_old_root(rules, lr, "/old-root/abc/etc"));
+}
+
+TEST_CASE("packages: upgrades, the new release's, the old base's dropped ones, the user's to reinstall") {
+  auto status = [](std::initializer_list<std::pair<const char*, const char*>> pkgs) {
+    RecordSet rs;
+    for (const auto& [name, version] : pkgs)
+      rs.push_back({std::string(name) + ":amd64", std::string("Package: ") + name + "\nArchitecture: amd64\nVersion: " +
+                                                      version + "\n\n"});
+    return rs;
+  };
+  auto o = image_of(tree_of({}));
+  auto n = image_of(tree_of({}));
+  o.records["/var/lib/dpkg/status"] = status({{"bash", "5.2-1"}, {"oldlib", "1.0"}});
+  n.records["/var/lib/dpkg/status"] = status({{"bash", "5.2.37-2"}, {"newlib", "2.0"}});
+  std::map<std::string, RecordSet> e_records{
+      {"/var/lib/dpkg/status", status({{"bash", "5.2-1"}, {"oldlib", "1.0"}, {"userpkg", "3.1"}})}};
+  auto mp = migrate::make_migration_plan(o, n, tree_of({}), e_records, migrate::Rules::defaults(), LayerRules::defaults());
+  std::map<std::string, std::string> change;
+  for (const auto& c : mp.packages) change[c.package] = c.change;
+  CHECK(change["bash"] == "upgrade");
+  CHECK(change["newlib"] == "install");
+  CHECK(change["oldlib"] == "removed");
+  CHECK(change["userpkg"] == "reinstall");
+  CHECK(change.size() == 4);
+}
+
+TEST_SUITE_END();
