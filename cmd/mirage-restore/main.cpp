@@ -324,6 +324,13 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
   tool::Progress bar(common, "restore");
   auto state = tool::ProgressState::of_bytes("restoring the minimal set", 0, 0);
   so.progress = [&](uint64_t bytes) {
+  std::filesystem::create_directories(file.parent_path(), ec);
+  // One streaming restore of a device at a time on this machine: two would write one
+  // status file (and fill one target twice).
+  util::PidLock lock(file.parent_path() / (device + ".lock"), [&](const std::string& holder) {
+    return "another streaming restore of device " + device + (holder.empty() ? "" : " (pid " + holder + ")") +
+           " is running on this machine (" + file.string() + "); wait for it, or stop it and run this again to go on";
+  });
     state.bytes = bytes;
     bar.update(state);
   };

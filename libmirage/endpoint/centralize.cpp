@@ -45,27 +45,14 @@ namespace {
 /// holds the holder's pid for the refusal's message.
 class SyncLock {
  public:
-  SyncLock(const fs::path& state_dir, const std::string& device) {
-    fs::path file = state_dir / "sync.lock";
-    m_fd = util::Fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!m_fd) throw_errno("open " + file.string());
-    if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno != EWOULDBLOCK) throw_errno("lock " + file.string());
-      char pid[32] = {};
-      ssize_t n = ::pread(m_fd.get(), pid, sizeof pid - 1, 0);
-      std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
-      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-      throw Error(ErrorKind::unavailable,
-                  "another mirage-centralize" + (holder.empty() ? "" : " (pid " + holder + ")") + " is syncing device " +
-                      device + " on the state directory " + state_dir.string() + "; try again when it has finished",
-                  "busy");
-    }
-    std::string pid = std::to_string(::getpid()) + "\n";
-    if (::ftruncate(m_fd.get(), 0) == 0) (void)!::pwrite(m_fd.get(), pid.data(), pid.size(), 0);
-  }
+  SyncLock(const fs::path& state_dir, const std::string& device)
+      : m_lock(state_dir / "sync.lock", [&](const std::string& holder) {
+          return "another mirage-centralize" + (holder.empty() ? "" : " (pid " + holder + ")") + " is syncing device " +
+                 device + " on the state directory " + state_dir.string() + "; try again when it has finished";
+        }) {}
 
  private:
-  util::Fd m_fd;
+  util::PidLock m_lock;
 };
 
 /// Registers the device (or refreshes its inventory); its state, "pending" when the

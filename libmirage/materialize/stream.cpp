@@ -161,13 +161,14 @@ StreamProgress Streamer::fill() {
     return a->entry.mtime_ns > b->entry.mtime_ns;
   });
   std::unique_ptr<ObjectSource> source;
-  m_fill_start = std::chrono::steady_clock::now();
+  m_bucket_time = std::chrono::steady_clock::now();
+  m_tokens = 0;
   for (size_t i = 0; i < order.size();) {
     // Small files go together (one fetch for many), as a plain restore batches them.
     std::vector<Item*> batch;
     uint64_t bytes = 0;
     for (; i < order.size() && batch.size() < k_batch_files; ++i) {
-      if (!batch.empty() && bytes + order[i]->entry.size > k_batch_bytes) break;
+      if (!batch.empty() && bytes + order[i]->entry.size > batch_bytes()) break;
       if (!claim(*order[i])) continue;
       batch.push_back(order[i]);
       bytes += order[i]->entry.size;
@@ -216,6 +217,7 @@ void Streamer::fill_batch(const std::vector<Item*>& items, ObjectSource& source)
     if (e.kind() == ErrorKind::unavailable) throw;
     fetched.clear();  // each file asks for its own, and a failure names it
   }
+    throttle(bytes, nullptr);  // before: the limit holds on the wire, not after a burst
   // Written all, made durable together (one syncfs, not an fsync a file), then unmarked.
   std::vector<std::pair<Item*, util::Fd>> written;
   for (Item* item : items) {
@@ -228,7 +230,6 @@ void Streamer::fill_batch(const std::vector<Item*>& items, ObjectSource& source)
     return;
   }
   for (auto& [item, fd] : written) finish_item(*item, fd.get());
-  throttle(bytes, nullptr);  // after: a read waiting on one of these is not held back
 }
 
 void Streamer::fill_item(Item& item, ObjectSource& source, bool background, const Records* fetched) {
@@ -322,7 +323,7 @@ void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool back
     if (!records) {  // a large file, or a read waits: its chunks a batch at a time
       std::vector<Digest> ids;
       uint64_t bytes = 0;
-      while (last < chunks.size() && (ids.empty() || bytes < k_batch_bytes)) {
+      while (last < chunks.size() && (ids.empty() || bytes + chunks[last].size <= (background ? batch_bytes() : k_batch_bytes))) {
         ids.push_back(chunks[last].id);
         bytes += chunks[last].size;
         ++last;
@@ -332,8 +333,8 @@ void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool back
       while (auto rec = reader.next()) own.emplace(rec->id, *rec);
       records = &own;
       for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
-      if (background) throttle(bytes, &item);
     } else {
+      if (background) throttle(bytes, &item);
       last = chunks.size();
       for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
     }
@@ -345,12 +346,25 @@ void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool back
 void Streamer::throttle(uint64_t bytes, Item* item) {
   if (!m_opts.bytes_per_second) return;
   std::unique_lock lock(m_mutex);
-  m_fill_bytes += bytes;
-  auto due = m_fill_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                std::chrono::duration<double>(double(m_fill_bytes) / double(m_opts.bytes_per_second)));
+  auto now = steady_clock::now();
+  double rate = double(m_opts.bytes_per_second);
+  m_tokens = std::min(double(batch_bytes()), m_tokens + duration<double>(now - m_bucket_time).count() * rate);
+  m_bucket_time = now;
+  m_tokens -= double(bytes);
+  if (m_tokens >= 0) return;
+  auto due = now + duration_cast<steady_clock::duration>(duration<double>(-m_tokens / rate));
   // Woken early when a read waits for this file: the fill yields to it by finishing the
+uint64_t Streamer::batch_bytes() const {
+  if (!m_opts.bytes_per_second) return k_batch_bytes;
+  return std::clamp<uint64_t>(m_opts.bytes_per_second / 4, 64u << 10, k_batch_bytes);
+}
+
+/// A token bucket: `bytes` are taken before they are fetched (a batch is at most a
+/// quarter of a second's worth, batch_bytes()); the bucket holds at most one batch, so a
+/// fill held back (reads served first) does not save up for a burst later.
   // file without its limit.
   m_changed.wait_until(lock, due, [&] { return m_stopping || (item && !item->waiting.empty()); });
+  using namespace std::chrono;
 }
 
 void Streamer::report() {

@@ -105,8 +105,8 @@ class Streamer {
   void finish_item(Item& item, int fd);
   void record_error(std::exception_ptr error);
   void write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched);
-  /// The background fill's rate limit: waits until `bytes` more are due (or a read of
-  /// `item` waits, or the stream stops).
+  /// The background fill's rate limit, taken before `bytes` are fetched: waits until
+  /// they are due (or a read of `item` waits, or the stream stops).
   void throttle(uint64_t bytes, Item* item);
   void listen();
   void serve_reads();
@@ -114,6 +114,8 @@ class Streamer {
 
   Options m_opts;
   std::optional<util::PreContentGroup> m_group;
+  /// The most the background fill asks for at once (smaller under a rate limit).
+  uint64_t batch_bytes() const;
   bool m_on_demand = false;  ///< every placeholder so far took the mark
   std::mutex m_report_mutex;  ///< one progress call at a time
   std::string m_why_not;
@@ -129,8 +131,8 @@ class Streamer {
   StreamProgress m_progress;
   std::vector<std::string> m_warnings;
   std::unique_ptr<ObjectSource> m_reader_source;
-  std::chrono::steady_clock::time_point m_fill_start;  ///< for the rate limit
-  uint64_t m_fill_bytes = 0;  ///< the on-demand filler's
+  std::chrono::steady_clock::time_point m_bucket_time;  ///< the rate limit's bucket, as of then
+  double m_tokens = 0;                                  ///< bytes it may fetch now (negative: owed)
   std::thread m_listener, m_reader;
 };
 
