@@ -79,7 +79,8 @@ tool::Common endpoint_common(const tool::Common& common_in, const std::string& d
 /// Crash tests (tests/e2e/crash-*, tests/bench/crash-campaign.sh) name a point in the
 /// environment; the sync dies there like kill -9 (exit 99, nothing flushed or unwound):
 /// MIRAGE_TEST_CRASH_BEFORE_COMMIT (any value), MIRAGE_TEST_CRASH_AT_STAGE=N and
-/// MIRAGE_TEST_CRASH_AT_STEP=N (before staging entry N, before commit step N of an apply).
+/// MIRAGE_TEST_CRASH_AT_STEP=N (before staging entry N, before commit step N of an apply),
+/// MIRAGE_TEST_CRASH_AT_FILL (any value: a streamed revert's placeholders in place, not filled).
 /// MIRAGE_TEST_HOLD_BEFORE_COMMIT=PREFIX holds the sync there instead (a concurrency test's
 /// gate): it creates PREFIX.held and waits up to 60 s for PREFIX.go.
 util::CrashHook crash_hook_from_env() {
@@ -92,17 +93,19 @@ util::CrashHook crash_hook_from_env() {
   bool at_commit = before_commit && *before_commit;
   auto stage = index_of("MIRAGE_TEST_CRASH_AT_STAGE");
   auto step = index_of("MIRAGE_TEST_CRASH_AT_STEP");
+  const char* fill_env = getenv("MIRAGE_TEST_CRASH_AT_FILL");
+  bool at_fill = fill_env && *fill_env;
   const char* hold_env = getenv("MIRAGE_TEST_HOLD_BEFORE_COMMIT");
   std::string hold = hold_env ? hold_env : "";
-  if (!at_commit && !stage && !step && hold.empty()) return nullptr;
-  return [at_commit, stage, step, hold](std::string_view point, size_t i) {
+  if (!at_commit && !stage && !step && !at_fill && hold.empty()) return nullptr;
+  return [at_commit, stage, step, at_fill, hold](std::string_view point, size_t i) {
     if (point == "before_commit" && !hold.empty()) {
       std::ofstream(hold + ".held").put('\n');
       for (int n = 0; n < 1200 && !std::filesystem::exists(hold + ".go"); ++n)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if ((point == "before_commit" && at_commit) || (point == "apply_stage" && stage == i) ||
-        (point == "apply_step" && step == i))
+        (point == "apply_step" && step == i) || (point == "stream_fill" && at_fill))
       ::_exit(99);
   };
 }

@@ -34,6 +34,7 @@ void to_json(json& j, const CentralizeResult& r) {
   }
   if (!r.order.is_null()) j["order"] = r.order;
   if (!r.protected_by.is_null()) j["protected_by"] = r.protected_by;
+  if (!r.stream.is_null()) j["stream"] = r.stream;
   if (!r.incomplete.empty()) j["incomplete"] = r.incomplete;
 }
 
@@ -176,6 +177,16 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   // An apply (or revert) a crash interrupted is finished or rolled back before anything else.
   std::string recovered = layer::recover(opts.root, opts.state_dir / "apply.journal");
   if (recovered != "none") util::warn("an interrupted layer apply was " + std::string(recovered == "resumed" ? "finished" : "rolled back"));
+  ApplyOrderOptions ao;
+  ao.root = opts.root;
+  ao.device_id = opts.device_id;
+  ao.state_dir = opts.state_dir;
+  ao.more_connections = opts.more_connections;
+  ao.progress = opts.apply_progress;
+  ao.crash_point = opts.crash_point;
+  // A streamed revert's fill cut short goes on before any scan (which would leave its
+  // placeholders out of the snapshot).
+  result.stream = fill_streamed(client, ao, policy);
   json next = client.call("order.next", {{"device_id", opts.device_id}});
   bool has_order = next.contains("order");
 
@@ -190,17 +201,11 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     report["order_id"] = order_id;
     result.order = report;
   } else if (has_order) {
-    ApplyOrderOptions ao;
-    ao.root = opts.root;
-    ao.device_id = opts.device_id;
-    ao.state_dir = opts.state_dir;
     ao.snapshot = result.snapshot;
-    ao.more_connections = opts.more_connections;
-    ao.progress = opts.apply_progress;
-    ao.crash_point = opts.crash_point;
-    if (next["order"]["spec"].value("type", "") == "revert")
+    if (next["order"]["spec"].value("type", "") == "revert") {
       result.order = revert_order(client, next, ao, policy);
-    else
+      result.stream = fill_streamed(client, ao, policy);  // the device is usable meanwhile
+    } else
       result.order = apply_order(client, next, ao);
     result.protected_by = result.snapshot;
     take_snapshot(client, opts, policy, false, result);  // the state after the apply
@@ -234,20 +239,6 @@ uint64_t restore_bytes(Client& client, const json& snapshot, const std::vector<s
                                   paths);
 }
 
-namespace {
-/// An object source over a connection of its own (a streaming restore's fillers).
-class OwnSource : public materialize::ObjectSource {
- public:
-  explicit OwnSource(std::unique_ptr<Client> client) : m_client(std::move(client)), m_source(object_source(*m_client, nullptr)) {}
-  std::vector<uint8_t> records(std::span<const Digest> ids) override { return m_source->records(ids); }
-  uint64_t bytes_received() const override { return m_source->bytes_received(); }
-
- private:
-  std::unique_ptr<Client> m_client;
-  std::unique_ptr<materialize::ObjectSource> m_source;
-};
-}  // namespace
-
 void to_json(json& j, const StreamResult& r) {
   j = {{"restore", r.stats}, {"fill", r.fill}, {"on_demand", r.on_demand}, {"usable_seconds", r.usable_seconds},
        {"seconds", r.seconds}};
@@ -260,7 +251,7 @@ StreamResult restore_streaming(Client& client, const json& snapshot, const std::
   auto start = std::chrono::steady_clock::now();
   materialize::Streamer::Options so;
   so.to = to;
-  so.source = [more_connections] { return std::make_unique<OwnSource>(more_connections()); };
+  so.source = [more_connections] { return own_source(more_connections()); };
   so.rank = [&options](const std::string& path, const tree::Entry&) { return options.policy.in_user_area(path) ? 0 : 1; };
   so.bytes_per_second = options.bytes_per_second;
   so.progress = options.fill_progress;

@@ -35,6 +35,13 @@ bool is_placeholder(int fd) {
   return ::fgetxattr(fd, k_placeholder_xattr, value, sizeof value) >= 0;
 }
 
+void make_placeholder_fd(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
+                         const Warn& warn) {
+  if (::ftruncate(fd, static_cast<off_t>(e.size)) != 0) throw_errno("size the placeholder of " + path);
+  mark_placeholder(fd, path);
+  set_metadata_fd(fd, dirfd, name, e, path, warn);
+}
+
 namespace {
 /// Verifies chunk `c` (from `records`) and appends it to `out`.
 void write_chunk(ContentWriter& out, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
@@ -210,6 +217,7 @@ void Streamer::fill_batch(const std::vector<Item*>& items, ObjectSource& source)
         ids.push_back(c.id);
         bytes += c.size;
       }
+    throttle(bytes, nullptr);  // before: the limit holds on the wire, not after a burst
     blob = source.records(ids);
     store::RecordReader reader(blob, "restore");
     while (auto rec = reader.next()) fetched.emplace(rec->id, *rec);
@@ -217,7 +225,6 @@ void Streamer::fill_batch(const std::vector<Item*>& items, ObjectSource& source)
     if (e.kind() == ErrorKind::unavailable) throw;
     fetched.clear();  // each file asks for its own, and a failure names it
   }
-    throttle(bytes, nullptr);  // before: the limit holds on the wire, not after a burst
   // Written all, made durable together (one syncfs, not an fsync a file), then unmarked.
   std::vector<std::pair<Item*, util::Fd>> written;
   for (Item* item : items) {
@@ -328,13 +335,13 @@ void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool back
         bytes += chunks[last].size;
         ++last;
       }
+      if (background) throttle(bytes, &item);
       auto blob = source.records(ids);
       store::RecordReader reader(blob, "restore " + item.path);
       while (auto rec = reader.next()) own.emplace(rec->id, *rec);
       records = &own;
       for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
     } else {
-      if (background) throttle(bytes, &item);
       last = chunks.size();
       for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
     }
@@ -343,8 +350,17 @@ void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool back
   out.finish();
 }
 
+uint64_t Streamer::batch_bytes() const {
+  if (!m_opts.bytes_per_second) return k_batch_bytes;
+  return std::clamp<uint64_t>(m_opts.bytes_per_second / 4, 64u << 10, k_batch_bytes);
+}
+
+/// A token bucket: `bytes` are taken before they are fetched (a batch is at most a
+/// quarter of a second's worth, batch_bytes()); the bucket holds at most one batch, so a
+/// fill held back (reads served first) does not save up for a burst later.
 void Streamer::throttle(uint64_t bytes, Item* item) {
   if (!m_opts.bytes_per_second) return;
+  using namespace std::chrono;
   std::unique_lock lock(m_mutex);
   auto now = steady_clock::now();
   double rate = double(m_opts.bytes_per_second);
@@ -354,17 +370,8 @@ void Streamer::throttle(uint64_t bytes, Item* item) {
   if (m_tokens >= 0) return;
   auto due = now + duration_cast<steady_clock::duration>(duration<double>(-m_tokens / rate));
   // Woken early when a read waits for this file: the fill yields to it by finishing the
-uint64_t Streamer::batch_bytes() const {
-  if (!m_opts.bytes_per_second) return k_batch_bytes;
-  return std::clamp<uint64_t>(m_opts.bytes_per_second / 4, 64u << 10, k_batch_bytes);
-}
-
-/// A token bucket: `bytes` are taken before they are fetched (a batch is at most a
-/// quarter of a second's worth, batch_bytes()); the bucket holds at most one batch, so a
-/// fill held back (reads served first) does not save up for a burst later.
   // file without its limit.
   m_changed.wait_until(lock, due, [&] { return m_stopping || (item && !item->waiting.empty()); });
-  using namespace std::chrono;
 }
 
 void Streamer::report() {

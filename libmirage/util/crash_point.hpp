@@ -10,7 +10,8 @@ namespace mirage::util {
 /// Called at a named point of a long operation with the point's step number (0 for a
 /// point that happens once). Points: "before_commit" (a sync's scan and upload done, its
 /// snapshot not yet committed), "apply_stage" (before staging entry N of a layer apply),
-/// "apply_step" (before commit step N). Empty means no crash points; a hook that
+/// "apply_step" (before commit step N), "stream_fill" (a streamed revert's placeholders in
+/// place, before their fill). Empty means no crash points; a hook that
 /// returns lets the operation go on.
 using CrashHook = std::function<void(std::string_view point, std::size_t index)>;
 
