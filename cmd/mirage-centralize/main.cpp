@@ -200,6 +200,12 @@ int sync_once(const tool::Common& common_in, const Options& o, std::string* stat
           << tool::human_bytes(ord["wire_bytes"].get<uint64_t>()) << " over the wire\n"
           << "  protected by snapshot " << doc["protected_by"]["snapshot_id"].get<std::string>() << "\n";
     }
+    if (doc.contains("stream") && doc["stream"]["fill"].value("files_total", uint64_t(0)) > 0) {  // a streamed revert's fill
+      const auto& f = doc["stream"]["fill"];
+      out << "filled " << f.value("files_done", uint64_t(0)) << " placeholders ("
+          << tool::human_bytes(f.value("bytes_done", uint64_t(0))) << "), " << f.value("on_demand", uint64_t(0))
+          << " first because a program read them\n";
+    }
   });
   // The snapshot is committed, but it is not the whole machine: say so in the status.
   if (!result.incomplete.empty()) throw Error(ErrorKind::failed, result.incomplete);

@@ -201,7 +201,7 @@ json fill_streamed(Client& client, const ApplyOrderOptions& opts, const policy::
   }
   if (stats.placeholders == 0) {  // filled, or the apply rolled back: nothing to do or report
     fs::remove(file);
-    return {{"files_done", 0}, {"files_total", 0}};
+    return {{"fill", materialize::StreamProgress{}}};
   }
   json snap = {{"device_id", opts.device_id}, {"snapshot_id", j.at("snapshot_id")}};
   auto report = [&](const std::string& stage, const materialize::StreamProgress& p) {
@@ -223,8 +223,7 @@ json fill_streamed(Client& client, const ApplyOrderOptions& opts, const policy::
   for (const auto& w : streamer.warnings()) util::warn(w);
   report("done", p);
   fs::remove(file);
-  json out = p;
-  out["on_demand"] = streamer.on_demand();
+  json out = {{"fill", p}, {"on_demand", streamer.on_demand()}};
   if (!streamer.on_demand()) out["on_demand_why_not"] = streamer.why_not();
   out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;

@@ -32,8 +32,8 @@ nlohmann::json revert_order(Client& client, const nlohmann::json& next, const Ap
 /// it); reports restore.usable and restore.done to the server; removes the journal once
 /// every one is filled. Nothing (and null) without a journal. A sync calls it after the
 /// revert and at its start, before any scan, so a fill cut short by kill -9 goes on and
-/// no snapshot is taken while placeholders it knows of are left. Returns the fill's
-/// progress, "on_demand" (and "on_demand_why_not"); a file it could not fill stays a
+/// no snapshot is taken while placeholders it knows of are left. Returns {"fill": its
+/// progress (stream.hpp), "on_demand", "on_demand_why_not", "seconds"}; a file it could not fill stays a
 /// placeholder, the journal stays, and the first error is thrown.
 nlohmann::json fill_streamed(Client& client, const ApplyOrderOptions& options, const policy::UploadPolicy& policy);
 

@@ -106,7 +106,8 @@ PY
 mv "$T/stream.json" "$st/stream.json"
 expect_exit 0 sync_ep
 [ -f "$st/stream.json" ] && fail "the stream journal is still there after the fill"
-[ "$(json_field stream.files_done "$OUT")" = 2 ] || fail "the sync's fill: $OUT"
+[ "$(json_field stream.fill.files_done "$OUT")" = 2 ] || fail "the sync's fill: $OUT"
+on_demand=$(json_field stream.on_demand "$OUT")  # fanotify pre-content events (Linux 6.14+)
 expect_same_tree "$T/at-s" "$ep"
 after=$(json_field snapshot.snapshot_id "$OUT")
 admin mirage-restore dump --device ep-s --snapshot "$after" /home/u/docs/thesis.pdf >"$T/thesis.dump"
@@ -127,7 +128,11 @@ for _ in $(seq 1 600); do  # the fill has its placeholders (and marks) once it r
 done
 is_placeholder "$ep/home/u/docs/thesis.pdf" || fail "no placeholders within 60 s: $(cat "$T/bg.err")"
 # data.bin is behind thesis.pdf (the user area's first): a read has it filled first.
-timeout 30 cmp "$T/at-s/opt/app/data.bin" "$ep/opt/app/data.bin" || fail "reading a placeholder gave the wrong bytes"
+if [ "$on_demand" = True ]; then
+  timeout 30 cmp "$T/at-s/opt/app/data.bin" "$ep/opt/app/data.bin" || fail "reading a placeholder gave the wrong bytes"
+else
+  echo "note: no fanotify pre-content events here: a read of a placeholder is not held (not tested)" >&2
+fi
 kill -9 $pid; wait $pid 2>/dev/null || true
 is_placeholder "$ep/home/u/docs/thesis.pdf" || fail "thesis.pdf was complete before the kill (the fill was too fast)"
 expect_exit 0 admin mirage-restore status --device ep-s --output json
