@@ -56,6 +56,21 @@ class SyncLock {
   util::PidLock m_lock;
 };
 
+/// A streamed revert's fill (revert.hpp: fill_streamed). One that fails (a chunk damaged
+/// in the store, say) does not hold the device's backups up: its files stay placeholders
+/// (left out of the snapshot, which is then incomplete), the journal stays and the next
+/// sync tries again; only a server that cannot be reached ends the sync.
+json fill_or_warn(Client& client, const ApplyOrderOptions& ao, const policy::UploadPolicy& policy) {
+  try {
+    return fill_streamed(client, ao, policy);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::unavailable) throw;
+    util::warn(std::string("a streamed revert's placeholders are not all filled: ") + e.what() +
+               " (they stay placeholders, left out of snapshots; the next sync tries again)");
+    return {{"fill", json::object()}, {"error", e.what()}};
+  }
+}
+
 /// Registers the device (or refreshes its inventory); its state, "pending" when the
 /// server refuses a pending device's credential, "reenroll" (with the server's message)
 /// when the device is enrolled and this machine lacks its credential.
@@ -186,7 +201,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   ao.crash_point = opts.crash_point;
   // A streamed revert's fill cut short goes on before any scan (which would leave its
   // placeholders out of the snapshot).
-  result.stream = fill_streamed(client, ao, policy);
+  result.stream = fill_or_warn(client, ao, policy);
   json next = client.call("order.next", {{"device_id", opts.device_id}});
   bool has_order = next.contains("order");
 
@@ -204,7 +219,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     ao.snapshot = result.snapshot;
     if (next["order"]["spec"].value("type", "") == "revert") {
       result.order = revert_order(client, next, ao, policy);
-      result.stream = fill_streamed(client, ao, policy);  // the device is usable meanwhile
+      result.stream = fill_or_warn(client, ao, policy);  // the device is usable meanwhile
     } else
       result.order = apply_order(client, next, ao);
     result.protected_by = result.snapshot;

@@ -6,9 +6,10 @@
 # place under the apply's journal, then fills them.
 # 1. The sync dies (as kill -9) once the placeholders are in place: the minimal set is
 #    complete, the placeholders are marked, and stream.json names them.
-# 2. A sync without that journal (the state lost): its snapshot leaves the placeholders
-#    out (incomplete, exit 1), never stores their zeros, and the files cache does not
-#    hold them either.
+# 2. A fill that fails (damaged chunks in the store) warns and leaves them marked, the
+#    journal kept, without holding the sync's snapshot up. A sync without that journal
+#    (the state lost): its snapshot leaves the placeholders out (incomplete, exit 1),
+#    never stores their zeros, and the files cache does not hold them either.
 # 3. The journal back, the next sync fills them before its scan: the tree is the
 #    snapshot's, no mark is left, and the snapshot after it holds the real bytes.
 # 4. Again with --bwlimit, killed with -9 during the fill: a program reading a
@@ -83,15 +84,36 @@ done
   || fail "the hardlinked pair are two placeholders"
 [ "$(stat -c %b "$ep/home/u/docs/thesis.pdf")" -lt 64 ] || fail "thesis.pdf's placeholder holds data"
 
-# 2. The stream journal lost: the snapshot leaves the placeholders out, never their zeros.
+# 2a. A fill that fails (a byte of the store's pack flipped: the placeholders' chunks do
+# not verify) does not hold the device's backup up: the sync warns, leaves them marked
+# and out of its snapshot (incomplete, exit 1), and keeps the journal for the next one.
+pack=$(find "$T/server/volumes" -name '*.pack' -printf '%s %p\n' | sort -rn | head -1 | cut -d' ' -f2)
+cp "$pack" "$T/pack.orig"
+python3 - "$pack" <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read())
+for at in range(len(data) // 4, len(data) - 4096, 65536):  # a byte in every 64 KB: each large file's chunks
+    data[at] ^= 0x55
+open(sys.argv[1], "wb").write(bytes(data))
+PY
+expect_exit 1 sync_ep
+expect_contains "$ERR" "placeholders are not all filled"
+[ -f "$st/stream.json" ] || fail "a failed fill dropped its journal"
+is_placeholder "$ep/home/u/docs/thesis.pdf" || fail "a file whose fill failed lost its mark"
+# The pack's first quarter (data.bin's chunks, uploaded before the thesis) was sound: filled.
+if ! is_placeholder "$ep/opt/app/data.bin"; then
+  cmp "$T/at-s/opt/app/data.bin" "$ep/opt/app/data.bin" || fail "data.bin lost its mark with the wrong bytes"
+fi
+cp "$T/pack.orig" "$pack"
+
+# 2b. The stream journal lost: the snapshot leaves the placeholders out, never their zeros.
 mv "$st/stream.json" "$T/stream.json"
 expect_exit 1 sync_ep
 python3 - "$OUT" <<'PY' || fail "the snapshot with placeholders: $OUT"
 import json, sys
 st = json.loads(sys.argv[1])["snapshot"]["stats"]
 bad = {u["path"]: u["reason"] for u in st["unreadable_entries"]}
-for p in ("/home/u/docs/thesis.pdf", "/opt/app/data.bin", "/opt/app/data.link"):
-    assert p in bad and "placeholder" in bad[p], (p, bad)
+assert "placeholder" in bad.get("/home/u/docs/thesis.pdf", ""), bad
 PY
 expect_exit 0 admin mirage-restore ls --device ep-s -R /home/u
 case "$OUT" in *thesis.pdf*) fail "a placeholder was stored in the snapshot: $OUT" ;; esac
@@ -99,14 +121,14 @@ case "$OUT" in *thesis.pdf*) fail "a placeholder was stored in the snapshot: $OU
 python3 - "$st/files.cache" <<'PY' || fail "the files cache names a placeholder"
 import sys
 data = open(sys.argv[1], "rb").read()
-assert b"thesis.pdf" not in data and b"data.bin" not in data
+assert b"thesis.pdf" not in data
 PY
 
 # 3. The journal back: the next sync fills the placeholders before it scans.
 mv "$T/stream.json" "$st/stream.json"
 expect_exit 0 sync_ep
 [ -f "$st/stream.json" ] && fail "the stream journal is still there after the fill"
-[ "$(json_field stream.fill.files_done "$OUT")" = 2 ] || fail "the sync's fill: $OUT"
+[ "$(json_field stream.fill.files_done "$OUT")" -ge 1 ] || fail "the sync's fill: $OUT"
 on_demand=$(json_field stream.on_demand "$OUT")  # fanotify pre-content events (Linux 6.14+)
 expect_same_tree "$T/at-s" "$ep"
 after=$(json_field snapshot.snapshot_id "$OUT")
