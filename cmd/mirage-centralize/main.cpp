@@ -79,7 +79,8 @@ tool::Common endpoint_common(const tool::Common& common_in, const std::string& d
 /// Crash tests (tests/e2e/crash-*, tests/bench/crash-campaign.sh) name a point in the
 /// environment; the sync dies there like kill -9 (exit 99, nothing flushed or unwound):
 /// MIRAGE_TEST_CRASH_BEFORE_COMMIT (any value), MIRAGE_TEST_CRASH_AT_STAGE=N and
-/// MIRAGE_TEST_CRASH_AT_STEP=N (before staging entry N, before commit step N of an apply).
+/// MIRAGE_TEST_CRASH_AT_STEP=N (before staging entry N, before commit step N of an apply),
+/// MIRAGE_TEST_CRASH_AT_FILL (any value: a streamed revert's placeholders in place, not filled).
 /// MIRAGE_TEST_HOLD_BEFORE_COMMIT=PREFIX holds the sync there instead (a concurrency test's
 /// gate): it creates PREFIX.held and waits up to 60 s for PREFIX.go.
 util::CrashHook crash_hook_from_env() {
@@ -93,17 +94,20 @@ util::CrashHook crash_hook_from_env() {
   auto stage = index_of("MIRAGE_TEST_CRASH_AT_STAGE");
   auto step = index_of("MIRAGE_TEST_CRASH_AT_STEP");
   auto link = index_of("MIRAGE_TEST_CRASH_AT_LINK");
+  const char* fill_env = getenv("MIRAGE_TEST_CRASH_AT_FILL");
+  bool at_fill = fill_env && *fill_env;
   const char* hold_env = getenv("MIRAGE_TEST_HOLD_BEFORE_COMMIT");
   std::string hold = hold_env ? hold_env : "";
-  if (!at_commit && !stage && !step && !link && hold.empty()) return nullptr;
-  return [at_commit, stage, step, link, hold](std::string_view point, size_t i) {
+  if (!at_commit && !stage && !step && !link && !at_fill && hold.empty()) return nullptr;
+  return [at_commit, stage, step, link, at_fill, hold](std::string_view point, size_t i) {
     if (point == "before_commit" && !hold.empty()) {
       std::ofstream(hold + ".held").put('\n');
       for (int n = 0; n < 1200 && !std::filesystem::exists(hold + ".go"); ++n)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if ((point == "before_commit" && at_commit) || (point == "apply_stage" && stage == i) ||
-        (point == "apply_step" && step == i) || (point == "migrate_link" && link == i))
+        (point == "apply_step" && step == i) || (point == "migrate_link" && link == i) ||
+        (point == "stream_fill" && at_fill))
       ::_exit(99);
   };
 }
@@ -197,6 +201,12 @@ int sync_once(const tool::Common& common_in, const Options& o, std::string* stat
           << tool::human_bytes(a["bytes_local"].get<uint64_t>()) << " from this device, "
           << tool::human_bytes(ord["wire_bytes"].get<uint64_t>()) << " over the wire\n"
           << "  protected by snapshot " << doc["protected_by"]["snapshot_id"].get<std::string>() << "\n";
+    }
+    if (doc.contains("stream") && doc["stream"]["fill"].value("files_total", uint64_t(0)) > 0) {  // a streamed revert's fill
+      const auto& f = doc["stream"]["fill"];
+      out << "filled " << f.value("files_done", uint64_t(0)) << " placeholders ("
+          << tool::human_bytes(f.value("bytes_done", uint64_t(0))) << "), " << f.value("on_demand", uint64_t(0))
+          << " first because a program read them\n";
     }
   });
   // The snapshot is committed, but it is not the whole machine: say so in the status.

@@ -228,6 +228,13 @@ int dump_to_stdout(const tool::Common& common, const Options& o, const std::stri
   return 0;
 }
 
+/// --bwlimit's value in bytes a second; Error(usage) naming the flag.
+uint64_t bwlimit_rate(const std::string& value) {
+  auto rate = tool::parse_size(value);
+  if (!rate || !*rate) throw Error(ErrorKind::usage, "--bwlimit " + value + ": expected a rate such as 20M (bytes a second)");
+  return *rate;
+}
+
 /// A revert's plan as a dry run prints it: the counts, the bytes, every path.
 void print_revert_plan(std::ostream& out, const json& p) {
   out << "would revert " << p["device_id"].get<std::string>() << " to snapshot " << p["snapshot_id"].get<std::string>()
@@ -251,13 +258,14 @@ void print_revert_plan(std::ostream& out, const json& p) {
 int revert(const tool::Common& common, const Options& o) {
   need_device(o);
   if (!o.paths.empty() || !o.to.empty()) throw Error(ErrorKind::usage, "--on-device takes no --path or --to");
-  // Not built yet: the sync that carries out a revert first takes a protecting snapshot, and
-  // after a kill -9 during a fill it (and the files cache) would read an unfilled placeholder
-  // as that file's content; refused rather than queued as a plain revert.
-  if (o.stream || !o.bwlimit.empty())
-    throw Error(ErrorKind::usage,
-                "--stream is not available with --on-device yet (a sync would read an unfilled placeholder as content): "
-                "revert without --stream, or stream a whole device into a mounted disk with --path / --to DIR --stream");
+  // --stream: the sync stages placeholders for what lies outside the minimal set and fills
+  // them after the revert (endpoint/revert.hpp); a whole-device revert only.
+  if (o.stream && o.mode != "full")
+    throw Error(ErrorKind::usage, "--stream with --on-device needs --mode full (a whole-device revert); --mode " + o.mode +
+                                      " reverts without it");
+  if (!o.bwlimit.empty() && !o.stream) throw Error(ErrorKind::usage, "--bwlimit is for --stream");
+  std::optional<uint64_t> rate;
+  if (!o.bwlimit.empty()) rate = bwlimit_rate(o.bwlimit);
   auto client = tool::connect(common);
   json snap = client::resolve_snapshot(client, o.device, o.snapshot);
   if (o.dry_run) {
@@ -265,7 +273,10 @@ int revert(const tool::Common& common, const Options& o) {
     tool::print(common, plan, [&](std::ostream& out) { print_revert_plan(out, plan); });
     return 0;
   }
-  json created = client.call("order.revert", {{"device", snap["device_id"]}, {"snapshot", snap["snapshot_id"]}, {"mode", o.mode}});
+  json params = {{"device", snap["device_id"]}, {"snapshot", snap["snapshot_id"]}, {"mode", o.mode}};
+  if (o.stream) params["stream"] = true;
+  if (rate) params["bwlimit"] = *rate;
+  json created = client.call("order.revert", params);
   json order = created.at("orders").at(0);
   int status = 0;
   if (o.wait) {
@@ -309,14 +320,17 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
   endpoint::StreamOptions so;
   json pol = client.call("policy.get", {{"device_id", snap["device_id"]}});
   so.policy = policy::UploadPolicy::from_json(pol.at("policy"));
-  if (!o.bwlimit.empty()) {
-    auto rate = tool::parse_size(o.bwlimit);
-    if (!rate || !*rate) throw Error(ErrorKind::usage, "--bwlimit " + o.bwlimit + ": expected a rate such as 20M (bytes a second)");
-    so.bytes_per_second = *rate;
-  }
+  if (!o.bwlimit.empty()) so.bytes_per_second = bwlimit_rate(o.bwlimit);
   const std::string device = snap["device_id"].get<std::string>();
   auto file = status_file(device);
   std::error_code ec;
+  std::filesystem::create_directories(file.parent_path(), ec);
+  // One streaming restore of a device at a time on this machine: two would write one
+  // status file (and fill one target twice).
+  util::PidLock lock(file.parent_path() / (device + ".lock"), [&](const std::string& holder) {
+    return "another streaming restore of device " + device + (holder.empty() ? "" : " (pid " + holder + ")") +
+           " is running on this machine (" + file.string() + "); wait for it, or stop it and run this again to go on";
+  });
   json status = {{"device_id", device}, {"snapshot_id", snap["snapshot_id"]}, {"time", snap["time"]},
                  {"to", std::filesystem::absolute(o.to, ec).lexically_normal().string()}, {"pid", ::getpid()},
                  {"stage", "minimal-set"}, {"started", util::rfc3339(util::now_ns())}};
@@ -597,7 +611,7 @@ int main(int argc, char** argv) {
   app.add_flag("--wait", o.wait, "With --on-device: wait until the device reports");
   app.add_option("--timeout", o.timeout, "Seconds --wait waits (default 3600)")->check(CLI::PositiveNumber);
   app.add_flag("--dry-run", o.dry_run, "With --on-device: print what would change");
-  app.add_flag("--stream", o.stream, "With --to: write the minimal set, make the rest\nplaceholders and fill them (reads first); usable\nearly (not with --on-device)");
+  app.add_flag("--stream", o.stream, "With --to or --on-device --mode full: the\nminimal set first, the rest placeholders filled\nafter (reads first); usable early");
   app.add_option("--bwlimit", o.bwlimit, "With --stream: the background fill's rate\n(bytes a second, K/M/G)");
   app.add_flag("--latest", o.latest, "With --on-device: the newest snapshot (as\n--snapshot latest, the default)")->needs(on_device)->excludes(snapshot_opt);
   auto* from = app.add_option("--from-device", o.from_device, "Replacement: --device takes over this\ndevice's CVD (history, layers, policy)")

@@ -324,7 +324,7 @@ std::vector<mount::Snapshot> list_snapshots(client::Client& client, const std::s
 class Session {
  public:
   Session(const MountOptions& o, const std::string& device_id, mount::Filesystem& fs) {
-    std::string opts = "ro,nodev,nosuid,default_permissions,fsname=mirage:" + device_id + ",subtype=mirage";
+    std::string opts = "ro,nodev,nosuid,default_permissions,fsname=" + mount::fsname(device_id) + ",subtype=mirage";
     if (o.allow_other) opts += ",allow_other";
     std::vector<std::string> argv = {"mirage-restore", "-o", opts};
     if (o.debug) argv.push_back("-d");

@@ -35,6 +35,7 @@ void to_json(json& j, const CentralizeResult& r) {
   }
   if (!r.order.is_null()) j["order"] = r.order;
   if (!r.protected_by.is_null()) j["protected_by"] = r.protected_by;
+  if (!r.stream.is_null()) j["stream"] = r.stream;
   if (!r.incomplete.empty()) j["incomplete"] = r.incomplete;
 }
 
@@ -46,28 +47,30 @@ namespace {
 /// holds the holder's pid for the refusal's message.
 class SyncLock {
  public:
-  SyncLock(const fs::path& state_dir, const std::string& device) {
-    fs::path file = state_dir / "sync.lock";
-    m_fd = util::Fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!m_fd) throw_errno("open " + file.string());
-    if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno != EWOULDBLOCK) throw_errno("lock " + file.string());
-      char pid[32] = {};
-      ssize_t n = ::pread(m_fd.get(), pid, sizeof pid - 1, 0);
-      std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
-      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-      throw Error(ErrorKind::unavailable,
-                  "another mirage-centralize" + (holder.empty() ? "" : " (pid " + holder + ")") + " is syncing device " +
-                      device + " on the state directory " + state_dir.string() + "; try again when it has finished",
-                  "busy");
-    }
-    std::string pid = std::to_string(::getpid()) + "\n";
-    if (::ftruncate(m_fd.get(), 0) == 0) (void)!::pwrite(m_fd.get(), pid.data(), pid.size(), 0);
-  }
+  SyncLock(const fs::path& state_dir, const std::string& device)
+      : m_lock(state_dir / "sync.lock", [&](const std::string& holder) {
+          return "another mirage-centralize" + (holder.empty() ? "" : " (pid " + holder + ")") + " is syncing device " +
+                 device + " on the state directory " + state_dir.string() + "; try again when it has finished";
+        }) {}
 
  private:
-  util::Fd m_fd;
+  util::PidLock m_lock;
 };
+
+/// A streamed revert's fill (revert.hpp: fill_streamed). One that fails (a chunk damaged
+/// in the store, say) does not hold the device's backups up: its files stay placeholders
+/// (left out of the snapshot, which is then incomplete), the journal stays and the next
+/// sync tries again; only a server that cannot be reached ends the sync.
+json fill_or_warn(Client& client, const ApplyOrderOptions& ao, const policy::UploadPolicy& policy) {
+  try {
+    return fill_streamed(client, ao, policy);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::unavailable) throw;
+    util::warn(std::string("a streamed revert's placeholders are not all filled: ") + e.what() +
+               " (they stay placeholders, left out of snapshots; the next sync tries again)");
+    return {{"fill", json::object()}, {"error", e.what()}};
+  }
+}
 
 /// Registers the device (or refreshes its inventory); its state, "pending" when the
 /// server refuses a pending device's credential, "reenroll" (with the server's message)
@@ -193,6 +196,16 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   migration_recovered(opts.state_dir, recovered);
   for (const auto& gone : expire_old_roots(opts.root, opts.state_dir, std::chrono::system_clock::now()))
     util::log(util::LogLevel::info, "removed /old-root/" + gone["migration_id"].get<std::string>() + " (its retention has passed)");
+  ApplyOrderOptions ao;
+  ao.root = opts.root;
+  ao.device_id = opts.device_id;
+  ao.state_dir = opts.state_dir;
+  ao.more_connections = opts.more_connections;
+  ao.progress = opts.apply_progress;
+  ao.crash_point = opts.crash_point;
+  // A streamed revert's fill cut short goes on before any scan (which would leave its
+  // placeholders out of the snapshot).
+  result.stream = fill_or_warn(client, ao, policy);
   json next = client.call("order.next", {{"device_id", opts.device_id}});
   bool has_order = next.contains("order");
 
@@ -207,17 +220,11 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     report["order_id"] = order_id;
     result.order = report;
   } else if (has_order) {
-    ApplyOrderOptions ao;
-    ao.root = opts.root;
-    ao.device_id = opts.device_id;
-    ao.state_dir = opts.state_dir;
     ao.snapshot = result.snapshot;
-    ao.more_connections = opts.more_connections;
-    ao.progress = opts.apply_progress;
-    ao.crash_point = opts.crash_point;
     const json& spec = next["order"]["spec"];
     if (spec.value("type", "") == "revert") {
       result.order = revert_order(client, next, ao, policy);
+      result.stream = fill_or_warn(client, ao, policy);  // the device is usable meanwhile
       old_root_rolled_back(opts.root, opts.state_dir, spec.value("migration_id", ""));
     } else if (spec.value("type", "") == "migrate") {
       result.order = migrate_order(client, next, ao);
@@ -256,20 +263,6 @@ uint64_t restore_bytes(Client& client, const json& snapshot, const std::vector<s
                                   paths);
 }
 
-namespace {
-/// An object source over a connection of its own (a streaming restore's fillers).
-class OwnSource : public materialize::ObjectSource {
- public:
-  explicit OwnSource(std::unique_ptr<Client> client) : m_client(std::move(client)), m_source(object_source(*m_client, nullptr)) {}
-  std::vector<uint8_t> records(std::span<const Digest> ids) override { return m_source->records(ids); }
-  uint64_t bytes_received() const override { return m_source->bytes_received(); }
-
- private:
-  std::unique_ptr<Client> m_client;
-  std::unique_ptr<materialize::ObjectSource> m_source;
-};
-}  // namespace
-
 void to_json(json& j, const StreamResult& r) {
   j = {{"restore", r.stats}, {"fill", r.fill}, {"on_demand", r.on_demand}, {"usable_seconds", r.usable_seconds},
        {"seconds", r.seconds}};
@@ -282,7 +275,7 @@ StreamResult restore_streaming(Client& client, const json& snapshot, const std::
   auto start = std::chrono::steady_clock::now();
   materialize::Streamer::Options so;
   so.to = to;
-  so.source = [more_connections] { return std::make_unique<OwnSource>(more_connections()); };
+  so.source = [more_connections] { return own_source(more_connections()); };
   so.rank = [&options](const std::string& path, const tree::Entry&) { return options.policy.in_user_area(path) ? 0 : 1; };
   so.bytes_per_second = options.bytes_per_second;
   so.progress = options.fill_progress;

@@ -37,6 +37,7 @@ struct CentralizeResult {
   nlohmann::json snapshot;  ///< the committed snapshot, when accepted (after an apply: the one after it)
   nlohmann::json order;         ///< the order carried out (its report), or pending hooks
   nlohmann::json protected_by;  ///< the pinned snapshot taken before the order
+  nlohmann::json stream;        ///< a streamed revert's fill (revert.hpp: fill_streamed), when one ran
   scan::ScanStats stats;
   /// Set when a committed snapshot left entries out (stats.unreadable of the first such
   /// one): "snapshot ID is incomplete: N entries could not be read (first: PATH: REASON)".

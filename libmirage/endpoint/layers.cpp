@@ -316,6 +316,7 @@ layer::ApplyResult apply_plan(const layer::Plan& plan, const layer::Flat& e, mat
   ao.root = opts.root;
   ao.journal = opts.state_dir / "apply.journal";
   ao.progress = opts.progress;
+  ao.placeholder = opts.placeholder;
   if (opts.crash_point) {
     ao.before_stage = [hook = opts.crash_point](size_t i) { hook("apply_stage", i); };
     ao.before_step = [hook = opts.crash_point](size_t i) { hook("apply_step", i); };

@@ -112,7 +112,9 @@ struct ApplyOrderOptions {
   nlohmann::json snapshot;  ///< the protecting snapshot just taken (its root is E)
   std::function<void(uint64_t, uint64_t)> progress;
   ConnectionFactory more_connections;
-  util::CrashHook crash_point;  ///< crash tests: called at "apply_stage" N and "apply_step" N
+  util::CrashHook crash_point;  ///< crash tests: called at "apply_stage" N and "apply_step" N (and "stream_fill" 0)
+  /// A streamed revert's choice of placeholders (layer::ApplyOptions::placeholder).
+  std::function<bool(const std::string&, const tree::Entry&)> placeholder;
 };
 /// Carries out `plan` from E with the journaled apply as an order does (its journal in the
 /// state directory, the crash hooks), warns its warnings, and records what it installed

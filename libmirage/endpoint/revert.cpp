@@ -1,11 +1,22 @@
 #include "libmirage/endpoint/revert.hpp"
 
-#include <chrono>
+#include <fcntl.h>
+#include <sys/stat.h>
 
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <set>
+#include <span>
+#include <unordered_set>
+
+#include "libmirage/endpoint/centralize.hpp"
 #include "libmirage/layer/revert.hpp"
 #include "libmirage/materialize/metadata.hpp"
+#include "libmirage/materialize/stream.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/fd.hpp"
+#include "libmirage/util/hex.hpp"
 #include "libmirage/util/log.hpp"
 
 namespace mirage::endpoint {
@@ -42,6 +53,40 @@ void revert_root(const fs::path& root, const layer::Flat& s, const layer::Flat& 
   materialize::set_metadata_fd(fd.get(), fd.get(), ".", want, root.string(), [](const std::string& m) { util::warn(m); });
 }
 
+fs::path stream_journal(const ApplyOrderOptions& opts) { return opts.state_dir / "stream.json"; }
+
+// Names are bytes (not always UTF-8, which JSON strings must be): hex in the journal.
+std::string name_out(const std::string& name) {
+  return util::to_hex(std::span(reinterpret_cast<const uint8_t*>(name.data()), name.size()));
+}
+
+/// For a streamed revert: which files of `plan` are staged as placeholders (outside the
+/// minimal set, and needing a chunk that E does not hold: what E holds is copied now,
+/// at disk speed), with stream.json naming them written before the apply starts.
+std::function<bool(const std::string&, const tree::Entry&)> stream_placeholders(
+    const json& spec, const layer::Plan& plan, const layer::Flat& e, const json& target, const ApplyOrderOptions& opts,
+    const policy::UploadPolicy& policy) {
+  auto here = std::make_shared<std::unordered_set<util::Digest, util::DigestHash>>();
+  for (const auto& [path, entry] : e)
+    if (entry.kind == tree::Kind::file)
+      for (const auto& c : entry.chunks) here->insert(c.id);
+  auto chosen = [here, &policy](const std::string& path, const tree::Entry& entry) {
+    if (policy.restore_first(path)) return false;
+    return std::any_of(entry.chunks.begin(), entry.chunks.end(), [&](const tree::ChunkRef& c) { return !here->count(c.id); });
+  };
+  json paths = json::array();  // a superset of the placeholders: the fill takes only those still marked
+  for (const auto& op : plan.ops)
+    if (op.entry.kind == tree::Kind::file && op.entry.size > 0 && chosen(op.path, op.entry)) paths.push_back(name_out(op.path));
+  util::AtomicFile out(stream_journal(opts), 0600);
+  out.write(json{{"snapshot_id", target.at("snapshot_id")},
+                 {"root", target.at("root")},
+                 {"bwlimit", spec.value("bwlimit", uint64_t(0))},
+                 {"paths", paths}}
+                .dump());
+  out.commit();
+  return chosen;
+}
+
 json carry_out(Client& client, const json& order, const ApplyOrderOptions& opts, const policy::UploadPolicy& policy) {
   auto start = std::chrono::steady_clock::now();
   const json& spec = order.at("spec");
@@ -54,7 +99,10 @@ json carry_out(Client& client, const json& order, const ApplyOrderOptions& opts,
   auto s = layer::flatten(cached, root_of(target));
   auto e = layer::flatten(cached, root_of(opts.snapshot));
   auto plan = layer::make_revert_plan(s, e, scope, policy);
-  auto result = apply_plan(plan, e, *source, opts);
+  ApplyOrderOptions ao = opts;
+  bool stream = spec.value("stream", false) && opts.more_connections;
+  if (stream) ao.placeholder = stream_placeholders(spec, plan, e, target, opts, policy);
+  auto result = apply_plan(plan, e, *source, ao);
   revert_root(opts.root, s, e, plan, scope);
   return {{"snapshot_id", snapshot_id},
           {"mode", layer::scope_name(scope)},
@@ -62,7 +110,31 @@ json carry_out(Client& client, const json& order, const ApplyOrderOptions& opts,
           {"apply", result},
           {"wire_bytes", source->bytes_received()},
           {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()},
-          {"protected_by", opts.snapshot["snapshot_id"]}};
+          {"protected_by", opts.snapshot["snapshot_id"]},
+          {"stream", stream}};
+}
+
+/// The file `path` below `root` when it is still the placeholder of `entry`: its
+/// directory's fd (opened without following a symlink), its name and (dev, inode).
+struct Marked {
+  util::Fd dir;
+  std::string name;
+  std::pair<dev_t, ino_t> inode;
+};
+std::optional<Marked> still_placeholder(const fs::path& root, const std::string& path, const tree::Entry& entry) {
+  try {
+    util::Fd dir = util::open_dir(root.string());
+    auto parts = tree::split_path(path);
+    for (size_t i = 0; i + 1 < parts.size(); ++i) dir = util::open_dir_at(dir.get(), parts[i], path);
+    util::Fd fd(::openat(dir.get(), parts.back().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != entry.size ||
+        !materialize::is_placeholder(fd.get()))
+      return std::nullopt;
+    return Marked{std::move(dir), parts.back(), {st.st_dev, st.st_ino}};
+  } catch (const Error&) {
+    return std::nullopt;  // gone, or no longer a directory on the way: nothing to fill
+  }
 }
 
 }  // namespace
@@ -89,6 +161,70 @@ json revert_order(Client& client, const json& next, const ApplyOrderOptions& opt
     report_failed(client, order_id, opts.device_id, e);
     throw;
   }
+}
+
+json fill_streamed(Client& client, const ApplyOrderOptions& opts, const policy::UploadPolicy& policy) {
+  fs::path file = stream_journal(opts);
+  std::error_code ec;
+  if (!fs::exists(file, ec)) return nullptr;
+  json j;
+  try {
+    j = json::parse(util::read_file(file));
+  } catch (const json::exception& e) {
+    throw Error(ErrorKind::integrity, "stream journal " + file.string() + ": " + e.what());
+  }
+  if (!opts.more_connections) throw Error(ErrorKind::usage, "filling placeholders needs connections of their own to the server");
+  auto start = std::chrono::steady_clock::now();
+  auto source = object_source(client, nullptr);
+  TreeCache trees(opts.state_dir / "trees.db");
+  CachingSource cached(*source, trees);
+  auto s = layer::flatten(cached, root_of(j));
+  materialize::Streamer::Options so;
+  so.to = opts.root;
+  so.source = [more = opts.more_connections] { return own_source(more()); };
+  so.rank = [&policy](const std::string& path, const tree::Entry&) { return policy.in_user_area(path) ? 0 : 1; };
+  so.bytes_per_second = j.value("bwlimit", uint64_t(0));
+  materialize::Streamer streamer(std::move(so));
+  std::set<std::pair<dev_t, ino_t>> seen;  // a hardlink group's placeholder is filled once
+  materialize::RestoreStats stats;
+  for (const auto& hex : j.at("paths")) {
+    auto bytes = util::from_hex(hex.get<std::string>());
+    if (!bytes) throw Error(ErrorKind::integrity, "stream journal " + file.string() + ": a name is not hex");
+    auto it = s.find(*bytes);
+    if (it == s.end() || it->second.kind != tree::Kind::file) continue;
+    auto marked = still_placeholder(opts.root, *bytes, it->second);
+    if (!marked || !seen.insert(marked->inode).second) continue;
+    streamer.add(marked->dir.get(), marked->name, *bytes, it->second);
+    stats.placeholders++;
+  }
+  if (stats.placeholders == 0) {  // filled, or the apply rolled back: nothing to do or report
+    fs::remove(file);
+    return {{"fill", materialize::StreamProgress{}}};
+  }
+  json snap = {{"device_id", opts.device_id}, {"snapshot_id", j.at("snapshot_id")}};
+  auto report = [&](const std::string& stage, const materialize::StreamProgress& p) {
+    try {  // the transaction log; the fill is not failed for it
+      stats.bytes = p.bytes_done;
+      stats.files = p.files_done;
+      stats.wire_bytes = p.wire_bytes;
+      report_restore(client, snap, {"/"}, opts.root, stats, stage, p.files_total - p.files_done, p.bytes_total - p.bytes_done);
+    } catch (const std::exception& e) {
+      util::warn(std::string("restore not logged: ") + e.what());
+    }
+  };
+  util::log(util::LogLevel::info, std::to_string(stats.placeholders) + " placeholders of the revert to fill" +
+                                      (streamer.on_demand() ? " (a program that reads one waits for it)"
+                                                            : "; " + streamer.why_not() + ": a program that reads one before it is filled sees zeros"));
+  report("usable", streamer.progress());
+  if (opts.crash_point) opts.crash_point("stream_fill", 0);
+  auto p = streamer.fill();
+  for (const auto& w : streamer.warnings()) util::warn(w);
+  report("done", p);
+  fs::remove(file);
+  json out = {{"fill", p}, {"on_demand", streamer.on_demand()}};
+  if (!streamer.on_demand()) out["on_demand_why_not"] = streamer.why_not();
+  out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return out;
 }
 
 json revert_dry_run(Client& client, const json& snapshot, const std::string& mode) {

@@ -26,6 +26,22 @@ nlohmann::json revert_order(Client& client, const nlohmann::json& next, const Ap
 /// is tried again on the next sync).
 void report_failed(Client& client, const std::string& order_id, const std::string& device, const Error& e);
 
+/// A streamed revert (the order's spec has "stream": true, and `options` has more
+/// connections): the files outside the minimal set (policy restore_first) that need
+/// bytes this device does not hold are staged as placeholders (materialize/stream.hpp)
+/// and renamed into place with the rest; STATE_DIR/stream.json names them (written
+/// before the apply), and fill_streamed() fills them after the order is reported.
+///
+/// Fills the placeholders a streamed revert left, as STATE_DIR/stream.json names them:
+/// the user area's newest first, a program's read first (fanotify, where the kernel has
+/// it); reports restore.usable and restore.done to the server; removes the journal once
+/// every one is filled. Nothing (and null) without a journal. A sync calls it after the
+/// revert and at its start, before any scan, so a fill cut short by kill -9 goes on and
+/// no snapshot is taken while placeholders it knows of are left. Returns {"fill": its
+/// progress (stream.hpp), "on_demand", "on_demand_why_not", "seconds"}; a file it could not fill stays a
+/// placeholder, the journal stays, and the first error is thrown.
+nlohmann::json fill_streamed(Client& client, const ApplyOrderOptions& options, const policy::UploadPolicy& policy);
+
 /// What a revert of `device` to `snapshot` (client::resolve_snapshot's JSON) in `mode`
 /// would change on the device as its latest snapshot has it: plan_json with every path,
 /// plus "device_id", "snapshot_id", "against_snapshot", "mode". Changes nothing.

@@ -66,7 +66,24 @@ class ProtocolSource : public materialize::ObjectSource {
   std::atomic<uint64_t> m_received{0};
 };
 
+/// An object source over a connection of its own.
+class OwnSource : public materialize::ObjectSource {
+ public:
+  explicit OwnSource(std::unique_ptr<Client> client)
+      : m_client(std::move(client)), m_source(std::make_unique<ProtocolSource>(*m_client, nullptr)) {}
+  std::vector<uint8_t> records(std::span<const Digest> ids) override { return m_source->records(ids); }
+  uint64_t bytes_received() const override { return m_source->bytes_received(); }
+
+ private:
+  std::unique_ptr<Client> m_client;
+  std::unique_ptr<materialize::ObjectSource> m_source;
+};
+
 }  // namespace
+
+std::unique_ptr<materialize::ObjectSource> own_source(std::unique_ptr<Client> client) {
+  return std::make_unique<OwnSource>(std::move(client));
+}
 
 std::unique_ptr<scan::ChunkSink> chunk_sink(Client& client, const std::string& device, ConnectionFactory more,
                                             size_t max_connections) {

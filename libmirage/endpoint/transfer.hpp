@@ -19,5 +19,8 @@ std::unique_ptr<scan::ChunkSink> chunk_sink(Client& client, const std::string& d
                                             size_t max_connections);
 /// Fetches through `client`; large batches through two further connections from `more`.
 std::unique_ptr<materialize::ObjectSource> object_source(Client& client, ConnectionFactory more);
+/// Fetches through `client` alone, which it owns (a streaming fill's threads, each on a
+/// connection of its own).
+std::unique_ptr<materialize::ObjectSource> own_source(std::unique_ptr<Client> client);
 
 }  // namespace mirage::endpoint

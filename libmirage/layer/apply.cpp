@@ -17,6 +17,7 @@
 
 #include "libmirage/materialize/content.hpp"
 #include "libmirage/materialize/metadata.hpp"
+#include "libmirage/materialize/stream.hpp"
 #include "libmirage/scan/scanner.hpp"
 #include "libmirage/store/record.hpp"
 #include "libmirage/util/bytes.hpp"
@@ -203,7 +204,14 @@ class Applier {
         off += c.size;
       }
     }
-    for (size_t i = 0; i < plan.ops.size(); ++i) m_op_index.emplace(plan.ops[i].path, i);
+    for (size_t i = 0; i < plan.ops.size(); ++i) {
+      const Op& op = plan.ops[i];
+      m_op_index.emplace(op.path, i);
+      bool write = op.action == Action::create || op.action == Action::replace;
+      if (opts.placeholder && write && op.entry.kind == tree::Kind::file && op.entry.size > 0 &&
+          opts.placeholder(op.path, op.entry))
+        m_placeholder.insert(i);
+    }
   }
 
   ApplyResult run() {
@@ -285,7 +293,7 @@ class Applier {
       std::set<Digest> paired;
       for (; end < files.size() && (bytes < k_fetch_batch || end == at); ++end) {
         const Op& op = m_plan.ops[files[end]];
-        if (op.entry.kind != tree::Kind::file || op.action == Action::merge) continue;
+        if (op.entry.kind != tree::Kind::file || op.action == Action::merge || m_placeholder.count(files[end])) continue;
         auto old = m_e.find(op.path);
         const tree::Entry* before = old != m_e.end() && old->second.kind == tree::Kind::file ? &old->second : nullptr;
         auto bases = before ? delta_bases(before->chunks, op.entry.chunks)
@@ -376,7 +384,7 @@ class Applier {
   void record_installed() {
     for (const auto& [i, tmp] : m_tmp) {
       const Op& op = m_plan.ops[i];
-      if (op.entry.kind != tree::Kind::file || op.action == Action::merge) continue;
+      if (op.entry.kind != tree::Kind::file || op.action == Action::merge || placeholder_or_link_to_one(i)) continue;
       m_dirs.trim();
       struct stat st;
       try {
@@ -391,6 +399,14 @@ class Applier {
                             static_cast<uint64_t>(st.st_ino)};
       m_result.installed.emplace_back(parent_path(op.path), scan::CachedFile{base_name(op.path), stamp, op.entry.chunks});
     }
+  }
+
+  /// A placeholder, or a hardlink staged to one (the same inode).
+  bool placeholder_or_link_to_one(size_t i) const {
+    if (m_placeholder.count(i)) return true;
+    if (!m_linked.count(i)) return false;
+    auto head = m_op_index.find(m_plan.ops[i].entry.link_group);
+    return head != m_op_index.end() && m_placeholder.count(head->second) > 0;
   }
 
   bool is_follower(const Op& op) {
@@ -431,6 +447,12 @@ class Applier {
     util::Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_errno("create " + op.path);
     tree::Entry entry = op.entry;
+    if (m_placeholder.count(i)) {  // its bytes come after the commit
+      materialize::make_placeholder_fd(fd.get(), dirfd, tmp, entry, op.path, warn);
+      m_result.written++;
+      m_result.placeholders.push_back(op.path);
+      return;
+    }
     if (op.action == Action::merge) {
       util::write_all(fd.get(), std::span(reinterpret_cast<const uint8_t*>(op.content.data()), op.content.size()), op.path);
       entry.mtime_ns = util::now_ns();
@@ -559,6 +581,7 @@ class Applier {
   std::unordered_map<std::string, size_t> m_op_index;  ///< plan op by path
   std::map<size_t, std::string> m_tmp;
   std::set<size_t> m_linked;
+  std::set<size_t> m_placeholder;  ///< ops staged as placeholders (ApplyOptions::placeholder)
   std::vector<uint8_t> m_buf;
   std::unordered_map<Digest, std::vector<uint8_t>, util::DigestHash> m_plain;  ///< rebuilt from deltas
   util::Fd m_open;
@@ -572,7 +595,7 @@ void to_json(json& j, const ApplyResult& r) {
   j = {{"written", r.written},         {"metadata", r.metadata},       {"removed", r.removed},
        {"merged", r.merged},           {"saved_local", r.saved_local}, {"kept_not_empty", r.kept_not_empty},
        {"linked", r.linked},           {"bytes_local", r.bytes_local}, {"bytes_fetched", r.bytes_fetched},
-       {"bytes_delta", r.bytes_delta},
+       {"bytes_delta", r.bytes_delta}, {"placeholders", r.placeholders.size()},
        {"warnings", r.warnings}};
 }
 

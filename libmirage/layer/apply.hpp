@@ -13,6 +13,8 @@
 // Recovery: a journal in "staging" is rolled back (temporaries removed, directories
 // made by the apply removed when empty); one in "commit" is carried to its end.
 // Every path is opened relative to directory fds with O_NOFOLLOW.
+// Streaming (ApplyOptions::placeholder): chosen files are staged as placeholders and
+// renamed into place like the rest; their content is the caller's to fill.
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -37,6 +39,11 @@ struct ApplyOptions {
   std::function<void(size_t)> before_step;
   /// Test hook: called before each entry is staged, with its index.
   std::function<void(size_t)> before_stage;
+  /// A streamed revert: a regular file (created or replaced, not empty, not merged) for
+  /// which this returns true is staged as a placeholder (materialize/stream.hpp: its final
+  /// size as a hole, its metadata, the mark) instead of being written; the caller fills
+  /// it after the commit (ApplyResult::placeholders). Hardlinks to it share it.
+  std::function<bool(const std::string& path, const tree::Entry&)> placeholder;
 };
 
 struct ApplyResult {
@@ -47,6 +54,8 @@ struct ApplyResult {
   /// Regular files put in place with their known chunks and stamps after the commit
   /// (dir path, file), so the next scan need not read them again.
   std::vector<std::pair<std::string, scan::CachedFile>> installed;
+  /// The paths staged as placeholders (never in `installed`: their bytes are not there).
+  std::vector<std::string> placeholders;
 };
 void to_json(nlohmann::json& j, const ApplyResult& r);
 

@@ -337,9 +337,7 @@ class Restorer {
     util::Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_errno("create " + path);
     try {
-      if (::ftruncate(fd.get(), static_cast<off_t>(e.size)) != 0) throw_errno("size the placeholder of " + path);
-      mark_placeholder(fd.get(), path);
-      set_metadata_fd(fd.get(), dirfd, tmp, e, path, [this](std::string m) { warn(std::move(m)); });
+      make_placeholder_fd(fd.get(), dirfd, tmp, e, path, [this](std::string m) { warn(std::move(m)); });
     } catch (...) {
       ::unlinkat(dirfd, tmp.c_str(), 0);
       throw;

@@ -35,6 +35,13 @@ bool is_placeholder(int fd) {
   return ::fgetxattr(fd, k_placeholder_xattr, value, sizeof value) >= 0;
 }
 
+void make_placeholder_fd(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
+                         const Warn& warn) {
+  if (::ftruncate(fd, static_cast<off_t>(e.size)) != 0) throw_errno("size the placeholder of " + path);
+  mark_placeholder(fd, path);
+  set_metadata_fd(fd, dirfd, name, e, path, warn);
+}
+
 namespace {
 /// Verifies chunk `c` (from `records`) and appends it to `out`.
 void write_chunk(ContentWriter& out, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
@@ -161,13 +168,14 @@ StreamProgress Streamer::fill() {
     return a->entry.mtime_ns > b->entry.mtime_ns;
   });
   std::unique_ptr<ObjectSource> source;
-  m_fill_start = std::chrono::steady_clock::now();
+  m_bucket_time = std::chrono::steady_clock::now();
+  m_tokens = 0;
   for (size_t i = 0; i < order.size();) {
     // Small files go together (one fetch for many), as a plain restore batches them.
     std::vector<Item*> batch;
     uint64_t bytes = 0;
     for (; i < order.size() && batch.size() < k_batch_files; ++i) {
-      if (!batch.empty() && bytes + order[i]->entry.size > k_batch_bytes) break;
+      if (!batch.empty() && bytes + order[i]->entry.size > batch_bytes()) break;
       if (!claim(*order[i])) continue;
       batch.push_back(order[i]);
       bytes += order[i]->entry.size;
@@ -209,6 +217,7 @@ void Streamer::fill_batch(const std::vector<Item*>& items, ObjectSource& source)
         ids.push_back(c.id);
         bytes += c.size;
       }
+    throttle(bytes, nullptr);  // before: the limit holds on the wire, not after a burst
     blob = source.records(ids);
     store::RecordReader reader(blob, "restore");
     while (auto rec = reader.next()) fetched.emplace(rec->id, *rec);
@@ -228,7 +237,6 @@ void Streamer::fill_batch(const std::vector<Item*>& items, ObjectSource& source)
     return;
   }
   for (auto& [item, fd] : written) finish_item(*item, fd.get());
-  throttle(bytes, nullptr);  // after: a read waiting on one of these is not held back
 }
 
 void Streamer::fill_item(Item& item, ObjectSource& source, bool background, const Records* fetched) {
@@ -322,17 +330,17 @@ void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool back
     if (!records) {  // a large file, or a read waits: its chunks a batch at a time
       std::vector<Digest> ids;
       uint64_t bytes = 0;
-      while (last < chunks.size() && (ids.empty() || bytes < k_batch_bytes)) {
+      while (last < chunks.size() && (ids.empty() || bytes + chunks[last].size <= (background ? batch_bytes() : k_batch_bytes))) {
         ids.push_back(chunks[last].id);
         bytes += chunks[last].size;
         ++last;
       }
+      if (background) throttle(bytes, &item);
       auto blob = source.records(ids);
       store::RecordReader reader(blob, "restore " + item.path);
       while (auto rec = reader.next()) own.emplace(rec->id, *rec);
       records = &own;
       for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
-      if (background) throttle(bytes, &item);
     } else {
       last = chunks.size();
       for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
@@ -342,12 +350,25 @@ void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool back
   out.finish();
 }
 
+uint64_t Streamer::batch_bytes() const {
+  if (!m_opts.bytes_per_second) return k_batch_bytes;
+  return std::clamp<uint64_t>(m_opts.bytes_per_second / 4, 64u << 10, k_batch_bytes);
+}
+
+/// A token bucket: `bytes` are taken before they are fetched (a batch is at most a
+/// quarter of a second's worth, batch_bytes()); the bucket holds at most one batch, so a
+/// fill held back (reads served first) does not save up for a burst later.
 void Streamer::throttle(uint64_t bytes, Item* item) {
   if (!m_opts.bytes_per_second) return;
+  using namespace std::chrono;
   std::unique_lock lock(m_mutex);
-  m_fill_bytes += bytes;
-  auto due = m_fill_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                std::chrono::duration<double>(double(m_fill_bytes) / double(m_opts.bytes_per_second)));
+  auto now = steady_clock::now();
+  double rate = double(m_opts.bytes_per_second);
+  m_tokens = std::min(double(batch_bytes()), m_tokens + duration<double>(now - m_bucket_time).count() * rate);
+  m_bucket_time = now;
+  m_tokens -= double(bytes);
+  if (m_tokens >= 0) return;
+  auto due = now + duration_cast<steady_clock::duration>(duration<double>(-m_tokens / rate));
   // Woken early when a read waits for this file: the fill yields to it by finishing the
   // file without its limit.
   m_changed.wait_until(lock, due, [&] { return m_stopping || (item && !item->waiting.empty()); });

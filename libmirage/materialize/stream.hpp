@@ -34,6 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "libmirage/materialize/metadata.hpp"
 #include "libmirage/materialize/restorer.hpp"
 #include "libmirage/store/record.hpp"
 #include "libmirage/tree/tree.hpp"
@@ -46,6 +47,11 @@ inline constexpr const char* k_placeholder_xattr = tree::k_placeholder_xattr;
 void mark_placeholder(int fd, const std::string& path);
 /// True when the open file `fd` carries the placeholder mark.
 bool is_placeholder(int fd);
+/// Makes the new, empty regular file `fd` (`name` in `dirfd`, at `path`) the placeholder
+/// of `e`: its final size as a hole, the mark, then its final metadata (the restorer's
+/// and a streamed revert's staging, layer/apply.hpp). Throws naming `path`.
+void make_placeholder_fd(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
+                         const Warn& warn);
 
 struct StreamProgress {
   uint64_t files_done = 0, files_total = 0, bytes_done = 0, bytes_total = 0;
@@ -105,9 +111,11 @@ class Streamer {
   void finish_item(Item& item, int fd);
   void record_error(std::exception_ptr error);
   void write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched);
-  /// The background fill's rate limit: waits until `bytes` more are due (or a read of
-  /// `item` waits, or the stream stops).
+  /// The background fill's rate limit, taken before `bytes` are fetched: waits until
+  /// they are due (or a read of `item` waits, or the stream stops).
   void throttle(uint64_t bytes, Item* item);
+  /// The most the background fill asks for at once (smaller under a rate limit).
+  uint64_t batch_bytes() const;
   void listen();
   void serve_reads();
   void report();
@@ -129,8 +137,8 @@ class Streamer {
   StreamProgress m_progress;
   std::vector<std::string> m_warnings;
   std::unique_ptr<ObjectSource> m_reader_source;
-  std::chrono::steady_clock::time_point m_fill_start;  ///< for the rate limit
-  uint64_t m_fill_bytes = 0;  ///< the on-demand filler's
+  std::chrono::steady_clock::time_point m_bucket_time;  ///< the rate limit's bucket, as of then
+  double m_tokens = 0;                                  ///< bytes it may fetch now (negative: owed)
   std::thread m_listener, m_reader;
 };
 

@@ -1,7 +1,9 @@
 #include "libmirage/mount/filesystem.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <future>
 #include <list>
 #include <map>
@@ -574,6 +576,20 @@ std::vector<std::string> date_names(const std::vector<Snapshot>& snapshots) {
     names.push_back(n == 0 ? name : name + "-" + std::to_string(n));
   }
   return names;
+}
+
+std::string fsname(const std::string& device_id) {
+  std::string out = "mirage:";
+  for (unsigned char c : device_id) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
 }
 
 }  // namespace mirage::mount

@@ -164,4 +164,10 @@ class Filesystem {
 /// The by-date names of `snapshots` (oldest first), in the same order (see the layout).
 std::vector<std::string> date_names(const std::vector<Snapshot>& snapshots);
 
+/// The mount's source name, "mirage:DEVICE", safe in a mount option list and in
+/// /proc/mounts: any byte of `device_id` (as the server sent it) other than a letter,
+/// digit, '-', '_', '.' or ':' is %XX (a ',' would start another option, "suid" say;
+/// a space or a newline would break the mount table's line).
+std::string fsname(const std::string& device_id);
+
 }  // namespace mirage::mount

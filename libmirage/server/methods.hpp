@@ -379,6 +379,8 @@ struct OrderRevert {
   std::string snapshot;
   RevertMode mode;
   std::string migration_id;  ///< a migration's rollback (migrate.rollback): named in the spec
+  bool stream = false;       ///< the minimal set first, placeholders filled after (spec "stream")
+  uint64_t bwlimit = 0;      ///< with stream: the fill's bytes a second (spec "bwlimit"; 0: none)
   static OrderRevert parse(const Params& p);
 };
 /// Queues a revert of `p.device` to one of its snapshots in `cat`'s open transaction:

@@ -243,6 +243,9 @@ OrderRevert OrderRevert::parse(const Params& p) {
   r.snapshot = p.text("snapshot");
   if (r.snapshot.size() > 128) throw Error(ErrorKind::usage, "snapshot '" + printable(r.snapshot, 100) + "': too long");
   r.mode = p.choice("mode", RevertMode::system);
+  r.stream = p.flag("stream");
+  r.bwlimit = static_cast<uint64_t>(p.integer("bwlimit", 0, 0, int64_t(1) << 50));
+  if (r.bwlimit && !r.stream) throw Error(ErrorKind::usage, "bwlimit is for a streamed revert (stream: true)");
   return r;
 }
 
@@ -259,6 +262,8 @@ catalog::Order compose_revert(catalog::Catalog& cat, const OrderRevert& p, const
     throw Error(ErrorKind::not_found, "snapshot " + printable(p.snapshot, 100) + " of device " + p.device + ": not found");
   json spec = {{"type", OrderKind::revert}, {"snapshot_id", snap->id}, {"mode", p.mode}};
   if (!p.migration_id.empty()) spec["migration_id"] = p.migration_id;
+  if (p.stream) spec["stream"] = true;
+  if (p.bwlimit) spec["bwlimit"] = p.bwlimit;
   // The layer state follows the machine area; user-data leaves both as they are.
   if (p.mode != RevertMode::user_data && snap->given.contains("layers")) {
     spec["given"] = {{"layers", snap->given["layers"]}, {"id_map", snap->given.value("id_map", json::object())}};

@@ -171,7 +171,10 @@ std::vector<catalog::Order> queue_content(Context& c, const catalog::Device& nw,
                                           const json& cvd_given) {
   auto& cat = c.cat();
   std::vector<catalog::Order> out;
-  OrderRevert revert{nw.id, "latest", mode == "full" ? RevertMode::full : RevertMode::user_data, ""};
+  OrderRevert revert;
+  revert.device = nw.id;
+  revert.snapshot = "latest";
+  revert.mode = mode == "full" ? RevertMode::full : RevertMode::user_data;
   out.push_back(compose_revert(cat, revert, c.by()));
   json layers = out.back().spec.contains("layers") ? out.back().spec["layers"] : cvd_given.value("layers", json::array());
   std::string base;

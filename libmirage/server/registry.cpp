@@ -106,7 +106,7 @@ const std::vector<Method>& table() {
       row<migrate_rollback>(    "migrate.rollback",  no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
       row<migrate_reports>(     "migrate.reports",   no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<events_list>(         "events.list",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
-      row<events_report>(       "events.report",     no_dev, no_anon, quiet,          device,   req,    all(k_all)),
+      row<events_report>(       "events.report",     dev,    no_anon, quiet,          device,   req,    all(k_all)),
       row<collection_list>(     "collection.list",   no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<collection_get>(      "collection.get",    no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<collection_set>(      "collection.set",    no_dev, no_anon, audit,          fleet,    req,    all(k_managers)),

@@ -1,6 +1,7 @@
 #include "libmirage/util/fd.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -135,6 +136,21 @@ void make_dirs(const std::filesystem::path& dir, mode_t mode) {
   }
   if (!std::filesystem::is_directory(dir, ec))
     throw Error(ErrorKind::not_found, "create directory " + dir.string() + ": a dangling symlink or not a directory");
+}
+
+PidLock::PidLock(const std::filesystem::path& file, const std::function<std::string(const std::string& holder)>& busy) {
+  m_fd = Fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!m_fd) throw_errno("open " + file.string());
+  if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) throw_errno("lock " + file.string());
+    char pid[32] = {};
+    ssize_t n = ::pread(m_fd.get(), pid, sizeof pid - 1, 0);
+    std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    throw Error(ErrorKind::unavailable, busy(holder), "busy");
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(m_fd.get(), 0) == 0) (void)!::pwrite(m_fd.get(), pid.data(), pid.size(), 0);
 }
 
 }  // namespace mirage::util

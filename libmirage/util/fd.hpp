@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include <filesystem>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -79,5 +80,17 @@ void fsync_dir(const std::filesystem::path& dir);
 /// Error(not_found) for a dangling symlink in the way, Error(permission) where this
 /// user may not create it.
 void make_dirs(const std::filesystem::path& dir, mode_t mode = 0700);
+
+/// An exclusive flock(2) on `file` (made 0600 when missing) that holds this process's
+/// pid, for as long as the object lives (one sync of a state directory, one streaming
+/// restore of a device). When another process holds it: Error(unavailable, `busy`'s
+/// message given the holder's pid or "", reason "busy"), exit 75.
+class PidLock {
+ public:
+  PidLock(const std::filesystem::path& file, const std::function<std::string(const std::string& holder)>& busy);
+
+ private:
+  Fd m_fd;
+};
 
 }  // namespace mirage::util

@@ -12,7 +12,8 @@
 #    of the restore then finishes the tree. The server heard the bytes left at "usable".
 # 3. A damaged or hostile status file: `status` says so (exit 0, the server's view
 #    still shown), never a JSON library's message, and a bogus pid is not "running".
-# 4. --stream or --bwlimit with --on-device or --from-device: refused, no order queued.
+# 4. --stream with --on-device but not --mode full, --bwlimit without --stream, --stream
+#    with --from-device: refused, no order queued.
 # 5. device.replace, device.reenroll and order.revert on a device's credential or none:
 #    refused; malformed and guessed fingerprints; a replaced device's sync and takeovers
 #    by or of a replaced device refused.
@@ -134,8 +135,8 @@ PY
 done
 
 # 4. --stream where nothing streams: refused, not ignored (a revert order queued).
-expect_exit 2 admin mirage-restore --device dev-a --on-device --mode full --stream
-expect_exit 2 admin mirage-restore --device dev-a --on-device --bwlimit 1M
+expect_exit 2 admin mirage-restore --device dev-a --on-device --stream  # --mode system: not a whole device
+expect_exit 2 admin mirage-restore --device dev-a --on-device --mode full --bwlimit 1M
 expect_exit 2 admin mirage-restore --device dev-b --from-device dev-a --stream
 expect_exit 0 admin mirage-assign status --device dev-a --output json
 python3 -c 'import json,sys; assert json.loads(sys.argv[1])["pending"] == [], sys.argv[1]' "$OUT" || fail "an order was queued: $OUT"

@@ -158,9 +158,10 @@ expect_exit 4 mirage-restore --ca-file "$pki/ca.pem" --device ep-r --snapshot "$
   --token "mdc_ep-r.$(tr -d "\n" <"$MIRAGE_HOME/endpoint/ep-r/credential")" --output json
 expect_exit 3 admin mirage-restore --device ep-r --snapshot ffffffffffffffff --on-device --output json
 expect_exit 2 admin mirage-restore --device ep-r --on-device --mode everything
-# A streamed revert is not built: refused, not queued as a plain one.
-expect_exit 2 admin mirage-restore --device ep-r --snapshot "$S" --on-device --mode full --stream
-expect_contains "$ERR" "not available with --on-device"
+# A streamed revert is a whole device's (revert-stream.sh): with --mode system it is
+# refused, not queued as a plain one.
+expect_exit 2 admin mirage-restore --device ep-r --snapshot "$S" --on-device --mode system --stream
+expect_contains "$ERR" "needs --mode full"
 [ "$(admin mirage-assign status --device ep-r --output json | json_field pending)" = "[]" ] || fail "--on-device --stream queued an order"
 expect_exit 2 admin mirage-restore --device ep-r --path / --to "$T/x" --wait
 echo ok

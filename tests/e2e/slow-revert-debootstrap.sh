@@ -8,6 +8,8 @@
 # --mode user-data: only the user area is S's. --mode full: the whole tree is S's. Then
 # kill -9 at chosen points of each mode's revert (staging, commit) and at a random time,
 # each followed by a sync: the device is as the mode says S's, and dpkg is consistent.
+# Last, a streamed full revert killed before its fill: usable (a shell, dpkg -s), then the
+# next sync completes it.
 source "$(dirname "$0")/lib.sh"
 need_root
 need debootstrap openssl python3 chroot timeout
@@ -121,4 +123,21 @@ crash_and_rerun system MIRAGE_TEST_CRASH_AT_STAGE=1
 crash_and_rerun user-data MIRAGE_TEST_CRASH_AT_STEP=$((RANDOM % 3))
 crash_and_rerun full MIRAGE_TEST_CRASH_AT_STEP=$((RANDOM % 4))
 crash_and_rerun full random
+
+# A streamed full revert (--stream): the sync dies once the minimal set is written and
+# the rest are placeholders; the chroot then runs a shell and dpkg -s works, the user's
+# lost files are marked placeholders of their size; the next sync fills them first and
+# the whole tree is S's.
+change_machine; change_user
+rm -rf "$ep/home/alice/docs"
+admin mirage-restore --device ep-deb --snapshot "$S" --on-device --mode full --stream --output json >/dev/null
+expect_exit 99 env MIRAGE_TEST_CRASH_AT_FILL=1 mirage-centralize --ca-file "$pki/ca.pem" --root "$ep" --device-id ep-deb \
+  --output json
+chroot "$ep" /bin/sh -c 'dpkg -s coreutils >/dev/null && ls / >/dev/null' || fail "the minimal set does not run a shell, ls and dpkg -s"
+python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder", follow_symlinks=False)' \
+  "$ep/home/alice/docs/thesis.pdf" || fail "thesis.pdf is not a placeholder after the streamed revert's apply"
+[ "$(stat -c %s "$ep/home/alice/docs/thesis.pdf")" = 1000000 ] || fail "thesis.pdf's placeholder is not of its size"
+expect_exit 0 sync_ep
+expect_same_tree "$T/at-s" "$ep" "${unprotected[@]}"
+dpkg_ok "full --stream"
 echo ok

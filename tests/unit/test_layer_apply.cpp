@@ -11,6 +11,8 @@
 
 #include "libmirage/layer/apply.hpp"
 #include "libmirage/layer/revert.hpp"
+#include "libmirage/materialize/stream.hpp"
+#include "libmirage/util/fd.hpp"
 #include "tests/unit/memory_source.hpp"
 
 using namespace mirage;
@@ -122,3 +124,51 @@ TEST_CASE("a directory the revert writes into swapped for a symlink: refused, no
 }
 
 TEST_SUITE_END();
+
+// A streamed revert: the files the caller picks are staged as placeholders (the final
+// size as a hole, the metadata, the mark), renamed into place like the rest, fetch
+// nothing, and never reach `installed` (the files cache would take the hole as the file).
+// A hardlink to one shares its inode; a file not picked is written whole.
+TEST_CASE("a streamed apply stages the picked files as placeholders, fetches none of their bytes") {
+  fs::path root = fs::temp_directory_path() / ("mirage-apply-ph-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "home/u");
+  fs::create_directories(root / "etc");
+  testing::MemorySource source;
+  std::string big(300000, 'b');
+  auto doc = source.file("doc", big, 5'000'000'000);
+  doc.name.clear();
+  doc.mode = 0640;
+  doc.link_group = "/home/u/doc";
+  auto link = doc;
+  auto conf = source.file("conf", "minimal set");
+  conf.name.clear();
+  layer::Flat s{{"/", dir()},         {"/etc", dir()},       {"/home", dir()},
+                {"/home/u", dir()},   {"/etc/conf", conf},   {"/home/u/doc", doc},
+                {"/home/u/doc2", link}};
+  layer::Flat e{{"/", dir()}, {"/etc", dir()}, {"/home", dir()}, {"/home/u", dir()}};
+  auto plan = layer::make_revert_plan(s, e, layer::RevertScope::full, policy::UploadPolicy::defaults());
+  layer::ApplyOptions ao;
+  ao.root = root;
+  ao.journal = root.string() + ".journal";
+  ao.placeholder = [](const std::string& path, const tree::Entry&) { return path.rfind("/home/", 0) == 0; };
+  auto r = layer::apply(plan, e, source, ao);
+  CHECK(r.placeholders == std::vector<std::string>{"/home/u/doc"});
+  CHECK(source.asked == 1);  // /etc/conf's chunk only
+  struct stat st, st2;
+  REQUIRE(::stat((root / "home/u/doc").c_str(), &st) == 0);
+  REQUIRE(::stat((root / "home/u/doc2").c_str(), &st2) == 0);
+  CHECK(st.st_size == 300000);
+  CHECK((st.st_mode & 07777) == 0640);
+  CHECK(st.st_mtim.tv_sec == 5);
+  CHECK(st.st_blocks < 16);  // a hole
+  CHECK(st.st_ino == st2.st_ino);
+  util::Fd fd(::open((root / "home/u/doc").c_str(), O_RDONLY | O_CLOEXEC));
+  CHECK(materialize::is_placeholder(fd.get()));
+  std::ifstream in(root / "etc/conf");
+  CHECK(std::string((std::istreambuf_iterator<char>(in)), {}) == "minimal set");
+  for (const auto& [dir_path, file] : r.installed) CHECK(dir_path != "/home/u");
+  CHECK(r.installed.size() == 1);
+  CHECK(!fs::exists(ao.journal));
+  fs::remove_all(root);
+}

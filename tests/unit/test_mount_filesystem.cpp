@@ -381,3 +381,11 @@ TEST_CASE("hardlink group sizes are counted once per directory object, shared be
   CHECK(src.asked.size() - after_first <= 2);
   CHECK(fs.lookup(a2.st_ino, "h3").st_nlink == 3);
 }
+
+TEST_CASE("mount: the source name escapes what would break the mount options or /proc/mounts") {
+  CHECK(mount::fsname("ep-1.lab:7_x") == "mirage:ep-1.lab:7_x");
+  // A server that sends a device id with a comma must not add a mount option (suid, dev).
+  CHECK(mount::fsname("x,suid,dev") == "mirage:x%2Csuid%2Cdev");
+  CHECK(mount::fsname("a b\nc%") == "mirage:a%20b%0Ac%25");
+  CHECK(mount::fsname(std::string("\xff=", 2)) == "mirage:%FF%3D");
+}

@@ -139,13 +139,15 @@ TEST_CASE("opening a missing data directory without create is not_found") {
 
 namespace {
 
-/// Stores a one-file tree whose file is `chunks` and commits a snapshot of it for
-/// device "d"; returns the snapshot id.
-std::string snapshot_of(store::Repository& repo, const std::vector<std::string>& chunks, const std::string& id) {
+/// Stores a one-file tree whose file is `chunks` (with `xattrs`) and commits a snapshot
+/// of it for device "d"; returns the snapshot id.
+std::string snapshot_of(store::Repository& repo, const std::vector<std::string>& chunks, const std::string& id,
+                        const std::vector<tree::Xattr>& xattrs = {}) {
   tree::Tree t;
   tree::Entry file;
   file.name = "f";
   file.mode = 0644;
+  file.xattrs = xattrs;
   for (const auto& c : chunks) {
     file.chunks.push_back({util::sha256(c), static_cast<uint32_t>(c.size())});
     file.size += c.size();
@@ -180,6 +182,21 @@ std::string blob(char c, size_t n) {
 }
 
 }  // namespace
+
+TEST_CASE("check notes a file stored while it was a streaming restore's placeholder, and still passes") {
+  TempDir dir;
+  store::Repository repo(dir.path, true, store::OrphanPacks::refuse);
+  std::string zeros(5000, '\0'), real = blob('r', 5000);
+  repo.put(store::verify_upload(upload_of({zeros, real})));
+  snapshot_of(repo, {real}, "s-good");
+  snapshot_of(repo, {zeros}, "s-old", {{tree::k_placeholder_xattr, "1"}});
+  auto r = repo.check(false, nullptr);
+  CHECK(r.problems.empty());
+  REQUIRE(r.notes.size() == 1);
+  CHECK(r.notes[0].what == "snapshot");
+  CHECK(r.notes[0].name == "s-old");
+  CHECK(r.notes[0].message.find("file /f: stored while it was an unfilled placeholder") != std::string::npos);
+}
 
 TEST_CASE_TEMPLATE("put writes the new records of an upload around the ones already stored", Vol, OnDisk, InMemory) {
   TempDir dir;
