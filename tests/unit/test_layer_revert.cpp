@@ -2,31 +2,15 @@
 
 #include "libmirage/layer/revert.hpp"
 #include "tests/unit/check_error.hpp"
+#include "tests/unit/flat_entries.hpp"
 
 using namespace mirage;
 using namespace mirage::layer;
 
 namespace {
 
-tree::Entry dir(int64_t mtime = 1) {
-  tree::Entry e;
-  e.kind = tree::Kind::dir;
-  e.mode = 0755;
-  e.mtime_ns = mtime;
-  return e;
-}
-
-tree::Entry file(uint8_t content, int64_t mtime = 1) {
-  tree::Entry e;
-  e.kind = tree::Kind::file;
-  e.mode = 0644;
-  e.size = 10;
-  e.mtime_ns = mtime;
-  util::Digest d;
-  d.bytes.fill(content);
-  e.chunks = {{d, 10}};
-  return e;
-}
+tree::Entry dir(int64_t mtime = 1) { return test::dir_entry(mtime); }
+tree::Entry file(uint8_t content, int64_t mtime = 1) { return test::file_entry(content, mtime); }
 
 Flat tree_of(std::initializer_list<std::pair<const std::string, tree::Entry>> entries) {
   Flat f{{"/", dir()},        {"/etc", dir()},    {"/usr", dir()}, {"/usr/bin", dir()},
