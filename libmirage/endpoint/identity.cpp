@@ -17,6 +17,7 @@
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
 #include "libmirage/util/log.hpp"
+#include "libmirage/util/text.hpp"
 
 namespace mirage::endpoint {
 
@@ -30,16 +31,9 @@ bool is_real_root(const fs::path& root) {
 
 namespace {
 
-std::string trim(std::string s) {
-  while (!s.empty() && isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && isspace(static_cast<unsigned char>(s[i]))) ++i;
-  return s.substr(i);
-}
-
 std::optional<std::string> read_trimmed(const fs::path& p) {
   try {
-    std::string s = trim(util::read_file(p));
+    std::string s = util::trim(util::read_file(p));
     if (!s.empty()) return s;
   } catch (const Error&) {
   }
@@ -116,7 +110,7 @@ constexpr size_t k_identity_cap = 4096;
 std::optional<std::string> read_identity(const fs::path& root, const std::string& rel) {
   auto s = read_identity_file(root, rel, k_identity_cap);
   if (!s) return std::nullopt;
-  std::string t = trim(*s);
+  std::string t = util::trim(*s);
   if (t.empty()) return std::nullopt;
   return t;
 }
@@ -199,7 +193,7 @@ std::string device_secret(const fs::path& state_dir) {
   fs::path file = state_dir / "credential";
   std::error_code ec;
   if (fs::exists(file, ec)) {
-    std::string s = trim(util::read_file(file));
+    std::string s = util::trim(util::read_file(file));
     if (s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos) return s;
     throw Error(ErrorKind::integrity, "device credential " + file.string() + " is damaged");
   }

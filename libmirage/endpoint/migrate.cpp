@@ -9,6 +9,7 @@
 
 #include "libmirage/endpoint/revert.hpp"
 #include "libmirage/materialize/metadata.hpp"
+#include "libmirage/migrate/packages.hpp"
 #include "libmirage/migrate/plan.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/error.hpp"
@@ -104,15 +105,24 @@ struct Composed {
   migrate::MigrationPlan mp;
 };
 
+/// The packages apt marked automatic on the endpoint (never read through a symlink).
+std::set<std::string> auto_installed_on_disk(const fs::path& root) {
+  fs::path file = root / (migrate::k_extended_states + 1);
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::symlink_status(file, ec))) return {};
+  return migrate::auto_installed(util::read_file(file));
+}
+
 Composed compose(LayerCache& cache, materialize::ObjectSource& trees, const json& spec, const json& given,
-                 const tree::Entry& e_root, const std::map<std::string, layer::RecordSet>& e_records) {
+                 const tree::Entry& e_root, const std::map<std::string, layer::RecordSet>& e_records,
+                 const std::set<std::string>& e_auto_installed) {
   Composed c{spec.value("rules", json()).is_null() ? migrate::Rules::defaults() : migrate::Rules::from_json(spec["rules"]),
              layer::LayerRules::defaults(), {}, {}, {}, {}, {}};
   c.ids = id_map_of(given);
   c.o = cache.compose(spec.value("from_layers", std::vector<std::string>{}), c.ids);
   c.n = cache.compose(refs_of(spec), c.ids);
   c.e = layer::flatten(trees, e_root);
-  c.mp = migrate::make_migration_plan(c.o, c.n, c.e, e_records, c.rules, c.layer_rules);
+  c.mp = migrate::make_migration_plan(c.o, c.n, c.e, e_records, e_auto_installed, c.rules, c.layer_rules);
   return c;
 }
 
@@ -204,7 +214,7 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
   CachingSource cached(*source, tree_cache);
   LayerCache cache(client, cached);
   auto c = compose(cache, cached, spec, next.value("given", json::object()), snapshot_root(opts.snapshot),
-                   records_from_disk(opts.root));
+                   records_from_disk(opts.root), auto_installed_on_disk(opts.root));
   uint64_t tree_bytes = source->bytes_received() + cache.manifest_bytes();
   steps.push_back({{"step", "images"}, {"bytes_moved", tree_bytes}, {"seconds", seconds_since(start)}});
   std::string phase = st["phase"];
@@ -324,7 +334,10 @@ json migrate_dry_run(Client& client, const std::string& device, const json& spec
   json snap = client::resolve_snapshot(client, device, "latest");
   auto e_root = snapshot_root(snap);
   auto e = layer::flatten(*source, e_root);
-  auto c = compose(cache, *source, spec, given, e_root, records_from_store(*source, e));
+  std::set<std::string> marked;
+  if (auto it = e.find(migrate::k_extended_states); it != e.end() && it->second.kind == tree::Kind::file)
+    marked = migrate::auto_installed(layer::read_content(*source, it->second, migrate::k_extended_states));
+  auto c = compose(cache, *source, spec, given, e_root, records_from_store(*source, e), marked);
   json j = layer::plan_json(c.mp.plan, false);
   j["device_id"] = device;
   j["against_snapshot"] = snap["snapshot_id"];

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "libmirage/layer/records.hpp"
+#include "libmirage/migrate/packages.hpp"
 #include "libmirage/tree/tree.hpp"
 
 namespace mirage::migrate {
@@ -181,8 +182,15 @@ std::map<std::string, std::string> versions(const std::map<std::string, layer::R
 }
 
 std::vector<layer::PackageChange> package_changes(const layer::Image& o, const layer::Image& n,
-                                                  const std::map<std::string, layer::RecordSet>& e_records) {
+                                                  const std::map<std::string, layer::RecordSet>& e_records,
+                                                  const std::set<std::string>& e_auto_installed) {
   auto ov = versions(o.records), nv = versions(n.records), ev = versions(e_records);
+  auto e_status = e_records.find("/var/lib/dpkg/status");
+  auto o_status = o.records.find("/var/lib/dpkg/status");
+  auto chosen = e_status == e_records.end()
+                    ? std::set<std::string>{}
+                    : chosen_packages(e_status->second, e_auto_installed,
+                                      o_status == o.records.end() ? std::set<std::string>{} : package_names(o_status->second));
   std::vector<layer::PackageChange> out;
   auto name = [](const std::string& key) { return key.substr(0, key.find(':')); };  // "bash:amd64" -> "bash"
   for (const auto& [pkg, to] : nv) {
@@ -194,21 +202,22 @@ std::vector<layer::PackageChange> package_changes(const layer::Image& o, const l
     }
   }
   for (const auto& [pkg, from] : ev)
-    if (!nv.count(pkg)) out.push_back({name(pkg), from, "", ov.count(pkg) ? "removed" : "reinstall"});
+    if (!nv.count(pkg)) out.push_back({name(pkg), from, "", chosen.count(name(pkg)) ? "reinstall" : "removed"});
   return out;
 }
 
 }  // namespace
 
 MigrationPlan make_migration_plan(const layer::Image& o, layer::Image& n, const layer::Flat& e,
-                                  const std::map<std::string, layer::RecordSet>& e_records, const Rules& rules,
+                                  const std::map<std::string, layer::RecordSet>& e_records,
+                                  const std::set<std::string>& e_auto_installed, const Rules& rules,
                                   const layer::LayerRules& layer_rules) {
   layer::PlanOptions options;
   options.keep_local_changes = true;
   options.report_kept = true;
   auto lp = layer::make_plan(o, n, e, e_records, layer_rules, options);
   auto out = Builder(n, e, rules, layer_rules).build(std::move(lp));
-  out.packages = package_changes(o, n, e_records);
+  out.packages = package_changes(o, n, e_records, e_auto_installed);
   for (const auto& op : out.plan.ops)
     if (op.action == OpAction::remove && layer::is_identity(op.path)) out.removed_identity.push_back(op.path);
   return out;

@@ -13,6 +13,7 @@
 //                                  /old-root/<id>/, which the caller links first)
 // Identity paths the rules do not carry (the DSA host keys) are removed too. Ops are
 // ordered as the apply wants them: writes parents first, then removes children first.
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,14 +40,17 @@ struct MigrationPlan {
   std::vector<std::string> removed_identity;  ///< identity paths not carried (DSA keys)
   /// Per package of the endpoint's or the new release's database: "install",
   /// "upgrade", "downgrade" (to the new release's), "removed" (the old base had it, the
-  /// new one has not), "reinstall" (the user installed it: not in the old base).
+  /// new one has not, nor did the user choose it: migrate/packages.hpp), "reinstall"
+  /// (the user chose it: installed again from the new release).
   std::vector<layer::PackageChange> packages;
 };
 
-/// `e_records`: the endpoint's merge-driver files, parsed. `n` may be changed (accounts
-/// remapped), as in layer::make_plan.
+/// `e_records`: the endpoint's merge-driver files, parsed; `e_auto_installed`: the
+/// packages apt marked automatic there. `n` may be changed (accounts remapped), as in
+/// layer::make_plan.
 MigrationPlan make_migration_plan(const layer::Image& o, layer::Image& n, const layer::Flat& e,
-                                  const std::map<std::string, layer::RecordSet>& e_records, const Rules& rules,
+                                  const std::map<std::string, layer::RecordSet>& e_records,
+                                  const std::set<std::string>& e_auto_installed, const Rules& rules,
                                   const layer::LayerRules& layer_rules);
 
 /// Whether the old system keeps `path` under /old-root/<id>/: every path of E but the

@@ -7,8 +7,10 @@
 #include "libmirage/browse/browse.hpp"
 #include "libmirage/layer/image.hpp"
 #include "libmirage/layer/records.hpp"
+#include "libmirage/migrate/packages.hpp"
 #include "libmirage/store/repository.hpp"
 #include "libmirage/util/error.hpp"
+#include "libmirage/util/text.hpp"
 
 namespace mirage::migrate {
 
@@ -28,28 +30,17 @@ const std::set<std::string> k_dropped_native = {"i386", "mipsel", "mips64el"};
 const std::set<std::string> k_audit_states = {"half-installed", "half-configured", "unpacked", "triggers-awaited",
                                               "triggers-pending"};
 
-std::string trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r");
-  return std::string(s.substr(b, e - b + 1));
-}
-
-std::vector<std::string> words(std::string_view s) {
-  std::vector<std::string> out;
-  std::istringstream in{std::string(s)};
-  for (std::string w; in >> w;) out.push_back(w);
-  return out;
-}
+using util::trim;
+using util::words;
 
 /// One package of a dpkg status file.
 struct Package {
   std::string name, arch, want, flag, state;
 };
 
-std::vector<Package> packages_of(const std::string& status_text) {
+std::vector<Package> packages_of(const layer::RecordSet& records) {
   std::vector<Package> out;
-  for (const auto& rec : layer::parse_records(layer::RecordFormat::dpkg_status, status_text, "/var/lib/dpkg/status")) {
+  for (const auto& rec : records) {
     Package p;
     p.name = layer::stanza_field(rec.text, "Package");
     p.arch = layer::stanza_field(rec.text, "Architecture");
@@ -62,6 +53,17 @@ std::vector<Package> packages_of(const std::string& status_text) {
     out.push_back(std::move(p));
   }
   return out;
+}
+
+layer::RecordSet status_records(const std::string& text) {
+  return layer::parse_records(layer::RecordFormat::dpkg_status, text, "/var/lib/dpkg/status");
+}
+
+/// A layer's dpkg database: carried as records, not as file content (layer/image.hpp).
+layer::RecordSet layer_status(const nlohmann::json& manifest, const std::string& ref) {
+  const char* path = "/var/lib/dpkg/status";
+  if (!manifest.contains("records") || !manifest["records"].contains(path)) return {};
+  return layer::delta_from_json(layer::RecordFormat::dpkg_status, manifest["records"][path], ref + " " + path).upsert;
 }
 
 /// One apt source: where it is described, its URI, suite and components.
@@ -222,16 +224,25 @@ void check_space(const PreflightInput& in, Report& r) {
                           {"/"}, {}});
 }
 
-void check_packages(const std::vector<Package>& pkgs, const PreflightInput& in, Report& r) {
-  std::vector<std::string> own;  // installed here, not in the new base
-  for (const auto& p : pkgs)
-    if (p.state == "installed" && (!in.base || !in.base->packages.count(p.name)) &&
-        std::find(own.begin(), own.end(), p.name) == own.end())
-      own.push_back(p.name);
+void check_packages(TreeReader& tree, const layer::RecordSet& status, const PreflightInput& in, Report& r) {
+  auto marked = auto_installed(tree.read(k_extended_states, k_max_read).value_or(""));
+  std::vector<std::string> own, replaced;  // the user's, the old release's: both not in the new base
+  auto chosen = chosen_packages(status, marked, in.old_base);
+  for (const auto& p : packages_of(status)) {
+    if (p.state != "installed" || (in.base && in.base->packages.count(p.name))) continue;
+    auto& list = chosen.count(p.name) ? own : replaced;
+    if (std::find(list.begin(), list.end(), p.name) == list.end()) list.push_back(p.name);
+  }
+  if (in.base && !replaced.empty())
+    r.findings.push_back({"packages.replaced", Severity::info,
+                          std::to_string(replaced.size()) + " packages of the old release (its base, apt's automatic ones, "
+                                                            "required and important ones, dependencies) are not in " +
+                              in.base->ref + ": the new base's packages and their dependencies take their place",
+                          {}, replaced});
   if (own.empty()) return;
   if (!in.base || !in.base->available) {
     r.findings.push_back({"packages.unknown", Severity::warning,
-                          std::to_string(own.size()) + " packages are installed here and not in the new base; " +
+                          std::to_string(own.size()) + " packages the user installed are not in the new base; " +
                               (!in.base ? "no --base given" : "the base " + in.base->ref + " has no apt package lists") +
                               ": whether trixie has them is unknown",
                           {}, own});
@@ -242,8 +253,8 @@ void check_packages(const std::vector<Package>& pkgs, const PreflightInput& in, 
     if (!in.base->available->count(name)) missing.push_back(name);
   if (!missing.empty())
     r.findings.push_back({"packages.no-candidate", Severity::inhibitor,
-                          std::to_string(missing.size()) + " packages installed here have no candidate in " + in.base->ref +
-                              "'s package lists and could not be reinstalled",
+                          std::to_string(missing.size()) + " packages the user installed have no candidate in " + in.base->ref +
+                              "'s package lists and could not be installed again",
                           {}, missing});
 }
 
@@ -309,7 +320,7 @@ NewBase describe_base(TreeReader& tree, const std::string& ref, uint64_t size_by
   NewBase b;
   b.ref = ref;
   b.size_bytes = size_bytes;
-  for (const auto& p : packages_of(dpkg_status))
+  for (const auto& p : packages_of(status_records(dpkg_status)))
     if (p.state == "installed") b.packages.insert(p.name);
   for (const auto& name : tree.list("/var/lib/apt/lists")) {
     if (!name.ends_with("_Packages")) continue;
@@ -330,27 +341,29 @@ NewBase base_from_layer(materialize::ObjectSource& source, const util::Digest& t
   root.kind = tree::Kind::dir;
   root.subtree = tree;
   SnapshotReader reader(source, root);
-  // A layer carries its dpkg database as records, not as file content (layer/image.hpp).
-  std::string status;
-  const char* path = "/var/lib/dpkg/status";
-  if (manifest.contains("records") && manifest["records"].contains(path)) {
-    auto delta = layer::delta_from_json(layer::RecordFormat::dpkg_status, manifest["records"][path], ref + " " + path);
-    status = layer::format_records(layer::RecordFormat::dpkg_status, delta.upsert);
-  }
+  std::string status = layer::format_records(layer::RecordFormat::dpkg_status, layer_status(manifest, ref));
   return describe_base(reader, ref, materialize::bytes_under(source, root, {"/"}), status);
+}
+
+std::set<std::string> layer_packages(const nlohmann::json& manifest, const std::string& ref) {
+  std::set<std::string> out;
+  for (const auto& p : packages_of(layer_status(manifest, ref)))
+    if (p.state == "installed") out.insert(p.name);
+  return out;
 }
 
 Report preflight(TreeReader& device, const PreflightInput& input) {
   Report r;
   check_release(device, r);
-  auto status = device.read("/var/lib/dpkg/status", k_max_read);
-  std::vector<Package> pkgs = status ? packages_of(*status) : std::vector<Package>{};
+  auto text = device.read("/var/lib/dpkg/status", k_max_read);
+  layer::RecordSet status = text ? status_records(*text) : layer::RecordSet{};
+  std::vector<Package> pkgs = packages_of(status);
   check_dpkg(pkgs, r);
   check_sources(device, r);
   check_arch(device, pkgs, r);
   check_ssh(device, r);
   check_space(input, r);
-  check_packages(pkgs, input, r);
+  check_packages(device, status, input, r);
   return r;
 }
 

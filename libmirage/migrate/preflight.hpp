@@ -27,10 +27,13 @@
 //   disk.free                 inhibitor  the device's free space is below the new base's
 //                                        size plus 10%
 //   disk.free-unknown         warning    no free space in the inventory, or no --base
-//   packages.no-candidate     inhibitor  packages installed on the device, not in the new
-//                                        base, that the new base's package lists lack
+//   packages.no-candidate     inhibitor  packages the user installed (migrate/packages.hpp),
+//                                        not in the new base, that its package lists lack
 //   packages.unknown          warning    no --base, or a base without apt package lists:
 //                                        whether those packages have a candidate is unknown
+//   packages.replaced         info       packages of the old release (its base, apt's
+//                                        automatic ones, required, important, dependencies)
+//                                        the new base lacks: its own replace them
 #include <cstdint>
 #include <optional>
 #include <set>
@@ -110,10 +113,14 @@ NewBase describe_base(TreeReader& tree, const std::string& ref, uint64_t size_by
 NewBase base_from_layer(materialize::ObjectSource& source, const util::Digest& tree, const std::string& ref,
                         const nlohmann::json& manifest);
 
+/// The packages installed in a stored layer (its manifest's dpkg records).
+std::set<std::string> layer_packages(const nlohmann::json& manifest, const std::string& ref);
+
 /// The device's own snapshot check: its latest snapshot's tree through `source`.
 struct PreflightInput {
   std::optional<NewBase> base;          ///< nullopt: no --base given
   std::optional<uint64_t> free_bytes;   ///< from the inventory ("root_free_bytes")
+  std::set<std::string> old_base;       ///< the packages of the base the device was given (none: empty)
 };
 
 struct Report {

@@ -1,6 +1,7 @@
 // OS migration: the preflight check of devices' latest snapshots against a new base
 // layer (migrate/preflight.hpp), its report kept per device in the catalog.
 #include <map>
+#include <set>
 
 #include "libmirage/layer/image.hpp"
 #include "libmirage/migrate/preflight.hpp"
@@ -27,6 +28,20 @@ void to_json(json& j, const MigrateCheckReply& r) {
 
 namespace {
 
+/// The packages of the base layer the device was given; none when it has none (or the
+/// layer is gone: the check then knows the old release only from the device's own marks).
+std::set<std::string> given_base_packages(catalog::Catalog& cat, const std::string& id) {
+  for (const auto& ref : cat.given(id).value("layers", std::vector<std::string>{})) {
+    try {
+      auto row = resolve_layer(cat, ref);
+      if (row.kind == "base") return migrate::layer_packages(row.manifest, ref);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::not_found) throw;
+    }
+  }
+  return {};
+}
+
 /// One device's report: its latest snapshot read through the server's own repository.
 json check_device(Context& c, const std::string& id, const std::optional<migrate::NewBase>& base) {
   auto& cat = c.cat();
@@ -36,7 +51,7 @@ json check_device(Context& c, const std::string& id, const std::optional<migrate
   const auto& snap = snaps.back();
   migrate::RepositorySource source(c.repo);
   migrate::SnapshotReader reader(source, tree::decode_entry(snap.root, "snapshot " + snap.id + " root entry"));
-  migrate::PreflightInput input{base, std::nullopt};
+  migrate::PreflightInput input{base, std::nullopt, given_base_packages(cat, id)};
   if (d.inventory.contains("root_free_bytes") && d.inventory["root_free_bytes"].is_number_unsigned())
     input.free_bytes = d.inventory["root_free_bytes"].get<uint64_t>();
   json report = migrate::preflight(reader, input);

@@ -54,7 +54,7 @@ TEST_CASE("the rules decide per path over the layer plan") {
                     {"/etc/cups/subscriptions.conf", file(34)},  // not
                     {"/opt-like", dir()},
                     {"/opt-like/x", file(35)}});
-  auto mp = migrate::make_migration_plan(o, n, e, {}, migrate::Rules::defaults(), LayerRules::defaults());
+  auto mp = migrate::make_migration_plan(o, n, e, {}, {}, migrate::Rules::defaults(), LayerRules::defaults());
   auto& plan = mp.plan;
   CHECK(op_for(plan, "/usr/bin/ls")->action == Action::replace);
   CHECK(op_for(plan, "/usr/bin/new-only")->action == Action::create);
@@ -116,7 +116,8 @@ TEST_CASE("packages: upgrades, the new release's, the old base's dropped ones, t
   auto status = [](std::initializer_list<std::pair<const char*, const char*>> pkgs) {
     RecordSet rs;
     for (const auto& [name, version] : pkgs)
-      rs.push_back({std::string(name) + ":amd64", std::string("Package: ") + name + "\nArchitecture: amd64\nVersion: " +
+      rs.push_back({std::string(name) + ":amd64", std::string("Package: ") + name +
+                                                      "\nStatus: install ok installed\nArchitecture: amd64\nVersion: " +
                                                       version + "\n\n"});
     return rs;
   };
@@ -126,7 +127,7 @@ TEST_CASE("packages: upgrades, the new release's, the old base's dropped ones, t
   n.records["/var/lib/dpkg/status"] = status({{"bash", "5.2.37-2"}, {"newlib", "2.0"}});
   std::map<std::string, RecordSet> e_records{
       {"/var/lib/dpkg/status", status({{"bash", "5.2-1"}, {"oldlib", "1.0"}, {"userpkg", "3.1"}})}};
-  auto mp = migrate::make_migration_plan(o, n, tree_of({}), e_records, migrate::Rules::defaults(), LayerRules::defaults());
+  auto mp = migrate::make_migration_plan(o, n, tree_of({}), e_records, {}, migrate::Rules::defaults(), LayerRules::defaults());
   std::map<std::string, std::string> change;
   for (const auto& c : mp.packages) change[c.package] = c.change;
   CHECK(change["bash"] == "upgrade");
@@ -134,6 +135,19 @@ TEST_CASE("packages: upgrades, the new release's, the old base's dropped ones, t
   CHECK(change["oldlib"] == "removed");
   CHECK(change["userpkg"] == "reinstall");
   CHECK(change.size() == 4);
+
+  // A device never given a base: the old release's are told apart from the user's by
+  // apt's automatic marks, Priority and being another package's dependency.
+  auto empty = image_of(tree_of({}));
+  e_records["/var/lib/dpkg/status"] = status({{"bash", "5.2-1"}, {"oldlib", "1.0"}, {"userpkg", "3.1"}, {"autolib", "1"}});
+  e_records["/var/lib/dpkg/status"][0].text.insert(0, "Depends: oldlib (>= 1)\n");
+  mp = migrate::make_migration_plan(empty, n, tree_of({}), e_records, {"autolib"}, migrate::Rules::defaults(),
+                                    LayerRules::defaults());
+  change.clear();
+  for (const auto& c : mp.packages) change[c.package] = c.change;
+  CHECK(change["oldlib"] == "removed");
+  CHECK(change["autolib"] == "removed");
+  CHECK(change["userpkg"] == "reinstall");
 }
 
 TEST_SUITE_END();
