@@ -8,6 +8,10 @@
 
 namespace mirage::scan {
 
+namespace {
+constexpr uint64_t k_no_xattrs = 1;  // a file's flags (MFC3)
+}
+
 FilesCache FilesCache::load(const std::filesystem::path& file, bool* damaged) {
   FilesCache cache;
   if (damaged) *damaged = false;
@@ -19,7 +23,10 @@ FilesCache FilesCache::load(const std::filesystem::path& file, bool* damaged) {
   }
   try {
     auto bytes = std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size());
-    if (bytes.size() < 12 || data.compare(0, 4, "MFC2") != 0) throw Error(ErrorKind::integrity, "bad header");
+    // MFC2 (before the per-file flags) is still read: a cache from the version before
+    // must not make the next sync read every file again.
+    bool flags = data.compare(0, 4, "MFC3") == 0;
+    if (bytes.size() < 12 || (!flags && data.compare(0, 4, "MFC2") != 0)) throw Error(ErrorKind::integrity, "bad header");
     util::ByteReader tail(bytes.subspan(bytes.size() - 8), "files cache");
     if (tail.u64le() != util::xxh3(bytes.first(bytes.size() - 8))) throw Error(ErrorKind::integrity, "bad checksum");
     util::ByteReader r(bytes.subspan(4, bytes.size() - 12), "files cache");
@@ -37,6 +44,7 @@ FilesCache FilesCache::load(const std::filesystem::path& file, bool* damaged) {
         f.stamp.mtime_ns = r.svarint();
         f.stamp.ctime_ns = r.svarint();
         f.stamp.inode = r.varint();
+        if (flags) f.no_xattrs = (r.varint() & k_no_xattrs) != 0;
         uint64_t n = r.varint();
         if (n > bytes.size()) throw Error(ErrorKind::integrity, "count exceeds size");
         f.chunks.resize(static_cast<size_t>(n));
@@ -59,7 +67,7 @@ FilesCache FilesCache::load(const std::filesystem::path& file, bool* damaged) {
 
 void FilesCache::save(const std::filesystem::path& file) const {
   util::ByteWriter w;
-  w.raw(std::string_view("MFC2"));
+  w.raw(std::string_view("MFC3"));
   w.varint(m_dirs.size());
   for (const auto& [dir, files] : m_dirs) {
     w.str(dir);
@@ -70,6 +78,7 @@ void FilesCache::save(const std::filesystem::path& file) const {
       w.svarint(f.stamp.mtime_ns);
       w.svarint(f.stamp.ctime_ns);
       w.varint(f.stamp.inode);
+      w.varint(f.no_xattrs ? k_no_xattrs : 0);
       w.varint(f.chunks.size());
       for (const auto& c : f.chunks) {
         w.raw(c.id.bytes);
@@ -91,13 +100,13 @@ const std::vector<CachedFile>* FilesCache::directory(const std::string& dir_path
   return it == m_dirs.end() ? nullptr : &it->second;
 }
 
-const std::vector<tree::ChunkRef>* FilesCache::lookup(const std::vector<CachedFile>* files, const std::string& name,
-                                                      const FileStamp& stamp) {
+const CachedFile* FilesCache::lookup(const std::vector<CachedFile>* files, const std::string& name,
+                                     const FileStamp& stamp) {
   if (!files) return nullptr;
   auto it = std::lower_bound(files->begin(), files->end(), name,
                              [](const CachedFile& f, const std::string& n) { return f.name < n; });
   if (it == files->end() || it->name != name || !(it->stamp == stamp)) return nullptr;
-  return &it->chunks;
+  return &*it;
 }
 
 void FilesCache::add_directory(const std::string& dir_path, std::vector<CachedFile> files) {

@@ -8,13 +8,14 @@
 // a binary search among its files, which are sorted by name).
 //
 // File format:
-//   "MFC2"
+//   "MFC3"
 //   ndirs varint, then per directory: path str, nfiles varint, then per file (sorted
 //     by name): name str, size varint, mtime svarint, ctime svarint, inode varint,
-//     nchunks varint, (id 32 bytes, size varint)*
+//     flags varint (1: no xattrs), nchunks varint, (id 32 bytes, size varint)*
 //   ntrees varint, then tree ids (32 bytes each)
 //   xxh3-64 of all the above, u64 le
-// A damaged or foreign file is ignored (the next scan reads everything).
+// "MFC2", the format before, is the same without flags and is still read. A damaged or
+// foreign file is ignored (the next scan reads everything).
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -39,6 +40,9 @@ struct CachedFile {
   std::string name;
   FileStamp stamp;
   std::vector<tree::ChunkRef> chunks;
+  /// It had no xattrs at this stamp: a scan that finds the stamp unchanged need not list
+  /// them (setting or removing one changes the ctime). False: unknown, or it had some.
+  bool no_xattrs = false;
 };
 
 class FilesCache {
@@ -50,9 +54,8 @@ class FilesCache {
 
   /// The cached files of a directory ("/usr/bin"), sorted by name; nullptr when none.
   const std::vector<CachedFile>* directory(const std::string& dir_path) const;
-  /// The chunks of `name` in `files` (from directory()) when its stamp is unchanged.
-  static const std::vector<tree::ChunkRef>* lookup(const std::vector<CachedFile>* files, const std::string& name,
-                                                   const FileStamp& stamp);
+  /// `name`'s record in `files` (from directory()) when its stamp is unchanged.
+  static const CachedFile* lookup(const std::vector<CachedFile>* files, const std::string& name, const FileStamp& stamp);
   /// Records a directory's files; `files` must be sorted by name.
   void add_directory(const std::string& dir_path, std::vector<CachedFile> files);
   /// Records one file (e.g. one a layer apply just wrote with known chunks).

@@ -486,7 +486,7 @@ int open_beneath(int rootfd, const std::string& relpath) {
   return fd;
 }
 
-tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st) {
+tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st, bool list_xattrs) {
   tree::Entry e;
   e.name = name;
   e.mode = st.st_mode & 07777;
@@ -521,6 +521,7 @@ tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct sta
     case S_IFSOCK: e.kind = tree::Kind::socket; break;
     default: throw Error(ErrorKind::failed, "unknown file type of " + name);
   }
+  if (!list_xattrs) return e;
   auto xattrs = util::list_xattrs(dirfd, name, st.st_mode);
   for (auto& [k, v] : xattrs) e.xattrs.push_back({std::move(k), std::move(v)});
   return e;
@@ -640,9 +641,14 @@ class Scan {
       m_stats.skipped++;
       if (!is_dir) return;  // an unprotected directory stays, empty
     }
+    // A file the cache vouches for at this stamp is not read again, nor are its xattrs
+    // listed when it had none.
+    FileStamp stamp{S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0, ns(st.st_mtim), ns(st.st_ctim),
+                    static_cast<uint64_t>(st.st_ino)};
+    const CachedFile* cached = S_ISREG(st.st_mode) ? FilesCache::lookup(cached_dir, name, stamp) : nullptr;
     tree::Entry entry;
     try {
-      entry = entry_from_stat(frame.fd.get(), name, st);
+      entry = entry_from_stat(frame.fd.get(), name, st, !cached || !cached->no_xattrs);
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::not_found) m_pipeline.note_unreadable(path, std::string(e.what()) + " (left out)");
       return;  // not_found: vanished since readdir
@@ -664,15 +670,13 @@ class Scan {
     } else if (entry.kind != tree::Kind::file) {
       m_stats.others++;
     }
-    FileStamp stamp{entry.size, entry.mtime_ns, ns(st.st_ctim), static_cast<uint64_t>(st.st_ino)};
     if (!is_dir && st.st_nlink > 1 && !link_head(frame.node, idx, path, st, entry)) {
       m_stats.hardlinks++;  // a second name: shares its head's content after the walk
       if (entry.kind == tree::Kind::file) m_stats.files++;
     } else if (entry.kind == tree::Kind::file) {
       m_stats.files++;
-      const std::vector<tree::ChunkRef>* cached = FilesCache::lookup(cached_dir, name, stamp);
       if (cached)
-        entry.chunks = *cached;
+        entry.chunks = cached->chunks;
       else if (entry.size > 0)
         m_pending.push_back(FileJob{frame.node, idx, nullptr, path.substr(1), path, stamp});
     }
@@ -756,7 +760,7 @@ class Scan {
         if (e.kind == tree::Kind::file) {
           m_stats.bytes += e.size;
           if (!e.chunks.empty() && (uncacheable.empty() || !uncacheable.count(child_path(node.path, e.name))))
-            cached_files.push_back({e.name, node.stamps[k], e.chunks});
+            cached_files.push_back({e.name, node.stamps[k], e.chunks, e.xattrs.empty()});
         }
         t.entries.push_back(std::move(e));
       }

@@ -104,8 +104,9 @@ struct ScanResult {
 ScanResult scan(const ScanOptions& options, ChunkSink& sink);
 
 /// Reads an entry's metadata (not contents): kind, mode, owner, times, rdev, symlink
-/// target, xattrs (util::list_xattrs). `st` is its lstat.
-tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st);
+/// target, xattrs (util::list_xattrs; not when `list_xattrs` is false: it is known to
+/// have none). `st` is its lstat.
+tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct stat& st, bool list_xattrs = true);
 /// Opens `relpath` (no leading /) below `rootfd` for reading without following any
 /// symlink on the way or leaving the root, at any depth, and without waiting on a FIFO
 /// (the fd is blocking again once open); -1 with errno otherwise.

@@ -11,19 +11,13 @@
 #include "libmirage/util/hex.hpp"
 #include "libmirage/util/sqlite.hpp"
 #include "tests/unit/check_error.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/mirage-unit-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 std::vector<uint8_t> upload_of(const std::vector<std::string>& objects) {
   std::vector<uint8_t> blob;
@@ -61,7 +55,7 @@ TEST_SUITE_BEGIN("store::Repository");
 TEST_CASE_TEMPLATE("chunks round-trip, compressed when it pays, and dedupe", Vol, OnDisk, InMemory) {
   TempDir dir;
   Vol vol;
-  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
   std::string text(100000, 'a');
   std::string noise;
   for (int i = 0; i < 5000; ++i) noise += static_cast<char>((i * 7919) % 251);
@@ -75,7 +69,7 @@ TEST_CASE_TEMPLATE("chunks round-trip, compressed when it pays, and dedupe", Vol
   auto missing = repo.missing(std::vector<util::Digest>{util::sha256(text), util::sha256(std::string_view("other"))});
   CHECK(missing == std::vector<bool>{false, true});
   CHECK(repo.put(store::verify_upload(upload_of({text}))).new_chunks == 0);
-  CHECK(fs::exists(dir.path / "volumes") == vol.url().empty());  // in memory: no pack file
+  CHECK(fs::exists(dir.path() / "volumes") == vol.url().empty());  // in memory: no pack file
 }
 
 TEST_CASE("a forged chunk id is refused") {
@@ -95,11 +89,11 @@ TEST_CASE("a truncated upload is refused") {
 TEST_CASE("check finds a flipped byte and a truncated pack") {
   TempDir dir;
   {
-    store::Repository repo(dir.path, true);
+    store::Repository repo(dir.path(), true);
     repo.put(store::verify_upload(upload_of({std::string(50000, 'x'), std::string(60000, 'y')})));
     CHECK(repo.check(true, nullptr).problems.empty());
   }
-  fs::path pack = only_pack(dir.path);
+  fs::path pack = only_pack(dir.path());
   REQUIRE(!pack.empty());
   SUBCASE("flipped byte") {
     std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
@@ -110,7 +104,7 @@ TEST_CASE("check finds a flipped byte and a truncated pack") {
     f.seekp(60);
     f.put(static_cast<char>(c ^ 0x40));
     f.close();
-    store::Repository repo(dir.path, false);
+    store::Repository repo(dir.path(), false);
     CHECK(repo.check(false, nullptr).problems.empty());  // metadata alone cannot see it
     auto report = repo.check(true, nullptr);
     REQUIRE(report.problems.size() == 1);
@@ -118,7 +112,7 @@ TEST_CASE("check finds a flipped byte and a truncated pack") {
   }
   SUBCASE("truncated pack") {
     fs::resize_file(pack, fs::file_size(pack) - 10);
-    store::Repository repo(dir.path, false);
+    store::Repository repo(dir.path(), false);
     auto report = repo.check(false, nullptr);
     REQUIRE(!report.problems.empty());
     CHECK(report.problems[0].what == "pack");
@@ -129,7 +123,7 @@ TEST_CASE("check finds a flipped byte and a truncated pack") {
 TEST_CASE("opening a missing data directory without create is not_found") {
   TempDir dir;
   try {
-    store::Repository repo(dir.path / "nope", false);
+    store::Repository repo(dir.path() / "nope", false);
     FAIL("expected an error");
   } catch (const Error& e) {
     CHECK(e.kind() == ErrorKind::not_found);
@@ -185,7 +179,7 @@ std::string blob(char c, size_t n) {
 
 TEST_CASE("check notes a file stored while it was a streaming restore's placeholder, and still passes") {
   TempDir dir;
-  store::Repository repo(dir.path, true, store::OrphanPacks::refuse);
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse);
   std::string zeros(5000, '\0'), real = blob('r', 5000);
   repo.put(store::verify_upload(upload_of({zeros, real})));
   snapshot_of(repo, {real}, "s-good");
@@ -201,7 +195,7 @@ TEST_CASE("check notes a file stored while it was a streaming restore's placehol
 TEST_CASE_TEMPLATE("put writes the new records of an upload around the ones already stored", Vol, OnDisk, InMemory) {
   TempDir dir;
   Vol vol;
-  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
   std::string a(70000, 'a'), b = blob('b', 3000), c(5000, 'c'), d = blob('d', 40000);
   repo.put(store::verify_upload(upload_of({b})));
   // a | b (stored) | c | a (again) | d: three runs of new records, each at its own offset.
@@ -220,12 +214,12 @@ TEST_CASE_TEMPLATE("gc deletes only what no snapshot reaches, pins uploads in fl
   Vol vol;
   std::string a = blob('a', 40000), b = blob('b', 40000), c = blob('c', 40000), d = blob('d', 40000);
   {
-    store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+    store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
     repo.put(store::verify_upload(upload_of({a, b, c})));
     snapshot_of(repo, {a, b}, "s1");
     snapshot_of(repo, {b, c}, "s2");
   }  // the writer's pack is sealed as the process ends
-  store::Repository repo(dir.path, false);
+  store::Repository repo(dir.path(), false);
   store::GcOptions o;
   o.grace_ns = 0;
   SUBCASE("nothing unreferenced: nothing goes") {
@@ -273,7 +267,7 @@ TEST_CASE_TEMPLATE("gc deletes only what no snapshot reaches, pins uploads in fl
     o.after_mark = [&] {
       ++calls;
       CHECK(repo.catalog().all_snapshots().empty());
-      store::Repository other(dir.path, false);
+      store::Repository other(dir.path(), false);
       snapshot_of(other, {a}, "s3");
     };
     auto r = store::collect_garbage(repo, o);
@@ -291,12 +285,12 @@ TEST_CASE_TEMPLATE("gc deletes only what no snapshot reaches, pins uploads in fl
 TEST_CASE_TEMPLATE("a writer whose pack gc retired writes its records again elsewhere", Vol, OnDisk, InMemory) {
   TempDir dir;
   Vol vol;
-  store::Repository writer(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  store::Repository writer(dir.path(), true, store::OrphanPacks::refuse, vol.url());
   std::string a = blob('a', 30000), b = blob('b', 30000);
   writer.put(store::verify_upload(upload_of({a})));
   {
     // Another process's GC sees the pack idle (grace 0) with nothing live: retires it.
-    store::Repository gc(dir.path, false);
+    store::Repository gc(dir.path(), false);
     store::GcOptions o;
     o.grace_ns = 0;
     auto r = store::collect_garbage(gc, o);
@@ -312,19 +306,19 @@ TEST_CASE_TEMPLATE("a pack id is never given twice: a writer whose pack gc delet
                    OnDisk, InMemory) {
   TempDir dir;
   Vol vol;
-  store::Repository writer(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  store::Repository writer(dir.path(), true, store::OrphanPacks::refuse, vol.url());
   std::string a = blob('a', 30000), b = blob('b', 30000), c = blob('c', 30000);
   writer.put(store::verify_upload(upload_of({a})));
   int64_t first = writer.catalog().packs().back().id;
   {
     // Another process's GC retires the idle pack with nothing live and, past a zero
     // grace, deletes it at once; a third process then opens a pack of its own.
-    store::Repository gc(dir.path, false);
+    store::Repository gc(dir.path(), false);
     store::GcOptions o;
     o.grace_ns = 0;
     auto r = store::collect_garbage(gc, o);
     CHECK(r.pack_files_deleted == 1);
-    store::Repository other(dir.path, false);
+    store::Repository other(dir.path(), false);
     other.put(store::verify_upload(upload_of({c})));
     CHECK(other.catalog().packs().back().id > first);
   }
@@ -341,10 +335,10 @@ TEST_CASE("a schema 2 catalog is upgraded to 8: its packs keep their ids and new
   TempDir dir;
   std::string a = blob('a', 30000);
   {
-    store::Repository repo(dir.path, true);
+    store::Repository repo(dir.path(), true);
     repo.put(store::verify_upload(upload_of({a})));
   }
-  std::string db_path = (dir.path / "catalog.db").string();
+  std::string db_path = (dir.path() / "catalog.db").string();
   {
     // What schema 2 had: a packs table without AUTOINCREMENT.
     util::Db db(db_path);
@@ -353,7 +347,7 @@ TEST_CASE("a schema 2 catalog is upgraded to 8: its packs keep their ids and new
             "retired_at INTEGER NOT NULL DEFAULT 0); INSERT INTO packs_v2 SELECT * FROM packs; DROP TABLE packs; "
             "ALTER TABLE packs_v2 RENAME TO packs; UPDATE meta SET value = '2' WHERE key = 'schema';");
   }
-  store::Repository repo(dir.path, false);
+  store::Repository repo(dir.path(), false);
   CHECK(repo.read_plain(util::sha256(a)) == std::vector<uint8_t>(a.begin(), a.end()));
   int64_t old_id = repo.catalog().packs().back().id;
   repo.catalog().delete_pack(old_id);
@@ -369,15 +363,15 @@ TEST_CASE("a schema 5 catalog is upgraded to 8: its snapshots record no layers (
   std::string a = blob('a', 30000);
   std::string old_id;
   {
-    store::Repository repo(dir.path, true);
+    store::Repository repo(dir.path(), true);
     old_id = snapshot_of(repo, {a}, "0000000000000001");
   }
-  std::string db_path = (dir.path / "catalog.db").string();
+  std::string db_path = (dir.path() / "catalog.db").string();
   {
     util::Db db(db_path);  // what schema 5 had: snapshots without the given column
     db.exec("ALTER TABLE snapshots DROP COLUMN given; UPDATE meta SET value = '5' WHERE key = 'schema';");
   }
-  store::Repository repo(dir.path, false);
+  store::Repository repo(dir.path(), false);
   auto old = repo.catalog().snapshot(old_id);
   REQUIRE(old);
   CHECK(old->given == nlohmann::json::object());
@@ -406,15 +400,15 @@ static void new_store_with_device(const fs::path& dir, const std::string& id) {
 
 TEST_CASE("a schema 6 catalog is upgraded to 8: its devices keep their rows and may be replaced") {
   TempDir dir;
-  new_store_with_device(dir.path, "pc-1");
-  std::string db_path = (dir.path / "catalog.db").string();
+  new_store_with_device(dir.path(), "pc-1");
+  std::string db_path = (dir.path() / "catalog.db").string();
   {
     // What schema 6 had: devices without replaced_by, no reenrolments table.
     util::Db db(db_path);
     db.exec("DROP TABLE reenrolments; ALTER TABLE devices DROP COLUMN replaced_by; "
             "UPDATE meta SET value = '6' WHERE key = 'schema';");
   }
-  store::Repository repo(dir.path, false);
+  store::Repository repo(dir.path(), false);
   auto& cat = repo.catalog();
   REQUIRE(cat.device("pc-1"));
   CHECK(cat.device("pc-1")->replaced_by.empty());
@@ -429,13 +423,13 @@ TEST_CASE("a schema 6 catalog is upgraded to 8: its devices keep their rows and 
 
 TEST_CASE("a schema 7 catalog is upgraded to 8: its devices get migration preflight reports") {
   TempDir dir;
-  new_store_with_device(dir.path, "pc-1");
-  std::string db_path = (dir.path / "catalog.db").string();
+  new_store_with_device(dir.path(), "pc-1");
+  std::string db_path = (dir.path() / "catalog.db").string();
   {
     util::Db db(db_path);  // what schema 7 had: no migration_checks table
     db.exec("DROP TABLE migration_checks; UPDATE meta SET value = '7' WHERE key = 'schema';");
   }
-  store::Repository repo(dir.path, false);
+  store::Repository repo(dir.path(), false);
   auto& cat = repo.catalog();
   REQUIRE(cat.device("pc-1"));
   CHECK_FALSE(cat.migration_check("pc-1"));
@@ -455,11 +449,11 @@ TEST_CASE_TEMPLATE("a gc killed between deleting a retired pack's file and its r
   std::string a = blob('a', 30000), b = blob('b', 30000);
   int64_t gone = 0;
   {
-    store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+    store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
     repo.put(store::verify_upload(upload_of({a})));
     gone = repo.catalog().packs().back().id;
   }  // sealed
-  store::Repository repo(dir.path, false);
+  store::Repository repo(dir.path(), false);
   auto& cat = repo.catalog();
   // What the GC had done when it died: a's record swept, the pack retired, its file unlinked.
   std::vector<util::Digest> swept;
@@ -499,13 +493,13 @@ TEST_CASE("the catalog indexes only what the pack writer made durable: a crash l
   InMemory vol;
   std::string a = blob('a', 30000), b = blob('b', 30000);
   {
-    store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+    store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
     repo.put(store::verify_upload(upload_of({a, b})));
     store::crash_memory_volume(vol.name);  // the power goes before the pack is sealed
     auto pack = repo.catalog().packs().back();
     CHECK(repo.volume(pack.volume).open_pack(pack.name)->size() == pack.size);
   }
-  store::Repository repo(dir.path, false);
+  store::Repository repo(dir.path(), false);
   CHECK(repo.check(true, nullptr).problems.empty());
   CHECK(repo.read_plain(util::sha256(b)) == std::vector<uint8_t>(b.begin(), b.end()));
 }
@@ -515,7 +509,7 @@ TEST_CASE("uploads go to the writable volume with the most free space, as the vo
   InMemory small, big;
   store::set_memory_volume_capacity(small.name, 10u << 20);
   store::set_memory_volume_capacity(big.name, 100u << 20);
-  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, small.url());
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, small.url());
   int64_t first = repo.catalog().volumes().at(0).id;
   int64_t second = repo.catalog().add_volume(big.url());
   CHECK(repo.choose_volume() == second);
@@ -526,14 +520,14 @@ TEST_CASE("uploads go to the writable volume with the most free space, as the vo
   repo.put(store::verify_upload(upload_of({blob('b', 30000)})), second);  // read-only: goes elsewhere
   CHECK(repo.catalog().packs().back().volume == first);
   CHECK(repo.check(true, nullptr).problems.empty());
-  CHECK_FALSE(fs::exists(dir.path / "volumes"));
+  CHECK_FALSE(fs::exists(dir.path() / "volumes"));
 }
 
 TEST_CASE("check notes a pack the catalog does not know, on any volume, and repair indexes it") {
   TempDir dir;
   InMemory vol;
   std::string a = blob('a', 30000);
-  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
   // A pack another process wrote and was killed before indexing.
   auto w = repo.volume(repo.catalog().volumes().at(0).id).create_pack();
   std::string magic(store::k_pack_magic);
@@ -559,7 +553,7 @@ TEST_CASE("a pack gone from its volume is integrity to a reader and missing to c
   TempDir dir;
   InMemory vol;
   std::string a = blob('a', 30000);
-  store::Repository repo(dir.path, true, store::OrphanPacks::refuse, vol.url());
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
   repo.put(store::verify_upload(upload_of({a})));
   auto pack = repo.catalog().packs().back();
   repo.close_read_fds();
