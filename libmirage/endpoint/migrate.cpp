@@ -233,6 +233,7 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
     // What the plan found before the apply (a rerun after it plans against the new system).
     st["plan"] = layer::plan_json(c.mp.plan, false);
     st["removed_identity"] = c.mp.removed_identity;
+    st["dangling_enablement"] = c.mp.dangling_enablement;
     st["package_changes"] = packages_json(c.mp.packages);
     st["phase"] = "applying";
     save_json(state_file(opts.state_dir), st);
@@ -271,6 +272,7 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
           {"from_layers", spec.value("from_layers", json::array())},
           {"plan", st["plan"]},
           {"removed_identity", st["removed_identity"]},
+          {"dangling_enablement", st.value("dangling_enablement", json::array())},
           {"packages", st["package_changes"]},
           {"reinstalled", st["packages"]},
           {"recapture", spec.value("recapture", json::array())},
@@ -345,6 +347,7 @@ json migrate_dry_run(Client& client, const std::string& device, const json& spec
   j["paths"] = c.mp.decisions;
   j["packages"] = packages_json(c.mp.packages);
   j["removed_identity"] = c.mp.removed_identity;
+  j["dangling_enablement"] = c.mp.dangling_enablement;
   j["recapture"] = spec.value("recapture", json::array());
   return j;
 }

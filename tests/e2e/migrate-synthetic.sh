@@ -6,7 +6,8 @@
 # /old-root and during the apply's commit, then reruns finish the migration; after it:
 # the new release's files, the user area byte-identical, identity, fstab and the carried
 # settings kept, the DSA key gone and reported, the user's package reported, the old
-# system under /old-root/<id> (hard links), the user's package reported as not
+# system under /old-root/<id> (hard links), an enablement of a unit 13 dropped not
+# carried and reported (one of a unit 13 has kept), the user's package reported as not
 # reinstalled (no apt-get in the tree) with the reason, fewer bytes on the wire than the new big
 # file, the device given the new base, app layers reported for recapture, an event per
 # step. Rollback (killed once, rerun): the old system area back, a file the user made
@@ -23,7 +24,9 @@ print(d if not isinstance(d,(dict,list)) else json.dumps(d))' "$1"; }
 mkroot() {  # ROOT VERSION: a tiny Debian-like system of release VERSION
   local r=$1 v=$2
   mkdir -p "$r"/{etc/ssh,etc/sudoers.d,etc/cron.d,etc/systemd/system/multi-user.target.wants,usr/bin,usr/share/doc/base}
-  mkdir -p "$r"/{var/lib/dpkg,home,root,srv,tmp,var/log,var/cache/apt}
+  mkdir -p "$r"/{var/lib/dpkg,home,root,srv,tmp,var/log,var/cache/apt,usr/lib/systemd/system}
+  ln -s usr/lib "$r/lib"
+  printf '[Service]\nExecStart=/usr/bin/ls\n' >"$r/usr/lib/systemd/system/kept.service"
   chmod 1777 "$r/tmp"
   printf 'root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n' >"$r/etc/passwd"
   printf 'root:x:0:\ndaemon:x:1:\nsudo:x:27:\n' >"$r/etc/group"
@@ -42,6 +45,7 @@ mkroot() {  # ROOT VERSION: a tiny Debian-like system of release VERSION
 old=$T/old; mkroot "$old" 12.8
 head -c 600000 /dev/urandom >"$old/usr/bin/big"; chmod 755 "$old/usr/bin/big"
 printf 'only in 12\n' >"$old/usr/share/doc/base/old-only.txt"
+printf '[Service]\nExecStart=/usr/bin/big\n' >"$old/usr/lib/systemd/system/gone.service"  # 13 dropped it
 mirage-capture base --root "$old" --name deb12 --output json >/dev/null
 new=$T/new; mkroot "$new" 13.1
 cp -a "$old/usr/bin/big" "$new/usr/bin/big"
@@ -78,6 +82,8 @@ printf '0 * * * * echo hi\n' >"$ep/var/spool/cron/crontabs/alice"
 printf '%%sudo ALL=(ALL) ALL\n' >"$ep/etc/sudoers.d/admins"; chmod 440 "$ep/etc/sudoers.d/admins"
 printf '[Service]\nExecStart=/usr/local/bin/tool\n' >"$ep/etc/systemd/system/local.service"
 ln -s /etc/systemd/system/local.service "$ep/etc/systemd/system/multi-user.target.wants/local.service"
+ln -s /lib/systemd/system/kept.service "$ep/etc/systemd/system/multi-user.target.wants/kept.service"
+ln -s /lib/systemd/system/gone.service "$ep/etc/systemd/system/multi-user.target.wants/gone.service"
 printf '#!/bin/sh\necho tool\n' >"$ep/usr/local/bin/tool"; chmod 755 "$ep/usr/local/bin/tool"
 printf 'site tuning LOCAL\n' >"$ep/etc/site.conf"
 printf 'user program\n' >"$ep/usr/bin/userprog"
@@ -121,11 +127,17 @@ assert pk["coreutils"]["change"] == "upgrade" and pk["coreutils"]["to"] == "9.13
 assert r["removed_identity"] == ["/etc/ssh/ssh_host_dsa_key.pub", "/etc/ssh/ssh_host_dsa_key"] or \
        sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r["removed_identity"]
 assert r["recapture"] == ["tool@1"], r["recapture"]
+gone = "/etc/systemd/system/multi-user.target.wants/gone.service"
+assert r["dangling_enablement"] == [gone], r["dangling_enablement"]
+assert p[gone]["op"] == "remove" and "dangling enablement" in p[gone]["why"], p[gone]
+assert "/etc/systemd/system/multi-user.target.wants/kept.service" not in p or \
+       p["/etc/systemd/system/multi-user.target.wants/kept.service"]["op"] == "keep"
 assert 0 < r["fetch_bytes"] < 300000, r["fetch_bytes"]
 PY
 expect_exit 0 mirage-migrate --device ep1 --base deb13 --force --dry-run --output text
 expect_contains "$OUT" "not carried (identity): /etc/ssh/ssh_host_dsa_key"
 expect_contains "$OUT" "userpkg"
+expect_contains "$OUT" "not carried (enables a unit the new system lacks): /etc/systemd/system/multi-user.target.wants/gone.service"
 listing "$ep" >"$T/ep-dry"
 diff -u "$T/ep-before" "$T/ep-dry" >&2 || fail "the dry run changed the endpoint"
 
@@ -161,6 +173,9 @@ grep -q '^sudo:x:27:admin$' "$ep/etc/group" || fail "sudo membership lost"
 [ -e "$ep/etc/cups/printers.conf" ] && [ -e "$ep/var/spool/cron/crontabs/alice" ] || fail "printers/crontab"
 [ -e "$ep/etc/sudoers.d/admins" ] && [ "$(cat "$ep/etc/sudoers.d/README")" = "sudoers readme 13.1" ] || fail "sudoers.d"
 [ -L "$ep/etc/systemd/system/multi-user.target.wants/local.service" ] || fail "unit enablement"
+[ -L "$ep/etc/systemd/system/multi-user.target.wants/kept.service" ] || fail "the new release's unit's enablement"
+[ ! -L "$ep/etc/systemd/system/multi-user.target.wants/gone.service" ] || fail "a dangling enablement was carried"
+[ ! -e "$ep/lib/systemd/system/gone.service" ] || fail "the unit 13 dropped is there"
 [ -x "$ep/usr/local/bin/tool" ] || fail "/usr/local"
 [ ! -e "$ep/usr/bin/userprog" ] && [ ! -e "$ep/etc/site.conf.mirage-local" ] || fail "not-carried files stayed"
 [ -e "$ep/var/cache/apt/pkgcache.bin" ] || fail "the unprotected area was touched"
@@ -177,6 +192,7 @@ import json, sys
 r = json.loads(sys.argv[1])["order"]
 assert r["migration_id"] == sys.argv[2] and r["base"] == "deb13@1", r
 assert sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r
+assert r["dangling_enablement"] == ["/etc/systemd/system/multi-user.target.wants/gone.service"], r
 assert r["recapture"] == ["tool@1"], r["recapture"]
 assert r["old_root"]["path"] == "/old-root/" + sys.argv[2] and r["old_root"]["bytes"] > 600000, r["old_root"]
 assert r["old_root"]["keep_days"] == 5, r["old_root"]
@@ -213,6 +229,7 @@ expect_exit 0 mirage-centralize --root "$ep" --device-id ep1 --output json
 cmp "$ep/usr/bin/big" "$old/usr/bin/big" && [ -e "$ep/usr/bin/userprog" ] && [ -e "$ep/etc/ssh/ssh_host_dsa_key" ] ||
   fail "rollback: old system area not back"
 [ "$(cat "$ep/etc/site.conf")" = "site tuning LOCAL" ] || fail "rollback: local edit not back"
+[ -L "$ep/etc/systemd/system/multi-user.target.wants/gone.service" ] || fail "rollback: the old enablement not back"
 [ "$(cat "$ep/home/alice/after.txt")" = "written after the migration" ] || fail "rollback lost the user's new file"
 [ ! -e "$ep/old-root/$mid" ] || fail "rollback left /old-root/$mid"
 expect_exit 0 mirage-assign status --device ep1 --output json

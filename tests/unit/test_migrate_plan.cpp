@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "libmirage/migrate/plan.hpp"
 #include "tests/unit/flat_entries.hpp"
 
@@ -12,6 +14,14 @@ using test::image_of;
 using test::op_for;
 tree::Entry dir() { return test::dir_entry(); }
 tree::Entry file(uint8_t content) { return test::file_entry(content); }
+tree::Entry link(const std::string& target) {
+  tree::Entry e;
+  e.kind = tree::Kind::symlink;
+  e.mode = 0777;
+  e.target = target;
+  e.size = target.size();
+  return e;
+}
 
 Flat tree_of(std::initializer_list<std::pair<const std::string, tree::Entry>> files) {
   Flat f{{"/", dir()},        {"/etc", dir()},       {"/etc/ssh", dir()},         {"/usr", dir()},
@@ -97,6 +107,56 @@ TEST_CASE("the rules decide per path over the layer plan") {
   }
   // Nothing of N's files is on E: every byte of ls, new-only, site.conf, README, sshd_config comes.
   CHECK(plan.fetch_bytes == 50);
+}
+
+TEST_CASE("an enablement link stays only where the unit it enables is in the migrated system") {
+  const std::string wants = "/etc/systemd/system/multi-user.target.wants/";
+  auto units = [](Flat f) {
+    for (const char* d : {"/etc/systemd", "/etc/systemd/system", "/etc/systemd/system/multi-user.target.wants", "/usr/lib",
+                          "/usr/lib/systemd", "/usr/lib/systemd/system"})
+      f[d] = dir();
+    f["/lib"] = link("usr/lib");
+    return f;
+  };
+  auto o = image_of(units(tree_of({{"/usr/lib/systemd/system/ssh.service", file(1)},
+                                   {"/usr/lib/systemd/system/gone.service", file(2)},
+                                   {"/usr/lib/systemd/system/getty@.service", file(3)}})));
+  auto n = image_of(units(tree_of({{"/usr/lib/systemd/system/ssh.service", file(11)},
+                                   {"/usr/lib/systemd/system/getty@.service", file(13)},
+                                   {"/usr/lib/systemd/system/fresh.service", file(14)}})));
+  auto e = units(tree_of({{"/usr/lib/systemd/system/ssh.service", file(1)},
+                          {"/usr/lib/systemd/system/gone.service", file(2)},
+                          {"/usr/lib/systemd/system/getty@.service", file(3)},
+                          {"/etc/systemd/system/local.service", file(4)},
+                          {wants + "local.service", link("/etc/systemd/system/local.service")},  // carried unit
+                          {wants + "ssh.service", link("/lib/systemd/system/ssh.service")},  // through /lib -> usr/lib
+                          {wants + "getty@tty1.service", link("/lib/systemd/system/getty@.service")},
+                          {wants + "gone.service", link("/lib/systemd/system/gone.service")},  // N dropped it
+                          {wants + "rel.service", link("../gone.service")},  // relative, to nothing
+                          {"/etc/systemd/system/old-alias.service", link("/lib/systemd/system/gone.service")},
+                          {"/etc/systemd/system/masked.service", link("/dev/null")}}));
+  auto mp = migrate::make_migration_plan(o, n, e, {}, {}, migrate::Rules::defaults(), LayerRules::defaults());
+  for (const char* kept : {"local.service", "ssh.service", "getty@tty1.service"}) {
+    INFO(kept);
+    CHECK_FALSE(op_for(mp.plan, wants + kept));
+  }
+  CHECK_FALSE(op_for(mp.plan, "/etc/systemd/system/masked.service"));
+  CHECK(op_for(mp.plan, "/usr/lib/systemd/system/gone.service")->action == Action::remove);
+  for (const auto& p : {wants + "gone.service", wants + "rel.service", std::string("/etc/systemd/system/old-alias.service")}) {
+    INFO(p);
+    REQUIRE(op_for(mp.plan, p));
+    CHECK(op_for(mp.plan, p)->action == Action::remove);
+    REQUIRE(decision(mp, p));
+    CHECK(decision(mp, p)->op == "remove");
+    CHECK(decision(mp, p)->why.find("dangling enablement") != std::string::npos);
+  }
+  std::vector<std::string> dangling = mp.dangling_enablement;
+  std::sort(dangling.begin(), dangling.end());
+  CHECK(dangling == std::vector<std::string>{"/etc/systemd/system/multi-user.target.wants/gone.service",
+                                             "/etc/systemd/system/multi-user.target.wants/rel.service",
+                                             "/etc/systemd/system/old-alias.service"});
+  // The directory of the links stays: it holds links that stay.
+  CHECK_FALSE(op_for(mp.plan, "/etc/systemd/system/multi-user.target.wants"));
 }
 
 TEST_CASE("the old-root holds the system area, not the user area nor what stays in place") {
