@@ -6,7 +6,8 @@
 # /old-root and during the apply's commit, then reruns finish the migration; after it:
 # the new release's files, the user area byte-identical, identity, fstab and the carried
 # settings kept, the DSA key gone and reported, the user's package reported, the old
-# system under /old-root/<id> (hard links), an enablement of a unit 13 dropped not
+# system under /old-root/<id> (hard links), a carried sudoers.d file visudo (a real
+# one, from sudo's package) rejects renamed PATH.mirage-local and reported, an enablement of a unit 13 dropped not
 # carried and reported (one of a unit 13 has kept), the user's package reported as not
 # reinstalled (no apt-get in the tree) with the reason, fewer bytes on the wire than the new big
 # file, the device given the new base, app layers reported for recapture, an event per
@@ -20,6 +21,25 @@ T=$TEST_TMP
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin)
 for k in sys.argv[1].split("."): d = d[int(k)] if k.isdigit() else d[k]
 print(d if not isinstance(d,(dict,list)) else json.dumps(d))' "$1"; }
+
+# A real visudo (sudo's package from the host's apt, cached beside the debootstrap
+# roots) with the libraries it needs, in ROOT: the migration checks the carried
+# sudoers.d files with it in a chroot (root only). False when it cannot be had.
+add_visudo() {
+  local r=$1 cache=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests} x=$TEST_TMP/.sudo lib
+  [ "$(id -u)" = 0 ] && [ -z "${MIRAGE_TEST_NO_VISUDO:-}" ] || return 1
+  if [ ! -d "$x" ]; then
+    if ! ls "$cache"/sudo_*.deb >/dev/null 2>&1; then
+      mkdir -p "$cache" && (cd "$cache" && apt-get download sudo) >/dev/null 2>&1 || return 1
+    fi
+    dpkg-deb -x "$(ls "$cache"/sudo_*.deb | head -1)" "$x" || return 1
+  fi
+  mkdir -p "$r/usr/sbin" "$r/usr/libexec/sudo"
+  cp "$x/usr/sbin/visudo" "$r/usr/sbin/" && cp -a "$x"/usr/libexec/sudo/libsudo_util.so* "$r/usr/libexec/sudo/"
+  for lib in $(LD_LIBRARY_PATH=$x/usr/libexec/sudo ldd "$x/usr/sbin/visudo" | grep -o '/[^ ]*' | grep -v "^$x"); do
+    mkdir -p "$r$(dirname "$lib")" && cp -L "$lib" "$r$lib" || return 1
+  done
+}
 
 mkroot() {  # ROOT VERSION: a tiny Debian-like system of release VERSION
   local r=$1 v=$2
@@ -40,7 +60,10 @@ mkroot() {  # ROOT VERSION: a tiny Debian-like system of release VERSION
   printf 'site tuning %s\n' "$v" >"$r/etc/site.conf"
   printf 'sudoers readme %s\n' "$v" >"$r/etc/sudoers.d/README"
   printf 'ref-host\n' >"$r/etc/hostname"
+  if [ "${visudo:-}" = yes ]; then add_visudo "$r" || fail "visudo could be had once, not twice"; fi
 }
+visudo=no
+if add_visudo "$TEST_TMP/.probe"; then visudo=yes; else echo "no visudo to be had: its check's warning tested" >&2; fi
 
 old=$T/old; mkroot "$old" 12.8
 head -c 600000 /dev/urandom >"$old/usr/bin/big"; chmod 755 "$old/usr/bin/big"
@@ -80,6 +103,7 @@ chmod 600 "$ep/etc/NetworkManager/system-connections/office.nmconnection"
 printf '<Printer laser>\n</Printer>\n' >"$ep/etc/cups/printers.conf"
 printf '0 * * * * echo hi\n' >"$ep/var/spool/cron/crontabs/alice"
 printf '%%sudo ALL=(ALL) ALL\n' >"$ep/etc/sudoers.d/admins"; chmod 440 "$ep/etc/sudoers.d/admins"
+printf 'admin ALL=(ALL NOPASSWD /bin/true\n' >"$ep/etc/sudoers.d/broken"; chmod 440 "$ep/etc/sudoers.d/broken"
 printf '[Service]\nExecStart=/usr/local/bin/tool\n' >"$ep/etc/systemd/system/local.service"
 ln -s /etc/systemd/system/local.service "$ep/etc/systemd/system/multi-user.target.wants/local.service"
 ln -s /lib/systemd/system/kept.service "$ep/etc/systemd/system/multi-user.target.wants/kept.service"
@@ -172,6 +196,11 @@ grep -q '^sudo:x:27:admin$' "$ep/etc/group" || fail "sudo membership lost"
 [ -e "$ep/etc/NetworkManager/system-connections/office.nmconnection" ] || fail "NM connection"
 [ -e "$ep/etc/cups/printers.conf" ] && [ -e "$ep/var/spool/cron/crontabs/alice" ] || fail "printers/crontab"
 [ -e "$ep/etc/sudoers.d/admins" ] && [ "$(cat "$ep/etc/sudoers.d/README")" = "sudoers readme 13.1" ] || fail "sudoers.d"
+if [ $visudo = yes ]; then  # visudo rejects the broken one: renamed, so sudo skips it
+  [ ! -e "$ep/etc/sudoers.d/broken" ] && [ -e "$ep/etc/sudoers.d/broken.mirage-local" ] || fail "broken sudoers left active"
+else
+  [ -e "$ep/etc/sudoers.d/broken" ] || fail "an unchecked sudoers file was moved"
+fi
 [ -L "$ep/etc/systemd/system/multi-user.target.wants/local.service" ] || fail "unit enablement"
 [ -L "$ep/etc/systemd/system/multi-user.target.wants/kept.service" ] || fail "the new release's unit's enablement"
 [ ! -L "$ep/etc/systemd/system/multi-user.target.wants/gone.service" ] || fail "a dangling enablement was carried"
@@ -187,7 +216,7 @@ cmp "$o/usr/bin/big" "$old/usr/bin/big" && [ -e "$o/usr/bin/userprog" ] && [ -e 
 [ "$(cat "$o/etc/site.conf")" = "site tuning LOCAL" ] || fail "old-root lacks the local edit"
 [ ! -e "$o/home/alice" ] && [ ! -e "$o/usr/local" ] || fail "old-root holds the user area or /usr/local"
 [ "$(stat -c %h "$o/usr/share/doc/base/old-only.txt")" = 1 ] || fail "old-only doc not moved"
-python3 - "$R" "$mid" <<'PY' || fail "report: $R"
+python3 - "$R" "$mid" "$visudo" <<'PY' || fail "report: $R"
 import json, sys
 r = json.loads(sys.argv[1])["order"]
 assert r["migration_id"] == sys.argv[2] and r["base"] == "deb13@1", r
@@ -196,7 +225,19 @@ assert r["dangling_enablement"] == ["/etc/systemd/system/multi-user.target.wants
 assert r["recapture"] == ["tool@1"], r["recapture"]
 assert r["old_root"]["path"] == "/old-root/" + sys.argv[2] and r["old_root"]["bytes"] > 600000, r["old_root"]
 assert r["old_root"]["keep_days"] == 5, r["old_root"]
-assert [s["step"] for s in r["steps"]] == ["protected", "images", "old_root", "applied", "packages", "hooks"], r["steps"]
+steps = ["protected", "images", "old_root", "applied", "sudoers", "packages", "hooks"]
+if sys.argv[3] == "no":  # no visudo in the new system: checked after apt (which could not run), a warning
+    steps = ["protected", "images", "old_root", "applied", "packages", "sudoers", "hooks"]
+assert [s["step"] for s in r["steps"]] == steps, r["steps"]
+su = r["sudoers"]
+if sys.argv[3] == "yes":
+    assert su["checked"] == ["/etc/sudoers.d/admins", "/etc/sudoers.d/broken"], su
+    [d] = su["disabled"]
+    assert d["path"] == "/etc/sudoers.d/broken" and d["renamed_to"] == "/etc/sudoers.d/broken.mirage-local", d
+    assert "syntax error" in d["message"] and d["visudo_exit"] != 0, d
+    assert not su["after_packages"] and "warning" not in su, su
+else:
+    assert su["checked"] == [] and su["disabled"] == [] and "no visudo" in su["warning"] and su["after_packages"], su
 assert any(p["package"] == "userpkg" and p["change"] == "reinstall" for p in r["packages"]), r["packages"]
 # The tree has no apt-get: the user's package is reported by name with the reason.
 [u] = r["reinstalled"]
@@ -209,7 +250,7 @@ import json, sys
 ev = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 kinds = [e["type"] for e in ev]
 for k in ["migrate.protected", "migrate.images", "migrate.old_root", "migrate.applied", "migrate.packages",
-          "migrate.hooks", "migrate.done"]:
+          "migrate.sudoers", "migrate.hooks", "migrate.done"]:
     assert k in kinds, (k, kinds)
 done = [e for e in ev if e["type"] == "migrate.done"][0]
 data = done.get("detail", done)
