@@ -159,6 +159,35 @@ TEST_CASE("an enablement link stays only where the unit it enables is in the mig
   CHECK_FALSE(op_for(mp.plan, "/etc/systemd/system/multi-user.target.wants"));
 }
 
+TEST_CASE("a remapped account never gets an id an account of the old system had") {
+  auto accounts = [](const char* passwd, const char* group) {
+    return std::map<std::string, RecordSet>{{"/etc/passwd", parse_records(RecordFormat::colon_lines, passwd, "passwd")},
+                                            {"/etc/group", parse_records(RecordFormat::colon_lines, group, "group")}};
+  };
+  auto o = image_of(tree_of({}));
+  auto n = image_of(tree_of({}));
+  // The old release had _oldsvc (999, dropped by the new one); the endpoint made a local
+  // account at 990, the id the new release's _newsvc has; a user's primary group 998
+  // has no group record. The highest free system id, 999, still owns _oldsvc's files.
+  o.records = accounts("root:x:0:0::/root:/bin/sh\n_oldsvc:x:999:999::/:/usr/sbin/nologin\n",
+                       "root:x:0:\n_oldsvc:x:999:\n");
+  n.records = accounts("root:x:0:0::/root:/bin/sh\n_newsvc:x:990:990::/:/usr/sbin/nologin\n",
+                       "root:x:0:\n_newsvc:x:990:\n");
+  auto e_records = accounts(
+      "root:x:0:0::/root:/bin/sh\n_oldsvc:x:999:999::/:/usr/sbin/nologin\nlocalsvc:x:990:990::/:/bin/sh\n"
+      "lonely:x:997:998::/:/bin/sh\n",
+      "root:x:0:\n_oldsvc:x:999:\nlocalsvc:x:990:\n");
+  auto mp = migrate::make_migration_plan(o, n, tree_of({}), e_records, {}, migrate::Rules::defaults(), LayerRules::defaults());
+  REQUIRE(mp.plan.new_ids.uid.count(990));
+  REQUIRE(mp.plan.new_ids.gid.count(990));
+  uint32_t uid = mp.plan.new_ids.uid.at(990), gid = mp.plan.new_ids.gid.at(990);
+  CHECK(uid == 998);  // 999 (_oldsvc's, dropped) and 997 (lonely's) are not free
+  CHECK(gid == 997);  // 999 (_oldsvc's) and 998 (lonely's primary group) are not free
+  // The merge did drop _oldsvc: its id is retired, not free.
+  auto& merged = mp.plan.merges.at("/etc/passwd").merged;
+  CHECK(std::none_of(merged.begin(), merged.end(), [](const Record& r) { return r.key == "_oldsvc"; }));
+}
+
 TEST_CASE("the old-root holds the system area, not the user area nor what stays in place") {
   auto rules = migrate::Rules::defaults();
   auto lr = LayerRules::defaults();
