@@ -215,16 +215,16 @@ std::string visudo_of(const fs::path& root) {
   return "";
 }
 
-/// What a pipe of a child gives until its end (at most `limit` bytes kept).
-std::string read_all(const util::Fd& fd, size_t limit = 65536) {
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    if (out.size() < limit) out.append(buf, std::min(size_t(n), limit - out.size()));
-  }
+/// What a pipe of a child gives until its end: the first `limit` bytes, the rest read
+/// and dropped (visudo says a line or two on each of its two pipes, read one after
+/// the other).
+std::string read_all(const util::Fd& fd, const std::string& what, size_t limit = 65536) {
+  std::string out(limit, '\0');
+  out.resize(util::read_full(fd.get(), {reinterpret_cast<uint8_t*>(out.data()), out.size()}, what));
+  uint8_t rest[4096];
+  if (out.size() == limit)
+    while (util::read_full(fd.get(), rest, what) == sizeof rest) {
+    }
   return out;
 }
 
@@ -249,7 +249,7 @@ json check_sudoers(const fs::path& root, const std::vector<std::string>& files) 
     so.argv = {visudo, "-c", "-f", f};
     so.out = so.err = util::SpawnOptions::Stream::pipe;
     auto child = util::spawn(so);
-    std::string said = read_all(child.err), told = read_all(child.out);
+    std::string said = read_all(child.err, visudo + "'s errors"), told = read_all(child.out, visudo + "'s output");
     int status = child.wait();
     if (child.exec_error()) {
       out["warning"] = visudo + " could not be run: " + std::strerror(child.exec_error());

@@ -11,7 +11,7 @@
 # carried and reported (one of a unit 13 has kept), the user's package reported as not
 # reinstalled (no apt-get in the tree) with the reason, fewer bytes on the wire than the new big
 # file, the device given the new base, app layers reported for recapture, an event per
-# step. Rollback (killed once, rerun): the old system area back, a file the user made
+# step. Rollback (killed while staging, in its commit and by a real kill -9, rerun): the old system area back, a file the user made
 # after the migration kept, /old-root/<id> gone; a second rollback refused. Two
 # endpoints by --collection, --keep-old-root bounds, the retention removing an expired
 # /old-root.
@@ -262,9 +262,20 @@ expect_exit 0 mirage-assign status --device ep1 --output json
 expect_contains "$OUT" '"deb13@1"'
 
 # Rollback: the old system area back; a file the user made after the migration stays.
+# Killed while staging (the system untouched), in the commit, then by a real kill -9 at
+# a random moment of a rerun: the next rerun finishes it.
 printf 'written after the migration\n' >"$ep/home/alice/after.txt"
 expect_exit 0 mirage-migrate --rollback --device ep1 --output json
+expect_exit 99 env MIRAGE_TEST_CRASH_AT_STAGE=1 mirage-centralize --root "$ep" --device-id ep1 --output json
+[ "$(cat "$ep/etc/debian_version")" = 13.1 ] || fail "a rollback killed while staging changed the system"
 expect_exit 99 env MIRAGE_TEST_CRASH_AT_STEP=2 mirage-centralize --root "$ep" --device-id ep1 --output json
+kill_after=0.$((RANDOM % 40))
+echo "rollback rerun killed (SIGKILL) after ${kill_after}s" >&2
+mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null 2>&1 &
+pid=$!
+sleep "$kill_after"
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" || true
 expect_exit 0 mirage-centralize --root "$ep" --device-id ep1 --output json
 [ "$(cat "$ep/etc/debian_version")" = 12.8 ] || fail "rollback: debian_version $(cat "$ep/etc/debian_version")"
 cmp "$ep/usr/bin/big" "$old/usr/bin/big" && [ -e "$ep/usr/bin/userprog" ] && [ -e "$ep/etc/ssh/ssh_host_dsa_key" ] ||
