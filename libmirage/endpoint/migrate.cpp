@@ -258,7 +258,8 @@ json check_sudoers(const fs::path& root, const std::vector<std::string>& files) 
     out["checked"].push_back(f);
     if (status == 0) continue;
     std::string message = util::trim(said.empty() ? told : said);
-    fs::rename(on_disk, on_disk.string() + ".mirage-local");
+    fs::rename(on_disk, on_disk.string() + ".mirage-local", ec);
+    if (ec) throw Error(ErrorKind::failed, "sudoers: rename " + f + " rejected by visudo (" + message + "): " + ec.message());
     out["disabled"].push_back(
         {{"path", f}, {"renamed_to", f + ".mirage-local"}, {"visudo_exit", status}, {"message", message}});
   }
