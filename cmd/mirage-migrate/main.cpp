@@ -133,6 +133,8 @@ void print_dry_run(std::ostream& os, const json& plan) {
     pk.row({"  " + p["package"].get<std::string>(), tool::cell(p["change"]), p.value("from", "-"), p.value("to", "-")});
   pk.print(os, "  no package changes");
   for (const auto& p : plan["removed_identity"]) os << "  not carried (identity): " << p.get<std::string>() << "\n";
+  for (const auto& p : plan["dangling_enablement"])
+    os << "  not carried (enables a unit the new system lacks): " << p.get<std::string>() << "\n";
   for (const auto& a : plan["recapture"]) os << "  app layer to recapture on the new base: " << a.get<std::string>() << "\n";
 }
 
@@ -155,6 +157,8 @@ void print_orders(std::ostream& os, const json& out, const Options& o) {
          << " days), " << r.value("wire_bytes", uint64_t(0)) << " bytes received\n";
     for (const auto& p : r.value("removed_identity", json::array()))
       os << "  not carried (identity): " << p.get<std::string>() << "\n";
+    for (const auto& p : r.value("dangling_enablement", json::array()))
+      os << "  not carried (enables a unit the new system lacks): " << p.get<std::string>() << "\n";
     for (const auto& p : r.value("reinstalled", json::array()))
       os << "  package " << p["package"].get<std::string>() << ": "
          << (p.value("installed", false) ? "installed again from the new release" : "not reinstalled: " + p.value("reason", ""))

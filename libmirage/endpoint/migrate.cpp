@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <set>
@@ -16,6 +17,7 @@
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/log.hpp"
 #include "libmirage/util/spawn.hpp"
+#include "libmirage/util/text.hpp"
 
 namespace mirage::endpoint {
 
@@ -138,17 +140,24 @@ json packages_json(const std::vector<layer::PackageChange>& list) {
   return out;
 }
 
-/// Runs apt-get with `args` on the endpoint (in a chroot of ROOT unless ROOT is "/"),
-/// its output on stderr; returns its exit status and, when it could not run, why.
-std::pair<int, std::string> apt_get(const fs::path& root, std::vector<std::string> args) {
+/// Programs the migration runs on the endpoint: in a chroot of ROOT unless ROOT is "/".
+util::SpawnOptions on_endpoint(const fs::path& root) {
   util::SpawnOptions so;
+  so.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}};
+  std::error_code ec;
+  if (!fs::equivalent(root, "/", ec)) so.chroot = root;
+  return so;
+}
+
+/// Runs apt-get with `args` on the endpoint (on_endpoint), its output on stderr;
+/// returns its exit status and, when it could not run, why.
+std::pair<int, std::string> apt_get(const fs::path& root, std::vector<std::string> args) {
+  util::SpawnOptions so = on_endpoint(root);
   // Conffiles the migration carried (cron.d, ...) are kept without a prompt.
   so.argv = {"/usr/bin/apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confdef", "-o",
              "Dpkg::Options::=--force-confold"};
   so.argv.insert(so.argv.end(), args.begin(), args.end());
-  so.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, {"DEBIAN_FRONTEND", "noninteractive"}};
-  std::error_code ec;
-  if (!fs::equivalent(root, "/", ec)) so.chroot = root;
+  so.env.emplace_back("DEBIAN_FRONTEND", "noninteractive");
   so.out = util::SpawnOptions::Stream::to_stderr;
   auto child = util::spawn(so);
   int status = child.wait();
@@ -181,6 +190,91 @@ json reinstall_packages(const fs::path& root, const json& changes) {
     out.push_back(r);
   }
   return out;
+}
+
+/// The sudoers.d files the migration carried from the endpoint: the ones sudo reads
+/// (a name with a dot or ending in '~' it skips) that a component claims.
+std::vector<std::string> carried_sudoers(const Composed& c) {
+  const std::string dir = "/etc/sudoers.d/";
+  std::vector<std::string> out;
+  for (auto it = c.e.lower_bound(dir); it != c.e.end() && it->first.starts_with(dir); ++it) {
+    std::string_view name = std::string_view(it->first).substr(dir.size());
+    if (it->second.kind != tree::Kind::file || name.find_first_of("/.") != std::string_view::npos || name.ends_with("~"))
+      continue;
+    if (c.rules.explain(it->first).outcome == migrate::Outcome::carried) out.push_back(it->first);
+  }
+  return out;
+}
+
+/// The migrated system's visudo (its path inside the system), "" when it has none.
+std::string visudo_of(const fs::path& root) {
+  for (const char* p : {"/usr/sbin/visudo", "/sbin/visudo"}) {
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(root / (p + 1), ec))) return p;
+  }
+  return "";
+}
+
+/// What a pipe of a child gives until its end: the first `limit` bytes, the rest read
+/// and dropped (visudo says a line or two on each of its two pipes, read one after
+/// the other).
+std::string read_all(const util::Fd& fd, const std::string& what, size_t limit = 65536) {
+  std::string out(limit, '\0');
+  out.resize(util::read_full(fd.get(), {reinterpret_cast<uint8_t*>(out.data()), out.size()}, what));
+  uint8_t rest[4096];
+  if (out.size() == limit)
+    while (util::read_full(fd.get(), rest, what) == sizeof rest) {
+    }
+  return out;
+}
+
+/// Step 4a: each carried sudoers.d file checked by `visudo -c -f FILE` on the endpoint
+/// (on_endpoint); one it rejects is renamed PATH.mirage-local (sudo reads no name with a
+/// dot) and reported with visudo's message. Without a visudo nothing is checked, and
+/// the result says so in "warning".
+json check_sudoers(const fs::path& root, const std::vector<std::string>& files) {
+  json out = {{"checked", json::array()}, {"disabled", json::array()}};
+  std::string visudo = visudo_of(root);
+  if (visudo.empty()) {
+    if (!files.empty())
+      out["warning"] = "the migrated system has no visudo: " + std::to_string(files.size()) +
+                       " carried /etc/sudoers.d files not checked";
+    return out;
+  }
+  for (const auto& f : files) {
+    fs::path on_disk = root / f.substr(1);
+    std::error_code ec;
+    if (!fs::is_regular_file(fs::symlink_status(on_disk, ec))) continue;  // renamed by an interrupted run
+    util::SpawnOptions so = on_endpoint(root);
+    so.argv = {visudo, "-c", "-f", f};
+    so.out = so.err = util::SpawnOptions::Stream::pipe;
+    auto child = util::spawn(so);
+    std::string said = read_all(child.err, visudo + "'s errors"), told = read_all(child.out, visudo + "'s output");
+    int status = child.wait();
+    if (child.exec_error()) {
+      out["warning"] = visudo + " could not be run: " + std::strerror(child.exec_error());
+      return out;
+    }
+    out["checked"].push_back(f);
+    if (status == 0) continue;
+    std::string message = util::trim(said.empty() ? told : said);
+    fs::rename(on_disk, on_disk.string() + ".mirage-local", ec);
+    if (ec) throw Error(ErrorKind::failed, "sudoers: rename " + f + " rejected by visudo (" + message + "): " + ec.message());
+    out["disabled"].push_back(
+        {{"path", f}, {"renamed_to", f + ".mirage-local"}, {"visudo_exit", status}, {"message", message}});
+  }
+  return out;
+}
+
+/// Records the sudoers check in the state file and warns of what it disabled.
+void sudoers_checked(const ApplyOrderOptions& opts, json& st, json result, bool after_packages) {
+  result["after_packages"] = after_packages;
+  for (const auto& d : result["disabled"])
+    util::warn("sudoers: " + d["path"].get<std::string>() + " rejected by visudo, renamed " +
+               d["renamed_to"].get<std::string>() + ": " + d["message"].get<std::string>());
+  if (result.contains("warning")) util::warn("sudoers: " + result["warning"].get<std::string>());
+  st["sudoers"] = std::move(result);
+  save_json(state_file(opts.state_dir), st);
 }
 
 void record_retention(const fs::path& state_dir, const std::string& id, const json& old_root, int keep_days) {
@@ -233,6 +327,7 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
     // What the plan found before the apply (a rerun after it plans against the new system).
     st["plan"] = layer::plan_json(c.mp.plan, false);
     st["removed_identity"] = c.mp.removed_identity;
+    st["dangling_enablement"] = c.mp.dangling_enablement;
     st["package_changes"] = packages_json(c.mp.packages);
     st["phase"] = "applying";
     save_json(state_file(opts.state_dir), st);
@@ -246,6 +341,16 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
   }
   steps.push_back({{"step", "applied"}, {"bytes_moved", st.value("apply_bytes", uint64_t(0))},
                    {"seconds", st.value("apply_seconds", 0.0)}, {"apply", st.value("apply", json::object())}});
+  // The carried sudo rules checked before apt runs, by the new release's visudo; where
+  // it has none (sudo is the user's, installed again by the packages step), after.
+  auto sudoers = carried_sudoers(c);
+  auto sudoers_step = [&] {
+    steps.push_back({{"step", "sudoers"}, {"bytes_moved", 0}});
+    steps.back().update(st["sudoers"]);
+  };
+  if (!st.contains("sudoers") && !visudo_of(opts.root).empty())
+    sudoers_checked(opts, st, check_sudoers(opts.root, sudoers), false);
+  if (st.contains("sudoers") && !st["sudoers"]["after_packages"].get<bool>()) sudoers_step();
   if (!st.contains("packages")) {
     auto t = std::chrono::steady_clock::now();
     st["packages"] = reinstall_packages(opts.root, st["package_changes"]);
@@ -254,6 +359,8 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
   }
   steps.push_back({{"step", "packages"}, {"bytes_moved", 0}, {"seconds", st["packages_seconds"]},
                    {"reinstalled", st["packages"]}});
+  if (!st.contains("sudoers")) sudoers_checked(opts, st, check_sudoers(opts.root, sudoers), true);
+  if (st["sudoers"]["after_packages"].get<bool>()) sudoers_step();
   for (const auto& p : st["packages"])
     if (!p["installed"].get<bool>())
       util::warn("package " + p["package"].get<std::string>() + " not reinstalled: " + p["reason"].get<std::string>());
@@ -271,8 +378,10 @@ json carry_out(Client& client, const json& next, const ApplyOrderOptions& opts) 
           {"from_layers", spec.value("from_layers", json::array())},
           {"plan", st["plan"]},
           {"removed_identity", st["removed_identity"]},
+          {"dangling_enablement", st.value("dangling_enablement", json::array())},
           {"packages", st["package_changes"]},
           {"reinstalled", st["packages"]},
+          {"sudoers", st["sudoers"]},
           {"recapture", spec.value("recapture", json::array())},
           {"old_root", st["old_root"]},
           {"apply", st.value("apply", json::object())},
@@ -345,6 +454,7 @@ json migrate_dry_run(Client& client, const std::string& device, const json& spec
   j["paths"] = c.mp.decisions;
   j["packages"] = packages_json(c.mp.packages);
   j["removed_identity"] = c.mp.removed_identity;
+  j["dangling_enablement"] = c.mp.dangling_enablement;
   j["recapture"] = spec.value("recapture", json::array());
   return j;
 }

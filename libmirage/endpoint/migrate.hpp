@@ -8,8 +8,11 @@
 //  3. the migration plan (migrate/plan.hpp) is carried out by the journaled layer apply:
 //     new files are staged and renamed over the old ones, whose inodes live on under
 //     /old-root; chunks the endpoint has are not fetched;
-//  4. ROOT/etc/mirage/post-migration.d hooks run;
-//  5. the order is reported done: the server gives the device the new layers.
+//  4. the carried /etc/sudoers.d files are checked by visudo -c -f in a chroot (one it
+//     rejects renamed PATH.mirage-local), before the user's packages are installed
+//     again by apt when the new system has visudo, else after;
+//  5. ROOT/etc/mirage/post-migration.d hooks run;
+//  6. the order is reported done: the server gives the device the new layers.
 // A state file in the state directory (migration.json) records the phase, so a crash
 // at any point then a rerun of the still pending order finishes it: the linking is
 // idempotent, the apply's own journal is finished or rolled back by the next sync's
@@ -29,7 +32,8 @@ namespace mirage::endpoint {
 
 /// Carries out a migrate order (`next`: order.next's reply) and reports it. Returns the
 /// report: {"migration_id", "base", "from_layers", "plan", "removed_identity",
-/// "packages", "recapture", "old_root": {path, files, dirs, bytes, keep_days}, "apply",
+/// "dangling_enablement", "packages", "reinstalled", "sudoers": {checked, disabled:
+/// [{path, renamed_to, visudo_exit, message}], after_packages, warning?}, "recapture", "old_root": {path, files, dirs, bytes, keep_days}, "apply",
 /// "hooks", "id_map", "steps": [{step, bytes_moved, ...}], "wire_bytes", "seconds",
 /// "protected_by"}. A failure is reported and rethrown.
 nlohmann::json migrate_order(Client& client, const nlohmann::json& next, const ApplyOrderOptions& options);

@@ -59,6 +59,8 @@ std::string name_in(const json& j, bool hex) {
 bool hex_names(const json& journal) { return journal.value("names", "") == "hex"; }
 
 /// Directory fds below a root, opened component by component without following symlinks.
+bool exists_at(int dirfd, const std::string& name, struct stat* st = nullptr);
+
 class Dirs {
  public:
   explicit Dirs(const fs::path& root) : m_root(root) {
@@ -72,6 +74,13 @@ class Dirs {
     auto fd = std::make_shared<util::Fd>(util::open_dir_at(parent, base_name(dir), (m_root / dir.substr(1)).string()));
     m_fds[dir] = fd;
     return fd->get();
+  }
+  /// The fd of `dir` as get(), or -1 when it or a directory above it is not there.
+  int find(const std::string& dir) {
+    if (auto it = m_fds.find(dir); it != m_fds.end()) return it->second->get();
+    int parent = find(parent_path(dir));
+    if (parent < 0 || !exists_at(parent, base_name(dir))) return -1;
+    return get(dir);
   }
   /// Closes cached fds when there are many; call between steps, never while holding one.
   void trim() {
@@ -95,7 +104,7 @@ class Dirs {
   std::map<std::string, std::shared_ptr<util::Fd>> m_fds;
 };
 
-bool exists_at(int dirfd, const std::string& name, struct stat* st = nullptr) {
+bool exists_at(int dirfd, const std::string& name, struct stat* st) {
   struct stat s;
   if (::fstatat(dirfd, name.c_str(), st ? st : &s, AT_SYMLINK_NOFOLLOW) == 0) return true;
   if (errno == ENOENT) return false;
@@ -136,7 +145,11 @@ void finish_commit(const fs::path& root, const json& journal, ApplyResult* resul
     dirs.trim();
     const auto& s = steps[i];
     std::string op = s.at("op"), path = name_in(s.at("path"), hex);
-    int dirfd = dirs.get(parent_path(path));
+    // A remove or a metadata change below a directory a later step removed, before the
+    // crash: done (a rerun starts from the first step).
+    bool done_if_gone = op == "remove" || op == "meta";
+    int dirfd = done_if_gone ? dirs.find(parent_path(path)) : dirs.get(parent_path(path));
+    if (dirfd < 0) continue;
     std::string name = base_name(path);
     if (op == "install") {
       std::string tmp = name_in(s.at("tmp"), hex);

@@ -177,7 +177,15 @@ class PlanBuilder {
     std::set<std::string> users, groups;
     if (users_merge) users.insert(users_merge->added.begin(), users_merge->added.end());
     if (groups_merge) groups.insert(groups_merge->added.begin(), groups_merge->added.end());
-    m_plan.new_ids = remap_clashes(pw, gr, users, groups);
+    // No fresh id is one the endpoint's or the old base's accounts had: one the merge
+    // drops may still own files.
+    IdSets retired;
+    for (const auto* records : {&m_o.records, &m_e_records}) {
+      IdSets had = ids_in(records_of(*records, "/etc/passwd"), records_of(*records, "/etc/group"));
+      retired.uid.merge(had.uid);
+      retired.gid.merge(had.gid);
+    }
+    m_plan.new_ids = remap_clashes(pw, gr, users, groups, retired);
     if (m_plan.new_ids.empty()) return;
     for (auto& [path, entry] : m_n.entries) {
       if (auto it = m_plan.new_ids.uid.find(entry.uid); it != m_plan.new_ids.uid.end()) entry.uid = it->second;

@@ -408,16 +408,27 @@ void from_json(const nlohmann::json& j, IdMap& m) {
   if (j.contains("gid")) side(j["gid"], m.gid);
 }
 
+IdSets ids_in(const RecordSet& passwd, const RecordSet& group) {
+  IdSets out;
+  for (const auto& r : passwd) {
+    if (auto uid = id_field(r, 2)) out.uid.insert(*uid);
+    if (auto gid = id_field(r, 3)) out.gid.insert(*gid);
+  }
+  for (const auto& r : group)
+    if (auto gid = id_field(r, 2)) out.gid.insert(*gid);
+  return out;
+}
+
 IdMap remap_clashes(RecordSet& passwd, RecordSet& group, const std::set<std::string>& new_users,
-                    const std::set<std::string>& new_groups) {
+                    const std::set<std::string>& new_groups, const IdSets& retired) {
   IdMap map;
-  remap(group, 2, new_groups, map.gid, {});
+  remap(group, 2, new_groups, map.gid, retired.gid);
   // A new user's primary group follows its group.
   for (auto& r : passwd) {
     if (!new_users.count(r.key)) continue;
     if (auto gid = id_field(r, 3); gid && map.gid.count(*gid)) r.text = with_field(r.text, 3, std::to_string(map.gid[*gid]));
   }
-  remap(passwd, 2, new_users, map.uid, {});
+  remap(passwd, 2, new_users, map.uid, retired.uid);
   return map;
 }
 

@@ -97,15 +97,22 @@ int compare_versions(std::string_view a, std::string_view b);
 
 /// Accounts a layer brings whose uid (or group whose gid) is already taken on the
 /// endpoint by another name get a free id; `passwd`/`group` are the merged files and
-/// `new_users`/`new_groups` the names the merge added. Returns old → new ids.
+/// `new_users`/`new_groups` the names the merge added. A free id is also none of
+/// `retired` (ids_in of the endpoint's and the old base's accounts: an account the
+/// merge drops may still own files, in /home, /srv, /old-root). Returns old → new ids.
 struct IdMap {
   std::map<uint32_t, uint32_t> uid, gid;
   bool empty() const { return uid.empty() && gid.empty(); }
 };
 void to_json(nlohmann::json& j, const IdMap& m);
 void from_json(const nlohmann::json& j, IdMap& m);
+struct IdSets {
+  std::set<uint32_t> uid, gid;
+};
+/// Every uid of `passwd` and every gid of `group` and of `passwd`'s primary groups.
+IdSets ids_in(const RecordSet& passwd, const RecordSet& group);
 IdMap remap_clashes(RecordSet& passwd, RecordSet& group, const std::set<std::string>& new_users,
-                    const std::set<std::string>& new_groups);
+                    const std::set<std::string>& new_groups, const IdSets& retired = {});
 /// Rewrites the uid/gid fields of the named records through `map` (used to translate
 /// a layer's accounts to the ids they were given on this endpoint).
 void translate_ids(RecordSet& passwd, RecordSet& group, const IdMap& map);

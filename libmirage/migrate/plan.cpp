@@ -1,6 +1,8 @@
 #include "libmirage/migrate/plan.hpp"
 
 #include <algorithm>
+#include <deque>
+#include <functional>
 #include <set>
 
 #include "libmirage/layer/records.hpp"
@@ -25,6 +27,86 @@ bool goes_to_old_root(const Rules& rules, const layer::LayerRules& layer_rules, 
 }
 
 namespace {
+
+/// What a path of the migrated system is: its entry, or nullptr when it has none.
+using Lookup = std::function<const tree::Entry*(const std::string&)>;
+
+std::deque<std::string> components_of(std::string_view path) {
+  std::deque<std::string> out;
+  for (size_t i = 0; i < path.size();) {
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    if (j > i) out.emplace_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+/// The entry `path` names in the tree `lookup` describes, every symlink on the way
+/// followed as the kernel would (at most 40); nullptr when it names none.
+const tree::Entry* resolve(const Lookup& lookup, std::string_view path) {
+  auto todo = components_of(path);
+  std::vector<std::string> done;
+  const tree::Entry* at = lookup("/");
+  for (int hops = 0; !todo.empty() && at;) {
+    std::string name = std::move(todo.front());
+    todo.pop_front();
+    if (name == ".") continue;
+    if (name == "..") {
+      if (!done.empty()) done.pop_back();
+      continue;
+    }
+    std::string p;
+    for (const auto& d : done) p += "/" + d;
+    p += "/" + name;
+    at = lookup(p);
+    if (!at || at->kind != tree::Kind::symlink) {
+      done.push_back(std::move(name));
+      continue;
+    }
+    if (++hops > 40 || at->target.empty()) return nullptr;
+    auto target = components_of(at->target);
+    todo.insert(todo.begin(), target.begin(), target.end());
+    if (at->target.front() == '/') done.clear();
+    at = lookup("/");
+  }
+  return at;
+}
+
+constexpr std::string_view k_local_units = "/etc/systemd/system/";
+
+/// Whether `path` is an enablement link's place: a unit's alias in /etc/systemd/system
+/// or its entry in a *.wants/, *.requires/ or *.upholds/ directory there.
+bool enablement_place(const std::string& path) {
+  if (!path.starts_with(k_local_units)) return false;
+  std::string_view rest = std::string_view(path).substr(k_local_units.size());
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return rest.find('.') != std::string_view::npos;
+  std::string_view dir = rest.substr(0, slash);
+  return rest.find('/', slash + 1) == std::string_view::npos &&
+         (dir.ends_with(".wants") || dir.ends_with(".requires") || dir.ends_with(".upholds"));
+}
+
+/// The unit an enablement link `path` -> `target` enables, when the migrated system
+/// (`lookup`) has it: the target itself, else the unit's name (or its template's,
+/// "getty@.service" for "getty@tty1.service") in the unit directories.
+bool unit_exists(const Lookup& lookup, const std::string& path, const std::string& target) {
+  auto is_unit = [&](const std::string& p) {
+    auto* e = resolve(lookup, p);
+    return e && e->kind == tree::Kind::file;
+  };
+  std::string dir = path.substr(0, path.rfind('/'));
+  if (is_unit(target.starts_with("/") ? target : dir + "/" + target)) return true;
+  std::set<std::string> names{path.substr(path.rfind('/') + 1), target.substr(target.rfind('/') + 1)};
+  for (auto name : std::set<std::string>(names))
+    if (size_t at = name.find('@'), dot = name.rfind('.'); at != std::string::npos && dot != std::string::npos && dot > at)
+      names.insert(name.substr(0, at + 1) + name.substr(dot));
+  for (const char* units : {"/etc/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system",
+                            "/lib/systemd/system"})
+    for (const auto& name : names)
+      if (is_unit(std::string(units) + "/" + name)) return true;
+  return false;
+}
 
 /// Who wins a path, by the rules.
 enum class Side { endpoint, merge, fresh };
@@ -56,6 +138,7 @@ class Builder {
       decide(std::move(op));
     }
     endpoint_only();
+    drop_dangling_enablement();
     keep_parents();
     std::stable_sort(m_writes.begin(), m_writes.end(), [](const Op& a, const Op& b) { return a.path < b.path; });
     std::sort(m_removes.begin(), m_removes.end(), [](const Op& a, const Op& b) { return a.path > b.path; });
@@ -122,6 +205,38 @@ class Builder {
       if (side_of(x) != Side::fresh) continue;
       bool runtime = m_layer_rules.excluded(p) || layer::is_identity(p) || layer::merge_format(p);
       if (x.outcome == Outcome::unconditional || !runtime) remove(p, ee, x);
+    }
+  }
+
+  /// An enablement link of the endpoint (enablement_place) that would stay while the
+  /// unit it enables is nowhere in the migrated system (not carried under
+  /// /etc/systemd/system, not in the new release) goes, reported by path: a dangling
+  /// enablement is not carried. A mask (a link to /dev/null) is not an enablement.
+  void drop_dangling_enablement() {
+    std::map<std::string, const tree::Entry*> written;
+    std::set<std::string> removed;
+    for (const auto& op : m_writes) written[op.path] = &op.entry;
+    for (const auto& op : m_removes) removed.insert(op.path);
+    Lookup lookup = [&](const std::string& p) -> const tree::Entry* {
+      if (auto it = written.find(p); it != written.end()) return it->second;
+      if (removed.count(p)) return nullptr;
+      if (auto it = m_e.find(p); it != m_e.end()) return &it->second;
+      auto it = m_n.entries.find(p);
+      return it == m_n.entries.end() ? nullptr : &it->second;
+    };
+    std::vector<std::pair<std::string, const tree::Entry*>> dangling;
+    for (auto it = m_e.lower_bound(std::string(k_local_units)); it != m_e.end() && it->first.starts_with(k_local_units);
+         ++it) {
+      const auto& [p, ee] = *it;
+      if (ee.kind != tree::Kind::symlink || ee.target == "/dev/null" || !enablement_place(p) || lookup(p) != &ee) continue;
+      if (!unit_exists(lookup, p, ee.target)) dangling.emplace_back(p, &ee);
+    }
+    for (const auto& [p, ee] : dangling) {
+      std::erase_if(m_out.decisions, [&](const PathDecision& d) { return d.path == p; });
+      auto x = m_rules.explain(p);
+      x.reason = "enables " + ee->target + ", a unit the migrated system does not have: a dangling enablement is not carried";
+      remove(p, *ee, x);
+      m_out.dangling_enablement.push_back(p);
     }
   }
 

@@ -11,7 +11,10 @@
 //   take-new, not carried          N's version; a local change is not kept; a path only
 //                                  E has is removed (the old system keeps it under
 //                                  /old-root/<id>/, which the caller links first)
-// Identity paths the rules do not carry (the DSA host keys) are removed too. Ops are
+// Identity paths the rules do not carry (the DSA host keys) are removed too, and so is
+// an enablement link of the endpoint's (/etc/systemd/system/*.wants/X, an alias there)
+// whose unit the migrated system has nowhere: carried units under /etc/systemd/system,
+// the new release's in /usr/lib/systemd/system, /lib/... (a dangling enablement). Ops are
 // ordered as the apply wants them: writes parents first, then removes children first.
 #include <set>
 #include <string>
@@ -38,6 +41,8 @@ struct MigrationPlan {
   layer::Plan plan;                       ///< for layer::apply
   std::vector<PathDecision> decisions;    ///< every path an op or a kept path concerns
   std::vector<std::string> removed_identity;  ///< identity paths not carried (DSA keys)
+  /// Enablement links not carried: the unit they enable is not in the migrated system.
+  std::vector<std::string> dangling_enablement;
   /// Per package of the endpoint's or the new release's database: "install",
   /// "upgrade", "downgrade" (to the new release's), "removed" (the old base had it, the
   /// new one has not, nor did the user choose it: migrate/packages.hpp), "reinstall"

@@ -6,10 +6,12 @@
 # /old-root and during the apply's commit, then reruns finish the migration; after it:
 # the new release's files, the user area byte-identical, identity, fstab and the carried
 # settings kept, the DSA key gone and reported, the user's package reported, the old
-# system under /old-root/<id> (hard links), the user's package reported as not
+# system under /old-root/<id> (hard links), a carried sudoers.d file visudo (a real
+# one, from sudo's package) rejects renamed PATH.mirage-local and reported, an enablement of a unit 13 dropped not
+# carried and reported (one of a unit 13 has kept), the user's package reported as not
 # reinstalled (no apt-get in the tree) with the reason, fewer bytes on the wire than the new big
 # file, the device given the new base, app layers reported for recapture, an event per
-# step. Rollback (killed once, rerun): the old system area back, a file the user made
+# step. Rollback (killed while staging, in its commit and by a real kill -9, rerun): the old system area back, a file the user made
 # after the migration kept, /old-root/<id> gone; a second rollback refused. Two
 # endpoints by --collection, --keep-old-root bounds, the retention removing an expired
 # /old-root.
@@ -20,10 +22,31 @@ json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin)
 for k in sys.argv[1].split("."): d = d[int(k)] if k.isdigit() else d[k]
 print(d if not isinstance(d,(dict,list)) else json.dumps(d))' "$1"; }
 
+# A real visudo (sudo's package from the host's apt, cached beside the debootstrap
+# roots) with the libraries it needs, in ROOT: the migration checks the carried
+# sudoers.d files with it in a chroot (root only). False when it cannot be had.
+add_visudo() {
+  local r=$1 cache=${MIRAGE_TEST_CACHE:-/var/cache/mirage-tests} x=$TEST_TMP/.sudo lib
+  [ "$(id -u)" = 0 ] && [ -z "${MIRAGE_TEST_NO_VISUDO:-}" ] || return 1
+  if [ ! -d "$x" ]; then
+    if ! ls "$cache"/sudo_*.deb >/dev/null 2>&1; then
+      mkdir -p "$cache" && (cd "$cache" && apt-get download sudo) >/dev/null 2>&1 || return 1
+    fi
+    dpkg-deb -x "$(ls "$cache"/sudo_*.deb | head -1)" "$x" || return 1
+  fi
+  mkdir -p "$r/usr/sbin" "$r/usr/libexec/sudo"
+  cp "$x/usr/sbin/visudo" "$r/usr/sbin/" && cp -a "$x"/usr/libexec/sudo/libsudo_util.so* "$r/usr/libexec/sudo/"
+  for lib in $(LD_LIBRARY_PATH=$x/usr/libexec/sudo ldd "$x/usr/sbin/visudo" | grep -o '/[^ ]*' | grep -v "^$x"); do
+    mkdir -p "$r$(dirname "$lib")" && cp -L "$lib" "$r$lib" || return 1
+  done
+}
+
 mkroot() {  # ROOT VERSION: a tiny Debian-like system of release VERSION
   local r=$1 v=$2
   mkdir -p "$r"/{etc/ssh,etc/sudoers.d,etc/cron.d,etc/systemd/system/multi-user.target.wants,usr/bin,usr/share/doc/base}
-  mkdir -p "$r"/{var/lib/dpkg,home,root,srv,tmp,var/log,var/cache/apt}
+  mkdir -p "$r"/{var/lib/dpkg,home,root,srv,tmp,var/log,var/cache/apt,usr/lib/systemd/system}
+  ln -s usr/lib "$r/lib"
+  printf '[Service]\nExecStart=/usr/bin/ls\n' >"$r/usr/lib/systemd/system/kept.service"
   chmod 1777 "$r/tmp"
   printf 'root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n' >"$r/etc/passwd"
   printf 'root:x:0:\ndaemon:x:1:\nsudo:x:27:\n' >"$r/etc/group"
@@ -37,11 +60,15 @@ mkroot() {  # ROOT VERSION: a tiny Debian-like system of release VERSION
   printf 'site tuning %s\n' "$v" >"$r/etc/site.conf"
   printf 'sudoers readme %s\n' "$v" >"$r/etc/sudoers.d/README"
   printf 'ref-host\n' >"$r/etc/hostname"
+  if [ "${visudo:-}" = yes ]; then add_visudo "$r" || fail "visudo could be had once, not twice"; fi
 }
+visudo=no
+if add_visudo "$TEST_TMP/.probe"; then visudo=yes; else echo "no visudo to be had: its check's warning tested" >&2; fi
 
 old=$T/old; mkroot "$old" 12.8
 head -c 600000 /dev/urandom >"$old/usr/bin/big"; chmod 755 "$old/usr/bin/big"
 printf 'only in 12\n' >"$old/usr/share/doc/base/old-only.txt"
+printf '[Service]\nExecStart=/usr/bin/big\n' >"$old/usr/lib/systemd/system/gone.service"  # 13 dropped it
 mirage-capture base --root "$old" --name deb12 --output json >/dev/null
 new=$T/new; mkroot "$new" 13.1
 cp -a "$old/usr/bin/big" "$new/usr/bin/big"
@@ -76,8 +103,11 @@ chmod 600 "$ep/etc/NetworkManager/system-connections/office.nmconnection"
 printf '<Printer laser>\n</Printer>\n' >"$ep/etc/cups/printers.conf"
 printf '0 * * * * echo hi\n' >"$ep/var/spool/cron/crontabs/alice"
 printf '%%sudo ALL=(ALL) ALL\n' >"$ep/etc/sudoers.d/admins"; chmod 440 "$ep/etc/sudoers.d/admins"
+printf 'admin ALL=(ALL NOPASSWD /bin/true\n' >"$ep/etc/sudoers.d/broken"; chmod 440 "$ep/etc/sudoers.d/broken"
 printf '[Service]\nExecStart=/usr/local/bin/tool\n' >"$ep/etc/systemd/system/local.service"
 ln -s /etc/systemd/system/local.service "$ep/etc/systemd/system/multi-user.target.wants/local.service"
+ln -s /lib/systemd/system/kept.service "$ep/etc/systemd/system/multi-user.target.wants/kept.service"
+ln -s /lib/systemd/system/gone.service "$ep/etc/systemd/system/multi-user.target.wants/gone.service"
 printf '#!/bin/sh\necho tool\n' >"$ep/usr/local/bin/tool"; chmod 755 "$ep/usr/local/bin/tool"
 printf 'site tuning LOCAL\n' >"$ep/etc/site.conf"
 printf 'user program\n' >"$ep/usr/bin/userprog"
@@ -121,11 +151,17 @@ assert pk["coreutils"]["change"] == "upgrade" and pk["coreutils"]["to"] == "9.13
 assert r["removed_identity"] == ["/etc/ssh/ssh_host_dsa_key.pub", "/etc/ssh/ssh_host_dsa_key"] or \
        sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r["removed_identity"]
 assert r["recapture"] == ["tool@1"], r["recapture"]
+gone = "/etc/systemd/system/multi-user.target.wants/gone.service"
+assert r["dangling_enablement"] == [gone], r["dangling_enablement"]
+assert p[gone]["op"] == "remove" and "dangling enablement" in p[gone]["why"], p[gone]
+assert "/etc/systemd/system/multi-user.target.wants/kept.service" not in p or \
+       p["/etc/systemd/system/multi-user.target.wants/kept.service"]["op"] == "keep"
 assert 0 < r["fetch_bytes"] < 300000, r["fetch_bytes"]
 PY
 expect_exit 0 mirage-migrate --device ep1 --base deb13 --force --dry-run --output text
 expect_contains "$OUT" "not carried (identity): /etc/ssh/ssh_host_dsa_key"
 expect_contains "$OUT" "userpkg"
+expect_contains "$OUT" "not carried (enables a unit the new system lacks): /etc/systemd/system/multi-user.target.wants/gone.service"
 listing "$ep" >"$T/ep-dry"
 diff -u "$T/ep-before" "$T/ep-dry" >&2 || fail "the dry run changed the endpoint"
 
@@ -160,7 +196,15 @@ grep -q '^sudo:x:27:admin$' "$ep/etc/group" || fail "sudo membership lost"
 [ -e "$ep/etc/NetworkManager/system-connections/office.nmconnection" ] || fail "NM connection"
 [ -e "$ep/etc/cups/printers.conf" ] && [ -e "$ep/var/spool/cron/crontabs/alice" ] || fail "printers/crontab"
 [ -e "$ep/etc/sudoers.d/admins" ] && [ "$(cat "$ep/etc/sudoers.d/README")" = "sudoers readme 13.1" ] || fail "sudoers.d"
+if [ $visudo = yes ]; then  # visudo rejects the broken one: renamed, so sudo skips it
+  [ ! -e "$ep/etc/sudoers.d/broken" ] && [ -e "$ep/etc/sudoers.d/broken.mirage-local" ] || fail "broken sudoers left active"
+else
+  [ -e "$ep/etc/sudoers.d/broken" ] || fail "an unchecked sudoers file was moved"
+fi
 [ -L "$ep/etc/systemd/system/multi-user.target.wants/local.service" ] || fail "unit enablement"
+[ -L "$ep/etc/systemd/system/multi-user.target.wants/kept.service" ] || fail "the new release's unit's enablement"
+[ ! -L "$ep/etc/systemd/system/multi-user.target.wants/gone.service" ] || fail "a dangling enablement was carried"
+[ ! -e "$ep/lib/systemd/system/gone.service" ] || fail "the unit 13 dropped is there"
 [ -x "$ep/usr/local/bin/tool" ] || fail "/usr/local"
 [ ! -e "$ep/usr/bin/userprog" ] && [ ! -e "$ep/etc/site.conf.mirage-local" ] || fail "not-carried files stayed"
 [ -e "$ep/var/cache/apt/pkgcache.bin" ] || fail "the unprotected area was touched"
@@ -172,15 +216,28 @@ cmp "$o/usr/bin/big" "$old/usr/bin/big" && [ -e "$o/usr/bin/userprog" ] && [ -e 
 [ "$(cat "$o/etc/site.conf")" = "site tuning LOCAL" ] || fail "old-root lacks the local edit"
 [ ! -e "$o/home/alice" ] && [ ! -e "$o/usr/local" ] || fail "old-root holds the user area or /usr/local"
 [ "$(stat -c %h "$o/usr/share/doc/base/old-only.txt")" = 1 ] || fail "old-only doc not moved"
-python3 - "$R" "$mid" <<'PY' || fail "report: $R"
+python3 - "$R" "$mid" "$visudo" <<'PY' || fail "report: $R"
 import json, sys
 r = json.loads(sys.argv[1])["order"]
 assert r["migration_id"] == sys.argv[2] and r["base"] == "deb13@1", r
 assert sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r
+assert r["dangling_enablement"] == ["/etc/systemd/system/multi-user.target.wants/gone.service"], r
 assert r["recapture"] == ["tool@1"], r["recapture"]
 assert r["old_root"]["path"] == "/old-root/" + sys.argv[2] and r["old_root"]["bytes"] > 600000, r["old_root"]
 assert r["old_root"]["keep_days"] == 5, r["old_root"]
-assert [s["step"] for s in r["steps"]] == ["protected", "images", "old_root", "applied", "packages", "hooks"], r["steps"]
+steps = ["protected", "images", "old_root", "applied", "sudoers", "packages", "hooks"]
+if sys.argv[3] == "no":  # no visudo in the new system: checked after apt (which could not run), a warning
+    steps = ["protected", "images", "old_root", "applied", "packages", "sudoers", "hooks"]
+assert [s["step"] for s in r["steps"]] == steps, r["steps"]
+su = r["sudoers"]
+if sys.argv[3] == "yes":
+    assert su["checked"] == ["/etc/sudoers.d/admins", "/etc/sudoers.d/broken"], su
+    [d] = su["disabled"]
+    assert d["path"] == "/etc/sudoers.d/broken" and d["renamed_to"] == "/etc/sudoers.d/broken.mirage-local", d
+    assert "syntax error" in d["message"] and d["visudo_exit"] != 0, d
+    assert not su["after_packages"] and "warning" not in su, su
+else:
+    assert su["checked"] == [] and su["disabled"] == [] and "no visudo" in su["warning"] and su["after_packages"], su
 assert any(p["package"] == "userpkg" and p["change"] == "reinstall" for p in r["packages"]), r["packages"]
 # The tree has no apt-get: the user's package is reported by name with the reason.
 [u] = r["reinstalled"]
@@ -193,7 +250,7 @@ import json, sys
 ev = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 kinds = [e["type"] for e in ev]
 for k in ["migrate.protected", "migrate.images", "migrate.old_root", "migrate.applied", "migrate.packages",
-          "migrate.hooks", "migrate.done"]:
+          "migrate.sudoers", "migrate.hooks", "migrate.done"]:
     assert k in kinds, (k, kinds)
 done = [e for e in ev if e["type"] == "migrate.done"][0]
 data = done.get("detail", done)
@@ -205,14 +262,26 @@ expect_exit 0 mirage-assign status --device ep1 --output json
 expect_contains "$OUT" '"deb13@1"'
 
 # Rollback: the old system area back; a file the user made after the migration stays.
+# Killed while staging (the system untouched), in the commit, then by a real kill -9 at
+# a random moment of a rerun: the next rerun finishes it.
 printf 'written after the migration\n' >"$ep/home/alice/after.txt"
 expect_exit 0 mirage-migrate --rollback --device ep1 --output json
+expect_exit 99 env MIRAGE_TEST_CRASH_AT_STAGE=1 mirage-centralize --root "$ep" --device-id ep1 --output json
+[ "$(cat "$ep/etc/debian_version")" = 13.1 ] || fail "a rollback killed while staging changed the system"
 expect_exit 99 env MIRAGE_TEST_CRASH_AT_STEP=2 mirage-centralize --root "$ep" --device-id ep1 --output json
+kill_after=0.$((RANDOM % 40))
+echo "rollback rerun killed (SIGKILL) after ${kill_after}s" >&2
+mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null 2>&1 &
+pid=$!
+sleep "$kill_after"
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" || true
 expect_exit 0 mirage-centralize --root "$ep" --device-id ep1 --output json
 [ "$(cat "$ep/etc/debian_version")" = 12.8 ] || fail "rollback: debian_version $(cat "$ep/etc/debian_version")"
 cmp "$ep/usr/bin/big" "$old/usr/bin/big" && [ -e "$ep/usr/bin/userprog" ] && [ -e "$ep/etc/ssh/ssh_host_dsa_key" ] ||
   fail "rollback: old system area not back"
 [ "$(cat "$ep/etc/site.conf")" = "site tuning LOCAL" ] || fail "rollback: local edit not back"
+[ -L "$ep/etc/systemd/system/multi-user.target.wants/gone.service" ] || fail "rollback: the old enablement not back"
 [ "$(cat "$ep/home/alice/after.txt")" = "written after the migration" ] || fail "rollback lost the user's new file"
 [ ! -e "$ep/old-root/$mid" ] || fail "rollback left /old-root/$mid"
 expect_exit 0 mirage-assign status --device ep1 --output json

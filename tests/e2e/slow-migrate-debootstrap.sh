@@ -6,7 +6,9 @@
 # base captured from `debootstrap trixie`. `check` reports the third-party source and the
 # DSA key; the migration (forced past them) gives: /etc/debian_version 13, dpkg --audit
 # clean and apt-get check passing in a chroot, the user's files byte-identical with her
-# uid, the admin's `sudo -l`, the carried files (sudoers valid by visudo -c), the DSA key
+# uid, the admin's `sudo -l`, the carried files (sudoers valid by visudo -c; a broken
+# sudoers.d file renamed .mirage-local and reported; an enablement of a unit trixie has
+# nowhere not carried and reported), the DSA key
 # gone and reported, the user's packages installed again from trixie (or reported),
 # hostname and machine-id kept, /old-root/<id> holding the old system. Rollback gives
 # the bookworm system area back with a file made after the migration kept. Two more
@@ -40,10 +42,12 @@ chmod 600 "$ep/etc/NetworkManager/system-connections/office.nmconnection"
 printf '<Printer laser>\nDeviceURI ipp://printer.local/ipp\n</Printer>\n' >"$ep/etc/cups/printers.conf"
 printf '0 * * * * echo hi\n' >"$ep/var/spool/cron/crontabs/alice"
 printf 'admin ALL=(ALL) NOPASSWD: /usr/bin/true\n' >"$ep/etc/sudoers.d/admin-true"; chmod 440 "$ep/etc/sudoers.d/admin-true"
+printf 'admin ALL=(ALL NOPASSWD /bin/true\n' >"$ep/etc/sudoers.d/broken"; chmod 440 "$ep/etc/sudoers.d/broken"
 printf '[Unit]\nDescription=local\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n' \
   >"$ep/etc/systemd/system/local.service"
 mkdir -p "$ep/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/local.service "$ep/etc/systemd/system/multi-user.target.wants/local.service"
+ln -sf /lib/systemd/system/vendor-agent.service "$ep/etc/systemd/system/multi-user.target.wants/vendor-agent.service"
 echo "deb https://repo.vendor.example/apt bookworm stable" >"$ep/etc/apt/sources.list.d/vendor.list"
 printf 'dsa key\n' >"$ep/etc/ssh/ssh_host_dsa_key"; printf 'dsa pub\n' >"$ep/etc/ssh/ssh_host_dsa_key.pub"
 printf 'ed25519 key\n' >"$ep/etc/ssh/ssh_host_ed25519_key"
@@ -77,16 +81,26 @@ for f in etc/NetworkManager/system-connections/office.nmconnection etc/cups/prin
   [ -e "$ep/$f" ] || fail "not carried: /$f"
 done
 [ ! -e "$ep/etc/apt/sources.list.d/vendor.list" ] || fail "the third-party source was carried"
+[ -L "$ep/etc/systemd/system/multi-user.target.wants/local.service" ] || fail "the local unit's enablement"
+[ ! -L "$ep/etc/systemd/system/multi-user.target.wants/vendor-agent.service" ] || fail "a dangling enablement carried"
 python3 - "$R" <<'PY' || fail "report: $R"
 import json, sys
 r = json.loads(sys.argv[1])["order"]
 assert sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r
 re = {p["package"]: p for p in r["reinstalled"]}
 assert set(re) >= {"sudo", "hello"}, re
+assert r["dangling_enablement"] == ["/etc/systemd/system/multi-user.target.wants/vendor-agent.service"], r
+su = r["sudoers"]
+print("sudoers:", json.dumps(su), file=sys.stderr)
+if re["sudo"]["installed"]:  # trixie's base has no sudo: checked once apt put the user's back
+    assert su["after_packages"] and "/etc/sudoers.d/admin-true" in su["checked"], su
+    [d] = su["disabled"]
+    assert d["path"] == "/etc/sudoers.d/broken" and "syntax error" in d["message"], d
 print("reinstalled:", json.dumps(r["reinstalled"]), file=sys.stderr)
 PY
 if chroot "$ep" dpkg -s hello >/dev/null 2>&1; then
   chroot "$ep" dpkg -s sudo | grep -q '^Status: install ok installed' || fail "sudo not installed again"
+  [ -e "$ep/etc/sudoers.d/broken.mirage-local" ] && [ ! -e "$ep/etc/sudoers.d/broken" ] || fail "broken sudoers active"
   chroot "$ep" visudo -c >/dev/null || fail "visudo -c fails on the carried sudoers"
   chroot "$ep" sudo -l -U admin | grep -q '/usr/bin/true' || fail "the admin's sudo rules are gone"
 else

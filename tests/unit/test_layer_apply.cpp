@@ -129,6 +129,44 @@ TEST_SUITE_END();
 // size as a hole, the metadata, the mark), renamed into place like the rest, fetch
 // nothing, and never reach `installed` (the files cache would take the hole as the file).
 // A hardlink to one shares its inode; a file not picked is written whole.
+TEST_CASE("an apply killed after removing a directory tree is finished by recover from its first step") {
+  testing::MemorySource source;
+  auto f = source.file("f", "old bytes");
+  f.name.clear();
+  layer::Flat s{{"/", dir()}, {"/keep", dir()}};
+  layer::Flat e{{"/", dir()},          {"/keep", dir()},   {"/old", dir()}, {"/old/a", dir()},
+                {"/old/a/b", dir()},   {"/old/a/b/f", f}, {"/old/a/g", f}};
+  auto plan = layer::make_revert_plan(s, e, layer::RevertScope::full, policy::UploadPolicy::defaults());
+  REQUIRE(plan.ops.size() >= 5);
+  fs::path root = fs::temp_directory_path() / ("mirage-apply-crash-" + std::to_string(::getpid()));
+  for (size_t crash_at = 1; crash_at <= plan.ops.size(); ++crash_at) {
+    INFO("crash before step " << crash_at);
+    fs::remove_all(root);
+    fs::create_directories(root / "keep");
+    fs::create_directories(root / "old/a/b");
+    std::ofstream(root / "old/a/b/f") << "old bytes";
+    std::ofstream(root / "old/a/g") << "old bytes";
+    layer::ApplyOptions ao;
+    ao.root = root;
+    ao.journal = root.string() + ".journal";
+    ao.before_step = [crash_at](size_t i) {
+      if (i == crash_at) throw std::runtime_error("killed");
+    };
+    bool killed = false;
+    try {
+      layer::apply(plan, e, source, ao);
+    } catch (const std::runtime_error&) {
+      killed = true;
+    }
+    if (!killed) continue;  // past the last step
+    CHECK_NOTHROW(layer::recover(root, ao.journal));
+    CHECK_FALSE(fs::exists(root / "old"));
+    CHECK(fs::is_directory(root / "keep"));
+    fs::remove(ao.journal);
+  }
+  fs::remove_all(root);
+}
+
 TEST_CASE("a streamed apply stages the picked files as placeholders, fetches none of their bytes") {
   fs::path root = fs::temp_directory_path() / ("mirage-apply-ph-" + std::to_string(::getpid()));
   fs::remove_all(root);

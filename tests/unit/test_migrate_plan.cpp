@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "libmirage/migrate/plan.hpp"
 #include "tests/unit/flat_entries.hpp"
 
@@ -12,6 +14,14 @@ using test::image_of;
 using test::op_for;
 tree::Entry dir() { return test::dir_entry(); }
 tree::Entry file(uint8_t content) { return test::file_entry(content); }
+tree::Entry link(const std::string& target) {
+  tree::Entry e;
+  e.kind = tree::Kind::symlink;
+  e.mode = 0777;
+  e.target = target;
+  e.size = target.size();
+  return e;
+}
 
 Flat tree_of(std::initializer_list<std::pair<const std::string, tree::Entry>> files) {
   Flat f{{"/", dir()},        {"/etc", dir()},       {"/etc/ssh", dir()},         {"/usr", dir()},
@@ -97,6 +107,85 @@ TEST_CASE("the rules decide per path over the layer plan") {
   }
   // Nothing of N's files is on E: every byte of ls, new-only, site.conf, README, sshd_config comes.
   CHECK(plan.fetch_bytes == 50);
+}
+
+TEST_CASE("an enablement link stays only where the unit it enables is in the migrated system") {
+  const std::string wants = "/etc/systemd/system/multi-user.target.wants/";
+  auto units = [](Flat f) {
+    for (const char* d : {"/etc/systemd", "/etc/systemd/system", "/etc/systemd/system/multi-user.target.wants", "/usr/lib",
+                          "/usr/lib/systemd", "/usr/lib/systemd/system"})
+      f[d] = dir();
+    f["/lib"] = link("usr/lib");
+    return f;
+  };
+  auto o = image_of(units(tree_of({{"/usr/lib/systemd/system/ssh.service", file(1)},
+                                   {"/usr/lib/systemd/system/gone.service", file(2)},
+                                   {"/usr/lib/systemd/system/getty@.service", file(3)}})));
+  auto n = image_of(units(tree_of({{"/usr/lib/systemd/system/ssh.service", file(11)},
+                                   {"/usr/lib/systemd/system/getty@.service", file(13)},
+                                   {"/usr/lib/systemd/system/fresh.service", file(14)}})));
+  auto e = units(tree_of({{"/usr/lib/systemd/system/ssh.service", file(1)},
+                          {"/usr/lib/systemd/system/gone.service", file(2)},
+                          {"/usr/lib/systemd/system/getty@.service", file(3)},
+                          {"/etc/systemd/system/local.service", file(4)},
+                          {wants + "local.service", link("/etc/systemd/system/local.service")},  // carried unit
+                          {wants + "ssh.service", link("/lib/systemd/system/ssh.service")},  // through /lib -> usr/lib
+                          {wants + "getty@tty1.service", link("/lib/systemd/system/getty@.service")},
+                          {wants + "gone.service", link("/lib/systemd/system/gone.service")},  // N dropped it
+                          {wants + "rel.service", link("../gone.service")},  // relative, to nothing
+                          {"/etc/systemd/system/old-alias.service", link("/lib/systemd/system/gone.service")},
+                          {"/etc/systemd/system/masked.service", link("/dev/null")}}));
+  auto mp = migrate::make_migration_plan(o, n, e, {}, {}, migrate::Rules::defaults(), LayerRules::defaults());
+  for (const char* kept : {"local.service", "ssh.service", "getty@tty1.service"}) {
+    INFO(kept);
+    CHECK_FALSE(op_for(mp.plan, wants + kept));
+  }
+  CHECK_FALSE(op_for(mp.plan, "/etc/systemd/system/masked.service"));
+  CHECK(op_for(mp.plan, "/usr/lib/systemd/system/gone.service")->action == Action::remove);
+  for (const auto& p : {wants + "gone.service", wants + "rel.service", std::string("/etc/systemd/system/old-alias.service")}) {
+    INFO(p);
+    REQUIRE(op_for(mp.plan, p));
+    CHECK(op_for(mp.plan, p)->action == Action::remove);
+    REQUIRE(decision(mp, p));
+    CHECK(decision(mp, p)->op == "remove");
+    CHECK(decision(mp, p)->why.find("dangling enablement") != std::string::npos);
+  }
+  std::vector<std::string> dangling = mp.dangling_enablement;
+  std::sort(dangling.begin(), dangling.end());
+  CHECK(dangling == std::vector<std::string>{"/etc/systemd/system/multi-user.target.wants/gone.service",
+                                             "/etc/systemd/system/multi-user.target.wants/rel.service",
+                                             "/etc/systemd/system/old-alias.service"});
+  // The directory of the links stays: it holds links that stay.
+  CHECK_FALSE(op_for(mp.plan, "/etc/systemd/system/multi-user.target.wants"));
+}
+
+TEST_CASE("a remapped account never gets an id an account of the old system had") {
+  auto accounts = [](const char* passwd, const char* group) {
+    return std::map<std::string, RecordSet>{{"/etc/passwd", parse_records(RecordFormat::colon_lines, passwd, "passwd")},
+                                            {"/etc/group", parse_records(RecordFormat::colon_lines, group, "group")}};
+  };
+  auto o = image_of(tree_of({}));
+  auto n = image_of(tree_of({}));
+  // The old release had _oldsvc (999, dropped by the new one); the endpoint made a local
+  // account at 990, the id the new release's _newsvc has; a user's primary group 998
+  // has no group record. The highest free system id, 999, still owns _oldsvc's files.
+  o.records = accounts("root:x:0:0::/root:/bin/sh\n_oldsvc:x:999:999::/:/usr/sbin/nologin\n",
+                       "root:x:0:\n_oldsvc:x:999:\n");
+  n.records = accounts("root:x:0:0::/root:/bin/sh\n_newsvc:x:990:990::/:/usr/sbin/nologin\n",
+                       "root:x:0:\n_newsvc:x:990:\n");
+  auto e_records = accounts(
+      "root:x:0:0::/root:/bin/sh\n_oldsvc:x:999:999::/:/usr/sbin/nologin\nlocalsvc:x:990:990::/:/bin/sh\n"
+      "lonely:x:997:998::/:/bin/sh\n",
+      "root:x:0:\n_oldsvc:x:999:\nlocalsvc:x:990:\n");
+  auto mp = migrate::make_migration_plan(o, n, tree_of({}), e_records, {}, migrate::Rules::defaults(), LayerRules::defaults());
+  REQUIRE(mp.plan.new_ids.uid.count(990));
+  REQUIRE(mp.plan.new_ids.gid.count(990));
+  uint32_t uid = mp.plan.new_ids.uid.at(990), gid = mp.plan.new_ids.gid.at(990);
+  CHECK(uid == 998);  // 999 (_oldsvc's, dropped) and 997 (lonely's) are not free
+  CHECK(gid == 997);  // 999 (_oldsvc's) and 998 (lonely's primary group) are not free
+  // The merge did drop _oldsvc: its id is retired, not free.
+  auto& merged = mp.plan.merges.at("/etc/passwd").merged;
+  CHECK(std::none_of(merged.begin(), merged.end(), [](const Record& r) { return r.key == "_oldsvc"; }));
 }
 
 TEST_CASE("the old-root holds the system area, not the user area nor what stays in place") {
