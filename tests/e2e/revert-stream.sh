@@ -14,7 +14,9 @@
 #    snapshot's, no mark is left, and the snapshot after it holds the real bytes.
 # 4. Again with --bwlimit, killed with -9 during the fill: a program reading a
 #    placeholder meanwhile gets the right bytes (fanotify), a file not filled yet is still
-#    marked, the rerun finishes, and restore status shows the server's view.
+#    marked, the rerun finishes, and restore status shows the server's view. On the
+#    device, status --state shows the fill's stage and files and bytes done and left
+#    (filling, interrupted, done), without a token too (the server not asked).
 # 5. --stream with --mode system and --bwlimit without --stream: refused (exit 2).
 source "$(dirname "$0")/lib.sh"
 need_root
@@ -83,6 +85,24 @@ done
 [ "$(stat -c %i "$ep/opt/app/data.bin")" = "$(stat -c %i "$ep/opt/app/data.link")" ] \
   || fail "the hardlinked pair are two placeholders"
 [ "$(stat -c %b "$ep/home/u/docs/thesis.pdf")" -lt 64 ] || fail "thesis.pdf's placeholder holds data"
+# status on the device, from its state directory: the fill interrupted, 2 files (thesis.pdf,
+# the data.bin/data.link pair once) and their 2184 KB left. Without a token the server
+# is not asked (it says why), the local status is still shown.
+local_status() {  # local_status FIELD...: the local status's fields, one a line
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1])["local"]
+for k in sys.argv[2:]:
+    v = d
+    for part in k.split("."): v = v[part]
+    print(v)' "$OUT" "$@"
+}
+expect_exit 0 mirage-restore status --device ep-s --state "$st" --output json
+[ "$(local_status kind stage to progress.files_left progress.bytes_left progress.files_done | tr '\n' ' ')" = \
+  "on-device interrupted $ep 2 2236416 0 " ] || fail "status on the device after the kill: $OUT"
+expect_contains "$OUT" '"server_error"'
+expect_exit 0 mirage-restore status --device ep-s --state "$st"
+expect_contains "$OUT" "FILES LEFT"
+expect_contains "$OUT" "the device's next sync (mirage-centralize) goes on"
+expect_contains "$OUT" "server: not asked"
 
 # 2a. A fill that fails (a byte of the store's pack flipped: the placeholders' chunks do
 # not verify) does not hold the device's backup up: the sync warns, leaves them marked
@@ -113,6 +133,8 @@ mv "$pack.flips" "$T/flips"
 expect_exit 1 sync_ep
 expect_contains "$ERR" "placeholders are not all filled"
 [ -f "$st/stream.json" ] || fail "a failed fill dropped its journal"
+expect_exit 0 mirage-restore status --device ep-s --state "$st" --output json
+[ "$(local_status stage)" = failed ] || fail "status on the device after a failed fill: $OUT"
 is_placeholder "$ep/home/u/docs/thesis.pdf" || fail "a file whose fill failed lost its mark"
 # The pack's first quarter (data.bin's chunks, uploaded before the thesis) was sound: filled.
 if ! is_placeholder "$ep/opt/app/data.bin"; then
@@ -163,6 +185,16 @@ for _ in $(seq 1 600); do  # the fill has its placeholders (and marks) once it r
   sleep 0.1
 done
 is_placeholder "$ep/home/u/docs/thesis.pdf" || fail "no placeholders within 60 s: $(cat "$T/bg.err")"
+# status on the device while the fill runs: filling, files and bytes left.
+for _ in $(seq 1 100); do
+  admin mirage-restore status --device ep-s --state "$st" --output json >"$T/status.json" 2>/dev/null || true
+  grep -q '"stage": *"filling"' "$T/status.json" && break
+  sleep 0.1
+done
+OUT=$(cat "$T/status.json")
+[ "$(local_status kind stage | tr '\n' ' ')" = "on-device filling " ] || fail "status during the fill: $OUT"
+[ "$(local_status progress.files_left)" -ge 1 ] || fail "status during the fill: no files left: $OUT"
+[ "$(local_status progress.bytes_left)" -gt 0 ] || fail "status during the fill: no bytes left: $OUT"
 # data.bin is behind thesis.pdf (the user area's first): a read has it filled first.
 if [ "$on_demand" = True ]; then
   timeout 30 cmp "$T/at-s/opt/app/data.bin" "$ep/opt/app/data.bin" || fail "reading a placeholder gave the wrong bytes"
@@ -177,4 +209,7 @@ expect_exit 0 sync_ep
 expect_same_tree "$T/at-s" "$ep"
 expect_exit 0 admin mirage-restore status --device ep-s --output json
 expect_contains "$OUT" '"type":"restore.done"'
+expect_exit 0 admin mirage-restore status --device ep-s --state "$st" --output json
+[ "$(local_status stage progress.files_left progress.bytes_left | tr '\n' ' ')" = "done 0 0 " ] \
+  || fail "status on the device after the fill: $OUT"
 echo "revert-stream: ok"
