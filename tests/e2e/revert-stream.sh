@@ -17,10 +17,11 @@
 #    marked, the rerun finishes, and restore status shows the server's view. On the
 #    device, status --state shows the fill's stage and files and bytes done and left
 #    (filling, interrupted, done), without a token too (the server not asked).
-# 5. --stream with --mode system and --bwlimit without --stream: refused (exit 2).
+# 5. --stream with --mode system and --bwlimit without --stream: refused (exit 2); the
+#    server refuses order.revert with stream and a mode other than full (HTTP 400).
 source "$(dirname "$0")/lib.sh"
 need_root
-need openssl python3 timeout setfattr
+need openssl python3 timeout setfattr curl
 T=$TEST_TMP
 pki=$T/pki
 make_pki "$pki"
@@ -66,6 +67,17 @@ expect_exit 2 admin mirage-restore --device ep-s --snapshot "$S" --on-device --s
 expect_contains "$ERR" "--mode full"
 expect_exit 2 admin mirage-restore --device ep-s --snapshot "$S" --on-device --mode full --bwlimit 1M
 expect_contains "$ERR" "--bwlimit is for --stream"
+# The server refuses it too, for a client that calls order.revert itself: a usage error
+# (HTTP 400, exit 2 in the reply) naming the mode; no order queued.
+rpc() { curl -s -o "$T/reply" -w '%{http_code}' --cacert "$pki/ca.pem" -H "Authorization: Bearer $ADMIN_TOKEN" \
+          --data-binary "$1"$'\n' "$SERVER_URL/v1/rpc"; }
+for m in system user-data; do
+  code=$(rpc '{"v":1,"method":"order.revert","params":{"device":"ep-s","snapshot":"'"$S"'","mode":"'$m'","stream":true}}')
+  [ "$code" = 400 ] || fail "order.revert stream with mode $m: HTTP $code: $(cat "$T/reply")"
+  expect_contains "$(cat "$T/reply")" "not mode $m"
+done
+[ "$(rpc '{"v":1,"method":"order.pending","params":{"device_id":"ep-s"}}')" = 200 ] || fail "order.pending: $(cat "$T/reply")"
+expect_contains "$(cat "$T/reply")" '"pending":0'
 
 expect_exit 0 admin mirage-restore --device ep-s --snapshot "$S" --on-device --mode full --stream --output json
 [ "$(json_field spec.stream "$OUT")" = True ] || fail "the order does not say stream: $OUT"
