@@ -35,8 +35,11 @@ json read_stream_status(const fs::path& file) {
     json local = util::read_json_input(file.string(), "status file");
     auto is_count = [](const json& v) { return v.is_number_unsigned(); };
     if (!local.is_object()) throw Error(ErrorKind::integrity, "not a JSON object");
-    for (const char* key : {"stage", "to", "snapshot_id", "device_id"})
+    for (const char* key : {"stage", "kind", "to", "snapshot_id", "device_id", "started", "usable", "finished", "error",
+                            "on_demand_why_not"})
       if (local.contains(key) && !local[key].is_string()) throw Error(ErrorKind::integrity, std::string(key) + " is not a string");
+    if (local.contains("on_demand") && !local["on_demand"].is_boolean())
+      throw Error(ErrorKind::integrity, "on_demand is not true or false");
     if (local.contains("progress")) {
       json& p = local["progress"];
       if (!p.is_object() || !std::all_of(p.begin(), p.end(), is_count))

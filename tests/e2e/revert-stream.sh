@@ -98,7 +98,7 @@ done
   || fail "the hardlinked pair are two placeholders"
 [ "$(stat -c %b "$ep/home/u/docs/thesis.pdf")" -lt 64 ] || fail "thesis.pdf's placeholder holds data"
 # status on the device, from its state directory: the fill interrupted, 2 files (thesis.pdf,
-# the data.bin/data.link pair once) and their 2184 KB left. Without a token the server
+# the data.bin/data.link pair once) and their 2136 KB left. Without a token the server
 # is not asked (it says why), the local status is still shown.
 local_status() {  # local_status FIELD...: the local status's fields, one a line
   python3 -c 'import json,sys; d=json.loads(sys.argv[1])["local"]
@@ -109,7 +109,7 @@ for k in sys.argv[2:]:
 }
 expect_exit 0 mirage-restore status --device ep-s --state "$st" --output json
 [ "$(local_status kind stage to progress.files_left progress.bytes_left progress.files_done | tr '\n' ' ')" = \
-  "on-device interrupted $ep 2 2236416 0 " ] || fail "status on the device after the kill: $OUT"
+  "on-device interrupted $ep 2 2187264 0 " ] || fail "status on the device after the kill: $OUT"
 expect_contains "$OUT" '"server_error"'
 expect_exit 0 mirage-restore status --device ep-s --state "$st"
 expect_contains "$OUT" "FILES LEFT"
