@@ -620,7 +620,7 @@ int main(int argc, char** argv) {
       ->needs(from)
       ->excludes(mode);
   app.fallthrough();
-  auto* status_cmd = app.add_subcommand("status", "A streaming restore's progress, here and on the server");
+  auto* status_cmd = app.add_subcommand("status", "A streaming restore's progress (here, server)");
   status_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
   status_cmd->add_option("--state", o.state, "On the device: its state directory, as\nmirage-centralize --state (a streamed revert)");
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
