@@ -17,6 +17,7 @@
 #include "libmirage/browse/browse.hpp"
 #include "libmirage/endpoint/centralize.hpp"
 #include "libmirage/endpoint/revert.hpp"
+#include "libmirage/endpoint/stream_status.hpp"
 #include "libmirage/policy/upload_policy.hpp"
 #include "libmirage/proto/transport.hpp"
 #include "libmirage/util/clock.hpp"
@@ -48,6 +49,7 @@ struct Options {
   double timeout = 3600;
   bool stream = false;
   std::string bwlimit;  ///< --stream: the background fill's rate (SIZE per second)
+  std::string state;    ///< status --state: an endpoint's state directory (mirage-centralize's)
   std::string from_device;  ///< the device whose CVD --device takes over
   bool no_revert = false;   ///< with --from-device: take over only
   bool latest = false;      ///< --latest: --snapshot's default (the newest), said explicitly
@@ -301,19 +303,6 @@ int revert(const tool::Common& common, const Options& o) {
   return status;
 }
 
-/// Where a streaming restore of `device` keeps its progress on this machine.
-std::filesystem::path status_file(const std::string& device) {
-  return std::filesystem::path(proto::default_data_dir()) / "restore" / (device + ".json");
-}
-
-void write_status(const std::filesystem::path& file, const json& doc) {
-  std::error_code ec;
-  std::filesystem::create_directories(file.parent_path(), ec);
-  util::AtomicFile out(file, 0600);
-  out.write(doc.dump(2) + "\n");
-  out.commit();
-}
-
 /// --stream: the minimal set whole and placeholders for the rest, then the fill (see
 /// materialize/stream.hpp); progress kept in status_file() for `status`.
 int restore_stream(const tool::Common& common, const Options& o, client::Client& client, const json& snap) {
@@ -322,7 +311,7 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
   so.policy = policy::UploadPolicy::from_json(pol.at("policy"));
   if (!o.bwlimit.empty()) so.bytes_per_second = bwlimit_rate(o.bwlimit);
   const std::string device = snap["device_id"].get<std::string>();
-  auto file = status_file(device);
+  auto file = endpoint::restore_status_file(device);
   std::error_code ec;
   std::filesystem::create_directories(file.parent_path(), ec);
   // One streaming restore of a device at a time on this machine: two would write one
@@ -333,8 +322,8 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
   });
   json status = {{"device_id", device}, {"snapshot_id", snap["snapshot_id"]}, {"time", snap["time"]},
                  {"to", std::filesystem::absolute(o.to, ec).lexically_normal().string()}, {"pid", ::getpid()},
-                 {"stage", "minimal-set"}, {"started", util::rfc3339(util::now_ns())}};
-  write_status(file, status);
+                 {"stage", "minimal-set"}, {"kind", "to"}, {"started", util::rfc3339(util::now_ns())}};
+  endpoint::write_stream_status(file, status);
   tool::Progress bar(common, "restore");
   auto state = tool::ProgressState::of_bytes("restoring the minimal set", 0, 0);
   so.progress = [&](uint64_t bytes) {
@@ -347,7 +336,7 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
     status["usable"] = util::rfc3339(util::now_ns());
     status["on_demand"] = streamer.on_demand();
     if (!streamer.on_demand()) status["on_demand_why_not"] = streamer.why_not();
-    write_status(file, status);
+    endpoint::write_stream_status(file, status);
     util::log(util::LogLevel::info, "the tree is usable: " + std::to_string(stats.placeholders) + " files are placeholders, filled now" +
                (streamer.on_demand() ? " (a program that reads one waits for it)"
                                      : "; " + streamer.why_not() + ": a program that reads one before it is filled sees zeros"));
@@ -369,21 +358,21 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
     if (std::chrono::steady_clock::now() - last_write < std::chrono::seconds(1)) return;
     last_write = std::chrono::steady_clock::now();
     status["progress"] = p;
-    write_status(file, status);
+    endpoint::write_stream_status(file, status);
   };
   endpoint::StreamResult r;
   try {
     r = endpoint::restore_streaming(client, snap, o.paths, o.to, tool::connection_factory(common), so);
   } catch (...) {
     status["stage"] = "failed";
-    write_status(file, status);
+    endpoint::write_stream_status(file, status);
     throw;
   }
   bar.finish();
   status["stage"] = "done";
   status["progress"] = r.fill;
   status["finished"] = util::rfc3339(util::now_ns());
-  write_status(file, status);
+  endpoint::write_stream_status(file, status);
   auto total = r.stats;
   total.bytes += r.fill.bytes_done;
   total.wire_bytes += r.fill.wire_bytes;
@@ -403,64 +392,75 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
   return 0;
 }
 
-/// The status file as `status` shows it: "interrupted" when its restore no longer runs;
-/// a file that is not what write_status() writes (cut short, edited, another program's)
-/// is "damaged", with why, not a JSON library's message or a kill(2) of a bogus pid.
-json read_status(const std::filesystem::path& file) {
-  try {
-    json local = util::read_json_input(file.string(), "status file");
-    auto is_count = [](const json& v) { return v.is_number_unsigned(); };
-    if (!local.is_object()) throw Error(ErrorKind::integrity, "not a JSON object");
-    for (const char* key : {"stage", "to", "snapshot_id", "device_id"})
-      if (local.contains(key) && !local[key].is_string()) throw Error(ErrorKind::integrity, std::string(key) + " is not a string");
-    if (local.contains("progress")) {
-      const json& p = local["progress"];
-      if (!p.is_object() || !std::all_of(p.begin(), p.end(), is_count))
-        throw Error(ErrorKind::integrity, "progress holds something other than counts");
-    }
-    if (local.contains("pid") && (!is_count(local["pid"]) || local["pid"].get<uint64_t>() == 0 ||
-                                  local["pid"].get<uint64_t>() > uint64_t(std::numeric_limits<pid_t>::max())))
-      throw Error(ErrorKind::integrity, "pid is not a process id");
-    std::string stage = local.value("stage", "");
-    if (stage != "done" && stage != "failed" && local.contains("pid") &&
-        ::kill(local["pid"].get<pid_t>(), 0) != 0 && errno == ESRCH)
-      local["stage"] = "interrupted";  // run the same restore again: it goes on where it stopped
-    return local;
-  } catch (const Error& e) {
-    return {{"stage", "damaged"}, {"file", file.string()}, {"error", e.what()}};
+/// The local status's row as `status` draws it (stage, where, files and bytes done and left).
+void print_local_status(std::ostream& out, const std::string& device, const json& l) {
+  if (l.is_null()) {
+    out << "no streaming restore of " << device << " on this machine\n";
+    return;
   }
+  bool on_device = l.value("kind", "") == "on-device";
+  if (l["stage"] == "damaged") {
+    out << "here: the status file " << l["file"].get<std::string>() << " is damaged (" << l["error"].get<std::string>()
+        << "); " << (on_device ? "the device's next sync" : "the restore run again") << " goes on and rewrites it\n";
+    return;
+  }
+  json p = l.value("progress", json::object());
+  auto count = [&](const char* key) { return std::to_string(p.value(key, uint64_t(0))); };
+  auto bytes = [&](const char* key) { return tool::human_bytes(p.value(key, uint64_t(0))); };
+  tool::Table t({"WHERE", "KIND", "STAGE", "INTO", "SNAPSHOT", {"FILES DONE", tool::Align::right},
+                 {"FILES LEFT", tool::Align::right}, {"BYTES DONE", tool::Align::right}, {"BYTES LEFT", tool::Align::right}});
+  t.row({"here", on_device ? "revert on the device" : "restore --to", l.value("stage", "?"), shown(l.value("to", "?")),
+         l.value("snapshot_id", "?"), count("files_done"), count("files_left"), bytes("bytes_done"), bytes("bytes_left")});
+  t.print(out);
+  if (l.value("stage", "") == "interrupted")
+    out << (on_device ? "interrupted: the device's next sync (mirage-centralize) goes on where it stopped\n"
+                      : "interrupted: run the same restore again to go on\n");
+  if (l.contains("on_demand") && !l["on_demand"].get<bool>())
+    out << "a read of a placeholder is not held (" << l.value("on_demand_why_not", "no fanotify pre-content events")
+        << "): it sees zeros until the fill reaches it\n";
 }
 
-/// `status`: a streaming restore's progress, here and as the server last heard it.
+/// `status`: a streaming restore's progress, here and as the server last heard it. Here
+/// is the status file of --state DIR (a streamed revert on this device), else this
+/// machine's --to restore of the device, else a streamed revert in the device's default
+/// state directory. A server that cannot be asked leaves the local status shown, and
+/// says why.
 int status(const tool::Common& common, const Options& o) {
   need_device(o);
-  auto client = tool::connect(common);
-  std::string device = client::resolve_device(client, o.device);
-  json doc = {{"device_id", device}, {"local", nullptr}, {"server", nullptr}};
-  auto file = status_file(device);
-  std::error_code ec;
-  if (std::filesystem::exists(file, ec)) doc["local"] = read_status(file);
+  std::string device = o.device;
   json latest;  // the newest restore.usable or restore.done (events come in id order)
-  json events = client.call("events.list", {{"device_id", device}, {"type", "restore."}});
-  for (const auto& e : events["events"])
-    if (e.value("type", "") == "restore.usable" || e.value("type", "") == "restore.done") latest = e;
-  doc["server"] = latest;
+  std::string server_error;
+  std::exception_ptr server_failure;
+  try {
+    auto client = tool::connect(common);
+    device = client::resolve_device(client, o.device);
+    json events = client.call("events.list", {{"device_id", device}, {"type", "restore."}});
+    for (const auto& e : events["events"])
+      if (e.value("type", "") == "restore.usable" || e.value("type", "") == "restore.done") latest = e;
+  } catch (const Error& e) {
+    server_error = e.what();
+    server_failure = std::current_exception();
+  }
+  std::vector<std::filesystem::path> files;
+  if (!o.state.empty()) {
+    files.push_back(endpoint::revert_status_file(o.state));
+  } else {
+    files.push_back(endpoint::restore_status_file(device));
+    files.push_back(endpoint::revert_status_file(std::filesystem::path(proto::default_data_dir()) / "endpoint" / device));
+  }
+  json doc = {{"device_id", device}, {"local", nullptr}, {"server", latest}};
+  std::error_code ec;
+  for (const auto& file : files)
+    if (doc["local"].is_null() && std::filesystem::exists(file, ec)) doc["local"] = endpoint::read_stream_status(file);
+  if (!server_error.empty()) {
+    if (doc["local"].is_null()) std::rethrow_exception(server_failure);  // nothing to show
+    doc["server_error"] = server_error;
+  }
   tool::print(common, doc, [&](std::ostream& out) {
-    const json& l = doc["local"];
-    if (l.is_null()) {
-      out << "no streaming restore of " << device << " on this machine\n";
-    } else if (l["stage"] == "damaged") {
-      out << "here: the status file " << l["file"].get<std::string>() << " is damaged (" << l["error"].get<std::string>()
-          << "); run the restore again to go on and rewrite it\n";
-    } else {
-      json p = l.value("progress", json::object());
-      out << "here: " << l.value("stage", "?") << ", into " << l.value("to", "?") << " from snapshot "
-          << l.value("snapshot_id", "?") << ": " << p.value("files_done", 0) << " of " << p.value("files_total", 0)
-          << " files, " << tool::human_bytes(p.value("bytes_done", uint64_t(0))) << " of "
-          << tool::human_bytes(p.value("bytes_total", uint64_t(0))) << "\n";
-      if (l.value("stage", "") == "interrupted") out << "  interrupted: run the same restore again to go on\n";
-    }
-    if (latest.is_null()) {
+    print_local_status(out, device, doc["local"]);
+    if (!server_error.empty()) {
+      out << "server: not asked (" << server_error << ")\n";
+    } else if (latest.is_null()) {
       out << "server: no restore of " << device << " reported\n";
     } else {
       out << "server: " << latest.value("type", "?") << " at " << latest.value("time", "?");
@@ -620,8 +620,9 @@ int main(int argc, char** argv) {
       ->needs(from)
       ->excludes(mode);
   app.fallthrough();
-  auto* status_cmd = app.add_subcommand("status", "Progress of a streaming restore (--stream)");
+  auto* status_cmd = app.add_subcommand("status", "A streaming restore's progress (here, server)");
   status_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
+  status_cmd->add_option("--state", o.state, "On the device: its state directory, as\nmirage-centralize --state (a streamed revert)");
   auto* list = app.add_subcommand("snapshots", "List a device's snapshots");
   list->add_option("--device", o.device, "Device id, name or unique hostname");
   auto* ls_cmd = app.add_subcommand("ls", "List a directory of a snapshot");

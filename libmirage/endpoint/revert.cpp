@@ -2,18 +2,22 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <span>
 #include <unordered_set>
 
 #include "libmirage/endpoint/centralize.hpp"
+#include "libmirage/endpoint/stream_status.hpp"
 #include "libmirage/layer/revert.hpp"
 #include "libmirage/materialize/metadata.hpp"
 #include "libmirage/materialize/stream.hpp"
+#include "libmirage/util/clock.hpp"
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/hex.hpp"
@@ -77,6 +81,10 @@ std::function<bool(const std::string&, const tree::Entry&)> stream_placeholders(
   json paths = json::array();  // a superset of the placeholders: the fill takes only those still marked
   for (const auto& op : plan.ops)
     if (op.entry.kind == tree::Kind::file && op.entry.size > 0 && chosen(op.path, op.entry)) paths.push_back(name_out(op.path));
+  write_stream_status(revert_status_file(opts.state_dir),
+                      {{"kind", "on-device"}, {"device_id", opts.device_id}, {"snapshot_id", target.at("snapshot_id")},
+                       {"to", opts.root.string()}, {"pid", ::getpid()}, {"stage", "staging"},
+                       {"started", util::rfc3339(util::now_ns())}});
   util::AtomicFile out(stream_journal(opts), 0600);
   out.write(json{{"snapshot_id", target.at("snapshot_id")},
                  {"root", target.at("root")},
@@ -137,6 +145,71 @@ std::optional<Marked> still_placeholder(const fs::path& root, const std::string&
   }
 }
 
+/// The fill's status file (stream_status.hpp), for `mirage-restore status` on the
+/// device: written when the fill starts, at most once a second as it goes, and when it
+/// ends. A status that cannot be written is a warning: the fill goes on.
+class FillStatus {
+ public:
+  FillStatus(const ApplyOrderOptions& opts, const json& journal) : m_file(revert_status_file(opts.state_dir)) {
+    std::string now = util::rfc3339(util::now_ns());
+    m_doc = {{"kind", "on-device"}, {"device_id", opts.device_id}, {"snapshot_id", journal.at("snapshot_id")},
+             {"to", opts.root.string()}, {"pid", ::getpid()}, {"stage", "filling"}, {"started", now}, {"usable", now}};
+    std::error_code ec;
+    if (!fs::exists(m_file, ec)) return;
+    json old = read_stream_status(m_file);  // a fill taken up again keeps when it started and was usable
+    for (const char* key : {"started", "usable"})
+      if (old.value("snapshot_id", "") == m_doc["snapshot_id"] && old.contains(key) && old[key].is_string())
+        m_doc[key] = old[key];
+  }
+  void start(const materialize::Streamer& streamer) {
+    std::lock_guard lock(m_mutex);
+    m_doc["on_demand"] = streamer.on_demand();
+    if (!streamer.on_demand()) m_doc["on_demand_why_not"] = streamer.why_not();
+    m_doc["progress"] = streamer.progress();
+    write();
+  }
+  void progress(const materialize::StreamProgress& p) {
+    std::lock_guard lock(m_mutex);
+    if (std::chrono::steady_clock::now() - m_last < std::chrono::seconds(1)) return;
+    m_doc["progress"] = p;
+    write();
+  }
+  void finish(const char* stage, const materialize::StreamProgress& p, const std::string& error = "") {
+    std::lock_guard lock(m_mutex);
+    m_doc["stage"] = stage;
+    m_doc["progress"] = p;
+    m_doc["finished"] = util::rfc3339(util::now_ns());
+    if (!error.empty()) m_doc["error"] = error;
+    write();
+  }
+  /// Nothing was left to fill: a status from before says so (none is made).
+  void nothing_left() {
+    std::error_code ec;
+    if (!fs::exists(m_file, ec)) return;
+    json old = read_stream_status(m_file);
+    materialize::StreamProgress p;
+    if (old.contains("progress")) {
+      p.files_done = p.files_total = old["progress"].value("files_total", uint64_t(0));
+      p.bytes_done = p.bytes_total = old["progress"].value("bytes_total", uint64_t(0));
+    }
+    finish("done", p);
+  }
+
+ private:
+  void write() {
+    m_last = std::chrono::steady_clock::now();
+    try {
+      write_stream_status(m_file, m_doc);
+    } catch (const Error& e) {
+      util::warn(std::string("the fill's status not written: ") + e.what());
+    }
+  }
+  fs::path m_file;
+  json m_doc;
+  std::mutex m_mutex;
+  std::chrono::steady_clock::time_point m_last{};
+};
+
 }  // namespace
 
 void report_failed(Client& client, const std::string& order_id, const std::string& device, const Error& e) {
@@ -184,6 +257,8 @@ json fill_streamed(Client& client, const ApplyOrderOptions& opts, const policy::
   so.source = [more = opts.more_connections] { return own_source(more()); };
   so.rank = [&policy](const std::string& path, const tree::Entry&) { return policy.in_user_area(path) ? 0 : 1; };
   so.bytes_per_second = j.value("bwlimit", uint64_t(0));
+  FillStatus status(opts, j);
+  so.progress = [&status](const materialize::StreamProgress& p) { status.progress(p); };
   materialize::Streamer streamer(std::move(so));
   std::set<std::pair<dev_t, ino_t>> seen;  // a hardlink group's placeholder is filled once
   materialize::RestoreStats stats;
@@ -198,6 +273,7 @@ json fill_streamed(Client& client, const ApplyOrderOptions& opts, const policy::
     stats.placeholders++;
   }
   if (stats.placeholders == 0) {  // filled, or the apply rolled back: nothing to do or report
+    status.nothing_left();
     fs::remove(file);
     return {{"fill", materialize::StreamProgress{}}};
   }
@@ -216,9 +292,17 @@ json fill_streamed(Client& client, const ApplyOrderOptions& opts, const policy::
                                       (streamer.on_demand() ? " (a program that reads one waits for it)"
                                                             : "; " + streamer.why_not() + ": a program that reads one before it is filled sees zeros"));
   report("usable", streamer.progress());
+  status.start(streamer);
   if (opts.crash_point) opts.crash_point("stream_fill", 0);
-  auto p = streamer.fill();
+  materialize::StreamProgress p;
+  try {
+    p = streamer.fill();
+  } catch (const std::exception& e) {
+    status.finish("failed", streamer.progress(), e.what());
+    throw;
+  }
   for (const auto& w : streamer.warnings()) util::warn(w);
+  status.finish("done", p);
   report("done", p);
   fs::remove(file);
   json out = {{"fill", p}, {"on_demand", streamer.on_demand()}};

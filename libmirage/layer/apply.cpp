@@ -217,14 +217,8 @@ class Applier {
         off += c.size;
       }
     }
-    for (size_t i = 0; i < plan.ops.size(); ++i) {
-      const Op& op = plan.ops[i];
-      m_op_index.emplace(op.path, i);
-      bool write = op.action == Action::create || op.action == Action::replace;
-      if (opts.placeholder && write && op.entry.kind == tree::Kind::file && op.entry.size > 0 &&
-          opts.placeholder(op.path, op.entry))
-        m_placeholder.insert(i);
-    }
+    for (size_t i = 0; i < plan.ops.size(); ++i) m_op_index.emplace(plan.ops[i].path, i);
+    if (opts.placeholder) choose_placeholders();
   }
 
   ApplyResult run() {
@@ -412,6 +406,24 @@ class Applier {
                             static_cast<uint64_t>(st.st_ino)};
       m_result.installed.emplace_back(parent_path(op.path), scan::CachedFile{base_name(op.path), stamp, op.entry.chunks});
     }
+  }
+
+  /// The files written now that ApplyOptions::placeholder picks. A hardlink group is one
+  /// inode, staged once (its other names are links to its first member): it is a
+  /// placeholder only when every name of it written now is picked, so a name in the
+  /// minimal set (/usr/bin/x, linked with /home/u/x) is never a hole until the fill.
+  void choose_placeholders() {
+    std::set<std::string> whole;  // the link groups with a name not picked
+    std::vector<size_t> picked;
+    for (size_t i = 0; i < m_plan.ops.size(); ++i) {
+      const Op& op = m_plan.ops[i];
+      bool write = op.action == Action::create || op.action == Action::replace;
+      if (!write || op.entry.kind != tree::Kind::file || op.entry.size == 0) continue;
+      if (m_opts.placeholder(op.path, op.entry)) picked.push_back(i);
+      else if (!op.entry.link_group.empty()) whole.insert(op.entry.link_group);
+    }
+    for (size_t i : picked)
+      if (!whole.count(m_plan.ops[i].entry.link_group)) m_placeholder.insert(i);
   }
 
   /// A placeholder, or a hardlink staged to one (the same inode).

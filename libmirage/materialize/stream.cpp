@@ -142,6 +142,15 @@ void Streamer::listen() {
 
 /// The on-demand filler: files a program is waiting on, one at a time.
 void Streamer::serve_reads() {
+  // The reads' connection, opened now rather than at the first read (for a local store
+  // that is a server process to start: hundreds of ms a reader would wait). One that
+  // fails now is tried again at the first read, which reports it.
+  try {
+    auto source = m_opts.source();
+    std::lock_guard lock(m_mutex);
+    if (!m_reader_source) m_reader_source = std::move(source);
+  } catch (const std::exception&) {
+  }
   for (;;) {
     Item* item = nullptr;
     {

@@ -379,7 +379,7 @@ struct OrderRevert {
   std::string snapshot;
   RevertMode mode;
   std::string migration_id;  ///< a migration's rollback (migrate.rollback): named in the spec
-  bool stream = false;       ///< the minimal set first, placeholders filled after (spec "stream")
+  bool stream = false;       ///< the minimal set first, placeholders filled after (spec "stream"); mode full only
   uint64_t bwlimit = 0;      ///< with stream: the fill's bytes a second (spec "bwlimit"; 0: none)
   static OrderRevert parse(const Params& p);
 };

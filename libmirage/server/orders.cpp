@@ -246,6 +246,10 @@ OrderRevert OrderRevert::parse(const Params& p) {
   r.stream = p.flag("stream");
   r.bwlimit = static_cast<uint64_t>(p.integer("bwlimit", 0, 0, int64_t(1) << 50));
   if (r.bwlimit && !r.stream) throw Error(ErrorKind::usage, "bwlimit is for a streamed revert (stream: true)");
+  // A streamed revert is a whole-device one, as mirage-restore's --stream (which needs
+  // --mode full) asks for it: another mode over the RPC is refused the same way.
+  if (r.stream && r.mode != RevertMode::full)
+    throw Error(ErrorKind::usage, std::string("stream: true is for mode full (a whole-device revert), not mode ") + name(r.mode));
   return r;
 }
 

@@ -14,11 +14,14 @@
 #    snapshot's, no mark is left, and the snapshot after it holds the real bytes.
 # 4. Again with --bwlimit, killed with -9 during the fill: a program reading a
 #    placeholder meanwhile gets the right bytes (fanotify), a file not filled yet is still
-#    marked, the rerun finishes, and restore status shows the server's view.
-# 5. --stream with --mode system and --bwlimit without --stream: refused (exit 2).
+#    marked, the rerun finishes, and restore status shows the server's view. On the
+#    device, status --state shows the fill's stage and files and bytes done and left
+#    (filling, interrupted, done), without a token too (the server not asked).
+# 5. --stream with --mode system and --bwlimit without --stream: refused (exit 2); the
+#    server refuses order.revert with stream and a mode other than full (HTTP 400).
 source "$(dirname "$0")/lib.sh"
 need_root
-need openssl python3 timeout setfattr
+need openssl python3 timeout setfattr curl
 T=$TEST_TMP
 pki=$T/pki
 make_pki "$pki"
@@ -64,6 +67,17 @@ expect_exit 2 admin mirage-restore --device ep-s --snapshot "$S" --on-device --s
 expect_contains "$ERR" "--mode full"
 expect_exit 2 admin mirage-restore --device ep-s --snapshot "$S" --on-device --mode full --bwlimit 1M
 expect_contains "$ERR" "--bwlimit is for --stream"
+# The server refuses it too, for a client that calls order.revert itself: a usage error
+# (HTTP 400, exit 2 in the reply) naming the mode; no order queued.
+rpc() { curl -s -o "$T/reply" -w '%{http_code}' --cacert "$pki/ca.pem" -H "Authorization: Bearer $ADMIN_TOKEN" \
+          --data-binary "$1"$'\n' "$SERVER_URL/v1/rpc"; }
+for m in system user-data; do
+  code=$(rpc '{"v":1,"method":"order.revert","params":{"device":"ep-s","snapshot":"'"$S"'","mode":"'$m'","stream":true}}')
+  [ "$code" = 400 ] || fail "order.revert stream with mode $m: HTTP $code: $(cat "$T/reply")"
+  expect_contains "$(cat "$T/reply")" "not mode $m"
+done
+[ "$(rpc '{"v":1,"method":"order.pending","params":{"device_id":"ep-s"}}')" = 200 ] || fail "order.pending: $(cat "$T/reply")"
+expect_contains "$(cat "$T/reply")" '"pending":0'
 
 expect_exit 0 admin mirage-restore --device ep-s --snapshot "$S" --on-device --mode full --stream --output json
 [ "$(json_field spec.stream "$OUT")" = True ] || fail "the order does not say stream: $OUT"
@@ -83,6 +97,24 @@ done
 [ "$(stat -c %i "$ep/opt/app/data.bin")" = "$(stat -c %i "$ep/opt/app/data.link")" ] \
   || fail "the hardlinked pair are two placeholders"
 [ "$(stat -c %b "$ep/home/u/docs/thesis.pdf")" -lt 64 ] || fail "thesis.pdf's placeholder holds data"
+# status on the device, from its state directory: the fill interrupted, 2 files (thesis.pdf,
+# the data.bin/data.link pair once) and their 2136 KB left. Without a token the server
+# is not asked (it says why), the local status is still shown.
+local_status() {  # local_status FIELD...: the local status's fields, one a line
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1])["local"]
+for k in sys.argv[2:]:
+    v = d
+    for part in k.split("."): v = v[part]
+    print(v)' "$OUT" "$@"
+}
+expect_exit 0 mirage-restore status --device ep-s --state "$st" --output json
+[ "$(local_status kind stage to progress.files_left progress.bytes_left progress.files_done | tr '\n' ' ')" = \
+  "on-device interrupted $ep 2 2187264 0 " ] || fail "status on the device after the kill: $OUT"
+expect_contains "$OUT" '"server_error"'
+expect_exit 0 mirage-restore status --device ep-s --state "$st" --output text
+expect_contains "$OUT" "FILES LEFT"
+expect_contains "$OUT" "the device's next sync (mirage-centralize) goes on"
+expect_contains "$OUT" "server: not asked"
 
 # 2a. A fill that fails (a byte of the store's pack flipped: the placeholders' chunks do
 # not verify) does not hold the device's backup up: the sync warns, leaves them marked
@@ -113,6 +145,8 @@ mv "$pack.flips" "$T/flips"
 expect_exit 1 sync_ep
 expect_contains "$ERR" "placeholders are not all filled"
 [ -f "$st/stream.json" ] || fail "a failed fill dropped its journal"
+expect_exit 0 mirage-restore status --device ep-s --state "$st" --output json
+[ "$(local_status stage)" = failed ] || fail "status on the device after a failed fill: $OUT"
 is_placeholder "$ep/home/u/docs/thesis.pdf" || fail "a file whose fill failed lost its mark"
 # The pack's first quarter (data.bin's chunks, uploaded before the thesis) was sound: filled.
 if ! is_placeholder "$ep/opt/app/data.bin"; then
@@ -163,18 +197,30 @@ for _ in $(seq 1 600); do  # the fill has its placeholders (and marks) once it r
   sleep 0.1
 done
 is_placeholder "$ep/home/u/docs/thesis.pdf" || fail "no placeholders within 60 s: $(cat "$T/bg.err")"
+# status on the device while the fill runs (looked at after the kill: the window is short).
+for _ in $(seq 1 100); do
+  admin mirage-restore status --device ep-s --state "$st" --output json >"$T/status.json" 2>/dev/null || true
+  grep -q '"stage": *"filling"' "$T/status.json" && break
+  sleep 0.1
+done
 # data.bin is behind thesis.pdf (the user area's first): a read has it filled first.
 if [ "$on_demand" = True ]; then
   timeout 30 cmp "$T/at-s/opt/app/data.bin" "$ep/opt/app/data.bin" || fail "reading a placeholder gave the wrong bytes"
 else
   echo "note: no fanotify pre-content events here: a read of a placeholder is not held (not tested)" >&2
 fi
-kill -9 $pid; wait $pid 2>/dev/null || true
+kill -9 $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
 is_placeholder "$ep/home/u/docs/thesis.pdf" || fail "thesis.pdf was complete before the kill (the fill was too fast)"
+OUT=$(cat "$T/status.json")  # during the fill: filling, files and bytes left
+[ "$(local_status kind stage | tr '\n' ' ')" = "on-device filling " ] || fail "status during the fill: $OUT"
+[ "$(local_status progress.files_left progress.bytes_left | tr '\n' ' ')" != "0 0 " ] || fail "status during the fill: nothing left: $OUT"
 expect_exit 0 admin mirage-restore status --device ep-s --output json
 expect_contains "$OUT" '"type":"restore.usable"'
 expect_exit 0 sync_ep
 expect_same_tree "$T/at-s" "$ep"
 expect_exit 0 admin mirage-restore status --device ep-s --output json
 expect_contains "$OUT" '"type":"restore.done"'
+expect_exit 0 admin mirage-restore status --device ep-s --state "$st" --output json
+[ "$(local_status stage progress.files_left progress.bytes_left | tr '\n' ' ')" = "done 0 0 " ] \
+  || fail "status on the device after the fill: $OUT"
 echo "revert-stream: ok"

@@ -210,3 +210,45 @@ TEST_CASE("a streamed apply stages the picked files as placeholders, fetches non
   CHECK(!fs::exists(ao.journal));
   fs::remove_all(root);
 }
+
+// A hardlink group with a name in the minimal set and one outside it (/usr/bin/h and
+// /home/u/h, one inode): the group is written whole, whichever name leads it (the
+// follower is a link to its first member: a placeholder there would leave the minimal
+// set's name a hole until the fill).
+TEST_CASE("a streamed apply writes a hardlink group whole when one of its names is in the minimal set") {
+  for (const std::string head : {"/home/u/h", "/usr/bin/h"}) {
+    CAPTURE(head);
+    fs::path root = fs::temp_directory_path() / ("mirage-apply-phl-" + std::to_string(::getpid()));
+    fs::remove_all(root);
+    fs::create_directories(root / "home/u");
+    fs::create_directories(root / "usr/bin");
+    testing::MemorySource source;
+    std::string big(200000, 'h');
+    auto h = source.file("h", big);
+    h.name.clear();
+    h.link_group = head;
+    layer::Flat s{{"/", dir()},         {"/home", dir()},   {"/home/u", dir()}, {"/usr", dir()},
+                  {"/usr/bin", dir()},  {"/home/u/h", h},   {"/usr/bin/h", h}};
+    layer::Flat e{{"/", dir()}, {"/home", dir()}, {"/home/u", dir()}, {"/usr", dir()}, {"/usr/bin", dir()}};
+    auto plan = layer::make_revert_plan(s, e, layer::RevertScope::full, policy::UploadPolicy::defaults());
+    layer::ApplyOptions ao;
+    ao.root = root;
+    ao.journal = root.string() + ".journal";
+    ao.placeholder = [](const std::string& path, const tree::Entry&) { return path.rfind("/home/", 0) == 0; };
+    auto r = layer::apply(plan, e, source, ao);
+    CHECK(r.placeholders.empty());
+    struct stat st, st2;
+    REQUIRE(::stat((root / "home/u/h").c_str(), &st) == 0);
+    REQUIRE(::stat((root / "usr/bin/h").c_str(), &st2) == 0);
+    CHECK(st.st_ino == st2.st_ino);
+    for (const char* name : {"home/u/h", "usr/bin/h"}) {
+      CAPTURE(name);
+      util::Fd fd(::open((root / name).c_str(), O_RDONLY | O_CLOEXEC));
+      CHECK(!materialize::is_placeholder(fd.get()));
+      std::ifstream in(root / name);
+      CHECK(std::string((std::istreambuf_iterator<char>(in)), {}) == big);
+    }
+    CHECK(!fs::exists(ao.journal));
+    fs::remove_all(root);
+  }
+}
