@@ -100,10 +100,15 @@ int ls(const tool::Common& common, const Options& o) {
   auto snap = snapshot_ref(client::resolve_snapshot(client, o.device, o.snapshot));
   auto source = endpoint::object_source(client, tool::connection_factory(common));
   if (common.json()) {  // JSON lines: one object per entry, streamed (see man page)
-    browse::list(*source, snap.root, o.path, o.recursive, [](const browse::Item& item) {
-      std::cout << json(item).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    std::string lines;
+    browse::list(*source, snap.root, o.path, o.recursive, [&](const browse::Item& item) {
+      browse::append_json_line(lines, item);
+      if (lines.size() >= (64u << 10)) {
+        std::cout << lines;
+        lines.clear();
+      }
     });
-    std::cout.flush();
+    std::cout << lines << std::flush;
     return 0;
   }
   tool::Table t({"MODE", {"UID", tool::Align::right}, {"GID", tool::Align::right}, {"SIZE", tool::Align::right}, "MTIME",

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <unordered_map>
 
@@ -54,6 +55,82 @@ void to_json(json& j, const Item& item) {
     for (const auto& x : e.xattrs) names.push_back(x.name);
     j["xattrs"] = names;
   }
+}
+
+namespace {
+
+/// A JSON string of `s`: plain printable ASCII as it is, anything else as nlohmann
+/// escapes it (control bytes, quotes, backslashes, UTF-8, invalid bytes replaced).
+void append_string(std::string& out, std::string_view s) {
+  bool plain = std::all_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
+  });
+  if (!plain) {
+    out += json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+    return;
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
+
+template <typename Int>
+void append_number(std::string& out, Int n) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+  out.append(buf, end);
+}
+
+/// One `"key":` and its value, a comma before all but the first.
+struct JsonLine {
+  std::string& out;
+  bool first = true;
+  void key(std::string_view k) {
+    out += first ? "{\"" : ",\"";
+    first = false;
+    out += k;
+    out += "\":";
+  }
+  void str(std::string_view k, std::string_view v) {
+    key(k);
+    append_string(out, v);
+  }
+  template <typename Int>
+  void num(std::string_view k, Int v) {
+    key(k);
+    append_number(out, v);
+  }
+};
+
+}  // namespace
+
+void append_json_line(std::string& out, const Item& item) {
+  // The keys in the order nlohmann's object (a std::map) dumps them.
+  const auto& e = item.entry;
+  JsonLine j{out};
+  j.num("gid", e.gid);
+  if (!e.link_group.empty()) j.str("link_group", e.link_group);
+  j.num("mode", e.mode);
+  j.str("mtime", util::rfc3339(e.mtime_ns));
+  j.num("mtime_ns", e.mtime_ns);
+  j.str("name", item.path == "/" ? "/" : tree::base_name(item.path));
+  j.str("path", item.path);
+  j.str("permissions", permissions(e));
+  if (e.kind == Kind::chardev || e.kind == Kind::blockdev) j.num("rdev", e.rdev);
+  j.num("size", e.size);
+  if (e.kind == Kind::symlink) j.str("target", e.target);
+  j.str("type", tree::kind_name(e.kind));
+  j.num("uid", e.uid);
+  if (!e.xattrs.empty()) {
+    j.key("xattrs");
+    for (size_t i = 0; i < e.xattrs.size(); ++i) {
+      out += i ? ',' : '[';
+      append_string(out, e.xattrs[i].name);
+    }
+    out += ']';
+  }
+  out += "}\n";
 }
 
 namespace {

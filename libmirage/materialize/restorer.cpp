@@ -54,11 +54,20 @@ std::unordered_map<Digest, tree::Tree, util::DigestHash> ObjectSource::trees(std
   };
   std::unordered_map<Digest, std::vector<tree::Piece>, util::DigestHash> split;
   std::vector<Digest> piece_ids;
+  // How many times load() below fetches each object: its last fetch takes the bytes
+  // rather than copying them (a large directory's pieces are megabytes).
+  std::unordered_map<Digest, size_t, util::DigestHash> fetches;
+  std::unordered_set<Digest, util::DigestHash> seen;
   for (const auto& id : ids) {
+    if (!seen.insert(id).second) continue;
+    ++fetches[id];
     auto& data = take(id);
-    if (!tree::is_index(data) || split.count(id)) continue;
+    if (!tree::is_index(data)) continue;
     auto& index = split[id] = tree::decode_index(data, "tree " + id.hex());
-    for (const auto& p : index) piece_ids.push_back(p.id);
+    for (const auto& p : index) {
+      piece_ids.push_back(p.id);
+      ++fetches[p.id];
+    }
   }
   if (!piece_ids.empty()) {
     std::sort(piece_ids.begin(), piece_ids.end());
@@ -69,7 +78,14 @@ std::unordered_map<Digest, tree::Tree, util::DigestHash> ObjectSource::trees(std
   for (const auto& id : ids) {
     if (out.count(id)) continue;
     std::string what = "tree " + id.hex();
-    out.emplace(id, tree::load(id, [&](const Digest& d) { return take(d); }, what));
+    out.emplace(id, tree::load(id, [&](const Digest& d) -> std::vector<uint8_t> {
+                  auto& data = take(d);
+                  if (auto& left = fetches[d]; left > 1) {
+                    --left;
+                    return data;  // fetched again later
+                  }
+                  return std::move(data);
+                }, what));
   }
   return out;
 }

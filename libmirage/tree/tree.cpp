@@ -295,7 +295,7 @@ Tree join(const std::vector<Piece>& index, std::vector<Tree> pieces, const std::
 }
 
 void for_each_piece(const Digest& id, const Fetch& fetch, const std::string& what,
-                    const std::function<void(const Digest& object, const Tree& piece)>& each, size_t max_entries) {
+                    const std::function<void(const Digest& object, Tree& piece)>& each, size_t max_entries) {
   auto decode_bounded = [&](std::span<const uint8_t> data, const std::string& name) {
     if (uint64_t n = max_entries ? entry_count(data, name) : 0; n > max_entries)
       throw Error(ErrorKind::integrity, name + ": a tree object of " + std::to_string(n) + " entries, over " +
@@ -304,7 +304,9 @@ void for_each_piece(const Digest& id, const Fetch& fetch, const std::string& wha
   };
   auto data = fetch(id);
   if (!is_index(data)) {
-    each(id, decode_bounded(data, what));
+    Tree whole = decode_bounded(data, what);
+    data = {};
+    each(id, whole);
     return;
   }
   auto index = decode_index(data, what);
@@ -319,11 +321,19 @@ void for_each_piece(const Digest& id, const Fetch& fetch, const std::string& wha
 }
 
 Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::vector<Digest>* pieces) {
-  Tree out;
-  for_each_piece(id, fetch, what, [&](const Digest& object, const Tree& piece) {
+  std::vector<Tree> parts;  // joined once their count is known: no entry moved twice
+  for_each_piece(id, fetch, what, [&](const Digest& object, Tree& piece) {
     if (pieces && object != id) pieces->push_back(object);
-    out.entries.insert(out.entries.end(), piece.entries.begin(), piece.entries.end());
+    parts.push_back(std::move(piece));
   });
+  if (parts.size() == 1) return std::move(parts.front());
+  Tree out;
+  size_t total = 0;
+  for (const auto& part : parts) total += part.entries.size();
+  out.entries.reserve(total);
+  for (auto& part : parts)
+    out.entries.insert(out.entries.end(), std::make_move_iterator(part.entries.begin()),
+                       std::make_move_iterator(part.entries.end()));
   return out;
 }
 

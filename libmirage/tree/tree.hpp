@@ -153,10 +153,11 @@ constexpr size_t k_piece_max_entries = 65536;
 using Fetch = std::function<std::vector<uint8_t>(const Digest& id)>;
 /// Calls `each` with every MTR1 object of directory `id` in order (the one object, or
 /// each piece, checked against its index before the next is fetched), so a walk holds
-/// one piece at a time however large the directory. `each` gets the object's id too.
-/// `max_entries` (0: none) refuses, as Error(integrity), an object holding more.
+/// one piece at a time however large the directory. `each` gets the object's id too, and
+/// may take the piece's entries (it is not used after). `max_entries` (0: none) refuses,
+/// as Error(integrity), an object holding more.
 void for_each_piece(const Digest& id, const Fetch& fetch, const std::string& what,
-                    const std::function<void(const Digest& object, const Tree& piece)>& each, size_t max_entries = 0);
+                    const std::function<void(const Digest& object, Tree& piece)>& each, size_t max_entries = 0);
 /// Reads directory `id`, joining its pieces when it is split; `pieces`, when given, gets
 /// the pieces' ids. Errors are those of `fetch`, and Error(integrity) for bad objects.
 Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::vector<Digest>* pieces = nullptr);

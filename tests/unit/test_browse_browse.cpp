@@ -50,6 +50,37 @@ TEST_CASE("list gives a directory's entries, everything below with recursive, or
   CHECK_ERROR_KIND(paths(src, root, "/etc/../top", false), ErrorKind::usage);
 }
 
+TEST_CASE("append_json_line writes what json(item).dump() writes, for every kind and odd names") {
+  std::vector<Entry> entries;
+  for (auto [name, kind] : std::vector<std::pair<std::string, Kind>>{
+           {"plain.txt", Kind::file}, {"dir", Kind::dir}, {"with \"quote\" and \\", Kind::file},
+           {"new\nline\ttab\x7f", Kind::fifo}, {"caf\xc3\xa9 \xe2\x82\xac", Kind::socket},
+           {"bad\xff\xfe utf8", Kind::file}, {"tty0", Kind::chardev}, {"sda", Kind::blockdev}}) {
+    Entry e;
+    e.name = name;
+    e.kind = kind;
+    e.mode = 04755;
+    e.uid = 1000;
+    e.gid = 4294967295u;
+    e.size = 18446744073709551615ull;
+    e.mtime_ns = -1234567890123;
+    e.rdev = 0x0801;
+    entries.push_back(e);
+  }
+  entries.push_back(symlink_entry("link", "../target \x01\xc0"));
+  entries.back().link_group = "g1";
+  entries.back().xattrs = {{"user.a", "x"}, {"user.\"odd\"\n", ""}, {"security.selinux", ""}};
+  for (const auto& e : entries) {
+    for (const std::string& path : {std::string("/"), "/etc/" + e.name}) {
+      browse::Item item{path, e};
+      std::string fast;
+      browse::append_json_line(fast, item);
+      CAPTURE(path);
+      CHECK(fast == nlohmann::json(item).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+    }
+  }
+}
+
 TEST_CASE("list reads a split directory of 10,000 entries whole") {
   MemorySource src;
   std::vector<Entry> many;
