@@ -771,9 +771,10 @@ class Scan {
       Digest id = objects.top.id;
       objects.pieces.push_back(std::move(objects.top));
       for (auto& [object_id, encoded] : objects.pieces) {
-        if (m_opts.on_tree) m_opts.on_tree(object_id, encoded);
+        bool known = m_opts.cache && m_opts.cache->has_tree(object_id);  // built by an earlier sync
+        if (m_opts.on_tree && !known) m_opts.on_tree(object_id, encoded);
         m_result.next_cache.add_tree(object_id);
-        if (!(m_opts.cache && m_opts.cache->has_tree(object_id)) && m_pipeline.first_sighting(object_id)) {
+        if (!known && m_pipeline.first_sighting(object_id)) {
           batch.add(object_id, encoded);
           if (batch.bytes.size() >= k_batch_bytes) m_pipeline.upload(batch, &m_trees_new);
         }

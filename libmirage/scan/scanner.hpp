@@ -83,8 +83,9 @@ struct ScanOptions {
   int compression_level = 3;
   unsigned threads = 2;
   std::function<void(const Progress&)> progress;  ///< called about 4 times a second
-  /// Called with every tree object built (from the scanning thread), e.g. to keep a
-  /// local copy for later layer applies.
+  /// Called with every tree object built that `cache` does not list (from the scanning
+  /// thread), e.g. to keep a local copy for later layer applies: one the cache lists was
+  /// built, and given here, by the sync that saved it.
   std::function<void(const Digest&, std::span<const uint8_t>)> on_tree;
 };
 

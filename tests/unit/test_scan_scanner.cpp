@@ -13,6 +13,7 @@
 #include "check_error.hpp"
 #include "libmirage/scan/scanner.hpp"
 #include "libmirage/util/error.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
@@ -139,3 +140,29 @@ TEST_CASE("a scan of more files than the prefetch's credit, all in the page cach
 }
 
 TEST_SUITE_END();
+
+TEST_CASE("on_tree gets the trees the previous cache does not list: none for an unchanged tree, the changed path's after an edit") {
+  test::TempDir dir;
+  fs::create_directories(dir.path() / "a/b");
+  fs::create_directories(dir.path() / "c");
+  std::ofstream(dir.path() / "a/b/file") << "some content";
+  std::ofstream(dir.path() / "c/other") << "more content";
+  auto scan_with = [&](const scan::FilesCache* cache, size_t* given) {
+    CwdSink sink;
+    scan::ScanOptions so;
+    so.root = dir.path();
+    so.cache = cache;
+    so.on_tree = [&](const util::Digest&, std::span<const uint8_t>) { ++*given; };
+    return scan::scan(so, sink);
+  };
+  size_t first = 0, again = 0, edited = 0;
+  auto r1 = scan_with(nullptr, &first);
+  CHECK(first == 4);  // /, a, a/b and c
+  auto r2 = scan_with(&r1.next_cache, &again);
+  CHECK(r2.tree == r1.tree);
+  CHECK(again == 0);
+  std::ofstream(dir.path() / "a/b/file") << "changed";
+  auto r3 = scan_with(&r2.next_cache, &edited);
+  CHECK(r3.tree != r1.tree);
+  CHECK(edited == 3);  // a/b, a and / are new; c is not
+}
