@@ -594,6 +594,7 @@ int snapshots(const tool::Common& common, const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tool::keep_freed_memory_for_reuse();  // a restore receives its chunks in MiB batches
   CLI::App app{"Restore files, subtrees or a whole snapshot of a device", "mirage-restore"};
   app.set_version_flag("--version", MIRAGE_VERSION);
   Options o;
