@@ -290,18 +290,14 @@ class Restorer {
   void remove_stale_temps(int fd) {
     struct stat st;
     if (::fstat(fd, &st) != 0 || !m_cleaned.insert({st.st_dev, st.st_ino}).second) return;
-    int dupfd = ::dup(fd);
-    DIR* dir = dupfd >= 0 ? ::fdopendir(dupfd) : nullptr;
-    if (!dir) {
-      if (dupfd >= 0) ::close(dupfd);
-      return;
+    std::vector<std::string> names;
+    try {
+      names = util::dir_names(fd, "restore target");
+    } catch (const Error&) {
+      return;  // unreadable: the restore's own writes there will say so
     }
-    ::rewinddir(dir);
-    std::vector<std::string> stale;
-    while (dirent* de = ::readdir(dir))
-      if (std::string_view(de->d_name).starts_with(k_temp_prefix)) stale.emplace_back(de->d_name);
-    ::closedir(dir);
-    for (const auto& name : stale) ::unlinkat(fd, name.c_str(), 0);  // never a directory: temps are not
+    for (const auto& name : names)  // never a directory: temps are not
+      if (name.starts_with(k_temp_prefix)) ::unlinkat(fd, name.c_str(), 0);
   }
 
   void restore_dir_contents(const DirFd& fd, const tree::Entry& dir, const std::string& path) {

@@ -604,20 +604,11 @@ class Scan {
   /// The directory's names, sorted ("." and ".." left out); none if it cannot be read.
   std::vector<std::string> list_directory(const Frame& frame, const std::string& dir_path) {
     std::vector<std::string> names;
-    int dupfd = ::dup(frame.fd.get());
-    DIR* dir = dupfd >= 0 ? ::fdopendir(dupfd) : nullptr;
-    if (!dir) throw_errno("open directory " + dir_path);
-    ::rewinddir(dir);
-    errno = 0;
-    while (dirent* de = ::readdir(dir)) {
-      std::string n = de->d_name;
-      if (n != "." && n != "..") names.push_back(std::move(n));
-    }
-    int err = errno;
-    ::closedir(dir);
-    if (err) {
-      m_pipeline.note_unreadable(dir_path, std::string("read directory: ") + std::strerror(err) + " (kept empty)");
-      names.clear();
+    try {
+      names = util::dir_names(frame.fd.get(), dir_path);
+    } catch (const Error& e) {
+      m_pipeline.note_unreadable(dir_path, std::string(e.what()) + " (kept empty)");
+      return {};
     }
     std::sort(names.begin(), names.end());
     return names;

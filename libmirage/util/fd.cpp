@@ -1,10 +1,12 @@
 #include "libmirage/util/fd.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <string_view>
 
 #include "libmirage/util/error.hpp"
 #include "libmirage/util/hex.hpp"
@@ -27,6 +29,26 @@ Fd open_dir(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw_errno("open directory " + path);
   return Fd(fd);
+}
+
+std::vector<std::string> dir_names(int dirfd, const std::string& display) {
+  // getdents64 on the descriptor itself: no dup, no DIR and its buffer, no rewind call
+  // beyond the lseek (a walk lists every directory once; these were four syscalls each).
+  if (::lseek(dirfd, 0, SEEK_SET) < 0) throw_errno("read directory " + display);
+  std::vector<std::string> names;
+  alignas(struct dirent64) char buf[32768];
+  for (;;) {
+    ssize_t n = ::getdents64(dirfd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read directory " + display);
+    if (n == 0) return names;
+    for (ssize_t at = 0; at < n;) {
+      const auto* de = reinterpret_cast<const struct dirent64*>(buf + at);
+      at += de->d_reclen;
+      std::string_view name(de->d_name);
+      if (name != "." && name != "..") names.emplace_back(name);
+    }
+  }
 }
 
 Fd open_dir_at(int dirfd, const std::string& name, const std::string& display) {

@@ -42,6 +42,11 @@ Fd open_dir(const std::string& path);
 /// Error(precondition) naming `display` when it is a symlink or not a directory.
 Fd open_dir_at(int dirfd, const std::string& name, const std::string& display);
 
+/// The names in directory `dirfd` (an open directory), "." and ".." left out, in the
+/// order the filesystem gives them; read from the start with getdents64, the descriptor's
+/// offset left at the end. Throws Error naming `display` when the directory cannot be read.
+std::vector<std::string> dir_names(int dirfd, const std::string& display);
+
 /// Reads the whole file; throws Error(not_found/failed) naming the path.
 std::string read_file(const std::filesystem::path& path);
 /// Writes all bytes, retrying short writes; throws naming `what`.
