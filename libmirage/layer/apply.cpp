@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -222,9 +223,14 @@ class Applier {
   }
 
   ApplyResult run() {
+    auto start = std::chrono::steady_clock::now();
     begin_staging();
     stage_all();
-    return commit();
+    auto staged = std::chrono::steady_clock::now();
+    ApplyResult r = commit();
+    r.stage_seconds = std::chrono::duration<double>(staged - start).count();
+    r.commit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - staged).count();
+    return r;
   }
 
  private:
@@ -621,7 +627,8 @@ void to_json(json& j, const ApplyResult& r) {
        {"merged", r.merged},           {"saved_local", r.saved_local}, {"kept_not_empty", r.kept_not_empty},
        {"linked", r.linked},           {"bytes_local", r.bytes_local}, {"bytes_fetched", r.bytes_fetched},
        {"bytes_delta", r.bytes_delta}, {"placeholders", r.placeholders.size()},
-       {"warnings", r.warnings}};
+       {"warnings", r.warnings},       {"stage_seconds", r.stage_seconds},
+       {"commit_seconds", r.commit_seconds}};
 }
 
 std::vector<std::optional<Digest>> delta_bases(std::span<const tree::ChunkRef> before,
