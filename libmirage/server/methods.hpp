@@ -642,9 +642,9 @@ struct EventsReport {
   OldRootRemoved old_root;
   std::string device_id;
   std::string snapshot_id;
-  uint64_t bytes_moved, unique_bytes, files;
+  uint64_t bytes_moved = 0, unique_bytes = 0, files = 0;
   std::vector<std::string> paths;  ///< the snapshot paths restored (bounded: see above)
-  uint64_t paths_total;            ///< how many were restored in all
+  uint64_t paths_total = 0;        ///< how many were restored in all
   std::string to, host;            ///< the target directory, and the machine it is on
   /// A streaming restore reports twice: "usable" (the minimal set and the placeholders
   /// are in place; files_left and bytes_left still to fill) and "done". Event
