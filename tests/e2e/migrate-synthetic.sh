@@ -115,6 +115,9 @@ printf 'site tuning LOCAL\n' >"$ep/etc/site.conf"
 printf 'user program\n' >"$ep/usr/bin/userprog"
 printf 'Package: userpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n' >>"$ep/var/lib/dpkg/status"
 printf 'cached\n' >"$ep/var/cache/apt/pkgcache.bin"
+# A post-migration hook that is a symlink out of the root: not run (only regular files are).
+printf '#!/bin/sh\ntouch "%s"\n' "$T/evil-ran" >"$T/evil-hook"; chmod 755 "$T/evil-hook"
+mkdir -p "$ep/etc/mirage/post-migration.d"; ln -s "$T/evil-hook" "$ep/etc/mirage/post-migration.d/50-link"
 cp -a "$ep/home/alice" "$T/alice-before"
 centralize_accepted "$ep" ep1 >/dev/null
 mirage-assign --device ep1 --base deb12@1 --app tool@1 --output json >/dev/null
@@ -179,6 +182,7 @@ expect_exit 0 mirage-centralize --root "$ep" --device-id ep1 --output json
 expect_contains "$ERR" "finished"
 R=$OUT
 
+[ ! -e "$T/evil-ran" ] || fail "a symlinked post-migration hook ran"
 # The new release, the user's and the machine's own things kept.
 [ "$(cat "$ep/etc/debian_version")" = 13.1 ] || fail "debian_version: $(cat "$ep/etc/debian_version")"
 cmp "$ep/usr/bin/big" "$new/usr/bin/big" || fail "big is not the new release's"
@@ -225,6 +229,7 @@ assert r["migration_id"] == sys.argv[2] and r["base"] == "deb13@1", r
 assert sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r
 assert r["dangling_enablement"] == ["/etc/systemd/system/multi-user.target.wants/gone.service"], r
 assert r["recapture"] == ["tool@1"], r["recapture"]
+assert r["hooks"] == [], r["hooks"]  # the symlinked hook is not run
 assert r["old_root"]["path"] == "/old-root/" + sys.argv[2] and r["old_root"]["bytes"] > 600000, r["old_root"]
 assert r["old_root"]["keep_days"] == 5, r["old_root"]
 steps = ["protected", "images", "old_root", "applied", "sudoers", "packages", "hooks"]
