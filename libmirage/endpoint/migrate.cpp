@@ -426,7 +426,7 @@ namespace {
 /// the space the removal gives back)}. Nothing there: zeros.
 json measure_old_root(const fs::path& top) {
   uint64_t files = 0, bytes = 0, freed = 0;
-  std::map<std::pair<dev_t, ino_t>, std::pair<nlink_t, uint64_t>> shared;  // links seen, size
+  std::map<std::pair<dev_t, ino_t>, nlink_t> seen;  // links of a file with several
   std::error_code ec;
   if (fs::is_directory(fs::symlink_status(top, ec)))
     for (fs::recursive_directory_iterator it(top, ec), end; !ec && it != end; it.increment(ec)) {
@@ -435,13 +435,7 @@ json measure_old_root(const fs::path& top) {
       files++;
       if (!S_ISREG(st.st_mode)) continue;
       bytes += uint64_t(st.st_size);
-      if (st.st_nlink == 1) {
-        freed += uint64_t(st.st_size);
-      } else if (auto& [seen, size] = shared[{st.st_dev, st.st_ino}]; ++seen == st.st_nlink) {
-        freed += uint64_t(st.st_size);
-      } else {
-        size = uint64_t(st.st_size);
-      }
+      if (st.st_nlink == 1 || ++seen[{st.st_dev, st.st_ino}] == st.st_nlink) freed += uint64_t(st.st_size);
     }
   if (ec) throw fs::filesystem_error("old-root: measuring", top, ec);
   return {{"files", files}, {"bytes", bytes}, {"bytes_freed", freed}};
