@@ -240,6 +240,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     const json& spec = next["order"]["spec"];
     if (spec.value("type", "") == "revert") {
       std::string migration = spec.value("migration_id", "");
+      old_root_before_rollback(opts.root, opts.state_dir, migration);
       result.order = revert_order(client, next, ao, policy, [&] { old_root_rolled_back(opts.root, opts.state_dir, migration); });
       result.stream = fill_or_warn(client, ao, policy);  // the device is usable meanwhile
       if (!migration.empty())  // its /old-root goes now (marked above)

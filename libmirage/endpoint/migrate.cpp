@@ -427,8 +427,8 @@ namespace {
 json measure_old_root(const fs::path& top) {
   uint64_t files = 0, bytes = 0, freed = 0;
   std::map<std::pair<dev_t, ino_t>, nlink_t> seen;  // links of a file with several
-  std::error_code ec;
-  if (fs::is_directory(fs::symlink_status(top, ec)))
+  std::error_code none, ec;
+  if (fs::is_directory(fs::symlink_status(top, none)))
     for (fs::recursive_directory_iterator it(top, ec), end; !ec && it != end; it.increment(ec)) {
       struct stat st;
       if (::lstat(it->path().c_str(), &st) != 0 || S_ISDIR(st.st_mode)) continue;
@@ -462,15 +462,32 @@ bool valid_migration_id(const std::string& id) {
   return !id.empty() && id.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-/// Marks /old-root/<id> in the retention state for removal (measured first; once).
+/// Marks /old-root/<id> in the retention state for removal (measured first; once). A
+/// rollback's figures are those measured before its revert (whose commit removes the
+/// tree: it was not in the snapshot the revert goes back to).
 void mark_removal(const fs::path& root, json& all, const std::string& id, const std::string& reason) {
   if (all.contains(id) && all[id].contains("removing")) return;
-  json m = measure_old_root(root / "old-root" / id);
+  json m = reason == "rollback" && all.contains(id) && all[id].contains("measured") ? all[id]["measured"]
+                                                                                      : measure_old_root(root / "old-root" / id);
   m["reason"] = reason;
   all[id]["removing"] = std::move(m);
+  all[id].erase("measured");
 }
 
 }  // namespace
+
+void old_root_before_rollback(const fs::path& root, const fs::path& state_dir, const std::string& migration_id) {
+  if (!valid_migration_id(migration_id)) return;
+  json all = load_json(retention_file(state_dir), json::object());
+  if (!all.contains(migration_id) || all[migration_id].contains("removing") || all[migration_id].contains("measured"))
+    return;
+  try {
+    all[migration_id]["measured"] = measure_old_root(root / "old-root" / migration_id);
+    save_json(retention_file(state_dir), all);
+  } catch (const std::exception& e) {  // reported as measured when it goes
+    util::warn("/old-root/" + migration_id + " not measured before its rollback: " + e.what());
+  }
+}
 
 void old_root_rolled_back(const fs::path& root, const fs::path& state_dir, const std::string& migration_id) {
   if (!valid_migration_id(migration_id)) return;

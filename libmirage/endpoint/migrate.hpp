@@ -49,9 +49,17 @@ void migration_recovered(const std::filesystem::path& state_dir, const std::stri
 /// throw: the removal is then reported again by the next call.
 using OldRootReport = std::function<void(const nlohmann::json&)>;
 
+/// A rollback (a revert order naming `migration_id`) is about to be carried out: what
+/// ROOT/old-root/<id> holds is measured and recorded in the retention state (once: a
+/// rerun after a crash keeps the first figures), since the revert's commit removes it
+/// (it was not in the snapshot the revert goes back to).
+void old_root_before_rollback(const std::filesystem::path& root, const std::filesystem::path& state_dir,
+                              const std::string& migration_id);
+
 /// A rollback (a revert order naming `migration_id`) is in place: ROOT/old-root/<id> is
-/// marked for removal in the retention state (what it holds measured first); the next
-/// expire_old_roots removes and reports it, whatever the date.
+/// marked for removal in the retention state (with the figures measured before the
+/// revert, else measured now); the next expire_old_roots removes what is left of it and
+/// reports it, whatever the date.
 void old_root_rolled_back(const std::filesystem::path& root, const std::filesystem::path& state_dir,
                           const std::string& migration_id);
 

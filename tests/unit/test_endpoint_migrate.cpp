@@ -108,21 +108,31 @@ TEST_CASE("a report that fails keeps the removal to be reported; retention not p
   CHECK(reports[0]["bytes"] == 1500);
 }
 
-TEST_CASE("a rollback marks its /old-root, whatever the date; the next call removes it") {
+TEST_CASE("a rollback: measured before its revert (which removes the tree), reported with those figures") {
   test::TempDir dir;
   fs::path root = dir.path() / "root", state = dir.path() / "state";
   make_old_root(root, state, "abc123");
   auto now = std::chrono::system_clock::now();
   std::vector<json> reports;
   auto record = [&](const json& j) { reports.push_back(j); };
-  endpoint::old_root_rolled_back(root, state, "../etc");  // not a migration id: nothing
+  endpoint::old_root_before_rollback(root, state, "../etc");  // not a migration id: nothing
+  endpoint::old_root_rolled_back(root, state, "../etc");
+  CHECK(retention(state)["abc123"].size() == 3);
+  endpoint::old_root_before_rollback(root, state, "abc123");
+  CHECK(retention(state)["abc123"]["measured"]["bytes"] == 1500);
+  fs::remove_all(root / "old-root/abc123/usr/lib");  // the revert's commit, cut short
+  endpoint::old_root_before_rollback(root, state, "abc123");  // its rerun: the first figures kept
+  CHECK(retention(state)["abc123"]["measured"]["bytes"] == 1500);
+  fs::remove_all(root / "old-root/abc123");
   endpoint::old_root_rolled_back(root, state, "abc123");
-  CHECK(retention(state)["abc123"]["removing"]["reason"] == "rollback");
-  CHECK(fs::exists(root / "old-root/abc123"));
+  CHECK(retention(state)["abc123"]["removing"] ==
+        json{{"files", 3}, {"bytes", 1500}, {"bytes_freed", 500}, {"reason", "rollback"}});
+  CHECK_FALSE(retention(state)["abc123"].contains("measured"));
+  // Its retention not passed, and queued for a rollback: marked, so it goes all the same.
   CHECK(endpoint::expire_old_roots(root, state, now - std::chrono::hours(24 * 5), record, nullptr, "abc123").size() == 1);
-  CHECK_FALSE(fs::exists(root / "old-root/abc123"));
   REQUIRE(reports.size() == 1);
   CHECK(reports[0]["reason"] == "rollback");
+  CHECK(reports[0]["bytes"] == 1500);
   endpoint::old_root_rolled_back(root, state, "abc123");  // again (a rerun of the order): nothing
   CHECK(retention(state) == json::object());
 }
