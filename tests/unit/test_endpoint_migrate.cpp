@@ -38,6 +38,16 @@ void make_old_root(const fs::path& root, const fs::path& state, const std::strin
   std::ofstream(state / "old-roots.json") << json{{id, {{"created_at", ns}, {"keep_days", 10}, {"bytes", 1500}}}}.dump();
 }
 
+/// A root with /old-root/abc123 (make_old_root), the time, and the reports made.
+struct OldRoot {
+  test::TempDir dir;
+  fs::path root = dir.path() / "root", state = dir.path() / "state";
+  std::chrono::system_clock::time_point now = std::chrono::system_clock::now();
+  std::vector<json> reports;
+  endpoint::OldRootReport record = [this](const json& j) { reports.push_back(j); };
+  OldRoot() { make_old_root(root, state, "abc123"); }
+};
+
 json retention(const fs::path& state) { return json::parse(util::read_file(state / "old-roots.json")); }
 
 }  // namespace
@@ -45,12 +55,9 @@ json retention(const fs::path& state) { return json::parse(util::read_file(state
 TEST_SUITE_BEGIN("endpoint::expire_old_roots");
 
 TEST_CASE("killed in the middle, then after its report: the reruns finish it and report the first figures once") {
-  test::TempDir dir;
-  fs::path root = dir.path() / "root", state = dir.path() / "state", top = root / "old-root" / "abc123";
-  make_old_root(root, state, "abc123");
-  auto now = std::chrono::system_clock::now();
-  std::vector<json> reports;
-  auto record = [&](const json& j) { reports.push_back(j); };
+  OldRoot f;
+  auto& [dir, root, state, now, reports, record] = f;
+  fs::path top = root / "old-root" / "abc123";
 
   // Killed before its second entry goes: half removed, marked with what it held.
   auto kill_at_1 = [](std::string_view point, size_t i) {
@@ -85,12 +92,8 @@ TEST_CASE("killed in the middle, then after its report: the reruns finish it and
 }
 
 TEST_CASE("a report that fails keeps the removal to be reported; retention not passed and a queued rollback keep it") {
-  test::TempDir dir;
-  fs::path root = dir.path() / "root", state = dir.path() / "state";
-  make_old_root(root, state, "abc123");
-  auto now = std::chrono::system_clock::now();
-  std::vector<json> reports;
-  auto record = [&](const json& j) { reports.push_back(j); };
+  OldRoot f;
+  auto& [dir, root, state, now, reports, record] = f;
 
   // Its retention not passed yet (10 days ago), or kept for a queued rollback.
   CHECK(endpoint::expire_old_roots(root, state, now - std::chrono::hours(24 * 2), record) == json::array());
@@ -109,12 +112,8 @@ TEST_CASE("a report that fails keeps the removal to be reported; retention not p
 }
 
 TEST_CASE("a rollback: measured before its revert (which removes the tree), reported with those figures") {
-  test::TempDir dir;
-  fs::path root = dir.path() / "root", state = dir.path() / "state";
-  make_old_root(root, state, "abc123");
-  auto now = std::chrono::system_clock::now();
-  std::vector<json> reports;
-  auto record = [&](const json& j) { reports.push_back(j); };
+  OldRoot f;
+  auto& [dir, root, state, now, reports, record] = f;
   endpoint::old_root_before_rollback(root, state, "../etc");  // not a migration id: nothing
   endpoint::old_root_rolled_back(root, state, "../etc");
   CHECK(retention(state)["abc123"].size() == 3);
