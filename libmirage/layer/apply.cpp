@@ -772,10 +772,14 @@ std::vector<HookResult> run_hooks(const fs::path& root, const std::string& hooks
   std::vector<HookResult> out;
   fs::path dir = root / hooks_dir.substr(1);
   std::error_code ec;
-  if (!fs::is_directory(fs::symlink_status(dir, ec))) return out;
+  auto dir_status = fs::symlink_status(dir, ec);
+  if (fs::is_symlink(dir_status)) util::warn("hooks: " + hooks_dir + " is a symbolic link: not followed, no hook run");
+  if (!fs::is_directory(dir_status)) return out;
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     auto st = entry.symlink_status();
+    if (fs::is_symlink(st))  // it could point anywhere (out of the root): only files in the directory run
+      util::warn("hooks: " + hooks_dir + "/" + entry.path().filename().string() + " is a symbolic link: not run");
     if (!fs::is_regular_file(st)) continue;
     if ((st.permissions() & fs::perms::owner_exec) == fs::perms::none) continue;
     names.push_back(entry.path().filename().string());

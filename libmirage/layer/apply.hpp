@@ -85,7 +85,8 @@ struct HookResult {
 };
 /// Runs the executables in ROOT/`hooks_dir` (absolute within ROOT: post-layer hooks, or
 /// an OS migration's /etc/mirage/post-migration.d) in name order (in a chroot when ROOT
-/// is not "/"), their output on stderr.
+/// is not "/"), their output on stderr. Only regular executable files run: a symbolic
+/// link (which could point out of ROOT), or the directory being one, is warned of.
 std::vector<HookResult> run_hooks(const std::filesystem::path& root,
                                   const std::string& hooks_dir = "/etc/mirage/post-layer.d");
 

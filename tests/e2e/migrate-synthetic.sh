@@ -181,6 +181,7 @@ expect_exit 99 env MIRAGE_TEST_CRASH_AT_LINK=5 mirage-centralize --root "$ep" --
 expect_exit 99 env MIRAGE_TEST_CRASH_AT_STEP=3 mirage-centralize --root "$ep" --device-id ep1 --output json
 expect_exit 0 mirage-centralize --root "$ep" --device-id ep1 --output json
 expect_contains "$ERR" "finished"
+expect_contains "$ERR" "hooks: /etc/mirage/post-migration.d/50-link is a symbolic link: not run"
 R=$OUT
 
 [ ! -e "$T/evil-ran" ] || fail "a symlinked post-migration hook ran"
