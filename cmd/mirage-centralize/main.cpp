@@ -80,7 +80,10 @@ tool::Common endpoint_common(const tool::Common& common_in, const std::string& d
 /// environment; the sync dies there like kill -9 (exit 99, nothing flushed or unwound):
 /// MIRAGE_TEST_CRASH_BEFORE_COMMIT (any value), MIRAGE_TEST_CRASH_AT_STAGE=N and
 /// MIRAGE_TEST_CRASH_AT_STEP=N (before staging entry N, before commit step N of an apply),
-/// MIRAGE_TEST_CRASH_AT_FILL (any value: a streamed revert's placeholders in place, not filled).
+/// MIRAGE_TEST_CRASH_AT_FILL (any value: a streamed revert's placeholders in place, not filled),
+/// MIRAGE_TEST_CRASH_AT_LINK=N (before an OS migration links entry N under /old-root),
+/// MIRAGE_TEST_CRASH_AT_REMOVE=N (before entry N of an /old-root/<id> removal goes) and
+/// MIRAGE_TEST_CRASH_OLD_ROOT_REPORTED (any value: a removal reported, not yet forgotten).
 /// MIRAGE_TEST_HOLD_BEFORE_COMMIT=PREFIX holds the sync there instead (a concurrency test's
 /// gate): it creates PREFIX.held and waits up to 60 s for PREFIX.go.
 util::CrashHook crash_hook_from_env() {
@@ -96,10 +99,13 @@ util::CrashHook crash_hook_from_env() {
   auto link = index_of("MIRAGE_TEST_CRASH_AT_LINK");
   const char* fill_env = getenv("MIRAGE_TEST_CRASH_AT_FILL");
   bool at_fill = fill_env && *fill_env;
+  auto remove = index_of("MIRAGE_TEST_CRASH_AT_REMOVE");
+  const char* reported_env = getenv("MIRAGE_TEST_CRASH_OLD_ROOT_REPORTED");
+  bool reported = reported_env && *reported_env;
   const char* hold_env = getenv("MIRAGE_TEST_HOLD_BEFORE_COMMIT");
   std::string hold = hold_env ? hold_env : "";
-  if (!at_commit && !stage && !step && !link && !at_fill && hold.empty()) return nullptr;
-  return [at_commit, stage, step, link, at_fill, hold](std::string_view point, size_t i) {
+  if (!at_commit && !stage && !step && !link && !at_fill && !remove && !reported && hold.empty()) return nullptr;
+  return [at_commit, stage, step, link, at_fill, remove, reported, hold](std::string_view point, size_t i) {
     if (point == "before_commit" && !hold.empty()) {
       std::ofstream(hold + ".held").put('\n');
       for (int n = 0; n < 1200 && !std::filesystem::exists(hold + ".go"); ++n)
@@ -107,7 +113,8 @@ util::CrashHook crash_hook_from_env() {
     }
     if ((point == "before_commit" && at_commit) || (point == "apply_stage" && stage == i) ||
         (point == "apply_step" && step == i) || (point == "migrate_link" && link == i) ||
-        (point == "stream_fill" && at_fill))
+        (point == "stream_fill" && at_fill) || (point == "old_root_remove" && remove == i) ||
+        (point == "old_root_reported" && reported))
       ::_exit(99);
   };
 }

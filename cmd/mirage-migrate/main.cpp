@@ -95,7 +95,7 @@ int rules(const tool::Common& common, const Options& o) {
     return 0;
   }
   if (!o.check_file.empty()) {
-    auto r = migrate::Rules::from_json(util::read_json_input(o.check_file, "--check"));
+    auto r = migrate::Rules::from_json(util::read_json_input(o.check_file, "--check", migrate::k_max_rules_bytes));
     size_t patterns = r.unconditional_exclude().size();
     for (const auto& c : r.components()) patterns += c.include.size() + c.exclude.size();
     json out = {{"file", o.check_file}, {"valid", true}, {"name", r.name()}, {"components", r.components().size()},
@@ -106,7 +106,7 @@ int rules(const tool::Common& common, const Options& o) {
     return 0;
   }
   auto r = o.rules_file.empty() ? migrate::Rules::defaults()
-                                : migrate::Rules::from_json(util::read_json_input(o.rules_file, "--rules"));
+                                : migrate::Rules::from_json(util::read_json_input(o.rules_file, "--rules", migrate::k_max_rules_bytes));
   json out = {{"rules", r.name()}, {"paths", json::array()}};
   for (const auto& p : o.explain) out["paths"].push_back(r.explain(p));
   tool::print(common, out, [&](std::ostream& os) {
@@ -198,7 +198,7 @@ int migrate_devices(const tool::Common& common, const Options& o) {
                  {"force", o.force},
                  {"dry_run", o.dry_run}};
   if (!o.rules_file.empty()) {
-    json doc = util::read_json_input(o.rules_file, "--rules");
+    json doc = util::read_json_input(o.rules_file, "--rules", migrate::k_max_rules_bytes);
     migrate::Rules::from_json(doc);  // its errors name the field, before anything is sent
     params["rules"] = doc;
   }

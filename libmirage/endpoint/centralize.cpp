@@ -194,8 +194,17 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   std::string recovered = layer::recover(opts.root, opts.state_dir / "apply.journal");
   if (recovered != "none") util::warn("an interrupted layer apply was " + std::string(recovered == "resumed" ? "finished" : "rolled back"));
   migration_recovered(opts.state_dir, recovered);
-  for (const auto& gone : expire_old_roots(opts.root, opts.state_dir, std::chrono::system_clock::now()))
-    util::log(util::LogLevel::info, "removed /old-root/" + gone["migration_id"].get<std::string>() + " (its retention has passed)");
+  // An /old-root removal is an event (the server records each once: a crash after the
+  // report reports it again).
+  OldRootReport report_removal = [&](const json& gone) {
+    json params = gone;
+    params["type"] = "old_root_removed";
+    params["device_id"] = opts.device_id;
+    client.call("events.report", params);
+    util::log(util::LogLevel::info, "removed /old-root/" + gone["migration_id"].get<std::string>() + " (" +
+                                        gone["reason"].get<std::string>() + "; " +
+                                        std::to_string(gone["bytes_freed"].get<uint64_t>()) + " bytes freed)");
+  };
   ApplyOrderOptions ao;
   ao.root = opts.root;
   ao.device_id = opts.device_id;
@@ -208,6 +217,13 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   result.stream = fill_or_warn(client, ao, policy);
   json next = client.call("order.next", {{"device_id", opts.device_id}});
   bool has_order = next.contains("order");
+  // A queued rollback keeps its /old-root past the retention (a device offline that long
+  // rolls back from it, not from the server); the rollback then removes it.
+  std::string rolling_back;
+  if (has_order && next["order"]["spec"].value("type", "") == "revert")
+    rolling_back = next["order"]["spec"].value("migration_id", "");
+  expire_old_roots(opts.root, opts.state_dir, std::chrono::system_clock::now(), report_removal, opts.crash_point,
+                   rolling_back);
 
   // With an order queued, this snapshot protects the state before it and is pinned.
   // An order for a snapshot (on request) is carried out by that snapshot itself.
@@ -223,9 +239,12 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
     ao.snapshot = result.snapshot;
     const json& spec = next["order"]["spec"];
     if (spec.value("type", "") == "revert") {
-      result.order = revert_order(client, next, ao, policy);
+      std::string migration = spec.value("migration_id", "");
+      old_root_before_rollback(opts.root, opts.state_dir, migration);
+      result.order = revert_order(client, next, ao, policy, [&] { old_root_rolled_back(opts.root, opts.state_dir, migration); });
       result.stream = fill_or_warn(client, ao, policy);  // the device is usable meanwhile
-      old_root_rolled_back(opts.root, opts.state_dir, spec.value("migration_id", ""));
+      if (!migration.empty())  // its /old-root goes now (marked above)
+        expire_old_roots(opts.root, opts.state_dir, std::chrono::system_clock::now(), report_removal, opts.crash_point);
     } else if (spec.value("type", "") == "migrate") {
       result.order = migrate_order(client, next, ao);
     } else {

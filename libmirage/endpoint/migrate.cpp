@@ -1,11 +1,13 @@
 #include "libmirage/endpoint/migrate.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "libmirage/endpoint/revert.hpp"
@@ -416,24 +418,122 @@ void migration_recovered(const fs::path& state_dir, const std::string& recovered
   save_json(state_file(state_dir), st);
 }
 
-void old_root_rolled_back(const fs::path& root, const fs::path& state_dir, const std::string& migration_id) {
-  if (migration_id.empty() || migration_id.find('/') != std::string::npos || migration_id.starts_with(".")) return;
-  fs::remove_all(root / "old-root" / migration_id);
-  json all = load_json(retention_file(state_dir), json::object());
-  if (all.erase(migration_id)) save_json(retention_file(state_dir), all);
+namespace {
+
+/// What /old-root/<id> holds, measured before its removal begins (a rerun after a crash
+/// reports these, not what a half removal left): {files (entries but directories),
+/// bytes (their file sizes), bytes_freed (those of the files whose every link is in it:
+/// the space the removal gives back)}. Nothing there: zeros.
+json measure_old_root(const fs::path& top) {
+  uint64_t files = 0, bytes = 0, freed = 0;
+  std::map<std::pair<dev_t, ino_t>, nlink_t> seen;  // links of a file with several
+  std::error_code none, ec;
+  if (fs::is_directory(fs::symlink_status(top, none)))
+    for (fs::recursive_directory_iterator it(top, ec), end; !ec && it != end; it.increment(ec)) {
+      struct stat st;
+      if (::lstat(it->path().c_str(), &st) != 0 || S_ISDIR(st.st_mode)) continue;
+      files++;
+      if (!S_ISREG(st.st_mode)) continue;
+      bytes += uint64_t(st.st_size);
+      if (st.st_nlink == 1 || ++seen[{st.st_dev, st.st_ino}] == st.st_nlink) freed += uint64_t(st.st_size);
+    }
+  if (ec) throw fs::filesystem_error("old-root: measuring", top, ec);
+  return {{"files", files}, {"bytes", bytes}, {"bytes_freed", freed}};
 }
 
-json expire_old_roots(const fs::path& root, const fs::path& state_dir, std::chrono::system_clock::time_point now) {
+/// Removes `p` and what is under it, deepest first (symlinks are removed, not followed);
+/// crash("old_root_remove", n) before the n-th entry goes. Gone already: nothing to do.
+void remove_tree(const fs::path& p, const util::CrashHook& crash, size_t& n) {
+  std::error_code ec;
+  auto st = fs::symlink_status(p, ec);
+  if (!fs::exists(st)) return;
+  if (fs::is_directory(st)) {
+    std::vector<fs::path> children;
+    for (const auto& d : fs::directory_iterator(p)) children.push_back(d.path());
+    for (const auto& c : children) remove_tree(c, crash, n);
+  }
+  if (crash) crash("old_root_remove", n);
+  n++;
+  if (!fs::remove(p, ec) && ec && ec != std::errc::no_such_file_or_directory)
+    throw fs::filesystem_error("old-root: remove", p, ec);
+}
+
+bool valid_migration_id(const std::string& id) {
+  return !id.empty() && id.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+/// Marks /old-root/<id> in the retention state for removal (measured first; once). A
+/// rollback's figures are those measured before its revert (whose commit removes the
+/// tree: it was not in the snapshot the revert goes back to).
+void mark_removal(const fs::path& root, json& all, const std::string& id, const std::string& reason) {
+  if (all.contains(id) && all[id].contains("removing")) return;
+  json m = reason == "rollback" && all.contains(id) && all[id].contains("measured") ? all[id]["measured"]
+                                                                                      : measure_old_root(root / "old-root" / id);
+  m["reason"] = reason;
+  all[id]["removing"] = std::move(m);
+  all[id].erase("measured");
+}
+
+}  // namespace
+
+void old_root_before_rollback(const fs::path& root, const fs::path& state_dir, const std::string& migration_id) {
+  if (!valid_migration_id(migration_id)) return;
+  json all = load_json(retention_file(state_dir), json::object());
+  if (!all.contains(migration_id) || all[migration_id].contains("removing") || all[migration_id].contains("measured"))
+    return;
+  try {
+    all[migration_id]["measured"] = measure_old_root(root / "old-root" / migration_id);
+    save_json(retention_file(state_dir), all);
+  } catch (const std::exception& e) {  // reported as measured when it goes
+    util::warn("/old-root/" + migration_id + " not measured before its rollback: " + e.what());
+  }
+}
+
+void old_root_rolled_back(const fs::path& root, const fs::path& state_dir, const std::string& migration_id) {
+  if (!valid_migration_id(migration_id)) return;
+  json all = load_json(retention_file(state_dir), json::object());
+  std::error_code ec;
+  if (!all.contains(migration_id) && !fs::exists(fs::symlink_status(root / "old-root" / migration_id, ec))) return;
+  if (all.contains(migration_id) && all[migration_id].contains("removing")) return;
+  try {
+    mark_removal(root, all, migration_id, "rollback");
+    save_json(retention_file(state_dir), all);
+  } catch (const std::exception& e) {  // the rollback is done; its retention removes it later
+    util::warn("/old-root/" + migration_id + " not marked for removal: " + e.what());
+  }
+}
+
+json expire_old_roots(const fs::path& root, const fs::path& state_dir, std::chrono::system_clock::time_point now,
+                      const OldRootReport& report, const util::CrashHook& crash, const std::string& keep) {
   json all = load_json(retention_file(state_dir), json::object()), removed = json::array();
   int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  std::vector<std::string> due;
   for (const auto& [id, r] : all.items()) {
     int64_t until = r.value("created_at", int64_t(0)) + int64_t(r.value("keep_days", 10)) * 86400 * 1'000'000'000LL;
-    if (now_ns < until) continue;
-    fs::remove_all(root / "old-root" / id);
-    removed.push_back({{"migration_id", id}, {"bytes", r.value("bytes", uint64_t(0))}});
+    if (r.contains("removing") || (now_ns >= until && id != keep)) due.push_back(id);
   }
-  for (const auto& r : removed) all.erase(r["migration_id"].get<std::string>());
-  if (!removed.empty()) save_json(retention_file(state_dir), all);
+  for (const auto& id : due) {
+    // Measured and marked, removed, reported, forgotten: a crash between any two, then
+    // a rerun, goes on from the mark (the server records the removal once).
+    try {
+      if (!valid_migration_id(id)) throw Error(ErrorKind::integrity, "not a migration id");
+      if (!all[id].contains("removing")) {
+        mark_removal(root, all, id, "retention");
+        save_json(retention_file(state_dir), all);
+      }
+      size_t n = 0;
+      remove_tree(root / "old-root" / id, crash, n);
+      json done = all[id]["removing"];
+      done["migration_id"] = id;
+      if (report) report(done);
+      if (crash) crash("old_root_reported", 0);
+      all.erase(id);
+      save_json(retention_file(state_dir), all);
+      removed.push_back(std::move(done));
+    } catch (const std::exception& e) {  // kept, and tried again by the next sync
+      util::warn("/old-root/" + id + " not removed or not reported: " + e.what());
+    }
+  }
   return removed;
 }
 

@@ -21,12 +21,14 @@
 // days (2-60, the order's keep_old_root_days) have passed, or by a rollback.
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "libmirage/endpoint/layers.hpp"
 #include "libmirage/policy/upload_policy.hpp"
+#include "libmirage/util/crash_point.hpp"
 
 namespace mirage::endpoint {
 
@@ -42,14 +44,35 @@ nlohmann::json migrate_order(Client& client, const nlohmann::json& next, const A
 /// apply was finished is applied; one whose apply was rolled back is planned again.
 void migration_recovered(const std::filesystem::path& state_dir, const std::string& recovered);
 
-/// A rollback (a revert order naming `migration_id`) is done: ROOT/old-root/<id> goes.
+/// Reports an /old-root/<id> removal: {migration_id, reason (retention | rollback),
+/// files, bytes, bytes_freed} (centralize: events.report, type old_root_removed). May
+/// throw: the removal is then reported again by the next call.
+using OldRootReport = std::function<void(const nlohmann::json&)>;
+
+/// A rollback (a revert order naming `migration_id`) is about to be carried out: what
+/// ROOT/old-root/<id> holds is measured and recorded in the retention state (once: a
+/// rerun after a crash keeps the first figures), since the revert's commit removes it
+/// (it was not in the snapshot the revert goes back to).
+void old_root_before_rollback(const std::filesystem::path& root, const std::filesystem::path& state_dir,
+                              const std::string& migration_id);
+
+/// A rollback (a revert order naming `migration_id`) is in place: ROOT/old-root/<id> is
+/// marked for removal in the retention state (with the figures measured before the
+/// revert, else measured now); the next expire_old_roots removes what is left of it and
+/// reports it, whatever the date.
 void old_root_rolled_back(const std::filesystem::path& root, const std::filesystem::path& state_dir,
                           const std::string& migration_id);
 
-/// Removes the /old-root/<id> directories whose retention has passed at `now`; returns
-/// [{migration_id, bytes}] of those removed.
+/// Removes the /old-root/<id> directories whose retention has passed at `now` and those a
+/// rollback marked. Each is measured and marked before anything goes, removed (crash
+/// point "old_root_remove" N before its N-th entry), reported, then forgotten ("old_root_reported"
+/// between the two): a kill at any point then a rerun finishes the removal and reports the
+/// figures measured before it. One that fails (or whose report throws) is warned of and
+/// kept for the next call. `keep` (a migration whose rollback is queued) is not removed
+/// unless a rollback marked it. Returns those removed and reported.
 nlohmann::json expire_old_roots(const std::filesystem::path& root, const std::filesystem::path& state_dir,
-                                std::chrono::system_clock::time_point now);
+                                std::chrono::system_clock::time_point now, const OldRootReport& report,
+                                const util::CrashHook& crash = nullptr, const std::string& keep = "");
 
 /// What migrating `device` (its latest snapshot) with `spec` (a migrate order's, as
 /// migrate.start's dry run composes it) would do: {"device_id", "against_snapshot",

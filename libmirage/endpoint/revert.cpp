@@ -222,11 +222,13 @@ void report_failed(Client& client, const std::string& order_id, const std::strin
   }
 }
 
-json revert_order(Client& client, const json& next, const ApplyOrderOptions& opts, const policy::UploadPolicy& policy) {
+json revert_order(Client& client, const json& next, const ApplyOrderOptions& opts, const policy::UploadPolicy& policy,
+                  const std::function<void()>& carried_out) {
   const json& order = next.at("order");
   std::string order_id = order.at("order_id");
   try {
     json report = carry_out(client, order, opts, policy);
+    if (carried_out) carried_out();
     client.call("order.report", {{"order_id", order_id}, {"device_id", opts.device_id}, {"state", "done"}, {"result", report}});
     report["order_id"] = order_id;
     return report;

@@ -2,6 +2,7 @@
 // Reverting this endpoint to one of its snapshots (an order of type revert, queued by
 // order.revert; called by centralize after the snapshot that protects the state before
 // it): the plan of layer/revert.hpp, carried out by the journaled layer apply.
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -18,9 +19,12 @@ namespace mirage::endpoint {
 /// snapshot). Returns the report: {"snapshot_id", "mode", "plan", "apply", "wire_bytes",
 /// "seconds", "protected_by", "order_id"}. A failure is reported and rethrown; a crash
 /// leaves the apply journal, which the next sync's recovery finishes or rolls back
-/// before carrying the still pending order out again.
+/// before carrying the still pending order out again. `carried_out`, when given, is
+/// called once the revert is in place, before it is reported (a rollback of an OS
+/// migration marks its /old-root for removal there: a crash after it, before the
+/// report, still has the old root removed by the next sync).
 nlohmann::json revert_order(Client& client, const nlohmann::json& next, const ApplyOrderOptions& options,
-                            const policy::UploadPolicy& policy);
+                            const policy::UploadPolicy& policy, const std::function<void()>& carried_out = nullptr);
 
 /// Tells the server the order failed (when it can be reached: else it stays pending and
 /// is tried again on the next sync).

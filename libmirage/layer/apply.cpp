@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -222,9 +223,14 @@ class Applier {
   }
 
   ApplyResult run() {
+    auto start = std::chrono::steady_clock::now();
     begin_staging();
     stage_all();
-    return commit();
+    auto staged = std::chrono::steady_clock::now();
+    ApplyResult r = commit();
+    r.stage_seconds = std::chrono::duration<double>(staged - start).count();
+    r.commit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - staged).count();
+    return r;
   }
 
  private:
@@ -621,7 +627,8 @@ void to_json(json& j, const ApplyResult& r) {
        {"merged", r.merged},           {"saved_local", r.saved_local}, {"kept_not_empty", r.kept_not_empty},
        {"linked", r.linked},           {"bytes_local", r.bytes_local}, {"bytes_fetched", r.bytes_fetched},
        {"bytes_delta", r.bytes_delta}, {"placeholders", r.placeholders.size()},
-       {"warnings", r.warnings}};
+       {"warnings", r.warnings},       {"stage_seconds", r.stage_seconds},
+       {"commit_seconds", r.commit_seconds}};
 }
 
 std::vector<std::optional<Digest>> delta_bases(std::span<const tree::ChunkRef> before,
@@ -765,10 +772,14 @@ std::vector<HookResult> run_hooks(const fs::path& root, const std::string& hooks
   std::vector<HookResult> out;
   fs::path dir = root / hooks_dir.substr(1);
   std::error_code ec;
-  if (!fs::is_directory(fs::symlink_status(dir, ec))) return out;
+  auto dir_status = fs::symlink_status(dir, ec);
+  if (fs::is_symlink(dir_status)) util::warn("hooks: " + hooks_dir + " is a symbolic link: not followed, no hook run");
+  if (!fs::is_directory(dir_status)) return out;
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     auto st = entry.symlink_status();
+    if (fs::is_symlink(st))  // it could point anywhere (out of the root): only files in the directory run
+      util::warn("hooks: " + hooks_dir + "/" + entry.path().filename().string() + " is a symbolic link: not run");
     if (!fs::is_regular_file(st)) continue;
     if ((st.permissions() & fs::perms::owner_exec) == fs::perms::none) continue;
     names.push_back(entry.path().filename().string());

@@ -50,6 +50,9 @@ struct ApplyResult {
   uint64_t written = 0, metadata = 0, removed = 0, merged = 0, saved_local = 0, kept_not_empty = 0, linked = 0;
   uint64_t bytes_local = 0, bytes_fetched = 0;
   uint64_t bytes_delta = 0;  ///< wire bytes of chunks rebuilt from deltas against the endpoint's own
+  /// Wall seconds staging (fetching and writing temporaries beside their targets: the
+  /// system unchanged) and committing (the renames, removals and metadata: the switch).
+  double stage_seconds = 0, commit_seconds = 0;
   std::vector<std::string> warnings;
   /// Regular files put in place with their known chunks and stamps after the commit
   /// (dir path, file), so the next scan need not read them again.
@@ -82,7 +85,8 @@ struct HookResult {
 };
 /// Runs the executables in ROOT/`hooks_dir` (absolute within ROOT: post-layer hooks, or
 /// an OS migration's /etc/mirage/post-migration.d) in name order (in a chroot when ROOT
-/// is not "/"), their output on stderr.
+/// is not "/"), their output on stderr. Only regular executable files run: a symbolic
+/// link (which could point out of ROOT), or the directory being one, is warned of.
 std::vector<HookResult> run_hooks(const std::filesystem::path& root,
                                   const std::string& hooks_dir = "/etc/mirage/post-layer.d");
 

@@ -193,7 +193,8 @@ Rules Rules::from_json(const json& doc, const RulesLimits& limits) {
       bad(key, "unknown field (version, name, description, components, unconditional_exclude)");
   }
   if (!doc.contains("version")) bad("version", "missing (1)");
-  if (doc.at("version") != 1) bad("version", "unsupported version " + doc.at("version").dump() + " (1)");
+  if (const auto& v = doc.at("version"); v != 1)  // a nested value is not dumped (deep: a deep recursion)
+    bad("version", "unsupported version " + (v.is_primitive() ? v.dump().substr(0, 64) : std::string(v.type_name())) + " (1)");
   Rules r;
   r.m_name = text_field(doc, "name", "", limits.name_bytes, false);
   text_field(doc, "description", "", limits.description_bytes, false);

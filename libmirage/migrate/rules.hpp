@@ -89,6 +89,9 @@ struct Explanation {
 void to_json(nlohmann::json& j, const Explanation& e);
 
 /// Bounds on a rules document (it may come from anyone who can write a --rules file).
+/// A rules document's JSON text is at most this long (--rules; migrate.start's limit).
+constexpr size_t k_max_rules_bytes = 1 << 20;
+
 struct RulesLimits {
   size_t components = 256;
   size_t patterns = 4096;          ///< in all lists together

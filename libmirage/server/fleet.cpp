@@ -347,10 +347,36 @@ void to_json(json& j, const Events& r) { j = {{"events", r.events}}; }
 
 Events events_list(Context& c, const EventsList& p) { return {c.cat().events(p.device_id, p.since, p.after_id, p.type)}; }
 
+namespace {
+
+OldRootRemoved old_root_removed_of(const Params& p) {
+  OldRootRemoved r;
+  r.migration_id = p.text("migration_id");
+  if (r.migration_id.empty() || r.migration_id.size() > 64 ||
+      r.migration_id.find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw Error(ErrorKind::usage, "migration_id '" + printable(r.migration_id, 100) + "': a migration id (hex)");
+  r.reason = p.text("reason");
+  if (r.reason != "retention" && r.reason != "rollback")
+    throw Error(ErrorKind::usage, "reason '" + printable(r.reason, 100) + "': retention or rollback");
+  r.bytes = static_cast<uint64_t>(p.number("bytes", 0, 0, 1e18));
+  r.bytes_freed = static_cast<uint64_t>(p.number("bytes_freed", 0, 0, 1e18));
+  r.files = static_cast<uint64_t>(p.number("files", 0, 0, 1e15));
+  return r;
+}
+
+}  // namespace
+
 EventsReport EventsReport::parse(const Params& p) {
-  std::string type = p.text("type");
-  if (type != "restore") throw Error(ErrorKind::usage, "event type '" + printable(type, 100) + "': only restore is reported by clients");
   EventsReport e;
+  e.type = p.text("type");
+  if (e.type == "old_root_removed") {
+    e.device_id = p.text("device_id");
+    e.old_root = old_root_removed_of(p);
+    return e;
+  }
+  if (e.type != "restore")
+    throw Error(ErrorKind::usage,
+                "event type '" + printable(e.type, 100) + "': only restore and old_root_removed are reported by clients");
   e.device_id = p.text("device_id");
   e.snapshot_id = p.text_or("snapshot_id");
   e.bytes_moved = static_cast<uint64_t>(p.number("bytes_moved", 0, 0, 1e18));
@@ -389,12 +415,28 @@ void to_json(json& j, const RestoreDone& r) {
 
 // Clients report what they did without the server seeing it whole (a restore reads
 // chunks; only the client knows it restored a snapshot): one transaction log entry.
-RestoreDone events_report(Context& c, const EventsReport& p) {
+json events_report(Context& c, const EventsReport& p) {
   registered_device(c.cat(), p.device_id);
+  if (p.type == "old_root_removed") {
+    const auto& o = p.old_root;
+    json r = {{"transaction", "old_root_removed"}, {"migration_id", o.migration_id}, {"reason", o.reason},
+              {"bytes", o.bytes}, {"bytes_freed", o.bytes_freed}, {"files", o.files}, {"bytes_moved", 0},
+              {"by", c.by().empty() ? "local" : c.by()}};
+    // Once per removal: an endpoint killed after reporting it reports it again.
+    const std::string type = "migrate.old_root_removed";
+    auto seen = c.cat().events(p.device_id, 0, 0, type);
+    bool again = std::any_of(seen.begin(), seen.end(), [&](const json& e) {
+      json detail = e.value("detail", json::object());
+      return detail.is_object() && detail.value("migration_id", "") == o.migration_id;
+    });
+    if (!again) c.cat().add_event(type, p.device_id, r);
+    r["recorded"] = !again;
+    return r;
+  }
   RestoreDone r{p.snapshot_id, p.bytes_moved, p.unique_bytes, p.files, c.by().empty() ? "local" : c.by(),
                 p.paths, p.paths_total, p.to, p.host, p.stage, p.files_left, p.bytes_left};
   c.cat().add_event("restore." + p.stage, p.device_id, r);
-  return r;
+  return json(r);
 }
 
 void to_json(json& j, const StoreUsage& r) {

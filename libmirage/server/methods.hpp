@@ -628,12 +628,23 @@ Events events_list(Context& c, const EventsList& p);
 /// A restore event names at most this many paths (a client restoring more sends the
 /// first ones and their count); each path and the target at most k_max_report_path bytes.
 constexpr size_t k_max_report_paths = 64, k_max_report_path = 4096;
+/// An OS migration's /old-root/<id> removed by its endpoint (its retention passed, or a
+/// rollback): what it held, measured before the removal began. Event
+/// migrate.old_root_removed, recorded once per device and migration id (a rerun after a
+/// crash may report it again).
+struct OldRootRemoved {
+  std::string migration_id;
+  std::string reason;  ///< retention | rollback
+  uint64_t bytes = 0, bytes_freed = 0, files = 0;  ///< file bytes, those whose last link went, entries
+};
 struct EventsReport {
+  std::string type = "restore";  ///< restore | old_root_removed (then only `old_root` is read)
+  OldRootRemoved old_root;
   std::string device_id;
   std::string snapshot_id;
-  uint64_t bytes_moved, unique_bytes, files;
+  uint64_t bytes_moved = 0, unique_bytes = 0, files = 0;
   std::vector<std::string> paths;  ///< the snapshot paths restored (bounded: see above)
-  uint64_t paths_total;            ///< how many were restored in all
+  uint64_t paths_total = 0;        ///< how many were restored in all
   std::string to, host;            ///< the target directory, and the machine it is on
   /// A streaming restore reports twice: "usable" (the minimal set and the placeholders
   /// are in place; files_left and bytes_left still to fill) and "done". Event
@@ -653,7 +664,10 @@ struct RestoreDone {  ///< the event's detail, as recorded
   uint64_t files_left, bytes_left;
 };
 void to_json(nlohmann::json& j, const RestoreDone& r);
-RestoreDone events_report(Context& c, const EventsReport& p);
+/// The event's detail as recorded: a RestoreDone, or {"transaction": "old_root_removed",
+/// migration_id, reason, bytes, bytes_freed, files, bytes_moved: 0, by, "recorded"} where
+/// recorded is false when that removal was reported already (nothing added).
+nlohmann::json events_report(Context& c, const EventsReport& p);
 
 struct StoreStats {
   std::optional<std::string> device_id;  ///< that device only; none: every device and the store

@@ -127,7 +127,7 @@ MigrateStart MigrateStart::parse(const Params& p) {
   MigrateStart m;
   m.targets = Targets::parse(p);
   m.base = p.text("base");
-  m.rules = p.has("rules") ? p.object("rules", 1 << 20, "1 MiB of rules") : nlohmann::json();
+  m.rules = p.has("rules") ? p.object("rules", migrate::k_max_rules_bytes, "1 MiB of rules") : nlohmann::json();
   if (!m.rules.is_null()) migrate::Rules::from_json(m.rules);  // refused here, not on the device
   m.keep_old_root_days = static_cast<int>(p.integer("keep_old_root_days", 10, 2, 60));
   m.force = p.flag("force");

@@ -36,6 +36,7 @@ constexpr RoleSet k_restorers = {Role::admin, Role::protection_manager, Role::he
 bool with_device_id(const nlohmann::json& p) { return p.contains("device_id"); }
 bool reference(const nlohmann::json& p) { return p.value("reference", false) == true; }
 bool enforce(const nlohmann::json& p) { return p.contains("type") && p["type"] == "enforce"; }
+bool old_root_removed(const nlohmann::json& p) { return p.contains("type") && p["type"] == "old_root_removed"; }
 
 std::vector<Access> all(RoleSet roles) { return {{"", nullptr, roles}}; }
 // Where a parameter decides: accepting a reference device is image management too;
@@ -45,6 +46,9 @@ std::vector<Access> accept_cases() { return {{"reference", reference, k_managers
 std::vector<Access> put_cases() {
   return {{"device_id", with_device_id, k_admin}, {"capture", nullptr, k_images, ForDevice::no}};
 }
+// An endpoint's removal of its /old-root is recorded once per migration: only the device
+// itself (or an admin) reports it, so no one else can take its place in the log.
+std::vector<Access> report_cases() { return {{"old_root", old_root_removed, k_admin}, {"restore", nullptr, k_all}}; }
 std::vector<Access> order_cases() {
   return {{"enforce", enforce, {Role::admin, Role::image_manager, Role::helpdesk}}, {"not enforce", nullptr, k_images}};
 }
@@ -106,7 +110,7 @@ const std::vector<Method>& table() {
       row<migrate_rollback>(    "migrate.rollback",  no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
       row<migrate_reports>(     "migrate.reports",   no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<events_list>(         "events.list",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
-      row<events_report>(       "events.report",     dev,    no_anon, quiet,          device,   req,    all(k_all)),
+      row<events_report>(       "events.report",     dev,    no_anon, quiet,          device,   req,    report_cases()),
       row<collection_list>(     "collection.list",   no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<collection_get>(      "collection.get",    no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<collection_set>(      "collection.set",    no_dev, no_anon, audit,          fleet,    req,    all(k_managers)),

@@ -11,8 +11,10 @@ namespace mirage::util {
 /// point that happens once). Points: "before_commit" (a sync's scan and upload done, its
 /// snapshot not yet committed), "apply_stage" (before staging entry N of a layer apply),
 /// "apply_step" (before commit step N), "migrate_link" (before an OS migration links
-/// entry N of the old system under /old-root), "stream_fill" (a streamed revert's
-/// placeholders in place, before their fill). Empty means no crash points; a hook that
+/// entry N of the old system under /old-root), "old_root_remove" (before entry N of an
+/// /old-root/<id> removal goes), "old_root_reported" (a removal reported to the server,
+/// not yet forgotten by the endpoint), "stream_fill" (a streamed revert's placeholders
+/// in place, before their fill). Empty means no crash points; a hook that
 /// returns lets the operation go on.
 using CrashHook = std::function<void(std::string_view point, std::size_t index)>;
 

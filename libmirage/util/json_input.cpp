@@ -1,5 +1,6 @@
 #include "libmirage/util/json_input.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,16 +13,19 @@ namespace mirage::util {
 
 namespace {
 
-std::string read_stdin() {
+/// What `fd` gives until its end; throws Error(usage) once it gives more than `max` bytes.
+std::string read_bounded(int fd, size_t max, const std::string& what) {
   std::string out;
   char buf[65536];
   for (;;) {
-    ssize_t n = ::read(0, buf, sizeof buf);
+    ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw_errno("read standard input");
+      throw_errno("read " + what);
     }
     if (n == 0) return out;
+    if (static_cast<size_t>(n) > max - out.size())
+      throw Error(ErrorKind::usage, what + ": larger than " + std::to_string(max) + " bytes");
     out.append(buf, static_cast<size_t>(n));
   }
 }
@@ -37,12 +41,19 @@ std::string position(const std::string& text, size_t byte) {
 
 }  // namespace
 
-nlohmann::json read_json_input(const std::string& source, const std::string& what) {
+nlohmann::json read_json_input(const std::string& source, const std::string& what, size_t max_bytes) {
   std::string text;
-  try {
-    text = source == "-" ? read_stdin() : read_file(source);
-  } catch (const Error&) {
-    rethrow_with_context(what);
+  if (source == "-") {
+    text = read_bounded(0, max_bytes, what + " - (stdin)");
+  } else {
+    try {
+      Fd fd(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd) throw_errno("read " + source);
+      text = read_bounded(fd.get(), max_bytes, what + " " + source);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::usage) throw;
+      rethrow_with_context(what);
+    }
   }
   try {
     return nlohmann::json::parse(text);

@@ -1,5 +1,6 @@
 #pragma once
 // The one reader of "FILE or - (stdin)" JSON arguments (--input, --file, --rules).
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -10,7 +11,8 @@ namespace mirage::util {
 /// argument in messages ("--input", "rules"). Throws Error(not_found) naming a missing
 /// file (permission, failed: as util::read_file), and Error(usage) naming the source
 /// and the position for text that is not JSON: "--file x.json: not valid JSON at line 2,
-/// column 5 (byte 17): ...".
-nlohmann::json read_json_input(const std::string& source, const std::string& what);
+/// column 5 (byte 17): ...". A source longer than `max_bytes` is refused (Error(usage):
+/// "WHAT FILE: larger than N bytes") without reading more than that of it.
+nlohmann::json read_json_input(const std::string& source, const std::string& what, size_t max_bytes = SIZE_MAX);
 
 }  // namespace mirage::util

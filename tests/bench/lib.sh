@@ -38,7 +38,6 @@ count_data() {
   echo "data: $total bytes in $nfiles files" >&2
 }
 
-# ratio A B: A / B with two decimals, "-" when B is 0.
 # unpack_bookworm ROOT: the debootstrap bookworm root the tests cache (made once by
 # tests/e2e/lib.sh's make_bookworm with the binaries of $build) unpacked into ROOT.
 unpack_bookworm() { unpack_debian bookworm "$1"; }
@@ -57,4 +56,5 @@ unpack_debian() {
 }
 # drop_caches: the page cache emptied (root only), so the next reads come from the disk.
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "note: cannot drop caches (not root)" >&2; }
+# ratio A B: A / B with two decimals, "-" when B is 0.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }

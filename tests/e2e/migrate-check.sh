@@ -5,7 +5,8 @@
 # exact finding codes, exits 5 when a device has an inhibitor and 0 when none has; the
 # server keeps each device's latest report and a collection is summarized. Also the
 # rules subcommand: the shipped default, a file checked (errors name the field), paths
-# explained; and a migration of a blocked device refused.
+# explained; hostile rules files (endless, over 1 MiB, deeply nested, a '..' glob)
+# refused; and a migration of a blocked device refused.
 source "$(dirname "$0")/lib.sh"
 need python3 openssl
 pki=$TEST_TMP/pki
@@ -150,6 +151,29 @@ printf '{"version":1,"components":[{"name":"all","action":"take-new","include":[
   mirage-migrate rules --explain /etc/passwd --rules - --output json >"$TEST_TMP/explain.json"
 expect_contains "$(cat "$TEST_TMP/explain.json")" '"component":"all"'
 expect_exit 2 mirage-migrate rules --default --check x
+# Hostile rules files, each refused (exit 2) naming what was wrong, within 2 GB of memory:
+# endless (/dev/zero, as a file and on stdin), over 1 MiB, nested 100,000 deep where a
+# number or a string goes, a '..' component in a glob.
+bounded() { bash -c 'ulimit -v 2000000; exec "$@"' bounded "$@"; }
+expect_exit 2 bounded mirage-migrate rules --check /dev/zero
+expect_contains "$ERR" "--check /dev/zero: larger than 1048576 bytes"
+expect_exit 2 bounded mirage-migrate rules --explain /etc/passwd --rules - </dev/zero
+expect_contains "$ERR" "--rules - (stdin): larger than 1048576 bytes"
+expect_exit 2 bounded mirage-migrate --device pc-clean --base trixie --rules /dev/zero
+expect_contains "$ERR" "larger than 1048576 bytes"
+python3 -c 'import json; print(json.dumps({"version": 1, "description": "x" * 1100000, "components": []}))' >"$TEST_TMP/big.json"
+expect_exit 2 bounded mirage-migrate rules --check "$TEST_TMP/big.json"
+expect_contains "$ERR" "larger than 1048576 bytes"
+n=100000
+python3 -c "import sys; n = $n; sys.stdout.write('{\"version\": ' + '[' * n + ']' * n + ', \"components\": []}')" >"$TEST_TMP/deep.json"
+expect_exit 2 bounded mirage-migrate rules --check "$TEST_TMP/deep.json"
+expect_contains "$ERR" "rules: version: unsupported version array (1)"
+python3 -c "import sys; n = $n; sys.stdout.write('{\"version\": 1, \"components\": [{\"name\": \"a\", \"action\": \"take-new\", \"include\": [\"/a\"], \"description\": ' + '[' * n + ']' * n + '}]}')" >"$TEST_TMP/deep2.json"
+expect_exit 2 bounded mirage-migrate rules --check "$TEST_TMP/deep2.json"
+expect_contains "$ERR" "rules: components[0].description: must be a string"
+printf '{"version":1,"components":[{"name":"up","action":"take-new","include":["/etc/../root/.ssh"]}]}' >"$TEST_TMP/dots.json"
+expect_exit 2 mirage-migrate rules --check "$TEST_TMP/dots.json"
+expect_contains "$ERR" "'..' components are not allowed"
 
 # The migration (migrate-synthetic.sh carries one out): a blocked device is refused
 # without --force (exit 5) and nothing is queued; there is nothing to roll back (exit 3).

@@ -14,7 +14,10 @@
 # step. Rollback (killed while staging, in its commit and by a real kill -9, rerun): the old system area back, a file the user made
 # after the migration kept, /old-root/<id> gone; a second rollback refused. Two
 # endpoints by --collection, --keep-old-root bounds, the retention removing an expired
-# /old-root.
+# /old-root. The removal of an /old-root killed in its middle (the retention's) and after
+# its report (the rollback's, the retention's): a rerun finishes it, and one event gives
+# the size measured before it began. A device offline for its whole retention rolled back
+# from its /old-root. A symlinked post-migration hook not run.
 source "$(dirname "$0")/lib.sh"
 need python3
 T=$TEST_TMP
@@ -113,6 +116,9 @@ printf 'site tuning LOCAL\n' >"$ep/etc/site.conf"
 printf 'user program\n' >"$ep/usr/bin/userprog"
 printf 'Package: userpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n' >>"$ep/var/lib/dpkg/status"
 printf 'cached\n' >"$ep/var/cache/apt/pkgcache.bin"
+# A post-migration hook that is a symlink out of the root: not run (only regular files are).
+printf '#!/bin/sh\ntouch "%s"\n' "$T/evil-ran" >"$T/evil-hook"; chmod 755 "$T/evil-hook"
+mkdir -p "$ep/etc/mirage/post-migration.d"; ln -s "$T/evil-hook" "$ep/etc/mirage/post-migration.d/50-link"
 cp -a "$ep/home/alice" "$T/alice-before"
 centralize_accepted "$ep" ep1 >/dev/null
 mirage-assign --device ep1 --base deb12@1 --app tool@1 --output json >/dev/null
@@ -175,8 +181,10 @@ expect_exit 99 env MIRAGE_TEST_CRASH_AT_LINK=5 mirage-centralize --root "$ep" --
 expect_exit 99 env MIRAGE_TEST_CRASH_AT_STEP=3 mirage-centralize --root "$ep" --device-id ep1 --output json
 expect_exit 0 mirage-centralize --root "$ep" --device-id ep1 --output json
 expect_contains "$ERR" "finished"
+expect_contains "$ERR" "hooks: /etc/mirage/post-migration.d/50-link is a symbolic link: not run"
 R=$OUT
 
+[ ! -e "$T/evil-ran" ] || fail "a symlinked post-migration hook ran"
 # The new release, the user's and the machine's own things kept.
 [ "$(cat "$ep/etc/debian_version")" = 13.1 ] || fail "debian_version: $(cat "$ep/etc/debian_version")"
 cmp "$ep/usr/bin/big" "$new/usr/bin/big" || fail "big is not the new release's"
@@ -223,6 +231,7 @@ assert r["migration_id"] == sys.argv[2] and r["base"] == "deb13@1", r
 assert sorted(r["removed_identity"]) == ["/etc/ssh/ssh_host_dsa_key", "/etc/ssh/ssh_host_dsa_key.pub"], r
 assert r["dangling_enablement"] == ["/etc/systemd/system/multi-user.target.wants/gone.service"], r
 assert r["recapture"] == ["tool@1"], r["recapture"]
+assert r["hooks"] == [], r["hooks"]  # the symlinked hook is not run
 assert r["old_root"]["path"] == "/old-root/" + sys.argv[2] and r["old_root"]["bytes"] > 600000, r["old_root"]
 assert r["old_root"]["keep_days"] == 5, r["old_root"]
 steps = ["protected", "images", "old_root", "applied", "sudoers", "packages", "hooks"]
@@ -269,6 +278,18 @@ expect_exit 0 mirage-migrate --rollback --device ep1 --output json
 expect_exit 99 env MIRAGE_TEST_CRASH_AT_STAGE=1 mirage-centralize --root "$ep" --device-id ep1 --output json
 [ "$(cat "$ep/etc/debian_version")" = 13.1 ] || fail "a rollback killed while staging changed the system"
 expect_exit 99 env MIRAGE_TEST_CRASH_AT_STEP=2 mirage-centralize --root "$ep" --device-id ep1 --output json
+# The revert's commit removes /old-root/<id> too (the snapshot it goes back to has none):
+# what it held was measured before the revert began, and is reported once, also when the
+# sync is killed after reporting it.
+marked=$(python3 - "$MIRAGE_HOME/endpoint/ep1/old-roots.json" "$mid" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))[sys.argv[2]]["measured"]
+assert m["bytes"] > 600000 and m["bytes_freed"] > 600000 and m["files"] > 10, m
+print(m["bytes"])
+PY
+) || fail "/old-root/$mid not measured before its rollback"
+expect_exit 99 env MIRAGE_TEST_CRASH_OLD_ROOT_REPORTED=1 mirage-centralize --root "$ep" --device-id ep1 --output json
+[ "$(cat "$ep/etc/debian_version")" = 12.8 ] && [ ! -e "$ep/old-root/$mid" ] || fail "the rollback was not in place"
 kill_after=0.$((RANDOM % 40))
 echo "rollback rerun killed (SIGKILL) after ${kill_after}s" >&2
 mirage-centralize --root "$ep" --device-id ep1 --output json >/dev/null 2>&1 &
@@ -284,6 +305,23 @@ cmp "$ep/usr/bin/big" "$old/usr/bin/big" && [ -e "$ep/usr/bin/userprog" ] && [ -
 [ -L "$ep/etc/systemd/system/multi-user.target.wants/gone.service" ] || fail "rollback: the old enablement not back"
 [ "$(cat "$ep/home/alice/after.txt")" = "written after the migration" ] || fail "rollback lost the user's new file"
 [ ! -e "$ep/old-root/$mid" ] || fail "rollback left /old-root/$mid"
+# removed_once DEVICE ID REASON BYTES: one migrate.old_root_removed event, with the size
+# measured before the removal began.
+removed_once() {
+  expect_exit 0 mirage events --device "$1" --type migrate.old_root_removed
+  python3 - "$OUT" "$2" "$3" "$4" <<'PY' || fail "old_root_removed events of $1: $OUT"
+import json, sys
+ev = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+[e] = [e for e in ev if e["detail"]["migration_id"] == sys.argv[2]]
+d = e["detail"]
+assert d["reason"] == sys.argv[3] and d["bytes_freed"] > 600000, d
+assert d["bytes"] == int(sys.argv[4]) if sys.argv[4] else d["bytes"] > 600000, d
+assert d["bytes_moved"] == 0, d
+PY
+  python3 -c 'import json,sys; assert sys.argv[2] not in json.load(open(sys.argv[1])), "still in the retention state"' \
+    "$MIRAGE_HOME/endpoint/$1/old-roots.json" "$2" || fail "$1: /old-root/$2 not forgotten"
+}
+removed_once ep1 "$mid" rollback "$marked"
 expect_exit 0 mirage-assign status --device ep1 --output json
 expect_contains "$OUT" '"deb12@1"'
 expect_exit 0 mirage events --device ep1 --type migrate
@@ -295,6 +333,8 @@ expect_exit 2 mirage-migrate --rollback --device ep1 --base deb13
 # Two endpoints by --collection; the retention removes an expired /old-root.
 for n in 2 3; do
   e=$T/ep$n; cp -a "$old" "$e"; printf 'host%s\n' "$n" >"$e/etc/hostname"
+  head -c 400000 /dev/urandom >"$e/usr/bin/own-tool"  # only this system has it: under /old-root after
+  cp "$e/usr/bin/own-tool" "$T/own-tool-$n"
   centralize_accepted "$e" ep$n >/dev/null
 done
 mirage collection create lab --device ep2 --device ep3 >/dev/null
@@ -316,7 +356,36 @@ for v in d.values():
 json.dump(d, open(sys.argv[1], "w"))
 PY
 ls "$T/ep2/old-root" | grep -q . || fail "ep2 has no /old-root"
-mirage-centralize --root "$T/ep2" --device-id ep2 --output json >/dev/null
+mid2=$(ls "$T/ep2/old-root")
+# Killed in the middle of the removal, then after reporting it: the rerun finishes it and
+# the server has one event with the size measured before the removal began.
+n_before=$(find "$T/ep2/old-root/$mid2" | wc -l)
+expect_exit 99 env MIRAGE_TEST_CRASH_AT_REMOVE=5 mirage-centralize --root "$T/ep2" --device-id ep2 --output json
+[ "$(find "$T/ep2/old-root/$mid2" | wc -l)" -lt "$n_before" ] || fail "the crash left no half-removed /old-root"
+marked=$(python3 -c 'import json,sys; m = json.load(open(sys.argv[1]))[sys.argv[2]]["removing"]
+assert m["reason"] == "retention", m; print(m["bytes"])' "$state" "$mid2") || fail "not marked: $(cat "$state")"
+expect_exit 99 env MIRAGE_TEST_CRASH_OLD_ROOT_REPORTED=1 mirage-centralize --root "$T/ep2" --device-id ep2 --output json
+[ ! -e "$T/ep2/old-root/$mid2" ] || fail "the rerun did not finish the removal"
+expect_exit 0 mirage-centralize --root "$T/ep2" --device-id ep2 --output json
 [ -z "$(ls "$T/ep2/old-root")" ] || fail "the expired /old-root was not removed"
+removed_once ep2 "$mid2" retention "$marked"
+# A device offline for its whole retention, then given a rollback: it rolls back from its
+# /old-root (kept for the queued rollback: next to nothing fetched), then removes it.
 [ -n "$(ls "$T/ep3/old-root")" ] || fail "ep3's /old-root went too"
+mid3=$(ls "$T/ep3/old-root")
+python3 - "$MIRAGE_HOME/endpoint/ep3/old-roots.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for v in d.values():
+    v["created_at"] -= 30 * 86400 * 10**9
+json.dump(d, open(sys.argv[1], "w"))
+PY
+expect_exit 0 mirage-migrate --rollback --device ep3 --output json
+expect_exit 0 mirage-centralize --root "$T/ep3" --device-id ep3 --output json
+[ "$(cat "$T/ep3/etc/debian_version")" = 12.8 ] && cmp -s "$T/ep3/usr/bin/own-tool" "$T/own-tool-3" ||
+  fail "ep3 not rolled back"
+python3 -c 'import json,sys; w = json.loads(sys.argv[1])["order"]["wire_bytes"]; assert w < 300000, w' "$OUT" ||
+  fail "ep3's rollback fetched the old system (its /old-root went first): $OUT"
+[ ! -e "$T/ep3/old-root/$mid3" ] || fail "ep3's rollback left /old-root/$mid3"
+removed_once ep3 "$mid3" rollback ""
 echo ok

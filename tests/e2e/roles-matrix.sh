@@ -81,6 +81,7 @@ gc.run|{"dry_run":true}|A
 snapshot.request|{"device_ids":["nodev"]}|A P
 order.pending|{"device_id":"nodev"}|A
 events.report|{"type":"restore","device_id":"nodev"}|A I P H
+events.report|{"type":"old_root_removed","device_id":"nodev","migration_id":"ab","reason":"rollback"}|A
 M
 )
 # The matrix names every method the server has (a new one must be added here).

@@ -65,4 +65,20 @@ TEST_CASE("- reads standard input") {
   CHECK(got == nlohmann::json::array({true, nullptr}));
 }
 
+TEST_CASE("a source over max_bytes is refused without reading it all") {
+  std::string tmpl = (fs::temp_directory_path() / "mirage-json-XXXXXX").string();
+  fs::path dir = ::mkdtemp(tmpl.data());
+  std::ofstream(dir / "ten.json") << "[1,2,3,44]";
+  CHECK(util::read_json_input((dir / "ten.json").string(), "--rules", 10) == nlohmann::json{1, 2, 3, 44});
+  CHECK_ERROR_KIND(util::read_json_input((dir / "ten.json").string(), "--rules", 9), ErrorKind::usage);
+  std::string m;
+  try {
+    util::read_json_input("/dev/zero", "--rules", 1 << 20);  // endless
+  } catch (const Error& e) {
+    m = e.what();
+  }
+  CHECK(m == "--rules /dev/zero: larger than 1048576 bytes");
+  fs::remove_all(dir);
+}
+
 TEST_SUITE_END();
