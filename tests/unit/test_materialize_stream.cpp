@@ -310,6 +310,56 @@ TEST_CASE("streaming restore: a read of part of a large placeholder goes on once
   }
 }
 
+TEST_CASE("streaming restore: a hardlink group with a name in the minimal set is written whole, one inode") {
+  MemorySource src;
+  std::string content;
+  Entry head = chunked_file(src, "a", 8, &content);
+  head.link_group = "/home/a";
+  Entry in_usr = head;
+  in_usr.name = "b";
+  Entry in_opt = head;
+  in_opt.name = "c";
+  // A group outside the minimal set: a placeholder filled by the streamer.
+  Entry other = src.file("x", "other bytes");
+  other.link_group = "/home/x";
+  Entry other2 = other;
+  other2.name = "y";
+  Entry root = src.dir("", {src.dir("home", {head, other}), src.dir("opt", {in_opt, other2}), src.dir("usr", {in_usr})});
+  VarTmp tmp;
+  fs::path to = tmp.path;
+  materialize::Streamer::Options o;
+  o.to = to;
+  o.source = [&] { return std::make_unique<SharedSource>(src); };
+  materialize::Streamer streamer(o);
+  materialize::RestoreOptions ro;
+  ro.to = to;
+  ro.paths = {"/"};
+  ro.root = root;
+  ro.tree = root.subtree;
+  ro.placeholder = [](const std::string& path, const Entry&) { return path.rfind("/usr", 0) != 0; };
+  ro.on_placeholder = [&](int dirfd, const std::string& name, const std::string& path, const Entry& e) {
+    streamer.add(dirfd, name, path, e);
+  };
+  auto stats = materialize::restore(ro, src);
+  // When restore() returns the tree is usable: the name in /usr has its bytes, not a hole.
+  CHECK_FALSE(marked(to / "usr/b"));
+  CHECK(read(to / "usr/b") == content);
+  CHECK(stats.placeholders == 1);  // only the group of x
+  CHECK(marked(to / "home/x"));
+  auto ino = [&](const char* rel) {
+    struct stat st;
+    return ::stat((to / rel).c_str(), &st) == 0 ? st.st_ino : ino_t(0);
+  };
+  CHECK(ino("home/a") == ino("usr/b"));
+  CHECK(ino("home/a") == ino("opt/c"));
+  CHECK(ino("home/x") == ino("opt/y"));
+  auto p = streamer.fill();
+  CHECK(p.files_total == 1);
+  CHECK(read(to / "opt/y") == "other bytes");
+  CHECK_FALSE(marked(to / "home/x"));
+  CHECK(read(to / "opt/c") == content);
+}
+
 TEST_CASE("streaming restore: a reader killed while its read is held does not stop the fill") {
   MemorySource src;
   std::string content;
