@@ -24,18 +24,11 @@ admin mirage-centralize accept dev-a >/dev/null
 expect_exit 0 mirage-centralize --root "$src" --device-id dev-a --state "$T/state" --output json
 
 status_file=$MIRAGE_HOME/restore/dev-a.json
-stage() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("stage",""))' "$status_file" 2>/dev/null || true; }
-marked() { python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder")' "$1" 2>/dev/null; }
 back=$T/back
 MIRAGE_TOKEN=$ADMIN_TOKEN mirage-restore --device dev-a --path / --to "$back" --stream --bwlimit 128K --output json \
   >"$T/r.out" 2>"$T/r.err" &
 pid=$!
-for _ in $(seq 1 600); do
-  [ "$(stage)" = filling ] && break
-  kill -0 $pid 2>/dev/null || fail "the restore ended before its fill: $(cat "$T/r.err")"
-  sleep 0.1
-done
-[ "$(stage)" = filling ] || fail "no fill within 60 s: $(cat "$T/r.err")"
+wait_stream_filling "$status_file" $pid "$T/r.err"
 
 # 1. mmap, 4 KiB at 12 MB (the throttled fill is at its start).
 timeout 60 python3 - "$back/home/u/big.bin" "$src/home/u/big.bin" <<'PY' || fail "a mapped placeholder read the wrong bytes"
@@ -69,7 +62,7 @@ left=0
 for f in "$back/home/u/big.bin" "$back/opt/f1" "$back/opt/f2" "$back/opt/f3"; do
   rel=${f#"$back"}
   if ! cmp -s "$src$rel" "$f"; then
-    marked "$f" || fail "$rel is neither complete nor a placeholder after the fill broke off"
+    is_placeholder "$f" || fail "$rel is neither complete nor a placeholder after the fill broke off"
     left=$((left + 1))
   fi
 done

@@ -29,14 +29,13 @@ mount -o loop "$T/disk.img" "$disk" 2>/dev/null || skip "cannot mount a loop dev
 trap 'umount "$disk" 2>/dev/null || umount -l "$disk" 2>/dev/null || true; stop_server; cleanup' EXIT
 head -c 20M /dev/zero >"$disk/ballast"
 sync
-marked() { python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder")' "$1" 2>/dev/null; }
 back=$disk/back
 expect_exit 1 admin mirage-restore --device dev-f --path / --to "$back" --stream --output json
 expect_contains "$ERR" "No space left on device"
 left=0
 for rel in /home/u/a.bin /home/u/b.bin; do
   if ! cmp -s "$src$rel" "$back$rel"; then
-    marked "$back$rel" || fail "$rel is neither complete nor a placeholder after the disk filled up"
+    is_placeholder "$back$rel" || fail "$rel is neither complete nor a placeholder after the disk filled up"
     left=$((left + 1))
   fi
 done

@@ -27,22 +27,15 @@ admin mirage-centralize accept dev-p >/dev/null
 expect_exit 0 mirage-centralize --root "$src" --device-id dev-p --state "$T/state" --output json
 
 status_file=$MIRAGE_HOME/restore/dev-p.json
-stage() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("stage",""))' "$status_file" 2>/dev/null || true; }
-marked() { python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder")' "$1" 2>/dev/null; }
 back=$T/back
 # Not through admin(): a function run in the background is a subshell, and its pid not the restore's.
 MIRAGE_TOKEN=$ADMIN_TOKEN mirage-restore --device dev-p --path / --to "$back" --stream --bwlimit 256K --output json \
   >"$T/r.out" 2>"$T/r.err" &
 pid=$!
-for _ in $(seq 1 600); do
-  [ "$(stage)" = filling ] && break
-  kill -0 $pid 2>/dev/null || fail "the restore ended before its fill: $(cat "$T/r.err")"
-  sleep 0.1
-done
-[ "$(stage)" = filling ] || fail "no fill within 60 s: $(cat "$T/r.err")"
+wait_stream_filling "$status_file" $pid "$T/r.err"
 
 # 1. Usable: the minimal-set name of the group holds its bytes, one inode with the other.
-marked "$back/usr/bin/tool" && fail "/usr/bin/tool (in the minimal set) is a placeholder when the tree is usable"
+is_placeholder "$back/usr/bin/tool" && fail "/usr/bin/tool (in the minimal set) is a placeholder when the tree is usable"
 cmp -s "$src/usr/bin/tool" "$back/usr/bin/tool" || fail "/usr/bin/tool has the wrong bytes when the tree is usable"
 [ "$(stat -c %i "$back/usr/bin/tool")" = "$(stat -c %i "$back/home/u/tool-copy")" ] ||
   fail "the two names of one inode were restored as two files"
@@ -75,7 +68,7 @@ wait $pid 2>/dev/null || true
 echo "read of 4 KiB at 16 MB: $result ms; big.bin after the kill: $(stat -c %b "$back/home/u/big.bin") blocks" >&2
 set -- $result
 [ "$1" = right ] || fail "the read of a placeholder returned the wrong bytes: $result"
-marked "$back/home/u/big.bin" || fail "big.bin is not a placeholder after a kill -9 during its fill"
+is_placeholder "$back/home/u/big.bin" || fail "big.bin is not a placeholder after a kill -9 during its fill"
 cmp -s "$src/home/u/big.bin" "$back/home/u/big.bin" && fail "big.bin was whole when the restore was killed: no partial fill tested"
 
 expect_exit 0 admin mirage-restore --device dev-p --path / --to "$back" --stream --output json
@@ -87,5 +80,5 @@ else
   echo "no fanotify pre-content events here: the read was not held" >&2
 fi
 expect_same_tree "$src" "$back"
-marked "$back/home/u/big.bin" && fail "big.bin is still a placeholder after the rerun"
+is_placeholder "$back/home/u/big.bin" && fail "big.bin is still a placeholder after the rerun"
 echo "stream-partial-read: ok"

@@ -7,8 +7,9 @@
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
-#include <mutex>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <sstream>
 
 #include "libmirage/materialize/stream.hpp"
@@ -72,6 +73,33 @@ class GatedSource : public materialize::ObjectSource {
   MemorySource& m_src;
   Gate& m_gate;
 };
+
+/// A streamer's options over `src` whose every fetch passes `gate`.
+materialize::Streamer::Options gated_options(MemorySource& src, Gate& gate, const fs::path& to) {
+  materialize::Streamer::Options o;
+  o.to = to;
+  o.source = [&src, &gate] { return std::make_unique<GatedSource>(src, gate); };
+  return o;
+}
+
+/// A streaming restore of all of `root` into `to`: what `placeholder` picks (everything
+/// by default) made a placeholder and handed to `streamer`.
+materialize::RestoreStats restore_streaming(
+    MemorySource& src, const Entry& root, const fs::path& to, materialize::Streamer& streamer,
+    std::function<bool(const std::string&, const Entry&)> placeholder = [](const std::string&, const Entry&) {
+      return true;
+    }) {
+  materialize::RestoreOptions ro;
+  ro.to = to;
+  ro.paths = {"/"};
+  ro.root = root;
+  ro.tree = root.subtree;
+  ro.placeholder = std::move(placeholder);
+  ro.on_placeholder = [&streamer](int dirfd, const std::string& name, const std::string& path, const Entry& e) {
+    streamer.add(dirfd, name, path, e);
+  };
+  return materialize::restore(ro, src);
+}
 
 /// A file of `count` chunks of 64 KiB, each of its own bytes.
 Entry chunked_file(MemorySource& src, const std::string& name, size_t count, std::string* content) {
@@ -269,20 +297,8 @@ TEST_CASE("streaming restore: a read of part of a large placeholder goes on once
     VarTmp tmp;
     fs::path to = tmp.path;
     Gate gate(1);  // the on-demand fill's first fetch, then it stops
-    materialize::Streamer::Options o;
-    o.to = to;
-    o.source = [&] { return std::make_unique<GatedSource>(src, gate); };
-    materialize::Streamer streamer(o);
-    materialize::RestoreOptions ro;
-    ro.to = to;
-    ro.paths = {"/"};
-    ro.root = root;
-    ro.tree = root.subtree;
-    ro.placeholder = [](const std::string&, const Entry&) { return true; };
-    ro.on_placeholder = [&](int dirfd, const std::string& name, const std::string& path, const Entry& e) {
-      streamer.add(dirfd, name, path, e);
-    };
-    materialize::restore(ro, src);
+    materialize::Streamer streamer(gated_options(src, gate, to));
+    restore_streaming(src, root, to, streamer);
     if (!streamer.on_demand()) {
       gate.open();
       MESSAGE("no fanotify pre-content events here: " << streamer.why_not());
@@ -331,16 +347,8 @@ TEST_CASE("streaming restore: a hardlink group with a name in the minimal set is
   o.to = to;
   o.source = [&] { return std::make_unique<SharedSource>(src); };
   materialize::Streamer streamer(o);
-  materialize::RestoreOptions ro;
-  ro.to = to;
-  ro.paths = {"/"};
-  ro.root = root;
-  ro.tree = root.subtree;
-  ro.placeholder = [](const std::string& path, const Entry&) { return path.rfind("/usr", 0) != 0; };
-  ro.on_placeholder = [&](int dirfd, const std::string& name, const std::string& path, const Entry& e) {
-    streamer.add(dirfd, name, path, e);
-  };
-  auto stats = materialize::restore(ro, src);
+  auto stats = restore_streaming(src, root, to, streamer,
+                                 [](const std::string& path, const Entry&) { return path.rfind("/usr", 0) != 0; });
   // When restore() returns the tree is usable: the name in /usr has its bytes, not a hole.
   CHECK_FALSE(marked(to / "usr/b"));
   CHECK(read(to / "usr/b") == content);
@@ -368,20 +376,8 @@ TEST_CASE("streaming restore: a reader killed while its read is held does not st
   VarTmp tmp;
   fs::path to = tmp.path;
   Gate gate(0);  // every fetch held until the reader is gone
-  materialize::Streamer::Options o;
-  o.to = to;
-  o.source = [&] { return std::make_unique<GatedSource>(src, gate); };
-  materialize::Streamer streamer(o);
-  materialize::RestoreOptions ro;
-  ro.to = to;
-  ro.paths = {"/"};
-  ro.root = root;
-  ro.tree = root.subtree;
-  ro.placeholder = [](const std::string&, const Entry&) { return true; };
-  ro.on_placeholder = [&](int dirfd, const std::string& name, const std::string& path, const Entry& e) {
-    streamer.add(dirfd, name, path, e);
-  };
-  materialize::restore(ro, src);
+  materialize::Streamer streamer(gated_options(src, gate, to));
+  restore_streaming(src, root, to, streamer);
   if (!streamer.on_demand()) {
     gate.open();
     MESSAGE("no fanotify pre-content events here: " << streamer.why_not());
