@@ -87,7 +87,7 @@ wait_stream_filling() {
   fail "no fill within 60 s: $(cat "$3")"
 }
 # is_placeholder FILE: true when FILE carries a streaming restore's placeholder mark.
-is_placeholder() { python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder")' "$1" 2>/dev/null; }
+is_placeholder() { python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder", follow_symlinks=False)' "$1" 2>/dev/null; }
 
 # centralize_accepted ROOT DEVICE: registers (pending, exit 5), accepts, uploads.
 centralize_accepted() {
