@@ -24,6 +24,9 @@ class ContentWriter {
   /// written so far must not exceed it.
   void finish();
   uint64_t offset() const { return m_offset; }
+  /// The next piece goes at `offset` (a placeholder is filled in any order: the bytes a
+  /// read waits for first). Blocks are aligned to the file, so holes stay holes.
+  void seek(uint64_t offset) { m_offset = offset; }
 
  private:
   int m_fd;

@@ -103,7 +103,9 @@ using DirFd = std::shared_ptr<util::Fd>;
 constexpr std::string_view k_temp_prefix = ".mirage-restore.";
 
 struct Job {
-  enum class Type { file, link, finish_dir } type;
+  // fill: the content of a placeholder the restore made, written into it in place (a
+  // hardlink group's first name, once a later name turns out not to be a placeholder).
+  enum class Type { file, link, finish_dir, fill } type;
   DirFd dir;           // the parent (file, link) or the directory itself (finish_dir)
   tree::Entry entry;
   std::string path;    // for messages
@@ -120,6 +122,7 @@ class Restorer {
       walk();
       flush();
       wait_previous();
+      hand_over_group_placeholders();
     } catch (...) {
       if (m_pending.valid()) m_pending.wait();
       remove_made_dirs();
@@ -202,7 +205,7 @@ class Restorer {
   }
 
   void queue(Job job) {
-    if (job.type == Job::Type::file) m_pending_bytes += job.entry.size;
+    if (job.type == Job::Type::file || job.type == Job::Type::fill) m_pending_bytes += job.entry.size;
     m_jobs.push_back(std::move(job));
     if (m_pending_bytes >= k_flush_bytes || m_jobs.size() >= k_flush_jobs) flush();
   }
@@ -232,7 +235,7 @@ class Restorer {
         if (link_to_group(parent, e, path)) return;
         m_stats.files++;
         if (e.size > 0 && m_opts.placeholder && m_opts.placeholder(path, e))
-          make_placeholder(parent->get(), e, path);
+          make_placeholder(parent, e, path);
         else
           queue({Job::Type::file, parent, e, path, nullptr, {}});
         break;
@@ -270,6 +273,16 @@ class Restorer {
     auto [it, first] = m_groups.emplace(e.link_group, std::make_pair(parent, e.name));
     if (first) return false;
     m_stats.hardlinks++;
+    // A name the streaming restore writes whole (the minimal set) of a group whose first
+    // name is a placeholder: that placeholder is filled now, in place (every name of the
+    // group is the one inode), and is not handed on to be filled later.
+    auto held = m_group_placeholders.find(e.link_group);
+    if (held != m_group_placeholders.end() && !held->second.filled && !(e.size > 0 && m_opts.placeholder(path, e))) {
+      held->second.filled = true;
+      m_stats.placeholders--;
+      const Job& head = held->second.job;
+      queue({Job::Type::fill, head.dir, head.entry, head.path, nullptr, {}});
+    }
     queue({Job::Type::link, parent, e, path, it->second.first, it->second.second});
     return true;
   }
@@ -343,8 +356,10 @@ class Restorer {
   }
 
   /// A file of the entry's size that is all hole, with its metadata and the placeholder
-  /// mark, put in place; then handed to on_placeholder.
-  void make_placeholder(int dirfd, const tree::Entry& e, const std::string& path) {
+  /// mark, put in place; then handed to on_placeholder (a hardlink group's first name
+  /// only after the walk: a later name may need it whole).
+  void make_placeholder(const DirFd& dir, const tree::Entry& e, const std::string& path) {
+    int dirfd = dir->get();
     std::string tmp = temp_name();
     util::Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_errno("create " + path);
@@ -356,7 +371,18 @@ class Restorer {
     }
     install(dirfd, tmp, e.name, path);
     m_stats.placeholders++;
-    if (m_opts.on_placeholder) m_opts.on_placeholder(dirfd, e.name, path, e);
+    if (!e.link_group.empty())
+      m_group_placeholders.emplace(e.link_group, HeldPlaceholder{{Job::Type::fill, dir, e, path, nullptr, {}}, false});
+    else if (m_opts.on_placeholder)
+      m_opts.on_placeholder(dirfd, e.name, path, e);
+  }
+
+  /// After the walk: the hardlink groups' placeholders no name needed whole.
+  void hand_over_group_placeholders() {
+    for (auto& [group, held] : m_group_placeholders)
+      if (!held.filled && m_opts.on_placeholder)
+        m_opts.on_placeholder(held.job.dir->get(), held.job.entry.name, held.job.path, held.job.entry);
+    m_group_placeholders.clear();
   }
 
   /// Fetches the chunks of the queued jobs, then hands them to a writer task while the
@@ -368,7 +394,7 @@ class Restorer {
     m_pending_bytes = 0;
     std::vector<Digest> ids;
     for (const auto& job : batch->jobs)
-      if (job.type == Job::Type::file)
+      if (job.type == Job::Type::file || job.type == Job::Type::fill)
         for (const auto& c : job.entry.chunks) ids.push_back(c.id);
     if (!ids.empty()) {
       try {
@@ -430,9 +456,12 @@ class Restorer {
       for (;;) {
         size_t i = next++;
         if (i >= batch.jobs.size()) return;
-        if (batch.jobs[i].type != Job::Type::file) continue;
+        if (batch.jobs[i].type != Job::Type::file && batch.jobs[i].type != Job::Type::fill) continue;
         try {
-          write_file(batch.jobs[i], batch.records, plain);
+          if (batch.jobs[i].type == Job::Type::fill)
+            fill_placeholder(batch.jobs[i], batch.records, plain);
+          else
+            write_file(batch.jobs[i], batch.records, plain);
         } catch (...) {
           std::lock_guard lock(error_mutex);
           if (!error) error = std::current_exception();
@@ -457,26 +486,47 @@ class Restorer {
     util::Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_errno("create " + job.path);
     try {
-      const auto& e = job.entry;
-      ContentWriter out(fd.get(), e, job.path);
-      for (const auto& c : e.chunks) {
-        auto it = records.find(c.id);
-        if (it == records.end())
-          throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " is missing from the store");
-        if (it->second.raw_size != c.size)
-          throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " has the wrong size");
-        plain.resize(c.size);
-        store::open_record_into(it->second, plain, "restore " + job.path);
-        out.write(plain);
-        m_bytes += c.size;
-      }
-      out.finish();
-      set_metadata_fd(fd.get(), dirfd, tmp, e, job.path, [this](std::string m) { warn(std::move(m)); });
+      write_content(fd.get(), job, records, plain);
+      set_metadata_fd(fd.get(), dirfd, tmp, job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
     } catch (...) {
       ::unlinkat(dirfd, tmp.c_str(), 0);
       throw;
     }
     install(dirfd, tmp, job.entry.name, job.path);
+  }
+
+  void write_content(int fd, const Job& job, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
+                     std::vector<uint8_t>& plain) {
+    ContentWriter out(fd, job.entry, job.path);
+    for (const auto& c : job.entry.chunks) {
+      auto it = records.find(c.id);
+      if (it == records.end())
+        throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " is missing from the store");
+      if (it->second.raw_size != c.size)
+        throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " has the wrong size");
+      plain.resize(c.size);
+      store::open_record_into(it->second, plain, "restore " + job.path);
+      out.write(plain);
+      m_bytes += c.size;
+    }
+    out.finish();
+  }
+
+  /// Writes the content of the placeholder this restore made at `job.path` into it (the
+  /// same inode: its other names see it), its metadata again, makes it durable and
+  /// only then removes the mark (a kill before leaves a placeholder a rerun makes again).
+  void fill_placeholder(const Job& job, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
+                        std::vector<uint8_t>& plain) {
+    int dirfd = job.dir->get();
+    util::Fd fd(::openat(dirfd, job.entry.name.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || !is_placeholder(fd.get()))
+      throw Error(ErrorKind::failed, "restore " + job.path + ": its placeholder changed while the restore ran");
+    write_content(fd.get(), job, records, plain);
+    set_metadata_fd(fd.get(), dirfd, job.entry.name, job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
+    if (::fsync(fd.get()) != 0) throw_errno("make " + job.path + " durable");
+    if (::fremovexattr(fd.get(), k_placeholder_xattr) != 0 && errno != ENODATA)
+      throw_errno("unmark the placeholder of " + job.path);
   }
 
   void write_link(const Job& job) {
@@ -497,6 +547,12 @@ class Restorer {
   std::vector<Job> m_jobs;
   uint64_t m_pending_bytes = 0;
   std::map<std::string, std::pair<DirFd, std::string>> m_groups;
+  /// Streaming: hardlink groups whose first name is a placeholder, not yet handed over.
+  struct HeldPlaceholder {
+    Job job;
+    bool filled = false;  ///< a later name is written whole: filled in place by the restore
+  };
+  std::map<std::string, HeldPlaceholder> m_group_placeholders;
   std::atomic<uint64_t> m_bytes{0};
   std::mutex m_warn_mutex;
   std::set<std::pair<dev_t, ino_t>> m_cleaned;  ///< directories remove_stale_temps() has seen

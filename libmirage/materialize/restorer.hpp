@@ -92,7 +92,11 @@ struct RestoreOptions {
   /// true is made as a placeholder (its final size as a hole, its final metadata, the
   /// placeholder xattr) instead of being written, and handed to `on_placeholder` with
   /// its parent's fd and its name once it is in place. A placeholder at the target is
-  /// never "unchanged" to Overwrite::if_changed.
+  /// never "unchanged" to Overwrite::if_changed. A hardlink group is one inode: when
+  /// `placeholder` is false for any of its names, the group is written whole before the
+  /// restore returns (a first name made a placeholder is filled in place when a later
+  /// one needs it whole), never a placeholder behind that name; a group's placeholder is
+  /// handed to `on_placeholder` once the walk is over (until then a read is not held).
   std::function<bool(const std::string& path, const tree::Entry&)> placeholder;
   std::function<void(int dirfd, const std::string& name, const std::string& path, const tree::Entry&)> on_placeholder;
 };

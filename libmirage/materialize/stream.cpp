@@ -10,7 +10,10 @@
 #include <cerrno>
 #include <cstring>
 #include <chrono>
+#include <iterator>
+#include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "libmirage/materialize/content.hpp"
 #include "libmirage/materialize/metadata.hpp"
@@ -23,6 +26,7 @@ namespace mirage::materialize {
 namespace {
 constexpr uint64_t k_batch_bytes = 8u << 20;  ///< chunks asked for at once
 constexpr size_t k_batch_files = 512;         ///< small files filled from one fetch
+constexpr uint64_t k_first_bytes = 256u << 10;  ///< a read's first fetch (then doubled)
 }
 
 void mark_placeholder(int fd, const std::string& path) {
@@ -92,12 +96,23 @@ void Streamer::add(int dirfd, const std::string& name, const std::string& path, 
   struct stat st;
   if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("stat the placeholder of " + path);
   auto item = std::make_unique<Item>();
+  // Its handle: the fill finds it when a user moved it (or a directory above it).
+  alignas(file_handle) unsigned char buf[sizeof(file_handle) + MAX_HANDLE_SZ];
+  auto* fh = reinterpret_cast<file_handle*>(buf);
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (::name_to_handle_at(dirfd, name.c_str(), fh, &mount_id, 0) == 0) {
+    item->handle.assign(reinterpret_cast<const char*>(buf), sizeof(file_handle) + fh->handle_bytes);
+    item->mount_id = mount_id;
+  }
   item->path = path;
   item->entry = entry;
   item->dev = st.st_dev;
   item->ino = st.st_ino;
   item->rank = m_opts.rank ? m_opts.rank(path, entry) : 0;
   std::lock_guard lock(m_mutex);
+  if (!item->handle.empty() && !m_mounts.count(mount_id))
+    m_mounts.emplace(mount_id, util::Fd(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
   m_by_inode[{st.st_dev, st.st_ino}] = item.get();
   m_progress.files_total++;
   m_progress.bytes_total += entry.size;
@@ -125,8 +140,8 @@ void Streamer::listen() {
     std::unique_lock lock(m_mutex);
     auto it = m_by_inode.find({ev->dev, ev->ino});
     if (it == m_by_inode.end() || it->second->state == Item::State::done ||
-        it->second->state == Item::State::failed) {
-      bool allow = it == m_by_inode.end() || it->second->state == Item::State::done;
+        it->second->state == Item::State::failed || covered(*it->second, *ev)) {
+      bool allow = it == m_by_inode.end() || it->second->state != Item::State::failed;
       lock.unlock();
       m_group->answer(*ev, allow);
       continue;
@@ -134,7 +149,10 @@ void Streamer::listen() {
     Item* item = it->second;
     if (item->state == Item::State::pending && item->waiting.empty()) m_urgent.push_back(item);
     item->waiting.push_back(std::move(*ev));
-    m_progress.on_demand += item->waiting.size() == 1;
+    if (!item->read_on_demand) {
+      item->read_on_demand = true;
+      m_progress.on_demand++;
+    }
     lock.unlock();
     m_changed.notify_all();
   }
@@ -264,23 +282,68 @@ void Streamer::record_error(std::exception_ptr error) {
 
 /// Writes `item`'s content and metadata into its placeholder; returns the open file, or
 /// no fd when it is finished already (changed at the target: left, with a warning; or
-/// failed: kept for fill() to throw, the file still marked).
-util::Fd Streamer::write_item(Item& item, ObjectSource& source, bool background, const Records* fetched) {
+/// failed: kept for fill() to throw, the file still marked) or put back for later (the
+/// reads' filler went to another file a read waits for).
+/// Only the inode the restore made, still its placeholder: a file put in its place (by
+/// whoever may write the directory, marked and of the same size) would get the
+/// snapshot's bytes before its owner and mode are the snapshot's, readable through a
+/// descriptor held open, or through another link to it.
+bool Streamer::ours(int fd, const Item& item) {
+  struct stat st;
+  return fd >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == item.dev && st.st_ino == item.ino &&
+         st.st_nlink > 0 && uint64_t(st.st_size) == item.entry.size && is_placeholder(fd);
+}
+
+util::Fd Streamer::open_item(const Item& item, util::Fd& dir, std::string& name) {
+  // Down the target without following a symlink: the tree may have changed since.
   try {
-    // Down the target without following a symlink: the tree may have changed since.
-    util::Fd dir = util::open_dir(m_opts.to.string());
+    dir = util::open_dir(m_opts.to.string());
     auto parts = tree::split_path(item.path);
     for (size_t i = 0; i + 1 < parts.size(); ++i) dir = util::open_dir_at(dir.get(), parts[i], item.path);
-    const std::string& name = parts.back();
+    name = parts.back();
     // O_NONBLOCK: a FIFO put in its place must not hold the fill (no effect on a file).
     util::Fd fd(::openat(dir.get(), name.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    struct stat st;
-    // Only the inode the restore made: a file put in its place (by whoever may write the
-    // directory, marked and of the same size) would get the snapshot's bytes before its
-    // owner and mode are the snapshot's, readable through a descriptor held open, or
-    // through another link to it.
-    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != item.dev || st.st_ino != item.ino ||
-        uint64_t(st.st_size) != item.entry.size || !is_placeholder(fd.get())) {
+    if (ours(fd.get(), item)) return fd;
+  } catch (const Error&) {
+    // a directory on the way moved or replaced: the file may still be there, elsewhere
+  }
+  // Moved (it, or a directory above it, renamed by a user): the same inode, by its handle.
+  int mount_fd = -1;
+  {
+    std::lock_guard lock(m_mutex);
+    auto mount = m_mounts.find(item.mount_id);
+    if (mount != m_mounts.end()) mount_fd = mount->second.get();
+  }
+  if (item.handle.empty() || mount_fd < 0) return {};
+  // open_by_handle_at takes a non-const, aligned handle.
+  std::vector<uint64_t> handle((item.handle.size() + 7) / 8);
+  std::memcpy(handle.data(), item.handle.data(), item.handle.size());
+  util::Fd fd(::open_by_handle_at(mount_fd, reinterpret_cast<file_handle*>(handle.data()), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!ours(fd.get(), item)) return {};
+  char where[4096];
+  ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string(fd.get())).c_str(), where, sizeof where - 1);
+  if (n <= 0 || where[0] != '/') return {};
+  std::filesystem::path now(std::string(where, size_t(n)));
+  try {
+    dir = util::open_dir(now.parent_path().string());
+  } catch (const Error&) {
+    return {};
+  }
+  name = now.filename().string();
+  struct stat st;
+  if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_ino != item.ino || st.st_dev != item.dev)
+    return {};
+  std::lock_guard lock(m_mutex);
+  m_warnings.push_back(item.path + ": moved to " + now.string() + " while it was being restored; filled there");
+  return fd;
+}
+
+util::Fd Streamer::write_item(Item& item, ObjectSource& source, bool background, const Records* fetched) {
+  try {
+    util::Fd dir;
+    std::string name;
+    util::Fd fd = open_item(item, dir, name);
+    if (!fd) {
       {
         std::lock_guard lock(m_mutex);
         m_warnings.push_back(item.path + ": changed at the target while it was being restored; left as it is");
@@ -288,12 +351,27 @@ util::Fd Streamer::write_item(Item& item, ObjectSource& source, bool background,
       finish_item(item, -2);
       return {};
     }
-    write_content(item, fd.get(), source, background, fetched);
+    if (!write_content(item, fd.get(), source, background, fetched)) {
+      {
+        std::lock_guard lock(m_mutex);
+        item.state = Item::State::pending;
+        m_urgent.push_back(&item);
+      }
+      m_changed.notify_all();
+      return {};
+    }
     // Writing dropped any file capability and moved the times: the snapshot's again.
     set_metadata_fd(fd.get(), dir.get(), name, item.entry, item.path, [this](std::string m) {
       std::lock_guard lock(m_mutex);
       m_warnings.push_back(std::move(m));
     });
+    // Every byte and the metadata in place: reads go on (from the page cache); the mark
+    // goes once the file is durable.
+    {
+      std::lock_guard lock(m_mutex);
+      item.readable = true;
+    }
+    if (m_group) answer_covered(item);
     return fd;
   } catch (...) {
     record_error(std::current_exception());
@@ -328,35 +406,135 @@ void Streamer::finish_item(Item& item, int fd) {
   report();
 }
 
-void Streamer::write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched) {
+bool Streamer::covered(const Item& item, const Event& ev) {
+  if (item.readable) return true;
+  // No range (a truncate), or a file whose privileges a write drops: the whole file.
+  if (!ev.ranged || ev.count == 0 || (item.entry.mode & 06000) ||
+      std::any_of(item.entry.xattrs.begin(), item.entry.xattrs.end(),
+                  [](const tree::Xattr& x) { return x.name == "security.capability"; }))
+    return false;
+  uint64_t end = ev.offset + std::min(ev.count, item.entry.size);
+  end = std::min(end, item.entry.size);
+  if (ev.offset >= end) return true;  // past the end: nothing to wait for
+  if (item.written.empty()) return false;
+  size_t i = size_t(std::upper_bound(item.starts.begin(), item.starts.end(), ev.offset) - item.starts.begin());
+  for (i = i ? i - 1 : 0; i < item.starts.size() && item.starts[i] < end; ++i)
+    if (!item.written[i]) return false;
+  return true;
+}
+
+std::pair<size_t, size_t> Streamer::next_chunks(Item& item, uint64_t limit, uint64_t cap) {
+  const auto& chunks = item.entry.chunks;
+  auto unwritten_at = [&](uint64_t offset) -> std::optional<size_t> {
+    size_t i = size_t(std::upper_bound(item.starts.begin(), item.starts.end(), offset) - item.starts.begin());
+    for (i = i ? i - 1 : 0; i < chunks.size(); ++i)
+      if (!item.written[i]) return i;
+    return std::nullopt;
+  };
+  // A waiting read's range first; the one whose first missing chunk comes first.
+  std::optional<size_t> first;
+  uint64_t need_end = 0;
+  for (const auto& ev : item.waiting) {
+    if (covered(item, ev)) continue;
+    bool whole = !ev.ranged || ev.count == 0;
+    auto at = unwritten_at(whole ? 0 : ev.offset);
+    if (at && (!first || *at < *first)) {
+      first = at;
+      need_end = whole ? item.entry.size : ev.offset + std::min(ev.count, item.entry.size);
+    }
+  }
+  if (!first) first = unwritten_at(0);
+  if (!first) return {chunks.size(), chunks.size()};
+  size_t last = *first;
+  uint64_t bytes = 0;
+  while (last < chunks.size() && !item.written[last] &&
+         (last == *first || ((bytes + chunks[last].size <= limit || item.starts[last] < need_end) &&
+                             bytes + chunks[last].size <= cap))) {
+    bytes += chunks[last].size;
+    ++last;
+  }
+  return {*first, last};
+}
+
+void Streamer::answer_covered(Item& item) {
+  std::vector<Event> ready;
+  {
+    std::lock_guard lock(m_mutex);
+    auto keep = std::stable_partition(item.waiting.begin(), item.waiting.end(),
+                                      [&](const Event& ev) { return !covered(item, ev); });
+    std::move(keep, item.waiting.end(), std::back_inserter(ready));
+    item.waiting.erase(keep, item.waiting.end());
+  }
+  for (auto& ev : ready) m_group->answer(ev, true);
+}
+
+bool Streamer::write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched) {
   ContentWriter out(fd, item.entry, item.path);
   const auto& chunks = item.entry.chunks;
   std::vector<uint8_t> plain;
-  for (size_t first = 0; first < chunks.size();) {
-    size_t last = first;
-    Records own;
-    const Records* records = fetched;
-    if (!records) {  // a large file, or a read waits: its chunks a batch at a time
-      std::vector<Digest> ids;
-      uint64_t bytes = 0;
-      while (last < chunks.size() && (ids.empty() || bytes + chunks[last].size <= (background ? batch_bytes() : k_batch_bytes))) {
-        ids.push_back(chunks[last].id);
-        bytes += chunks[last].size;
-        ++last;
+  if (fetched) {  // small files of one fetch: all of it at hand
+    for (const auto& c : chunks) write_chunk(out, *fetched, c, item.path, plain);
+    out.finish();
+    return true;
+  }
+  {
+    std::lock_guard lock(m_mutex);
+    if (item.written.size() != chunks.size()) {
+      item.written.assign(chunks.size(), 0);
+      item.starts.clear();
+      uint64_t at = 0;
+      for (const auto& c : chunks) {
+        item.starts.push_back(at);
+        at += c.size;
       }
-      if (background) throttle(bytes, &item);
-      auto blob = source.records(ids);
-      store::RecordReader reader(blob, "restore " + item.path);
-      while (auto rec = reader.next()) own.emplace(rec->id, *rec);
-      records = &own;
-      for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
-    } else {
-      last = chunks.size();
-      for (size_t i = first; i < last; ++i) write_chunk(out, *records, chunks[i], item.path, plain);
     }
-    first = last;
+  }
+  // A read waits: a small first fetch (its range), then larger ones (a reader that goes
+  // on through the file waits for each of its reads' ranges).
+  uint64_t step = k_first_bytes;
+  for (;;) {
+    std::pair<size_t, size_t> run;
+    bool urgent = false;
+    {
+      std::lock_guard lock(m_mutex);
+      // A read waits: not held to the background fill's batch (nor its limit: throttle()).
+      urgent = !background || !item.waiting.empty();
+      // The reads' filler with no read left on this file and one waiting on another:
+      // that one first, this one after it (where it stopped).
+      if (!background && item.waiting.empty() &&
+          std::any_of(m_urgent.begin(), m_urgent.end(), [](const Item* i) { return !i->waiting.empty(); }))
+        return false;
+      uint64_t cap = urgent ? k_batch_bytes : batch_bytes();
+      run = next_chunks(item, urgent ? std::min(step, cap) : cap, cap);
+    }
+    auto [first, last] = run;
+    if (first == last) break;
+    std::vector<Digest> ids;
+    uint64_t bytes = 0;
+    for (size_t i = first; i < last; ++i) {
+      ids.push_back(chunks[i].id);
+      bytes += chunks[i].size;
+    }
+    // What a read waits for is not the background fill's: it is not charged to the limit
+    // (a 16 MB mmap would otherwise hold the fill for a minute at 256K).
+    if (background && !urgent) throttle(bytes, &item);
+    auto blob = source.records(ids);
+    Records own;
+    store::RecordReader reader(blob, "restore " + item.path);
+    while (auto rec = reader.next()) own.emplace(rec->id, *rec);
+    for (size_t i = first; i < last; ++i) {
+      out.seek(item.starts[i]);
+      write_chunk(out, own, chunks[i], item.path, plain);
+    }
+    {
+      std::lock_guard lock(m_mutex);
+      std::fill(item.written.begin() + long(first), item.written.begin() + long(last), 1);
+    }
+    if (m_group) answer_covered(item);
+    step = urgent ? std::min(step * 2, k_batch_bytes) : k_first_bytes;
   }
   out.finish();
+  return true;
 }
 
 uint64_t Streamer::batch_bytes() const {

@@ -7,14 +7,19 @@
 // then fills the placeholders in the background, in rank order (the caller's: the user
 // area first) and newest first within a rank; a program that reads a placeholder gets
 // it filled first. Where the kernel gives fanotify pre-content events (Linux 6.14 on
-// ext4, xfs, btrfs: util/fanotify.hpp) its read waits until the file is filled; where
-// not, it reads zeros until the background fill reaches the file (on_demand() is false
-// and why_not() says why).
+// ext4, xfs, btrfs: util/fanotify.hpp) its read waits until the bytes it asks for are
+// in the file: the chunks that cover the read's range are fetched and written first,
+// the read goes on, and the rest of the file follows (the next read waits for its own
+// range). An access the kernel gives no range for, and any access to a file with file
+// capabilities or a setuid/setgid bit (a write drops them until the metadata is set
+// again), waits until the whole file and its metadata are in place. Where the kernel
+// has no pre-content events, a read sees zeros until the background fill reaches the
+// file (on_demand() is false and why_not() says why).
 //
-// A file is filled in place (a reader may hold it open), made durable, given its
-// metadata again (a write drops file capabilities), and only then loses the mark: a
-// placeholder never looks complete, and a restore run again after a kill refills
-// exactly the files still marked.
+// A file is filled in place (a reader may hold it open), given its metadata again (a
+// write drops file capabilities), made durable, and only then loses the mark: reads are
+// answered from the page cache before the fsync, but a placeholder never looks
+// complete, and a restore run again after a kill refills exactly the files still marked.
 #include <sys/types.h>
 
 #include <chrono>
@@ -86,7 +91,8 @@ class Streamer {
   /// Fills every placeholder added; returns when all are filled. A file that cannot be
   /// filled stays a placeholder, and the first such error is thrown after the rest were
   /// tried. A file changed at the target since it was made (no longer a placeholder of
-  /// its size) is left as it is, with a warning.
+  /// its size) is left as it is, with a warning; one a user moved (it or a directory
+  /// above it) is filled where it is now, with a warning.
   StreamProgress fill();
   std::vector<std::string> warnings() const;
   /// The progress so far (files and bytes of every placeholder added, and done).
@@ -100,9 +106,30 @@ class Streamer {
     ino_t ino = 0;
     int rank = 0;
     enum class State { pending, filling, done, failed } state = State::pending;
-    std::vector<util::PreContentGroup::Event> waiting;  ///< reads held until it is filled
+    std::vector<util::PreContentGroup::Event> waiting;  ///< reads held until their bytes are in
+    /// Per chunk, once its fill began: whether it is in the file; and where it starts.
+    std::vector<char> written;
+    std::vector<uint64_t> starts;
+    bool readable = false;  ///< every byte and the metadata in place (durable or not)
+    std::string handle;     ///< its file handle (name_to_handle_at), to find it when moved
+    int mount_id = 0;
+    bool read_on_demand = false;
   };
+  using Event = util::PreContentGroup::Event;
+  /// Whether `ev` may go on now (under m_mutex): its bytes of `item` are in the file.
+  static bool covered(const Item& item, const Event& ev);
+  /// The next chunks of `item` to write, [first, last): from the first unwritten one a
+  /// read waits for, else the first unwritten one, then on while unwritten, up to
+  /// `limit` bytes (more to cover a waiting read's range, up to `cap`).
+  static std::pair<size_t, size_t> next_chunks(Item& item, uint64_t limit, uint64_t cap);
+  /// Lets the reads of `item` go on whose bytes are in (all when it is readable).
+  void answer_covered(Item& item);
   bool claim(Item& item);
+  static bool ours(int fd, const Item& item);
+  /// The placeholder of `item` open for writing, with its directory and name: at its
+  /// path, or where a user moved it (found by its handle, with a warning); no fd when it
+  /// is gone or no longer the placeholder the restore made.
+  util::Fd open_item(const Item& item, util::Fd& dir, std::string& name);
   using Records = std::unordered_map<Digest, store::Record, util::DigestHash>;
   /// Fills `items` (claimed), fetching their chunks in one call when they are small.
   void fill_batch(const std::vector<Item*>& items, ObjectSource& source);
@@ -110,7 +137,9 @@ class Streamer {
   util::Fd write_item(Item& item, ObjectSource& source, bool background, const Records* fetched);
   void finish_item(Item& item, int fd);
   void record_error(std::exception_ptr error);
-  void write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched);
+  /// Writes the chunks of `item` not in the file yet, those a read waits for first;
+  /// false when the reads' filler stopped to serve a read of another file.
+  bool write_content(Item& item, int fd, ObjectSource& source, bool background, const Records* fetched);
   /// The background fill's rate limit, taken before `bytes` are fetched: waits until
   /// they are due (or a read of `item` waits, or the stream stops).
   void throttle(uint64_t bytes, Item* item);
@@ -131,6 +160,7 @@ class Streamer {
   std::condition_variable m_changed;
   std::vector<std::unique_ptr<Item>> m_items;
   std::map<std::pair<dev_t, ino_t>, Item*> m_by_inode;
+  std::map<int, util::Fd> m_mounts;  ///< per mount id, a directory there (open_by_handle_at)
   std::deque<Item*> m_urgent;
   bool m_stopping = false;
   std::exception_ptr m_error;

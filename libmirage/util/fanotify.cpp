@@ -15,11 +15,45 @@
 #ifndef FAN_PRE_ACCESS
 #define FAN_PRE_ACCESS 0x00100000
 #endif
+#ifndef FAN_EVENT_INFO_TYPE_RANGE
+#define FAN_EVENT_INFO_TYPE_RANGE 6
+#endif
 #ifndef FAN_DENY_ERRNO
 #define FAN_DENY_ERRNO(err) (FAN_DENY | ((static_cast<uint32_t>(err) & 0xff) << 24))
 #endif
 
 namespace mirage::util {
+
+namespace {
+// struct fanotify_event_info_range of Linux 6.14 (not in Debian 12's headers).
+struct RangeInfo {
+  uint8_t info_type;
+  uint8_t pad;
+  uint16_t len;
+  uint32_t pad2;
+  uint64_t offset;
+  uint64_t count;
+};
+static_assert(sizeof(RangeInfo) == 24);
+
+/// The range info record among the info records of one event (`info`, `size` bytes).
+void read_range(const char* info, size_t size, PreContentGroup::Event& ev) {
+  for (size_t at = 0; at + 4 <= size;) {
+    uint8_t type = static_cast<uint8_t>(info[at]);
+    uint16_t len;
+    std::memcpy(&len, info + at + 2, sizeof len);
+    if (len < 4 || at + len > size) return;
+    if (type == FAN_EVENT_INFO_TYPE_RANGE && len >= sizeof(RangeInfo)) {
+      RangeInfo r;
+      std::memcpy(&r, info + at, sizeof r);
+      ev.ranged = true;
+      ev.offset = r.offset;
+      ev.count = r.count;
+    }
+    at += len;
+  }
+}
+}  // namespace
 
 std::optional<PreContentGroup> PreContentGroup::open(std::string* why) {
   int fd = ::fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC, O_RDWR | O_LARGEFILE);
@@ -47,10 +81,21 @@ std::optional<PreContentGroup::Event> PreContentGroup::next(int stop_fd) {
   for (;;) {
     if (m_at < m_buffer.size()) {
       fanotify_event_metadata meta;
+      if (m_buffer.size() - m_at < sizeof meta) {
+        m_at = m_buffer.size();
+        continue;
+      }
       std::memcpy(&meta, m_buffer.data() + m_at, sizeof meta);
+      size_t start = m_at;
+      if (meta.event_len < sizeof meta || meta.event_len > m_buffer.size() - m_at) {
+        m_at = m_buffer.size();  // malformed: the rest of this read cannot be parsed
+        continue;
+      }
       m_at += meta.event_len;
       if (meta.vers != FANOTIFY_METADATA_VERSION || meta.fd < 0) continue;
       Event ev;
+      if (meta.metadata_len < meta.event_len)
+        read_range(m_buffer.data() + start + meta.metadata_len, meta.event_len - meta.metadata_len, ev);
       ev.file = Fd(meta.fd);
       ev.pid = meta.pid;
       struct stat st;

@@ -30,6 +30,11 @@ class PreContentGroup {
     pid_t pid = 0;  ///< who reads
     dev_t dev = 0;
     ino_t ino = 0;
+    /// The bytes the access touches (FAN_EVENT_INFO_TYPE_RANGE, which a read, write,
+    /// splice or mmap reports); `ranged` false when the kernel gave none (a truncate
+    /// gives a count of 0): the access may touch the whole file.
+    bool ranged = false;
+    uint64_t offset = 0, count = 0;
   };
   /// The next event; nullopt when `stop_fd` (an eventfd or pipe) became readable.
   std::optional<Event> next(int stop_fd);

@@ -74,6 +74,21 @@ expect_same_tree() {
   fi
 }
 
+# stream_stage STATUS_FILE: the stage a streaming restore's status file says (empty when none).
+stream_stage() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("stage",""))' "$1" 2>/dev/null || true; }
+# wait_stream_filling STATUS_FILE PID ERR_FILE: waits (60 s at most) until the streaming
+# restore PID is filling its placeholders; fails with ERR_FILE's text when it ends first.
+wait_stream_filling() {
+  for _ in $(seq 1 600); do
+    [ "$(stream_stage "$1")" = filling ] && return 0
+    kill -0 "$2" 2>/dev/null || fail "the restore ended before its fill: $(cat "$3")"
+    sleep 0.1
+  done
+  fail "no fill within 60 s: $(cat "$3")"
+}
+# is_placeholder FILE: true when FILE carries a streaming restore's placeholder mark.
+is_placeholder() { python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder", follow_symlinks=False)' "$1" 2>/dev/null; }
+
 # centralize_accepted ROOT DEVICE: registers (pending, exit 5), accepts, uploads.
 centralize_accepted() {
   expect_exit 5 mirage-centralize --root "$1" --device-id "$2" --output json

@@ -26,17 +26,11 @@ admin mirage-centralize accept dev-w >/dev/null
 expect_exit 0 mirage-centralize --root "$src" --device-id dev-w --state "$T/state" --output json
 
 status_file=$MIRAGE_HOME/restore/dev-w.json
-stage() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("stage",""))' "$status_file" 2>/dev/null || true; }
 back=$T/back
 MIRAGE_TOKEN=$ADMIN_TOKEN mirage-restore --device dev-w --path / --to "$back" --stream --bwlimit 128K --output json \
   >"$T/r.out" 2>"$T/r.err" &
 pid=$!
-for _ in $(seq 1 600); do
-  [ "$(stage)" = filling ] && break
-  kill -0 $pid 2>/dev/null || fail "the restore ended before its fill: $(cat "$T/r.err")"
-  sleep 0.1
-done
-[ "$(stage)" = filling ] || fail "no fill within 60 s: $(cat "$T/r.err")"
+wait_stream_filling "$status_file" $pid "$T/r.err"
 sleep 1
 # What the fill wrote against what the limit allows since the tree was usable (the
 # status file's second, so one more), plus the bucket and a batch in flight. The old
