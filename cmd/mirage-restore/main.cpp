@@ -129,23 +129,10 @@ int ls(const tool::Common& common, const Options& o) {
   return 0;
 }
 
-/// --newer (a lower bound) or --older (an upper one): a date or time, or one relative to
-/// now as --snapshot takes it (yesterday, 2h, 3d).
-std::optional<int64_t> time_flag(const std::string& flag, const std::string& value, bool upper) {
-  if (value.empty()) return std::nullopt;
-  int64_t now = util::now_ns();
-  auto t = upper ? util::parse_time_before(value, now) : util::parse_time_after(value, now);
-  if (!t)
-    throw Error(ErrorKind::usage, flag + " " + value +
-                                      ": not a time (YYYY-MM-DD[ HH:MM[:SS]], now, today, yesterday, or an age "
-                                      "such as 2h, 3d, 1w)");
-  return t;
-}
-
 int find(const tool::Common& common, const Options& o) {
   need_device(o);
   if (o.all && !o.find_snapshots.empty()) throw Error(ErrorKind::usage, "--all and --snapshot exclude each other");
-  browse::FindOptions fo{o.patterns, time_flag("--newer", o.newer, false), time_flag("--older", o.older, true)};
+  browse::FindOptions fo{o.patterns, tool::time_flag("--newer", o.newer, false), tool::time_flag("--older", o.older, true)};
   auto client = tool::connect(common);
   std::vector<browse::SnapshotRef> snaps;
   for (const auto& spec : o.find_snapshots) snaps.push_back(snapshot_ref(client::resolve_snapshot(client, o.device, spec)));
