@@ -162,6 +162,10 @@ int diff(const tool::Common& common, const Options& o) {
   need_device(o);
   if (o.diff_args.size() < 2 || o.diff_args.size() > 3)
     throw Error(ErrorKind::usage, "diff takes two snapshots and an optional path: diff --device D S1 S2 [PATH]");
+  // No snapshot spec starts with '/': one snapshot and a path, the second snapshot left out.
+  if (o.diff_args[1].starts_with('/'))
+    throw Error(ErrorKind::usage, "diff takes two snapshots before the path, and " + o.diff_args[1] +
+                                      " is a path: diff --device D S1 S2 [PATH] (S2 may be latest)");
   auto client = tool::connect(common);
   json s1 = client::resolve_snapshot(client, o.device, o.diff_args[0]);
   json s2 = client::resolve_snapshot(client, o.device, o.diff_args[1]);

@@ -2,7 +2,8 @@
 # What a new admin met following the README on the embedded store: events --since takes
 # the times --snapshot and find --newer take (yesterday, 2h) and names the flag of one it
 # does not; policy set with --output text prints the policy as text, not JSON; a sync's
-# text gives its time as people read it ("2.6 s", not "2.59813 s").
+# text gives its time as people read it ("2.6 s", not "2.59813 s"); diff given one
+# snapshot then a path says so.
 source "$(dirname "$0")/lib.sh"
 T=$TEST_TMP
 
@@ -15,6 +16,11 @@ expect_exit 0 mirage-centralize accept pc-ana --output text
 expect_exit 0 mirage-centralize --root "$T/ep" --device-id pc-ana --output text --progress none
 # "sent 1.2 KiB in 0.3 s": one decimal under a minute.
 grep -Eq ', sent [0-9.]+ [KMG]?i?B in [0-9]+\.[0-9] s$' <<<"$OUT" || fail "a sync's time is not as people read it: $OUT"
+
+# diff given one snapshot and a path: the path is named as one, not looked up as a snapshot.
+expect_exit 2 mirage-restore diff --device pc-ana latest /etc --output text
+expect_contains "$ERR" "/etc is a path"
+expect_exit 0 mirage-restore diff --device pc-ana latest latest /etc --output text
 
 # events --since: a relative time (as --snapshot takes it) finds today's events.
 for since in yesterday today 2h 1w; do
