@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "libmirage/util/clock.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/json_input.hpp"
 #include "libmirage/util/log.hpp"
@@ -333,6 +334,17 @@ std::string human_bytes(uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
   return buf;
+}
+
+std::optional<int64_t> time_flag(const std::string& flag, const std::string& value, bool upper) {
+  if (value.empty()) return std::nullopt;
+  int64_t now = util::now_ns();
+  auto t = upper ? util::parse_time_before(value, now) : util::parse_time_after(value, now);
+  if (!t)
+    throw Error(ErrorKind::usage, flag + " " + value +
+                                      ": not a time (YYYY-MM-DD[ HH:MM[:SS]], now, today, yesterday, or an age "
+                                      "such as 2h, 3d, 1w)");
+  return t;
 }
 
 std::string human_seconds(double seconds) {

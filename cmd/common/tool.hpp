@@ -73,6 +73,12 @@ void on_stop_signals(void (*handler)(int));
 /// so called by a main, never by libmirage; not by the long-running HTTP server.
 void keep_freed_memory_for_reuse();
 
+/// A time flag's value as ns since the epoch (nullopt when empty): a date or time, or one
+/// relative to now as --snapshot takes it (now, today, yesterday, 2h, 3d, 1w). `upper`:
+/// an upper bound (find --older: the end of that day), else a lower one (find --newer,
+/// events --since: its start). Malformed: a usage error naming `flag`.
+std::optional<int64_t> time_flag(const std::string& flag, const std::string& value, bool upper);
+
 /// Human-readable byte count ("1.5 GiB").
 std::string human_bytes(uint64_t bytes);
 /// A duration as "45s", "3m05s", "2h07m", "3d04h".

@@ -130,6 +130,14 @@ std::optional<int> compression_level(const std::string& given, const std::string
   return level;
 }
 
+/// A sync's time as its text shows it: "2.6 s" under a minute, "3m05s" above.
+std::string took_text(double seconds) {
+  if (seconds >= 60) return tool::human_seconds(seconds);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", seconds);
+  return buf;
+}
+
 /// One sync: its result, printed (in --watch as one JSON line per sync). Returns the exit
 /// status; `state_out` and `message_out`, when given, get the device's state and the server's word.
 int sync_once(const tool::Common& common_in, const Options& o, std::string* state_out = nullptr,
@@ -189,8 +197,8 @@ int sync_once(const tool::Common& common_in, const Options& o, std::string* stat
         << "  " << s.files << " files, " << s.dirs << " dirs, " << s.symlinks << " symlinks, "
         << tool::human_bytes(s.bytes) << "\n"
         << "  read " << s.files_read << " files (" << tool::human_bytes(s.bytes_read) << "), new "
-        << tool::human_bytes(s.bytes_new) << ", sent " << tool::human_bytes(s.bytes_sent) << " in " << result.seconds
-        << " s\n";
+        << tool::human_bytes(s.bytes_new) << ", sent " << tool::human_bytes(s.bytes_sent) << " in " << took_text(result.seconds)
+        << "\n";
     if (s.unreadable > 0) out << "  " << s.unreadable << " entries could not be read:\n";
     for (size_t i = 0; i < std::min<size_t>(s.unreadable_entries.size(), 10); ++i)
       out << "    " << s.unreadable_entries[i].path << ": " << s.unreadable_entries[i].reason << "\n";

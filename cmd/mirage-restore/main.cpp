@@ -129,23 +129,10 @@ int ls(const tool::Common& common, const Options& o) {
   return 0;
 }
 
-/// --newer (a lower bound) or --older (an upper one): a date or time, or one relative to
-/// now as --snapshot takes it (yesterday, 2h, 3d).
-std::optional<int64_t> time_flag(const std::string& flag, const std::string& value, bool upper) {
-  if (value.empty()) return std::nullopt;
-  int64_t now = util::now_ns();
-  auto t = upper ? util::parse_time_before(value, now) : util::parse_time_after(value, now);
-  if (!t)
-    throw Error(ErrorKind::usage, flag + " " + value +
-                                      ": not a time (YYYY-MM-DD[ HH:MM[:SS]], now, today, yesterday, or an age "
-                                      "such as 2h, 3d, 1w)");
-  return t;
-}
-
 int find(const tool::Common& common, const Options& o) {
   need_device(o);
   if (o.all && !o.find_snapshots.empty()) throw Error(ErrorKind::usage, "--all and --snapshot exclude each other");
-  browse::FindOptions fo{o.patterns, time_flag("--newer", o.newer, false), time_flag("--older", o.older, true)};
+  browse::FindOptions fo{o.patterns, tool::time_flag("--newer", o.newer, false), tool::time_flag("--older", o.older, true)};
   auto client = tool::connect(common);
   std::vector<browse::SnapshotRef> snaps;
   for (const auto& spec : o.find_snapshots) snaps.push_back(snapshot_ref(client::resolve_snapshot(client, o.device, spec)));
@@ -175,6 +162,10 @@ int diff(const tool::Common& common, const Options& o) {
   need_device(o);
   if (o.diff_args.size() < 2 || o.diff_args.size() > 3)
     throw Error(ErrorKind::usage, "diff takes two snapshots and an optional path: diff --device D S1 S2 [PATH]");
+  // No snapshot spec starts with '/': one snapshot and a path, the second snapshot left out.
+  if (o.diff_args[1].starts_with('/'))
+    throw Error(ErrorKind::usage, "diff takes two snapshots before the path, and " + o.diff_args[1] +
+                                      " is a path: diff --device D S1 S2 [PATH] (S2 may be latest)");
   auto client = tool::connect(common);
   json s1 = client::resolve_snapshot(client, o.device, o.diff_args[0]);
   json s2 = client::resolve_snapshot(client, o.device, o.diff_args[1]);

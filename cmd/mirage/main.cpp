@@ -8,6 +8,7 @@
 
 #include "cmd/common/tool.hpp"
 #include "cmd/mirage/lifecycle.hpp"
+#include "libmirage/util/clock.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/json_input.hpp"
 
@@ -76,7 +77,8 @@ int events(const tool::Common& common, const std::string& device, const std::str
   json params = json::object();
   // A device deleted since keeps its events: its id is taken as it is.
   if (!device.empty()) params["device_id"] = client::resolve_device(client, device, client::Unregistered::keep);
-  if (!since.empty()) params["since"] = since;
+  // Relative times (yesterday, 2h) are this machine's now, sent as the time they name.
+  if (auto t = tool::time_flag("--since", since, false)) params["since"] = util::rfc3339(*t);
   if (!type.empty()) params["type"] = type;
   int64_t last = 0;
   bool printed_header = false;
@@ -284,7 +286,7 @@ int main(int argc, char** argv) {
   double ev_poll = 1.0;
   auto* events_cmd = app.add_subcommand("events", "Print events as JSON lines");
   events_cmd->add_option("--device", ev_device, "Only this device's events: id, name or\nhostname");
-  events_cmd->add_option("--since", ev_since, "From this UTC date or time on (2026-11-25T10:00)");
+  events_cmd->add_option("--since", ev_since, "From this UTC date or time on (2026-11-25T10:00,\nyesterday, 2h, 3d)");
   events_cmd->add_option("--type", ev_type, "Only this type or family (audit, order, snapshot)");
   events_cmd->add_flag("--follow", ev_follow, "Keep printing new events as they come");
   events_cmd->add_option("--poll", ev_poll, "Seconds between polls with --follow (default 1)")->check(CLI::PositiveNumber);
@@ -327,6 +329,11 @@ int main(int argc, char** argv) {
     if (!collections.empty()) p["collections"] = collections;
     return p;
   };
+  // policy show and policy set: the document as it now stands.
+  auto print_policy = [](std::ostream& out, const json& r) {
+    out << "policy " << r["name"].get<std::string>() << "\n";
+    tool::print_fields(out, r["policy"], 2);
+  };
   std::vector<tool::Command> commands = {
       {check_cmd, [&] { return check(common, read_data, repair); }},
       {stats_cmd, [&] { return stats(common, stats_device); }},
@@ -368,13 +375,13 @@ int main(int argc, char** argv) {
         }},
        {policy_show,
         [&] {
-          return call_print("policy.get", {{"name", policy_name}}, [](std::ostream& out, const json& r) {
-            out << "policy " << r["name"].get<std::string>() << "\n";
-            tool::print_fields(out, r["policy"], 2);
-          });
+          return call_print("policy.get", {{"name", policy_name}}, print_policy);
         }},
        {policy_set,
-        [&] { return call_print("policy.set", {{"name", policy_name}, {"policy", util::read_json_input(policy_file, "--file")}}, nullptr); }},
+        [&] {
+          return call_print("policy.set", {{"name", policy_name}, {"policy", util::read_json_input(policy_file, "--file")}},
+                            print_policy);
+        }},
        {policy_assign,
         [&] {
           auto params = [&](client::Client& client) {
