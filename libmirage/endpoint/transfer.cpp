@@ -35,15 +35,28 @@ class ProtocolSource : public materialize::ObjectSource {
 
   /// Large batches are split over two extra connections (two server processes reading
   /// packs at once, while tree lookups keep the main one); small ones use the main one.
-  std::vector<uint8_t> records(std::span<const Digest> ids) override {
-    if (ids.size() < 256) return fetch(m_client, ids);
+  std::vector<std::vector<uint8_t>> record_parts(std::span<const Digest> ids) override {
+    std::vector<std::vector<uint8_t>> parts;
+    if (ids.size() < 256) {
+      parts.push_back(fetch(m_client, ids));
+      return parts;
+    }
     client::ConnectionPool::Lease a(m_pool), b(m_pool);
     size_t half = ids.size() / 2;
     auto first = std::async(std::launch::async, [&] { return fetch(a.client(), ids.first(half)); });
-    auto out = fetch(b.client(), ids.subspan(half));
-    auto front = first.get();
-    front.insert(front.end(), out.begin(), out.end());
-    return front;
+    auto second = fetch(b.client(), ids.subspan(half));
+    parts.push_back(first.get());
+    parts.push_back(std::move(second));
+    return parts;
+  }
+
+  std::vector<uint8_t> records(std::span<const Digest> ids) override {
+    auto parts = record_parts(ids);
+    if (parts.size() == 1) return std::move(parts.front());
+    std::vector<uint8_t> out;
+    out.reserve(parts[0].size() + parts[1].size());
+    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
   }
 
   uint64_t bytes_received() const override { return m_received; }
@@ -72,6 +85,9 @@ class OwnSource : public materialize::ObjectSource {
   explicit OwnSource(std::unique_ptr<Client> client)
       : m_client(std::move(client)), m_source(std::make_unique<ProtocolSource>(*m_client, nullptr)) {}
   std::vector<uint8_t> records(std::span<const Digest> ids) override { return m_source->records(ids); }
+  std::vector<std::vector<uint8_t>> record_parts(std::span<const Digest> ids) override {
+    return m_source->record_parts(ids);
+  }
   uint64_t bytes_received() const override { return m_source->bytes_received(); }
 
  private:

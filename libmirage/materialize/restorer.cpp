@@ -135,7 +135,7 @@ class Restorer {
  private:
   struct Batch {
     std::vector<Job> jobs;
-    std::vector<uint8_t> blob;
+    std::vector<std::vector<uint8_t>> blobs;  ///< the records, as the source sent them
     std::unordered_map<Digest, store::Record, util::DigestHash> records;
   };
 
@@ -398,9 +398,11 @@ class Restorer {
         for (const auto& c : job.entry.chunks) ids.push_back(c.id);
     if (!ids.empty()) {
       try {
-        batch->blob = m_source.records(ids);
-        store::RecordReader reader(batch->blob, "restore");
-        while (auto rec = reader.next()) batch->records.emplace(rec->id, *rec);
+        batch->blobs = m_source.record_parts(ids);
+        for (const auto& blob : batch->blobs) {
+          store::RecordReader reader(blob, "restore");
+          while (auto rec = reader.next()) batch->records.emplace(rec->id, *rec);
+        }
       } catch (const Error& e) {
         if (e.kind() == ErrorKind::unavailable) throw;  // the server is away: asking per file cannot help
         throw Error(e.kind(), std::string(e.what()) + affected_files(batch->jobs));

@@ -93,15 +93,22 @@ std::vector<uint8_t> encode_request(const Request& r) { return encode_frame(requ
 
 std::vector<uint8_t> encode_request_header(const Request& r) { return encode_frame(request_header(r), {}); }
 
-std::vector<uint8_t> encode_reply(const Reply& r) {
+namespace {
+nlohmann::json reply_header(const Reply& r) {
   nlohmann::json h = {{"id", r.id}};
   if (r.error) {
     h["error"] = {{"code", kind_name(r.error->kind())}, {"message", r.error->what()}};
     if (!r.error->reason().empty()) h["error"]["reason"] = r.error->reason();
   } else
     h["result"] = r.result;
-  return encode_frame(h, r.binary);
+  if (!r.binary.empty()) h["binary"] = r.binary.size();
+  return h;
 }
+}  // namespace
+
+std::vector<uint8_t> encode_reply(const Reply& r) { return encode_frame(reply_header(r), r.binary); }
+
+std::vector<uint8_t> encode_reply_header(const Reply& r) { return encode_frame(reply_header(r), {}); }
 
 namespace {
 /// The header of a complete frame, checked against the length of its binary part;

@@ -68,6 +68,9 @@ std::vector<uint8_t> encode_request(const Request& request);
 /// The header line alone (with its '\n'); the binary part follows it unchanged.
 std::vector<uint8_t> encode_request_header(const Request& request);
 std::vector<uint8_t> encode_reply(const Reply& reply);
+/// The reply's header line alone (with its '\n'); its binary part follows it unchanged
+/// (a large reply is written without being copied behind its header).
+std::vector<uint8_t> encode_reply_header(const Reply& reply);
 
 struct Frame {
   nlohmann::json header;

@@ -376,7 +376,9 @@ class Pipeline {
       entry.name.clear();  // dropped when the tree is built
       return;
     }
-    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    // A larger readahead window for what is read in several steps; a small file is read
+    // whole by the default one (a syscall a file saved).
+    if (job.stamp.size > k_read_size) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
     note_cache_probe(fd.get());
     std::vector<tree::ChunkRef> chunks;
     uint64_t total = 0;
@@ -479,10 +481,9 @@ int open_beneath(int rootfd, const std::string& relpath) {
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
   int fd = static_cast<int>(::syscall(SYS_openat2, rootfd, relpath.c_str(), &how, sizeof how));
   if (fd < 0 && errno == ENOSYS) fd = ::openat(rootfd, relpath.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-  if (fd >= 0) {
-    int flags = ::fcntl(fd, F_GETFL);
-    ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  }
+  // Blocking again for the reads: O_NONBLOCK is the only status flag set above, so one
+  // call clears it (not a read of the flags first: a syscall a file fewer).
+  if (fd >= 0) ::fcntl(fd, F_SETFL, 0);
   return fd;
 }
 

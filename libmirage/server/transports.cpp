@@ -46,7 +46,10 @@ int serve_stdio(Service& service, int in, int out) {
     } catch (const Error& e) {
       reply = proto::Reply{id, nlohmann::json::object(), e, {}};
     }
-    util::write_all(out, proto::encode_reply(reply), "stdout");
+    // The header, then the binary part where it is (a 32 MiB chunks.get reply is not
+    // copied behind its header).
+    util::write_all(out, proto::encode_reply_header(reply), "stdout");
+    util::write_all(out, reply.binary, "stdout");
   }
 }
 

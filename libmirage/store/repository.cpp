@@ -379,6 +379,11 @@ void Repository::read_records(std::span<const Digest> ids, std::vector<uint8_t>&
     }
     i = j;
   }
+  // The reply's size is known: one allocation, not a copy each time it doubles.
+  size_t total = out.size();
+  for (size_t i = 0; i < wanted.size(); ++i)
+    if (!i || wanted[i].second != wanted[i - 1].second) total += k_record_header + wanted[i].first.stored;
+  out.reserve(total);
   for (size_t i = 0; i < wanted.size(); ++i) {
     if (i && wanted[i].second == wanted[i - 1].second) continue;
     read_moving(wanted[i].second, wanted[i].first, out);

@@ -106,6 +106,24 @@ TEST_CASE("an error reply carries its reason, and a reply without one has none")
   CHECK(got.error->reason().empty());  // the word in the message is not a reason
 }
 
+TEST_CASE("a reply's header line followed by its binary part is the whole reply") {
+  // The stdio server writes the two apart (a large chunks.get reply is not copied).
+  Reply r{9, {{"count", 2}}, std::nullopt, {1, 2, 3, '\n', 0}};
+  auto head = encode_reply_header(r);
+  REQUIRE_FALSE(head.empty());
+  CHECK(head.back() == '\n');
+  CHECK(std::count(head.begin(), head.end(), uint8_t('\n')) == 1);
+  std::vector<uint8_t> joined = head;
+  joined.insert(joined.end(), r.binary.begin(), r.binary.end());
+  CHECK(joined == encode_reply(r));
+  auto got = parse_reply(decode_frame(joined));
+  CHECK(got.result["count"] == 2);
+  CHECK(got.binary == r.binary);
+  // Without a binary part the header alone is the reply.
+  Reply empty{10, {{"ok", true}}, std::nullopt, {}};
+  CHECK(encode_reply_header(empty) == encode_reply(empty));
+}
+
 TEST_CASE("rethrowing with context keeps the kind and the reason") {
   try {
     try {
