@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <fstream>
 
 #include "libmirage/endpoint/identity.hpp"
@@ -134,6 +135,14 @@ void take_snapshot(Client& client, const CentralizeOptions& opts, const policy::
     stats.erase("warnings");
     // Tests stop here to leave an upload in flight (chunks sent, no snapshot committed).
     if (opts.crash_point) opts.crash_point("before_commit", 0);
+    // While the server checks the snapshot: the new trees go into the local tree cache
+    // (an apply reads this snapshot's trees there; they are named by their hash, so they
+    // are right to keep whether or not the commit takes them), and the next files cache
+    // is encoded (it is written only once the commit is taken: it vouches for uploads).
+    auto cached = std::async(std::launch::async, [&] {
+      TreeCache(opts.state_dir / "trees.db").put(trees);
+      return scanned.next_cache.encode();
+    });
     try {
       result.snapshot = client.call("snapshot.commit", {{"device_id", opts.device_id},
                                                         {"tree", scanned.tree.hex()},
@@ -142,12 +151,14 @@ void take_snapshot(Client& client, const CentralizeOptions& opts, const policy::
                                                         {"pinned", pinned}});
     } catch (const Error& e) {
       // The server lacks something the cache vouched for (e.g. removed by GC): rescan everything.
+      cached.wait();
       if (e.kind() == ErrorKind::precondition && attempt == 0 && e.reason() == proto::k_reason_incomplete) {
         util::warn(std::string(e.what()) + "; rescanning without the files cache");
         continue;
       }
       throw;
     }
+    auto next_cache = cached.get();
     result.stats = std::move(scanned.stats);
     for (const auto& w : result.stats.warnings) util::warn(w);
     if (result.stats.unreadable > 0 && result.incomplete.empty()) {
@@ -157,9 +168,8 @@ void take_snapshot(Client& client, const CentralizeOptions& opts, const policy::
                           (result.stats.unreadable == 1 ? "y" : "ies") + " could not be read (first: " + first.path +
                           ": " + first.reason + ")";
     }
-    TreeCache(opts.state_dir / "trees.db").put(trees);  // an apply reads this snapshot's trees here
     try {
-      scanned.next_cache.save(cache_file);
+      scan::FilesCache::save_encoded(cache_file, next_cache);
     } catch (const Error& e) {
       util::warn(std::string("files cache not saved: ") + e.what());
     }

@@ -65,7 +65,7 @@ FilesCache FilesCache::load(const std::filesystem::path& file, bool* damaged) {
   return cache;
 }
 
-void FilesCache::save(const std::filesystem::path& file) const {
+std::vector<uint8_t> FilesCache::encode() const {
   util::ByteWriter w;
   w.raw(std::string_view("MFC3"));
   w.varint(m_dirs.size());
@@ -89,9 +89,13 @@ void FilesCache::save(const std::filesystem::path& file) const {
   w.varint(m_trees.size());
   for (const auto& t : m_trees) w.raw(t.bytes);
   w.u64le(util::xxh3(w.data()));
+  return w.take();
+}
+
+void FilesCache::save_encoded(const std::filesystem::path& file, std::span<const uint8_t> bytes) {
   util::make_dirs(file.parent_path());
   util::AtomicFile out(file, 0600);
-  out.write(w.data());
+  out.write(bytes);
   out.commit();
 }
 

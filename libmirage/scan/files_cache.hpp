@@ -50,7 +50,11 @@ class FilesCache {
   /// Loads the cache; a missing or damaged file gives an empty cache (and `damaged`).
   static FilesCache load(const std::filesystem::path& file, bool* damaged = nullptr);
   /// Writes durably (temp file, fsync, rename).
-  void save(const std::filesystem::path& file) const;
+  void save(const std::filesystem::path& file) const { save_encoded(file, encode()); }
+  /// The file's bytes, and writing them (a sync encodes while its commit is checked and
+  /// writes only once the commit is taken).
+  std::vector<uint8_t> encode() const;
+  static void save_encoded(const std::filesystem::path& file, std::span<const uint8_t> bytes);
 
   /// The cached files of a directory ("/usr/bin"), sorted by name; nullptr when none.
   const std::vector<CachedFile>* directory(const std::string& dir_path) const;
