@@ -53,8 +53,10 @@ class ProtocolSource : public materialize::ObjectSource {
   std::vector<uint8_t> records(std::span<const Digest> ids) override {
     auto parts = record_parts(ids);
     if (parts.size() == 1) return std::move(parts.front());
+    size_t total = 0;
+    for (const auto& p : parts) total += p.size();
     std::vector<uint8_t> out;
-    out.reserve(parts[0].size() + parts[1].size());
+    out.reserve(total);
     for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
     return out;
   }

@@ -1,10 +1,9 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "libmirage/materialize/restorer.hpp"
+#include "libmirage/util/fd.hpp"
 #include "tests/unit/memory_source.hpp"
 
 using namespace mirage;
@@ -34,13 +33,6 @@ class PartedSource : public materialize::ObjectSource {
   MemorySource& m_src;
   size_t m_per_part;
 };
-
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 }  // namespace
 
@@ -72,6 +64,6 @@ TEST_CASE("restore: records that come in several parts are all found (files whos
   auto stats = materialize::restore(ro, parted);
   CHECK(stats.files == 40);
   CHECK(parted.parts_made > 1);
-  for (int f = 0; f < 40; ++f) CHECK(read_all(to / "d" / ("f" + std::to_string(f))) == contents[f]);
+  for (int f = 0; f < 40; ++f) CHECK(util::read_file(to / "d" / ("f" + std::to_string(f))) == contents[f]);
   fs::remove_all(to);
 }
