@@ -16,7 +16,7 @@ namespace mirage::server {
 
 int serve_stdio(Service& service, int in, int out) {
   proto::FrameReader reader(in, service.limits().frame());
-  Caller local{Role::admin, "local"};
+  Caller local{Role::admin, "local", true};
   for (;;) {
     std::optional<proto::Frame> frame;
     try {

@@ -87,6 +87,20 @@ void verify_record(const Record& record, std::vector<uint8_t>& scratch, const st
   open_record_into(record, std::span(scratch).first(record.raw_size), what);
 }
 
+void check_record_framing(const Record& record, const std::string& what) {
+  if (record.codec != Codec::zstd) return;  // parse_record checked a raw record's sizes
+  uint64_t declared = 0;
+  try {
+    declared = util::zstd_content_size(record.data);
+  } catch (const Error&) {
+    rethrow_with_context(what + ": chunk " + record.id.hex());
+  }
+  if (declared != record.raw_size)
+    throw Error(ErrorKind::integrity, what + ": chunk " + record.id.hex() + ": its zstd frame holds " +
+                                          std::to_string(declared) + " bytes, the record says " +
+                                          std::to_string(record.raw_size));
+}
+
 std::vector<uint8_t> open_record(const Record& record, const std::string& what) {
   std::vector<uint8_t> out(record.raw_size);
   open_record_into(record, out, what);

@@ -53,12 +53,20 @@ struct VerifiedUpload {
   size_t size() const { return records.size(); }
 };
 
-/// Parses and verifies a bulk upload (decoding every record and recomputing its id);
-/// throws Error(integrity) naming the first forged or malformed chunk. Thread-safe.
-/// The result views `blob`, which must outlive it; the overload taking a vector by
-/// rvalue keeps it.
-VerifiedUpload verify_upload(std::span<const uint8_t> blob);
-VerifiedUpload verify_upload(std::vector<uint8_t>&& blob);
+/// How much of an upload the server checks before it stores it.
+enum class UploadCheck {
+  full,     ///< every record decoded and its id recomputed: a forged or corrupt chunk is refused
+  framing,  ///< records parsed and each zstd frame's declared size checked, nothing decoded:
+            ///< for the store's owner (the stdio client, who could write the packs itself);
+            ///< its chunks are verified when read (restore, `mirage check --read-data`)
+};
+
+/// Parses and verifies a bulk upload (by default decoding every record and recomputing
+/// its id); throws Error(integrity) naming the first forged or malformed chunk.
+/// Thread-safe. The result views `blob`, which must outlive it; the overload taking a
+/// vector by rvalue keeps it.
+VerifiedUpload verify_upload(std::span<const uint8_t> blob, UploadCheck check = UploadCheck::full);
+VerifiedUpload verify_upload(std::vector<uint8_t>&& blob, UploadCheck check = UploadCheck::full);
 
 struct PutStats {
   uint64_t chunks = 0;        ///< records received

@@ -33,6 +33,13 @@ std::vector<uint8_t> zstd_compress(std::span<const uint8_t> data, int level) {
   return out;
 }
 
+uint64_t zstd_content_size(std::span<const uint8_t> frame) {
+  unsigned long long n = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN)
+    throw Error(ErrorKind::integrity, "zstd frame: no valid content size in its header");
+  return n;
+}
+
 void zstd_decompress(std::span<const uint8_t> frame, std::span<uint8_t> out) {
   thread_local std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
   size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(), frame.data(), frame.size());

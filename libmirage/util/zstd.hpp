@@ -16,6 +16,10 @@ size_t zstd_compress_into(std::span<const uint8_t> data, std::span<uint8_t> out,
 /// throws Error(integrity) otherwise.
 void zstd_decompress(std::span<const uint8_t> frame, std::span<uint8_t> out);
 
+/// The plaintext size a zstd frame's header declares (without decompressing it); throws
+/// Error(integrity) for a frame whose header is damaged or does not say.
+uint64_t zstd_content_size(std::span<const uint8_t> frame);
+
 /// zstd's "patch from" mode: compresses `data` referring to `base` (which the receiver
 /// has), so a chunk that differs a little from one the receiver holds costs about the
 /// size of the difference.

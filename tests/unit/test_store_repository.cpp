@@ -80,6 +80,37 @@ TEST_CASE("a forged chunk id is refused") {
   CHECK_ERROR_KIND(store::verify_upload(blob), ErrorKind::integrity);
 }
 
+TEST_CASE("the owner's upload is checked for framing, and a chunk it got wrong is caught when read") {
+  TempDir dir;
+  store::Repository repo(dir.path(), true);
+  std::string text(20000, 'q');
+  auto bytes = std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  SUBCASE("a zstd frame that declares another size than its record is refused") {
+    std::vector<uint8_t> blob;
+    store::append_plain(blob, util::sha256(text), bytes, 3);
+    REQUIRE(blob[32] == static_cast<uint8_t>(store::Codec::zstd));
+    blob[33] ^= 1;  // the record's raw size, one off
+    CHECK_ERROR_KIND(store::verify_upload(blob, store::UploadCheck::framing), ErrorKind::integrity);
+    CHECK_ERROR_KIND(store::verify_upload(blob), ErrorKind::integrity);
+  }
+  SUBCASE("a damaged frame header is refused") {
+    std::vector<uint8_t> blob;
+    store::append_plain(blob, util::sha256(text), bytes, 3);
+    blob[store::k_record_header] ^= 0xff;  // the zstd magic
+    CHECK_ERROR_KIND(store::verify_upload(blob, store::UploadCheck::framing), ErrorKind::integrity);
+  }
+  SUBCASE("an id that does not match is stored, then refused by a read and found by check") {
+    std::vector<uint8_t> blob;
+    auto wrong = util::sha256(std::string_view("another chunk"));
+    store::append_plain(blob, wrong, bytes, 3);
+    CHECK_ERROR_KIND(store::verify_upload(blob), ErrorKind::integrity);
+    repo.put(store::verify_upload(blob, store::UploadCheck::framing));
+    CHECK_ERROR_KIND(repo.read_plain(wrong), ErrorKind::integrity);
+    CHECK(repo.check(false, nullptr).problems.empty());  // the structure is sound
+    CHECK(repo.check(true, nullptr).problems.size() == 1);  // --read-data decodes it
+  }
+}
+
 TEST_CASE("a truncated upload is refused") {
   auto blob = upload_of({"hello world"});
   blob.pop_back();
