@@ -71,7 +71,7 @@ struct Batch {
   }
 };
 
-/// One directory of the walk; nodes are in pre-order, so children follow parents.
+/// One directory of the walk; a node is made after its parent's, so children follow parents.
 struct DirNode {
   std::string path;  // root-relative, "/" for the root
   size_t parent = SIZE_MAX;
@@ -530,8 +530,15 @@ tree::Entry entry_from_stat(int dirfd, const std::string& name, const struct sta
 
 namespace {
 
-/// One scan: pass 1 walks the tree (pre-order) and hands files to the pipeline, pass 2
-/// builds the trees bottom-up once every file is read.
+/// One scan: pass 1 walks the tree and hands files to the pipeline, pass 2 builds the
+/// trees bottom-up once every file is read.
+///
+/// The walk runs on several threads (the caller's and up to three more: on an unchanged
+/// tree it is nothing but system calls, one lstat a name, and each directory is a job of
+/// its own). A directory's node is made before any of its subdirectories' (by the walker
+/// that lists it), so nodes in reverse order of creation put children before parents
+/// whatever order the walkers took them in; what could depend on that order (the name
+/// that heads a hardlink group) is settled after the walk.
 class Scan {
  public:
   Scan(const ScanOptions& opts, ChunkSink& sink)
@@ -541,7 +548,7 @@ class Scan {
         m_pipeline(opts, sink, m_rootfd.get()) {
     if (::fstat(m_rootfd.get(), &m_root_st) != 0) throw_errno("stat " + opts.root.string());
     m_nodes.reserve(1024);
-    m_nodes.push_back({"/", SIZE_MAX, 0, {}, {}});
+    add_node("/", SIZE_MAX, 0);
   }
 
   ScanResult run() {
@@ -562,53 +569,130 @@ class Scan {
   };
   struct Frame {
     size_t node;
+    DirNode* dir;  ///< the node itself: a walker never indexes m_nodes, which others grow
     util::Fd fd;
     bool unprotected;
   };
   using Subdirs = std::vector<std::pair<size_t, std::string>>;  // (entry index, name)
+  /// What one walker counted (added to the stats when it is done).
+  struct Counts {
+    uint64_t files = 0, dirs = 0, symlinks = 0, others = 0, hardlinks = 0, skipped = 0;
+  };
+
+  /// Appends a node (any walker); returns its index and address, which stays put.
+  std::pair<size_t, DirNode*> add_node(std::string path, size_t parent, size_t parent_entry) {
+    auto node = std::make_unique<DirNode>(DirNode{std::move(path), parent, parent_entry, {}, {}});
+    DirNode* at = node.get();
+    std::lock_guard lock(m_nodes_mutex);
+    m_nodes.push_back(std::move(node));
+    return {m_nodes.size() - 1, at};
+  }
 
   void tick(bool walking) {
     if (!m_opts.progress) return;
     auto now = std::chrono::steady_clock::now();
     if (walking && now - m_last_tick < std::chrono::milliseconds(250)) return;
     m_last_tick = now;
-    m_opts.progress({m_stats.files, m_pipeline.m_bytes_read.load(), m_pipeline.m_bytes_sent.load(),
-                     m_pipeline.m_bytes_to_read, walking});
+    m_opts.progress({m_files_walked.load(std::memory_order_relaxed), m_pipeline.m_bytes_read.load(),
+                     m_pipeline.m_bytes_sent.load(), m_pipeline.m_bytes_to_read, walking});
   }
 
-  /// Pass 1: walk (pre-order), queue files that the cache does not vouch for.
+  /// Pass 1: the walkers list and stat every directory and queue the files that the
+  /// cache does not vouch for; the first error of any walker ends the walk and is thrown.
   void walk() {
-    std::vector<Frame> stack;
-    stack.push_back({0, util::Fd(::dup(m_rootfd.get())), false});
+    m_stack.push_back({0, m_nodes[0].get(), util::Fd(::dup(m_rootfd.get())), false});
     if (m_opts.threads) m_pipeline.start();
-    while (!stack.empty() && !m_pipeline.failed()) {  // a failed upload ends the walk: finish() throws it
-      Frame frame = std::move(stack.back());
-      stack.pop_back();
-      const std::string dir_path = m_nodes[frame.node].path;
-      std::vector<std::string> names = list_directory(frame, dir_path);
-      const std::vector<CachedFile>* cached_dir = m_opts.cache ? m_opts.cache->directory(dir_path) : nullptr;
-      Subdirs subdirs;
-      for (auto& name : names) add_entry(frame, dir_path, name, cached_dir, subdirs);
-      // Files go to the workers once their entry has its final place in the vector.
-      for (auto& job : m_pending) {
-        job.target = &m_nodes[job.node].entries[job.entry];
-        m_pipeline.submit(std::move(job));
-      }
-      m_pending.clear();
-      open_subdirectories(frame, dir_path, subdirs, stack);
-      tick(true);
+    unsigned helpers = std::clamp(m_opts.threads, 1u, 4u) - 1;
+    std::vector<std::thread> threads;
+    for (unsigned i = 0; i < helpers; ++i) threads.emplace_back([this] { walker(false); });
+    walker(true);  // this thread: also the one that reports progress
+    for (auto& t : threads) t.join();
+    if (m_walk_error) {
+      m_stack.clear();
+      std::rethrow_exception(m_walk_error);
     }
     if (!m_opts.threads) m_pipeline.start();
     m_pipeline.finish([&] { tick(false); });
   }
 
+  /// Takes directories off the shared stack until none is left and no walker is still
+  /// listing one (which may add more).
+  void walker(bool reports) {
+    Counts counts;
+    std::vector<FileJob> pending;
+    for (;;) {
+      Frame frame;
+      {
+        std::unique_lock lock(m_walk_mutex);
+        for (;;) {
+          if (m_walk_error || m_pipeline.failed()) break;  // a failed upload ends the walk: finish() throws it
+          if (!m_stack.empty() || m_walking == 0) break;
+          m_walk_cv.wait_for(lock, std::chrono::milliseconds(250));
+          if (reports) {
+            lock.unlock();
+            tick(true);
+            lock.lock();
+          }
+        }
+        if (m_walk_error || m_pipeline.failed() || m_stack.empty()) {
+          m_walk_cv.notify_all();
+          break;
+        }
+        frame = std::move(m_stack.back());
+        m_stack.pop_back();
+        m_walking++;
+      }
+      Subdirs subdirs;
+      std::vector<Frame> opened;
+      try {
+        visit(frame, counts, pending, subdirs);
+        open_subdirectories(frame, subdirs, opened);
+      } catch (...) {
+        std::lock_guard lock(m_walk_mutex);
+        if (!m_walk_error) m_walk_error = std::current_exception();
+      }
+      {
+        std::lock_guard lock(m_walk_mutex);
+        for (auto it = opened.rbegin(); it != opened.rend(); ++it) m_stack.push_back(std::move(*it));
+        m_walking--;
+      }
+      m_walk_cv.notify_all();
+      if (reports) tick(true);
+    }
+    std::lock_guard lock(m_walk_mutex);
+    m_stats.files += counts.files;
+    m_stats.dirs += counts.dirs;
+    m_stats.symlinks += counts.symlinks;
+    m_stats.others += counts.others;
+    m_stats.hardlinks += counts.hardlinks;
+    m_stats.skipped += counts.skipped;
+  }
+
+  /// One directory: its entries into its node, its files to the pipeline, its
+  /// subdirectories (to be opened) into `subdirs`.
+  void visit(const Frame& frame, Counts& counts, std::vector<FileJob>& pending, Subdirs& subdirs) {
+    std::vector<std::string> names = list_directory(frame);
+    const std::vector<CachedFile>* cached_dir = m_opts.cache ? m_opts.cache->directory(frame.dir->path) : nullptr;
+    frame.dir->entries.reserve(names.size());
+    frame.dir->stamps.reserve(names.size());
+    uint64_t files_before = counts.files;
+    for (auto& name : names) add_entry(frame, name, cached_dir, subdirs, counts, pending);
+    m_files_walked.fetch_add(counts.files - files_before, std::memory_order_relaxed);
+    // Files go to the workers once their entry has its final place in the vector.
+    for (auto& job : pending) {
+      job.target = &frame.dir->entries[job.entry];
+      m_pipeline.submit(std::move(job));
+    }
+    pending.clear();
+  }
+
   /// The directory's names, sorted ("." and ".." left out); none if it cannot be read.
-  std::vector<std::string> list_directory(const Frame& frame, const std::string& dir_path) {
+  std::vector<std::string> list_directory(const Frame& frame) {
     std::vector<std::string> names;
     try {
-      names = util::dir_names(frame.fd.get(), dir_path);
+      names = util::dir_names(frame.fd.get(), frame.dir->path);
     } catch (const Error& e) {
-      m_pipeline.note_unreadable(dir_path, std::string(e.what()) + " (kept empty)");
+      m_pipeline.note_unreadable(frame.dir->path, std::string(e.what()) + " (kept empty)");
       return {};
     }
     std::sort(names.begin(), names.end());
@@ -616,11 +700,12 @@ class Scan {
   }
 
   /// Adds one name of the directory to its node: a subdirectory to `subdirs`, a file
-  /// the cache does not vouch for to the pending jobs, a second name of a file to the
-  /// hardlink members.
-  void add_entry(const Frame& frame, const std::string& dir_path, const std::string& name,
-                 const std::vector<CachedFile>* cached_dir, Subdirs& subdirs) {
-    std::string path = child_path(dir_path, name);
+  /// the cache does not vouch for to the pending jobs, a second name of a file to its
+  /// hardlink group.
+  void add_entry(const Frame& frame, const std::string& name, const std::vector<CachedFile>* cached_dir,
+                 Subdirs& subdirs, Counts& counts, std::vector<FileJob>& pending) {
+    DirNode& dir = *frame.dir;
+    std::string path = child_path(dir.path, name);
     auto decision = m_opts.policy.classify(path, frame.unprotected, policy::Ancestors::checked);
     struct stat st;
     if (::fstatat(frame.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -630,7 +715,7 @@ class Scan {
     }
     bool is_dir = S_ISDIR(st.st_mode);
     if (decision == policy::Decision::skip || (decision == policy::Decision::exceptions && !is_dir)) {
-      m_stats.skipped++;
+      counts.skipped++;
       if (!is_dir) return;  // an unprotected directory stays, empty
     }
     // A file the cache vouches for at this stamp is not read again, nor are its xattrs
@@ -649,101 +734,118 @@ class Scan {
       m_pipeline.note_unreadable(path, *why);
       return;
     }
-    // nodes may grow below (an unprotected directory gets its node here), so index afresh.
-    size_t idx = m_nodes[frame.node].entries.size();
+    size_t idx = dir.entries.size();
     if (is_dir) {
-      m_stats.dirs++;
+      counts.dirs++;
       if (decision != policy::Decision::skip)
         subdirs.push_back({idx, name});
       else
-        m_nodes.push_back({path, frame.node, idx, {}, {}});  // kept as an empty directory
+        add_node(path, frame.node, idx);  // kept as an empty directory
     } else if (entry.kind == tree::Kind::symlink) {
-      m_stats.symlinks++;
+      counts.symlinks++;
     } else if (entry.kind != tree::Kind::file) {
-      m_stats.others++;
+      counts.others++;
     }
-    if (!is_dir && st.st_nlink > 1 && !link_head(frame.node, idx, path, st, entry)) {
-      m_stats.hardlinks++;  // a second name: shares its head's content after the walk
-      if (entry.kind == tree::Kind::file) m_stats.files++;
+    if (!is_dir && st.st_nlink > 1 && !join_link_group(frame.node, idx, path, st)) {
+      counts.hardlinks++;  // a later name: shares the content of the name read after the walk
+      if (entry.kind == tree::Kind::file) counts.files++;
     } else if (entry.kind == tree::Kind::file) {
-      m_stats.files++;
+      counts.files++;
       if (cached)
         entry.chunks = cached->chunks;
       else if (entry.size > 0)
-        m_pending.push_back(FileJob{frame.node, idx, nullptr, path.substr(1), path, stamp});
+        pending.push_back(FileJob{frame.node, idx, nullptr, path.substr(1), path, stamp});
     }
-    m_nodes[frame.node].stamps.push_back(stamp);
-    m_nodes[frame.node].entries.push_back(std::move(entry));
+    dir.stamps.push_back(stamp);
+    dir.entries.push_back(std::move(entry));
   }
 
-  /// For an inode with several names: true for the first name seen (the head, read as
-  /// usual), false for a later one (recorded as a member of the head's link group).
-  bool link_head(size_t node, size_t idx, const std::string& path, const struct stat& st, tree::Entry& entry) {
-    auto key = std::make_pair(st.st_dev, st.st_ino);
-    auto it = m_link_heads.find(key);
-    if (it == m_link_heads.end()) {
-      m_link_heads.emplace(key, Link{node, idx, path});
-      entry.link_group = path;
-      return true;
-    }
-    entry.link_group = it->second.path;
-    m_link_members.push_back({Link{node, idx, path}, it->second});
-    return false;
+  /// Records a name of an inode with several; true for the first name a walker gets to
+  /// (the one read; the others share its content after the walk).
+  bool join_link_group(size_t node, size_t idx, const std::string& path, const struct stat& st) {
+    std::lock_guard lock(m_links_mutex);
+    auto& group = m_link_groups[std::make_pair(st.st_dev, st.st_ino)];
+    group.push_back(Link{node, idx, path});
+    return group.size() == 1;
   }
 
-  /// Opens the subdirectories and pushes them (in reverse, so they are walked in name order).
-  void open_subdirectories(const Frame& frame, const std::string& dir_path, const Subdirs& subdirs,
-                           std::vector<Frame>& stack) {
-    for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) {
-      const auto& [idx, name] = *it;
-      std::string path = child_path(dir_path, name);
+  /// Opens the subdirectories and makes their nodes, in name order (pushed in reverse,
+  /// so a walker takes the first one next).
+  void open_subdirectories(const Frame& frame, const Subdirs& subdirs, std::vector<Frame>& opened) {
+    for (const auto& [idx, name] : subdirs) {
+      std::string path = child_path(frame.dir->path, name);
       util::Fd fd;
       try {
         fd = util::open_dir_at(frame.fd.get(), name, path);
       } catch (const Error& e) {
         if (e.kind() == ErrorKind::not_found) {  // vanished since it was listed
-          m_nodes[frame.node].entries[idx].name.clear();
+          frame.dir->entries[idx].name.clear();
           continue;
         }
         if (e.kind() == ErrorKind::permission) {
           m_pipeline.note_unreadable(path, std::string(e.what()) + " (kept empty)");
-          m_nodes.push_back({path, frame.node, idx, {}, {}});
+          add_node(path, frame.node, idx);
           continue;
         }
         throw;
       }
       bool unprotected =
           m_opts.policy.classify(path, frame.unprotected, policy::Ancestors::checked) == policy::Decision::exceptions;
-      m_nodes.push_back({path, frame.node, idx, {}, {}});
-      stack.push_back({m_nodes.size() - 1, std::move(fd), unprotected || frame.unprotected});
+      auto [node, dir] = add_node(path, frame.node, idx);
+      opened.push_back({node, dir, std::move(fd), unprotected || frame.unprotected});
     }
   }
 
-  /// Hardlink members share their head's content.
+  /// A hardlink group's names all name the one that comes first in a walk of one thread
+  /// (a directory's own names before its subdirectories', directories in name order), so
+  /// trees do not depend on which walker got where first; every name shares the content
+  /// of the name that was read.
   void share_hardlinks() {
-    for (auto& [member, head] : m_link_members) {
-      auto& h = m_nodes[head.node].entries[head.entry];
-      auto& m = m_nodes[member.node].entries[member.entry];
-      if (h.kind == tree::Kind::file && !h.name.empty()) {
-        m.kind = h.kind;
-        m.size = h.size;
-        m.chunks = h.chunks;
-        m.sparse = h.sparse;
-      } else if (h.kind == tree::Kind::file && m.kind == tree::Kind::file && !m.name.empty()) {
-        // The head could not be read: neither can this name of the same file.
-        m.name.clear();
-        m_pipeline.note_unreadable(member.path, "hardlink of " + head.path + ", which could not be read (left out)");
+    auto before = [](const Link& a, const Link& b) {
+      std::string_view da(a.path), db(b.path);
+      da = da.substr(0, da.rfind('/') + 1);
+      db = db.substr(0, db.rfind('/') + 1);
+      if (da == db) return a.path < b.path;
+      // Directories in pre-order: component by component, a parent before its children.
+      size_t i = 0;
+      for (;;) {
+        size_t ea = da.find('/', i + 1), eb = db.find('/', i + 1);
+        if (ea == std::string_view::npos) return true;  // a's directory contains b's
+        if (eb == std::string_view::npos) return false;
+        auto ca = da.substr(i + 1, ea - i - 1), cb = db.substr(i + 1, eb - i - 1);
+        if (ca != cb) return ca < cb;
+        i = ea;
+      }
+    };
+    for (auto& [key, names] : m_link_groups) {
+      const Link& read = names.front();
+      const Link& head = *std::min_element(names.begin(), names.end(), before);
+      auto& r = m_nodes[read.node]->entries[read.entry];
+      for (const auto& name : names) {
+        auto& m = m_nodes[name.node]->entries[name.entry];
+        m.link_group = head.path;
+        if (&name == &read) continue;
+        if (r.kind == tree::Kind::file && !r.name.empty()) {
+          m.kind = r.kind;
+          m.size = r.size;
+          m.chunks = r.chunks;
+          m.sparse = r.sparse;
+        } else if (r.kind == tree::Kind::file && m.kind == tree::Kind::file && !m.name.empty()) {
+          // The name read could not be: neither can this name of the same file.
+          m.name.clear();
+          m_pipeline.note_unreadable(name.path, "hardlink of " + read.path + ", which could not be read (left out)");
+        }
       }
     }
   }
 
-  /// Pass 2: trees bottom-up (reverse pre-order puts children before parents), each
-  /// sent unless the cache or this run already has it.
+  /// Pass 2: trees bottom-up (nodes in reverse order of creation: children before
+  /// parents), each sent unless the cache or this run already has it.
   void build_trees() {
     std::unordered_set<std::string> uncacheable(m_pipeline.m_uncacheable.begin(), m_pipeline.m_uncacheable.end());
     Batch batch;
     for (size_t i = m_nodes.size(); i-- > 0;) {
-      auto& node = m_nodes[i];
+      auto& node = *m_nodes[i];
       tree::Tree t;
       std::vector<CachedFile> cached_files;  // entries are in name order, so this is too
       for (size_t k = 0; k < node.entries.size(); ++k) {
@@ -774,7 +876,7 @@ class Scan {
       if (node.parent == SIZE_MAX)
         m_result.tree = id;
       else
-        m_nodes[node.parent].entries[node.parent_entry].subtree = id;
+        m_nodes[node.parent]->entries[node.parent_entry].subtree = id;
       node.entries = {};
       node.stamps = {};
     }
@@ -801,11 +903,19 @@ class Scan {
   ScanStats& m_stats;
   util::Fd m_rootfd;
   struct stat m_root_st {};
-  std::vector<DirNode> m_nodes;
+  std::mutex m_nodes_mutex;  ///< guards m_nodes' growth during the walk
+  std::vector<std::unique_ptr<DirNode>> m_nodes;
   Pipeline m_pipeline;  // after the nodes: its workers (joined first) write into their entries
-  std::map<std::pair<dev_t, ino_t>, Link> m_link_heads;
-  std::vector<std::pair<Link, Link>> m_link_members;  // (member, head)
-  std::vector<FileJob> m_pending;
+  // The walk's shared state: directories opened and not yet listed, how many walkers
+  // are listing one, and the first error.
+  std::mutex m_walk_mutex;
+  std::condition_variable m_walk_cv;
+  std::vector<Frame> m_stack;
+  unsigned m_walking = 0;
+  std::exception_ptr m_walk_error;
+  std::atomic<uint64_t> m_files_walked{0};
+  std::mutex m_links_mutex;
+  std::map<std::pair<dev_t, ino_t>, std::vector<Link>> m_link_groups;  ///< each group's names, the one read first
   std::atomic<uint64_t> m_trees_new{0};
   std::chrono::steady_clock::time_point m_last_tick = std::chrono::steady_clock::now();
 };

@@ -2,8 +2,9 @@
 // Scanning an endpoint: walk a root, cut files into chunks, upload what the server
 // lacks, build one tree object per directory, return the snapshot's root.
 //
-// The walk is one thread (metadata only: openat/fstatat relative to directory fds,
-// never following a symlink); file contents go to worker threads, each reading,
+// The walk is metadata only (openat/fstatat relative to directory fds, never following
+// a symlink), on as many threads as there are workers (at most four), a directory at a
+// time each; file contents go to worker threads, each reading,
 // chunking, hashing, asking the server which chunks it lacks (in batches) and
 // compressing and sending only those (a batch's send runs in the background while the
 // worker goes on with its next batch; at most one in flight a worker). Trees are built

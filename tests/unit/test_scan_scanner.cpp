@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -12,6 +13,7 @@
 
 #include "check_error.hpp"
 #include "libmirage/scan/scanner.hpp"
+#include "libmirage/tree/tree.hpp"
 #include "libmirage/util/error.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -165,4 +167,58 @@ TEST_CASE("on_tree gets the trees the previous cache does not list: none for an 
   auto r3 = scan_with(&r2.next_cache, &edited);
   CHECK(r3.tree != r1.tree);
   CHECK(edited == 3);  // a/b, a and / are new; c is not
+}
+
+TEST_CASE("a walk on several threads builds the trees of a walk on one, hardlink groups named alike") {
+  test::TempDir dir;
+  const fs::path root = dir.path();
+  for (int d = 0; d < 30; ++d)
+    for (int s = 0; s < 3; ++s) {
+      fs::path sub = root / ("d" + std::to_string(d)) / ("s" + std::to_string(s));
+      fs::create_directories(sub);
+      for (int f = 0; f < 4; ++f) std::ofstream(sub / ("f" + std::to_string(f))) << d << "/" << s << "/" << f;
+    }
+  // One inode under four names: a one-thread walk lists /D's own names before it walks
+  // into /D/a, and /D/a before /D/a-c ('-' sorts before '/', names are compared alone).
+  fs::create_directories(root / "D/a");
+  fs::create_directories(root / "D/a-c");
+  fs::create_directories(root / "E");
+  std::ofstream(root / "D/a/x") << "shared content";
+  fs::create_hard_link(root / "D/a/x", root / "D/b");
+  fs::create_hard_link(root / "D/a/x", root / "D/a-c/y");
+  fs::create_hard_link(root / "D/a/x", root / "E/z");
+  // And two names deeper in sibling directories.
+  fs::create_directories(root / "p/a");
+  fs::create_directories(root / "p/a-c");
+  std::ofstream(root / "p/a-c/r") << "other shared content";
+  fs::create_hard_link(root / "p/a-c/r", root / "p/a/q");
+
+  auto scan_on = [&](unsigned threads, std::map<std::string, std::string>* groups) {
+    CwdSink sink;
+    scan::ScanOptions so;
+    so.root = root;
+    so.threads = threads;
+    std::mutex m;
+    std::vector<std::vector<uint8_t>> trees;
+    so.on_tree = [&](const util::Digest&, std::span<const uint8_t> data) {
+      std::lock_guard lock(m);
+      trees.emplace_back(data.begin(), data.end());
+    };
+    auto r = scan::scan(so, sink);
+    for (const auto& t : trees)
+      for (const auto& e : tree::decode(t, "tree").entries)
+        if (!e.link_group.empty()) (*groups)[e.name] = e.link_group;
+    CHECK(r.stats.hardlinks == 4);
+    CHECK(r.stats.dirs == 30 + 90 + 7);  // d*, d*/s*, D D/a D/a-c E p p/a p/a-c
+    return r.tree;
+  };
+  std::map<std::string, std::string> one;
+  auto expected = scan_on(1, &one);
+  CHECK(one == std::map<std::string, std::string>{
+                   {"b", "/D/b"}, {"x", "/D/b"}, {"y", "/D/b"}, {"z", "/D/b"}, {"q", "/p/a/q"}, {"r", "/p/a/q"}});
+  for (int round = 0; round < 5; ++round) {
+    std::map<std::string, std::string> many;
+    CHECK(scan_on(4, &many) == expected);
+    CHECK(many == one);
+  }
 }
