@@ -844,24 +844,36 @@ class Scan {
   void build_trees() {
     std::unordered_set<std::string> uncacheable(m_pipeline.m_uncacheable.begin(), m_pipeline.m_uncacheable.end());
     Batch batch;
+    PendingPut pending;  // a full batch goes while the next directories are encoded
     for (size_t i = m_nodes.size(); i-- > 0;) {
       auto& node = *m_nodes[i];
-      tree::Tree t;
-      std::vector<CachedFile> cached_files;  // entries are in name order, so this is too
+      // The entries left out (unreadable) go; the rest, with their stamps, stay in order.
+      size_t kept = 0;
       for (size_t k = 0; k < node.entries.size(); ++k) {
-        auto& e = node.entries[k];
-        if (e.name.empty()) continue;  // left out (unreadable)
-        if (e.kind == tree::Kind::file) {
-          m_stats.bytes += e.size;
-          if (!e.chunks.empty() && (uncacheable.empty() || !uncacheable.count(child_path(node.path, e.name))))
-            cached_files.push_back({e.name, node.stamps[k], e.chunks, e.xattrs.empty()});
+        if (node.entries[k].name.empty()) continue;
+        if (kept != k) {
+          node.entries[kept] = std::move(node.entries[k]);
+          node.stamps[kept] = node.stamps[k];
         }
-        t.entries.push_back(std::move(e));
+        kept++;
+      }
+      node.entries.resize(kept);
+      tree::Tree t{std::move(node.entries)};
+      // A large directory is several objects (its pieces, then their index), each sent
+      // and cached on its own: an edit there sends one piece and the index. The entries
+      // are in name order already (as listed), so sorting them keeps them where they are,
+      // beside their stamps.
+      auto objects = tree::encode_dir_in_place(t);
+      // The next files cache takes the names and chunk lists the tree is done with.
+      std::vector<CachedFile> cached_files;  // in name order, as the entries
+      for (size_t k = 0; k < t.entries.size(); ++k) {
+        auto& e = t.entries[k];
+        if (e.kind != tree::Kind::file) continue;
+        m_stats.bytes += e.size;
+        if (!e.chunks.empty() && (uncacheable.empty() || !uncacheable.count(child_path(node.path, e.name))))
+          cached_files.push_back({std::move(e.name), node.stamps[k], std::move(e.chunks), e.xattrs.empty()});
       }
       m_result.next_cache.add_directory(node.path, std::move(cached_files));
-      // A large directory is several objects (its pieces, then their index), each sent
-      // and cached on its own: an edit there sends one piece and the index.
-      auto objects = tree::encode_dir(std::move(t));
       Digest id = objects.top.id;
       objects.pieces.push_back(std::move(objects.top));
       for (auto& [object_id, encoded] : objects.pieces) {
@@ -870,17 +882,17 @@ class Scan {
         m_result.next_cache.add_tree(object_id);
         if (!known && m_pipeline.first_sighting(object_id)) {
           batch.add(object_id, encoded);
-          if (batch.bytes.size() >= k_batch_bytes) m_pipeline.upload(batch, &m_trees_new);
+          if (batch.bytes.size() >= k_batch_bytes) m_pipeline.upload(batch, &m_trees_new, &pending);
         }
       }
       if (node.parent == SIZE_MAX)
         m_result.tree = id;
       else
         m_nodes[node.parent]->entries[node.parent_entry].subtree = id;
-      node.entries = {};
       node.stamps = {};
     }
-    m_pipeline.upload(batch, &m_trees_new);
+    m_pipeline.upload(batch, &m_trees_new, &pending);
+    pending.wait();
   }
 
   void collect_stats() {

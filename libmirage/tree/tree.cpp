@@ -150,7 +150,9 @@ std::optional<std::string> entry_problem(const Entry& e) {
   return std::nullopt;
 }
 
-std::vector<uint8_t> encode(Tree tree) {
+std::vector<uint8_t> encode(Tree tree) { return encode_in_place(tree); }
+
+std::vector<uint8_t> encode_in_place(Tree& tree) {
   std::sort(tree.entries.begin(), tree.entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
   util::ByteWriter w;
   w.raw(k_magic);
@@ -205,8 +207,10 @@ Object object_of(std::vector<uint8_t> data) {
 bool cut_after(const Entry& e) { return util::xxh3(e.name) % k_piece_target == 0; }
 }  // namespace
 
-DirObjects encode_dir(Tree tree) {
-  auto whole = encode(std::move(tree));
+DirObjects encode_dir(Tree tree) { return encode_dir_in_place(tree); }
+
+DirObjects encode_dir_in_place(Tree& tree) {
+  auto whole = encode_in_place(tree);
   if (entry_count(whole, "tree") <= k_split_entries && whole.size() <= k_split_bytes) return {{}, object_of(std::move(whole))};
   // encode() sorted and checked the entries; split its canonical bytes at entry bounds.
   Tree sorted = decode(whole, "tree");

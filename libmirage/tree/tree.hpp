@@ -94,6 +94,8 @@ struct Tree {
 /// Sorts entries and xattrs into canonical order and encodes. Throws Error(usage) on an
 /// invalid name or duplicate.
 std::vector<uint8_t> encode(Tree tree);
+/// As encode, sorting `tree` in place.
+std::vector<uint8_t> encode_in_place(Tree& tree);
 /// The entry count an MTR1 object claims, read without decoding it (for bounds checks);
 /// Error(integrity) naming `what` when it is not one.
 uint64_t entry_count(std::span<const uint8_t> data, const std::string& what);
@@ -128,6 +130,9 @@ struct DirObjects {
 
 /// Encodes a directory as encode() does, split into pieces when it is large.
 DirObjects encode_dir(Tree tree);
+/// As encode_dir, sorting `tree` (entries, and each one's xattrs) in place and leaving it
+/// with the caller, who may move out of it what it keeps (a scan: file names and chunks).
+DirObjects encode_dir_in_place(Tree& tree);
 
 /// One piece as an index names it.
 struct Piece {
