@@ -104,6 +104,11 @@ const std::vector<CachedFile>* FilesCache::directory(const std::string& dir_path
   return it == m_dirs.end() ? nullptr : &it->second;
 }
 
+std::vector<CachedFile>* FilesCache::directory(const std::string& dir_path) {
+  auto it = m_dirs.find(dir_path);
+  return it == m_dirs.end() ? nullptr : &it->second;
+}
+
 const CachedFile* FilesCache::lookup(const std::vector<CachedFile>* files, const std::string& name,
                                      const FileStamp& stamp) {
   if (!files) return nullptr;

@@ -58,8 +58,12 @@ class FilesCache {
 
   /// The cached files of a directory ("/usr/bin"), sorted by name; nullptr when none.
   const std::vector<CachedFile>* directory(const std::string& dir_path) const;
+  std::vector<CachedFile>* directory(const std::string& dir_path);
   /// `name`'s record in `files` (from directory()) when its stamp is unchanged.
   static const CachedFile* lookup(const std::vector<CachedFile>* files, const std::string& name, const FileStamp& stamp);
+  static CachedFile* lookup(std::vector<CachedFile>* files, const std::string& name, const FileStamp& stamp) {
+    return const_cast<CachedFile*>(lookup(const_cast<const std::vector<CachedFile>*>(files), name, stamp));
+  }
   /// Records a directory's files; `files` must be sorted by name.
   void add_directory(const std::string& dir_path, std::vector<CachedFile> files);
   /// Records one file (e.g. one a layer apply just wrote with known chunks).

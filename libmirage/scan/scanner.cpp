@@ -672,7 +672,7 @@ class Scan {
   /// subdirectories (to be opened) into `subdirs`.
   void visit(const Frame& frame, Counts& counts, std::vector<FileJob>& pending, Subdirs& subdirs) {
     std::vector<std::string> names = list_directory(frame);
-    const std::vector<CachedFile>* cached_dir = m_opts.cache ? m_opts.cache->directory(frame.dir->path) : nullptr;
+    std::vector<CachedFile>* cached_dir = m_opts.cache ? m_opts.cache->directory(frame.dir->path) : nullptr;
     frame.dir->entries.reserve(names.size());
     frame.dir->stamps.reserve(names.size());
     uint64_t files_before = counts.files;
@@ -702,7 +702,7 @@ class Scan {
   /// Adds one name of the directory to its node: a subdirectory to `subdirs`, a file
   /// the cache does not vouch for to the pending jobs, a second name of a file to its
   /// hardlink group.
-  void add_entry(const Frame& frame, const std::string& name, const std::vector<CachedFile>* cached_dir,
+  void add_entry(const Frame& frame, const std::string& name, std::vector<CachedFile>* cached_dir,
                  Subdirs& subdirs, Counts& counts, std::vector<FileJob>& pending) {
     DirNode& dir = *frame.dir;
     std::string path = child_path(dir.path, name);
@@ -722,7 +722,7 @@ class Scan {
     // listed when it had none.
     FileStamp stamp{S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0, ns(st.st_mtim), ns(st.st_ctim),
                     static_cast<uint64_t>(st.st_ino)};
-    const CachedFile* cached = S_ISREG(st.st_mode) ? FilesCache::lookup(cached_dir, name, stamp) : nullptr;
+    CachedFile* cached = S_ISREG(st.st_mode) ? FilesCache::lookup(cached_dir, name, stamp) : nullptr;
     tree::Entry entry;
     try {
       entry = entry_from_stat(frame.fd.get(), name, st, !cached || !cached->no_xattrs);
@@ -752,7 +752,7 @@ class Scan {
     } else if (entry.kind == tree::Kind::file) {
       counts.files++;
       if (cached)
-        entry.chunks = cached->chunks;
+        entry.chunks = std::move(cached->chunks);  // the cache is spent (ScanOptions::cache)
       else if (entry.size > 0)
         pending.push_back(FileJob{frame.node, idx, nullptr, path.substr(1), path, stamp});
     }

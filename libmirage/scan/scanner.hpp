@@ -80,7 +80,9 @@ struct Progress {
 struct ScanOptions {
   std::filesystem::path root;
   policy::UploadPolicy policy = policy::UploadPolicy::defaults();
-  const FilesCache* cache = nullptr;  ///< previous cache, may be null
+  /// The previous cache, may be null. The scan takes (moves) the chunk lists of the files
+  /// it finds unchanged out of it: afterwards it answers has_tree() and nothing else.
+  FilesCache* cache = nullptr;
   int compression_level = 3;
   unsigned threads = 2;
   std::function<void(const Progress&)> progress;  ///< called about 4 times a second

@@ -149,7 +149,7 @@ TEST_CASE("on_tree gets the trees the previous cache does not list: none for an 
   fs::create_directories(dir.path() / "c");
   std::ofstream(dir.path() / "a/b/file") << "some content";
   std::ofstream(dir.path() / "c/other") << "more content";
-  auto scan_with = [&](const scan::FilesCache* cache, size_t* given) {
+  auto scan_with = [&](scan::FilesCache* cache, size_t* given) {
     CwdSink sink;
     scan::ScanOptions so;
     so.root = dir.path();
