@@ -414,7 +414,7 @@ int main(int argc, char** argv) {
   app.add_option("--compression", o.compression,
                  "zstd level -7..19 or auto (1 local, 3 network)")
       ->check([](const std::string& v) { return compression_level(v, "").has_value() ? std::string() : "expected auto or a level from -7 to 19"; });
-  app.add_option("--threads", o.threads, "Upload worker threads, and walk threads up to 4 (default 2)")->check(CLI::Range(1, 64));
+  app.add_option("--threads", o.threads, "Upload and walk threads (default 2)")->check(CLI::Range(1, 64));
   auto* watch_flag = app.add_flag("--watch", o.watch, "Keep syncing (every --interval, at once on orders)");
   app.add_option("--interval", o.interval, "With --watch: time between syncs (default 60m)")
       ->transform(CLI::AsNumberWithUnit(std::map<std::string, double>{{"s", 1}, {"m", 60}, {"h", 3600}},
