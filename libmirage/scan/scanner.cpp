@@ -164,7 +164,7 @@ class Pipeline {
 
   void submit(FileJob job) {
     std::lock_guard lock(m_mutex);
-    m_bytes_to_read += job.stamp.size;
+    m_bytes_to_read.fetch_add(job.stamp.size, std::memory_order_relaxed);
     job.seq = m_submitted++;
     m_jobs.push_back(std::move(job));
     m_cv.notify_one();
@@ -248,7 +248,7 @@ class Pipeline {
   }
 
   std::atomic<uint64_t> m_files_read{0}, m_bytes_read{0}, m_chunks_new{0}, m_bytes_new{0}, m_bytes_sent{0};
-  uint64_t m_bytes_to_read = 0;
+  std::atomic<uint64_t> m_bytes_to_read{0};  ///< the walkers add, the progress reads
   std::mutex m_warn_mutex;
   std::vector<std::string> m_warnings;
   uint64_t m_unreadable = 0;
@@ -594,7 +594,7 @@ class Scan {
     if (walking && now - m_last_tick < std::chrono::milliseconds(250)) return;
     m_last_tick = now;
     m_opts.progress({m_files_walked.load(std::memory_order_relaxed), m_pipeline.m_bytes_read.load(),
-                     m_pipeline.m_bytes_sent.load(), m_pipeline.m_bytes_to_read, walking});
+                     m_pipeline.m_bytes_sent.load(), m_pipeline.m_bytes_to_read.load(), walking});
   }
 
   /// Pass 1: the walkers list and stat every directory and queue the files that the
@@ -603,10 +603,11 @@ class Scan {
     m_stack.push_back({0, m_nodes[0].get(), util::Fd(::dup(m_rootfd.get())), false});
     if (m_opts.threads) m_pipeline.start();
     unsigned helpers = std::clamp(m_opts.threads, 1u, 4u) - 1;
-    std::vector<std::thread> threads;
-    for (unsigned i = 0; i < helpers; ++i) threads.emplace_back([this] { walker(false); });
-    walker(true);  // this thread: also the one that reports progress
-    for (auto& t : threads) t.join();
+    {
+      std::vector<std::jthread> threads;  // joined however this block is left
+      for (unsigned i = 0; i < helpers; ++i) threads.emplace_back([this] { walker(false); });
+      walker(true);  // this thread: also the one that reports progress
+    }
     if (m_walk_error) {
       m_stack.clear();
       std::rethrow_exception(m_walk_error);

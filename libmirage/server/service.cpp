@@ -1,5 +1,6 @@
 #include "libmirage/server/service.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cassert>
@@ -35,6 +36,11 @@ std::string audited_device(const json& params) {
 Service::Service(std::filesystem::path data, bool create, Limits limits) : m_data(std::move(data)), m_limits(limits) {
   // The first connection creates a missing data directory (or refuses one that is not).
   m_pool.push_back(std::make_unique<store::Repository>(m_data, create));
+}
+
+bool Service::data_owned_by_this_user() const {
+  struct stat st;
+  return ::stat(m_data.c_str(), &st) == 0 && st.st_uid == ::geteuid();
 }
 
 Service::Lease::Lease(Service& service) : m_service(service), m_outer(t_repo) {

@@ -32,7 +32,8 @@ struct HttpRoute;
 struct Caller {
   Role role = Role::admin;  ///< admin for stdio and admin tokens
   std::string name;         ///< token name (or device id), for the audit log
-  /// The data directory's owner (stdio: the process that could write the packs itself).
+  /// The data directory's owner (stdio, run by the user who owns it: who could write the
+  /// packs itself).
   /// Its uploads are checked for framing, not decoded and re-hashed (store::UploadCheck).
   bool owner = false;
 };
@@ -44,6 +45,9 @@ class Service {
   Service(std::filesystem::path data, bool create, Limits limits = {});
 
   const Limits& limits() const { return m_limits; }
+  /// True when this process's effective user owns the data directory (and so could
+  /// write its packs directly): its stdio client is the store's owner (Caller::owner).
+  bool data_owned_by_this_user() const;
 
   /// Runs one request; errors come back in the reply, never as exceptions.
   proto::Reply handle(proto::Request request, const Caller& caller);

@@ -10,6 +10,8 @@
 #include "cmd/common/tool.hpp"
 #include "libmirage/server/limits.hpp"
 #include "libmirage/server/service.hpp"
+#include "libmirage/store/record.hpp"
+#include "libmirage/util/digest.hpp"
 #include "libmirage/util/fd.hpp"
 #include "tests/unit/check_error.hpp"
 
@@ -238,3 +240,20 @@ TEST_CASE("limits_report shows each limit's effective value and default") {
 }
 
 TEST_SUITE_END();
+
+TEST_CASE("chunks.put: the store's owner gets its records' framing checked, any other caller every chunk decoded") {
+  DataDir d;
+  server::Service service(d.data(), false);
+  CHECK(service.data_owned_by_this_user());  // made by this test's user
+  std::string text(5000, 'w');
+  auto bytes = std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  std::vector<uint8_t> forged, misframed;
+  store::append_plain(forged, util::sha256(std::string_view("another chunk")), bytes, 3);
+  store::append_plain(misframed, util::sha256(text), bytes, 3);
+  misframed[33] ^= 1;  // the record's raw size against its frame's
+  server::Caller admin{server::Role::admin, "admin"};
+  server::Caller owner{server::Role::admin, "local", true};
+  CHECK(reply_kind(service.handle(request("chunks.put", nlohmann::json::object(), forged), admin)) == "integrity");
+  CHECK(reply_kind(service.handle(request("chunks.put", nlohmann::json::object(), misframed), owner)) == "integrity");
+  CHECK(reply_kind(service.handle(request("chunks.put", nlohmann::json::object(), forged), owner)) == "ok");
+}
