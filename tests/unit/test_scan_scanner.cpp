@@ -89,7 +89,11 @@ TEST_CASE("a put that fails in the background stops the scan at once, not at its
     o.root = dir / "root";
     o.threads = threads;
     CHECK(test::thrown_kind([&] { scan::scan(o, sink); }) == "unavailable");
-    CHECK(sink.asked_after_failure == 0);
+    // One worker: nothing asked once its put failed (before the fix it read on and asked
+    // at its flush). Two: the other worker may be asking as the put fails, in the moment
+    // between the sink's failure and the pipeline's hearing of it (seen once on a loaded
+    // machine); more than that one would be a worker that did not stop.
+    CHECK(sink.asked_after_failure <= static_cast<int>(threads) - 1);
   }
   fs::remove_all(dir);
 }
