@@ -1,6 +1,7 @@
 #include "libmirage/scan/files_cache.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "libmirage/util/bytes.hpp"
 #include "libmirage/util/error.hpp"
@@ -105,8 +106,7 @@ const std::vector<CachedFile>* FilesCache::directory(const std::string& dir_path
 }
 
 std::vector<CachedFile>* FilesCache::directory(const std::string& dir_path) {
-  auto it = m_dirs.find(dir_path);
-  return it == m_dirs.end() ? nullptr : &it->second;
+  return const_cast<std::vector<CachedFile>*>(std::as_const(*this).directory(dir_path));
 }
 
 const CachedFile* FilesCache::lookup(const std::vector<CachedFile>* files, const std::string& name,

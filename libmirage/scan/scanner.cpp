@@ -81,12 +81,9 @@ struct DirNode {
 };
 
 struct FileJob {
-  size_t node;
-  size_t entry;
-  // The entry itself. The walk keeps appending directory nodes while workers run, so a
-  // worker must never index the node vector; an entries vector is complete before its
-  // jobs are submitted, and moving a node (when the node vector grows) keeps its
-  // entries' addresses.
+  size_t entry;  // its index in its directory's entries
+  // The entry itself, set once the directory's entries vector is complete (walkers keep
+  // appending nodes while workers run: a worker never indexes the node vector).
   tree::Entry* target = nullptr;
   std::string relpath;  // relative to the root fd, no leading slash
   std::string path;     // root-relative with a leading slash (cache key, messages)
@@ -755,7 +752,7 @@ class Scan {
       if (cached)
         entry.chunks = std::move(cached->chunks);  // the cache is spent (ScanOptions::cache)
       else if (entry.size > 0)
-        pending.push_back(FileJob{frame.node, idx, nullptr, path.substr(1), path, stamp});
+        pending.push_back(FileJob{idx, nullptr, path.substr(1), path, stamp});
     }
     dir.stamps.push_back(stamp);
     dir.entries.push_back(std::move(entry));

@@ -32,9 +32,9 @@ struct HttpRoute;
 struct Caller {
   Role role = Role::admin;  ///< admin for stdio and admin tokens
   std::string name;         ///< token name (or device id), for the audit log
-  /// The data directory's owner (stdio, run by the user who owns it: who could write the
-  /// packs itself).
-  /// Its uploads are checked for framing, not decoded and re-hashed (store::UploadCheck).
+  /// The data directory's owner (stdio, run by the user who owns it, who could write the
+  /// packs itself): its uploads are checked for framing, not decoded and re-hashed
+  /// (store::UploadCheck).
   bool owner = false;
 };
 

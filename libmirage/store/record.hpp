@@ -65,8 +65,8 @@ void open_record_into(const Record& record, std::span<uint8_t> out, const std::s
 /// hashed where it lies, a compressed one decoded into `scratch` (grown as needed).
 void verify_record(const Record& record, std::vector<uint8_t>& scratch, const std::string& what);
 /// Checks what a record says about itself without decoding it: a zstd frame's header
-/// declares the record's raw size. For uploads from the store's owner (see
-/// store::index_upload); throws Error(integrity).
+/// declares the record's raw size. For uploads from the store's owner
+/// (store::UploadCheck::framing); throws Error(integrity).
 void check_record_framing(const Record& record, const std::string& what);
 
 }  // namespace mirage::store
