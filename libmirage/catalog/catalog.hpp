@@ -350,7 +350,9 @@ class Catalog {
 
   /// An upload in flight from `source` (a device, or "capture:" and a token name): it
   /// started with its first chunks and ends with its commit. GC keeps every chunk added
-  /// since the oldest upload still active started.
+  /// since the oldest upload still active started. A touch moves the upload's last touch
+  /// only when that is a second old or more (a put comes every few milliseconds; an
+  /// upload counts as abandoned after an hour): it spares each put a write.
   virtual void touch_upload(const std::string& source) = 0;
   virtual void end_upload(const std::string& source) = 0;
   /// The uploads touched at or after `touched_since` (ns).

@@ -686,6 +686,12 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: credentials, CVDs, captures, upl
   auto u = cat->uploads_in_flight(k_t0 + k_s);
   CHECK(u.count == 2);
   CHECK(u.oldest_start == k_t0);
+  clock.advance(k_s / 2);
+  cat->touch_upload("a");  // within a second of its last touch: not written
+  CHECK(cat->uploads_in_flight(k_t0 + 10 * k_s + 1).count == 0);
+  clock.advance(k_s / 2);
+  cat->touch_upload("a");  // a second after it: moved
+  CHECK(cat->uploads_in_flight(k_t0 + 11 * k_s).count == 1);
   clock.advance(10 * k_s);
   cat->touch_upload("capture:desk");
   u = cat->uploads_in_flight(k_t0 + 15 * k_s);  // "a" silent since k_t0 + 10s

@@ -23,6 +23,8 @@ namespace {
 //    registered without its credential waits for re-enrolment (reenrolments).
 // 8: the latest migration preflight report per device (migration_checks).
 constexpr int k_schema_version = 8;
+/// catalog.hpp, touch_upload: how old a touch is before the next one is written.
+constexpr int64_t k_touch_granularity_ns = 1000000000;
 
 #define MIRAGE_PACKS_COLUMNS                                                                              \
   "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL, volume INTEGER NOT NULL REFERENCES " \
@@ -742,6 +744,14 @@ void SqliteCatalog::set_device_volume(const std::string& id, int64_t volume) {
 
 void SqliteCatalog::touch_upload(const std::string& source) {
   int64_t now = util::now_ns();
+  // An upload touches with each put (every few milliseconds), and GC counts it abandoned
+  // only after an hour of silence: a touch within a second of the last is not written,
+  // which spares each put a write transaction of its own. (A read, ended before the
+  // write below: scalar() leaves no read open for it to upgrade.)
+  int64_t last = util::Stmt(m_db, "SELECT coalesce(max(touched_at), 0) FROM uploads WHERE source = ?")
+                     .bind(1, source)
+                     .scalar();
+  if (last <= now && now - last < k_touch_granularity_ns) return;
   util::Stmt(m_db,
              "INSERT INTO uploads(source, started_at, touched_at) VALUES (?, ?, ?) "
              "ON CONFLICT(source) DO UPDATE SET touched_at = excluded.touched_at")
