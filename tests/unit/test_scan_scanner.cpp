@@ -145,6 +145,40 @@ TEST_CASE("a scan of more files than the prefetch's credit, all in the page cach
   fs::remove_all(dir);
 }
 
+TEST_CASE("a file that grows between the walk's stat and its read is reported as changed, not taken as whole") {
+  // A file is read up to the size the walk's stat gave it (its end is then known without a
+  // read that returns nothing); what it holds beyond is found by the stat after the read.
+  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
+  fs::path dir = ::mkdtemp(tmpl.data());
+  std::mt19937_64 rng(11);
+  std::string big(5u << 20, '\0');
+  for (auto& c : big) c = static_cast<char>(rng());
+  std::ofstream(dir / "a-big", std::ios::binary) << big;  // read first; a batch fills in it
+  std::ofstream(dir / "b-small") << "twelve bytes";
+  // Appends to b-small at the first question, asked when a-big's first batch is full:
+  // after the walk stat'ed b-small (same directory), before a worker reads it.
+  class GrowingSink : public CwdSink {
+   public:
+    explicit GrowingSink(fs::path path) : m_path(std::move(path)) {}
+    std::vector<bool> missing(std::span<const util::Digest> ids) override {
+      if (!m_grown.exchange(true)) std::ofstream(m_path, std::ios::app) << " and more";
+      return CwdSink::missing(ids);
+    }
+
+   private:
+    fs::path m_path;
+    std::atomic<bool> m_grown{false};
+  } sink(dir / "b-small");
+  scan::ScanOptions so;
+  so.root = dir;
+  so.threads = 1;
+  auto result = scan::scan(so, sink);
+  bool warned = false;
+  for (const auto& w : result.stats.warnings) warned |= w.find("b-small: changed while it was read") != std::string::npos;
+  CHECK(warned);
+  fs::remove_all(dir);
+}
+
 TEST_SUITE_END();
 
 TEST_CASE("on_tree gets the trees the previous cache does not list: none for an unchanged tree, the changed path's after an edit") {
