@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "libmirage/server/loopback.hpp"
 #include "libmirage/util/clock.hpp"
 #include "libmirage/util/fd.hpp"
 #include "libmirage/util/json_input.hpp"
@@ -51,6 +52,9 @@ proto::ConnectOptions connect_options(const Common& common) {
   if (o.server.rfind("local:", 0) == 0 && o.server.size() > 6)
     o.server = "local:" + std::filesystem::absolute(o.server.substr(6)).string();
   o.token = common.token;
+  // local:DIR is served in this process: no server process, no pipe, one catalog for
+  // all the command's connections (MIRAGE_SERVERD still names a server to run instead).
+  o.in_process = [](const std::string& dir) { return server::open_in_process(dir); };
   if (!common.ca_file.empty()) o.ca_file = std::filesystem::absolute(common.ca_file).string();
   return o;
 }

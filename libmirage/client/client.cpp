@@ -21,7 +21,7 @@ proto::Reply Client::call_binary(const std::string& method, nlohmann::json param
   req.method = method;
   req.params = std::move(params);
   req.binary = std::move(binary);
-  proto::Reply reply = m_transport->call(req);
+  proto::Reply reply = m_transport->call(std::move(req));
   if (reply.error) throw *reply.error;
   return reply;
 }

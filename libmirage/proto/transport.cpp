@@ -37,9 +37,15 @@ std::string default_server() {
 
 namespace {
 
+/// The server program named for local: (given, else $MIRAGE_SERVERD), or "".
 std::string find_serverd(const std::string& given) {
   if (!given.empty()) return given;
   if (const char* env = std::getenv("MIRAGE_SERVERD"); env && *env) return env;
+  return "";
+}
+
+/// mirage-serverd beside this executable, else on PATH.
+std::string default_serverd() {
   std::error_code ec;
   fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
@@ -165,7 +171,7 @@ class StdioTransport : public Transport {
     m_log.reset();
   }
 
-  Reply call(const Request& request) override {
+  Reply call(Request request) override {
     std::lock_guard lock(m_mutex);
     auto header = encode_request_header(request);
     try {
@@ -201,7 +207,7 @@ class HttpTransport : public Transport {
     while (!m_url.empty() && m_url.back() == '/') m_url.pop_back();
   }
 
-  Reply call(const Request& request) override {
+  Reply call(Request request) override {
     auto body = encode_request(request);
     std::vector<std::string> headers = {"Content-Type: application/x-mirage-frame",
                                         // The server sets the body limit by method before it reads the body.
@@ -272,7 +278,10 @@ std::unique_ptr<Transport> connect(const ConnectOptions& options) {
   if (s.rfind("local:", 0) == 0) {
     std::string dir = s.substr(6);
     if (dir.empty()) throw Error(ErrorKind::usage, "server " + s + ": local: needs a directory");
-    return std::make_unique<StdioTransport>(find_serverd(options.serverd_exe), fs::absolute(dir).string());
+    std::string exe = find_serverd(options.serverd_exe);
+    if (options.in_process && exe.empty()) return options.in_process(fs::absolute(dir).string());
+    if (exe.empty()) exe = default_serverd();
+    return std::make_unique<StdioTransport>(exe, fs::absolute(dir).string());
   }
   if (s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0)
     return std::make_unique<HttpTransport>(s, options.token, options.ca_file,

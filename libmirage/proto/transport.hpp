@@ -1,8 +1,12 @@
 #pragma once
 // Transports carry request frames to a server and bring replies back.
-//   local:DIR          spawns `mirage-serverd --stdio --data DIR` (the embedded default;
-//                      the caller ignores SIGPIPE, as cmd/ does: the library sets no signal)
+//   local:DIR          the embedded default: DIR's service in this process
+//                      (ConnectOptions::in_process), else, or when a server program is
+//                      named (serverd_exe, $MIRAGE_SERVERD), that program run as
+//                      `mirage-serverd --stdio --data DIR` (the caller ignores SIGPIPE, as
+//                      cmd/ does: the library sets no signal)
 //   http(s)://H:P      POSTs frames to /v1/rpc with a bearer token (util::HttpClient)
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -15,7 +19,7 @@ class Transport {
   virtual ~Transport() = default;
   /// Sends a request and waits for its reply. Thread-safe. A reply carrying an error
   /// is returned, not thrown; transport failures throw Error(unavailable).
-  virtual Reply call(const Request& request) = 0;
+  virtual Reply call(Request request) = 0;
   /// A short description for messages ("local:/var/lib/mirage").
   virtual std::string describe() const = 0;
 };
@@ -23,7 +27,12 @@ class Transport {
 struct ConnectOptions {
   std::string server;       ///< "local:DIR" or "http(s)://host:port"
   std::string token;        ///< bearer token for HTTP
-  std::string serverd_exe;  ///< path of mirage-serverd for local: (default: beside this executable, then PATH)
+  /// Opens local:DIR's service in this process (server::open_in_process; proto cannot
+  /// name it). Unset, or with a server program named below, local: runs that program.
+  std::function<std::unique_ptr<Transport>(const std::string& dir)> in_process;
+  /// The server program for local: over stdio: this, else $MIRAGE_SERVERD, else
+  /// mirage-serverd beside this executable, then on PATH.
+  std::string serverd_exe;
   std::string ca_file;      ///< CA bundle for https (default: the system store)
   /// HTTP(S): seconds to open the connection, TLS handshake included. Negative:
   /// $MIRAGE_CONNECT_TIMEOUT, else 60 (a busy server takes a queued handshake late).

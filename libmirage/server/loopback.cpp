@@ -1,12 +1,14 @@
 #include "libmirage/server/loopback.hpp"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 
 #include "libmirage/util/error.hpp"
 
 namespace mirage::server {
 
-proto::Reply LoopbackTransport::call(const proto::Request& request) {
+proto::Reply LoopbackTransport::call(proto::Request request) {
   proto::Reply reply;
   nlohmann::json id = nullptr;
   try {
@@ -32,6 +34,51 @@ proto::Reply LoopbackTransport::call(const proto::Request& request) {
     reply = proto::Reply{id, nlohmann::json::object(), e, {}};
   }
   return proto::parse_reply(proto::decode_frame(proto::encode_reply(reply)));
+}
+
+namespace {
+
+class InProcessTransport : public proto::Transport {
+ public:
+  InProcessTransport(std::shared_ptr<Service> service, std::string data)
+      : m_service(std::move(service)),
+        m_data(std::move(data)),
+        m_caller{Role::admin, "local", m_service->data_owned_by_this_user()} {}
+
+  proto::Reply call(proto::Request request) override {
+    // The body limits hold here as over stdio: the length a frame of this request would have.
+    size_t length = proto::encode_request_header(request).size() + request.binary.size();
+    uint64_t limit = m_service->limits().body_limit(request.method);
+    if (length > limit)
+      return proto::Reply{request.id, nlohmann::json::object(),
+                          Error(ErrorKind::usage, "request body of " + std::to_string(length) +
+                                                      " bytes is over the limit of " + std::to_string(limit) + " for " +
+                                                      request.method),
+                          {}};
+    return m_service->handle(std::move(request), m_caller);
+  }
+  std::string describe() const override { return "local:" + m_data; }
+
+ private:
+  std::shared_ptr<Service> m_service;
+  std::string m_data;
+  Caller m_caller;
+};
+
+}  // namespace
+
+std::unique_ptr<proto::Transport> open_in_process(const std::filesystem::path& data, const Limits& limits) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<Service>> services;
+  std::string key = std::filesystem::absolute(data).lexically_normal().string();
+  std::lock_guard lock(mutex);
+  std::erase_if(services, [](const auto& s) { return s.second.expired(); });
+  std::shared_ptr<Service> service = services[key].lock();
+  if (!service) {
+    service = std::make_shared<Service>(key, true, limits);
+    services[key] = service;
+  }
+  return std::make_unique<InProcessTransport>(std::move(service), key);
 }
 
 }  // namespace mirage::server

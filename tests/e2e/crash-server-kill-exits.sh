@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A centralize whose server is killed with -9 in the middle of a first upload exits
 # within 30 s with exit 75 (server unavailable), never hangs: over the local transport
-# (its mirage-serverd --stdio processes killed) at several points of the upload, and
-# over HTTP. A worker's put runs in the background; its failure must stop the whole
+# run by a server program (MIRAGE_SERVERD: its mirage-serverd --stdio processes killed)
+# at several points of the upload, and over HTTP. (The commands' own in-process store
+# dies with them: crash-kill9-centralize.) A worker's put runs in the background; its failure must stop the whole
 # upload (the walk, the other workers, the trees), not wait for a worker's next batch.
 source "$(dirname "$0")/lib.sh"
 need python3 timeout pgrep
@@ -46,8 +47,9 @@ run_and_kill() {
 # child too, and killing that one would hang the client (not what this test is about).
 kill_stdio_servers() { local kids; kids=$(pgrep -P $PID -x mirage-serverd) && kill -9 $kids || true; }
 
-# Local transport: the servers are the client's children.
+# Local transport run by a server program: the servers are the client's children.
 DATA=$MIRAGE_HOME KILL=kill_stdio_servers
+export MIRAGE_SERVERD; MIRAGE_SERVERD=$(command -v mirage-serverd)
 mkdir -p "$TEST_TMP/empty"
 expect_exit 5 mirage-centralize --root "$TEST_TMP/empty" --device-id dev-k --output json
 mirage-centralize accept dev-k >/dev/null
@@ -58,6 +60,8 @@ for growth in 1 4000000 12000000; do
   expect_contains "$(cat "$TEST_TMP/run.err")" "exited"
 done
 expect_exit 0 mirage check --read-data --output json
+
+unset MIRAGE_SERVERD
 
 # HTTP: the server itself.
 start_http_server "$TEST_TMP/server"

@@ -1,5 +1,6 @@
 // Transport conformance: one template run over every transport a client may use — the
-// in-process loopback, a spawned `mirage-serverd --stdio` (local:), and HTTP on
+// in-process loopback, a spawned `mirage-serverd --stdio` (local: with a server program
+// named), local: served in this process (the commands' default), and HTTP on
 // 127.0.0.1 served in this process on a port the kernel picks. The same calls must give
 // the same replies and the same error kinds: not found, malformed, body too large, and
 // (where the transport carries tokens) authentication refused. Each server has
@@ -85,6 +86,13 @@ struct Stdio : DataDir {
   client::Client as(const std::string&) { return admin(); }
 };
 
+/// local: served in this process (the commands' default): no token either.
+struct InProcess : DataDir {
+  static constexpr bool carries_tokens = false;
+  client::Client admin() { return client::Client(server::open_in_process(data(), limits())); }
+  client::Client as(const std::string&) { return admin(); }
+};
+
 struct Http : DataDir {
   static constexpr bool carries_tokens = true;
   server::Service service{data(), false, limits()};
@@ -149,7 +157,7 @@ std::vector<uint8_t> random_bytes(size_t n, unsigned seed) {
 
 TEST_SUITE_BEGIN("transport conformance");
 
-TEST_CASE_TEMPLATE("the same calls give the same replies", T, Loopback, Stdio, Http) {
+TEST_CASE_TEMPLATE("the same calls give the same replies", T, Loopback, Stdio, InProcess, Http) {
   T server;
   auto admin = server.admin();
   CHECK(admin.call("device.register", {{"device_id", "conf-1"}, {"hostname", "conf-1"}})["state"] == "pending");
@@ -173,7 +181,7 @@ TEST_CASE_TEMPLATE("the same calls give the same replies", T, Loopback, Stdio, H
   CHECK(store::open_record(record, "chunks.get") == plain);
 }
 
-TEST_CASE_TEMPLATE("the same refusals give the same error kinds", T, Loopback, Stdio, Http) {
+TEST_CASE_TEMPLATE("the same refusals give the same error kinds", T, Loopback, Stdio, InProcess, Http) {
   T server;
   auto admin = server.admin();
   // Not found.
@@ -197,6 +205,40 @@ TEST_CASE_TEMPLATE("the same refusals give the same error kinds", T, Loopback, S
     auto anonymous = server.as("");
     CHECK_ERROR_KIND(anonymous.call("token.list"), ErrorKind::permission);
   }
+}
+
+TEST_CASE("local: is served in process, unless a server program is named (ConnectOptions, MIRAGE_SERVERD)") {
+  DataDir d;
+  std::string saved = std::getenv("MIRAGE_SERVERD") ? std::getenv("MIRAGE_SERVERD") : "";
+  ::unsetenv("MIRAGE_SERVERD");
+  int opened = 0;
+  proto::ConnectOptions o;
+  o.server = "local:" + d.data().string();
+  o.in_process = [&](const std::string& dir) {
+    opened++;
+    return server::open_in_process(dir);
+  };
+  {
+    auto a = client::Client(proto::connect(o));
+    auto b = client::Client(proto::connect(o));
+    CHECK(opened == 2);
+    CHECK(a.call("device.register", {{"device_id", "shared"}})["state"] == "pending");
+    CHECK(b.call("device.list")["devices"].size() == 1);
+  }
+  ::signal(SIGPIPE, SIG_IGN);  // as cmd/ does for local:
+  o.serverd_exe = MIRAGE_SERVERD_PATH;
+  auto spawned = client::Client(proto::connect(o));
+  CHECK(opened == 2);
+  CHECK(spawned.call("device.list")["devices"].size() == 1);
+  o.serverd_exe.clear();
+  ::setenv("MIRAGE_SERVERD", MIRAGE_SERVERD_PATH, 1);
+  auto by_env = client::Client(proto::connect(o));
+  CHECK(opened == 2);
+  CHECK(by_env.call("device.list")["devices"].size() == 1);
+  if (saved.empty())
+    ::unsetenv("MIRAGE_SERVERD");
+  else
+    ::setenv("MIRAGE_SERVERD", saved.c_str(), 1);
 }
 
 TEST_SUITE_END();
