@@ -6,8 +6,8 @@
 # them) plus one directory of 10,000 small files, backed up by both tools; then 23 more
 # snapshots: every sixth after 1% of the files changed in place (a random 4 KiB write),
 # the others after 0.05%. Measured, each the best of $BENCH_RUNS runs (default 3), both
-# tools on their local repositories (mirage's embedded store spawns mirage-serverd
-# --stdio per command, as restic opens its repository per command):
+# tools on their local repositories (mirage's embedded store is opened by each command,
+# as restic opens its repository per command):
 #   ls of the 10,000-entry directory    restic ls latest DIR     mirage-restore ls DIR
 #   diff of two snapshots 1% apart      restic diff A B          mirage-restore diff A B
 #   find of one name over 24 snapshots  restic find NAME         mirage-restore find NAME

@@ -20,7 +20,7 @@ run() {
   local label=$1; shift
   /usr/bin/time -f '%e %M %U %S' -o "$B/time" "$@" >"$B/$label.out" 2>"$B/$label.err" || { cat "$B/$label.err" >&2; exit 1; }
   read -r SECS RSS user sys <"$B/time"
-  CPU=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')  # with the children it waited for (mirage-serverd)
+  CPU=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')  # with the children it waited for
 }
 size() { du -sb "$1" | cut -f1; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }

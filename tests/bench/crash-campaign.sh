@@ -4,7 +4,8 @@
 # Each trial picks one of four victims and a random moment (up to 1.2 times what an
 # undisturbed run of the same step took when the campaign started):
 #   centralize  a sync of device dev-c after some of its files changed (local: transport);
-#               the client, its mirage-serverd --stdio, or both are killed
+#               the client (its store in process), its mirage-serverd --stdio (run as
+#               MIRAGE_SERVERD for such trials), or both are killed
 #   apply       a sync of device dev-a carrying out a layer order (base b@1 <-> b@2); the
 #               client, its server or both are killed, at a random moment or, one time in
 #               four, at a random staging or commit step of the apply (MIRAGE_TEST_CRASH_AT_*)
@@ -170,7 +171,11 @@ verify_latest() {
 run_killed() { run_killed_quietly "$@" 2>/dev/null; }  # no "Killed" notices from bash
 run_killed_quietly() {
   local delay=$1; VICTIM=$2; shift 2
-  setsid "$@" >"$W/logs/run.out" 2>"$W/logs/run.err" &
+  # The commands serve local: in their own process; a server to kill apart from its
+  # client is one they run as MIRAGE_SERVERD (server, both), the client alone the other.
+  local serverd=
+  case $VICTIM in server | both) serverd=$(command -v mirage-serverd) ;; esac
+  MIRAGE_SERVERD=$serverd setsid "$@" >"$W/logs/run.out" 2>"$W/logs/run.err" &
   local pid=$! i
   sleep "$delay"
   LANDED=0
