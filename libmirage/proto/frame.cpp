@@ -159,6 +159,14 @@ Request parse_request(Frame frame, nlohmann::json* id_out) {
   return r;
 }
 
+Request rewire_request(Request request, const FrameLimits& limits, size_t* length_out, nlohmann::json* id_out) {
+  auto line = encode_frame(request_header(request), {});
+  *length_out = line.size() + request.binary.size();
+  check_header_size(line.size() - 1, limits.max_header);
+  Frame frame{parse_header(std::span(line).first(line.size() - 1), limits), std::move(request.binary)};
+  return parse_request(std::move(frame), id_out);
+}
+
 Reply parse_reply(Frame frame) {
   Reply r;
   const auto& h = frame.header;

@@ -84,6 +84,12 @@ Frame decode_frame(std::vector<uint8_t>&& data, const FrameLimits& limits = {});
 /// Validates a request header (version, method, params); throws Error(usage) naming
 /// what is wrong, and keeps the id in `id_out` so the error reply can carry it.
 Request parse_request(Frame frame, nlohmann::json* id_out);
+/// A request as a server reads it off the wire, without the wire (the in-process
+/// transport): its header encoded and parsed again (text made valid UTF-8, as the encoder
+/// does for every transport; the frame limits held) and validated as parse_request does;
+/// its binary part moved. `length_out`: the length its frame would have. Throws as
+/// decode_frame and parse_request do.
+Request rewire_request(Request request, const FrameLimits& limits, size_t* length_out, nlohmann::json* id_out);
 /// Reads a reply; a reply carrying an error comes back with `error` set.
 Reply parse_reply(Frame frame);
 

@@ -378,28 +378,23 @@ class Pipeline {
     if (job.stamp.size > k_read_size) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
     note_cache_probe(fd.get());
     std::vector<tree::ChunkRef> chunks;
-    uint64_t total = 0, offset = 0;
+    uint64_t total = 0;
     size_t have = 0;
     bool eof = false;
     const size_t max = chunker.params().max_size;
     while (!eof || have > 0) {
       if (m_failed) return;  // the scan ends with the first error: no use reading on
       while (!eof && have < max) {
-        // No more than the walk's stat said the file holds (a job's is never 0): its end
-        // is then known without a read that returns nothing, a syscall a file. One that
-        // grew since is found by the fstat below.
-        size_t want = static_cast<size_t>(std::min<uint64_t>(k_read_size, job.stamp.size - offset));
         size_t n = 0;
         try {
-          n = util::read_full(fd.get(), std::span(buf).subspan(have, want), job.path);
+          n = util::read_full(fd.get(), std::span(buf).subspan(have, k_read_size), job.path);
         } catch (const Error& e) {
           note_unreadable(job.path, std::string(e.what()) + " (left out)");
           entry.name.clear();
           return;
         }
-        if (n < want || offset + n == job.stamp.size) eof = true;
+        if (n < k_read_size) eof = true;
         have += n;
-        offset += n;
       }
       size_t pos = 0;
       while (have - pos >= max || (eof && pos < have)) {

@@ -317,7 +317,8 @@ GcRun GcRun::parse(const Params& p) {
   GcRun g;
   g.options.dry_run = p.flag("dry_run");
   g.options.grace_ns = static_cast<int64_t>(p.number("grace_seconds", 600, 0, 365.0 * 86400) * 1e9);
-  g.options.session_timeout_ns = static_cast<int64_t>(p.number("session_timeout_seconds", 3600, 1, 365.0 * 86400) * 1e9);
+  // At least a minute: an upload's last touch may be a second old (catalog.hpp, touch_upload).
+  g.options.session_timeout_ns = static_cast<int64_t>(p.number("session_timeout_seconds", 3600, 60, 365.0 * 86400) * 1e9);
   g.options.repack_below = p.number("repack_below", g.options.repack_below, 0, 1);
   g.options.max_repack_bytes =
       static_cast<uint64_t>(p.number("max_repack_bytes", double(g.options.max_repack_bytes), 0, 1e15));

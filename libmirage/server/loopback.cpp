@@ -46,16 +46,21 @@ class InProcessTransport : public proto::Transport {
         m_caller{Role::admin, "local", m_service->data_owned_by_this_user()} {}
 
   proto::Reply call(proto::Request request) override {
-    // The body limits hold here as over stdio: the length a frame of this request would have.
-    size_t length = proto::encode_request_header(request).size() + request.binary.size();
-    uint64_t limit = m_service->limits().body_limit(request.method);
-    if (length > limit)
-      return proto::Reply{request.id, nlohmann::json::object(),
-                          Error(ErrorKind::usage, "request body of " + std::to_string(length) +
-                                                      " bytes is over the limit of " + std::to_string(limit) + " for " +
-                                                      request.method),
-                          {}};
-    return m_service->handle(std::move(request), m_caller);
+    // The server gets what it would read over stdio: the header as the wire carries it
+    // (text valid UTF-8: a file name in Latin-1 among a commit's unreadable entries must
+    // not stop the commit; the frame limits held), and the body limits hold as there.
+    nlohmann::json id = request.id;
+    try {
+      size_t length = 0;
+      auto sent = proto::rewire_request(std::move(request), m_service->limits().frame(), &length, &id);
+      uint64_t limit = m_service->limits().body_limit(sent.method);
+      if (length > limit)
+        throw Error(ErrorKind::usage, "request body of " + std::to_string(length) + " bytes is over the limit of " +
+                                          std::to_string(limit) + " for " + sent.method);
+      return m_service->handle(std::move(sent), m_caller);
+    } catch (const Error& e) {
+      return proto::Reply{id, nlohmann::json::object(), e, {}};
+    }
   }
   std::string describe() const override { return "local:" + m_data; }
 

@@ -5,7 +5,7 @@
 #   tests/bench/mount-vs-restic.sh [BUILD_DIR]
 # Data: one directory of 10,000 small files (as browse-vs-restic.sh makes it) and one
 # large file of random bytes ($BENCH_FILE_MB, default 1000 MB), backed up once by each
-# tool into its local repository (mirage's embedded store: mirage-serverd --stdio).
+# tool into its local repository (mirage's embedded store, opened by each command).
 # Measured on a fresh mount each run (so the kernel's page cache holds nothing of it),
 # the best of $BENCH_RUNS runs (default 3):
 #   listing the directory: `ls` (names), the first thing on the mount   target <= 100 ms

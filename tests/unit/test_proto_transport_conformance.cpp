@@ -165,6 +165,15 @@ TEST_CASE_TEMPLATE("the same calls give the same replies", T, Loopback, Stdio, I
   json set = admin.call("collection.set", {{"name", "c1"}, {"device_ids", {"conf-1"}}});
   CHECK(set == json{{"name", "c1"}, {"kind", "static"}, {"spec", {{"devices", {"conf-1"}}}}, {"members", {"conf-1"}}});
   CHECK(admin.call("collection.get", {{"name", "c1"}}) == set);
+  // Text that is not UTF-8 (a Latin-1 string in an inventory) arrives as the wire carries
+  // it, U+FFFD for each byte that is not, whatever the transport (in process too: there is
+  // no wire there to clean it, and the server's own dumps would throw on it).
+  admin.call("device.register", {{"device_id", "conf-2"}, {"inventory", {{"owner", "r\xe9sum\xe9"}}}});
+  std::string owner;
+  json devices = admin.call("device.list")["devices"];
+  for (const auto& d : devices)
+    if (d["device_id"] == "conf-2") owner = d["inventory"].value("owner", "");
+  CHECK(owner == "r\xef\xbf\xbdsum\xef\xbf\xbd");
 
   // Chunks: missing, stored, then present and read back as sent (the binary part, both ways).
   auto plain = random_bytes(100000, 7);

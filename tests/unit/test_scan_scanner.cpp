@@ -145,9 +145,9 @@ TEST_CASE("a scan of more files than the prefetch's credit, all in the page cach
   fs::remove_all(dir);
 }
 
-TEST_CASE("a file that grows between the walk's stat and its read is reported as changed, not taken as whole") {
-  // A file is read up to the size the walk's stat gave it (its end is then known without a
-  // read that returns nothing); what it holds beyond is found by the stat after the read.
+TEST_CASE("a file that grows between the walk's stat and its read is reported as changed") {
+  // Its content is read to its end; the stat after the read differs from the walk's, so
+  // the file is reported (and not cached: the next scan reads it again).
   std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
   fs::path dir = ::mkdtemp(tmpl.data());
   std::mt19937_64 rng(11);
