@@ -96,6 +96,8 @@ if [ "$(id -u)" = 0 ] && mkdir -p "$TEST_TMP/ro" && mount --bind "$data" "$TEST_
     expect_same_tree "$src" "$TEST_TMP/from-ro"
     MIRAGE_HOME="$TEST_TMP/ro" expect_exit 4 mirage-centralize --root "$src" --device-id dev1
     expect_contains "$ERR" "Read-only file system"
+    MIRAGE_HOME="$TEST_TMP/ro" expect_exit 4 mirage gc
+    expect_contains "$ERR" "gc.lock: Read-only file system"
   fi
   umount "$TEST_TMP/ro"
   trap cleanup EXIT

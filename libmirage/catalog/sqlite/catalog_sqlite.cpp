@@ -177,7 +177,12 @@ class FlockLock final : public Lock {
  public:
   explicit FlockLock(const std::filesystem::path& file)
       : m_fd(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
-    if (!m_fd) throw_errno("open " + file.string());
+    // A store on a read-only file system, or not this user's: not permitted (4), as any
+    // other write to it is.
+    if (!m_fd) {
+      ErrorKind kind = errno == EROFS || errno == EACCES || errno == EPERM ? ErrorKind::permission : ErrorKind::failed;
+      throw_errno(kind, "open " + file.string());
+    }
     if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) != 0)
       throw Error(ErrorKind::precondition, "another GC is running on this data directory");
   }
