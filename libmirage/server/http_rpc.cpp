@@ -81,15 +81,9 @@ HttpRpcResponse serve(Service& service, BodyBudget& budget, const HttpRpcRequest
   // The method rides in a header too, so its body limit is known before the body
   // (without it, the largest limit, checked again once the method is known).
   const Limits& limits = service.limits();
-  uint64_t limit = in.method.empty() ? limits.max_body() : limits.body_limit(in.method);
-  if (caller.role == Role::anonymous) limit = std::min(limit, limits.anonymous_body);
-  uint64_t declared = in.content_length.value_or(limit);
-  if (declared > limit)
-    return refuse(Error(ErrorKind::usage, "request body of " + std::to_string(declared) + " bytes is over the limit of " +
-                                              std::to_string(limit) + " for " +
-                                              (in.method.empty() ? std::string("this request") : in.method) +
-                                              (caller.role == Role::anonymous ? " without a token" : "")),
-                  413);
+  const bool anonymous = caller.role == Role::anonymous;
+  uint64_t declared = in.content_length.value_or(limits.body_limit(in.method, anonymous));
+  if (auto refusal = limits.body_refusal(declared, in.method, anonymous)) return refuse(*refusal, 413);
   // An upload is held twice while it is verified (the body, then its records), so it
   // is charged twice; a single request never needs more than the whole budget.
   const Method* method = find_method(in.method);

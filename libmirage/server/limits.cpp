@@ -94,6 +94,19 @@ uint64_t Limits::body_limit(const std::string& method) const {
 
 uint64_t Limits::max_body() const { return std::max({upload_body, read_body, layer_body, request_body}); }
 
+uint64_t Limits::body_limit(const std::string& method, bool anonymous) const {
+  uint64_t limit = method.empty() ? max_body() : body_limit(method);
+  return anonymous ? std::min(limit, anonymous_body) : limit;
+}
+
+std::optional<Error> Limits::body_refusal(uint64_t length, const std::string& method, bool anonymous) const {
+  uint64_t limit = body_limit(method, anonymous);
+  if (length <= limit) return std::nullopt;
+  return Error(ErrorKind::usage, "request body of " + std::to_string(length) + " bytes is over the limit of " +
+                                     std::to_string(limit) + " for " + (method.empty() ? std::string("this request") : method) +
+                                     (anonymous ? " without a token" : ""));
+}
+
 proto::FrameLimits Limits::frame() const {
   return {static_cast<size_t>(std::min<uint64_t>(frame_header, proto::k_max_header)),
           static_cast<size_t>(std::min<uint64_t>(frame_depth, proto::k_max_depth))};

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "libmirage/proto/frame.hpp"
+#include "libmirage/util/error.hpp"
 
 namespace mirage::server {
 
@@ -41,6 +42,12 @@ struct Limits {
   uint64_t body_limit(const std::string& method) const;
   /// The largest of the body limits: a request whose method is not known yet.
   uint64_t max_body() const;
+  /// The body limit of a request for `method` (empty: not known yet, max_body()) from a
+  /// caller with a token, or `anonymous` (then at most anonymous_body).
+  uint64_t body_limit(const std::string& method, bool anonymous) const;
+  /// The refusal (Error(usage), naming the length, the limit and the method) of a request
+  /// body of `length` bytes over that limit; nullopt when within. Every transport's.
+  std::optional<Error> body_refusal(uint64_t length, const std::string& method, bool anonymous) const;
   proto::FrameLimits frame() const;
 
   /// Sets one limit from "NAME=VALUE" (sizes take K, M, G suffixes, counts and seconds

@@ -22,13 +22,7 @@ proto::Reply LoopbackTransport::call(proto::Request request) {
       caller = *who;
     }
     // The body limits hold here as over HTTP (after authentication, lower without a token).
-    const Limits& limits = m_service.limits();
-    uint64_t limit = limits.body_limit(sent.method);
-    if (caller.role == Role::anonymous) limit = std::min(limit, limits.anonymous_body);
-    if (length > limit)
-      throw Error(ErrorKind::usage, "request body of " + std::to_string(length) + " bytes is over the limit of " +
-                                        std::to_string(limit) + " for " + sent.method +
-                                        (caller.role == Role::anonymous ? " without a token" : ""));
+    if (auto refusal = m_service.limits().body_refusal(length, sent.method, caller.role == Role::anonymous)) throw *refusal;
     reply = m_service.handle(std::move(sent), caller);
   } catch (const Error& e) {
     reply = proto::Reply{id, nlohmann::json::object(), e, {}};
@@ -53,10 +47,7 @@ class InProcessTransport : public proto::Transport {
     try {
       size_t length = 0;
       auto sent = proto::rewire_request(std::move(request), m_service->limits().frame(), &length, &id);
-      uint64_t limit = m_service->limits().body_limit(sent.method);
-      if (length > limit)
-        throw Error(ErrorKind::usage, "request body of " + std::to_string(length) + " bytes is over the limit of " +
-                                          std::to_string(limit) + " for " + sent.method);
+      if (auto refusal = m_service->limits().body_refusal(length, sent.method, false)) throw *refusal;
       return m_service->handle(std::move(sent), m_caller);
     } catch (const Error& e) {
       return proto::Reply{id, nlohmann::json::object(), e, {}};

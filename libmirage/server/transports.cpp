@@ -40,10 +40,7 @@ int serve_stdio(Service& service, int in, int out) {
       // lowered --limit upload-body is not only for HTTP clients.
       size_t length = frame->header.dump().size() + 1 + frame->binary.size();
       auto request = proto::parse_request(std::move(*frame), &id);
-      if (length > service.limits().body_limit(request.method))
-        throw Error(ErrorKind::usage, "request body of " + std::to_string(length) + " bytes is over the limit of " +
-                                          std::to_string(service.limits().body_limit(request.method)) + " for " +
-                                          request.method);
+      if (auto refusal = service.limits().body_refusal(length, request.method, false)) throw *refusal;
       reply = service.handle(std::move(request), local);
     } catch (const Error& e) {
       reply = proto::Reply{id, nlohmann::json::object(), e, {}};
