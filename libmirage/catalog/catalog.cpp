@@ -1,9 +1,27 @@
 #include "libmirage/catalog/catalog.hpp"
 
+#include <algorithm>
+#include <numeric>
+
 #include "libmirage/catalog/sqlite/catalog_sqlite.hpp"
 #include "libmirage/util/clock.hpp"
 
 namespace mirage::catalog {
+
+std::vector<std::optional<ChunkLocation>> ChunkIndex::find_chunks(std::span<const Digest> ids) {
+  std::vector<uint32_t> order(ids.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return ids[a].bytes < ids[b].bytes; });
+  std::vector<std::optional<ChunkLocation>> out(ids.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    uint32_t i = order[k];
+    if (k > 0 && ids[order[k - 1]] == ids[i])
+      out[i] = out[order[k - 1]];  // asked twice: looked up once
+    else
+      out[i] = find_chunk(ids[i]);
+  }
+  return out;
+}
 
 std::string_view state_name(DeviceState s) {
   switch (s) {

@@ -168,6 +168,11 @@ class ChunkIndex {
  public:
   virtual ~ChunkIndex() = default;
   virtual std::optional<ChunkLocation> find_chunk(const Digest& id) = 0;
+  /// find_chunk for many ids at once, answers in the order asked. The ids are looked
+  /// up in sorted order: an index kept sorted by id (a b-tree) is then walked once
+  /// instead of at random, so a large batch reads each page once. Call it inside a
+  /// Transaction to see one state.
+  virtual std::vector<std::optional<ChunkLocation>> find_chunks(std::span<const Digest> ids);
   /// Indexes chunks written to `pack` (an id already indexed keeps its location) and
   /// records the pack's new indexed size, in one transaction. False (and nothing
   /// indexed) when GC retired the pack meanwhile: the caller writes them again.

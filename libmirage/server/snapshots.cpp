@@ -64,6 +64,51 @@ class PreviousDir {
   tree::Tree m_whole, m_around;
 };
 
+/// What a commit's check found missing, in the order of its walk. Files' chunks are
+/// looked up a batch at a time, in id order (ChunkIndex::find_chunks: one pass over the
+/// index's pages, not one random descent per chunk); "first" is still the first in walk
+/// order, a file's or a tree's.
+class MissingObjects {
+ public:
+  explicit MissingObjects(catalog::ChunkIndex& index) : m_index(index) {}
+  void check_file(std::string path, std::span<const tree::ChunkRef> chunks) {
+    for (const auto& c : chunks) m_chunks.push_back({c.id, m_files.size()});
+    m_files.push_back({m_seq++, std::move(path)});
+    if (m_chunks.size() >= k_batch) flush();
+  }
+  /// An object missing now (a tree).
+  void note(std::string what) { found(m_seq++, std::move(what)); }
+  void flush() {
+    std::vector<Digest> ids;
+    ids.reserve(m_chunks.size());
+    for (const auto& c : m_chunks) ids.push_back(c.first);
+    auto locations = m_index.find_chunks(ids);
+    for (size_t i = 0; i < locations.size(); ++i) {
+      if (locations[i]) continue;
+      auto& [seq, path] = m_files[m_chunks[i].second];
+      found(seq, path);
+    }
+    m_chunks.clear();
+    m_files.clear();
+  }
+  uint64_t count() const { return m_count; }
+  const std::string& first() const { return m_first; }
+
+ private:
+  static constexpr size_t k_batch = 1 << 16;
+  void found(uint64_t seq, const std::string& what) {
+    if (m_count++ == 0 || seq < m_first_seq) {
+      m_first_seq = seq;
+      m_first = what;
+    }
+  }
+  catalog::ChunkIndex& m_index;
+  std::vector<std::pair<Digest, size_t>> m_chunks;      ///< (chunk, file) not yet looked up
+  std::vector<std::pair<uint64_t, std::string>> m_files;  ///< (walk order, path)
+  uint64_t m_seq = 0, m_count = 0, m_first_seq = 0;
+  std::string m_first;
+};
+
 }  // namespace
 
 void verify_closure(store::Repository& repo, const Digest& tree_id, const std::optional<Digest>& previous, const std::string& device) {
@@ -72,15 +117,11 @@ void verify_closure(store::Repository& repo, const Digest& tree_id, const std::o
   // committed, and every tree already walked: a tree shared by many paths is read once,
   // so the work is bounded by the distinct trees the snapshot has, not by the paths they
   // make. A directory is walked a piece at a time and a new MTR1 object may hold at most
-  // k_piece_max_entries entries, so the memory of one commit's check is bounded too.
-  auto& cat = repo.catalog();
-  uint64_t missing = 0;
-  std::string first;
+  // k_piece_max_entries entries, and files' chunks are looked up a batch at a time, so
+  // the memory of one commit's check is bounded too.
+  MissingObjects missing(repo.catalog().chunks());
   std::unordered_set<Digest, util::DigestHash> walked;
-  tree::Fetch fetch = [&](const Digest& d) {
-    if (!cat.find_chunk(d)) throw Error(ErrorKind::not_found, "tree object " + d.hex());
-    return repo.read_plain(d);
-  };
+  tree::Fetch fetch = [&](const Digest& d) { return repo.read_plain(d); };  // not_found when absent
   std::vector<std::tuple<Digest, std::optional<Digest>, std::string>> stack{{tree_id, previous, "/"}};
   while (!stack.empty()) {
     auto [id, old, path] = stack.back();
@@ -101,12 +142,7 @@ void verify_closure(store::Repository& repo, const Digest& tree_id, const std::o
           continue;
         }
         if (before && before->chunks == e.chunks) continue;
-        for (const auto& c : e.chunks) {
-          if (!cat.find_chunk(c.id)) {
-            missing++;
-            if (first.empty()) first = tree::child_path(path, e.name);
-          }
-        }
+        if (!e.chunks.empty()) missing.check_file(tree::child_path(path, e.name), e.chunks);
       }
     };
     // A directory's objects (one, or an index and its pieces) are all there or it counts missing.
@@ -114,13 +150,13 @@ void verify_closure(store::Repository& repo, const Digest& tree_id, const std::o
       tree::for_each_piece(id, fetch, "tree " + id.hex() + " (" + path + ")", check_piece, tree::k_piece_max_entries);
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::not_found) throw;
-      missing++;
-      if (first.empty()) first = "tree of " + path;
+      missing.note("tree of " + path);
     }
   }
-  if (missing)
-    throw Error(ErrorKind::precondition, "snapshot of " + device + " is incomplete: " + std::to_string(missing) +
-                                             " objects missing (first: " + first + ")", std::string(proto::k_reason_incomplete));
+  missing.flush();
+  if (missing.count())
+    throw Error(ErrorKind::precondition, "snapshot of " + device + " is incomplete: " + std::to_string(missing.count()) +
+                                             " objects missing (first: " + missing.first() + ")", std::string(proto::k_reason_incomplete));
 }
 
 SnapshotCommit SnapshotCommit::parse(const Params& p) {

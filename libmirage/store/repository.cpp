@@ -232,8 +232,9 @@ uint64_t Repository::append(Writer& w, std::span<const std::span<const uint8_t>>
 
 std::vector<bool> Repository::missing(std::span<const Digest> ids) {
   catalog::Transaction reads(m_catalog, catalog::Transaction::Mode::read);  // one lock, not one per id
+  auto found = m_catalog.chunks().find_chunks(ids);
   std::vector<bool> out(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) out[i] = !m_catalog.find_chunk(ids[i]).has_value();
+  for (size_t i = 0; i < ids.size(); ++i) out[i] = !found[i].has_value();
   return out;
 }
 
@@ -244,29 +245,34 @@ PutStats Repository::put(const VerifiedUpload& upload, int64_t volume) {
   std::vector<std::span<const uint8_t>> runs;
   std::vector<std::pair<Digest, catalog::ChunkLocation>> index;
   std::unordered_set<Digest, util::DigestHash> seen;
+  std::vector<std::optional<catalog::ChunkLocation>> stored;  // as the upload began
+  {
+    std::vector<Digest> ids;
+    ids.reserve(upload.size());
+    for (const auto& r : upload.records) ids.push_back(r.id);
+    catalog::Transaction lookups(m_catalog, catalog::Transaction::Mode::read);
+    stored = m_catalog.chunks().find_chunks(ids);
+  }
   size_t i = 0;
   while (i < upload.size()) {
-    // One batch: the new records that fit in what is left of a pack.
+    // One batch: the new records that fit in what is left of a pack. (A record another
+    // upload stored meanwhile is written twice; the index keeps the first, GC the rest.)
     runs.clear();
     index.clear();
     uint64_t batch = 0;
-    {
-      catalog::Transaction lookups(m_catalog, catalog::Transaction::Mode::read);
-      for (; i < upload.size() && batch < k_pack_target / 2; ++i) {
-        const auto& r = upload.records[i];
-        if (!seen.insert(r.id).second || m_catalog.find_chunk(r.id)) continue;
-        size_t len = k_record_header + r.stored;
-        index.push_back({r.id, {0, batch, r.stored, r.raw_size, static_cast<uint8_t>(r.codec)}});
-        const uint8_t* at = upload.bytes.data() + r.offset;
-        if (!runs.empty() && runs.back().data() + runs.back().size() == at)
-          runs.back() = {runs.back().data(), runs.back().size() + len};
-        else
-          runs.emplace_back(at, len);
-        batch += len;
-        stats.new_chunks++;
-        stats.raw_bytes += r.raw_size;
-      }
-      lookups.commit();
+    for (; i < upload.size() && batch < k_pack_target / 2; ++i) {
+      const auto& r = upload.records[i];
+      if (stored[i] || !seen.insert(r.id).second) continue;
+      size_t len = k_record_header + r.stored;
+      index.push_back({r.id, {0, batch, r.stored, r.raw_size, static_cast<uint8_t>(r.codec)}});
+      const uint8_t* at = upload.bytes.data() + r.offset;
+      if (!runs.empty() && runs.back().data() + runs.back().size() == at)
+        runs.back() = {runs.back().data(), runs.back().size() + len};
+      else
+        runs.emplace_back(at, len);
+      batch += len;
+      stats.new_chunks++;
+      stats.raw_bytes += r.raw_size;
     }
     if (index.empty()) continue;
     for (int attempt = 0;; ++attempt) {

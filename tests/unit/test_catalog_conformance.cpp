@@ -410,6 +410,19 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: the chunk index", B, chunk_index
   CHECK(index.find_chunk(id_of("a"))->pack == p1);
   CHECK(index.find_chunk(id_of("c"))->pack == p2);
   CHECK(index.chunk_count() == 3);
+  // Many at once: answers in the order asked, an id asked twice answered twice.
+  std::vector<Digest> asked{id_of("c"), id_of("x"), id_of("a"), id_of("c"), id_of("b"), id_of("y")};
+  auto found = index.find_chunks(asked);
+  REQUIRE(found.size() == asked.size());
+  CHECK(found[0]->pack == p2);
+  CHECK_FALSE(found[1]);
+  CHECK(found[2]->offset == 8);
+  CHECK(found[3]->offset == 208);
+  CHECK(found[3]->pack == p2);
+  CHECK(found[4]->offset == 208);
+  CHECK(found[4]->pack == p1);
+  CHECK_FALSE(found[5]);
+  CHECK(index.find_chunks({}).empty());
   CHECK(index.pack_chunk_count(p1) == 2);
   CHECK(index.pack_chunk_count(p2) == 1);
 

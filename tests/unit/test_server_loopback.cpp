@@ -14,12 +14,18 @@
 #include "libmirage/endpoint/identity.hpp"
 #include "libmirage/server/loopback.hpp"
 #include "libmirage/server/service.hpp"
+#include "libmirage/store/record.hpp"
+#include "libmirage/tree/tree.hpp"
 #include "libmirage/util/clock.hpp"
+#include "libmirage/util/digest.hpp"
+#include "libmirage/util/hex.hpp"
 #include "tests/unit/check_error.hpp"
 #include "tests/unit/loopback_world.hpp"
 
 using namespace mirage;
 namespace fs = std::filesystem;
+using nlohmann::json;
+using util::Digest;
 
 namespace {
 
@@ -90,6 +96,63 @@ TEST_CASE("an endpoint enrolls, syncs on its own credential, and restores what i
   // A second sync of an unchanged tree sends no new file content.
   auto again = endpoint::centralize(device, co);
   CHECK(again.stats.bytes_new == 0);
+}
+
+TEST_CASE("a commit reaching objects the store lacks is refused: every one counted, the first named in walk order") {
+  World w;
+  fs::path root = w.dir / "root", state = w.dir / "state";
+  write(root / "etc/hostname", "gap\n");
+  endpoint::CentralizeOptions co;
+  co.root = root;
+  co.device_id = "gap";
+  co.state_dir = state;
+  co.threads = 1;
+  auto admin = w.client(w.admin_token);
+  endpoint::centralize(admin, co);
+  admin.call("device.accept", {{"device_id", "gap"}});
+  REQUIRE(endpoint::centralize(admin, co).state == "accepted");
+  auto latest = client::resolve_snapshot(admin, "gap", "latest");
+  // "/": a-dir/ (stored, its file x's chunk is not), b-file (its chunk is not), c-dir/
+  // (its tree is not stored). The walk checks /'s files before it enters a subdirectory,
+  // so /b-file is the first missing, though the chunks are looked up after the walk.
+  auto file = [](const std::string& name, const std::string& content) {
+    tree::Entry e;
+    e.name = name;
+    e.mode = 0644;
+    e.size = content.size();
+    e.chunks = {{util::sha256(content), content.size()}};
+    return e;
+  };
+  auto dir = [](const std::string& name, const Digest& subtree) {
+    tree::Entry e;
+    e.name = name;
+    e.kind = tree::Kind::dir;
+    e.mode = 0755;
+    e.subtree = subtree;
+    return e;
+  };
+  auto a_dir = tree::encode(tree::Tree{{file("x", "never uploaded x")}});
+  Digest a_id = util::sha256(a_dir), c_id = util::sha256(std::string_view("a tree never uploaded"));
+  auto top = tree::encode(tree::Tree{{dir("a-dir", a_id), file("b-file", "never uploaded b"), dir("c-dir", c_id)}});
+  Digest top_id = util::sha256(top);
+  std::vector<uint8_t> records;
+  store::append_plain(records, a_id, a_dir, 3);
+  store::append_plain(records, top_id, top, 3);
+  client::chunks_put(admin, "gap", records);
+  tree::Entry root_entry = dir("", top_id);
+  json params = {{"device_id", "gap"},
+                 {"tree", top_id.hex()},
+                 {"root", util::to_hex(tree::encode_entry(root_entry))},
+                 {"stats", json::object()}};
+  auto check = [&] { admin.call("snapshot.commit", params); };
+  CHECK_ERROR_KIND(check(), ErrorKind::precondition);
+  try {
+    check();
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("is incomplete: 3 objects missing (first: /b-file)") != std::string::npos);
+    CHECK(e.reason() == proto::k_reason_incomplete);
+  }
+  CHECK(client::resolve_snapshot(admin, "gap", "latest") == latest);  // nothing committed
 }
 
 TEST_CASE("a revert order: queued by the help desk, carried out by the device's sync, superseded by a newer one") {

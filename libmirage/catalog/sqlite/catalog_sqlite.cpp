@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "libmirage/util/clock.hpp"
@@ -517,10 +518,16 @@ std::optional<ChunkLocation> SqliteChunkIndex::find_chunk(const Digest& id) {
 }
 
 bool SqliteChunkIndex::add_chunks(std::span<const std::pair<Digest, ChunkLocation>> chunks, int64_t pack, uint64_t pack_size) {
+  // In id order: the b-tree's pages are each visited once, in order, not at random.
+  std::vector<const std::pair<Digest, ChunkLocation>*> sorted;
+  sorted.reserve(chunks.size());
+  for (const auto& c : chunks) sorted.push_back(&c);
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->first.bytes < b->first.bytes; });
   util::Transaction tx(m_db);
   auto& ins = m_add_chunk;
   int64_t now = util::now_ns();
-  for (const auto& [id, loc] : chunks) {
+  for (const auto* chunk : sorted) {
+    const auto& [id, loc] = *chunk;
     ins.bind_blob(1, id.bytes)
         .bind(2, loc.pack)
         .bind(3, static_cast<int64_t>(loc.offset))
