@@ -159,15 +159,27 @@ class Pipeline {
     m_threads.emplace_back([this] { prefetcher(); });
   }
 
-  void submit(FileJob job) {
-    std::lock_guard lock(m_mutex);
-    m_bytes_to_read.fetch_add(job.stamp.size, std::memory_order_relaxed);
-    job.seq = m_submitted++;
-    m_jobs.push_back(std::move(job));
-    m_cv.notify_one();
+  /// Queues a directory's files (then empties `jobs`): one turn on the lock and one
+  /// wake-up for them all, not one per file.
+  void submit(std::vector<FileJob>& jobs) {
+    if (jobs.empty()) return;
+    {
+      std::lock_guard lock(m_mutex);
+      for (auto& job : jobs) {
+        m_bytes_to_read.fetch_add(job.stamp.size, std::memory_order_relaxed);
+        job.seq = m_submitted++;
+        m_jobs.push_back(std::move(job));
+      }
+    }
+    // Woken after the lock is let go (a worker woken under it would only wait for it).
+    if (jobs.size() == 1)
+      m_cv.notify_one();
+    else
+      m_cv.notify_all();
     // Only a prefetch with credit can act on a new file. Waking it for every file of a
     // warm run (no credit) cost two context switches and a turn on this lock per file.
     if (m_prefetch_credit.load(std::memory_order_relaxed) > 0) m_prefetch_cv.notify_one();
+    jobs.clear();
   }
 
   /// Waits for every job; rethrows the first worker error.
@@ -677,11 +689,8 @@ class Scan {
     for (auto& name : names) add_entry(frame, name, cached_dir, subdirs, counts, pending);
     m_files_walked.fetch_add(counts.files - files_before, std::memory_order_relaxed);
     // Files go to the workers once their entry has its final place in the vector.
-    for (auto& job : pending) {
-      job.target = &frame.dir->entries[job.entry];
-      m_pipeline.submit(std::move(job));
-    }
-    pending.clear();
+    for (auto& job : pending) job.target = &frame.dir->entries[job.entry];
+    m_pipeline.submit(pending);
   }
 
   /// The directory's names, sorted ("." and ".." left out); none if it cannot be read.

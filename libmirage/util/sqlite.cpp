@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <mutex>
 
 #include <sqlite3.h>
 
@@ -34,9 +35,20 @@ ErrorKind kind_of(sqlite3* db) {
   }
 }
 
+/// SQLite counts every allocation under one process-wide mutex unless told not to;
+/// with several connections busy at once (a server's handlers, an upload's puts beside
+/// its lookups) threads queue on it. Nothing here reads those counts. It must be set
+/// before SQLite initializes: in a process that initialized it already the call is
+/// refused and nothing changes.
+void configure_sqlite_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
 }  // namespace
 
 Db::Db(const std::string& path, Access access) : m_path(path) {
+  configure_sqlite_once();
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
   std::string name = path;
   if (access == Access::read_only) {
