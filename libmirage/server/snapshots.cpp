@@ -67,17 +67,24 @@ class PreviousDir {
 /// What a commit's check found missing, in the order of its walk. Files' chunks are
 /// looked up a batch at a time, in id order (ChunkIndex::find_chunks: one pass over the
 /// index's pages, not one random descent per chunk); "first" is still the first in walk
-/// order, a file's or a tree's.
+/// order, a file's or a tree's. A batch holds at most k_batch chunk ids and k_batch_bytes
+/// of names (a file's path is made only if it is named).
 class MissingObjects {
  public:
   explicit MissingObjects(catalog::ChunkIndex& index) : m_index(index) {}
-  void check_file(std::string path, std::span<const tree::ChunkRef> chunks) {
+  /// The chunks of file `name` in directory `dir`.
+  void check_file(const std::string& dir, const std::string& name, std::span<const tree::ChunkRef> chunks) {
+    if (m_dirs.empty() || m_dirs.back() != dir) {
+      m_dirs.push_back(dir);
+      m_bytes += dir.size();
+    }
     for (const auto& c : chunks) m_chunks.push_back({c.id, m_files.size()});
-    m_files.push_back({m_seq++, std::move(path)});
-    if (m_chunks.size() >= k_batch) flush();
+    m_files.push_back({m_seq++, m_dirs.size() - 1, name});
+    m_bytes += name.size();
+    if (m_chunks.size() >= k_batch || m_bytes >= k_batch_bytes) flush();
   }
   /// An object missing now (a tree).
-  void note(std::string what) { found(m_seq++, std::move(what)); }
+  void note(std::string what) { found(m_seq++, [&] { return std::move(what); }); }
   void flush() {
     std::vector<Digest> ids;
     ids.reserve(m_chunks.size());
@@ -85,26 +92,36 @@ class MissingObjects {
     auto locations = m_index.find_chunks(ids);
     for (size_t i = 0; i < locations.size(); ++i) {
       if (locations[i]) continue;
-      auto& [seq, path] = m_files[m_chunks[i].second];
-      found(seq, path);
+      const File& f = m_files[m_chunks[i].second];
+      found(f.seq, [&] { return tree::child_path(m_dirs[f.dir], f.name); });
     }
     m_chunks.clear();
     m_files.clear();
+    m_dirs.clear();
+    m_bytes = 0;
   }
   uint64_t count() const { return m_count; }
   const std::string& first() const { return m_first; }
 
  private:
-  static constexpr size_t k_batch = 1 << 16;
-  void found(uint64_t seq, const std::string& what) {
+  static constexpr size_t k_batch = 1 << 16, k_batch_bytes = 16u << 20;
+  struct File {
+    uint64_t seq;  ///< walk order
+    size_t dir;    ///< in m_dirs
+    std::string name;
+  };
+  template <class Name>
+  void found(uint64_t seq, Name name) {
     if (m_count++ == 0 || seq < m_first_seq) {
       m_first_seq = seq;
-      m_first = what;
+      m_first = name();
     }
   }
   catalog::ChunkIndex& m_index;
-  std::vector<std::pair<Digest, size_t>> m_chunks;      ///< (chunk, file) not yet looked up
-  std::vector<std::pair<uint64_t, std::string>> m_files;  ///< (walk order, path)
+  std::vector<std::pair<Digest, size_t>> m_chunks;  ///< (chunk, file) not yet looked up
+  std::vector<File> m_files;
+  std::vector<std::string> m_dirs;
+  size_t m_bytes = 0;
   uint64_t m_seq = 0, m_count = 0, m_first_seq = 0;
   std::string m_first;
 };
@@ -142,7 +159,7 @@ void verify_closure(store::Repository& repo, const Digest& tree_id, const std::o
           continue;
         }
         if (before && before->chunks == e.chunks) continue;
-        if (!e.chunks.empty()) missing.check_file(tree::child_path(path, e.name), e.chunks);
+        if (!e.chunks.empty()) missing.check_file(path, e.name, e.chunks);
       }
     };
     // A directory's objects (one, or an index and its pieces) are all there or it counts missing.

@@ -414,11 +414,15 @@ TEST_CASE_TEMPLATE_DEFINE("catalog conformance: the chunk index", B, chunk_index
   std::vector<Digest> asked{id_of("c"), id_of("x"), id_of("a"), id_of("c"), id_of("b"), id_of("y")};
   auto found = index.find_chunks(asked);
   REQUIRE(found.size() == asked.size());
+  REQUIRE(found[0]);
   CHECK(found[0]->pack == p2);
   CHECK_FALSE(found[1]);
+  REQUIRE(found[2]);
   CHECK(found[2]->offset == 8);
+  REQUIRE(found[3]);
   CHECK(found[3]->offset == 208);
   CHECK(found[3]->pack == p2);
+  REQUIRE(found[4]);
   CHECK(found[4]->offset == 208);
   CHECK(found[4]->pack == p1);
   CHECK_FALSE(found[5]);
