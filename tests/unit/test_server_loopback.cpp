@@ -44,6 +44,53 @@ std::string read(const fs::path& p) {
   return s.str();
 }
 
+/// `device` accepted by `admin` on the world's server, one sync of a small tree committed.
+void accept_device(World& w, client::Client& admin, const std::string& device) {
+  fs::path root = w.dir / "root";
+  write(root / "etc/hostname", device + "\n");
+  endpoint::CentralizeOptions co;
+  co.root = root;
+  co.device_id = device;
+  co.state_dir = w.dir / "state";
+  co.threads = 1;
+  endpoint::centralize(admin, co);
+  admin.call("device.accept", {{"device_id", device}});
+  REQUIRE(endpoint::centralize(admin, co).state == "accepted");
+}
+
+tree::Entry file_entry(const std::string& name, const std::string& content) {
+  tree::Entry e;
+  e.name = name;
+  e.mode = 0644;
+  e.size = content.size();
+  e.chunks = {{util::sha256(content), content.size()}};
+  return e;
+}
+
+tree::Entry dir_entry(const std::string& name, const Digest& subtree) {
+  tree::Entry e;
+  e.name = name;
+  e.kind = tree::Kind::dir;
+  e.mode = 0755;
+  e.subtree = subtree;
+  return e;
+}
+
+/// Commits the tree `id` as a snapshot of `device`.
+void commit_tree(client::Client& admin, const std::string& device, const Digest& id) {
+  admin.call("snapshot.commit", {{"device_id", device},
+                                 {"tree", id.hex()},
+                                 {"root", util::to_hex(tree::encode_entry(dir_entry("", id)))},
+                                 {"stats", json::object()}});
+}
+
+/// Sends `records` once they pass 2 MiB (or when `now`), then empties them.
+void put_records(client::Client& admin, const std::string& device, std::vector<uint8_t>& records, bool now = false) {
+  if (!now && records.size() <= (2u << 20)) return;
+  client::chunks_put(admin, device, records);
+  records.clear();
+}
+
 }  // namespace
 
 TEST_SUITE_BEGIN("server::LoopbackTransport");
@@ -101,56 +148,26 @@ TEST_CASE("an endpoint enrolls, syncs on its own credential, and restores what i
 
 TEST_CASE("a commit reaching objects the store lacks is refused: every one counted, the first named in walk order") {
   World w;
-  fs::path root = w.dir / "root", state = w.dir / "state";
-  write(root / "etc/hostname", "gap\n");
-  endpoint::CentralizeOptions co;
-  co.root = root;
-  co.device_id = "gap";
-  co.state_dir = state;
-  co.threads = 1;
   auto admin = w.client(w.admin_token);
-  endpoint::centralize(admin, co);
-  admin.call("device.accept", {{"device_id", "gap"}});
-  REQUIRE(endpoint::centralize(admin, co).state == "accepted");
+  accept_device(w, admin, "gap");
   auto latest = client::resolve_snapshot(admin, "gap", "latest");
   // "/": a-dir/ (stored, its file x's chunk is not), b-file and d-file (one chunk, not
   // stored: counted for each), c-dir/ (its tree is not stored). The walk checks /'s files
   // before it enters a subdirectory, so /b-file is the first missing, though the chunks
   // are looked up after the walk.
-  auto file = [](const std::string& name, const std::string& content) {
-    tree::Entry e;
-    e.name = name;
-    e.mode = 0644;
-    e.size = content.size();
-    e.chunks = {{util::sha256(content), content.size()}};
-    return e;
-  };
-  auto dir = [](const std::string& name, const Digest& subtree) {
-    tree::Entry e;
-    e.name = name;
-    e.kind = tree::Kind::dir;
-    e.mode = 0755;
-    e.subtree = subtree;
-    return e;
-  };
-  auto a_dir = tree::encode(tree::Tree{{file("x", "never uploaded x")}});
+  auto a_dir = tree::encode(tree::Tree{{file_entry("x", "never uploaded x")}});
   Digest a_id = util::sha256(a_dir), c_id = util::sha256(std::string_view("a tree never uploaded"));
-  auto top = tree::encode(tree::Tree{
-      {dir("a-dir", a_id), file("b-file", "never uploaded b"), dir("c-dir", c_id), file("d-file", "never uploaded b")}});
+  auto top = tree::encode(tree::Tree{{dir_entry("a-dir", a_id), file_entry("b-file", "never uploaded b"),
+                                      dir_entry("c-dir", c_id), file_entry("d-file", "never uploaded b")}});
   // Another "/": a-dir/ and c-dir/ only. The walk enters c-dir/ (pushed last) first, so
   // the missing tree is named, not the chunk found missing in a-dir/ after it.
-  auto top2 = tree::encode(tree::Tree{{dir("a-dir", a_id), dir("c-dir", c_id)}});
+  auto top2 = tree::encode(tree::Tree{{dir_entry("a-dir", a_id), dir_entry("c-dir", c_id)}});
   std::vector<uint8_t> records;
   for (const auto& object : {a_dir, top, top2}) store::append_plain(records, util::sha256(object), object, 3);
-  client::chunks_put(admin, "gap", records);
+  put_records(admin, "gap", records, true);
   auto refusal = [&](const std::vector<uint8_t>& tree) -> std::string {
-    Digest id = util::sha256(tree);
-    json params = {{"device_id", "gap"},
-                   {"tree", id.hex()},
-                   {"root", util::to_hex(tree::encode_entry(dir("", id)))},
-                   {"stats", json::object()}};
     try {
-      admin.call("snapshot.commit", params);
+      commit_tree(admin, "gap", util::sha256(tree));
     } catch (const Error& e) {
       CHECK(e.kind() == ErrorKind::precondition);
       CHECK(e.reason() == proto::k_reason_incomplete);
@@ -165,17 +182,8 @@ TEST_CASE("a commit reaching objects the store lacks is refused: every one count
 
 TEST_CASE("a commit's check looks chunks up a batch at a time and still names the first missing in walk order") {
   World w;
-  fs::path root = w.dir / "root", state = w.dir / "state";
-  write(root / "etc/hostname", "many\n");
-  endpoint::CentralizeOptions co;
-  co.root = root;
-  co.device_id = "many";
-  co.state_dir = state;
-  co.threads = 1;
   auto admin = w.client(w.admin_token);
-  endpoint::centralize(admin, co);
-  admin.call("device.accept", {{"device_id", "many"}});
-  REQUIRE(endpoint::centralize(admin, co).state == "accepted");
+  accept_device(w, admin, "many");
   // /many/ holds 70,000 files of one chunk each, more than one lookup batch (65,536):
   // all stored but f65600 and f69999, in the second batch; /z-dir/ (entered first: it is
   // pushed last) lacks its tree. The first missing in walk order is the tree, then
@@ -186,51 +194,27 @@ TEST_CASE("a commit's check looks chunks up a batch at a time and still names th
     char name[16];
     std::snprintf(name, sizeof name, "f%05d", i);
     std::string content = std::string("content of ") + name;
-    tree::Entry e;
-    e.name = name;
-    e.mode = 0644;
-    e.size = content.size();
-    e.chunks = {{util::sha256(content), content.size()}};
-    many.entries.push_back(std::move(e));
-    if (i != 65600 && i != 69999) store::append_plain(records, util::sha256(content), std::span(reinterpret_cast<const uint8_t*>(content.data()), content.size()), 3);
-    if (records.size() > (2u << 20)) {
-      client::chunks_put(admin, "many", records);
-      records.clear();
-    }
+    many.entries.push_back(file_entry(name, content));
+    if (i != 65600 && i != 69999)
+      store::append_plain(records, util::sha256(content),
+                          std::span(reinterpret_cast<const uint8_t*>(content.data()), content.size()), 3);
+    put_records(admin, "many", records);
   }
   auto objects = tree::encode_dir(std::move(many));
   objects.pieces.push_back(objects.top);
   for (const auto& o : objects.pieces) {
     store::append_plain(records, o.id, o.data, 3);
-    if (records.size() > (2u << 20)) {
-      client::chunks_put(admin, "many", records);
-      records.clear();
-    }
+    put_records(admin, "many", records);
   }
-  auto dir = [](const std::string& name, const Digest& subtree) {
-    tree::Entry e;
-    e.name = name;
-    e.kind = tree::Kind::dir;
-    e.mode = 0755;
-    e.subtree = subtree;
-    return e;
-  };
-  auto top = tree::encode(tree::Tree{{dir("many", objects.top.id)}});
-  Digest top_id = util::sha256(top);
-  store::append_plain(records, top_id, top, 3);
-  client::chunks_put(admin, "many", records);
-  auto commit = [&](const Digest& id) {
-    admin.call("snapshot.commit", {{"device_id", "many"},
-                                   {"tree", id.hex()},
-                                   {"root", util::to_hex(tree::encode_entry(dir("", id)))},
-                                   {"stats", json::object()}});
-  };
-  CHECK_THROWS_WITH(commit(top_id), doctest::Contains("is incomplete: 2 objects missing (first: /many/f65600)"));
-  auto top2 = tree::encode(tree::Tree{{dir("many", objects.top.id), dir("z-dir", util::sha256(std::string_view("no such tree")))}});
-  records.clear();
-  store::append_plain(records, util::sha256(top2), top2, 3);
-  client::chunks_put(admin, "many", records);
-  CHECK_THROWS_WITH(commit(util::sha256(top2)), doctest::Contains("is incomplete: 3 objects missing (first: tree of /z-dir)"));
+  auto top = tree::encode(tree::Tree{{dir_entry("many", objects.top.id)}});
+  auto top2 = tree::encode(
+      tree::Tree{{dir_entry("many", objects.top.id), dir_entry("z-dir", util::sha256(std::string_view("no such tree")))}});
+  for (const auto& object : {top, top2}) store::append_plain(records, util::sha256(object), object, 3);
+  put_records(admin, "many", records, true);
+  CHECK_THROWS_WITH(commit_tree(admin, "many", util::sha256(top)),
+                    doctest::Contains("is incomplete: 2 objects missing (first: /many/f65600)"));
+  CHECK_THROWS_WITH(commit_tree(admin, "many", util::sha256(top2)),
+                    doctest::Contains("is incomplete: 3 objects missing (first: tree of /z-dir)"));
 }
 
 TEST_CASE("a revert order: queued by the help desk, carried out by the device's sync, superseded by a newer one") {
