@@ -11,7 +11,7 @@ namespace mirage::catalog {
 std::vector<std::optional<ChunkLocation>> ChunkIndex::find_chunks(std::span<const Digest> ids) {
   std::vector<uint32_t> order(ids.size());
   std::iota(order.begin(), order.end(), 0u);
-  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return ids[a].bytes < ids[b].bytes; });
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return ids[a] < ids[b]; });
   std::vector<std::optional<ChunkLocation>> out(ids.size());
   for (size_t k = 0; k < order.size(); ++k) {
     uint32_t i = order[k];

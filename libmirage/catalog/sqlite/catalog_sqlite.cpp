@@ -522,7 +522,7 @@ bool SqliteChunkIndex::add_chunks(std::span<const std::pair<Digest, ChunkLocatio
   std::vector<const std::pair<Digest, ChunkLocation>*> sorted;
   sorted.reserve(chunks.size());
   for (const auto& c : chunks) sorted.push_back(&c);
-  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->first.bytes < b->first.bytes; });
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->first < b->first; });
   util::Transaction tx(m_db);
   auto& ins = m_add_chunk;
   int64_t now = util::now_ns();
