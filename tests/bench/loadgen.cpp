@@ -8,9 +8,10 @@
 // DIR gets an endpoint tree and a state directory per endpoint. Round 0 enrolls every
 // endpoint (register, accept by the admin token, first sync); rounds 1..R change P% of
 // each endpoint's files, then sync every endpoint, C at a time. Prints one JSON line per
-// round: syncs, seconds, sync p50/p99, server CPU seconds (from /proc with --server-pid),
+// round: syncs, its own nice value, seconds, sync p50/p99, server CPU seconds (from /proc with --server-pid),
 // the server's handler-wait p99 (from /metrics), and the endpoints one server sustains at
 // one sync an hour (completed syncs per hour).
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -196,6 +197,7 @@ int run(const Options& o) {
     json line = {{"round", round},
                  {"kind", round == 0 ? "first sync" : "sync, " + std::to_string(o.change) + "% of files changed"},
                  {"endpoints_at_once", std::min(o.concurrency, o.endpoints)},
+                 {"client_nice", getpriority(PRIO_PROCESS, 0)},
                  {"syncs", o.endpoints},
                  {"seconds", wall},
                  {"sync_p50_seconds", quantile(seconds, 0.5)},
