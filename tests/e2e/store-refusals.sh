@@ -81,6 +81,11 @@ if [ "$(id -u)" = 0 ]; then
   chown -R nobody "$data"
   expect_exit 4 mirage check
   expect_contains "$ERR" "owned by uid"
+  # A refused sync leaves nothing behind: no state directory made, nothing in the store.
+  expect_exit 4 mirage-centralize --root "$src" --device-id dev-refused --state "$TEST_TMP/refused-state"
+  expect_contains "$ERR" "owned by uid"
+  [ ! -e "$TEST_TMP/refused-state" ] || fail "a refused centralize made its state directory"
+  [ ! -e "$data/endpoint/dev-refused" ] || fail "a refused centralize made a state directory in the store"
   chown -R root "$data"
 fi
 expect_exit 0 mirage check
