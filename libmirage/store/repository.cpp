@@ -144,14 +144,20 @@ Repository::Repository(fs::path data, bool create, OrphanPacks orphans, const st
 }
 
 Repository::~Repository() {
-  for (auto& [volume, w] : m_writers) {
-    if (!w.out) continue;
-    try {
+  for (auto& [volume, w] : m_writers) end_pack(w, false);
+}
+
+void Repository::end_pack(Writer& w, bool failed) noexcept {
+  if (!w.out) return;
+  try {
+    if (failed)
+      w.out->abandon();
+    else
       w.out->seal();
-      m_catalog.seal_pack(w.pack);
-    } catch (const std::exception&) {  // a destructor must not throw; GC copes with unsealed packs
-    }
+    m_catalog.seal_pack(w.pack);
+  } catch (const std::exception&) {  // GC treats a pack idle past its grace as sealed anyway
   }
+  w.out.reset();
 }
 
 Volume& Repository::volume(int64_t id) {
@@ -200,18 +206,23 @@ Repository::Writer& Repository::writer(int64_t volume, uint64_t bytes) {
 }
 
 void Repository::open_new_pack(Writer& w) {
-  if (w.out) {
+  end_pack(w, false);
+  // The pack exists, durably and with its header, before the catalog names it; a pack
+  // that cannot get that far (a full disk) is removed again, not left for check to find.
+  auto& vol = volume(w.volume);
+  auto out = vol.create_pack();
+  uint64_t size = 0;
+  try {
+    out->append(std::span(reinterpret_cast<const uint8_t*>(k_pack_magic.data()), k_pack_magic.size()));
+    size = out->durable();
+  } catch (const Error&) {
+    out->abandon();
     try {
-      w.out->seal();
-      m_catalog.seal_pack(w.pack);
-    } catch (const Error&) {  // GC treats a pack idle past its grace as sealed anyway
+      vol.remove(out->name());
+    } catch (const Error&) {  // check reports a pack the catalog does not know
     }
-    w.out.reset();
+    throw;
   }
-  // The pack exists, durably and with its header, before the catalog names it.
-  auto out = volume(w.volume).create_pack();
-  out->append(std::span(reinterpret_cast<const uint8_t*>(k_pack_magic.data()), k_pack_magic.size()));
-  uint64_t size = out->durable();
   w.pack = m_catalog.add_pack(out->name(), w.volume);
   w.size = size;
   w.out = std::move(out);
@@ -219,14 +230,26 @@ void Repository::open_new_pack(Writer& w) {
 
 uint64_t Repository::append(Writer& w, std::span<const std::span<const uint8_t>> runs) {
   uint64_t at = w.size, end = at;
-  for (auto run : runs) {
-    [[maybe_unused]] uint64_t placed = w.out->append(run);
-    assert(placed == end);
-    end += run.size();
+  try {
+    // The writer's offsets are checked, not assumed: a record indexed where it is not
+    // is lost for good (no sync uploads a chunk the index says it has).
+    auto expect = [&](uint64_t got, const char* what) {
+      if (got != end)
+        throw Error(ErrorKind::failed, "pack " + w.out->name() + ": " + what + " at " + std::to_string(got) + ", expected " +
+                                           std::to_string(end));
+    };
+    for (auto run : runs) {
+      expect(w.out->append(run), "append");
+      end += run.size();
+    }
+    expect(w.out->durable(), "durable length");  // once for the whole batch
+  } catch (const Error&) {
+    // Failed midway (a full disk, an I/O error): the runs already placed must not shift
+    // the next batch's offsets, so the pack ends at its durable length.
+    end_pack(w, true);
+    throw;
   }
-  uint64_t durable = w.out->durable();  // once for the whole batch
-  assert(durable == end);
-  w.size = durable;
+  w.size = end;
   return at;
 }
 

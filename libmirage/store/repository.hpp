@@ -191,9 +191,12 @@ class Repository {
   /// The writer for `volume` (resolved as put() does), with room for `bytes` more.
   Writer& writer(int64_t volume, uint64_t bytes);
   void open_new_pack(Writer& w);
+  /// Ends w's pack (sealed; `failed`: abandoned at its durable length) in the volume and
+  /// the catalog, as far as they let it; the next write opens a new one.
+  void end_pack(Writer& w, bool failed) noexcept;
   /// Writes `runs` back to back at the writer's end and makes them durable; returns
   /// where the first starts. The catalog learns the new (durable) size from the
-  /// caller, in the transaction that indexes.
+  /// caller, in the transaction that indexes. A write that fails ends the pack.
   uint64_t append(Writer& w, std::span<const std::span<const uint8_t>> runs);
   uint64_t append(Writer& w, std::span<const uint8_t> bytes) { return append(w, std::span(&bytes, 1)); }
 

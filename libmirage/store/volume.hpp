@@ -10,7 +10,7 @@
 // A pack is written by one PackWriter, append-only: append() places bytes at the end,
 // durable() makes everything appended so far survive a crash and returns that length,
 // seal() ends the pack (a directory has nothing more to do; an object store uploads
-// here). Nothing may index a record beyond the length durable() last returned. Readers
+// here); abandon() ends it at its durable length after a failed write. Nothing may index a record beyond the length durable() last returned. Readers
 // may read a pack while its writer appends (they see at least what was made durable).
 // The volume knows nothing of the pack format (store/repository.hpp writes it).
 #include <cstdint>
@@ -37,6 +37,12 @@ class PackWriter {
   virtual uint64_t size() const = 0;
   /// Makes the pack durable and ends it; later appends throw. Calling it again does nothing.
   virtual void seal() = 0;
+  /// After an append or durable() failed (a full disk, an I/O error): drops whatever was
+  /// appended since the last durable() (the pack keeps that length, nothing indexed is
+  /// lost) and ends the writer as seal() does, so that a failed write is neither left as
+  /// a tail nothing indexes nor taken for the start of the next append. Never throws:
+  /// when the bytes cannot be dropped they stay, unindexed, until GC repacks the pack.
+  virtual void abandon() noexcept = 0;
 };
 
 /// Reads one pack; safe to keep open while the pack is being appended or removed

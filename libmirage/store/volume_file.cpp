@@ -61,6 +61,14 @@ class FileWriter final : public PackWriter {
     m_fd = util::Fd();
   }
 
+  void abandon() noexcept override {
+    if (!m_fd) return;
+    // Best effort: a file that cannot be cut keeps an unindexed tail (GC's repack drops it).
+    if (::ftruncate(m_fd.get(), static_cast<off_t>(m_durable)) == 0) (void)::fdatasync(m_fd.get());
+    m_size = m_durable;
+    m_fd = util::Fd();
+  }
+
  private:
   std::string m_name;
   fs::path m_dir, m_file;

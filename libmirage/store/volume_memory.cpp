@@ -89,6 +89,13 @@ class MemWriter final : public PackWriter {
     m_pack->sealed = true;
   }
 
+  void abandon() noexcept override {
+    std::lock_guard lock(m_pack->mutex);
+    if (m_pack->sealed) return;
+    m_pack->bytes.resize(m_pack->durable);
+    m_pack->sealed = true;
+  }
+
  private:
   std::string m_name;
   std::shared_ptr<MemVolume> m_volume;

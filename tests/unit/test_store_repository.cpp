@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "libmirage/store/repository.hpp"
 #include "libmirage/tree/tree.hpp"
@@ -206,6 +207,14 @@ std::string blob(char c, size_t n) {
   return s;
 }
 
+/// Incompressible bytes, the same for the same seed.
+std::string noise(size_t n, unsigned seed) {
+  std::mt19937 rnd(seed);
+  std::string s(n, '\0');
+  for (auto& ch : s) ch = static_cast<char>(rnd());
+  return s;
+}
+
 }  // namespace
 
 TEST_CASE("check notes a file stored while it was a streaming restore's placeholder, and still passes") {
@@ -236,6 +245,43 @@ TEST_CASE_TEMPLATE("put writes the new records of an upload around the ones alre
     auto plain = repo.read_plain(util::sha256(s));
     CHECK(std::string(plain.begin(), plain.end()) == s);
   }
+  CHECK(repo.check(true, nullptr).problems.empty());
+}
+
+TEST_CASE("a put the volume refuses midway (full) leaves the writer where it was: later puts are indexed right") {
+  TempDir dir;
+  InMemory vol;
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
+  std::string a(70000, 'a'), b = blob('b', 3000), c = noise(30000, 3), d = noise(40000, 1), e = noise(20000, 2);
+  repo.put(store::verify_upload(upload_of({b})));
+  // Room for the runs a and c, not for d: the third append fails with two placed.
+  uint64_t used = store::open_volume(vol.url())->usage().used_bytes;
+  store::set_memory_volume_capacity(vol.name, used + 35000);
+  CHECK_ERROR_KIND(repo.put(store::verify_upload(upload_of({a, b, c, a, d}))), ErrorKind::failed);
+  // The placed runs were given back (the pack ends at its durable length), nothing of
+  // them is indexed, and what comes next lands where it is indexed.
+  CHECK(store::open_volume(vol.url())->usage().used_bytes == used);
+  CHECK_ERROR_KIND(repo.read_plain(util::sha256(a)), ErrorKind::not_found);
+  store::set_memory_volume_capacity(vol.name, 100u << 20);
+  repo.put(store::verify_upload(upload_of({e})));
+  repo.put(store::verify_upload(upload_of({a, b, c, a, d})));
+  for (const auto& x : {a, b, c, d, e}) {
+    auto plain = repo.read_plain(util::sha256(x));
+    CHECK(std::string(plain.begin(), plain.end()) == x);
+  }
+  CHECK(repo.check(true, nullptr).problems.empty());
+}
+
+TEST_CASE("a pack that cannot get its header on a full volume is removed again, and the put refused") {
+  TempDir dir;
+  InMemory vol;
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
+  store::set_memory_volume_capacity(vol.name, 2);
+  CHECK_ERROR_KIND(repo.put(store::verify_upload(upload_of({noise(1000, 4)}))), ErrorKind::failed);
+  CHECK(store::open_volume(vol.url())->list().empty());
+  CHECK(repo.catalog().packs().empty());
+  store::set_memory_volume_capacity(vol.name, 100u << 20);
+  repo.put(store::verify_upload(upload_of({noise(1000, 4)})));
   CHECK(repo.check(true, nullptr).problems.empty());
 }
 

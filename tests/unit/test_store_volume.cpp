@@ -125,6 +125,18 @@ TEST_CASE_TEMPLATE("volume conformance", Kind, FileKind, MemoryKind) {
     CHECK(vol->read(w->name(), 8, body.size()) == body);
   }
 
+  SUBCASE("abandon drops what was appended since the last durable() and ends the pack") {
+    CHECK(w->append(bytes_of(5000, 3)) == 8 + body.size());
+    w->abandon();
+    w->abandon();  // again: nothing
+    CHECK(w->size() == 8 + body.size());
+    CHECK(w->durable() == 8 + body.size());
+    CHECK_ERROR_KIND(w->append(head), ErrorKind::precondition);
+    auto r = vol->open_pack(w->name());
+    CHECK(r->size() == 8 + body.size());  // the failed tail is gone from the volume too
+    CHECK(vol->read(w->name(), 8, body.size()) == body);
+  }
+
   SUBCASE("two writers at once write two packs") {
     auto w2 = vol->create_pack();
     CHECK(w2->name() != w->name());
