@@ -49,6 +49,7 @@ ChunkCount chunks_get(Context& c, const NoParams&) {
   uint64_t max = c.limits().get_ids;
   if (ids.size() > max)
     throw Error(ErrorKind::usage, "chunks.get: at most " + std::to_string(max) + " ids per request (limit get-ids)");
+  if (c.caller.role == Role::device) c.service.reach().check(c.repo, c.caller.name, ids);
   c.repo.read_records(ids, c.reply_binary);
   if (c.reply_binary.size() > proto::k_max_binary) throw Error(ErrorKind::usage, "chunks.get: reply too large");
   return {ids.size(), std::nullopt};
@@ -67,13 +68,22 @@ ChunkCount chunks_delta(Context& c, const NoParams&) {
   uint64_t work = 0;
   util::ByteWriter out;
   auto& cat = c.cat();
+  // A device gets deltas of what it may read, against bases it may read (a base it
+  // may not read gets "no delta": its likeness to the wanted chunk is not told).
+  bool device = c.caller.role == Role::device;
+  if (device) {
+    std::vector<util::Digest> wanted;
+    for (size_t i = 0; i < ids.size(); i += 2) wanted.push_back(ids[i]);
+    c.service.reach().check(c.repo, c.caller.name, wanted);
+  }
   for (size_t i = 0; i < ids.size(); i += 2) {
     out.raw(ids[i].bytes);
     auto wanted_at = cat.find_chunk(ids[i]);
     if (!wanted_at) throw Error(ErrorKind::not_found, "chunk " + ids[i].hex() + ": not in the store");
     out.u32le(wanted_at->raw);
     auto base_at = cat.find_chunk(ids[i + 1]);
-    if (!base_at || wanted_at->raw > limits.delta_chunk || base_at->raw > limits.delta_chunk ||
+    if (!base_at || (device && !c.service.reach().may_read(c.repo, c.caller.name, ids[i + 1])) ||
+        wanted_at->raw > limits.delta_chunk || base_at->raw > limits.delta_chunk ||
         (work += wanted_at->raw + base_at->raw) > limits.delta_work) {
       out.u32le(0xffffffffu);
       continue;

@@ -20,6 +20,7 @@
 #include "libmirage/server/kinds.hpp"
 #include "libmirage/server/limits.hpp"
 #include "libmirage/server/metrics.hpp"
+#include "libmirage/server/reach.hpp"
 #include "libmirage/store/gc.hpp"
 #include "libmirage/store/repository.hpp"
 
@@ -64,6 +65,8 @@ class Service {
   /// Counts a request the HTTP layer refused for the body budget (503).
   void note_body_budget_refusal() { m_metrics.busy(); }
   Metrics& metrics() { return m_metrics; }
+  /// What each device may read (chunks.get, chunks.delta).
+  DeviceReach& reach() { return m_reach; }
   /// One GC run (retention first) on its own connection; counted in the metrics.
   GcRan run_gc(const store::GcOptions& options);
   /// Adds a storage volume at `path` unless the catalog has it already.
@@ -96,6 +99,7 @@ class Service {
   std::mutex m_fleet_mutex;   ///< changes of fleet-wide state (tokens, policies, layers, orders…)
   std::array<std::mutex, 64> m_device_mutexes;  ///< striped by device id
   Metrics m_metrics;
+  DeviceReach m_reach;
 };
 
 /// Creates a data directory with its admin token; returns the token (shown once).

@@ -43,29 +43,19 @@ class Marker {
 
  private:
   void mark_tree(const Digest& root) {
-    std::vector<Digest> stack{root};
-    while (!stack.empty()) {
-      Digest id = stack.back();
-      stack.pop_back();
-      if (!m_marks->add_tree(id)) continue;  // walked already (unchanged subtrees are shared)
-      m_trees++;
-      m_marks->add_live(id);
-      // A piece at a time: a split directory is never held whole.
-      try {
-        tree::for_each_piece(
-            id, [&](const Digest& d) { return m_repo.read_plain(d); }, "tree " + id.hex(),
-            [&](const Digest& object, const tree::Tree& piece) {
-              if (object != id) m_marks->add_live(object);
-              for (const auto& e : piece.entries) {
-                if (e.kind == tree::Kind::dir) stack.push_back(e.subtree);
-                for (const auto& c : e.chunks) m_marks->add_live(c.id);
-              }
-            });
-      } catch (const Error& e) {
-        // Without this tree the live set is unknown: deleting anything could lose data.
-        throw Error(ErrorKind::integrity, std::string(e.what()) + "; GC stopped, nothing deleted (run 'mirage check')");
-      }
-    }
+    tree::walk_reachable(
+        root, [&](const Digest& d) { return m_repo.read_plain(d); },
+        [&](const Digest& dir) {
+          if (!m_marks->add_tree(dir)) return false;
+          m_trees++;
+          m_marks->add_live(dir);
+          return true;
+        },
+        [&](const Digest& object) { m_marks->add_live(object); },
+        [](const Digest&, const Error& e) {
+          // Without this tree the live set is unknown: deleting anything could lose data.
+          throw Error(ErrorKind::integrity, std::string(e.what()) + "; GC stopped, nothing deleted (run 'mirage check')");
+        });
   }
 
   Repository& m_repo;

@@ -324,6 +324,30 @@ void for_each_piece(const Digest& id, const Fetch& fetch, const std::string& wha
   }
 }
 
+void walk_reachable(const Digest& root, const Fetch& fetch, const std::function<bool(const Digest& dir)>& enter,
+                    const std::function<void(const Digest& object)>& object,
+                    const std::function<void(const Digest& dir, const Error& error)>& unreadable) {
+  std::vector<Digest> stack{root};
+  while (!stack.empty()) {
+    Digest id = stack.back();
+    stack.pop_back();
+    if (!enter(id)) continue;  // walked already (unchanged subtrees are shared)
+    try {
+      // A piece at a time: a split directory is never held whole.
+      for_each_piece(id, fetch, "tree " + id.hex(), [&](const Digest& piece_id, Tree& piece) {
+        if (piece_id != id) object(piece_id);
+        for (const auto& e : piece.entries) {
+          if (e.kind == Kind::dir) stack.push_back(e.subtree);
+          for (const auto& c : e.chunks) object(c.id);
+        }
+      });
+    } catch (const Error& e) {
+      if (!unreadable) throw;
+      unreadable(id, e);
+    }
+  }
+}
+
 Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::vector<Digest>* pieces) {
   std::vector<Tree> parts;  // joined once their count is known: no entry moved twice
   for_each_piece(id, fetch, what, [&](const Digest& object, Tree& piece) {

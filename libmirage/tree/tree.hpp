@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "libmirage/util/digest.hpp"
+#include "libmirage/util/error.hpp"
 
 namespace mirage::tree {
 
@@ -163,6 +164,14 @@ using Fetch = std::function<std::vector<uint8_t>(const Digest& id)>;
 /// as Error(integrity), an object holding more.
 void for_each_piece(const Digest& id, const Fetch& fetch, const std::string& what,
                     const std::function<void(const Digest& object, Tree& piece)>& each, size_t max_entries = 0);
+/// Walks everything directory `root` reaches, each directory once: `enter(id)` for each
+/// directory (false: walked already, skipped with what is below it), then `object(id)`
+/// for each object under it (a split directory's pieces, its files' chunks). A
+/// directory that cannot be read goes to `unreadable` (which may throw), and the walk
+/// goes on without what is below it; without `unreadable` the error is thrown.
+void walk_reachable(const Digest& root, const Fetch& fetch, const std::function<bool(const Digest& dir)>& enter,
+                    const std::function<void(const Digest& object)>& object,
+                    const std::function<void(const Digest& dir, const Error& error)>& unreadable = {});
 /// Reads directory `id`, joining its pieces when it is split; `pieces`, when given, gets
 /// the pieces' ids. Errors are those of `fetch`, and Error(integrity) for bad objects.
 Tree load(const Digest& id, const Fetch& fetch, const std::string& what, std::vector<Digest>* pieces = nullptr);

@@ -146,6 +146,49 @@ TEST_CASE("an endpoint enrolls, syncs on its own credential, and restores what i
   CHECK(again.stats.bytes_new == 0);
 }
 
+TEST_CASE("a device's credential reads what its own snapshots reach, not another device's objects") {
+  World w;
+  auto admin = w.client(w.admin_token);
+  // Two endpoints, each syncing on its own credential.
+  auto enrol = [&](const std::string& id, const std::string& secret) {
+    fs::path root = w.dir / id / "root", state = w.dir / id / "state";
+    write(root / "home/u/pin.txt", secret);
+    endpoint::CentralizeOptions co;
+    co.root = root;
+    co.device_id = id;
+    co.state_dir = state;
+    co.threads = 1;
+    auto anonymous = w.client("");
+    endpoint::centralize(anonymous, co);
+    admin.call("device.accept", {{"device_id", id}});
+    std::string credential = "mdc_" + id + "." + endpoint::device_secret(state);
+    auto device = w.client(credential);
+    REQUIRE(endpoint::centralize(device, co).state == "accepted");
+    return credential;
+  };
+  auto a = w.client(enrol("reach-a", "4821\n"));
+  auto b = w.client(enrol("reach-b", "1234\n"));
+  auto tree_of = [&](const std::string& device) {
+    return *Digest::from_hex(admin.call("snapshot.list", {{"device_id", device}})["snapshots"].back()["tree"].get<std::string>());
+  };
+  Digest a_tree = tree_of("reach-a"), b_tree = tree_of("reach-b"), a_pin = util::sha256(std::string("4821\n")),
+         b_pin = util::sha256(std::string("1234\n"));
+  // Its own: the tree and the file's chunk.
+  CHECK_FALSE(client::chunks_get(b, std::vector<Digest>{b_tree, b_pin}).empty());
+  // Another's: neither its tree nor a chunk only it holds, alone or among its own ids.
+  CHECK_ERROR_KIND(client::chunks_get(b, std::vector<Digest>{a_tree}), ErrorKind::permission);
+  CHECK_ERROR_KIND(client::chunks_get(b, std::vector<Digest>{b_pin, a_pin}), ErrorKind::permission);
+  CHECK_ERROR_KIND(client::chunks_delta(b, std::vector<Digest>{a_pin, b_pin}), ErrorKind::permission);
+  // A delta of its own chunk against another's is "no delta", not a likeness told.
+  auto delta = client::chunks_delta(b, std::vector<Digest>{b_pin, a_pin});
+  REQUIRE(delta.size() == 32 + 4 + 4);
+  CHECK(delta[36] == 0xff);
+  // The other reads its own.
+  CHECK_FALSE(client::chunks_get(a, std::vector<Digest>{a_tree, a_pin}).empty());
+  // Staff read everything.
+  CHECK_FALSE(client::chunks_get(admin, std::vector<Digest>{a_tree, b_tree}).empty());
+}
+
 TEST_CASE("a commit reaching objects the store lacks is refused: every one counted, the first named in walk order") {
   World w;
   auto admin = w.client(w.admin_token);
