@@ -249,8 +249,12 @@ bool nap(double seconds) {
 /// --poll). A pending device syncs again every --poll until an admin accepts it; one
 /// awaiting re-enrolment logs once what the admin must run and backs off (--poll doubling
 /// up to 5 minutes). Failures are logged and retried with backoff; only a rejection or bad
-/// flags stop it (exit 4, 2). SIGINT/SIGTERM stop between syncs.
+/// flags stop it (exit 4, 2), and a --root or --ca-file that is not there at the start
+/// (3: a typo, not a server away). SIGINT/SIGTERM stop between syncs.
 int watch(const tool::Common& common, const Options& o) {
+  tool::connection_factory(common);  // names a --ca-file that is not there (a setting, retried for nothing)
+  if (std::error_code ec; !std::filesystem::is_directory(o.root, ec))
+    throw Error(ErrorKind::not_found, "root " + o.root + ": no such directory");
   tool::on_stop_signals([](int) { g_stop = 1; });
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> spread(-o.jitter, o.jitter);

@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <future>
 #include <fstream>
@@ -181,6 +183,12 @@ void take_snapshot(Client& client, const CentralizeOptions& opts, const policy::
 
 CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
   auto start = std::chrono::steady_clock::now();
+  // A mistyped --root is said before anything is made or registered (a pending device
+  // with no hostname was left behind for it).
+  struct stat root_st;
+  if (::stat(opts.root.c_str(), &root_st) != 0)
+    throw_errno(errno == ENOENT || errno == ENOTDIR ? ErrorKind::not_found : ErrorKind::failed, "root " + opts.root.string());
+  if (!S_ISDIR(root_st.st_mode)) throw Error(ErrorKind::usage, "root " + opts.root.string() + " is not a directory");
   make_state_private(opts.state_dir);
   struct PrivateAfter {  // files made during the sync (trees.db, files.cache, ...) too
     const fs::path& dir;

@@ -208,10 +208,27 @@ std::string device_secret(const fs::path& state_dir) {
 void make_state_private(const fs::path& state_dir) {
   util::make_dirs(state_dir);
   struct stat dir;
-  if (::stat(state_dir.c_str(), &dir) != 0) throw_errno(ErrorKind::failed, "stat " + state_dir.string());
+  if (::lstat(state_dir.c_str(), &dir) != 0) throw_errno(ErrorKind::failed, "stat " + state_dir.string());
+  const std::string where = "state directory " + state_dir.string();
+  // What it is given is what it makes private: never a directory a link leads to (one
+  // planted in /tmp), another user's, or one holding files of its own (--state /etc).
+  if (S_ISLNK(dir.st_mode))
+    throw Error(ErrorKind::usage, where + " is a symbolic link; give the directory itself");
+  if (!S_ISDIR(dir.st_mode)) throw Error(ErrorKind::usage, where + " is not a directory");
   // Never chmod a shared directory (--state /tmp): refuse it, others could read or plant files there.
   if ((dir.st_mode & (S_ISVTX | S_IWOTH)) != 0)
-    throw Error(ErrorKind::usage, "state directory " + state_dir.string() + " is shared (world-writable or sticky); give a private one");
+    throw Error(ErrorKind::usage, where + " is shared (world-writable or sticky); give a private one");
+  if (dir.st_uid != ::geteuid())
+    throw Error(ErrorKind::usage, where + " is owned by uid " + std::to_string(dir.st_uid) + ", not by this user (uid " +
+                                      std::to_string(::geteuid()) + "); give one of this user's");
+  std::error_code empty_ec;
+  if (!fs::is_empty(state_dir, empty_ec) && !empty_ec) {
+    bool ours = false;
+    for (const char* name : {"credential", "files.cache", "trees.db", "sync.lock"})
+      ours = ours || ::access((state_dir / name).c_str(), F_OK) == 0;
+    if (!ours)
+      throw Error(ErrorKind::usage, where + " holds other files and no endpoint state; give a new or empty directory");
+  }
   if (::chmod(state_dir.c_str(), 0700) != 0)
     throw_errno(errno == EROFS || errno == EPERM ? ErrorKind::permission : ErrorKind::failed, "chmod " + state_dir.string());
   std::error_code ec;

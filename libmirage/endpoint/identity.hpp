@@ -30,7 +30,9 @@ std::string device_secret(const std::filesystem::path& state_dir);
 
 /// Creates the endpoint state directory if needed and makes it and the files in it
 /// private (0700, its own files 0600: file names in trees.db, the credential). Throws
-/// Error(usage) for a shared directory (world-writable or sticky, e.g. /tmp), else Error(failed).
+/// Error(usage) for a shared directory (world-writable or sticky, e.g. /tmp), a symbolic
+/// link, another user's, or one holding other files and no endpoint state (--state /etc);
+/// else Error(failed).
 void make_state_private(const std::filesystem::path& state_dir);
 
 /// True when `root` is the running system's "/" (then DMI, PCI and swaps are read).

@@ -377,33 +377,25 @@ class Pipeline {
     m_warnings.push_back(std::move(message));
   }
 
-  void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf, Batch& batch, PendingPut& pending) {
-    util::Fd fd(open_beneath(m_rootfd, job.relpath));
-    tree::Entry& entry = *job.target;
-    if (!fd) {
-      note_unreadable(job.path, std::string("open: ") + std::strerror(errno) + " (left out)");
-      entry.name.clear();  // dropped when the tree is built
-      return;
-    }
-    // A larger readahead window for what is read in several steps; a small file is read
-    // whole by the default one (a syscall a file saved).
-    if (job.stamp.size > k_read_size) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-    note_cache_probe(fd.get());
-    std::vector<tree::ChunkRef> chunks;
-    uint64_t total = 0;
+  /// Reads the file at `fd` from where it is to its end into `chunks` (`total` bytes),
+  /// sending the chunks not seen yet. False when it could not be read (noted, the entry
+  /// dropped) or the scan failed.
+  bool read_chunks(int fd, FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf, Batch& batch,
+                   PendingPut& pending, std::vector<tree::ChunkRef>& chunks, uint64_t& total) {
+    total = 0;
     size_t have = 0;
     bool eof = false;
     const size_t max = chunker.params().max_size;
     while (!eof || have > 0) {
-      if (m_failed) return;  // the scan ends with the first error: no use reading on
+      if (m_failed) return false;  // the scan ends with the first error: no use reading on
       while (!eof && have < max) {
         size_t n = 0;
         try {
-          n = util::read_full(fd.get(), std::span(buf).subspan(have, k_read_size), job.path);
+          n = util::read_full(fd, std::span(buf).subspan(have, k_read_size), job.path);
         } catch (const Error& e) {
           note_unreadable(job.path, std::string(e.what()) + " (left out)");
-          entry.name.clear();
-          return;
+          job.target->name.clear();
+          return false;
         }
         if (n < k_read_size) eof = true;
         have += n;
@@ -424,12 +416,53 @@ class Pipeline {
       std::memmove(buf.data(), buf.data() + pos, have - pos);
       have -= pos;
     }
-    struct stat after;
-    if (::fstat(fd.get(), &after) == 0 &&
-        (static_cast<uint64_t>(after.st_size) != total || ns(after.st_mtim) != job.stamp.mtime_ns)) {
-      warn("read " + job.path + ": changed while it was read");
-      std::lock_guard lock(m_warn_mutex);
-      m_uncacheable.push_back(job.path);
+    return true;
+  }
+
+  void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf, Batch& batch, PendingPut& pending) {
+    util::Fd fd(open_beneath(m_rootfd, job.relpath));
+    tree::Entry& entry = *job.target;
+    if (!fd) {
+      note_unreadable(job.path, std::string("open: ") + std::strerror(errno) + " (left out)");
+      entry.name.clear();  // dropped when the tree is built
+      return;
+    }
+    // A larger readahead window for what is read in several steps; a small file is read
+    // whole by the default one (a syscall a file saved).
+    if (job.stamp.size > k_read_size) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    note_cache_probe(fd.get());
+    std::vector<tree::ChunkRef> chunks;
+    uint64_t total = 0;
+    // A file that changes while it is read (its size or mtime moved) is read again, up
+    // to k_reads times in all: what was read may mix two versions of it (a truncate
+    // midway kept the old head under the old mtime). One that never reads still is
+    // stored as last read and counted in `unreadable` (the snapshot is incomplete, as
+    // tar and borg exit 1 on it); the next sync reads it again either way.
+    constexpr int k_reads = 3;
+    for (int read = 1;; ++read) {
+      chunks.clear();
+      if (!read_chunks(fd.get(), job, chunker, buf, batch, pending, chunks, total)) return;
+      struct stat after;
+      if (::fstat(fd.get(), &after) != 0 ||
+          (static_cast<uint64_t>(after.st_size) == total && ns(after.st_mtim) == job.stamp.mtime_ns))
+        break;
+      {
+        std::lock_guard lock(m_warn_mutex);
+        m_uncacheable.push_back(job.path);
+      }
+      if (read == k_reads) {
+        note_unreadable(job.path, "changed while it was read, " + std::to_string(k_reads) +
+                                      " times: stored as last read, which may mix two versions of it");
+        break;
+      }
+      warn("read " + job.path + ": changed while it was read; read again");
+      job.stamp.mtime_ns = entry.mtime_ns = ns(after.st_mtim);
+      job.stamp.size = static_cast<uint64_t>(after.st_size);
+      if (::lseek(fd.get(), 0, SEEK_SET) != 0) {
+        note_unreadable(job.path, std::string("seek: ") + std::strerror(errno) + " (left out)");
+        entry.name.clear();
+        return;
+      }
     }
     entry.size = total;
     entry.chunks = std::move(chunks);

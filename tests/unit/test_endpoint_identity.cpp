@@ -127,4 +127,34 @@ TEST_CASE("a shared directory is refused as the state directory, and left as it 
   CHECK((fs::status(shared).permissions() & fs::perms::mask) == (fs::perms::all | fs::perms::sticky_bit));
 }
 
+TEST_CASE("a link, another user's directory or one holding other files is refused as the state directory, and left as it is") {
+  TempRoot t;
+  // --state /etc, by mistake: nothing there is made private.
+  fs::path etc = t.dir / "etc";
+  fs::create_directories(etc);
+  t.write(etc / "passwd", "root:x:0:0::/root:/bin/sh\n");
+  ::chmod(etc.c_str(), 0755);
+  ::chmod((etc / "passwd").c_str(), 0644);
+  CHECK(kind_of([&] { endpoint::make_state_private(etc); }) == ErrorKind::usage);
+  CHECK((fs::status(etc).permissions() & fs::perms::all) == fs::perms(0755));
+  CHECK((fs::status(etc / "passwd").permissions() & fs::perms::all) == fs::perms(0644));
+  // A link to it (one planted in /tmp): refused though what it leads to would be empty.
+  fs::path empty = t.dir / "empty", link = t.dir / "link";
+  fs::create_directories(empty);
+  ::chmod(empty.c_str(), 0755);
+  fs::create_directory_symlink(empty, link);
+  CHECK(kind_of([&] { endpoint::make_state_private(link); }) == ErrorKind::usage);
+  CHECK((fs::status(empty).permissions() & fs::perms::all) == fs::perms(0755));
+  // Another user's (root can tell: it may chown).
+  if (::geteuid() == 0) {
+    fs::path theirs = t.dir / "theirs";
+    fs::create_directories(theirs);
+    REQUIRE(::chown(theirs.c_str(), 65534, 65534) == 0);
+    CHECK(kind_of([&] { endpoint::make_state_private(theirs); }) == ErrorKind::usage);
+  }
+  // An empty directory and one with endpoint state are taken.
+  endpoint::make_state_private(empty);
+  CHECK((fs::status(empty).permissions() & fs::perms::all) == fs::perms::owner_all);
+}
+
 TEST_SUITE_END();
