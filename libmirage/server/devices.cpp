@@ -15,14 +15,14 @@ namespace {
 
 constexpr size_t k_max_hostname = 253;  // a DNS name (RFC 1035): fixed, listed by `mirage-serverd limits`
 
+}  // namespace
+
 bool valid_name(const std::string& name) {
   if (name.empty() || name.size() > 100) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
     return isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
   });
 }
-
-}  // namespace
 
 std::string printable(const std::string& text, size_t max) {
   std::string out = text.substr(0, max);
@@ -32,7 +32,8 @@ std::string printable(const std::string& text, size_t max) {
 }
 
 bool valid_device_id(const std::string& id) {
-  if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
+  // Not "-x" either: every tool would take it for a flag ("accept -x" cannot name it).
+  if (id.empty() || id.size() > 128 || id == "." || id == ".." || id[0] == '-') return false;
   for (char c : id)
     if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':')) return false;
   return true;
@@ -57,7 +58,8 @@ DeviceRegister DeviceRegister::parse(const Params& p) {
   DeviceRegister r;
   r.device_id = p.text("device_id");
   if (!valid_device_id(r.device_id))
-    throw Error(ErrorKind::usage, "device id '" + printable(r.device_id, 140) + "': use letters, digits and - _ . : (at most 128)");
+    throw Error(ErrorKind::usage, "device id '" + printable(r.device_id, 140) +
+                                      "': use letters, digits and - _ . : (at most 128, not starting with -)");
   r.hostname = p.text_or("hostname");
   if (r.hostname.size() > k_max_hostname || r.hostname != printable(r.hostname, k_max_hostname))
     throw Error(ErrorKind::usage, "hostname: at most " + std::to_string(k_max_hostname) + " printable characters");

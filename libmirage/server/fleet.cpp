@@ -23,13 +23,6 @@ namespace {
 
 bool glob(const std::string& pattern, const std::string& text) { return fnmatch(pattern.c_str(), text.c_str(), 0) == 0; }
 
-bool valid_name(const std::string& name) {
-  if (name.empty() || name.size() > 100) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-  });
-}
-
 const char* const k_match_keys[] = {"hostname", "os", "os_version", "tag", "inventory"};
 
 /// Validates a dynamic collection's match: {"hostname": GLOB, "os": GLOB, "os_version":

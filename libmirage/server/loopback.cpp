@@ -63,7 +63,7 @@ class InProcessTransport : public proto::Transport {
 
 }  // namespace
 
-std::unique_ptr<proto::Transport> open_in_process(const std::filesystem::path& data, const Limits& limits) {
+std::unique_ptr<proto::Transport> open_in_process(const std::filesystem::path& data, const Limits& limits, bool create) {
   static std::mutex mutex;
   static std::map<std::string, std::weak_ptr<Service>> services;
   std::string key = std::filesystem::absolute(data).lexically_normal().string();
@@ -71,7 +71,11 @@ std::unique_ptr<proto::Transport> open_in_process(const std::filesystem::path& d
   std::erase_if(services, [](const auto& s) { return s.second.expired(); });
   std::shared_ptr<Service> service = services[key].lock();
   if (!service) {
-    service = std::make_shared<Service>(key, true, limits);
+    std::error_code ec;
+    if (!create && !std::filesystem::exists(key, ec))
+      throw Error(ErrorKind::not_found, "no store at " + key +
+                                            " (nothing was centralized there; is MIRAGE_HOME or --server right?)");
+    service = std::make_shared<Service>(key, create, limits);
     services[key] = service;
   }
   return std::make_unique<InProcessTransport>(std::move(service), key);

@@ -34,6 +34,9 @@ class LoopbackTransport : public proto::Transport {
 /// directory (Caller::owner), as the stdio server's; requests are held to `limits` (those
 /// of the first transport on the directory). Throws what opening the directory throws
 /// (a damaged store: Error(integrity)).
-std::unique_ptr<proto::Transport> open_in_process(const std::filesystem::path& data, const Limits& limits = {});
+/// With `create` false a missing data directory is Error(not_found) naming it, and
+/// nothing is made.
+std::unique_ptr<proto::Transport> open_in_process(const std::filesystem::path& data, const Limits& limits = {},
+                                                  bool create = true);
 
 }  // namespace mirage::server

@@ -122,7 +122,7 @@ const std::vector<Method>& table() {
       row<token_list>(          "token.list",        no_dev, no_anon, quiet,          parallel, req,    all(k_admin)),
       row<token_rotate>(        "token.rotate",      no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
       row<token_revoke>(        "token.revoke",      no_dev, no_anon, audit,          fleet,    req,    all(k_admin)),
-      row<gc_run>(              "gc.run",            no_dev, no_anon, audit,          parallel, req,    all(k_admin)),
+      row<gc_run>(              "gc.run",            no_dev, no_anon, unless_dry_run, parallel, req,    all(k_admin)),
       row<store_stats>(         "store.stats",       no_dev, no_anon, quiet,          parallel, req,    all(k_all)),
       row<check>(               "check",             no_dev, no_anon, quiet,          parallel, req,    all(k_admin)),
   };

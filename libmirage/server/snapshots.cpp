@@ -214,7 +214,9 @@ SnapshotCommitted snapshot_commit(Context& c, const SnapshotCommit& p) {
   snap.created_at = util::now_ns();
   if (!previous.empty() && snap.created_at <= previous.back().created_at) snap.created_at = previous.back().created_at + 1;
   snap.stats = p.stats;
-  snap.pinned = p.pinned;
+  // A device pins the snapshot before an order's change; with no order pending its pin
+  // is not taken (the reply says so): a device cannot keep its history past retention.
+  snap.pinned = p.pinned && (c.caller.role != Role::device || !cat.orders(device, name(OrderState::pending)).empty());
   snap.given = cat.given(device);  // a revert to this snapshot gives these layers back
   cat.add_snapshot(snap);
   // The transaction log: the first upload of a CVD is its centralization.

@@ -44,6 +44,9 @@ void to_json(json& j, const TokenReply& r) {
 TokenCreate TokenCreate::parse(const Params& p) {
   TokenCreate t;
   t.name = p.text("name");
+  if (!valid_name(t.name))
+    throw Error(ErrorKind::usage, "token name '" + printable(t.name, 100) +
+                                      "': 1-100 letters, digits, '-', '_' or '.'");
   std::string role = p.text("role");
   // A token is given one of the four roles (device and anonymous are callers, not roles).
   Role r = Role::anonymous;

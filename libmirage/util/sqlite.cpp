@@ -102,6 +102,10 @@ void Db::configure() {
 Db::~Db() { sqlite3_close_v2(m_db); }
 
 void Db::fail(const std::string& context) const {
+  // A full disk is said as such, with what to do, not as the statement that met it.
+  if ((sqlite3_errcode(m_db) & 0xff) == SQLITE_FULL)
+    throw Error(ErrorKind::failed, "catalog " + m_path + ": the disk is full (" + sqlite3_errmsg(m_db) +
+                                       "); free space on its filesystem and try again");
   throw Error(kind_of(m_db), "catalog " + m_path + ": " + context + ": " + sqlite3_errmsg(m_db));
 }
 
