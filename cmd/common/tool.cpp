@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -54,8 +55,15 @@ proto::ConnectOptions connect_options(const Common& common) {
   o.token = common.token;
   // local:DIR is served in this process: no server process, no pipe, one catalog for
   // all the command's connections (MIRAGE_SERVERD still names a server to run instead).
-  o.in_process = [](const std::string& dir) { return server::open_in_process(dir); };
-  if (!common.ca_file.empty()) o.ca_file = std::filesystem::absolute(common.ca_file).string();
+  o.in_process = [create = common.create_store](const std::string& dir) { return server::open_in_process(dir, {}, create); };
+  if (!common.ca_file.empty()) {
+    o.ca_file = std::filesystem::absolute(common.ca_file).string();
+    // Named here, not left to curl ("problem with the SSL CA cert"), which reads as an
+    // unreachable server (75) and has --watch retry a typo for ever.
+    if (o.server.rfind("https://", 0) == 0 && ::access(o.ca_file.c_str(), R_OK) != 0)
+      throw_errno(errno == ENOENT || errno == ENOTDIR ? ErrorKind::not_found : ErrorKind::permission,
+                  "--ca-file " + common.ca_file);
+  }
   return o;
 }
 }  // namespace
@@ -301,10 +309,14 @@ int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<
     return 2;
   }
   try {
+    auto start = [&](const Command& cmd) {
+      if (cmd.reads_only) common.create_store = false;
+      return cmd.run();
+    };
     for (const auto& cmd : commands)
-      if (cmd.app && cmd.app->parsed()) return cmd.run();
+      if (cmd.app && cmd.app->parsed()) return start(cmd);
     for (const auto& cmd : commands)
-      if (!cmd.app) return cmd.run();
+      if (!cmd.app) return start(cmd);
     std::cout << app.help();
     return 2;
   } catch (const Error& e) {

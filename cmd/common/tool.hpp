@@ -23,6 +23,9 @@ struct Common {
   std::string output;  ///< "json", "text" or empty (JSON unless stdout is a terminal)
   std::string ca_file;
   std::string progress = "auto";  ///< auto, text, json or none (see progress_mode)
+  /// The embedded default (local:DIR) is made when missing (false: a command that only
+  /// reads finds nothing there, not found, and makes no store for a mistyped MIRAGE_HOME).
+  bool create_store = true;
   bool json() const;
 };
 
@@ -43,6 +46,7 @@ client::ConnectionFactory connection_factory(const Common& common);
 struct Command {
   CLI::App* app;  ///< nullptr for the tool's default action (no subcommand)
   std::function<int()> run;
+  bool reads_only = false;  ///< sets Common::create_store false: a missing local store is not found
 };
 
 /// Parses argv (after expanding --input FILE|- into flags), runs the chosen command,

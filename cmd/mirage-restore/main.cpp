@@ -595,7 +595,11 @@ int main(int argc, char** argv) {
   const char* snapshot_help = "Id or prefix, latest, or a time: the newest\nat or before it (2026-11-30 14:00, yesterday,\n2h, 3d, 1w)";
   app.add_option("--device", o.device, "Device id, name or unique hostname");
   auto* snapshot_opt = app.add_option("--snapshot", o.snapshot, snapshot_help);
-  app.add_option("--path", o.paths, "Path in the snapshot (repeatable; / for all)");
+  // An empty path ("$P" unset in a script) is refused, not taken for the whole snapshot.
+  const auto not_empty = CLI::Validator(
+      [](const std::string& v) { return v.empty() ? std::string("an empty path; give / for the whole snapshot") : std::string(); },
+      "PATH");
+  app.add_option("--path", o.paths, "Path in the snapshot (repeatable; / for all)")->check(not_empty);
   app.add_option("--to", o.to, "Directory to restore into (- : dump to stdout)");
   app.add_option("--archive", o.archive, "With --to -: tar or zip")->check(CLI::IsMember({"tar", "zip"}));
   app.add_option("--overwrite", o.overwrite, "An existing file at the target: replace it\n(always, the default), "
@@ -625,7 +629,7 @@ int main(int argc, char** argv) {
   auto* ls_cmd = app.add_subcommand("ls", "List a directory of a snapshot");
   ls_cmd->add_option("--device", o.device, "Device id, name or unique hostname");
   ls_cmd->add_option("--snapshot", o.snapshot, snapshot_help);
-  ls_cmd->add_option("path", o.path, "Path in the snapshot (default /)");
+  ls_cmd->add_option("path", o.path, "Path in the snapshot (default /)")->check(not_empty);
   ls_cmd->add_flag("--recursive,-R", o.recursive, "Everything below the path");
   ls_cmd->add_flag("--long,-l", o.long_format, "Mode, owner, size, mtime (text)");
   auto* find_cmd = app.add_subcommand("find", "Find paths by glob across snapshots");
@@ -643,7 +647,7 @@ int main(int argc, char** argv) {
   dump_cmd->add_option("--snapshot", o.snapshot, snapshot_help);
   dump_cmd->add_option("--archive", o.archive, "tar or zip (default: a file raw, else tar)")
       ->check(CLI::IsMember({"tar", "zip"}));
-  dump_cmd->add_option("path", o.path, "Path in the snapshot")->required();
+  dump_cmd->add_option("path", o.path, "Path in the snapshot")->required()->check(not_empty);
   restore_cmd::MountOptions mo;
   auto* mount_cmd = app.add_subcommand("mount", "Mount the snapshots read-only (FUSE)");
   mount_cmd->add_option("--device", mo.device, "Device id or unique hostname");
@@ -653,6 +657,7 @@ int main(int argc, char** argv) {
   mount_cmd->add_flag("--foreground,-f", foreground, "Stay in the foreground (the default and only way)");
   mount_cmd->add_flag("--allow-other", mo.allow_other, "Other users may read it too (their modes checked)");
   mount_cmd->add_flag("--debug", mo.debug, "libfuse's log of every request on stderr");
+  common.create_store = false;  // every form reads a store that has devices: none there is not found
   return tool::run(argc, argv, app, common,
                    {{list, [&] { return snapshots(common, o); }},
                     {ls_cmd, [&] { return ls(common, o); }},

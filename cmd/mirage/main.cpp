@@ -297,9 +297,17 @@ int main(int argc, char** argv) {
   token_create->add_option("--name", tok_name, "Token name (who or what uses it)")->required();
   token_create->add_option("--role", tok_role, "admin, image-manager, protection-manager, helpdesk")->required();
   double tok_expires = 0;
+  // (CLI::PositiveNumber's message names the largest double, 309 digits of it.)
+  const auto more_than_zero = CLI::Validator(
+      [](const std::string& v) {
+        char* end = nullptr;
+        double d = std::strtod(v.c_str(), &end);
+        return end != v.c_str() && d > 0 ? std::string() : "a duration must be more than 0 (90d, 12h, 30m)";
+      },
+      "DURATION");
   token_create->add_option("--expires", tok_expires, "Valid for this long (90d; default: until revoked)")
       ->transform(duration)
-      ->check(CLI::PositiveNumber);
+      ->check(more_than_zero);
   auto* token_list = token->add_subcommand("list", "List tokens (never their secrets)");
   auto* token_revoke = token->add_subcommand("revoke", "Revoke the live token with this name");
   token_revoke->add_option("name", tok_name, "Token name")->required();
@@ -307,7 +315,7 @@ int main(int argc, char** argv) {
   token_rotate->add_option("name", tok_name, "Token name")->required();
   token_rotate->add_option("--expires", tok_expires, "The new secret is valid this long (90d)")
       ->transform(duration)
-      ->check(CLI::PositiveNumber);
+      ->check(more_than_zero);
 
   auto call_print = [&](const char* method, json params, const std::function<void(std::ostream&, const json&)>& text) {
     auto client = tool::connect(common);
@@ -335,8 +343,8 @@ int main(int argc, char** argv) {
     tool::print_fields(out, r["policy"], 2);
   };
   std::vector<tool::Command> commands = {
-      {check_cmd, [&] { return check(common, read_data, repair); }},
-      {stats_cmd, [&] { return stats(common, stats_device); }},
+      {check_cmd, [&] { return check(common, read_data, repair); }, true},
+      {stats_cmd, [&] { return stats(common, stats_device); }, true},
        {token_create,
         [&] {
           return call_print("token.create", {{"name", tok_name}, {"role", tok_role}, {"expires_seconds", tok_expires}},
@@ -357,14 +365,14 @@ int main(int argc, char** argv) {
                          t["revoked"].get<bool>() ? "revoked" : t["expired"].get<bool>() ? "expired" : "valid"});
             table.print(out, "no tokens");
           });
-        }},
+        }, true},
        {token_revoke,
         [&] {
           return call_print("token.revoke", {{"name", tok_name}}, [](std::ostream& out, const json& r) {
             out << "token " << r["name"].get<std::string>() << " revoked\n";
           });
         }},
-       {events_cmd, [&] { return events(common, ev_device, ev_since, ev_type, ev_follow, ev_poll); }},
+       {events_cmd, [&] { return events(common, ev_device, ev_since, ev_type, ev_follow, ev_poll); }, true},
        {policy_list,
         [&] {
           return call_print("policy.list", json::object(), [](std::ostream& out, const json& r) {
@@ -372,11 +380,11 @@ int main(int argc, char** argv) {
             for (const auto& p : r["policies"]) t.row({tool::cell(p["name"]), tool::cell(p["devices"])});
             t.print(out, "no policies");
           });
-        }},
+        }, true},
        {policy_show,
         [&] {
           return call_print("policy.get", {{"name", policy_name}}, print_policy);
-        }},
+        }, true},
        {policy_set,
         [&] {
           return call_print("policy.set", {{"name", policy_name}, {"policy", util::read_json_input(policy_file, "--file")}},
@@ -419,7 +427,7 @@ int main(int argc, char** argv) {
             for (const auto& c : r["collections"]) t.row({tool::cell(c["name"]), tool::cell(c["kind"]), tool::cell(c["members"])});
             t.print(out, "no collections");
           });
-        }},
+        }, true},
        {coll_show,
         [&] {
           return call_print("collection.get", {{"name", coll_name}}, [](std::ostream& out, const json& r) {
@@ -456,7 +464,7 @@ int main(int argc, char** argv) {
           }
           tool::print(common, r, [&](std::ostream& out) { lifecycle::print_device_table(out, r["devices"]); });
           return 0;
-        }},
+        }, true},
        {device_tag,
         [&] {
           auto params = [&](client::Client& client) {
@@ -490,7 +498,7 @@ int main(int argc, char** argv) {
                      v["read_only"].get<bool>() ? "read-only" : "writable"});
             t.print(out, "no volumes");
           });
-        }},
+        }, true},
        {volume_add,
         [&] {
           std::string abs = std::filesystem::absolute(vol_path).lexically_normal().string();
