@@ -9,7 +9,10 @@
 # - --ca-file naming no file is not found (3) naming it, not "server unreachable" (75);
 # - an empty --path (an unset "$P") is a usage error (2), not the whole device;
 # - a token name that would split a log line is refused (2);
-# - a device's pin of its own snapshot, with no order pending, is not taken.
+# - a device's pin of its own snapshot, with no order pending, is not taken;
+# - on the embedded default, a command that only reads finds no store at a mistyped
+#   MIRAGE_HOME (3) and makes none; a device id starting with - is refused (2); more
+#   than 16 MiB of --input is refused (2) without reading it all.
 source "$(dirname "$0")/lib.sh"
 need openssl python3
 pki=$TEST_TMP/pki
@@ -106,4 +109,16 @@ last = call("snapshot.list", {"device_id": "ep-1"})["result"]["snapshots"][-1]
 got = call("snapshot.commit", {"device_id": "ep-1", "tree": last["tree"], "root": last["root"], "stats": {}, "pinned": True})
 assert got["result"]["pinned"] is False, got
 PY
+# The embedded default: reads make no store; odd ids and huge input are refused.
+local_home=$TEST_TMP/typo-home
+for cmd in "mirage device list" "mirage-restore snapshots --device ep-1" "mirage check" "mirage events"; do
+  expect_exit 3 env -u MIRAGE_SERVER MIRAGE_HOME="$local_home" $cmd
+  expect_contains "$ERR" "no store at"
+done
+[ ! -e "$local_home" ] || fail "a read made a store at a mistyped MIRAGE_HOME"
+expect_exit 2 env -u MIRAGE_SERVER MIRAGE_HOME="$TEST_TMP/home2" mirage-centralize --root "$src" --device-id=-dash --state "$TEST_TMP/st-dash"
+expect_contains "$ERR" "not starting with -"
+head -c 20M /dev/zero | tr '\0' ' ' >"$TEST_TMP/huge.json"
+expect_exit 2 env -u MIRAGE_SERVER MIRAGE_HOME="$TEST_TMP/home2" mirage device list --input "$TEST_TMP/huge.json"
+expect_contains "$ERR" "larger than"
 echo ok
