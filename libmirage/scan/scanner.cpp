@@ -89,6 +89,7 @@ struct FileJob {
   std::string path;     // root-relative with a leading slash (cache key, messages)
   FileStamp stamp;
   uint64_t seq = 0;     // its place in the queue (the prefetch's cursor compares it)
+  bool sparse = false;  // its blocks cover less than its size: its holes are looked for
 };
 
 constexpr int k_open_flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
@@ -377,15 +378,26 @@ class Pipeline {
     m_warnings.push_back(std::move(message));
   }
 
-  /// Reads the file at `fd` from where it is to its end into `chunks` (`total` bytes),
-  /// sending the chunks not seen yet. False when it could not be read (noted, the entry
-  /// dropped) or the scan failed.
+  /// Reads the file at `fd` from its start (`again`: it was read before) to its end into
+  /// `chunks` (`total` bytes), sending the chunks not seen yet. False when it could not
+  /// be read (noted, the entry dropped) or the scan failed. A sparse file's holes are not read: where a chunk would
+  /// start with a whole max_size of hole ahead, its chunks are the zero run's (the same
+  /// cut points and ids as reading the zeros would give), so a 100 GiB sparse file with
+  /// little data costs what its data costs.
   bool read_chunks(int fd, FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf, Batch& batch,
-                   PendingPut& pending, std::vector<tree::ChunkRef>& chunks, uint64_t& total) {
+                   PendingPut& pending, std::vector<tree::ChunkRef>& chunks, uint64_t& total, bool again) {
     total = 0;
     size_t have = 0;
     bool eof = false;
     const size_t max = chunker.params().max_size;
+    auto holes = job.sparse ? holes_of(fd) : std::vector<std::pair<uint64_t, uint64_t>>{};
+    if ((job.sparse || again) && ::lseek(fd, 0, SEEK_SET) != 0) {  // (a new fd is at 0 already)
+      note_unreadable(job.path, std::string("seek: ") + std::strerror(errno) + " (left out)");
+      job.target->name.clear();
+      return false;
+    }
+    size_t next_hole = 0;
+    uint64_t offset = 0;  // the file offset of buf[0]
     while (!eof || have > 0) {
       if (m_failed) return false;  // the scan ends with the first error: no use reading on
       while (!eof && have < max) {
@@ -402,6 +414,30 @@ class Pipeline {
       }
       size_t pos = 0;
       while (have - pos >= max || (eof && pos < have)) {
+        // A whole max_size of hole ahead: the zero run's chunks, up to where that ends.
+        uint64_t at = offset + pos;
+        while (next_hole < holes.size() && holes[next_hole].second < at + max) next_hole++;
+        if (next_hole < holes.size() && holes[next_hole].first <= at) {
+          const ZeroChunk& zero = zero_chunk(chunker);
+          uint64_t end = holes[next_hole].second, skipped = 0;
+          for (; at + skipped + max <= end; skipped += zero.bytes.size()) {
+            chunks.push_back({zero.id, zero.bytes.size()});
+            if (first_sighting(zero.id)) {
+              batch.add(zero.id, zero.bytes);
+              if (batch.bytes.size() >= k_batch_bytes) upload(batch, nullptr, &pending);
+            }
+          }
+          total += skipped;
+          offset = at + skipped;  // read on from there
+          have = pos = 0;
+          eof = false;
+          if (::lseek(fd, static_cast<off_t>(offset), SEEK_SET) != static_cast<off_t>(offset)) {
+            note_unreadable(job.path, std::string("seek: ") + std::strerror(errno) + " (left out)");
+            job.target->name.clear();
+            return false;
+          }
+          break;
+        }
         size_t len = chunker.cut(std::span(buf).subspan(pos, have - pos));
         std::span<const uint8_t> piece(buf.data() + pos, len);
         Digest id = util::sha256(piece);
@@ -415,9 +451,46 @@ class Pipeline {
       }
       std::memmove(buf.data(), buf.data() + pos, have - pos);
       have -= pos;
+      offset += pos;
     }
     return true;
   }
+
+  /// The holes of a sparse file as [start, end) offsets, in order (none for a file whose
+  /// blocks cover its size, or a filesystem that cannot tell); at most k_max_holes of them.
+  static std::vector<std::pair<uint64_t, uint64_t>> holes_of(int fd) {
+    std::vector<std::pair<uint64_t, uint64_t>> holes;
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_blocks) * 512 >= static_cast<uint64_t>(st.st_size)) return holes;
+    constexpr size_t k_max_holes = 1 << 16;
+    off_t at = 0;
+    while (at < st.st_size && holes.size() < k_max_holes) {
+      off_t hole = ::lseek(fd, at, SEEK_HOLE);
+      if (hole < 0 || hole >= st.st_size) break;
+      off_t data = ::lseek(fd, hole, SEEK_DATA);
+      if (data < 0) data = st.st_size;  // ENXIO: a hole to the end
+      holes.emplace_back(static_cast<uint64_t>(hole), static_cast<uint64_t>(data));
+      at = data;
+    }
+    return holes;
+  }
+
+  /// The chunk a run of zeros at least max_size long starts with (the chunker cuts a
+  /// run of zeros where it would in any such run: its window never holds anything else).
+  struct ZeroChunk {
+    std::vector<uint8_t> bytes;
+    Digest id;
+  };
+  const ZeroChunk& zero_chunk(const chunk::Chunker& chunker) {
+    std::call_once(m_zero_once, [&] {
+      std::vector<uint8_t> zeros(chunker.params().max_size, 0);
+      m_zero.bytes.assign(chunker.cut(zeros), 0);
+      m_zero.id = util::sha256(m_zero.bytes);
+    });
+    return m_zero;
+  }
+  std::once_flag m_zero_once;
+  ZeroChunk m_zero;
 
   void process(FileJob& job, chunk::Chunker& chunker, std::vector<uint8_t>& buf, Batch& batch, PendingPut& pending) {
     util::Fd fd(open_beneath(m_rootfd, job.relpath));
@@ -441,7 +514,7 @@ class Pipeline {
     constexpr int k_reads = 3;
     for (int read = 1;; ++read) {
       chunks.clear();
-      if (!read_chunks(fd.get(), job, chunker, buf, batch, pending, chunks, total)) return;
+      if (!read_chunks(fd.get(), job, chunker, buf, batch, pending, chunks, total, read > 1)) return;
       struct stat after;
       if (::fstat(fd.get(), &after) != 0 ||
           (static_cast<uint64_t>(after.st_size) == total && ns(after.st_mtim) == job.stamp.mtime_ns))
@@ -458,11 +531,6 @@ class Pipeline {
       warn("read " + job.path + ": changed while it was read; read again");
       job.stamp.mtime_ns = entry.mtime_ns = ns(after.st_mtim);
       job.stamp.size = static_cast<uint64_t>(after.st_size);
-      if (::lseek(fd.get(), 0, SEEK_SET) != 0) {
-        note_unreadable(job.path, std::string("seek: ") + std::strerror(errno) + " (left out)");
-        entry.name.clear();
-        return;
-      }
     }
     entry.size = total;
     entry.chunks = std::move(chunks);
@@ -794,7 +862,8 @@ class Scan {
       if (cached)
         entry.chunks = std::move(cached->chunks);  // the cache is spent (ScanOptions::cache)
       else if (entry.size > 0)
-        pending.push_back(FileJob{idx, nullptr, path.substr(1), path, stamp});
+        pending.push_back(FileJob{idx, nullptr, path.substr(1), path, stamp, 0,
+                                  static_cast<uint64_t>(st.st_blocks) * 512 < static_cast<uint64_t>(st.st_size)});
     }
     dir.stamps.push_back(stamp);
     dir.entries.push_back(std::move(entry));

@@ -466,8 +466,17 @@ HttpServer::HttpServer(std::vector<HttpRoute> routes, const HttpServerOptions& o
                           asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
     beast::error_code ec;
     impl.tls->use_certificate_chain_file(options.tls_cert, ec);
-    if (!ec) impl.tls->use_private_key_file(options.tls_key, asio::ssl::context::pem, ec);
-    if (ec) throw Error(ErrorKind::usage, "TLS certificate or key could not be loaded (" + ec.message() + ")");
+    if (ec)
+      throw Error(ErrorKind::usage,
+                  "--tls-cert " + options.tls_cert + ": not a PEM certificate chain (" + ec.message() + ")");
+    impl.tls->use_private_key_file(options.tls_key, asio::ssl::context::pem, ec);
+    if (ec && ec.message().find("mismatch") != std::string::npos)
+      throw Error(ErrorKind::usage, "--tls-key " + options.tls_key + " is not the key of --tls-cert " + options.tls_cert);
+    if (ec)
+      throw Error(ErrorKind::usage, "--tls-key " + options.tls_key + ": not a PEM private key (" + ec.message() + ")");
+    // A key that is not the certificate's own is said here, not at the first handshake.
+    if (SSL_CTX_check_private_key(impl.tls->native_handle()) != 1)
+      throw Error(ErrorKind::usage, "--tls-key " + options.tls_key + " is not the key of --tls-cert " + options.tls_cert);
   }
   std::string where = options.host + ":" + std::to_string(options.port);
   auto cannot_bind = [&](const std::string& why) {

@@ -11,7 +11,8 @@ mkdir -p "$TEST_TMP/bin"
 only_json() {
   python3 -c 'import json,sys; [json.loads(l) for l in sys.argv[1].splitlines()]' "$1" || fail "stderr not only JSON: $1"
 }
-expect_exit 0 mirage device list --output json  # the store exists
+mirage-serverd init --data "$MIRAGE_HOME" >/dev/null  # the store exists (a read makes none)
+expect_exit 0 mirage device list --output json
 
 # A server that dies with a plain message (a crash, a loader): exit 75, its message in the error.
 printf '#!/bin/sh\necho "loader: cannot open libfoo.so" >&2\nexit 127\n' >"$TEST_TMP/bin/dies"

@@ -14,7 +14,12 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Other CA" \
 
 mirage-serverd init --data "$TEST_TMP/bad" >/dev/null
 expect_exit 2 mirage-serverd --data "$TEST_TMP/bad" --listen 127.0.0.1:1 --tls-cert "$pki/ca.key" --tls-key "$pki/ca.key"
-expect_contains "$ERR" "certificate"
+expect_contains "$ERR" "--tls-cert $pki/ca.key"
+# Each file is named: a key that is not a key, a key that is not the certificate's.
+expect_exit 2 mirage-serverd --data "$TEST_TMP/bad" --listen 127.0.0.1:1 --tls-cert "$pki/server.pem" --tls-key "$pki/server.pem"
+expect_contains "$ERR" "--tls-key $pki/server.pem: not a PEM private key"
+expect_exit 2 mirage-serverd --data "$TEST_TMP/bad" --listen 127.0.0.1:1 --tls-cert "$pki/server.pem" --tls-key "$pki/other.key"
+expect_contains "$ERR" "is not the key of --tls-cert"
 
 start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
 expect_contains "$SERVER_URL" "https://"
