@@ -20,6 +20,9 @@ class ContentWriter {
   ContentWriter(int fd, const tree::Entry& entry, std::string path);
   /// Appends the next piece (a chunk) of the file. Throws Error naming the path.
   void write(std::span<const uint8_t> data);
+  /// write() of the same piece as the last write(), which may skip looking at it again:
+  /// for a sparse file a piece of zeros repeated (the chunks of a hole) is a hole.
+  void write_again(std::span<const uint8_t> data);
   /// Sets the final length (entry.size); throws Error naming the path. The bytes
   /// written so far must not exceed it.
   void finish();
@@ -34,6 +37,7 @@ class ContentWriter {
   bool m_sparse;
   std::string m_path;
   uint64_t m_offset = 0;
+  bool m_last_zero = false;  ///< the last write() was of zeros, all left a hole
 };
 
 }  // namespace mirage::materialize

@@ -500,7 +500,13 @@ class Restorer {
   void write_content(int fd, const Job& job, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
                      std::vector<uint8_t>& plain) {
     ContentWriter out(fd, job.entry, job.path);
+    const Digest* opened = nullptr;  // what `plain` holds: a chunk repeated (a hole's zeros) is opened once
     for (const auto& c : job.entry.chunks) {
+      if (opened && *opened == c.id) {
+        out.write_again(plain);
+        m_bytes += c.size;
+        continue;
+      }
       auto it = records.find(c.id);
       if (it == records.end())
         throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " is missing from the store");
@@ -508,6 +514,7 @@ class Restorer {
         throw Error(ErrorKind::integrity, "restore " + job.path + ": chunk " + c.id.hex() + " has the wrong size");
       plain.resize(c.size);
       store::open_record_into(it->second, plain, "restore " + job.path);
+      opened = &c.id;
       out.write(plain);
       m_bytes += c.size;
     }
