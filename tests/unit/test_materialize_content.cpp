@@ -95,4 +95,43 @@ TEST_CASE("trailing zeros of a sparse file become a hole of the right length") {
   CHECK(f.read() == data);
 }
 
+TEST_CASE("a piece written again: zeros in a sparse file stay holes at any offset, anything else is written") {
+  // A hole's chunks (the same zero run again and again) after a piece of data that leaves
+  // the offset unaligned, then data again: the bytes all there, the zeros unallocated.
+  std::vector<uint8_t> zeros(256u << 10, 0), data(5000, 7), expected;
+  SUBCASE("sparse") {
+    TempFile f;
+    REQUIRE(f.fd);
+    tree::Entry e;
+    e.sparse = true;
+    e.size = data.size() * 3 + zeros.size() * 40;
+    materialize::ContentWriter w(f.fd.get(), e, f.path);
+    w.write(data);
+    w.write(zeros);
+    for (int i = 0; i < 39; ++i) w.write_again(zeros);
+    w.write(data);
+    w.write_again(data);  // not zeros: written
+    w.finish();
+    expected = data;
+    for (int i = 0; i < 40; ++i) expected.insert(expected.end(), zeros.begin(), zeros.end());
+    expected.insert(expected.end(), data.begin(), data.end());
+    expected.insert(expected.end(), data.begin(), data.end());
+    CHECK(f.read() == expected);
+    CHECK(static_cast<uint64_t>(f.stat().st_blocks) * 512 < 256u * 1024);
+  }
+  SUBCASE("not sparse: written whole") {
+    TempFile f;
+    REQUIRE(f.fd);
+    tree::Entry e;
+    e.size = zeros.size() * 3;
+    materialize::ContentWriter w(f.fd.get(), e, f.path);
+    w.write(zeros);
+    w.write_again(zeros);
+    w.write_again(zeros);
+    w.finish();
+    CHECK(f.read() == std::vector<uint8_t>(zeros.size() * 3, 0));
+    CHECK(static_cast<uint64_t>(f.stat().st_blocks) * 512 >= zeros.size() * 3);
+  }
+}
+
 TEST_SUITE_END();
