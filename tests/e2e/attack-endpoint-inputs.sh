@@ -15,11 +15,7 @@
 #   than 16 MiB of --input is refused (2) without reading it all.
 source "$(dirname "$0")/lib.sh"
 need openssl python3
-pki=$TEST_TMP/pki
-make_pki "$pki"
-start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
-export MIRAGE_SERVER="$SERVER_URL" MIRAGE_CA_FILE="$pki/ca.pem"
-admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
+start_https_fleet "$TEST_TMP/server"
 src=$TEST_TMP/src
 mkdir -p "$src/etc"; echo ep-1 >"$src/etc/hostname"; echo data >"$src/etc/app.conf"
 

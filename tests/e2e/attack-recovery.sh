@@ -20,11 +20,7 @@
 source "$(dirname "$0")/lib.sh"
 need_root
 need openssl python3 setfattr timeout
-pki=$TEST_TMP/pki
-make_pki "$pki"
-start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
-export MIRAGE_SERVER="$SERVER_URL" MIRAGE_CA_FILE="$pki/ca.pem"
-admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
+start_https_fleet "$TEST_TMP/server"
 is_placeholder() { python3 -c 'import os,sys; os.getxattr(sys.argv[1], "user.mirage.placeholder", follow_symlinks=False)' "$1" 2>/dev/null; }
 
 src=$TEST_TMP/src

@@ -163,6 +163,17 @@ stop_server() {
 # start_http_server DATA [SERVERD ARGS...]: inits DATA, serves it on a free loopback
 # port (https when the args hold --tls-cert); sets SERVER_URL, ADMIN_TOKEN and
 # SERVER_PID (stopped on exit). SERVER_LAUNCH, if set, is a command that execs the rest.
+# start_https_fleet DIR: a server over HTTPS with a CA made for it ($pki: ca.pem, ...),
+# MIRAGE_SERVER and MIRAGE_CA_FILE exported (no token: an endpoint speaks for itself),
+# and admin CMD... running CMD with the admin token.
+start_https_fleet() {
+  pki=$TEST_TMP/pki
+  make_pki "$pki"
+  start_http_server "$1" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
+  export MIRAGE_SERVER="$SERVER_URL" MIRAGE_CA_FILE="$pki/ca.pem"
+}
+admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
+
 start_http_server() {
   local data=$1; shift
   local scheme=http

@@ -12,11 +12,7 @@
 # says once what the admin must run and backs off.
 source "$(dirname "$0")/lib.sh"
 need openssl python3
-pki=$TEST_TMP/pki
-make_pki "$pki"
-start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
-export MIRAGE_SERVER="$SERVER_URL" MIRAGE_CA_FILE="$pki/ca.pem"
-admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
+start_https_fleet "$TEST_TMP/server"
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 # fingerprint STATE: the first 16 hex digits of the SHA-256 of the machine's secret.
 fingerprint() { printf '%s' "$(cat "$1/credential")" | sha256sum | cut -c1-16; }

@@ -9,11 +9,7 @@
 # snapshots of its own (5), an OLD already replaced (5), a helpdesk token (4).
 source "$(dirname "$0")/lib.sh"
 need openssl python3
-pki=$TEST_TMP/pki
-make_pki "$pki"
-start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
-export MIRAGE_SERVER="$SERVER_URL" MIRAGE_CA_FILE="$pki/ca.pem"
-admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
+start_https_fleet "$TEST_TMP/server"
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 sync_dev() {  # sync_dev EXIT DEVICE ROOT: one sync on the device's own credential
   expect_exit "$1" mirage-centralize --root "$3" --device-id "$2" --state "$TEST_TMP/state-$2" --output json

@@ -11,11 +11,7 @@ source "$(dirname "$0")/lib.sh"
 need_root
 need openssl python3 timeout
 T=$TEST_TMP
-pki=$T/pki
-make_pki "$pki"
-start_http_server "$T/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
-export MIRAGE_SERVER="$SERVER_URL" MIRAGE_CA_FILE="$pki/ca.pem"
-admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
+start_https_fleet "$T/server"
 
 src=$T/src
 mkdir -p "$src/etc" "$src/home/u"

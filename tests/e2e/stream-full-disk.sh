@@ -10,7 +10,6 @@ need python3 mkfs.ext4 losetup mount umount
 T=$TEST_TMP
 start_http_server "$T/server"
 export MIRAGE_SERVER="$SERVER_URL"
-admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
 
 src=$T/src
 mkdir -p "$src/etc" "$src/home/u"

@@ -14,7 +14,6 @@ need python3 timeout cmp
 T=$TEST_TMP
 start_http_server "$T/server"
 export MIRAGE_SERVER="$SERVER_URL"
-admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
 
 src=$T/src
 mkdir -p "$src/etc" "$src/home/u" "$src/usr/bin"

@@ -12,7 +12,6 @@ pki=$TEST_TMP/pki
 make_pki "$pki"
 start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
 export MIRAGE_SERVER="$SERVER_URL"
-admin() { MIRAGE_TOKEN=$ADMIN_TOKEN "$@"; }
 src=$TEST_TMP/src
 mkdir -p "$src/etc" "$src/home/u"; echo one >"$src/etc/app.conf"; echo mine >"$src/home/u/notes"
 
