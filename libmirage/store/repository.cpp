@@ -510,6 +510,14 @@ RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& p
         rec = parse_record(data.subspan(at), "pack " + name);
         open_record(rec, "pack " + name);
       } catch (const Error& e) {
+        if (at >= indexed_size) {
+          // Past what the catalog indexed: a write cut short (a crash, a full disk), not
+          // damage. Nothing refers to it; GC's repack drops it with the pack.
+          report.notes.push_back({"pack", name, "an unfinished write of " + std::to_string(data.size() - at) +
+                                                    " bytes at offset " + std::to_string(at) +
+                                                    ", past what was indexed (a write cut short); not indexed"});
+          break;
+        }
         report.damaged_records++;
         report.notes.push_back({"pack", name, "damaged record at offset " + std::to_string(at) + ", the rest is not read: " + e.what()});
         break;

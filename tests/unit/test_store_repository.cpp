@@ -626,6 +626,34 @@ TEST_CASE("check notes a pack the catalog does not know, on any volume, and repa
   CHECK(repo.check(true, nullptr).notes.empty());
 }
 
+TEST_CASE("repair tells a write cut short past the indexed end from damage inside it") {
+  TempDir dir;
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse);
+  std::string a = blob('a', 30000), b = blob('b', 30000);
+  repo.put(store::verify_upload(upload_of({a})));
+  repo.close_read_fds();
+  fs::path pack = only_pack(dir.path());
+  auto size = fs::file_size(pack);
+  // A kill -9 between the append and the index: half a record past the indexed end.
+  auto half = upload_of({b});
+  half.resize(half.size() / 2);
+  std::ofstream(pack, std::ios::binary | std::ios::app).write(reinterpret_cast<const char*>(half.data()), static_cast<std::streamsize>(half.size()));
+  auto tail = repo.repair(nullptr);
+  CHECK(tail.damaged_records == 0);
+  REQUIRE(tail.notes.size() == 1);
+  CHECK(tail.notes[0].message.find("an unfinished write of " + std::to_string(half.size()) + " bytes") != std::string::npos);
+  CHECK(repo.check(true, nullptr).problems.empty());
+  // A flipped byte inside what was indexed is damage.
+  fs::resize_file(pack, size);
+  {
+    std::fstream f(pack, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(size - 10));
+    f.put('\x5a');
+  }
+  repo.close_read_fds();
+  CHECK(repo.repair(nullptr).damaged_records == 1);
+}
+
 TEST_CASE("a pack gone from its volume is integrity to a reader and missing to check") {
   TempDir dir;
   InMemory vol;
