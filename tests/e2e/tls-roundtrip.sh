@@ -23,6 +23,9 @@ expect_contains "$ERR" "is not the key of --tls-cert"
 
 start_http_server "$TEST_TMP/server" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key"
 expect_contains "$SERVER_URL" "https://"
+# http:// to the TLS port: unreachable (75), with the scheme named as the likely cause.
+MIRAGE_TOKEN=$ADMIN_TOKEN expect_exit 75 mirage device list --server "http://${SERVER_URL#https://}"
+expect_contains "$ERR" "https://"
 export MIRAGE_SERVER="$SERVER_URL" MIRAGE_TOKEN="$ADMIN_TOKEN"
 src=$TEST_TMP/src; make_every_kind "$src"
 
