@@ -150,6 +150,37 @@ class PendingPut {
   std::future<void> m_put;
 };
 
+/// The holes of a sparse file, looked for as the read comes to them (SEEK_HOLE, then
+/// SEEK_DATA: one look a hole however many there are), the read position put back after.
+class Holes {
+ public:
+  Holes(int fd, bool sparse) : m_fd(fd), m_on(sparse) {}
+  /// The end of the hole that holds all of [at, at + len), or 0 when none does; the next
+  /// read() of the file continues at `read_at`.
+  uint64_t end_if_inside(uint64_t at, uint64_t len, uint64_t read_at) {
+    if (!m_on) return 0;
+    if (at >= m_end) {  // past the hole known: the next one from here
+      off_t hole = ::lseek(m_fd, static_cast<off_t>(at), SEEK_HOLE);
+      off_t data = hole < 0 ? -1 : ::lseek(m_fd, hole, SEEK_DATA);
+      if (hole >= 0 && data < 0 && errno == ENXIO) data = ::lseek(m_fd, 0, SEEK_END);  // a hole to the end
+      bool put_back = ::lseek(m_fd, static_cast<off_t>(read_at), SEEK_SET) == static_cast<off_t>(read_at);
+      if (hole < 0 || data < hole || !put_back) {  // a filesystem that cannot tell: read it all
+        m_on = false;
+        if (!put_back) throw_errno("seek back in a sparse file");
+        return 0;
+      }
+      m_start = static_cast<uint64_t>(hole);
+      m_end = std::max<uint64_t>(static_cast<uint64_t>(data), at + 1);
+    }
+    return m_start <= at && at + len <= m_end ? m_end : 0;
+  }
+
+ private:
+  int m_fd;
+  bool m_on;
+  uint64_t m_start = 0, m_end = 0;
+};
+
 class Pipeline {
  public:
   Pipeline(const ScanOptions& opts, ChunkSink& sink, int rootfd) : m_opts(opts), m_sink(sink), m_rootfd(rootfd) {}
@@ -390,13 +421,12 @@ class Pipeline {
     size_t have = 0;
     bool eof = false;
     const size_t max = chunker.params().max_size;
-    auto holes = job.sparse ? holes_of(fd) : std::vector<std::pair<uint64_t, uint64_t>>{};
-    if ((job.sparse || again) && ::lseek(fd, 0, SEEK_SET) != 0) {  // (a new fd is at 0 already)
+    Holes holes(fd, job.sparse);
+    if (again && ::lseek(fd, 0, SEEK_SET) != 0) {  // (a new fd is at 0 already)
       note_unreadable(job.path, std::string("seek: ") + std::strerror(errno) + " (left out)");
       job.target->name.clear();
       return false;
     }
-    size_t next_hole = 0;
     uint64_t offset = 0;  // the file offset of buf[0]
     while (!eof || have > 0) {
       if (m_failed) return false;  // the scan ends with the first error: no use reading on
@@ -416,11 +446,11 @@ class Pipeline {
       while (have - pos >= max || (eof && pos < have)) {
         // A whole max_size of hole ahead: the zero run's chunks, up to where that ends.
         uint64_t at = offset + pos;
-        while (next_hole < holes.size() && holes[next_hole].second < at + max) next_hole++;
-        if (next_hole < holes.size() && holes[next_hole].first <= at) {
+        if (uint64_t end = holes.end_if_inside(at, max, offset + have)) {
           const ZeroChunk& zero = zero_chunk(chunker);
-          uint64_t end = holes[next_hole].second, skipped = 0;
+          uint64_t skipped = 0;
           for (; at + skipped + max <= end; skipped += zero.bytes.size()) {
+            if (too_many_chunks(job, chunks)) return false;
             chunks.push_back({zero.id, zero.bytes.size()});
             if (first_sighting(zero.id)) {
               batch.add(zero.id, zero.bytes);
@@ -440,6 +470,7 @@ class Pipeline {
         }
         size_t len = chunker.cut(std::span(buf).subspan(pos, have - pos));
         std::span<const uint8_t> piece(buf.data() + pos, len);
+        if (too_many_chunks(job, chunks)) return false;
         Digest id = util::sha256(piece);
         chunks.push_back({id, len});
         if (first_sighting(id)) {
@@ -456,23 +487,15 @@ class Pipeline {
     return true;
   }
 
-  /// The holes of a sparse file as [start, end) offsets, in order (none for a file whose
-  /// blocks cover its size, or a filesystem that cannot tell); at most k_max_holes of them.
-  static std::vector<std::pair<uint64_t, uint64_t>> holes_of(int fd) {
-    std::vector<std::pair<uint64_t, uint64_t>> holes;
-    struct stat st;
-    if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_blocks) * 512 >= static_cast<uint64_t>(st.st_size)) return holes;
-    constexpr size_t k_max_holes = 1 << 16;
-    off_t at = 0;
-    while (at < st.st_size && holes.size() < k_max_holes) {
-      off_t hole = ::lseek(fd, at, SEEK_HOLE);
-      if (hole < 0 || hole >= st.st_size) break;
-      off_t data = ::lseek(fd, hole, SEEK_DATA);
-      if (data < 0) data = st.st_size;  // ENXIO: a hole to the end
-      holes.emplace_back(static_cast<uint64_t>(hole), static_cast<uint64_t>(data));
-      at = data;
-    }
-    return holes;
+  /// A file's chunk list is held whole in its tree entry, which one object (at most
+  /// store::k_max_chunk) must hold: past tree::k_max_file_chunks the file is left out,
+  /// named, and reading it stops (it failed the whole snapshot's upload before).
+  bool too_many_chunks(FileJob& job, const std::vector<tree::ChunkRef>& chunks) {
+    if (chunks.size() < tree::k_max_file_chunks) return false;
+    note_unreadable(job.path, "too large for one tree entry: over " + std::to_string(tree::k_max_file_chunks) +
+                                  " chunks (left out)");
+    job.target->name.clear();
+    return true;
   }
 
   /// The chunk a run of zeros at least max_size long starts with (the chunker cuts a

@@ -115,6 +115,10 @@ constexpr size_t k_split_bytes = 16u << 20;
 constexpr size_t k_piece_target = 2048;
 constexpr size_t k_piece_min = 256;
 constexpr size_t k_piece_max_bytes = 8u << 20;
+/// The most chunks one file's entry lists (~35 bytes each: ~52 MB, under the 64 MiB an
+/// object may hold, with room for the entry's name and xattrs): about 90 GiB of data at
+/// the average chunk size, 366 GiB of holes. A larger file is left out by the scan, named.
+constexpr size_t k_max_file_chunks = 1'500'000;
 
 /// One object of a directory, with its id (SHA-256 of the bytes).
 struct Object {

@@ -254,6 +254,35 @@ TEST_CASE("a sparse file's holes are not read, and it chunks exactly as the same
   fs::remove_all(dir);
 }
 
+TEST_CASE("a file whose chunk list one tree entry cannot hold is left out, named, and the rest scanned") {
+  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
+  fs::path dir = ::mkdtemp(tmpl.data());
+  {
+    // 400 GiB of holes: 1.6M zero-run chunks, over tree::k_max_file_chunks.
+    util::Fd fd(::open((dir / "huge.img").c_str(), O_CREAT | O_WRONLY, 0644));
+    REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(400ull << 30)) == 0);
+  }
+  std::ofstream(dir / "small") << "kept";
+  struct stat st;
+  REQUIRE(::stat((dir / "huge.img").c_str(), &st) == 0);
+  if (st.st_blocks != 0) {  // a filesystem without holes would read 400 GiB
+    fs::remove_all(dir);
+    return;
+  }
+  CwdSink sink;
+  scan::ScanOptions so;
+  so.root = dir;
+  so.threads = 1;
+  auto result = scan::scan(so, sink);
+  CHECK(result.stats.files == 2);
+  CHECK(result.stats.unreadable == 1);
+  REQUIRE(result.stats.unreadable_entries.size() == 1);
+  CHECK(result.stats.unreadable_entries[0].path == "/huge.img");
+  CHECK(result.stats.unreadable_entries[0].reason.find("too large for one tree entry") != std::string::npos);
+  CHECK(result.stats.bytes == 4);  // the small file only
+  fs::remove_all(dir);
+}
+
 TEST_SUITE_END();
 
 TEST_CASE("on_tree gets the trees the previous cache does not list: none for an unchanged tree, the changed path's after an edit") {
