@@ -120,9 +120,12 @@ bool all_of(const std::string& s, const char* chars) { return s.find_first_not_o
 }  // namespace
 
 void check_device_id(const std::string& id) {
-  bool ok = !id.empty() && id.size() <= 128 && id != "." && id != ".." &&
+  // As the server checks it (server/devices.cpp), before anything is made for it.
+  bool ok = !id.empty() && id.size() <= 128 && id != "." && id != ".." && id[0] != '-' &&
             all_of(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:");
-  if (!ok) throw Error(ErrorKind::usage, "device id '" + id + "': use letters, digits and - _ . : (at most 128; not . or ..)");
+  if (!ok)
+    throw Error(ErrorKind::usage,
+                "device id '" + id + "': use letters, digits and - _ . : (at most 128, not starting with -; not . or ..)");
 }
 
 std::optional<std::string> detect_device_id(const fs::path& root) {
@@ -207,37 +210,47 @@ std::string device_secret(const fs::path& state_dir) {
 
 void make_state_private(const fs::path& state_dir) {
   util::make_dirs(state_dir);
-  struct stat dir;
-  if (::lstat(state_dir.c_str(), &dir) != 0) throw_errno(ErrorKind::failed, "stat " + state_dir.string());
   const std::string where = "state directory " + state_dir.string();
+  // Checked and changed through one descriptor opened without following a link: what
+  // is checked is what is changed (no path looked up twice).
+  util::Fd dirfd(::open(state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  struct stat link;
+  if (!dirfd && (errno == ELOOP || errno == ENOTDIR))  // (a link with O_DIRECTORY is ENOTDIR)
+    throw Error(ErrorKind::usage, where + (::lstat(state_dir.c_str(), &link) == 0 && S_ISLNK(link.st_mode)
+                                               ? " is a symbolic link; give the directory itself"
+                                               : " is not a directory"));
+  if (!dirfd) throw_errno(errno == EACCES ? ErrorKind::permission : ErrorKind::failed, "open " + state_dir.string());
+  struct stat dir;
+  if (::fstat(dirfd.get(), &dir) != 0) throw_errno(ErrorKind::failed, "stat " + state_dir.string());
   // What it is given is what it makes private: never a directory a link leads to (one
   // planted in /tmp), another user's, or one holding files of its own (--state /etc).
-  if (S_ISLNK(dir.st_mode))
-    throw Error(ErrorKind::usage, where + " is a symbolic link; give the directory itself");
-  if (!S_ISDIR(dir.st_mode)) throw Error(ErrorKind::usage, where + " is not a directory");
   // Never chmod a shared directory (--state /tmp): refuse it, others could read or plant files there.
   if ((dir.st_mode & (S_ISVTX | S_IWOTH)) != 0)
     throw Error(ErrorKind::usage, where + " is shared (world-writable or sticky); give a private one");
   if (dir.st_uid != ::geteuid())
     throw Error(ErrorKind::usage, where + " is owned by uid " + std::to_string(dir.st_uid) + ", not by this user (uid " +
                                       std::to_string(::geteuid()) + "); give one of this user's");
+  // The endpoint's own files, the only ones it makes private (whatever else is there).
+  static constexpr const char* k_state_files[] = {
+      "credential",   "files.cache",   "trees.db",       "trees.db-wal",       "trees.db-shm", "sync.lock",
+      "apply.journal", "hooks.pending", "migration.json", "old-roots.json", "stream-status.json", "stream.json"};
   std::error_code empty_ec;
   if (!fs::is_empty(state_dir, empty_ec) && !empty_ec) {
     bool ours = false;
     for (const char* name : {"credential", "files.cache", "trees.db", "sync.lock"})
-      ours = ours || ::access((state_dir / name).c_str(), F_OK) == 0;
+      ours = ours || ::faccessat(dirfd.get(), name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
     if (!ours)
       throw Error(ErrorKind::usage, where + " holds other files and no endpoint state; give a new or empty directory");
   }
-  if (::chmod(state_dir.c_str(), 0700) != 0)
-    throw_errno(errno == EROFS || errno == EPERM ? ErrorKind::permission : ErrorKind::failed, "chmod " + state_dir.string());
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(state_dir, ec)) {
+  auto kind = [] { return errno == EROFS || errno == EPERM ? ErrorKind::permission : ErrorKind::failed; };
+  if (::fchmod(dirfd.get(), 0700) != 0) throw_errno(kind(), "chmod " + state_dir.string());
+  for (const char* name : k_state_files) {
     struct stat st;
-    if (::lstat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) == 0 || st.st_uid != ::geteuid())
+    if (::fstatat(dirfd.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) == 0 ||
+        st.st_uid != ::geteuid())
       continue;
-    if (::chmod(e.path().c_str(), st.st_mode & 0700) != 0)
-      throw_errno(errno == EROFS || errno == EPERM ? ErrorKind::permission : ErrorKind::failed, "chmod " + e.path().string());
+    if (::fchmodat(dirfd.get(), name, st.st_mode & 0700, AT_SYMLINK_NOFOLLOW) != 0)
+      throw_errno(kind(), "chmod " + (state_dir / name).string());
   }
 }
 

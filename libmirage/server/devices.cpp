@@ -18,7 +18,7 @@ constexpr size_t k_max_hostname = 253;  // a DNS name (RFC 1035): fixed, listed 
 }  // namespace
 
 bool valid_name(const std::string& name) {
-  if (name.empty() || name.size() > 100) return false;
+  if (name.empty() || name.size() > 100 || name[0] == '-') return false;  // "-x" would read as a flag
   return std::all_of(name.begin(), name.end(), [](char c) {
     return isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
   });

@@ -41,7 +41,8 @@ struct Context {
 // ---- domain operations shared by the method files -------------------------------
 
 /// A name people give (a device's, a collection's, a policy's, a token's): 1-100 of
-/// letters, digits, '-', '_' and '.' (nothing that could split a log line or a table).
+/// letters, digits, '-', '_' and '.', not starting with '-' (nothing that could split a
+/// log line or a table, or be taken for a flag).
 bool valid_name(const std::string& name);
 /// The device, when accepted; Error(not_found) unknown, (permission) rejected,
 /// (precondition) pending.

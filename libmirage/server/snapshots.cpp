@@ -1,5 +1,6 @@
 // Snapshots: a commit (checked to reach only stored objects), the list with the tiers
 // that keep each, and snapshots on request (orders of type snapshot).
+#include <algorithm>
 #include <unordered_set>
 
 #include "libmirage/server/housekeeping.hpp"
@@ -197,6 +198,21 @@ void to_json(json& j, const SnapshotCommitted& r) {
   j["root"] = util::to_hex(r.snapshot.root);
 }
 
+namespace {
+
+/// A device pins the snapshot before an order's change: once per order pending (its
+/// oldest), and not at all with none; otherwise its pin is not taken (the reply says
+/// so), so a device cannot keep its history past retention by pinning it.
+bool device_may_pin(catalog::Catalog& cat, const std::string& device, const std::vector<catalog::Snapshot>& previous) {
+  auto pending = cat.orders(device, name(OrderState::pending));
+  if (pending.empty()) return false;
+  int64_t since = pending.front().created_at;
+  for (const auto& o : pending) since = std::min(since, o.created_at);
+  return std::none_of(previous.begin(), previous.end(), [&](const auto& s) { return s.pinned && s.created_at >= since; });
+}
+
+}  // namespace
+
 SnapshotCommitted snapshot_commit(Context& c, const SnapshotCommit& p) {
   const std::string& device = p.device_id;
   accepted_device(c.cat(), device);
@@ -214,9 +230,7 @@ SnapshotCommitted snapshot_commit(Context& c, const SnapshotCommit& p) {
   snap.created_at = util::now_ns();
   if (!previous.empty() && snap.created_at <= previous.back().created_at) snap.created_at = previous.back().created_at + 1;
   snap.stats = p.stats;
-  // A device pins the snapshot before an order's change; with no order pending its pin
-  // is not taken (the reply says so): a device cannot keep its history past retention.
-  snap.pinned = p.pinned && (c.caller.role != Role::device || !cat.orders(device, name(OrderState::pending)).empty());
+  snap.pinned = p.pinned && (c.caller.role != Role::device || device_may_pin(cat, device, previous));
   snap.given = cat.given(device);  // a revert to this snapshot gives these layers back
   cat.add_snapshot(snap);
   // The transaction log: the first upload of a CVD is its centralization.

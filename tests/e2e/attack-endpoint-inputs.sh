@@ -114,6 +114,8 @@ done
 [ ! -e "$local_home" ] || fail "a read made a store at a mistyped MIRAGE_HOME"
 expect_exit 2 env -u MIRAGE_SERVER MIRAGE_HOME="$TEST_TMP/home2" mirage-centralize --root "$src" --device-id=-dash --state "$TEST_TMP/st-dash"
 expect_contains "$ERR" "not starting with -"
+[ ! -e "$TEST_TMP/st-dash" ] || fail "a refused device id made its state directory"
+[ ! -e "$TEST_TMP/home2" ] || fail "a refused device id made a store"
 head -c 20M /dev/zero | tr '\0' ' ' >"$TEST_TMP/huge.json"
 expect_exit 2 env -u MIRAGE_SERVER MIRAGE_HOME="$TEST_TMP/home2" mirage device list --input "$TEST_TMP/huge.json"
 expect_contains "$ERR" "larger than"

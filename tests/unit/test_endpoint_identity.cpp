@@ -155,6 +155,17 @@ TEST_CASE("a link, another user's directory or one holding other files is refuse
   // An empty directory and one with endpoint state are taken.
   endpoint::make_state_private(empty);
   CHECK((fs::status(empty).permissions() & fs::perms::all) == fs::perms::owner_all);
+  // One holding a state file beside others (planted, or --state $HOME by mistake): only
+  // the endpoint's own files are made private.
+  fs::path mixed = t.dir / "mixed";
+  fs::create_directories(mixed);
+  t.write(mixed / "notes.txt", "mine");
+  t.write(mixed / "trees.db", "x");
+  ::chmod((mixed / "notes.txt").c_str(), 0644);
+  ::chmod((mixed / "trees.db").c_str(), 0644);
+  endpoint::make_state_private(mixed);
+  CHECK((fs::status(mixed / "notes.txt").permissions() & fs::perms::all) == fs::perms(0644));
+  CHECK((fs::status(mixed / "trees.db").permissions() & fs::perms::all) == fs::perms(0600));
 }
 
 TEST_SUITE_END();

@@ -187,6 +187,19 @@ TEST_CASE("a device's credential reads what its own snapshots reach, not another
   CHECK_FALSE(client::chunks_get(a, std::vector<Digest>{a_tree, a_pin}).empty());
   // Staff read everything.
   CHECK_FALSE(client::chunks_get(admin, std::vector<Digest>{a_tree, b_tree}).empty());
+  // A device pins a snapshot only before an order's change, once an order: not with
+  // none pending, and not twice for one.
+  auto last = admin.call("snapshot.list", {{"device_id", "reach-b"}})["snapshots"].back();
+  auto commit_pinned = [&] {
+    return b.call("snapshot.commit",
+                  {{"device_id", "reach-b"}, {"tree", last["tree"]}, {"root", last["root"]}, {"stats", json::object()},
+                   {"pinned", true}})["pinned"]
+        .get<bool>();
+  };
+  CHECK_FALSE(commit_pinned());
+  admin.call("snapshot.request", {{"device_ids", {"reach-b"}}});
+  CHECK(commit_pinned());
+  CHECK_FALSE(commit_pinned());
 }
 
 TEST_CASE("a commit reaching objects the store lacks is refused: every one counted, the first named in walk order") {
