@@ -103,6 +103,9 @@ HttpResponse HttpClient::post(const std::string& url, std::span<const uint8_t> b
     if (rc == CURLE_SSL_CACERT || rc == CURLE_PEER_FAILED_VERIFICATION)
       throw Error(ErrorKind::permission, c.easy_strerror(rc), k_untrusted_certificate);
     if (rc == CURLE_OPERATION_TIMEDOUT) throw Error(ErrorKind::unavailable, c.easy_strerror(rc), k_http_timeout);
+    // A CA file that is not one is a setting to fix, not a server away (--watch stops).
+    if (rc == CURLE_SSL_CACERT_BADFILE)
+      throw Error(ErrorKind::usage, "--ca-file " + m_options.ca_file + ": no CA certificate (PEM) could be read from it");
     // Plain HTTP to a TLS port: the server drops what is not a handshake, and curl says
     // only "Server returned nothing".
     if (rc == CURLE_GOT_NOTHING && url.rfind("http://", 0) == 0)

@@ -79,6 +79,11 @@ expect_exit 3 mirage-centralize --root "$src" --device-id ep-1 --state "$st" --c
 expect_contains "$ERR" "no-ca.pem"
 expect_exit 3 timeout 20 mirage-centralize --root "$src" --device-id ep-1 --state "$st" --ca-file "$TEST_TMP/no-ca.pem" --watch --interval 1s
 admin expect_exit 3 mirage device list --ca-file "$TEST_TMP/no-ca.pem"
+# One that holds no certificate: a usage error naming it (2), not "unreachable" either.
+echo garbage >"$TEST_TMP/bad-ca.pem"
+admin expect_exit 2 mirage device list --ca-file "$TEST_TMP/bad-ca.pem"
+expect_contains "$ERR" "bad-ca.pem"
+expect_exit 2 timeout 20 mirage-centralize --root "$src" --device-id ep-1 --state "$st" --ca-file "$TEST_TMP/bad-ca.pem" --watch --interval 1s
 
 # An empty path is refused, not the whole snapshot; nothing restored.
 admin expect_exit 2 mirage-restore --device ep-1 --path "" --to "$TEST_TMP/empty-path"
