@@ -310,7 +310,7 @@ int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<
   }
   try {
     auto start = [&](const Command& cmd) {
-      if (cmd.reads_only) common.create_store = false;
+      common.create_store = cmd.creates_store;
       return cmd.run();
     };
     for (const auto& cmd : commands)

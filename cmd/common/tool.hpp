@@ -23,9 +23,10 @@ struct Common {
   std::string output;  ///< "json", "text" or empty (JSON unless stdout is a terminal)
   std::string ca_file;
   std::string progress = "auto";  ///< auto, text, json or none (see progress_mode)
-  /// The embedded default (local:DIR) is made when missing (false: a command that only
-  /// reads finds nothing there, not found, and makes no store for a mistyped MIRAGE_HOME).
-  bool create_store = true;
+  /// The embedded default (local:DIR) is made when missing; otherwise (the default: a
+  /// command that reads, or changes what must exist already) a missing one is not found,
+  /// and a mistyped MIRAGE_HOME gets no store made for it. Set from Command::creates_store.
+  bool create_store = false;
   bool json() const;
 };
 
@@ -46,7 +47,9 @@ client::ConnectionFactory connection_factory(const Common& common);
 struct Command {
   CLI::App* app;  ///< nullptr for the tool's default action (no subcommand)
   std::function<int()> run;
-  bool reads_only = false;  ///< sets Common::create_store false: a missing local store is not found
+  /// It may be the first command on a new embedded store (a sync, a capture, a policy,
+  /// collection, token or volume made before any device): sets Common::create_store.
+  bool creates_store = false;
 };
 
 /// Parses argv (after expanding --input FILE|- into flags), runs the chosen command,

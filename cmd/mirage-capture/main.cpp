@@ -139,14 +139,14 @@ int main(int argc, char** argv) {
                        });
                        return 0;
                      }},
-                    {finish, [&] { return do_capture(common, o, layer::LayerKind::app); }},
-                    {base, [&] { return do_capture(common, o, layer::LayerKind::base); }},
+                    {finish, [&] { return do_capture(common, o, layer::LayerKind::app); }, true},
+                    {base, [&] { return do_capture(common, o, layer::LayerKind::base); }, true},
                     {appl,
                      [&] {
                        if (o.name.empty()) throw Error(ErrorKind::usage, "app: --name is required");
                        return do_capture(common, o, layer::LayerKind::app);
-                     }},
-                    {driver, [&] { return do_capture(common, o, layer::LayerKind::driver); }},
+                     }, true},
+                    {driver, [&] { return do_capture(common, o, layer::LayerKind::driver); }, true},
                     {list, [&] {
                        auto client = tool::connect(common);
                        json params = json::object();

@@ -250,11 +250,8 @@ bool nap(double seconds) {
 /// awaiting re-enrolment logs once what the admin must run and backs off (--poll doubling
 /// up to 5 minutes). Failures are logged and retried with backoff; only a rejection or bad
 /// flags stop it (exit 4, 2), and a --root or --ca-file that is not there at the start
-/// (3: a typo, not a server away). SIGINT/SIGTERM stop between syncs.
+/// (3: a typo, not a server away; sync() checks them). SIGINT/SIGTERM stop between syncs.
 int watch(const tool::Common& common, const Options& o) {
-  tool::connection_factory(common);  // names a --ca-file that is not there (a setting, retried for nothing)
-  if (std::error_code ec; !std::filesystem::is_directory(o.root, ec))
-    throw Error(ErrorKind::not_found, "root " + o.root + ": no such directory");
   tool::on_stop_signals([](int) { g_stop = 1; });
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> spread(-o.jitter, o.jitter);
@@ -355,7 +352,14 @@ int request_snapshots(const tool::Common& common, const Options& o) {
   return 0;
 }
 
-int sync(const tool::Common& common, const Options& o) { return o.watch ? watch(common, o) : sync_once(common, o); }
+int sync(const tool::Common& common, const Options& o) {
+  // Settings that are not there are said first (3), before a store, a state directory or
+  // a registration is made for them (and --watch does not retry a typo).
+  tool::connection_factory(common);  // a --ca-file that is not there
+  if (std::error_code ec; !std::filesystem::is_directory(o.root, ec))
+    throw Error(ErrorKind::not_found, "root " + o.root + ": no such directory");
+  return o.watch ? watch(common, o) : sync_once(common, o);
+}
 
 /// Devices as a table; one whose re-enrolment waits shows as "reenroll" with the
 /// waiting machine's hostname, time and fingerprint.
@@ -487,5 +491,5 @@ int main(int argc, char** argv) {
                     {devices, [&] { return list(o.state_filter); }},
                     {accept, [&] { return o.reenroll ? reenroll(common, o, false) : set_state("device.accept"); }},
                     {reject, [&] { return o.reenroll ? reenroll(common, o, true) : set_state("device.reject"); }},
-                    {nullptr, [&] { return sync(common, o); }}});
+                    {nullptr, [&] { return sync(common, o); }, true}});
 }

@@ -657,7 +657,6 @@ int main(int argc, char** argv) {
   mount_cmd->add_flag("--foreground,-f", foreground, "Stay in the foreground (the default and only way)");
   mount_cmd->add_flag("--allow-other", mo.allow_other, "Other users may read it too (their modes checked)");
   mount_cmd->add_flag("--debug", mo.debug, "libfuse's log of every request on stderr");
-  common.create_store = false;  // every form reads a store that has devices: none there is not found
   return tool::run(argc, argv, app, common,
                    {{list, [&] { return snapshots(common, o); }},
                     {ls_cmd, [&] { return ls(common, o); }},

@@ -343,13 +343,13 @@ int main(int argc, char** argv) {
     tool::print_fields(out, r["policy"], 2);
   };
   std::vector<tool::Command> commands = {
-      {check_cmd, [&] { return check(common, read_data, repair); }, true},
-      {stats_cmd, [&] { return stats(common, stats_device); }, true},
+      {check_cmd, [&] { return check(common, read_data, repair); }},
+      {stats_cmd, [&] { return stats(common, stats_device); }},
        {token_create,
         [&] {
           return call_print("token.create", {{"name", tok_name}, {"role", tok_role}, {"expires_seconds", tok_expires}},
                             [](std::ostream& out, const json& r) { out << r["token"].get<std::string>() << "\n"; });
-        }},
+        }, true},
        {token_rotate,
         [&] {
           return call_print("token.rotate", {{"name", tok_name}, {"expires_seconds", tok_expires}},
@@ -365,14 +365,14 @@ int main(int argc, char** argv) {
                          t["revoked"].get<bool>() ? "revoked" : t["expired"].get<bool>() ? "expired" : "valid"});
             table.print(out, "no tokens");
           });
-        }, true},
+        }},
        {token_revoke,
         [&] {
           return call_print("token.revoke", {{"name", tok_name}}, [](std::ostream& out, const json& r) {
             out << "token " << r["name"].get<std::string>() << " revoked\n";
           });
         }},
-       {events_cmd, [&] { return events(common, ev_device, ev_since, ev_type, ev_follow, ev_poll); }, true},
+       {events_cmd, [&] { return events(common, ev_device, ev_since, ev_type, ev_follow, ev_poll); }},
        {policy_list,
         [&] {
           return call_print("policy.list", json::object(), [](std::ostream& out, const json& r) {
@@ -380,16 +380,16 @@ int main(int argc, char** argv) {
             for (const auto& p : r["policies"]) t.row({tool::cell(p["name"]), tool::cell(p["devices"])});
             t.print(out, "no policies");
           });
-        }, true},
+        }},
        {policy_show,
         [&] {
           return call_print("policy.get", {{"name", policy_name}}, print_policy);
-        }, true},
+        }},
        {policy_set,
         [&] {
           return call_print("policy.set", {{"name", policy_name}, {"policy", util::read_json_input(policy_file, "--file")}},
                             print_policy);
-        }},
+        }, true},
        {policy_assign,
         [&] {
           auto params = [&](client::Client& client) {
@@ -419,7 +419,7 @@ int main(int argc, char** argv) {
             out << r["kind"].get<std::string>() << " collection " << r["name"].get<std::string>() << ": "
                 << r["members"].size() << " devices now\n";
           });
-        }},
+        }, true},
        {coll_list,
         [&] {
           return call_print("collection.list", json::object(), [](std::ostream& out, const json& r) {
@@ -427,7 +427,7 @@ int main(int argc, char** argv) {
             for (const auto& c : r["collections"]) t.row({tool::cell(c["name"]), tool::cell(c["kind"]), tool::cell(c["members"])});
             t.print(out, "no collections");
           });
-        }, true},
+        }},
        {coll_show,
         [&] {
           return call_print("collection.get", {{"name", coll_name}}, [](std::ostream& out, const json& r) {
@@ -464,7 +464,7 @@ int main(int argc, char** argv) {
           }
           tool::print(common, r, [&](std::ostream& out) { lifecycle::print_device_table(out, r["devices"]); });
           return 0;
-        }, true},
+        }},
        {device_tag,
         [&] {
           auto params = [&](client::Client& client) {
@@ -498,14 +498,14 @@ int main(int argc, char** argv) {
                      v["read_only"].get<bool>() ? "read-only" : "writable"});
             t.print(out, "no volumes");
           });
-        }, true},
+        }},
        {volume_add,
         [&] {
           std::string abs = std::filesystem::absolute(vol_path).lexically_normal().string();
           return call_print("volume.add", {{"path", abs}, {"create", vol_create}}, [](std::ostream& out, const json& r) {
             out << "volume " << r["volume_id"] << " at " << r["path"].get<std::string>() << "\n";
           });
-        }},
+        }, true},
        {volume_set,
         [&] {
           if (!vol_ro && !vol_rw) throw Error(ErrorKind::usage, "give --read-only or --writable");

@@ -10,8 +10,8 @@
 # - an empty --path (an unset "$P") is a usage error (2), not the whole device;
 # - a token name that would split a log line is refused (2);
 # - a device's pin of its own snapshot, with no order pending, is not taken;
-# - on the embedded default, a command that only reads finds no store at a mistyped
-#   MIRAGE_HOME (3) and makes none; a device id starting with - is refused (2); more
+# - on the embedded default, a command that reads (or changes what must exist) finds no
+#   store at a mistyped MIRAGE_HOME (3) and makes none; a device id starting with - is refused (2); more
 #   than 16 MiB of --input is refused (2) without reading it all.
 source "$(dirname "$0")/lib.sh"
 need openssl python3
@@ -112,7 +112,9 @@ assert got["result"]["pinned"] is False, got
 PY
 # The embedded default: reads make no store; odd ids and huge input are refused.
 local_home=$TEST_TMP/typo-home
-for cmd in "mirage device list" "mirage-restore snapshots --device ep-1" "mirage check" "mirage events"; do
+for cmd in "mirage device list" "mirage-restore snapshots --device ep-1" "mirage check" "mirage events" \
+  "mirage gc --dry-run" "mirage-capture list" "mirage-centralize pending" "mirage-assign status --device ep-1" \
+  "mirage device rename ep-1 other" "mirage-centralize accept ep-1" "mirage token revoke nobody"; do
   expect_exit 3 env -u MIRAGE_SERVER MIRAGE_HOME="$local_home" $cmd
   expect_contains "$ERR" "no store at"
 done
