@@ -74,8 +74,8 @@ TEST_CASE("a put that fails in the background stops the scan at once, not at its
   // A worker's put runs in the background. When it fails, the walk and every worker stop
   // then: before, the error waited for that worker's next upload or its flush at the end,
   // so the scan read every remaining file and asked the dead server again first.
-  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
-  fs::path dir = ::mkdtemp(tmpl.data());
+  test::TempDir temp;
+  const fs::path& dir = temp.path();
   std::mt19937_64 rng(7);
   auto random_file = [&](const fs::path& path, size_t size) {
     std::string data(size, '\0');
@@ -98,13 +98,12 @@ TEST_CASE("a put that fails in the background stops the scan at once, not at its
     // machine); more than that one would be a worker that did not stop.
     CHECK(sink.asked_after_failure <= static_cast<int>(threads) - 1);
   }
-  fs::remove_all(dir);
 }
 
 TEST_CASE("the walk never changes the process's working directory") {
   // chdir is process-wide: upload threads and, in a server, other requests would see it.
-  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
-  fs::path dir = ::mkdtemp(tmpl.data());
+  test::TempDir temp;
+  const fs::path& dir = temp.path();
   fs::create_directories(dir / "root/a/b");
   fs::create_directories(dir / "elsewhere");
   std::ofstream(dir / "root/a/b/file") << "some content";
@@ -127,14 +126,13 @@ TEST_CASE("the walk never changes the process's working directory") {
     CHECK(in_callbacks == std::set<std::string>{here});
   }
   REQUIRE(::chdir(before.c_str()) == 0);
-  fs::remove_all(dir);
 }
 
 TEST_CASE("a scan of more files than the prefetch's credit, all in the page cache, ends") {
   // The prefetch runs on credit from page-cache misses; with every file cached it stops
   // asking and must still end with the walk (a scan of this size hung once).
-  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
-  fs::path dir = ::mkdtemp(tmpl.data());
+  test::TempDir temp;
+  const fs::path& dir = temp.path();
   for (int d = 0; d < 12; ++d) {
     fs::create_directories(dir / std::to_string(d));
     for (int f = 0; f < 100; ++f) std::ofstream(dir / std::to_string(d) / std::to_string(f)) << d << " file " << f;
@@ -145,14 +143,13 @@ TEST_CASE("a scan of more files than the prefetch's credit, all in the page cach
   so.threads = 2;
   auto result = scan::scan(so, sink);
   CHECK(result.stats.files == 1200);
-  fs::remove_all(dir);
 }
 
 TEST_CASE("a file that grows between the walk's stat and its read is reported as changed") {
   // Its content is read to its end; the stat after the read differs from the walk's, so
   // the file is reported (and not cached: the next scan reads it again).
-  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
-  fs::path dir = ::mkdtemp(tmpl.data());
+  test::TempDir temp;
+  const fs::path& dir = temp.path();
   std::mt19937_64 rng(11);
   std::string big(5u << 20, '\0');
   for (auto& c : big) c = static_cast<char>(rng());
@@ -182,12 +179,11 @@ TEST_CASE("a file that grows between the walk's stat and its read is reported as
   // Read again, whole: stored as it is now, not counted unreadable.
   CHECK(result.stats.unreadable == 0);
   CHECK(result.stats.bytes == big.size() + std::string("twelve bytes and more").size());
-  fs::remove_all(dir);
 }
 
 TEST_CASE("a sparse file's holes are not read, and it chunks exactly as the same bytes written out") {
-  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
-  fs::path dir = ::mkdtemp(tmpl.data());
+  test::TempDir temp;
+  const fs::path& dir = temp.path();
   fs::create_directories(dir / "sparse");
   fs::create_directories(dir / "dense");
   std::mt19937_64 rng(5);
@@ -212,7 +208,6 @@ TEST_CASE("a sparse file's holes are not read, and it chunks exactly as the same
   struct stat st;
   REQUIRE(::stat((dir / "sparse/f").c_str(), &st) == 0);
   if (static_cast<uint64_t>(st.st_blocks) * 512 >= size) {
-    fs::remove_all(dir);
     return;  // a filesystem without holes: nothing to tell apart
   }
   auto chunks_of = [&](const fs::path& root) {
@@ -251,12 +246,11 @@ TEST_CASE("a sparse file's holes are not read, and it chunks exactly as the same
     CHECK(from_holes[i].id == from_bytes[i].id);
     CHECK(from_holes[i].size == from_bytes[i].size);
   }
-  fs::remove_all(dir);
 }
 
 TEST_CASE("a file whose chunk list one tree entry cannot hold is left out, named, and the rest scanned") {
-  std::string tmpl = (fs::temp_directory_path() / "mirage-scan-XXXXXX").string();
-  fs::path dir = ::mkdtemp(tmpl.data());
+  test::TempDir temp;
+  const fs::path& dir = temp.path();
   {
     // 400 GiB of holes: 1.6M zero-run chunks, over tree::k_max_file_chunks.
     util::Fd fd(::open((dir / "huge.img").c_str(), O_CREAT | O_WRONLY, 0644));
@@ -266,7 +260,6 @@ TEST_CASE("a file whose chunk list one tree entry cannot hold is left out, named
   struct stat st;
   REQUIRE(::stat((dir / "huge.img").c_str(), &st) == 0);
   if (st.st_blocks != 0) {  // a filesystem without holes would read 400 GiB
-    fs::remove_all(dir);
     return;
   }
   CwdSink sink;
@@ -280,7 +273,6 @@ TEST_CASE("a file whose chunk list one tree entry cannot hold is left out, named
   CHECK(result.stats.unreadable_entries[0].path == "/huge.img");
   CHECK(result.stats.unreadable_entries[0].reason.find("too large for one tree entry") != std::string::npos);
   CHECK(result.stats.bytes == 4);  // the small file only
-  fs::remove_all(dir);
 }
 
 TEST_SUITE_END();
