@@ -70,11 +70,15 @@ ChunkCount chunks_delta(Context& c, const NoParams&) {
   auto& cat = c.cat();
   // A device gets deltas of what it may read, against bases it may read (a base it
   // may not read gets "no delta": its likeness to the wanted chunk is not told).
-  bool device = c.caller.role == Role::device;
-  if (device) {
-    std::vector<util::Digest> wanted;
-    for (size_t i = 0; i < ids.size(); i += 2) wanted.push_back(ids[i]);
+  std::vector<bool> base_readable(ids.size() / 2, true);
+  if (c.caller.role == Role::device) {
+    std::vector<util::Digest> wanted, bases;
+    for (size_t i = 0; i < ids.size(); i += 2) {
+      wanted.push_back(ids[i]);
+      bases.push_back(ids[i + 1]);
+    }
     c.service.reach().check(c.repo, c.caller.name, wanted);
+    base_readable = c.service.reach().may_read(c.repo, c.caller.name, bases);
   }
   for (size_t i = 0; i < ids.size(); i += 2) {
     out.raw(ids[i].bytes);
@@ -82,7 +86,7 @@ ChunkCount chunks_delta(Context& c, const NoParams&) {
     if (!wanted_at) throw Error(ErrorKind::not_found, "chunk " + ids[i].hex() + ": not in the store");
     out.u32le(wanted_at->raw);
     auto base_at = cat.find_chunk(ids[i + 1]);
-    if (!base_at || (device && !c.service.reach().may_read(c.repo, c.caller.name, ids[i + 1])) ||
+    if (!base_at || !base_readable[i / 2] ||
         wanted_at->raw > limits.delta_chunk || base_at->raw > limits.delta_chunk ||
         (work += wanted_at->raw + base_at->raw) > limits.delta_work) {
       out.u32le(0xffffffffu);

@@ -112,8 +112,12 @@ void DeviceReach::check(store::Repository& repo, const std::string& device, std:
                                              " is not among them");
 }
 
-bool DeviceReach::may_read(store::Repository& repo, const std::string& device, const Digest& id) {
-  return of(repo, device)->ids.count(id) > 0;
+std::vector<bool> DeviceReach::may_read(store::Repository& repo, const std::string& device, std::span<const Digest> ids) {
+  std::vector<bool> out(ids.size());
+  if (ids.empty()) return out;
+  auto reach = of(repo, device);
+  for (size_t i = 0; i < ids.size(); ++i) out[i] = reach->ids.count(ids[i]) > 0;
+  return out;
 }
 
 }  // namespace mirage::server

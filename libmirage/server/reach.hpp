@@ -27,8 +27,8 @@ class DeviceReach {
  public:
   /// Throws Error(permission) naming the first of `ids` that `device` may not read.
   void check(store::Repository& repo, const std::string& device, std::span<const util::Digest> ids);
-  /// Whether `device` may read `id`.
-  bool may_read(store::Repository& repo, const std::string& device, const util::Digest& id);
+  /// For each of `ids`, whether `device` may read it (its reach looked up once).
+  std::vector<bool> may_read(store::Repository& repo, const std::string& device, std::span<const util::Digest> ids);
 
  private:
   struct Reach {
