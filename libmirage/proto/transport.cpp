@@ -178,10 +178,15 @@ class StdioTransport : public Transport {
       util::write_all(m_child.in.get(), header, "request to mirage-serverd");
       util::write_all(m_child.in.get(), request.binary, "request to mirage-serverd");
     } catch (const Error& e) {
-      throw Error(ErrorKind::unavailable, "local server for " + m_data + " exited" + m_log->last_words() + " (" +
-                                              e.what() + ")");
+      throw exited(e);
     }
-    auto reply = m_reader->next();
+    std::optional<Frame> reply;
+    try {
+      reply = m_reader->next();
+    } catch (const Error& e) {  // killed in the middle of its reply
+      if (e.kind() != ErrorKind::unavailable) throw;
+      throw exited(e);
+    }
     if (!reply)
       throw Error(ErrorKind::unavailable, "local server for " + m_data + " exited without replying" + m_log->last_words());
     return parse_reply(std::move(*reply));
@@ -190,6 +195,12 @@ class StdioTransport : public Transport {
   std::string describe() const override { return "local:" + m_data; }
 
  private:
+  /// The child died under a request (its pipe broke, or its reply stopped mid-frame).
+  Error exited(const Error& cause) const {
+    return Error(ErrorKind::unavailable,
+                 "local server for " + m_data + " exited" + m_log->last_words() + " (" + cause.what() + ")");
+  }
+
   std::string m_data;
   util::Child m_child;
   std::unique_ptr<ChildLog> m_log;

@@ -27,6 +27,14 @@ expect_exit 75 env MIRAGE_SERVERD="$TEST_TMP/bin/dies" mirage device list --outp
 expect_contains "$ERR" "mirage: error: local server for $MIRAGE_HOME exited"
 expect_contains "$ERR" "cannot open libfoo.so"
 
+# A server that dies in the middle of its reply (killed mid-frame): still "exited", 75.
+printf '#!/bin/sh\nread -r request\nprintf "{\\"id\\":1,"\necho "killed mid-reply" >&2\nexit 137\n' >"$TEST_TMP/bin/half"
+chmod +x "$TEST_TMP/bin/half"
+expect_exit 75 env MIRAGE_SERVERD="$TEST_TMP/bin/half" mirage device list --output text
+expect_contains "$ERR" "mirage: error: local server for $MIRAGE_HOME exited"
+expect_contains "$ERR" "killed mid-reply"
+expect_contains "$ERR" "mid-frame"
+
 # The real server refusing its arguments: its own JSON error, inside the client's.
 printf '#!/bin/sh\nexec %s --no-such-flag "$@"\n' "$real" >"$TEST_TMP/bin/refuses"
 chmod +x "$TEST_TMP/bin/refuses"
