@@ -212,9 +212,11 @@ void Repository::open_new_pack(Writer& w) {
   auto& vol = volume(w.volume);
   auto out = vol.create_pack();
   uint64_t size = 0;
+  int64_t pack = 0;
   try {
     out->append(std::span(reinterpret_cast<const uint8_t*>(k_pack_magic.data()), k_pack_magic.size()));
     size = out->durable();
+    pack = m_catalog.add_pack(out->name(), w.volume);  // a full catalog disk fails here
   } catch (const Error&) {
     out->abandon();
     try {
@@ -223,7 +225,7 @@ void Repository::open_new_pack(Writer& w) {
     }
     throw;
   }
-  w.pack = m_catalog.add_pack(out->name(), w.volume);
+  w.pack = pack;
   w.size = size;
   w.out = std::move(out);
 }

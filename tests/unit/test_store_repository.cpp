@@ -285,6 +285,27 @@ TEST_CASE("a pack that cannot get its header on a full volume is removed again, 
   CHECK(repo.check(true, nullptr).problems.empty());
 }
 
+TEST_CASE("a pack the catalog cannot name (its disk full) is removed again, not left as an orphan") {
+  TempDir dir;
+  InMemory vol;
+  store::Repository repo(dir.path(), true, store::OrphanPacks::refuse, vol.url());
+  {  // the catalog refuses a new pack row, as SQLite does on a full disk
+    util::Db db((dir.path() / "catalog.db").string());
+    db.exec("CREATE TRIGGER full BEFORE INSERT ON packs BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
+  }
+  CHECK_ERROR_KIND(repo.put(store::verify_upload(upload_of({noise(1000, 5)}))), ErrorKind::failed);
+  CHECK(store::open_volume(vol.url())->list().empty());
+  {
+    util::Db db((dir.path() / "catalog.db").string());
+    db.exec("DROP TRIGGER full;");
+  }
+  repo.put(store::verify_upload(upload_of({noise(1000, 5)})));
+  CHECK(store::open_volume(vol.url())->list().size() == 1);
+  auto report = repo.check(true, nullptr);
+  CHECK(report.problems.empty());
+  CHECK(report.notes.empty());
+}
+
 TEST_CASE_TEMPLATE("gc deletes only what no snapshot reaches, pins uploads in flight, and repacks", Vol, OnDisk,
                    InMemory) {
   TempDir dir;
