@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "libmirage/util/error.hpp"
+#include "libmirage/util/fd.hpp"
 #include "libmirage/util/xattr.hpp"
 
 namespace mirage::materialize {
@@ -31,16 +32,12 @@ bool running_as_root() {
 
 namespace {
 
-void set_xattrs(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
-                const Warn& warn) {
+/// Sets each xattr with `set` (which throws naming the xattr); without root one that
+/// cannot be set is a warning.
+void set_xattrs(const tree::Entry& e, const Warn& warn, const std::function<void(const tree::Xattr&)>& set) {
   for (const auto& x : e.xattrs) {
     try {
-      if (fd >= 0) {
-        if (::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) != 0)
-          throw_errno("set xattr " + x.name + " on " + path);
-      } else {
-        util::set_xattr(dirfd, name, x.name, x.value, path);
-      }
+      set(x);
     } catch (const Error& err) {
       if (running_as_root()) throw;
       warn(err.what());
@@ -48,16 +45,50 @@ void set_xattrs(int fd, int dirfd, const std::string& name, const tree::Entry& e
   }
 }
 
+void set_xattrs(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
+                const Warn& warn) {
+  set_xattrs(e, warn, [&](const tree::Xattr& x) {
+    if (fd < 0) return util::set_xattr(dirfd, name, x.name, x.value, path);
+    if (::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) != 0)
+      throw_errno("set xattr " + x.name + " on " + path);
+  });
+}
+
 }  // namespace
 
 void set_metadata(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path, const Warn& warn) {
-  bool is_link = e.kind == tree::Kind::symlink;
-  if (running_as_root() && ::fchownat(dirfd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0)
-    throw_errno("chown " + path);
-  if (!is_link && ::fchmodat(dirfd, name.c_str(), e.mode, 0) != 0) throw_errno("chmod " + path);
-  set_xattrs(-1, dirfd, name, e, path, warn);
+  // Through a handle on what the name is now, never by the name again: whoever may write
+  // the directory (a user's home, /tmp) can rename a symlink over it between two calls,
+  // and a chmod by name follows it, so root would change the mode of the file it points
+  // to (/etc/shadow). The handle also shows what is there: not the kind made or planned
+  // is someone else's doing, and is refused.
+  util::Fd fd(::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) throw_errno("open " + path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw_errno("stat " + path);
+  if ((st.st_mode & S_IFMT) != tree::type_bits(e.kind))
+    throw Error(ErrorKind::precondition, "set metadata of " + path + ": it is no longer a " +
+                                             std::string(tree::kind_name(e.kind)) +
+                                             " (replaced while it was written: does another user write this directory?)");
+  if (running_as_root() && ::fchownat(fd.get(), "", e.uid, e.gid, AT_EMPTY_PATH) != 0) throw_errno("chown " + path);
   timespec times[2] = {timespec_of(e.mtime_ns), timespec_of(e.mtime_ns)};
-  if (::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("set times of " + path);
+  if (e.kind == tree::Kind::symlink) {  // no mode; its xattrs and times by name, never followed
+    set_xattrs(-1, dirfd, name, e, path, warn);
+    if (::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("set times of " + path);
+    return;
+  }
+  // A node (a fifo, a device) cannot be opened for its metadata without acting as one:
+  // the O_PATH handle's /proc name reaches the very inode checked above.
+  std::string self = "/proc/self/fd/" + std::to_string(fd.get());
+  if (::chmod(self.c_str(), e.mode) != 0) {
+    if (errno == ENOENT) throw Error(ErrorKind::failed, "chmod " + path + ": /proc is not mounted (needed to set modes safely)");
+    throw_errno("chmod " + path);
+  }
+  set_xattrs(e, warn, [&](const tree::Xattr& x) {
+    if (::setxattr(self.c_str(), x.name.c_str(), x.value.data(), x.value.size(), 0) != 0)
+      throw_errno("set xattr " + x.name + " on " + path);
+  });
+  if (::utimensat(AT_FDCWD, self.c_str(), times, 0) != 0) throw_errno("set times of " + path);
 }
 
 void set_metadata_fd(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,

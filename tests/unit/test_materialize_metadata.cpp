@@ -1,0 +1,65 @@
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "libmirage/materialize/metadata.hpp"
+#include "libmirage/util/error.hpp"
+#include "libmirage/util/fd.hpp"
+#include "tests/unit/check_error.hpp"
+#include "tests/unit/temp_dir.hpp"
+
+using namespace mirage;
+
+namespace {
+mode_t mode_of(const std::filesystem::path& p) {
+  struct stat st {};
+  REQUIRE(::lstat(p.c_str(), &st) == 0);
+  return st.st_mode;
+}
+}  // namespace
+
+TEST_SUITE_BEGIN("materialize::metadata");
+
+TEST_CASE("metadata goes on what was made: a symlink swapped in under the name is refused, its target untouched") {
+  test::TempDir dir;
+  std::ofstream(dir.path() / "victim") << "secret";
+  REQUIRE(::chmod((dir.path() / "victim").c_str(), 0600) == 0);
+  util::Fd dirfd(::open(dir.path().c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+  REQUIRE(dirfd);
+  tree::Entry fifo;
+  fifo.name = "pipe";
+  fifo.kind = tree::Kind::fifo;
+  fifo.mode = 0666;
+  fifo.mtime_ns = 1'000'000'000;
+  materialize::Warn warn = [](std::string) {};
+  SUBCASE("the node as made gets its mode and times") {
+    materialize::make_node(dirfd.get(), "tmp", fifo, "/pipe");
+    materialize::set_metadata(dirfd.get(), "tmp", fifo, "/pipe", warn);
+    CHECK(S_ISFIFO(mode_of(dir.path() / "tmp")));
+    CHECK((mode_of(dir.path() / "tmp") & 07777) == 0666);
+  }
+  SUBCASE("another user renames a symlink over it before its metadata: refused, the target keeps its mode") {
+    materialize::make_node(dirfd.get(), "tmp", fifo, "/pipe");
+    REQUIRE(::symlinkat((dir.path() / "victim").c_str(), dirfd.get(), "link") == 0);
+    REQUIRE(::renameat(dirfd.get(), "link", dirfd.get(), "tmp") == 0);
+    CHECK_ERROR_KIND(materialize::set_metadata(dirfd.get(), "tmp", fifo, "/pipe", warn), ErrorKind::precondition);
+    CHECK((mode_of(dir.path() / "victim") & 07777) == 0600);
+  }
+  SUBCASE("a symlink entry gets its times, never its target's") {
+    tree::Entry link = fifo;
+    link.kind = tree::Kind::symlink;
+    link.target = (dir.path() / "victim").string();
+    materialize::make_node(dirfd.get(), "ln", link, "/ln");
+    materialize::set_metadata(dirfd.get(), "ln", link, "/ln", warn);
+    struct stat st {};
+    REQUIRE(::lstat((dir.path() / "ln").c_str(), &st) == 0);
+    CHECK(st.st_mtim.tv_sec == 1);
+    CHECK((mode_of(dir.path() / "victim") & 07777) == 0600);
+  }
+}
+
+TEST_SUITE_END();
