@@ -250,7 +250,7 @@ Volumes volume_list(Context& c, const NoParams&) {
   std::map<int64_t, uint64_t> devices;
   for (const auto& d : cat.devices(std::nullopt)) devices[d.volume]++;
   Volumes r;
-  for (const auto& v : cat.volumes())
+  for (const auto& v : c.repo.volumes())
     r.volumes.push_back({v.id, v.path, v.read_only, free_bytes(v.path), use[v.id].first, use[v.id].second, devices[v.id]});
   return r;
 }
@@ -267,7 +267,7 @@ void to_json(json& j, const VolumeAdded& r) {
 
 VolumeAdded volume_add(Context& c, const VolumeAdd& p) {
   auto& cat = c.cat();
-  for (const auto& v : cat.volumes())
+  for (const auto& v : c.repo.volumes())
     if (v.path == p.path) throw Error(ErrorKind::precondition, "volume " + p.path + " is already volume " + std::to_string(v.id));
   std::error_code ec;
   if (!p.create && !std::filesystem::is_directory(p.path, ec))
@@ -293,7 +293,7 @@ void to_json(json& j, const VolumeState& r) {
 VolumeState volume_set(Context& c, const VolumeSet& p) {
   auto& cat = c.cat();
   catalog::Transaction tx(cat);
-  auto vols = cat.volumes();
+  auto vols = c.repo.volumes();
   auto it = std::find_if(vols.begin(), vols.end(), [&](const catalog::Volume& v) { return v.id == p.volume_id; });
   std::string id = std::to_string(p.volume_id);
   if (it == vols.end()) throw Error(ErrorKind::not_found, "volume " + id + ": not found");

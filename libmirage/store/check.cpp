@@ -83,7 +83,7 @@ class RepositoryChecker {
   void note_unknown_packs() {
     std::set<std::string> known;
     for (const auto& [id, pack] : m_packs) known.insert(pack.name);
-    for (const auto& v : m_cat.volumes())
+    for (const auto& v : m_repo.volumes())
       for (const auto& file : m_repo.volume(v.id).list()) {
         if (!known.count(file.name) && m_report.notes.size() < 1000)
           m_report.notes.push_back({"pack", file.name,

@@ -135,8 +135,8 @@ Repository::Repository(fs::path data, bool create, OrphanPacks orphans, const st
     // under one write lock so there is exactly one volume 0.
     catalog::Transaction tx(m_catalog);
     if (m_catalog.volumes().empty()) {
-      std::string url = first_volume.empty() ? (m_data / "volumes" / "0").string() : first_volume;
-      open_volume(url)->init();
+      std::string url = first_volume.empty() ? std::string(k_volume_zero) : first_volume;
+      open_volume(first_volume.empty() ? (m_data / k_volume_zero).string() : url)->init();
       m_catalog.add_volume(url);
     }
     tx.commit();
@@ -160,9 +160,26 @@ void Repository::end_pack(Writer& w, bool failed) noexcept {
   w.out.reset();
 }
 
+std::vector<catalog::Volume> Repository::volumes() {
+  auto vols = m_catalog.volumes();
+  for (auto& v : vols) {
+    fs::path path(v.path);
+    if (v.path.find("://") != std::string::npos) continue;  // a URL: mem://, file:///
+    if (path.is_relative()) {
+      v.path = (m_data / path).string();
+    } else if (&v == &vols.front() && path.filename() == "0" && path.parent_path().filename() == "volumes" &&
+               fs::is_directory(m_data / k_volume_zero)) {
+      // Volume 0 of a store made before it was named relative to DATA: an absolute path
+      // to where DATA was then. A copy or move of DATA must not reach the original's packs.
+      v.path = (m_data / k_volume_zero).string();
+    }
+  }
+  return vols;
+}
+
 Volume& Repository::volume(int64_t id) {
   if (auto it = m_volumes.find(id); it != m_volumes.end()) return *it->second;
-  for (const auto& v : m_catalog.volumes())
+  for (const auto& v : volumes())
     if (v.id == id) return *m_volumes.emplace(id, open_volume(v.path)).first->second;
   throw Error(ErrorKind::integrity, "unknown volume " + std::to_string(id));
 }
@@ -178,7 +195,7 @@ Volume& Repository::pack_volume(const catalog::Pack& pack) {
 int64_t Repository::choose_volume() {
   int64_t best = 0;
   uint64_t best_free = 0;
-  for (const auto& v : m_catalog.volumes()) {
+  for (const auto& v : volumes()) {
     if (v.read_only) continue;
     uint64_t free = 0;
     try {
@@ -466,7 +483,7 @@ RepairReport Repository::repair(const std::function<void(uint64_t, uint64_t)>& p
   close_read_fds();
   // 2. Every pack file on every volume: verified records that are not indexed are.
   std::vector<std::pair<int64_t, PackListing>> files;
-  for (const auto& v : m_catalog.volumes())
+  for (const auto& v : volumes())
     for (auto& f : volume(v.id).list()) files.push_back({v.id, std::move(f)});
   uint64_t done = 0;
   for (const auto& [vol_id, file] : files) {

@@ -35,6 +35,8 @@ namespace mirage::store {
 
 constexpr std::string_view k_pack_magic = "MPACK01\n";
 constexpr uint64_t k_pack_target = 32u << 20;
+/// Where volume 0 is, relative to the data directory (and so named in the catalog).
+constexpr std::string_view k_volume_zero = "volumes/0";
 
 /// A bulk upload whose every record passed verification. Its records stay where they
 /// arrived (views into `bytes`): put() appends runs of them to a pack without copying.
@@ -168,6 +170,10 @@ class Repository {
 
   /// The volume with catalog id `id`; Error(integrity) when the catalog has none.
   Volume& volume(int64_t id);
+  /// The catalog's volumes, each path as this process reaches it: volume 0 is
+  /// DATA/volumes/0 wherever DATA is now (the catalog names it relative to DATA, so a
+  /// moved or copied data directory uses its own packs, never the original's).
+  std::vector<catalog::Volume> volumes();
 
  private:
   friend class GarbageCollector;   // gc.cpp: repacks through the writers

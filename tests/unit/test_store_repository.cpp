@@ -306,6 +306,45 @@ TEST_CASE("a pack the catalog cannot name (its disk full) is removed again, not 
   CHECK(report.notes.empty());
 }
 
+TEST_CASE("a copied or moved data directory reads and writes its own volume 0, never the original's") {
+  TempDir dir;
+  fs::path a = dir.path() / "a", b = dir.path() / "b";
+  std::string x = noise(5000, 6), y = noise(5000, 7);
+  {
+    store::Repository repo(a, true);
+    repo.put(store::verify_upload(upload_of({x})));
+    CHECK(repo.catalog().volumes().at(0).path == "volumes/0");  // named relative to the data directory
+  }
+  SUBCASE("made with volume 0 named relative") {
+  }
+  SUBCASE("made before, volume 0 named by the original's absolute path") {
+    util::Db db((a / "catalog.db").string());
+    db.exec("UPDATE volumes SET path = '" + (a / "volumes" / "0").string() + "'");
+  }
+  fs::copy(a, b, fs::copy_options::recursive);
+  {
+    store::Repository repo(b, false);
+    CHECK(repo.volumes().at(0).path == (b / "volumes" / "0").string());
+    repo.put(store::verify_upload(upload_of({y})));
+    auto plain = repo.read_plain(util::sha256(x));
+    CHECK(std::string(plain.begin(), plain.end()) == x);
+  }
+  auto packs = [](const fs::path& data) {
+    size_t n = 0;
+    for (auto& e : fs::recursive_directory_iterator(data / "volumes")) n += e.path().extension() == ".pack";
+    return n;
+  };
+  CHECK(packs(a) == 1);  // the copy's new pack is in the copy
+  CHECK(packs(b) == 2);
+  fs::remove_all(a);  // the original gone (moved): the copy still reads all it holds
+  store::Repository repo(b, false);
+  for (const auto& o : {x, y}) {
+    auto plain = repo.read_plain(util::sha256(o));
+    CHECK(std::string(plain.begin(), plain.end()) == o);
+  }
+  CHECK(repo.check(true, nullptr).problems.empty());
+}
+
 TEST_CASE_TEMPLATE("gc deletes only what no snapshot reaches, pins uploads in flight, and repacks", Vol, OnDisk,
                    InMemory) {
   TempDir dir;
