@@ -212,13 +212,26 @@ class Restorer {
 
   /// Creates (or reuses) directory `name` in `parent`; never follows a symlink. `made`
   /// (when given) says whether it was created.
+  /// (One made by an earlier restore that was killed or failed before finishing it, and
+  /// so still carries made_mark(), counts as made.)
   DirFd make_dir(const DirFd& parent, const std::string& name, const std::string& shown, bool* made = nullptr) {
     bool created = ::mkdirat(parent->get(), name.c_str(), 0700) == 0;
     if (!created && errno != EEXIST) throw_errno("create directory " + shown);
     if (created) m_made.emplace_back(parent, name);
+    auto fd = std::make_shared<util::Fd>(util::open_dir_at(parent->get(), name, m_opts.to.string() + shown));
+    if (created)
+      ::fsetxattr(fd->get(), made_mark(), "1", 1, 0);  // a filesystem without xattrs: a rerun keeps what it finds
+    else
+      created = ::fgetxattr(fd->get(), made_mark(), nullptr, 0) >= 0;
     if (made) *made = created;
-    return std::make_shared<util::Fd>(util::open_dir_at(parent->get(), name, m_opts.to.string() + shown));
+    return fd;
   }
+
+  /// What a directory this restore made carries until it gets the snapshot's metadata
+  /// (it stays 0700 and the restoring user's until then): a rerun after a kill or a
+  /// failure finishes it whatever --overwrite says (`never` kept it as it was). As root
+  /// a trusted.* name, which no user can put on a directory of theirs.
+  static const char* made_mark() { return running_as_root() ? "trusted.mirage.restoring" : "user.mirage.restoring"; }
 
   void restore_entry(const DirFd& parent, const tree::Entry& e, const std::string& path) {
     if (e.kind != tree::Kind::dir && keep_existing(parent->get(), e, path)) return;
@@ -548,6 +561,7 @@ class Restorer {
 
   void finish_dir(const Job& job) {
     set_metadata_fd(job.dir->get(), job.dir->get(), ".", job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
+    ::fremovexattr(job.dir->get(), made_mark());  // none there (a directory kept): ENODATA
   }
 
   const RestoreOptions& m_opts;

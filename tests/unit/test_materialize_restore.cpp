@@ -1,10 +1,15 @@
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "libmirage/materialize/restorer.hpp"
 #include "libmirage/util/fd.hpp"
 #include "tests/unit/memory_source.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 using namespace mirage;
 using mirage::testing::MemorySource;
@@ -66,4 +71,52 @@ TEST_CASE("restore: records that come in several parts are all found (files whos
   CHECK(parted.parts_made > 1);
   for (int f = 0; f < 40; ++f) CHECK(util::read_file(to / "d" / ("f" + std::to_string(f))) == contents[f]);
   fs::remove_all(to);
+}
+
+TEST_CASE("restore: a directory an interrupted restore made is finished by the next, even with overwrite never") {
+  MemorySource src;
+  Entry proj = src.dir("proj", {src.file("f", "data")});
+  proj.mode = 0750;
+  Entry dave = src.dir("dave", {proj});
+  dave.mode = 0751;
+  Entry mine = src.dir("mine", {});
+  mine.mode = 0755;
+  Entry root = src.dir("", {src.dir("home", {dave, mine})});
+  test::TempDir dir;
+  fs::path to = dir.path() / "to";
+  // What a killed restore left: its directories made 0700 and marked, not finished; a
+  // directory of the user's own (unmarked) beside them.
+  const char* mark = ::geteuid() == 0 ? "trusted.mirage.restoring" : "user.mirage.restoring";
+  fs::create_directories(to / "home" / "dave" / "proj");
+  fs::create_directories(to / "home" / "mine");
+  for (const auto& d : {to / "home", to / "home" / "dave", to / "home" / "dave" / "proj", to / "home" / "mine"})
+    REQUIRE(::chmod(d.c_str(), 0700) == 0);
+  for (const auto& d : {to / "home", to / "home" / "dave", to / "home" / "dave" / "proj"})
+    REQUIRE(::setxattr(d.c_str(), mark, "1", 1, 0) == 0);
+  materialize::RestoreOptions ro;
+  ro.to = to;
+  ro.paths = {"/home/dave"};
+  ro.root = root;
+  ro.tree = root.subtree;
+  ro.overwrite = materialize::Overwrite::never;
+  materialize::restore(ro, src);
+  auto mode = [](const fs::path& p) {
+    struct stat st {};
+    REQUIRE(::stat(p.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+  };
+  CHECK(mode(to / "home") == 0755);  // a parent on the way, marked: finished too
+  CHECK(mode(to / "home" / "dave") == 0751);
+  CHECK(mode(to / "home" / "dave" / "proj") == 0750);
+  CHECK(util::read_file(to / "home" / "dave" / "proj" / "f") == "data");
+  CHECK(mode(to / "home" / "mine") == 0700);  // not the restore's, not on its path: kept
+  for (const auto& d : {to / "home", to / "home" / "dave", to / "home" / "dave" / "proj"})
+    CHECK(::getxattr(d.c_str(), mark, nullptr, 0) < 0);  // no mark is left
+  SUBCASE("a restore that finishes leaves no mark on what it made") {
+    ro.to = dir.path() / "fresh";
+    ro.paths = {"/"};
+    materialize::restore(ro, src);
+    for (auto& e : fs::recursive_directory_iterator(ro.to))
+      if (e.is_directory()) CHECK(::getxattr(e.path().c_str(), mark, nullptr, 0) < 0);
+  }
 }
