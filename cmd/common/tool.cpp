@@ -44,6 +44,21 @@ void add_progress(CLI::App& app, Common& common) {
       ->check(CLI::IsMember({"auto", "text", "json", "none"}));
 }
 
+std::string shown(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\%03o", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 namespace {
 /// Paths are made absolute here, once: connections opened later (by upload workers)
 /// must not depend on the working directory of that moment.
@@ -176,7 +191,7 @@ void report_error(const std::string& tool, bool json_mode, const Error& e) {
     if (!e.reason().empty()) err["reason"] = e.reason();
     std::cerr << json{{"error", err}}.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
   } else {
-    std::cerr << tool << ": error: " << e.what() << "\n";
+    std::cerr << tool << ": error: " << shown(e.what()) << "\n";
   }
 }
 
@@ -282,7 +297,7 @@ int run(int argc, char** argv, CLI::App& app, Common& common, const std::vector<
     // One write per line: lines of concurrent requests do not interleave.
     std::string line = std::string(tool) + ": " +
                        (level == util::LogLevel::warning ? "warning: " : level == util::LogLevel::debug ? "debug: " : "") +
-                       std::string(msg) + "\n";
+                       shown(msg) + "\n";
     std::cerr << line << std::flush;
   });
   std::vector<std::string> args(argv + 1, argv + argc);

@@ -86,6 +86,10 @@ void keep_freed_memory_for_reuse();
 /// events --since: its start). Malformed: a usage error naming `flag`.
 std::optional<int64_t> time_flag(const std::string& flag, const std::string& value, bool upper);
 
+/// Text for a terminal or a log: control bytes (a name's ESC, a newline) as \ooo, so a
+/// name from a snapshot can neither drive the terminal nor forge a line.
+std::string shown(std::string_view text);
+
 /// Human-readable byte count ("1.5 GiB").
 std::string human_bytes(uint64_t bytes);
 /// A duration as "45s", "3m05s", "2h07m", "3d04h".

@@ -30,6 +30,7 @@ using namespace mirage;
 using nlohmann::json;
 
 namespace {
+using tool::shown;
 
 struct Options {
   std::string device;
@@ -65,21 +66,6 @@ browse::SnapshotRef snapshot_ref(const json& s) {
           tree::decode_entry_hex(s.at("root").get<std::string>(), "snapshot " + s.at("snapshot_id").get<std::string>())};
 }
 
-/// A path or name for a terminal: control bytes as \ooo (a newline in a name must not
-/// start a new row).
-std::string shown(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\%03o", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 /// Rows under a header (the first row), drawn as every list is.
 void print_table(std::ostream& out, const std::vector<std::vector<std::string>>& rows) {

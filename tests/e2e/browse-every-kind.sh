@@ -73,6 +73,11 @@ expect_contains "$OUT" '/name with spaces'
 # Errors: missing path 3, '..' 2, through a symlink 3 naming it, an unknown snapshot 3.
 expect_exit 3 mirage-restore ls --device dev-b /no/such/path
 expect_contains "$ERR" "not in the snapshot"
+# A name with control bytes in an error reaches the terminal escaped: it can neither
+# drive the terminal nor forge a line of its own.
+expect_exit 3 mirage-restore ls --device dev-b $'/e\033[31mRED\nmirage-restore: fake line' --output text
+expect_contains "$ERR" '/e\033[31mRED\012mirage-restore: fake line'
+[ "$(wc -l <"$TEST_TMP/.stderr")" = 1 ] && ! grep -q $'\033' "$TEST_TMP/.stderr" || fail "control bytes reached stderr: $ERR"
 expect_exit 2 mirage-restore ls --device dev-b /dir/../etc
 expect_contains "$ERR" "'..'"
 expect_exit 3 mirage-restore ls --device dev-b /dir/rel-link/x

@@ -78,4 +78,9 @@ TEST_CASE("times and durations as people read them") {
   CHECK(tool::human_seconds(3 * 86400 + 4 * 3600) == "3d04h");
 }
 
+TEST_CASE("text for a terminal shows control bytes as octal escapes, everything else as it is") {
+  CHECK(tool::shown("plain /home/bob/é") == "plain /home/bob/é");
+  CHECK(tool::shown("a\033[31mb\nc\td\x7f") == "a\\033[31mb\\012c\\011d\\177");
+}
+
 TEST_SUITE_END();
