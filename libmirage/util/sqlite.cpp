@@ -106,6 +106,10 @@ void Db::fail(const std::string& context) const {
   if ((sqlite3_errcode(m_db) & 0xff) == SQLITE_FULL)
     throw Error(ErrorKind::failed, "catalog " + m_path + ": the disk is full (" + sqlite3_errmsg(m_db) +
                                        "); free space on its filesystem and try again");
+  // So is a store that may not be written (a read-only mount, another user's files).
+  if ((sqlite3_errcode(m_db) & 0xff) == SQLITE_READONLY)
+    throw Error(ErrorKind::permission, "catalog " + m_path + " may not be written (" + sqlite3_errmsg(m_db) +
+                                           "): a read-only mount or another user's files; only reads work on it");
   throw Error(kind_of(m_db), "catalog " + m_path + ": " + context + ": " + sqlite3_errmsg(m_db));
 }
 

@@ -103,6 +103,10 @@ if [ "$(id -u)" = 0 ] && mkdir -p "$TEST_TMP/ro" && mount --bind "$data" "$TEST_
     expect_contains "$ERR" "Read-only file system"
     MIRAGE_HOME="$TEST_TMP/ro" expect_exit 4 mirage gc
     expect_contains "$ERR" "gc.lock: Read-only file system"
+    # A catalog write is said as such, not as the SQL statement that met it.
+    MIRAGE_HOME="$TEST_TMP/ro" expect_exit 4 mirage device rename dev1 dev9 --output text
+    expect_contains "$ERR" "catalog.db may not be written"
+    case "$ERR" in *INSERT* | *UPDATE*) fail "SQL in the error: $ERR" ;; esac
   fi
   umount "$TEST_TMP/ro"
   trap cleanup EXIT
