@@ -164,7 +164,10 @@ class Restorer {
           remove_stale_temps(parent->get());
           restore_entry(parent, *e, shown);
         } else {
-          if (e->kind != tree::Kind::dir) throw Error(ErrorKind::not_found, "path " + path + ": not in the snapshot");
+          if (e->kind == tree::Kind::symlink)  // as mirage-restore ls says it
+            throw Error(ErrorKind::not_found, "path " + path + ": " + shown + " is a symlink to " + e->target +
+                                                  " (links in a path are not followed)");
+          if (e->kind != tree::Kind::dir) throw Error(ErrorKind::not_found, "path " + path + ": " + shown + " is not a directory");
           bool made = false;
           parent = make_dir(parent, e->name, shown, &made);
           if (made) parents.push_back({Job::Type::finish_dir, parent, *e, shown, nullptr, {}});
@@ -347,6 +350,9 @@ class Restorer {
     if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) {
       int err = errno;
       ::unlinkat(dirfd, tmp.c_str(), 0);
+      if (err == EISDIR)  // as a symlink where a directory goes: never removed for it, exit 5
+        throw Error(ErrorKind::precondition, "put " + path + " in place: a directory is there, where the snapshot " +
+                                                 "has no directory; it is left as it is (move it away to restore this)");
       errno = err;
       throw_errno("put " + path + " in place");
     }

@@ -78,6 +78,15 @@ expect_contains "$ERR" "not in the snapshot"
 expect_exit 3 mirage-restore ls --device dev-b $'/e\033[31mRED\nmirage-restore: fake line' --output text
 expect_contains "$ERR" '/e\033[31mRED\012mirage-restore: fake line'
 [ "$(wc -l <"$TEST_TMP/.stderr")" = 1 ] && ! grep -q $'\033' "$TEST_TMP/.stderr" || fail "control bytes reached stderr: $ERR"
+# A restore whose path goes through a symlink names it as ls does (3); a directory where
+# the snapshot has a file is left as it is, whatever --overwrite says (5), and said.
+expect_exit 3 mirage-restore --device dev-b --path /dir/rel-link/x --to "$TEST_TMP/through-link" --output text
+expect_contains "$ERR" "/dir/rel-link is a symlink to hello.txt"
+mkdir -p "$TEST_TMP/dir-in-way/dir/hello.txt/kept"
+expect_exit 5 mirage-restore --device dev-b --path /dir/hello.txt --to "$TEST_TMP/dir-in-way" --overwrite always --output text
+expect_contains "$ERR" "put /dir/hello.txt in place: a directory is there"
+[ -d "$TEST_TMP/dir-in-way/dir/hello.txt/kept" ] || fail "the directory in the way was touched"
+[ -z "$(find "$TEST_TMP/dir-in-way/dir" -name '.mirage-restore*')" ] || fail "a temporary was left"
 expect_exit 2 mirage-restore ls --device dev-b /dir/../etc
 expect_contains "$ERR" "'..'"
 expect_exit 3 mirage-restore ls --device dev-b /dir/rel-link/x
