@@ -308,8 +308,9 @@ int restore_stream(const tool::Common& common, const Options& o, client::Client&
   endpoint::write_stream_status(file, status);
   tool::Progress bar(common, "restore");
   auto state = tool::ProgressState::of_bytes("restoring the minimal set", 0, 0);
-  so.progress = [&](uint64_t bytes) {
+  so.progress = [&](uint64_t bytes, uint64_t files) {
     state.bytes = bytes;
+    state.files = files;
     bar.update(state);
   };
   auto last_write = std::chrono::steady_clock::now();
@@ -482,8 +483,9 @@ int restore(const tool::Common& common, const Options& o) {
   // The restore makes --to when missing, and removes what it made if it fails.
   auto stats = endpoint::restore(
       client, snap, o.paths, o.to,
-      [&](uint64_t bytes) {
+      [&](uint64_t bytes, uint64_t files) {
         state.bytes = bytes;
+        state.files = files;
         bar.update(state);
       },
       tool::connection_factory(common), *materialize::overwrite_from_name(o.overwrite));

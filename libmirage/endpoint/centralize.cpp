@@ -279,7 +279,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& opts) {
 }
 
 materialize::RestoreStats restore(Client& client, const json& snapshot, const std::vector<std::string>& paths,
-                                  const fs::path& to, std::function<void(uint64_t)> progress,
+                                  const fs::path& to, std::function<void(uint64_t, uint64_t)> progress,
                                   ConnectionFactory more_connections, materialize::Overwrite overwrite) {
   materialize::RestoreOptions ro;
   ro.to = to;

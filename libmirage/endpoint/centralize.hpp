@@ -56,7 +56,7 @@ CentralizeResult centralize(Client& client, const CentralizeOptions& options);
 /// (see materialize::restore); large chunk fetches use two further connections from
 /// `more_connections` when given.
 materialize::RestoreStats restore(Client& client, const nlohmann::json& snapshot, const std::vector<std::string>& paths,
-                                  const std::filesystem::path& to, std::function<void(uint64_t)> progress,
+                                  const std::filesystem::path& to, std::function<void(uint64_t, uint64_t)> progress,
                                   ConnectionFactory more_connections = nullptr,
                                   materialize::Overwrite overwrite = materialize::Overwrite::always);
 
@@ -67,7 +67,7 @@ struct StreamOptions {
   /// The minimal set (restore_first) and the user area, filled first.
   policy::UploadPolicy policy = policy::UploadPolicy::defaults();
   uint64_t bytes_per_second = 0;  ///< the background fill's limit (0: none)
-  std::function<void(uint64_t)> progress;  ///< bytes of the minimal set written
+  std::function<void(uint64_t, uint64_t)> progress;  ///< bytes and files of the minimal set written
   /// Called once the minimal set and every placeholder are in place (the tree is usable).
   std::function<void(const materialize::RestoreStats&, const materialize::Streamer&)> usable;
   std::function<void(const materialize::StreamProgress&)> fill_progress;

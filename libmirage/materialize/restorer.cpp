@@ -428,7 +428,7 @@ class Restorer {
       }
     }
     wait_previous();
-    if (m_opts.progress) m_opts.progress(m_bytes);
+    if (m_opts.progress) m_opts.progress(m_bytes, m_files_written);
     m_pending = std::async(std::launch::async, [this, batch] { execute(*batch); });
   }
 
@@ -514,6 +514,7 @@ class Restorer {
       throw;
     }
     install(dirfd, tmp, job.entry.name, job.path);
+    m_files_written++;
   }
 
   void write_content(int fd, const Job& job, const std::unordered_map<Digest, store::Record, util::DigestHash>& records,
@@ -583,6 +584,7 @@ class Restorer {
   };
   std::map<std::string, HeldPlaceholder> m_group_placeholders;
   std::atomic<uint64_t> m_bytes{0};
+  std::atomic<uint64_t> m_files_written{0};  ///< files written whole and in place
   std::mutex m_warn_mutex;
   std::set<std::pair<dev_t, ino_t>> m_cleaned;  ///< directories remove_stale_temps() has seen
   std::vector<std::pair<DirFd, std::string>> m_made;  ///< directories made in the target, in order

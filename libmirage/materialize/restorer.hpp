@@ -94,7 +94,7 @@ struct RestoreOptions {
   std::vector<std::string> paths;  ///< snapshot paths; "/" is everything
   Digest tree;                     ///< the snapshot's root tree
   tree::Entry root;                ///< the snapshot's root directory entry
-  std::function<void(uint64_t bytes)> progress;
+  std::function<void(uint64_t bytes, uint64_t files)> progress;  ///< written so far, after each batch
   Overwrite overwrite = Overwrite::always;
   /// Streaming (stream.hpp): a regular file with content for which `placeholder` returns
   /// true is made as a placeholder (its final size as a hole, its final metadata, the

@@ -120,3 +120,24 @@ TEST_CASE("restore: a directory an interrupted restore made is finished by the n
       if (e.is_directory()) CHECK(::getxattr(e.path().c_str(), mark, nullptr, 0) < 0);
   }
 }
+
+TEST_CASE("restore: progress counts the files written whole with the bytes, batch by batch") {
+  MemorySource src;
+  std::vector<Entry> files;
+  for (int f = 0; f < 5000; ++f) files.push_back(src.file("f" + std::to_string(f), "content " + std::to_string(f)));
+  Entry root = src.dir("", {src.dir("d", files)});
+  test::TempDir dir;
+  materialize::RestoreOptions ro;
+  ro.to = dir.path() / "to";
+  ro.paths = {"/"};
+  ro.root = root;
+  ro.tree = root.subtree;
+  std::vector<std::pair<uint64_t, uint64_t>> seen;
+  ro.progress = [&](uint64_t bytes, uint64_t files_written) { seen.emplace_back(bytes, files_written); };
+  auto stats = materialize::restore(ro, src);
+  CHECK(stats.files == 5000);
+  REQUIRE(seen.size() >= 2);  // more files than one batch holds
+  CHECK(seen.back().second > 0);
+  CHECK(seen.back().second < 5000);  // reported before the last batch is written
+  for (size_t i = 1; i < seen.size(); ++i) CHECK(seen[i].second >= seen[i - 1].second);
+}
