@@ -45,15 +45,29 @@ void add_progress(CLI::App& app, Common& common) {
 }
 
 std::string shown(std::string_view text) {
+  auto byte = [&](size_t i) { return i < text.size() ? static_cast<unsigned char>(text[i]) : 0u; };
   std::string out;
   out.reserve(text.size());
-  for (unsigned char c : text) {
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\%03o", c);
-      out += buf;
-    } else {
+  for (size_t i = 0; i < text.size();) {
+    unsigned c = byte(i);
+    // The bytes to escape here: C0 controls and DEL; C1 controls in UTF-8 (U+0080-U+009F,
+    // CSI among them); the bidi marks and overrides (U+200E/F, U+202A-E, U+2066-9) that
+    // make a name read as another.
+    size_t n = c < 0x20 || c == 0x7f ? 1 : 0;
+    if (c == 0xc2 && byte(i + 1) >= 0x80 && byte(i + 1) <= 0x9f) n = 2;
+    if (c == 0xe2 && byte(i + 1) == 0x80 && (byte(i + 2) == 0x8e || byte(i + 2) == 0x8f ||
+                                             (byte(i + 2) >= 0xaa && byte(i + 2) <= 0xae)))
+      n = 3;
+    if (c == 0xe2 && byte(i + 1) == 0x81 && byte(i + 2) >= 0xa6 && byte(i + 2) <= 0xa9) n = 3;
+    if (n == 0) {
       out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    for (size_t k = 0; k < n; ++k, ++i) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\%03o", byte(i));
+      out += buf;
     }
   }
   return out;

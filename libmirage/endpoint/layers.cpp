@@ -398,7 +398,7 @@ json render(Client& client, const std::vector<std::string>& refs, const fs::path
   auto root = n.entries.at("/");
   util::Fd fd = util::open_dir(to.string());
   std::vector<std::string> warnings;
-  materialize::set_metadata_fd(fd.get(), fd.get(), ".", root, to.string(),
+  materialize::set_metadata_fd(fd.get(), root, to.string(),
                                [&](std::string m) { warnings.push_back(std::move(m)); });
   for (const auto& w : warnings) util::warn(w);
   json j = result;

@@ -54,7 +54,7 @@ void revert_root(const fs::path& root, const layer::Flat& s, const layer::Flat& 
   for (const auto& op : plan.ops) in_root = in_root || (tree::parent_path(op.path) == "/" && op.path != "/");
   if (!in_root && layer::same_metadata(e.at("/"), want)) return;
   util::Fd fd = util::open_dir(root.string());
-  materialize::set_metadata_fd(fd.get(), fd.get(), ".", want, root.string(), [](const std::string& m) { util::warn(m); });
+  materialize::set_metadata_fd(fd.get(), want, root.string(), [](const std::string& m) { util::warn(m); });
 }
 
 fs::path stream_journal(const ApplyOrderOptions& opts) { return opts.state_dir / "stream.json"; }

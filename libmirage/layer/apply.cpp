@@ -176,7 +176,7 @@ void finish_commit(const fs::path& root, const json& journal, ApplyResult* resul
       if (!exists_at(dirfd, name)) continue;
       if (e.kind == tree::Kind::dir) {
         int fd = dirs.get(path);
-        materialize::set_metadata_fd(fd, fd, ".", e, path, warn);
+        materialize::set_metadata_fd(fd, e, path, warn);
       } else {
         materialize::set_metadata(dirfd, name, e, path, warn);
       }
@@ -471,7 +471,7 @@ class Applier {
     if (op.entry.kind != tree::Kind::file) {
       ::unlinkat(dirfd, tmp.c_str(), 0);
       materialize::make_node(dirfd, tmp, op.entry, op.path);
-      materialize::set_metadata(dirfd, tmp, op.entry, op.path, warn);
+      materialize::set_metadata(dirfd, tmp, op.entry, op.path, warn, true);
       m_result.written++;
       return;
     }
@@ -479,7 +479,7 @@ class Applier {
     if (!fd) throw_errno("create " + op.path);
     tree::Entry entry = op.entry;
     if (m_placeholder.count(i)) {  // its bytes come after the commit
-      materialize::make_placeholder_fd(fd.get(), dirfd, tmp, entry, op.path, warn);
+      materialize::make_placeholder_fd(fd.get(), entry, op.path, warn);
       m_result.written++;
       m_result.placeholders.push_back(op.path);
       return;
@@ -495,7 +495,7 @@ class Applier {
       }
       out.finish();
     }
-    materialize::set_metadata_fd(fd.get(), dirfd, tmp, entry, op.path, warn);
+    materialize::set_metadata_fd(fd.get(), entry, op.path, warn);
     m_result.written++;
   }
 

@@ -45,18 +45,10 @@ void set_xattrs(const tree::Entry& e, const Warn& warn, const std::function<void
   }
 }
 
-void set_xattrs(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
-                const Warn& warn) {
-  set_xattrs(e, warn, [&](const tree::Xattr& x) {
-    if (fd < 0) return util::set_xattr(dirfd, name, x.name, x.value, path);
-    if (::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) != 0)
-      throw_errno("set xattr " + x.name + " on " + path);
-  });
-}
-
 }  // namespace
 
-void set_metadata(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path, const Warn& warn) {
+void set_metadata(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path, const Warn& warn,
+                  bool made_here) {
   // Through a handle on what the name is now, never by the name again: whoever may write
   // the directory (a user's home, /tmp) can rename a symlink over it between two calls,
   // and a chmod by name follows it, so root would change the mode of the file it points
@@ -66,14 +58,18 @@ void set_metadata(int dirfd, const std::string& name, const tree::Entry& e, cons
   if (!fd) throw_errno("open " + path);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) throw_errno("stat " + path);
-  if ((st.st_mode & S_IFMT) != tree::type_bits(e.kind))
-    throw Error(ErrorKind::precondition, "set metadata of " + path + ": it is no longer a " +
+  // What this process just made is its own and has one name: another's node linked in
+  // under the name (where hardlinks are not protected) is not.
+  bool replaced = (st.st_mode & S_IFMT) != tree::type_bits(e.kind) ||
+                  (made_here && e.kind != tree::Kind::dir && (st.st_nlink != 1 || st.st_uid != ::geteuid()));
+  if (replaced)
+    throw Error(ErrorKind::precondition, "set metadata of " + path + ": it is no longer the " +
                                              std::string(tree::kind_name(e.kind)) +
-                                             " (replaced while it was written: does another user write this directory?)");
+                                             " made (replaced while it was written: does another user write this directory?)");
   if (running_as_root() && ::fchownat(fd.get(), "", e.uid, e.gid, AT_EMPTY_PATH) != 0) throw_errno("chown " + path);
   timespec times[2] = {timespec_of(e.mtime_ns), timespec_of(e.mtime_ns)};
   if (e.kind == tree::Kind::symlink) {  // no mode; its xattrs and times by name, never followed
-    set_xattrs(-1, dirfd, name, e, path, warn);
+    set_xattrs(e, warn, [&](const tree::Xattr& x) { util::set_xattr(dirfd, name, x.name, x.value, path); });
     if (::utimensat(dirfd, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("set times of " + path);
     return;
   }
@@ -91,14 +87,18 @@ void set_metadata(int dirfd, const std::string& name, const tree::Entry& e, cons
   if (::utimensat(AT_FDCWD, self.c_str(), times, 0) != 0) throw_errno("set times of " + path);
 }
 
-void set_metadata_fd(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
-                     const Warn& warn) {
+void set_metadata_fd(int fd, const tree::Entry& e, const std::string& path, const Warn& warn) {
   if (running_as_root() && ::fchown(fd, e.uid, e.gid) != 0) throw_errno("chown " + path);
   if (::fchmod(fd, e.mode) != 0) throw_errno("chmod " + path);
-  if (e.kind == tree::Kind::dir)
-    set_xattrs(fd, dirfd, name, e, path, warn);
-  else
-    set_xattrs(-1, dirfd, name, e, path, warn);  // by name: an O_WRONLY fd may not take security.* on all fs
+  // A file's xattrs through the fd's /proc name, never the file's name: another user
+  // could rename a file of theirs over it meanwhile and get its capabilities. (Not
+  // fsetxattr: an O_WRONLY fd may not take security.* on every filesystem.)
+  std::string self = "/proc/self/fd/" + std::to_string(fd);
+  set_xattrs(e, warn, [&](const tree::Xattr& x) {
+    int rc = e.kind == tree::Kind::dir ? ::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0)
+                                       : ::setxattr(self.c_str(), x.name.c_str(), x.value.data(), x.value.size(), 0);
+    if (rc != 0) throw_errno("set xattr " + x.name + " on " + path);
+  });
   timespec times[2] = {timespec_of(e.mtime_ns), timespec_of(e.mtime_ns)};
   if (::futimens(fd, times) != 0) throw_errno("set times of " + path);
 }

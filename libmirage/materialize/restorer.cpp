@@ -276,7 +276,7 @@ class Restorer {
       // Through an fd opened without following a symlink: what was checked is what is changed.
       util::Fd fd(::openat(dirfd, e.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
       if (!fd || ::fstat(fd.get(), &st) != 0 || !same(st) || is_placeholder(fd.get())) return false;
-      set_metadata_fd(fd.get(), dirfd, e.name, e, path, [this](std::string m) { warn(std::move(m)); });
+      set_metadata_fd(fd.get(), e, path, [this](std::string m) { warn(std::move(m)); });
     }
     m_stats.kept++;
     return true;
@@ -343,7 +343,7 @@ class Restorer {
   std::string temp_name() { return std::string(k_temp_prefix) + util::random_hex(8); }
 
   void apply_meta(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path) {
-    set_metadata(dirfd, name, e, path, [this](std::string m) { warn(std::move(m)); });
+    set_metadata(dirfd, name, e, path, [this](std::string m) { warn(std::move(m)); }, true);
   }
 
   void install(int dirfd, const std::string& tmp, const std::string& name, const std::string& path) {
@@ -383,7 +383,7 @@ class Restorer {
     util::Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_errno("create " + path);
     try {
-      make_placeholder_fd(fd.get(), dirfd, tmp, e, path, [this](std::string m) { warn(std::move(m)); });
+      make_placeholder_fd(fd.get(), e, path, [this](std::string m) { warn(std::move(m)); });
     } catch (...) {
       ::unlinkat(dirfd, tmp.c_str(), 0);
       throw;
@@ -508,7 +508,7 @@ class Restorer {
     if (!fd) throw_errno("create " + job.path);
     try {
       write_content(fd.get(), job, records, plain);
-      set_metadata_fd(fd.get(), dirfd, tmp, job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
+      set_metadata_fd(fd.get(), job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
     } catch (...) {
       ::unlinkat(dirfd, tmp.c_str(), 0);
       throw;
@@ -552,7 +552,7 @@ class Restorer {
     if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || !is_placeholder(fd.get()))
       throw Error(ErrorKind::failed, "restore " + job.path + ": its placeholder changed while the restore ran");
     write_content(fd.get(), job, records, plain);
-    set_metadata_fd(fd.get(), dirfd, job.entry.name, job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
+    set_metadata_fd(fd.get(), job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
     if (::fsync(fd.get()) != 0) throw_errno("make " + job.path + " durable");
     if (::fremovexattr(fd.get(), k_placeholder_xattr) != 0 && errno != ENODATA)
       throw_errno("unmark the placeholder of " + job.path);
@@ -567,7 +567,7 @@ class Restorer {
   }
 
   void finish_dir(const Job& job) {
-    set_metadata_fd(job.dir->get(), job.dir->get(), ".", job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
+    set_metadata_fd(job.dir->get(), job.entry, job.path, [this](std::string m) { warn(std::move(m)); });
     ::fremovexattr(job.dir->get(), made_mark());  // none there (a directory kept): ENODATA
   }
 

@@ -39,11 +39,10 @@ bool is_placeholder(int fd) {
   return ::fgetxattr(fd, k_placeholder_xattr, value, sizeof value) >= 0;
 }
 
-void make_placeholder_fd(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
-                         const Warn& warn) {
+void make_placeholder_fd(int fd, const tree::Entry& e, const std::string& path, const Warn& warn) {
   if (::ftruncate(fd, static_cast<off_t>(e.size)) != 0) throw_errno("size the placeholder of " + path);
   mark_placeholder(fd, path);
-  set_metadata_fd(fd, dirfd, name, e, path, warn);
+  set_metadata_fd(fd, e, path, warn);
 }
 
 namespace {
@@ -361,7 +360,7 @@ util::Fd Streamer::write_item(Item& item, ObjectSource& source, bool background,
       return {};
     }
     // Writing dropped any file capability and moved the times: the snapshot's again.
-    set_metadata_fd(fd.get(), dir.get(), name, item.entry, item.path, [this](std::string m) {
+    set_metadata_fd(fd.get(), item.entry, item.path, [this](std::string m) {
       std::lock_guard lock(m_mutex);
       m_warnings.push_back(std::move(m));
     });

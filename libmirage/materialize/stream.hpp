@@ -52,11 +52,10 @@ inline constexpr const char* k_placeholder_xattr = tree::k_placeholder_xattr;
 void mark_placeholder(int fd, const std::string& path);
 /// True when the open file `fd` carries the placeholder mark.
 bool is_placeholder(int fd);
-/// Makes the new, empty regular file `fd` (`name` in `dirfd`, at `path`) the placeholder
+/// Makes the new, empty regular file `fd` (at `path`) the placeholder
 /// of `e`: its final size as a hole, the mark, then its final metadata (the restorer's
 /// and a streamed revert's staging, layer/apply.hpp). Throws naming `path`.
-void make_placeholder_fd(int fd, int dirfd, const std::string& name, const tree::Entry& e, const std::string& path,
-                         const Warn& warn);
+void make_placeholder_fd(int fd, const tree::Entry& e, const std::string& path, const Warn& warn);
 
 struct StreamProgress {
   uint64_t files_done = 0, files_total = 0, bytes_done = 0, bytes_total = 0;

@@ -126,7 +126,9 @@ VerifiedUpload verify_upload(std::vector<uint8_t>&& blob, UploadCheck check) {
 }
 
 Repository::Repository(fs::path data, bool create, OrphanPacks orphans, const std::string& first_volume)
-    : m_data(std::move(data)), m_catalog_owned(open_catalog(m_data, create, orphans)), m_catalog(*m_catalog_owned) {
+    : m_data(fs::absolute(data)),  // volume paths are made from it
+      m_catalog_owned(open_catalog(m_data, create, orphans)),
+      m_catalog(*m_catalog_owned) {
   // SQLite makes its files with the umask's mode; a catalog names every file it holds.
   for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((m_data / "catalog.db").string().append(suffix).c_str(), 0600);
   if (read_only_fs(m_data)) return;  // read-only: checked and restored from, never written
@@ -167,10 +169,10 @@ std::vector<catalog::Volume> Repository::volumes() {
     if (v.path.find("://") != std::string::npos) continue;  // a URL: mem://, file:///
     if (path.is_relative()) {
       v.path = (m_data / path).string();
-    } else if (&v == &vols.front() && path.filename() == "0" && path.parent_path().filename() == "volumes" &&
-               fs::is_directory(m_data / k_volume_zero)) {
+    } else if (&v == &vols.front() && path.filename() == "0" && path.parent_path().filename() == "volumes") {
       // Volume 0 of a store made before it was named relative to DATA: an absolute path
-      // to where DATA was then. A copy or move of DATA must not reach the original's packs.
+      // to where DATA was then. A copy or move of DATA must never reach the original's
+      // packs (a copy without them finds its packs missing: check says so).
       v.path = (m_data / k_volume_zero).string();
     }
   }

@@ -78,6 +78,11 @@ expect_contains "$OUT" '"volume_id":1'
 expect_exit 0 mirage volume add "$TEST_TMP/vol2" --create --output json
 expect_contains "$OUT" '"volume_id":2'
 expect_exit 5 mirage volume add "$TEST_TMP/vol2"
+# The same directory by another name (a symlink, a trailing slash) is the same volume.
+ln -s "$TEST_TMP/vol2" "$TEST_TMP/vol2-link"
+expect_exit 5 mirage volume add "$TEST_TMP/vol2-link"
+expect_contains "$ERR" "is already volume 2"
+expect_exit 5 mirage volume add "$TEST_TMP/vol2/"
 expect_exit 0 mirage volume set 1 --read-only --output json
 expect_exit 5 mirage volume set 2 --read-only
 expect_exit 2 mirage volume set 2

@@ -17,4 +17,8 @@ expect_exit 0 mirage-restore --device rel --path / --to back
 expect_same_tree src back
 expect_exit 0 mirage check --read-data --output json
 expect_contains "$OUT" '"ok":true'
+# A server's data directory given relative: made and served whole (its volume too).
+expect_exit 0 mirage-serverd init --data rel-data --output json
+expect_exit 0 env MIRAGE_HOME=rel-data mirage volume list --output json
+expect_contains "$OUT" "\"path\":\"$TEST_TMP/rel-data/volumes/0\""
 echo ok

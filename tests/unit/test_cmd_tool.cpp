@@ -81,6 +81,10 @@ TEST_CASE("times and durations as people read them") {
 TEST_CASE("text for a terminal shows control bytes as octal escapes, everything else as it is") {
   CHECK(tool::shown("plain /home/bob/é") == "plain /home/bob/é");
   CHECK(tool::shown("a\033[31mb\nc\td\x7f") == "a\\033[31mb\\012c\\011d\\177");
+  CHECK(tool::shown("csi\xc2\x9b" "2J") == "csi\\302\\2332J");                 // U+009B
+  CHECK(tool::shown("evil\xe2\x80\xaegnp.exe") == "evil\\342\\200\\256gnp.exe");  // U+202E
+  CHECK(tool::shown("caf\xc3\xa9 \xe2\x80\x94") == "caf\xc3\xa9 \xe2\x80\x94");  // é and an em dash stay
+  CHECK(tool::shown("cut\xc2") == "cut\xc2");  // a sequence cut short is left to the terminal's replacement
 }
 
 TEST_SUITE_END();

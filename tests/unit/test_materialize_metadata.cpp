@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -60,6 +61,46 @@ TEST_CASE("metadata goes on what was made: a symlink swapped in under the name i
     CHECK(st.st_mtim.tv_sec == 1);
     CHECK((mode_of(dir.path() / "victim") & 07777) == 0600);
   }
+}
+
+TEST_CASE("a file's xattrs go through its fd: a file another user renames over its name gets none") {
+  test::TempDir dir;
+  util::Fd dirfd(::open(dir.path().c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+  REQUIRE(dirfd);
+  util::Fd fd(::openat(dirfd.get(), "tmp", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  REQUIRE(fd);
+  std::ofstream(dir.path() / "theirs") << "their program";
+  REQUIRE(::renameat(dirfd.get(), "theirs", dirfd.get(), "tmp") == 0);  // the swap, after the write
+  tree::Entry file;
+  file.name = "tool";
+  file.kind = tree::Kind::file;
+  file.mode = 0755;
+  file.xattrs.push_back({"user.mirage-test", "granted"});
+  materialize::set_metadata_fd(fd.get(), file, "/tool", [](std::string) {});
+  char value[16];
+  CHECK(::fgetxattr(fd.get(), "user.mirage-test", value, sizeof value) == 7);
+  CHECK(::getxattr((dir.path() / "tmp").c_str(), "user.mirage-test", value, sizeof value) < 0);
+}
+
+TEST_CASE("a node just made has one name and this process's uid: another's node linked in under its name is refused") {
+  test::TempDir dir;
+  util::Fd dirfd(::open(dir.path().c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+  REQUIRE(dirfd);
+  tree::Entry fifo;
+  fifo.name = "pipe";
+  fifo.kind = tree::Kind::fifo;
+  fifo.mode = 0666;
+  materialize::Warn warn = [](std::string) {};
+  materialize::make_node(dirfd.get(), "tmp", fifo, "/pipe");
+  REQUIRE(::mkfifoat(dirfd.get(), "victim", 0600) == 0);
+  REQUIRE(::linkat(dirfd.get(), "victim", dirfd.get(), "link", 0) == 0);
+  REQUIRE(::renameat(dirfd.get(), "link", dirfd.get(), "tmp") == 0);
+  CHECK_ERROR_KIND(materialize::set_metadata(dirfd.get(), "tmp", fifo, "/pipe", warn, true), ErrorKind::precondition);
+  CHECK((mode_of(dir.path() / "victim") & 07777) == 0600);
+  // Metadata for an entry that was there already (an apply's metadata-only change) may
+  // well have two names.
+  materialize::set_metadata(dirfd.get(), "tmp", fifo, "/pipe", warn);
+  CHECK((mode_of(dir.path() / "victim") & 07777) == 0666);
 }
 
 TEST_SUITE_END();

@@ -321,6 +321,13 @@ TEST_CASE("a copied or moved data directory reads and writes its own volume 0, n
     util::Db db((a / "catalog.db").string());
     db.exec("UPDATE volumes SET path = '" + (a / "volumes" / "0").string() + "'");
   }
+  {  // the catalog alone copied: its volume 0 is missing, never the original's
+    fs::create_directories(dir.path() / "c");
+    fs::copy(a / "catalog.db", dir.path() / "c" / "catalog.db");
+    store::Repository repo(dir.path() / "c", false);
+    CHECK(repo.volumes().at(0).path == (dir.path() / "c" / "volumes" / "0").string());
+    CHECK_ERROR_KIND(repo.read_plain(util::sha256(x)), ErrorKind::integrity);  // a pack gone
+  }
   fs::copy(a, b, fs::copy_options::recursive);
   {
     store::Repository repo(b, false);
