@@ -21,22 +21,36 @@ mode_t mode_of(const std::filesystem::path& p) {
   REQUIRE(::lstat(p.c_str(), &st) == 0);
   return st.st_mode;
 }
-}  // namespace
 
-TEST_SUITE_BEGIN("materialize::metadata");
-
-TEST_CASE("metadata goes on what was made: a symlink swapped in under the name is refused, its target untouched") {
+/// A test's directory, open.
+struct OpenDir {
   test::TempDir dir;
-  std::ofstream(dir.path() / "victim") << "secret";
-  REQUIRE(::chmod((dir.path() / "victim").c_str(), 0600) == 0);
-  util::Fd dirfd(::open(dir.path().c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
-  REQUIRE(dirfd);
+  util::Fd fd{::open(dir.path().c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC)};
+  const std::filesystem::path& path() const { return dir.path(); }
+};
+
+/// The snapshot's entry of a fifo "pipe", mode 0666.
+tree::Entry fifo_entry() {
   tree::Entry fifo;
   fifo.name = "pipe";
   fifo.kind = tree::Kind::fifo;
   fifo.mode = 0666;
   fifo.mtime_ns = 1'000'000'000;
-  materialize::Warn warn = [](std::string) {};
+  return fifo;
+}
+
+const materialize::Warn no_warn = [](std::string) {};
+}  // namespace
+
+TEST_SUITE_BEGIN("materialize::metadata");
+
+TEST_CASE("metadata goes on what was made: a symlink swapped in under the name is refused, its target untouched") {
+  OpenDir dir;
+  const util::Fd& dirfd = dir.fd;
+  std::ofstream(dir.path() / "victim") << "secret";
+  REQUIRE(::chmod((dir.path() / "victim").c_str(), 0600) == 0);
+  tree::Entry fifo = fifo_entry();
+  const materialize::Warn& warn = no_warn;
   SUBCASE("the node as made gets its mode and times") {
     materialize::make_node(dirfd.get(), "tmp", fifo, "/pipe");
     materialize::set_metadata(dirfd.get(), "tmp", fifo, "/pipe", warn);
@@ -64,9 +78,8 @@ TEST_CASE("metadata goes on what was made: a symlink swapped in under the name i
 }
 
 TEST_CASE("a file's xattrs go through its fd: a file another user renames over its name gets none") {
-  test::TempDir dir;
-  util::Fd dirfd(::open(dir.path().c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
-  REQUIRE(dirfd);
+  OpenDir dir;
+  const util::Fd& dirfd = dir.fd;
   util::Fd fd(::openat(dirfd.get(), "tmp", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   REQUIRE(fd);
   std::ofstream(dir.path() / "theirs") << "their program";
@@ -76,21 +89,17 @@ TEST_CASE("a file's xattrs go through its fd: a file another user renames over i
   file.kind = tree::Kind::file;
   file.mode = 0755;
   file.xattrs.push_back({"user.mirage-test", "granted"});
-  materialize::set_metadata_fd(fd.get(), file, "/tool", [](std::string) {});
+  materialize::set_metadata_fd(fd.get(), file, "/tool", no_warn);
   char value[16];
   CHECK(::fgetxattr(fd.get(), "user.mirage-test", value, sizeof value) == 7);
   CHECK(::getxattr((dir.path() / "tmp").c_str(), "user.mirage-test", value, sizeof value) < 0);
 }
 
 TEST_CASE("a node just made has one name and this process's uid: another's node linked in under its name is refused") {
-  test::TempDir dir;
-  util::Fd dirfd(::open(dir.path().c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
-  REQUIRE(dirfd);
-  tree::Entry fifo;
-  fifo.name = "pipe";
-  fifo.kind = tree::Kind::fifo;
-  fifo.mode = 0666;
-  materialize::Warn warn = [](std::string) {};
+  OpenDir dir;
+  const util::Fd& dirfd = dir.fd;
+  tree::Entry fifo = fifo_entry();
+  const materialize::Warn& warn = no_warn;
   materialize::make_node(dirfd.get(), "tmp", fifo, "/pipe");
   REQUIRE(::mkfifoat(dirfd.get(), "victim", 0600) == 0);
   REQUIRE(::linkat(dirfd.get(), "victim", dirfd.get(), "link", 0) == 0);
