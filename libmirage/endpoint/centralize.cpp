@@ -81,6 +81,9 @@ json fill_or_warn(Client& client, const ApplyOrderOptions& ao, const policy::Upl
 std::string register_device(Client& client, const CentralizeOptions& opts, std::string& message) {
   std::string hostname;
   json inv = inventory(opts.root, &hostname);
+  const fs::path credential = opts.state_dir / "credential";
+  std::error_code ec;
+  const bool first = !fs::exists(credential, ec);
   try {
     json dev = client.call("device.register", {{"device_id", opts.device_id},
                                                {"hostname", hostname},
@@ -88,6 +91,10 @@ std::string register_device(Client& client, const CentralizeOptions& opts, std::
                                                {"credential_hash", util::sha256_hex(device_secret(opts.state_dir))}});
     return dev.value("state", "pending");
   } catch (const Error& e) {
+    // A first registration refused for what it said (a hostname the server will not
+    // take) recorded nothing: its new credential goes too, or every later run would
+    // present a credential the server never heard of.
+    if (first && e.kind() == ErrorKind::usage) fs::remove(credential, ec);
     // The server refuses a pending device's credential as a precondition before any
     // method runs: the same answer as a registration that left it pending.
     if (e.kind() != ErrorKind::precondition) throw;

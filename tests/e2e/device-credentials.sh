@@ -11,6 +11,14 @@ export MIRAGE_SERVER="$SERVER_URL"
 a=$TEST_TMP/a; b=$TEST_TMP/b
 mkdir -p "$a" "$b"; printf 'a\n' >"$a/f"; printf 'b\n' >"$b/f"
 
+# A first registration the server refuses for what it says (a hostname with an escape)
+# records nothing, and leaves no credential behind: once the hostname is mended, the
+# device registers (pending, 5), not "unknown token" for ever.
+mkdir -p "$a/etc"; printf 'bad\033name\n' >"$a/etc/hostname"
+expect_exit 2 mirage-centralize --root "$a" --device-id dev-a --output json
+expect_contains "$ERR" "hostname"
+[ ! -e "$MIRAGE_HOME/endpoint/dev-a/credential" ] || fail "a refused first registration left its credential"
+printf 'host-a\n' >"$a/etc/hostname"
 expect_exit 5 mirage-centralize --root "$a" --device-id dev-a --output json
 expect_contains "$OUT" '"state":"pending"'
 [ "$(stat -c %a "$MIRAGE_HOME/endpoint/dev-a/credential")" = 600 ] || fail "credential file is not private"
