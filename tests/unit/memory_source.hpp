@@ -2,6 +2,7 @@
 // Snapshot objects in memory for the unit tests of what reads them (browse, restore,
 // streaming restore): trees and file contents stored as plain records.
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <span>
 #include <string>
@@ -64,5 +65,16 @@ class MemorySource : public materialize::ObjectSource {
  private:
   std::map<util::Digest, std::string> m_plain;
 };
+
+/// The options of a restore of `paths` of the snapshot whose root entry is `root`, into `to`.
+inline materialize::RestoreOptions restore_options(const Entry& root, const std::filesystem::path& to,
+                                                   std::vector<std::string> paths = {"/"}) {
+  materialize::RestoreOptions ro;
+  ro.to = to;
+  ro.paths = std::move(paths);
+  ro.root = root;
+  ro.tree = root.subtree;
+  return ro;
+}
 
 }  // namespace mirage::testing

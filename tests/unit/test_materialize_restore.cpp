@@ -61,11 +61,7 @@ TEST_CASE("restore: records that come in several parts are all found (files whos
   PartedSource parted(src, 7);
   auto to = fs::temp_directory_path() / ("mirage-restore-parts-" + std::to_string(::getpid()));
   fs::remove_all(to);
-  materialize::RestoreOptions ro;
-  ro.to = to;
-  ro.paths = {"/"};
-  ro.root = root;
-  ro.tree = root.subtree;
+  auto ro = mirage::testing::restore_options(root, to);
   auto stats = materialize::restore(ro, parted);
   CHECK(stats.files == 40);
   CHECK(parted.parts_made > 1);
@@ -93,11 +89,7 @@ TEST_CASE("restore: a directory an interrupted restore made is finished by the n
     REQUIRE(::chmod(d.c_str(), 0700) == 0);
   for (const auto& d : {to / "home", to / "home" / "dave", to / "home" / "dave" / "proj"})
     REQUIRE(::setxattr(d.c_str(), mark, "1", 1, 0) == 0);
-  materialize::RestoreOptions ro;
-  ro.to = to;
-  ro.paths = {"/home/dave"};
-  ro.root = root;
-  ro.tree = root.subtree;
+  auto ro = mirage::testing::restore_options(root, to, {"/home/dave"});
   ro.overwrite = materialize::Overwrite::never;
   materialize::restore(ro, src);
   auto mode = [](const fs::path& p) {
@@ -127,11 +119,7 @@ TEST_CASE("restore: progress counts the files written whole with the bytes, batc
   for (int f = 0; f < 5000; ++f) files.push_back(src.file("f" + std::to_string(f), "content " + std::to_string(f)));
   Entry root = src.dir("", {src.dir("d", files)});
   test::TempDir dir;
-  materialize::RestoreOptions ro;
-  ro.to = dir.path() / "to";
-  ro.paths = {"/"};
-  ro.root = root;
-  ro.tree = root.subtree;
+  auto ro = mirage::testing::restore_options(root, dir.path() / "to");
   std::vector<std::pair<uint64_t, uint64_t>> seen;
   ro.progress = [&](uint64_t bytes, uint64_t files_written) { seen.emplace_back(bytes, files_written); };
   auto stats = materialize::restore(ro, src);

@@ -89,11 +89,7 @@ materialize::RestoreStats restore_streaming(
     std::function<bool(const std::string&, const Entry&)> placeholder = [](const std::string&, const Entry&) {
       return true;
     }) {
-  materialize::RestoreOptions ro;
-  ro.to = to;
-  ro.paths = {"/"};
-  ro.root = root;
-  ro.tree = root.subtree;
+  auto ro = mirage::testing::restore_options(root, to);
   ro.placeholder = std::move(placeholder);
   ro.on_placeholder = [&streamer](int dirfd, const std::string& name, const std::string& path, const Entry& e) {
     streamer.add(dirfd, name, path, e);
@@ -162,11 +158,7 @@ struct Fixture {
 
   /// A streaming restore of everything: /etc whole, the rest placeholders.
   materialize::RestoreStats restore(materialize::Streamer& s) {
-    materialize::RestoreOptions ro;
-    ro.to = to;
-    ro.paths = {"/"};
-    ro.root = root;
-    ro.tree = root.subtree;
+    auto ro = mirage::testing::restore_options(root, to);
     ro.overwrite = materialize::Overwrite::if_changed;
     ro.placeholder = [](const std::string& path, const Entry&) { return path.rfind("/etc", 0) != 0; };
     ro.on_placeholder = [&s](int dirfd, const std::string& name, const std::string& path, const Entry& e) {
