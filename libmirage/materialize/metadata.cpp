@@ -45,6 +45,10 @@ void set_xattrs(const tree::Entry& e, const Warn& warn, const std::function<void
   }
 }
 
+/// The /proc name of an open fd: the inode it holds, whatever its name is now (needs
+/// /proc mounted).
+std::string proc_name(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
 }  // namespace
 
 void set_metadata(int dirfd, const std::string& name, const tree::Entry& e, const std::string& path, const Warn& warn,
@@ -75,7 +79,7 @@ void set_metadata(int dirfd, const std::string& name, const tree::Entry& e, cons
   }
   // A node (a fifo, a device) cannot be opened for its metadata without acting as one:
   // the O_PATH handle's /proc name reaches the very inode checked above.
-  std::string self = "/proc/self/fd/" + std::to_string(fd.get());
+  std::string self = proc_name(fd.get());
   if (::chmod(self.c_str(), e.mode) != 0) {
     if (errno == ENOENT) throw Error(ErrorKind::failed, "chmod " + path + ": /proc is not mounted (needed to set modes safely)");
     throw_errno("chmod " + path);
@@ -93,7 +97,7 @@ void set_metadata_fd(int fd, const tree::Entry& e, const std::string& path, cons
   // A file's xattrs through the fd's /proc name, never the file's name: another user
   // could rename a file of theirs over it meanwhile and get its capabilities. (Not
   // fsetxattr: an O_WRONLY fd may not take security.* on every filesystem.)
-  std::string self = "/proc/self/fd/" + std::to_string(fd);
+  std::string self = proc_name(fd);
   set_xattrs(e, warn, [&](const tree::Xattr& x) {
     int rc = e.kind == tree::Kind::dir ? ::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0)
                                        : ::setxattr(self.c_str(), x.name.c_str(), x.value.data(), x.value.size(), 0);

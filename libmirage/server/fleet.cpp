@@ -267,9 +267,8 @@ void to_json(json& j, const VolumeAdded& r) {
 
 VolumeAdded volume_add(Context& c, const VolumeAdd& p) {
   auto& cat = c.cat();
-  std::error_code same_ec;  // the same directory by another name (a symlink, a trailing '/') too
-  for (const auto& v : c.repo.volumes())
-    if (v.path == p.path || std::filesystem::equivalent(v.path, p.path, same_ec)) throw Error(ErrorKind::precondition, "volume " + p.path + " is already volume " + std::to_string(v.id));
+  if (auto id = c.repo.volume_at(p.path))
+    throw Error(ErrorKind::precondition, "volume " + p.path + " is already volume " + std::to_string(*id));
   std::error_code ec;
   if (!p.create && !std::filesystem::is_directory(p.path, ec))
     throw Error(ErrorKind::not_found, "volume " + p.path + ": no such directory (--create makes it)");

@@ -134,8 +134,7 @@ void Service::ensure_volume(const std::string& path) {
   std::lock_guard lock(m_fleet_mutex);
   auto& cat = repo().catalog();
   catalog::Transaction tx(cat);
-  for (const auto& v : repo().volumes())
-    if (v.path == path) return;
+  if (repo().volume_at(path)) return;
   store::open_volume(path)->init();
   int64_t id = cat.add_volume(path);
   cat.add_event("volume.added", "", {{"volume_id", id}, {"path", path}, {"by", "mirage-serverd --volume"}});

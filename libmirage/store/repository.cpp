@@ -136,11 +136,8 @@ Repository::Repository(fs::path data, bool create, OrphanPacks orphans, const st
     // Several server processes may open a new data directory at once: check and add
     // under one write lock so there is exactly one volume 0.
     catalog::Transaction tx(m_catalog);
-    if (m_catalog.volumes().empty()) {
-      std::string url = first_volume.empty() ? std::string(k_volume_zero) : first_volume;
-      open_volume(first_volume.empty() ? (m_data / k_volume_zero).string() : url)->init();
-      m_catalog.add_volume(url);
-    }
+    if (m_catalog.volumes().empty())  // (a volume that cannot be made rolls its row back)
+      volume(m_catalog.add_volume(first_volume.empty() ? std::string(k_volume_zero) : first_volume)).init();
     tx.commit();
   }
 }
@@ -177,6 +174,13 @@ std::vector<catalog::Volume> Repository::volumes() {
     }
   }
   return vols;
+}
+
+std::optional<int64_t> Repository::volume_at(const std::string& path) {
+  std::error_code ec;  // a directory that does not exist is only its own name
+  for (const auto& v : volumes())
+    if (v.path == path || fs::equivalent(v.path, path, ec)) return v.id;
+  return std::nullopt;
 }
 
 Volume& Repository::volume(int64_t id) {

@@ -174,6 +174,9 @@ class Repository {
   /// DATA/volumes/0 wherever DATA is now (the catalog names it relative to DATA, so a
   /// moved or copied data directory uses its own packs, never the original's).
   std::vector<catalog::Volume> volumes();
+  /// The id of the volume at directory `path`, named so or by another name (a symlink,
+  /// a trailing '/'); none when the catalog has no volume there.
+  std::optional<int64_t> volume_at(const std::string& path);
 
  private:
   friend class GarbageCollector;   // gc.cpp: repacks through the writers
